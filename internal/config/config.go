@@ -1,0 +1,311 @@
+// Package config defines attache's configuration file: its schema, its
+// defaults, a strict YAML decoder that reports every problem with its field
+// path and line, and the validation of values and cross-references.
+//
+// The keys in this file are attache's public contract. A Config returned by
+// Load or Parse is complete (defaults filled in) and valid; it is never
+// mutated afterwards, so it may be shared between goroutines.
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults. Each one has a validation rule and a bad-config test.
+const (
+	DefaultAdminAddress       = "127.0.0.1:9901"
+	DefaultDrainTimeout       = 30 * time.Second
+	DefaultMaxConnections     = 10000
+	DefaultIdleTimeout        = time.Hour
+	DefaultConnectTimeout     = 5 * time.Second
+	DefaultBalance            = "round_robin"
+	DefaultHealthInterval     = 5 * time.Second
+	DefaultHealthTimeout      = time.Second
+	DefaultHealthyThreshold   = 2
+	DefaultUnhealthyThreshold = 3
+	DefaultDNSRefresh         = 5 * time.Second
+	DefaultOutlierFailures    = 5
+	DefaultOutlierEjection    = 30 * time.Second
+	DefaultOutlierMaxPercent  = 50
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Admin        Admin      `yaml:"admin"`
+	Log          Log        `yaml:"log"`
+	DrainTimeout Duration   `yaml:"drain_timeout"`
+	Listeners    []Listener `yaml:"listeners"`
+	Clusters     []Cluster  `yaml:"clusters"`
+
+	// lines maps field paths ("clusters[1].balance") to the line they were
+	// written on; it lets later checks name the line of a value.
+	lines map[string]int
+}
+
+// Admin is the admin HTTP server.
+type Admin struct {
+	Address string `yaml:"address"`
+}
+
+// Log selects the log format and level.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Listener is an address the application connects to.
+type Listener struct {
+	Name           string     `yaml:"name"`
+	Address        string     `yaml:"address"`
+	Protocol       string     `yaml:"protocol"`
+	Cluster        string     `yaml:"cluster"`
+	TLS            *ServerTLS `yaml:"tls"`
+	MaxConnections int        `yaml:"max_connections"`
+	IdleTimeout    Duration   `yaml:"idle_timeout"`
+}
+
+// ServerTLS terminates TLS on a listener.
+type ServerTLS struct {
+	CertFile          string   `yaml:"cert_file"`
+	KeyFile           string   `yaml:"key_file"`
+	ClientCAFile      string   `yaml:"client_ca_file"`
+	RequireClientCert bool     `yaml:"require_client_cert"`
+	MinVersion        string   `yaml:"min_version"`
+	CipherSuites      []string `yaml:"cipher_suites"`
+}
+
+// Cluster is a named set of endpoints and how to reach them.
+type Cluster struct {
+	Name             string            `yaml:"name"`
+	Endpoints        []Endpoint        `yaml:"endpoints"`
+	Discovery        *Discovery        `yaml:"discovery"`
+	Balance          string            `yaml:"balance"`
+	ConnectTimeout   Duration          `yaml:"connect_timeout"`
+	HealthCheck      *HealthCheck      `yaml:"health_check"`
+	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
+	TLS              *ClientTLS        `yaml:"tls"`
+}
+
+// Discovery names the one source of a cluster's endpoints besides a static
+// list.
+type Discovery struct {
+	DNS *DNSDiscovery `yaml:"dns"`
+}
+
+// DNSDiscovery resolves A/AAAA records of Name (with Port), or the SRV
+// record SRV, every Refresh.
+type DNSDiscovery struct {
+	Name    string   `yaml:"name"`
+	Port    int      `yaml:"port"`
+	SRV     string   `yaml:"srv"`
+	Refresh Duration `yaml:"refresh"`
+}
+
+// HealthCheck is an active health check run against every endpoint.
+type HealthCheck struct {
+	Type               string   `yaml:"type"` // tcp | amqp
+	Interval           Duration `yaml:"interval"`
+	Timeout            Duration `yaml:"timeout"`
+	HealthyThreshold   int      `yaml:"healthy_threshold"`
+	UnhealthyThreshold int      `yaml:"unhealthy_threshold"`
+}
+
+// OutlierDetection ejects endpoints that fail to accept connections.
+type OutlierDetection struct {
+	ConsecutiveFailures int      `yaml:"consecutive_failures"`
+	BaseEjectionTime    Duration `yaml:"base_ejection_time"`
+	MaxEjectionPercent  int      `yaml:"max_ejection_percent"`
+}
+
+// ClientTLS originates TLS to a cluster's endpoints. Verification is always
+// on: with no ca_file the system roots are used.
+type ClientTLS struct {
+	ServerName   string   `yaml:"server_name"`
+	CAFile       string   `yaml:"ca_file"`
+	CertFile     string   `yaml:"cert_file"`
+	KeyFile      string   `yaml:"key_file"`
+	MinVersion   string   `yaml:"min_version"`
+	CipherSuites []string `yaml:"cipher_suites"`
+}
+
+// Endpoint is one static backend: "host:port" with an optional
+// " weight=N" (default 1).
+type Endpoint struct {
+	Address string
+	Weight  int
+}
+
+func (e *Endpoint) decodeScalar(s string) error {
+	fields := strings.Fields(s)
+	if len(fields) == 0 {
+		return fmt.Errorf("empty endpoint")
+	}
+	e.Address, e.Weight = fields[0], 1
+	if _, port, err := net.SplitHostPort(e.Address); err != nil {
+		return fmt.Errorf("endpoint %q: want host:port", s)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("endpoint %q: port must be 1-65535", s)
+	}
+	for _, f := range fields[1:] {
+		v, ok := strings.CutPrefix(f, "weight=")
+		if !ok {
+			return fmt.Errorf("endpoint %q: unknown option %q (want weight=N)", s, f)
+		}
+		w, err := strconv.Atoi(v)
+		if err != nil || w < 1 || w > 1000 {
+			return fmt.Errorf("endpoint %q: weight must be 1-1000", s)
+		}
+		e.Weight = w
+	}
+	return nil
+}
+
+// String gives the endpoint back in the form it is written in.
+func (e Endpoint) String() string {
+	if e.Weight == 1 {
+		return e.Address
+	}
+	return fmt.Sprintf("%s weight=%d", e.Address, e.Weight)
+}
+
+// MarshalYAML writes the endpoint in its string form.
+func (e Endpoint) MarshalYAML() (any, error) { return e.String(), nil }
+
+// Duration is a time.Duration written as "5s", "250ms", "1h".
+type Duration time.Duration
+
+func (d *Duration) decodeScalar(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want a number with a unit, like 5s or 250ms)", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func (c *Config) applyDefaults() {
+	if c.Admin.Address == "" {
+		c.Admin.Address = DefaultAdminAddress
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.DrainTimeout == 0 && !c.has("drain_timeout") {
+		c.DrainTimeout = Duration(DefaultDrainTimeout)
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Protocol == "" {
+			l.Protocol = "tcp"
+		}
+		if l.MaxConnections == 0 && !c.has(fmt.Sprintf("listeners[%d].max_connections", i)) {
+			l.MaxConnections = DefaultMaxConnections
+		}
+		if l.IdleTimeout == 0 && !c.has(fmt.Sprintf("listeners[%d].idle_timeout", i)) {
+			l.IdleTimeout = Duration(DefaultIdleTimeout)
+		}
+		if l.TLS != nil && l.TLS.MinVersion == "" {
+			l.TLS.MinVersion = "1.2"
+		}
+	}
+	for i := range c.Clusters {
+		cl := &c.Clusters[i]
+		if cl.Balance == "" {
+			cl.Balance = DefaultBalance
+		}
+		if cl.ConnectTimeout == 0 && !c.has(fmt.Sprintf("clusters[%d].connect_timeout", i)) {
+			cl.ConnectTimeout = Duration(DefaultConnectTimeout)
+		}
+		if d := cl.Discovery; d != nil && d.DNS != nil && d.DNS.Refresh == 0 {
+			d.DNS.Refresh = Duration(DefaultDNSRefresh)
+		}
+		if h := cl.HealthCheck; h != nil {
+			if h.Type == "" {
+				h.Type = "tcp"
+			}
+			if h.Interval == 0 {
+				h.Interval = Duration(DefaultHealthInterval)
+			}
+			if h.Timeout == 0 {
+				h.Timeout = Duration(min(DefaultHealthTimeout, h.Interval.D()))
+			}
+			if h.HealthyThreshold == 0 {
+				h.HealthyThreshold = DefaultHealthyThreshold
+			}
+			if h.UnhealthyThreshold == 0 {
+				h.UnhealthyThreshold = DefaultUnhealthyThreshold
+			}
+		}
+		if cl.OutlierDetection == nil {
+			cl.OutlierDetection = &OutlierDetection{}
+		}
+		o := cl.OutlierDetection
+		if o.ConsecutiveFailures == 0 {
+			o.ConsecutiveFailures = DefaultOutlierFailures
+		}
+		if o.BaseEjectionTime == 0 {
+			o.BaseEjectionTime = Duration(DefaultOutlierEjection)
+		}
+		if o.MaxEjectionPercent == 0 && !c.has(fmt.Sprintf("clusters[%d].outlier_detection.max_ejection_percent", i)) {
+			o.MaxEjectionPercent = DefaultOutlierMaxPercent
+		}
+		if cl.TLS != nil && cl.TLS.MinVersion == "" {
+			cl.TLS.MinVersion = "1.2"
+		}
+	}
+}
+
+// has reports whether the file set the field at path explicitly.
+func (c *Config) has(path string) bool {
+	_, ok := c.lines[path]
+	return ok
+}
+
+// Line returns the line a field path was written on, or of its nearest
+// written parent; 0 when unknown.
+func (c *Config) Line(path string) int {
+	for path != "" {
+		if n, ok := c.lines[path]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// Listener returns the listener named name, or nil.
+func (c *Config) Listener(name string) *Listener {
+	for i := range c.Listeners {
+		if c.Listeners[i].Name == name {
+			return &c.Listeners[i]
+		}
+	}
+	return nil
+}
+
+// Cluster returns the cluster named name, or nil.
+func (c *Config) Cluster(name string) *Cluster {
+	for i := range c.Clusters {
+		if c.Clusters[i].Name == name {
+			return &c.Clusters[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestGoodFile(t *testing.T) {
+	c, err := Load("testdata/good.yml", noEnv)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	cl := c.Cluster("redis-main")
+	if got, want := cl.Endpoints[1], (Endpoint{Address: "redis-b.example:6379", Weight: 3}); got != want {
+		t.Errorf("endpoint: got %+v, want %+v", got, want)
+	}
+	if got := c.Cluster("srv").Discovery.DNS.Refresh.D(); got != DefaultDNSRefresh {
+		t.Errorf("default refresh: got %v, want %v", got, DefaultDNSRefresh)
+	}
+	if got := c.Listener("cache").IdleTimeout.D(); got != 5*time.Minute {
+		t.Errorf("idle_timeout: got %v, want 5m", got)
+	}
+	if got := c.DrainTimeout.D(); got != 10*time.Second {
+		t.Errorf("drain_timeout: got %v, want 10s", got)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte(`
+listeners: [{name: a, address: "127.0.0.1:7000", cluster: b}]
+clusters: [{name: b, endpoints: ["127.0.0.1:7001"], health_check: {}}]
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, cl := c.Listeners[0], c.Clusters[0]
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
+		{"drain_timeout", c.DrainTimeout.D(), 30 * time.Second},
+		{"protocol", l.Protocol, "tcp"},
+		{"max_connections", l.MaxConnections, DefaultMaxConnections},
+		{"idle_timeout", l.IdleTimeout.D(), time.Hour},
+		{"balance", cl.Balance, "round_robin"},
+		{"connect_timeout", cl.ConnectTimeout.D(), 5 * time.Second},
+		{"health_check.type", cl.HealthCheck.Type, "tcp"},
+		{"health_check.interval", cl.HealthCheck.Interval.D(), 5 * time.Second},
+		{"health_check.timeout", cl.HealthCheck.Timeout.D(), time.Second},
+		{"outlier.consecutive_failures", cl.OutlierDetection.ConsecutiveFailures, 5},
+		{"outlier.max_ejection_percent", cl.OutlierDetection.MaxEjectionPercent, 50},
+		{"endpoint weight", cl.Endpoints[0].Weight, 1},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+// TestBadFile checks that every problem of a file is reported at once, with
+// its path and line, against a golden list.
+func TestBadFile(t *testing.T) {
+	_, err := Load("testdata/bad.yml", noEnv)
+	var errs Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("got %v, want Errors", err)
+	}
+	got := errs.Error() + "\n"
+	if *update {
+		os.WriteFile("testdata/bad.yml.errors", []byte(got), 0o644)
+	}
+	want, _ := os.ReadFile("testdata/bad.yml.errors")
+	if got != string(want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestBadValues(t *testing.T) {
+	t.Parallel()
+	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"syntax", "listeners: [", "invalid YAML"},
+		{"no listeners", "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners: at least one listener is required"},
+		{"no endpoints", base + "clusters: [{name: c}]", "clusters[0]: needs endpoints or discovery (line 2)"},
+		{"both sources", base + "clusters: [{name: c, endpoints: [\"h:1\"], discovery: {dns: {name: x, port: 1}}}]", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
+		{"dns no port", base + "clusters: [{name: c, discovery: {dns: {name: x}}}]", "clusters[0].discovery.dns.port: must be 1-65535"},
+		{"srv with port", base + "clusters: [{name: c, discovery: {dns: {srv: _x._tcp.y, port: 3}}}]", "comes from the SRV record"},
+		{"dup endpoint", base + "clusters: [{name: c, endpoints: [\"h:1\", \"h:1\"]}]", "clusters[0].endpoints[1]: endpoint h:1 is listed twice"},
+		{"bad port", base + "clusters: [{name: c, endpoints: [\"h:70000\"]}]", "port must be 1-65535"},
+		{"bad option", base + "clusters: [{name: c, endpoints: [\"h:1 wieght=2\"]}]", `unknown option "wieght=2"`},
+		{"health type", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: ampq}}]", `unknown health check type "ampq" (line 2); did you mean "amqp"?`},
+		{"threshold", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {healthy_threshold: -1}}]", "healthy_threshold: must be at least 1"},
+		{"ejection pct", base + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {max_ejection_percent: 101}}]", "must be 0-100"},
+		{"tls missing cert", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {key_file: /k}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].tls.cert_file: required with key_file"},
+		{"tls no file", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {cert_file: /nonexistent/c, key_file: /nonexistent/k}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].tls.cert_file: no such file "/nonexistent/c" (line 1)`},
+		{"client cert needs ca", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {require_client_cert: true}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "needs client_ca_file"},
+		{"tls version", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {min_version: \"1.4\"}}]", `unknown TLS version "1.4"`},
+		{"cipher", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {cipher_suites: [RC4]}}]", `clusters[0].tls.cipher_suites[0]: unknown cipher suite "RC4"`},
+		{"admin clash", "admin: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "already used by admin.address"},
+		{"dup cluster", base + "clusters: [{name: c, endpoints: [\"h:1\"]}, {name: c, endpoints: [\"h:2\"]}]", `duplicate cluster name "c"`},
+		{"bad name", "listeners: [{name: \"a b\", address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `"a b": use letters`},
+		{"not a list", "listeners: {name: a}", "listeners: expected a list, got a mapping (line 1)"},
+		{"not a map", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: yes}]", `clusters[0].tls: expected a mapping, got "yes"`},
+		{"bool", base + "clusters: [{name: c, endpoints: [\"h:1\"]}]\nlog: {level: loud}", `log.level: unknown log level "loud"`},
+		{"twice", base + "clusters: [{name: c, name: d, endpoints: [\"h:1\"]}]", "clusters[0].name: field given twice"},
+		{"unset env", base + "clusters: [{name: c, endpoints: [\"${NOPE}:1\"]}]", "clusters[0].endpoints[0]: environment variable NOPE is not set (line 2)"},
+		{"idle timeout", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, idle_timeout: 0s}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Parse([]byte(tc.yaml), noEnv)
+			if err == nil {
+				t.Fatalf("got no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExpandEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HOST": "db", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for _, tc := range []struct{ in, want, err string }{
+		{in: "plain", want: "plain"},
+		{in: "${HOST}:5432", want: "db:5432"},
+		{in: "${MISSING:-fallback}", want: "fallback"},
+		{in: "${EMPTY:-fallback}", want: "fallback"},
+		{in: "${EMPTY}", want: ""},
+		{in: "pa$$word", want: "pa$word"},
+		{in: "$$${HOST}", want: "$db"},
+		{in: "cost $5", want: "cost $5"},
+		{in: "${MISSING}", err: "environment variable MISSING is not set"},
+		{in: "${A}${B}", err: "environment variable A, B is not set"},
+		{in: "${HOST", err: "unclosed"},
+		{in: "${1X}", err: "invalid environment variable name"},
+	} {
+		got, err := expandEnv(tc.in, lookup)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("expandEnv(%q): got error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+type secretHolder struct {
+	Name  string            `yaml:"name"`
+	Token string            `yaml:"token" secret:"true"`
+	Extra map[string]string `yaml:"extra" secret:"true"`
+}
+
+func TestRedactedCopy(t *testing.T) {
+	in := &secretHolder{Name: "n", Token: "s3cret", Extra: map[string]string{"k": "v"}}
+	out := redactedCopy(reflectValue(in), false).Interface().(secretHolder)
+	if out.Token != Redacted || out.Extra["k"] != Redacted || out.Name != "n" {
+		t.Errorf("got %+v, want secrets redacted and name kept", out)
+	}
+	if in.Token != "s3cret" || in.Extra["k"] != "v" {
+		t.Errorf("original changed: %+v", in)
+	}
+}
+
+func TestMarshalRedactedRoundTrip(t *testing.T) {
+	c, err := Load("testdata/good.yml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.MarshalRedacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Parse(out, noEnv)
+	if err != nil {
+		t.Fatalf("re-parse of rendered config: %v\n%s", err, out)
+	}
+	if got, want := c2.Clusters[0].Endpoints[1].String(), "redis-b.example:6379 weight=3"; got != want {
+		t.Errorf("endpoint after round trip: got %q, want %q", got, want)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"testdata/good.yml", "testdata/bad.yml"} {
+		b, _ := os.ReadFile(name)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		Parse(data, noEnv) // must not panic
+	})
+}
+
+func reflectValue(p *secretHolder) reflect.Value { return reflect.ValueOf(p).Elem() }

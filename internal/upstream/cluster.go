@@ -1,0 +1,259 @@
+// Package upstream holds clusters and their endpoints: the endpoint set that
+// discovery writes, the health and ejection state that checks write, and
+// the Dial that the data path uses to reach one healthy endpoint.
+//
+// Data flows one way: discovery and health write endpoint state, protocol
+// handlers read it through Dial. The endpoint set is an immutable slice
+// behind an atomic pointer, so the data path takes no lock to read it.
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/balance"
+)
+
+// MaxEjectionTime caps the growing ejection time of an endpoint that keeps
+// failing (Envoy's default max_ejection_time).
+const MaxEjectionTime = 300 * time.Second
+
+// OutlierPolicy is passive outlier detection on connect failures.
+type OutlierPolicy struct {
+	ConsecutiveFailures int
+	BaseEjectionTime    time.Duration
+	MaxEjectionPercent  int
+}
+
+// Target is one endpoint as a discovery source reports it.
+type Target struct {
+	Addr   string
+	Weight int
+}
+
+// Observer receives the cluster's events for metrics and logs. Any field may
+// be nil.
+type Observer struct {
+	ConnectError func(ep *Endpoint, err error)
+	Ejected      func(ep *Endpoint)
+}
+
+// Options configure a Cluster. Zero values are not valid except where noted.
+type Options struct {
+	Name           string
+	Picker         balance.Picker
+	ConnectTimeout time.Duration
+	Outlier        OutlierPolicy
+	HasHealthCheck bool
+	// TLS, when set, originates TLS on every connection: it returns the
+	// client configuration to use now (certificates may rotate).
+	TLS      func() *tls.Config
+	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
+	Observer Observer
+	Log      *slog.Logger
+	Now      func() time.Time // nil: time.Now
+}
+
+// Cluster is a named set of endpoints and the way to reach them.
+type Cluster struct {
+	opts Options
+	eps  atomic.Pointer[[]*Endpoint]
+
+	mu     sync.Mutex // serialises SetEndpoints
+	legacy map[string]*Endpoint
+}
+
+// New returns a cluster with no endpoints.
+func New(opts Options) *Cluster {
+	if opts.Dial == nil {
+		d := &net.Dialer{KeepAlive: 30 * time.Second}
+		opts.Dial = d.DialContext
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{opts: opts}
+	c.eps.Store(&[]*Endpoint{})
+	return c
+}
+
+// Name returns the cluster's name.
+func (c *Cluster) Name() string { return c.opts.Name }
+
+// HasHealthCheck reports whether endpoints are actively checked.
+func (c *Cluster) HasHealthCheck() bool { return c.opts.HasHealthCheck }
+
+// Inherit makes the endpoints of old, an earlier generation of the same
+// cluster, the ones SetEndpoints reuses by address: their health, ejection
+// and open connections carry over a reload. Call it before the first
+// SetEndpoints.
+func (c *Cluster) Inherit(old *Cluster) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.legacy = map[string]*Endpoint{}
+	for _, e := range old.Endpoints() {
+		c.legacy[e.Addr] = e
+	}
+}
+
+// Endpoints returns the current endpoint set. The slice must not be changed.
+func (c *Cluster) Endpoints() []*Endpoint { return *c.eps.Load() }
+
+// SetEndpoints replaces the endpoint set. Endpoints whose address and weight
+// are unchanged are kept as they are, with their state and connections; a
+// changed weight keeps the state. Connections to removed endpoints are left
+// open: they end on their own or when the client closes them.
+func (c *Cluster) SetEndpoints(ts []Target) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := map[string]*Endpoint{}
+	for a, e := range c.legacy {
+		prev[a] = e
+	}
+	for _, e := range c.Endpoints() {
+		prev[e.Addr] = e
+	}
+	next := make([]*Endpoint, 0, len(ts))
+	for _, t := range ts {
+		w := max(t.Weight, 1)
+		switch old := prev[t.Addr]; {
+		case old != nil && old.Weight == w:
+			next = append(next, old)
+		case old != nil:
+			e := NewEndpoint(t.Addr, w)
+			e.copyStateFrom(old)
+			next = append(next, e)
+		default:
+			next = append(next, NewEndpoint(t.Addr, w))
+		}
+	}
+	c.legacy = nil
+	c.eps.Store(&next)
+}
+
+// Routable reports whether the data path should send new connections to e
+// at time now: healthy (or not actively checked) and not ejected.
+func (c *Cluster) Routable(e *Endpoint, now time.Time) bool {
+	if e.Ejected(now) {
+		return false
+	}
+	if c.opts.HasHealthCheck {
+		return e.Health() == Healthy
+	}
+	return e.Health() != Unhealthy
+}
+
+// ErrNoEndpoints is returned by Dial when the cluster has no endpoints.
+var ErrNoEndpoints = errors.New("no endpoints")
+
+// Dial connects to one endpoint chosen by the balance policy, with key as
+// the hash key for ring_hash. A failed attempt is retried on the next
+// endpoint the policy gives, until every endpoint was tried once, before the
+// caller sees an error. When no endpoint is routable, all are tried (panic
+// mode: a connection that may fail beats a certain refusal).
+//
+// The returned endpoint has the connection tracked and counted: the caller
+// must call done once when the connection closes.
+func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endpoint, done func(), err error) {
+	eps := c.Endpoints()
+	if len(eps) == 0 {
+		return nil, nil, nil, fmt.Errorf("cluster %q: %w", c.opts.Name, ErrNoEndpoints)
+	}
+	now := c.opts.Now()
+	cands := make([]balance.Candidate, len(eps))
+	anyRoutable := false
+	for i, e := range eps {
+		r := c.Routable(e, now)
+		anyRoutable = anyRoutable || r
+		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r}
+	}
+	if !anyRoutable {
+		for i := range cands {
+			cands[i].Usable = true
+		}
+	}
+	var errs []error
+	for range eps {
+		i := c.opts.Picker.Pick(cands, key)
+		if i < 0 {
+			break
+		}
+		cands[i].Usable = false
+		e := eps[i]
+		conn, err := c.dialOne(ctx, e)
+		c.recordConnect(e, err)
+		if err == nil {
+			return conn, e, e.Track(conn), nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
+}
+
+func (c *Cluster) dialOne(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
+	defer cancel()
+	conn, err := c.opts.Dial(ctx, "tcp", e.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", e.Addr, err)
+	}
+	if c.opts.TLS == nil {
+		return conn, nil
+	}
+	tc := tls.Client(conn, c.opts.TLS())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", e.Addr, err)
+	}
+	return tc, nil
+}
+
+func (c *Cluster) recordConnect(e *Endpoint, err error) {
+	now := c.opts.Now()
+	if err != nil && c.opts.Observer.ConnectError != nil {
+		c.opts.Observer.ConnectError(e, err)
+	}
+	allow := false
+	if err != nil {
+		allow = c.mayEject(now)
+	}
+	if e.connectResult(err == nil, now, c.opts.Outlier, allow) {
+		c.opts.Log.Warn("endpoint ejected after consecutive connect failures",
+			"cluster", c.opts.Name, "endpoint", e.Addr, "error", err)
+		if c.opts.Observer.Ejected != nil {
+			c.opts.Observer.Ejected(e)
+		}
+	}
+}
+
+// mayEject reports whether one more endpoint may be ejected without passing
+// max_ejection_percent. One endpoint may always be ejected when the percent
+// is above zero, so that small clusters still shed a dead endpoint.
+func (c *Cluster) mayEject(now time.Time) bool {
+	pct := c.opts.Outlier.MaxEjectionPercent
+	if pct <= 0 || c.opts.Outlier.ConsecutiveFailures <= 0 {
+		return false
+	}
+	eps := c.Endpoints()
+	ejected := 0
+	for _, e := range eps {
+		if e.Ejected(now) {
+			ejected++
+		}
+	}
+	limit := max(1, len(eps)*pct/100)
+	return ejected < limit
+}

@@ -1,0 +1,158 @@
+package upstream
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Health is an endpoint's active health-check status.
+type Health int32
+
+const (
+	// Unknown: not checked yet, or the cluster has no active check.
+	Unknown Health = iota
+	Healthy
+	Unhealthy
+)
+
+func (h Health) String() string {
+	switch h {
+	case Healthy:
+		return "healthy"
+	case Unhealthy:
+		return "unhealthy"
+	}
+	return "unknown"
+}
+
+// Thresholds are the consecutive check results that flip an endpoint's
+// health. The first result after Unknown decides at once.
+type Thresholds struct {
+	Healthy, Unhealthy int
+}
+
+// Endpoint is one backend address and its state: health, ejection, load,
+// and the connections open to it. Its state is kept by address when the
+// endpoint set changes (discovery, reload). All methods are safe for
+// concurrent use; the data path only reads atomics.
+type Endpoint struct {
+	Addr   string
+	Weight int
+
+	health       atomic.Int32
+	ejectedUntil atomic.Int64 // unix nanoseconds; 0 when not ejected
+	active       atomic.Int64
+
+	mu        sync.Mutex
+	passes    int // consecutive successful checks
+	fails     int // consecutive failed checks
+	connFails int // consecutive connect failures (outlier detection)
+	ejections int // times ejected in a row, for the back-off
+	conns     map[io.Closer]struct{}
+}
+
+// NewEndpoint returns an endpoint of unknown health.
+func NewEndpoint(addr string, weight int) *Endpoint {
+	return &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}}
+}
+
+// Health returns the active-check status.
+func (e *Endpoint) Health() Health { return Health(e.health.Load()) }
+
+// Ejected reports whether passive outlier detection has ejected the endpoint
+// at time now.
+func (e *Endpoint) Ejected(now time.Time) bool {
+	u := e.ejectedUntil.Load()
+	return u != 0 && now.UnixNano() < u
+}
+
+// Active returns the number of connections open to the endpoint.
+func (e *Endpoint) Active() int64 { return e.active.Load() }
+
+// ObserveCheck applies one active health-check result and reports whether
+// the health changed. When the endpoint turns unhealthy, every connection
+// tracked on it is closed, so that clients reconnect to a healthy endpoint
+// rather than wait on a dead one.
+func (e *Endpoint) ObserveCheck(ok bool, th Thresholds) (changed bool) {
+	e.mu.Lock()
+	old := e.Health()
+	next := old
+	if ok {
+		e.passes, e.fails = e.passes+1, 0
+		if old == Unknown || old == Unhealthy && e.passes >= th.Healthy {
+			next = Healthy
+		}
+	} else {
+		e.passes, e.fails = 0, e.fails+1
+		if old == Unknown || old == Healthy && e.fails >= th.Unhealthy {
+			next = Unhealthy
+		}
+	}
+	e.health.Store(int32(next))
+	var closing []io.Closer
+	if next == Unhealthy && old != Unhealthy {
+		for c := range e.conns {
+			closing = append(closing, c)
+		}
+	}
+	e.mu.Unlock()
+	for _, c := range closing {
+		c.Close()
+	}
+	return next != old
+}
+
+// Track registers c to be closed if the endpoint turns unhealthy, and counts
+// it as active. The returned func undoes both; call it once when c closes.
+func (e *Endpoint) Track(c io.Closer) (untrack func()) {
+	e.active.Add(1)
+	e.mu.Lock()
+	e.conns[c] = struct{}{}
+	e.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			e.active.Add(-1)
+			e.mu.Lock()
+			delete(e.conns, c)
+			e.mu.Unlock()
+		})
+	}
+}
+
+// connectResult records a connection attempt for outlier detection. It
+// reports whether the endpoint was ejected by this failure. allowEject says
+// whether the cluster may eject one more endpoint.
+func (e *Endpoint) connectResult(ok bool, now time.Time, od OutlierPolicy, allowEject bool) (ejected bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ok {
+		e.connFails = 0
+		if !e.Ejected(now) {
+			e.ejections = 0
+		}
+		return false
+	}
+	e.connFails++
+	if e.connFails < od.ConsecutiveFailures || e.Ejected(now) || !allowEject {
+		return false
+	}
+	e.ejections++
+	d := od.BaseEjectionTime * time.Duration(e.ejections)
+	d = min(d, max(od.BaseEjectionTime, MaxEjectionTime))
+	e.ejectedUntil.Store(now.Add(d).UnixNano())
+	e.connFails = 0
+	return true
+}
+
+// copyStateFrom carries health and ejection over from the endpoint of the
+// same address in an older endpoint set.
+func (e *Endpoint) copyStateFrom(old *Endpoint) {
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	e.health.Store(old.health.Load())
+	e.ejectedUntil.Store(old.ejectedUntil.Load())
+	e.passes, e.fails, e.connFails, e.ejections = old.passes, old.fails, old.connFails, old.ejections
+}

@@ -1,0 +1,221 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/balance"
+)
+
+func TestHealthStateMachine(t *testing.T) {
+	th := Thresholds{Healthy: 2, Unhealthy: 3}
+	for _, tc := range []struct {
+		name    string
+		results []bool
+		want    Health
+	}{
+		{"first pass decides", []bool{true}, Healthy},
+		{"first fail decides", []bool{false}, Unhealthy},
+		{"two fails stay healthy", []bool{true, false, false}, Healthy},
+		{"three fails turn unhealthy", []bool{true, false, false, false}, Unhealthy},
+		{"interrupted fails reset", []bool{true, false, false, true, false, false}, Healthy},
+		{"one pass stays unhealthy", []bool{false, true}, Unhealthy},
+		{"two passes recover", []bool{false, true, true}, Healthy},
+		{"interrupted passes reset", []bool{false, true, false, true}, Unhealthy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEndpoint("a:1", 1)
+			for _, ok := range tc.results {
+				e.ObserveCheck(ok, th)
+			}
+			if got := e.Health(); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+type closer struct{ closed atomic.Bool }
+
+func (c *closer) Close() error { c.closed.Store(true); return nil }
+
+func TestUnhealthyClosesTrackedConns(t *testing.T) {
+	e := NewEndpoint("a:1", 1)
+	th := Thresholds{Healthy: 1, Unhealthy: 1}
+	e.ObserveCheck(true, th)
+	kept, gone := &closer{}, &closer{}
+	e.Track(kept)
+	untrack := e.Track(gone)
+	untrack()
+	untrack() // a second call must not count twice
+	if got := e.Active(); got != 1 {
+		t.Fatalf("active: got %d, want 1", got)
+	}
+	e.ObserveCheck(false, th)
+	if !kept.closed.Load() {
+		t.Error("tracked connection not closed when endpoint turned unhealthy")
+	}
+	if gone.closed.Load() {
+		t.Error("untracked connection closed")
+	}
+}
+
+// listen returns the address of a listener that accepts and holds
+// connections until the test ends, and one that refuses (closed port).
+func listen(t *testing.T) (up, down string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	down = dead.Addr().String()
+	dead.Close()
+	return ln.Addr().String(), down
+}
+
+func newCluster(t *testing.T, policy string, od OutlierPolicy, now func() time.Time) *Cluster {
+	p, err := balance.New(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Options{Name: "c", Picker: p, ConnectTimeout: time.Second, Outlier: od, Now: now})
+}
+
+func TestDialRetriesNextEndpoint(t *testing.T) {
+	up, down := listen(t)
+	c := newCluster(t, "first", OutlierPolicy{}, nil)
+	c.SetEndpoints([]Target{{Addr: down}, {Addr: up}})
+	conn, ep, done, err := c.Dial(context.Background(), 0)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer conn.Close()
+	defer done()
+	if ep.Addr != up {
+		t.Errorf("got endpoint %s, want %s", ep.Addr, up)
+	}
+	if got := ep.Active(); got != 1 {
+		t.Errorf("active: got %d, want 1", got)
+	}
+}
+
+func TestDialAllFail(t *testing.T) {
+	_, down := listen(t)
+	c := newCluster(t, "round_robin", OutlierPolicy{}, nil)
+	if _, _, _, err := c.Dial(context.Background(), 0); !errors.Is(err, ErrNoEndpoints) {
+		t.Errorf("empty cluster: got %v, want ErrNoEndpoints", err)
+	}
+	c.SetEndpoints([]Target{{Addr: down}})
+	if _, _, _, err := c.Dial(context.Background(), 0); err == nil {
+		t.Error("got nil error dialing a closed port")
+	}
+}
+
+func TestOutlierEjectionAndBackoff(t *testing.T) {
+	up, down := listen(t)
+	now := time.Unix(1000, 0)
+	clock := func() time.Time { return now }
+	od := OutlierPolicy{ConsecutiveFailures: 2, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 50}
+	c := newCluster(t, "first", od, clock)
+	var ejected atomic.Int32
+	c.opts.Observer.Ejected = func(*Endpoint) { ejected.Add(1) }
+	c.SetEndpoints([]Target{{Addr: down}, {Addr: up}})
+	dead := c.Endpoints()[0]
+	for i := 0; i < 2; i++ {
+		conn, _, done, err := c.Dial(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+		done()
+	}
+	if !dead.Ejected(now) || ejected.Load() != 1 {
+		t.Fatalf("dead endpoint not ejected after 2 failures (ejections seen %d)", ejected.Load())
+	}
+	if c.Routable(dead, now) {
+		t.Error("ejected endpoint is routable")
+	}
+	now = now.Add(11 * time.Second)
+	if dead.Ejected(now) {
+		t.Error("still ejected after base_ejection_time")
+	}
+	// a second ejection in a row lasts twice as long
+	for i := 0; i < 2; i++ {
+		conn, _, done, _ := c.Dial(context.Background(), 0)
+		conn.Close()
+		done()
+	}
+	if !dead.Ejected(now.Add(19 * time.Second)) {
+		t.Error("second ejection did not back off to 2x base_ejection_time")
+	}
+}
+
+func TestMaxEjectionPercent(t *testing.T) {
+	_, down1 := listen(t)
+	_, down2 := listen(t)
+	od := OutlierPolicy{ConsecutiveFailures: 1, BaseEjectionTime: time.Minute, MaxEjectionPercent: 50}
+	c := newCluster(t, "round_robin", od, nil)
+	c.SetEndpoints([]Target{{Addr: down1}, {Addr: down2}})
+	c.Dial(context.Background(), 0)
+	c.Dial(context.Background(), 0)
+	n := 0
+	for _, e := range c.Endpoints() {
+		if e.Ejected(time.Now()) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("ejected %d of 2 endpoints, want 1 (max_ejection_percent 50)", n)
+	}
+}
+
+func TestSetEndpointsKeepsState(t *testing.T) {
+	c := newCluster(t, "round_robin", OutlierPolicy{}, nil)
+	c.SetEndpoints([]Target{{Addr: "a:1"}, {Addr: "b:1"}})
+	a := c.Endpoints()[0]
+	a.ObserveCheck(false, Thresholds{1, 1})
+	c.SetEndpoints([]Target{{Addr: "c:1"}, {Addr: "a:1"}})
+	if got := c.Endpoints()[1]; got != a {
+		t.Error("endpoint a:1 was replaced although unchanged")
+	}
+	c.SetEndpoints([]Target{{Addr: "a:1", Weight: 3}})
+	if got := c.Endpoints()[0]; got.Health() != Unhealthy || got.Weight != 3 {
+		t.Errorf("weight change: got health %v weight %d, want unhealthy and 3", got.Health(), got.Weight)
+	}
+
+	next := newCluster(t, "first", OutlierPolicy{}, nil)
+	next.Inherit(c)
+	next.SetEndpoints([]Target{{Addr: "a:1", Weight: 3}})
+	if next.Endpoints()[0] != c.Endpoints()[0] {
+		t.Error("reloaded cluster did not inherit the endpoint")
+	}
+}
+
+func TestPanicModeWhenNoneRoutable(t *testing.T) {
+	up, _ := listen(t)
+	p, _ := balance.New("round_robin")
+	c := New(Options{Name: "c", Picker: p, ConnectTimeout: time.Second, HasHealthCheck: true})
+	c.SetEndpoints([]Target{{Addr: up}})
+	// health unknown: not routable, but the only chance
+	conn, _, done, err := c.Dial(context.Background(), 0)
+	if err != nil {
+		t.Fatalf("panic mode: %v", err)
+	}
+	conn.Close()
+	done()
+}

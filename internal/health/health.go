@@ -1,0 +1,155 @@
+// Package health runs active health checks against a cluster's endpoints
+// and writes the results into endpoint state. A Checker knows one protocol;
+// Run owns the schedule.
+package health
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Checker checks one endpoint; a nil error means healthy. It must return
+// by the context's deadline.
+type Checker interface {
+	Check(ctx context.Context, addr string) error
+}
+
+// CheckerFunc adapts a function to Checker.
+type CheckerFunc func(ctx context.Context, addr string) error
+
+// Check calls f.
+func (f CheckerFunc) Check(ctx context.Context, addr string) error { return f(ctx, addr) }
+
+// Dialer opens a connection for a check.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// TCP returns a checker that passes when a TCP connection is accepted.
+func TCP(dial Dialer) Checker {
+	return CheckerFunc(func(ctx context.Context, addr string) error {
+		c, err := dial(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// amqpHeader is the AMQP 0-9-1 protocol header a client opens with.
+var amqpHeader = []byte{'A', 'M', 'Q', 'P', 0, 0, 9, 1}
+
+// AMQP returns a checker that sends the AMQP 0-9-1 protocol header and
+// expects a Connection.Start method frame: frame type 1 on channel 0, class
+// and method 10/10, version 0-9, ending in the frame-end octet 0xCE. dial
+// may wrap TLS (amqps). A node that is up but not serving AMQP (booting,
+// wrong protocol) fails this check where a TCP connect would pass.
+func AMQP(dial Dialer) Checker {
+	return CheckerFunc(func(ctx context.Context, addr string) error {
+		c, err := dial(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			c.SetDeadline(dl)
+		}
+		if _, err := c.Write(amqpHeader); err != nil {
+			return fmt.Errorf("write AMQP header: %w", err)
+		}
+		return readConnectionStart(c)
+	})
+}
+
+// maxStartFrame bounds the Connection.Start payload a check reads; RabbitMQ
+// sends about 500 bytes.
+const maxStartFrame = 64 << 10
+
+func readConnectionStart(r io.Reader) error {
+	var h [7]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return fmt.Errorf("read AMQP frame header: %w", err)
+	}
+	if bytes.Equal(h[:4], []byte("AMQP")) {
+		return fmt.Errorf("server refused the protocol header, offering %q", h[:])
+	}
+	typ, ch, size := h[0], binary.BigEndian.Uint16(h[1:3]), binary.BigEndian.Uint32(h[3:7])
+	if typ != 1 || ch != 0 {
+		return fmt.Errorf("got frame type %d on channel %d, want a method frame on channel 0", typ, ch)
+	}
+	if size < 6 || size > maxStartFrame {
+		return fmt.Errorf("Connection.Start payload of %d bytes out of range", size)
+	}
+	payload := make([]byte, size+1)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return fmt.Errorf("read Connection.Start: %w", err)
+	}
+	class, method := binary.BigEndian.Uint16(payload[0:2]), binary.BigEndian.Uint16(payload[2:4])
+	if class != 10 || method != 10 {
+		return fmt.Errorf("got method %d.%d, want Connection.Start (10.10)", class, method)
+	}
+	if payload[4] != 0 || payload[5] != 9 {
+		return fmt.Errorf("server speaks AMQP %d-%d, want 0-9", payload[4], payload[5])
+	}
+	if payload[size] != 0xCE {
+		return errors.New("frame does not end in 0xCE")
+	}
+	return nil
+}
+
+// Policy is when checks run and how results flip health.
+type Policy struct {
+	Interval   time.Duration
+	Timeout    time.Duration
+	Thresholds upstream.Thresholds
+}
+
+// Run checks every endpoint of c each interval until ctx ends. The first
+// round starts at once so that a new cluster learns its health quickly;
+// later rounds are jittered by up to 10% so that many sidecars do not probe
+// in step. onChange, if not nil, is called after an endpoint's health flips.
+func Run(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
+	for {
+		Round(ctx, c, chk, p, log, onChange)
+		jitter := time.Duration(rand.Int64N(int64(p.Interval)/10 + 1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p.Interval - jitter):
+		}
+	}
+}
+
+// Round checks every endpoint of c once, concurrently, and waits for all.
+func Round(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
+	var wg sync.WaitGroup
+	for _, e := range c.Endpoints() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, p.Timeout)
+			err := chk.Check(cctx, e.Addr)
+			cancel()
+			if ctx.Err() != nil {
+				return // shutting down: a cancelled check says nothing
+			}
+			if e.ObserveCheck(err == nil, p.Thresholds) {
+				log.Info("endpoint health changed", "cluster", c.Name(), "endpoint", e.Addr,
+					"health", e.Health().String(), "error", err)
+				if onChange != nil {
+					onChange(e, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,161 @@
+// Package testenv starts the real servers that integration tests run
+// against (redis-server, RabbitMQ) on free loopback ports, and stops them
+// when the test ends. Without the server binary a test is skipped with a
+// message saying what to install, except under CI (CI=true), where the same
+// condition fails the test: CI must never pass by skipping.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// CI reports whether the tests run under CI, where skips are failures.
+func CI() bool { return os.Getenv("CI") == "true" }
+
+// Unavailable skips t, or fails it under CI, saying why.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if CI() {
+		t.Fatalf("CI=true and %s", msg)
+	}
+	t.Skip(msg)
+}
+
+// Binary returns the path of a server binary, or skips (fails under CI).
+func Binary(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Unavailable(t, "%s not found: install Debian package %s (apt-get install %s)", name, debianPackage, debianPackage)
+	}
+	return p
+}
+
+// FreePort returns a loopback TCP address that was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Redis starts a private redis-server on a free loopback port and returns
+// its address. It is stopped, by its PID, when the test ends.
+func Redis(t testing.TB) string {
+	t.Helper()
+	bin := Binary(t, "redis-server", "redis-server")
+	addr := FreePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--daemonize", "no", "--logfile", "")
+	Start(t, cmd)
+	WaitTCP(t, addr, 10*time.Second)
+	return addr
+}
+
+// Start starts cmd and registers its stop (SIGTERM, then SIGKILL) with t.
+func Start(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+}
+
+// WaitTCP waits until addr accepts connections.
+func WaitTCP(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not accept connections within %v: %v", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// RabbitMQ returns the address of a running RabbitMQ node that speaks AMQP
+// 0-9-1 with guest/guest: the machine's own on 127.0.0.1:5672 (or
+// ATTACHE_TEST_AMQP_ADDR). Starting a broker takes many seconds and an
+// Erlang node name, so the tests share the machine's; .ci/run starts it
+// when it is not running.
+func RabbitMQ(t testing.TB) string {
+	t.Helper()
+	addr := os.Getenv("ATTACHE_TEST_AMQP_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:5672"
+	}
+	if err := probeAMQP(addr); err != nil {
+		Unavailable(t, "no RabbitMQ at %s (%v): install rabbitmq-server and run 'rabbitmq-server -detached'", addr, err)
+	}
+	return addr
+}
+
+func probeAMQP(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.Write([]byte("AMQP\x00\x00\x09\x01"))
+	b := make([]byte, 1)
+	if _, err := c.Read(b); err != nil {
+		return err
+	}
+	if b[0] != 1 {
+		return fmt.Errorf("not an AMQP 0-9-1 server")
+	}
+	return nil
+}
+
+// RedisCommand sends one inline command to a Redis server and returns the
+// first line of the reply; for checks that need no client library.
+func RedisCommand(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%s\r\n%s\r\n", strconv.Itoa(len(a)), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimRight(line, "\r\n"), err
+}

@@ -1,0 +1,85 @@
+// Package watch tells when files change: config files, certificates, keys
+// and tokens mounted from Kubernetes ConfigMaps and Secrets.
+//
+// Kubernetes updates a mounted volume by writing a new timestamped directory
+// and swapping the "..data" symlink, so the watched path itself never sees a
+// write event. Watching the parent directory and comparing file contents
+// catches that swap, an editor's rename-over, and plain writes alike. A slow
+// poll backs up inotify where it does not work (some network volumes) and
+// when a directory is replaced.
+package watch
+
+import (
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// settle is how long a burst of events must be quiet before the files are
+// compared: a symlink swap is several events.
+const settle = 100 * time.Millisecond
+
+// Files calls onChange, from one goroutine, each time the content of any of
+// paths differs from what it was at the previous call (or at start). A file
+// that cannot be read counts as empty content, so its return is a change.
+// It returns when ctx ends.
+func Files(ctx context.Context, paths []string, poll time.Duration, onChange func()) {
+	last := fingerprint(paths)
+	var events <-chan fsnotify.Event
+	if w, err := fsnotify.NewWatcher(); err == nil {
+		defer w.Close()
+		var dirs []string
+		for _, p := range paths {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+		slices.Sort(dirs)
+		for _, d := range slices.Compact(dirs) {
+			w.Add(d)
+		}
+		events = w.Events
+		go func() {
+			for range w.Errors {
+			}
+		}()
+	}
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	var pending <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			pending = time.After(settle)
+			continue
+		case <-pending:
+		case <-tick.C:
+		}
+		pending = nil
+		if fp := fingerprint(paths); fp != last {
+			last = fp
+			onChange()
+		}
+	}
+}
+
+func fingerprint(paths []string) [32]byte {
+	h := sha256.New()
+	for _, p := range paths {
+		b, _ := os.ReadFile(p)
+		s := sha256.Sum256(b)
+		h.Write(s[:])
+	}
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}

@@ -1,0 +1,80 @@
+package watch
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func waitChange(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no change reported after %s", what)
+	}
+}
+
+func TestPlainWrite(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	os.WriteFile(p, []byte("a"), 0o644)
+	ch := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
+	time.Sleep(50 * time.Millisecond)
+	os.WriteFile(p, []byte("b"), 0o644)
+	waitChange(t, ch, "a write")
+	// touching with the same content is not a change
+	os.WriteFile(p, []byte("b"), 0o644)
+	select {
+	case <-ch:
+		t.Fatal("same content reported as a change")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestKubernetesSymlinkSwap mimics how the kubelet updates a ConfigMap or
+// Secret volume: file -> ..data/file, ..data -> ..<timestamp>, swapped by
+// renaming a new symlink over ..data.
+func TestKubernetesSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "..2026_01"), 0o755)
+	os.WriteFile(filepath.Join(dir, "..2026_01", "tls.crt"), []byte("old"), 0o644)
+	os.Symlink("..2026_01", filepath.Join(dir, "..data"))
+	os.Symlink("..data/tls.crt", filepath.Join(dir, "tls.crt"))
+	p := filepath.Join(dir, "tls.crt")
+
+	ch := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
+	time.Sleep(50 * time.Millisecond)
+
+	os.Mkdir(filepath.Join(dir, "..2026_02"), 0o755)
+	os.WriteFile(filepath.Join(dir, "..2026_02", "tls.crt"), []byte("new"), 0o644)
+	os.Symlink("..2026_02", filepath.Join(dir, "..data_tmp"))
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "..2026_01"))
+	waitChange(t, ch, "the ..data symlink swap")
+}
+
+func TestPollFallback(t *testing.T) {
+
+	ch := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// a path in a directory that does not exist yet: no inotify watch
+	missing := filepath.Join(t.TempDir(), "later", "f")
+	go Files(ctx, []string{missing}, 20*time.Millisecond, func() { ch <- struct{}{} })
+	time.Sleep(50 * time.Millisecond)
+	os.MkdirAll(filepath.Dir(missing), 0o755)
+	os.WriteFile(missing, []byte("x"), 0o644)
+	waitChange(t, ch, "a file appearing in a new directory")
+
+}

@@ -54,7 +54,7 @@ type Options struct {
 	HasHealthCheck bool
 	// TLS, when set, originates TLS on every connection: it returns the
 	// client configuration to use now (certificates may rotate).
-	TLS      func() *tls.Config
+	TLS      func(addr string) *tls.Config
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
 	Observer Observer
 	Log      *slog.Logger
@@ -213,7 +213,7 @@ func (c *Cluster) dialOne(ctx context.Context, e *Endpoint) (net.Conn, error) {
 	if c.opts.TLS == nil {
 		return conn, nil
 	}
-	tc := tls.Client(conn, c.opts.TLS())
+	tc := tls.Client(conn, c.opts.TLS(e.Addr))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", e.Addr, err)

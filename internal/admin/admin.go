@@ -1,0 +1,77 @@
+// Package admin serves attache's admin HTTP endpoints: /health (the process
+// is alive), /ready (traffic can flow), /metrics (Prometheus), /config (the
+// running configuration, secrets redacted), /status (JSON state of every
+// listener, cluster and endpoint) and POST /reload. It listens on loopback
+// unless the configuration says otherwise.
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Source is what the admin server reports on. Its methods are called
+// concurrently from request goroutines.
+type Source interface {
+	// Ready reports whether traffic can flow; when not, reasons says what
+	// is missing.
+	Ready() (ok bool, reasons []string)
+	// ConfigYAML renders the running configuration, secrets redacted.
+	ConfigYAML() ([]byte, error)
+	// Status returns a JSON-encodable snapshot of the runtime.
+	Status() any
+	// Reload loads the configuration file again.
+	Reload() error
+}
+
+// Handler returns the admin mux.
+func Handler(src Source, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		ok, reasons := src.Ready()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready:\n%s\n", strings.Join(reasons, "\n"))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		b, err := src.ConfigYAML()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(b)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(src.Status())
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := src.Reload(); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, "reload failed; the running configuration is unchanged:\n%v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "reloaded")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "attache admin: /health /ready /metrics /config /status, POST /reload")
+	})
+	return mux
+}

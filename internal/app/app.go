@@ -1,0 +1,218 @@
+// Package app assembles a running attache from a configuration: listeners,
+// clusters with their discovery, health checks and TLS, the admin server and
+// metrics. It owns the lifecycle: a reload is a transaction (build the new
+// generation aside, bind what is new, swap, then stop what the old one had
+// alone), and shutdown drains connections before exiting.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/admin"
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/metrics"
+	"github.com/attache-proxy/attache/internal/watch"
+)
+
+// Options configure an App.
+type Options struct {
+	// ConfigPath is the file to load and watch. Leave it empty and set
+	// Config for a fixed configuration (attache forward, attache demo).
+	ConfigPath string
+	Config     *config.Config
+	LookupEnv  func(string) (string, bool) // nil: os.LookupEnv
+	LogOutput  io.Writer                   // nil: os.Stderr
+	LogLevel   string                      // overrides log.level when set
+	// ConfigPoll is how often the config file is compared when inotify
+	// misses a change; 0 means 5s.
+	ConfigPoll time.Duration
+}
+
+// App is a running attache.
+type App struct {
+	opts    Options
+	log     *slog.Logger
+	level   *slog.LevelVar
+	metrics *metrics.Metrics
+	pool    *listener.Pool
+
+	mu       sync.Mutex // serialises apply
+	gen      atomic.Pointer[generation]
+	draining atomic.Bool
+	lastErr  atomic.Pointer[string] // the last failed reload's errors, or nil
+
+	admin     *http.Server
+	adminAddr string
+}
+
+// New loads the configuration, binds every listener and the admin server,
+// and starts discovery and health checks. The returned App serves traffic;
+// call Run to follow reloads and to drain at shutdown. A configuration error
+// is returned as config.Errors.
+func New(opts Options) (*App, error) {
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	if opts.ConfigPoll == 0 {
+		opts.ConfigPoll = 5 * time.Second
+	}
+	cfg := opts.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = config.Load(opts.ConfigPath, opts.LookupEnv); err != nil {
+			return nil, err
+		}
+	}
+	a := &App{opts: opts, level: new(slog.LevelVar), metrics: metrics.New()}
+	a.setLevel(cfg)
+	hopts := &slog.HandlerOptions{Level: a.level}
+	if cfg.Log.Format == "json" {
+		a.log = slog.New(slog.NewJSONHandler(opts.LogOutput, hopts))
+	} else {
+		a.log = slog.New(slog.NewTextHandler(opts.LogOutput, hopts))
+	}
+	a.pool = listener.NewPool(a.log)
+	a.metrics.Registry.MustRegister(&collector{app: a})
+
+	ln, err := net.Listen("tcp", cfg.Admin.Address)
+	if err != nil {
+		return nil, fmt.Errorf("admin server: %w", err)
+	}
+	a.adminAddr = ln.Addr().String()
+	if err := a.apply(cfg); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	a.metrics.ReloadSuccessful.Set(1)
+	a.metrics.ReloadTimestamp.SetToCurrentTime()
+	a.metrics.Reloads.WithLabelValues("success").Inc()
+	a.admin = &http.Server{Handler: admin.Handler(a, a.metrics.Registry), ReadHeaderTimeout: 10 * time.Second}
+	go a.admin.Serve(ln)
+	a.log.Info("attache started", "admin", a.adminAddr, "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
+	return a, nil
+}
+
+func (a *App) setLevel(cfg *config.Config) {
+	name := cfg.Log.Level
+	if a.opts.LogLevel != "" {
+		name = a.opts.LogLevel
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err == nil {
+		a.level.Set(l)
+	}
+}
+
+// Log returns the app's logger.
+func (a *App) Log() *slog.Logger { return a.log }
+
+// AdminAddr returns the bound admin address.
+func (a *App) AdminAddr() string { return a.adminAddr }
+
+// ListenerAddr returns the bound address of the named listener, or "".
+func (a *App) ListenerAddr(name string) string {
+	g := a.gen.Load()
+	l := g.cfg.Listener(name)
+	if l == nil {
+		return ""
+	}
+	if ln := a.pool.Get(l.Address); ln != nil {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// Reload loads the configuration file again and applies it. On any error
+// the running configuration keeps serving, the error is logged and
+// attache_config_last_reload_successful drops to 0.
+func (a *App) Reload() error {
+	if a.opts.ConfigPath == "" {
+		return errors.New("no configuration file to reload (fixed configuration)")
+	}
+	cfg, err := config.Load(a.opts.ConfigPath, a.opts.LookupEnv)
+	if err == nil {
+		err = a.apply(cfg)
+	}
+	if err != nil {
+		msg := err.Error()
+		a.lastErr.Store(&msg)
+		a.metrics.ReloadSuccessful.Set(0)
+		a.metrics.Reloads.WithLabelValues("failure").Inc()
+		a.log.Error("reload failed; the running configuration is unchanged", "file", a.opts.ConfigPath, "errors", msg)
+		return err
+	}
+	a.lastErr.Store(nil)
+	a.setLevel(cfg)
+	a.metrics.ReloadSuccessful.Set(1)
+	a.metrics.ReloadTimestamp.SetToCurrentTime()
+	a.metrics.Reloads.WithLabelValues("success").Inc()
+	a.log.Info("configuration reloaded", "file", a.opts.ConfigPath)
+	return nil
+}
+
+// Run follows changes of the configuration file until ctx ends, then drains:
+// see Shutdown. hard, when it ends, cuts the drain short.
+func (a *App) Run(ctx, hard context.Context) error {
+	if a.opts.ConfigPath != "" {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go watch.Files(wctx, []string{a.opts.ConfigPath}, a.opts.ConfigPoll, func() {
+			a.log.Info("configuration file changed", "file", a.opts.ConfigPath)
+			a.Reload()
+		})
+	}
+	<-ctx.Done()
+	a.Shutdown(hard)
+	return nil
+}
+
+// Shutdown stops being ready at once, keeps serving the application's
+// connections, new ones included, for drain_timeout, and returns as soon as
+// none is open (or when ctx ends). Then it closes the listeners and stops
+// every background task. Open connections left at the end are cut when the
+// process exits.
+func (a *App) Shutdown(ctx context.Context) {
+	a.draining.Store(true)
+	a.metrics.Draining.Set(1)
+	g := a.gen.Load()
+	drain := g.cfg.DrainTimeout.D()
+	a.log.Info("draining", "timeout", drain, "open_connections", a.pool.Active())
+	deadline := time.NewTimer(drain)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for a.pool.Active() > 0 {
+		select {
+		case <-deadline.C:
+			a.log.Warn("drain timeout; closing the remaining connections", "open_connections", a.pool.Active())
+			break wait
+		case <-ctx.Done():
+			a.log.Warn("second signal; closing the remaining connections", "open_connections", a.pool.Active())
+			break wait
+		case <-tick.C:
+		}
+	}
+	a.pool.Close()
+	a.mu.Lock()
+	g.stop(nil)
+	a.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	a.admin.Shutdown(sctx)
+	a.log.Info("stopped")
+}

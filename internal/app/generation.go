@@ -1,0 +1,273 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"reflect"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/discovery"
+	"github.com/attache-proxy/attache/internal/health"
+	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/tcpproxy"
+	"github.com/attache-proxy/attache/internal/tlsconfig"
+	"github.com/attache-proxy/attache/internal/upstream"
+	"github.com/attache-proxy/attache/internal/watch"
+)
+
+// tlsPoll is how often rotated TLS files are compared when inotify misses a
+// change.
+const tlsPoll = 10 * time.Second
+
+// generation is one applied configuration and what was built from it. A
+// cluster or listener TLS whose configuration did not change is carried
+// into the next generation as the same object, with its state and its
+// background tasks.
+type generation struct {
+	cfg       *config.Config
+	loadedAt  time.Time
+	clusters  map[string]*clusterRT
+	listeners map[string]*listenerRT
+}
+
+type clusterRT struct {
+	cfg    config.Cluster
+	up     *upstream.Cluster
+	tls    *tlsconfig.Client
+	cancel context.CancelFunc
+}
+
+type listenerRT struct {
+	cfg    config.Listener
+	tls    *tlsconfig.Server
+	cancel context.CancelFunc // the TLS file watch
+}
+
+// apply builds a generation from cfg and swaps it in. On error nothing
+// changes.
+func (a *App) apply(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.gen.Load()
+	next := &generation{cfg: cfg, loadedAt: time.Now(), clusters: map[string]*clusterRT{}, listeners: map[string]*listenerRT{}}
+	var built []func() // starts the background tasks of what is new
+	fail := func(err error) error {
+		next.stop(old)
+		return err
+	}
+
+	for _, cc := range cfg.Clusters {
+		if old != nil {
+			if prev := old.clusters[cc.Name]; prev != nil && reflect.DeepEqual(prev.cfg, cc) {
+				next.clusters[cc.Name] = prev
+				continue
+			}
+		}
+		rt, start, err := a.buildCluster(cc, old)
+		if err != nil {
+			return fail(fmt.Errorf("cluster %q: %w", cc.Name, err))
+		}
+		next.clusters[cc.Name] = rt
+		built = append(built, start)
+	}
+
+	settings := map[string]listener.Settings{}
+	for _, lc := range cfg.Listeners {
+		rt := &listenerRT{cfg: lc}
+		if old != nil {
+			if prev := old.listeners[lc.Name]; prev != nil && reflect.DeepEqual(prev.cfg.TLS, lc.TLS) {
+				rt.tls, rt.cancel = prev.tls, prev.cancel
+			}
+		}
+		if lc.TLS != nil && rt.tls == nil {
+			s, err := tlsconfig.NewServer(*lc.TLS)
+			if err != nil {
+				return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
+			}
+			rt.tls = s
+			ctx, cancel := context.WithCancel(context.Background())
+			rt.cancel = cancel
+			owner := "listener " + lc.Name
+			built = append(built, func() { go a.watchTLS(ctx, owner, s.Files(), s.Reload) })
+		}
+		next.listeners[lc.Name] = rt
+		settings[lc.Address] = a.listenerSettings(lc, rt, next.clusters[lc.Cluster])
+	}
+
+	if err := a.pool.Apply(settings); err != nil {
+		return fail(err)
+	}
+	a.gen.Store(next)
+	for _, start := range built {
+		start()
+	}
+	if old != nil {
+		old.stop(next)
+	}
+	return nil
+}
+
+// stop ends the background tasks of everything in g that keep does not
+// carry on. keep may be nil.
+func (g *generation) stop(keep *generation) {
+	for name, c := range g.clusters {
+		if keep != nil && keep.clusters[name] == c {
+			continue
+		}
+		if c.cancel != nil {
+			c.cancel()
+		}
+	}
+	for name, l := range g.listeners {
+		if keep != nil && keep.listeners[name] != nil && keep.listeners[name].tls == l.tls {
+			continue
+		}
+		if l.cancel != nil {
+			l.cancel()
+		}
+	}
+}
+
+func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func(), error) {
+	picker, err := balance.New(cc.Balance)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt := &clusterRT{cfg: cc}
+	log := a.log.With("cluster", cc.Name)
+	opts := upstream.Options{
+		Name:           cc.Name,
+		Picker:         picker,
+		ConnectTimeout: cc.ConnectTimeout.D(),
+		Outlier: upstream.OutlierPolicy{
+			ConsecutiveFailures: cc.OutlierDetection.ConsecutiveFailures,
+			BaseEjectionTime:    cc.OutlierDetection.BaseEjectionTime.D(),
+			MaxEjectionPercent:  cc.OutlierDetection.MaxEjectionPercent,
+		},
+		HasHealthCheck: cc.HealthCheck != nil,
+		Log:            log,
+		Observer: upstream.Observer{
+			ConnectError: func(ep *upstream.Endpoint, err error) {
+				a.metrics.ConnectErrors.WithLabelValues(cc.Name, ep.Addr).Inc()
+				log.Debug("connect failed", "endpoint", ep.Addr, "error", err)
+			},
+			Ejected: func(ep *upstream.Endpoint) {
+				a.metrics.Ejections.WithLabelValues(cc.Name, ep.Addr).Inc()
+			},
+		},
+	}
+	if cc.TLS != nil {
+		if rt.tls, err = tlsconfig.NewClient(*cc.TLS); err != nil {
+			return nil, nil, err
+		}
+		opts.TLS = rt.tls.ForAddr
+	}
+	rt.up = upstream.New(opts)
+	if old != nil && old.clusters[cc.Name] != nil {
+		rt.up.Inherit(old.clusters[cc.Name].up)
+	}
+
+	var src discovery.Discoverer
+	if d := cc.Discovery; d != nil && d.DNS != nil {
+		src = &discovery.DNS{Name: d.DNS.Name, Port: d.DNS.Port, SRV: d.DNS.SRV, Refresh: d.DNS.Refresh.D(),
+			Resolver: net.DefaultResolver, Log: log}
+	} else {
+		static := make(discovery.Static, len(cc.Endpoints))
+		for i, e := range cc.Endpoints {
+			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}
+		}
+		// Static endpoints are in place before the first connection.
+		rt.up.SetEndpoints(static)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.cancel = cancel
+	start := func() {
+		if src != nil {
+			go src.Run(ctx, rt.up.SetEndpoints)
+		}
+		if hc := cc.HealthCheck; hc != nil {
+			chk := a.checker(hc.Type, opts)
+			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
+				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
+			go health.Run(ctx, rt.up, chk, pol, log, func(ep *upstream.Endpoint, _ error) {
+				a.metrics.HealthTransitions.WithLabelValues(cc.Name, ep.Addr, ep.Health().String()).Inc()
+			})
+		}
+		if rt.tls != nil {
+			go a.watchTLS(ctx, "cluster "+cc.Name, rt.tls.Files(), rt.tls.Reload)
+		}
+	}
+	return rt, start, nil
+}
+
+// checker returns the active health checker of a type. The amqp check goes
+// through the cluster's TLS when it has one (amqps); tcp only connects.
+func (a *App) checker(typ string, opts upstream.Options) health.Checker {
+	plain := (&net.Dialer{}).DialContext
+	switch typ {
+	case "amqp":
+		dial := health.Dialer(plain)
+		if opts.TLS != nil {
+			dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return (&tls.Dialer{Config: opts.TLS(addr)}).DialContext(ctx, network, addr)
+			}
+		}
+		return health.AMQP(dial)
+	default:
+		return health.TCP(plain)
+	}
+}
+
+// watchTLS calls reload whenever files change, until ctx ends. A failed
+// reload is logged and counted; the previous files stay in use.
+func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload func() error) {
+	watch.Files(ctx, files, tlsPoll, func() {
+		if err := reload(); err != nil {
+			a.metrics.TLSReloadErrors.WithLabelValues(owner).Inc()
+			a.log.Error("TLS files changed but do not load; keeping the previous ones", "owner", owner, "error", err)
+			return
+		}
+		a.log.Info("TLS files reloaded", "owner", owner)
+	})
+}
+
+func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, c *clusterRT) listener.Settings {
+	name := lc.Name
+	s := listener.Settings{
+		Name:           name,
+		MaxConnections: lc.MaxConnections,
+		Handler: &tcpproxy.Handler{
+			Cluster:     c.up,
+			IdleTimeout: lc.IdleTimeout.D(),
+			Counters:    counters(a, c.cfg.Name),
+			Log:         a.log.With("listener", name),
+		},
+		Events: listener.Events{
+			Accepted: func() {
+				a.metrics.ConnectionsTotal.WithLabelValues(name).Inc()
+				a.metrics.ConnectionsActive.WithLabelValues(name).Inc()
+			},
+			Closed:       func() { a.metrics.ConnectionsActive.WithLabelValues(name).Dec() },
+			Rejected:     func(reason string) { a.metrics.ConnectionsRejected.WithLabelValues(name, reason).Inc() },
+			HandshakeErr: func(error) { a.metrics.HandshakeErrors.WithLabelValues(name).Inc() },
+		},
+	}
+	if rt.tls != nil {
+		s.TLS = rt.tls.Config()
+	}
+	return s
+}
+
+func counters(a *App, cluster string) tcpproxy.Counters {
+	up := a.metrics.Bytes.WithLabelValues(cluster, "to_upstream")
+	down := a.metrics.Bytes.WithLabelValues(cluster, "from_upstream")
+	return tcpproxy.Counters{
+		ToUpstream:   func(n int) { up.Add(float64(n)) },
+		FromUpstream: func(n int) { down.Add(float64(n)) },
+	}
+}

@@ -1,0 +1,188 @@
+package app
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Ready is true when the configuration is loaded, attache is not draining,
+// and every cluster has at least one endpoint that can take traffic. The
+// reasons name what is missing.
+func (a *App) Ready() (bool, []string) {
+	var reasons []string
+	if a.draining.Load() {
+		reasons = append(reasons, "draining: shutting down")
+	}
+	g := a.gen.Load()
+	if g == nil {
+		return false, append(reasons, "no configuration loaded")
+	}
+	now := time.Now()
+	for _, name := range sortedKeys(g.clusters) {
+		c := g.clusters[name].up
+		eps := c.Endpoints()
+		if len(eps) == 0 {
+			reasons = append(reasons, fmt.Sprintf("cluster %q: no endpoints (discovery has found none yet)", name))
+			continue
+		}
+		var states []string
+		ok := false
+		for _, e := range eps {
+			if c.Routable(e, now) {
+				ok = true
+				break
+			}
+			states = append(states, e.Addr+" "+endpointState(c, e, now))
+		}
+		if !ok {
+			reasons = append(reasons, fmt.Sprintf("cluster %q: no healthy endpoint (%s)", name, strings.Join(states, ", ")))
+		}
+	}
+	return len(reasons) == 0, reasons
+}
+
+func endpointState(c *upstream.Cluster, e *upstream.Endpoint, now time.Time) string {
+	switch {
+	case e.Ejected(now):
+		return "ejected"
+	case e.Health() == upstream.Unknown && c.HasHealthCheck():
+		return "not checked yet"
+	}
+	return e.Health().String()
+}
+
+// ConfigYAML renders the running configuration with secrets redacted.
+func (a *App) ConfigYAML() ([]byte, error) { return a.gen.Load().cfg.MarshalRedacted() }
+
+// Status is the JSON of /status.
+type Status struct {
+	ConfigFile        string            `json:"config_file,omitempty"`
+	LoadedAt          time.Time         `json:"loaded_at"`
+	LastReloadError   string            `json:"last_reload_error,omitempty"`
+	Ready             bool              `json:"ready"`
+	NotReady          []string          `json:"not_ready,omitempty"`
+	Draining          bool              `json:"draining"`
+	ActiveConnections int64             `json:"active_connections"`
+	Listeners         []ListenerStatus  `json:"listeners"`
+	Clusters          []ClusterStatus   `json:"clusters"`
+}
+
+// ListenerStatus is one listener in /status.
+type ListenerStatus struct {
+	Name              string `json:"name"`
+	Address           string `json:"address"`
+	Protocol          string `json:"protocol"`
+	Cluster           string `json:"cluster"`
+	TLS               bool   `json:"tls"`
+	ActiveConnections int64  `json:"active_connections"`
+}
+
+// ClusterStatus is one cluster in /status.
+type ClusterStatus struct {
+	Name      string           `json:"name"`
+	Balance   string           `json:"balance"`
+	Endpoints []EndpointStatus `json:"endpoints"`
+}
+
+// EndpointStatus is one endpoint in /status.
+type EndpointStatus struct {
+	Address           string `json:"address"`
+	Weight            int    `json:"weight"`
+	State             string `json:"state"`
+	ActiveConnections int64  `json:"active_connections"`
+}
+
+// Status returns a snapshot of the runtime.
+func (a *App) Status() any {
+	g := a.gen.Load()
+	ready, reasons := a.Ready()
+	s := Status{
+		ConfigFile:        a.opts.ConfigPath,
+		LoadedAt:          g.loadedAt,
+		Ready:             ready,
+		NotReady:          reasons,
+		Draining:          a.draining.Load(),
+		ActiveConnections: a.pool.Active(),
+	}
+	if e := a.lastErr.Load(); e != nil {
+		s.LastReloadError = *e
+	}
+	for _, lc := range g.cfg.Listeners {
+		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
+		if l := a.pool.Get(lc.Address); l != nil {
+			ls.ActiveConnections = l.Active()
+		}
+		s.Listeners = append(s.Listeners, ls)
+	}
+	now := time.Now()
+	for _, cc := range g.cfg.Clusters {
+		c := g.clusters[cc.Name].up
+		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
+		for _, e := range c.Endpoints() {
+			cs.Endpoints = append(cs.Endpoints, EndpointStatus{Address: e.Addr, Weight: e.Weight,
+				State: endpointState(c, e, now), ActiveConnections: e.Active()})
+		}
+		s.Clusters = append(s.Clusters, cs)
+	}
+	return s
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// collector reports endpoint state read live at scrape time, so endpoints
+// that discovery removed leave no stale series.
+type collector struct{ app *App }
+
+var (
+	descHealthy = prometheus.NewDesc("attache_cluster_endpoint_healthy",
+		"1 if the endpoint takes new connections (passed its checks, or is not checked, and is not ejected).", []string{"cluster", "endpoint"}, nil)
+	descEjected = prometheus.NewDesc("attache_cluster_endpoint_ejected",
+		"1 while outlier detection has the endpoint ejected.", []string{"cluster", "endpoint"}, nil)
+	descActive = prometheus.NewDesc("attache_cluster_endpoint_connections_active",
+		"Connections open to the endpoint.", []string{"cluster", "endpoint"}, nil)
+	descReady = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHealthy
+	ch <- descEjected
+	ch <- descActive
+	ch <- descReady
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	g := c.app.gen.Load()
+	if g == nil {
+		return
+	}
+	now := time.Now()
+	for name, rt := range g.clusters {
+		for _, e := range rt.up.Endpoints() {
+			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
+			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
+			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(e.Active()), name, e.Addr)
+		}
+	}
+	ready, _ := c.app.Ready()
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(ready))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

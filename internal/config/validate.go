@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // The closed sets of names the schema accepts.
@@ -65,7 +66,10 @@ func (c *Config) validate() Errors {
 	}
 
 	listeners := map[string]bool{}
-	addresses := map[string]string{c.Admin.Address: "admin.address"}
+	addresses := map[string]string{}
+	if !strings.HasSuffix(c.Admin.Address, ":0") { // port 0: any free port
+		addresses[c.Admin.Address] = "admin.address"
+	}
 	for i, l := range c.Listeners {
 		p := fmt.Sprintf("listeners[%d]", i)
 		v.name(p+".name", l.Name, "listener", listeners)

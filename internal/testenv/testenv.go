@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -56,33 +58,33 @@ func FreePort(t testing.TB) string {
 // its address. It is stopped, by its PID, when the test ends.
 func Redis(t testing.TB) string {
 	t.Helper()
-	bin := Binary(t, "redis-server", "redis-server")
-	addr := FreePort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--daemonize", "no", "--logfile", "")
-	Start(t, cmd)
-	WaitTCP(t, addr, 10*time.Second)
+	addr, _ := RedisProc(t)
 	return addr
 }
 
-// Start starts cmd and registers its stop (SIGTERM, then SIGKILL) with t.
-func Start(t testing.TB, cmd *exec.Cmd) {
+// Start starts cmd and registers its stop (SIGTERM, then SIGKILL after 5s)
+// with t. The returned stop may be called earlier; it waits for the exit.
+func Start(t testing.TB, cmd *exec.Cmd) (stop func()) {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // WaitTCP waits until addr accepts connections.
@@ -158,4 +160,17 @@ func RedisCommand(addr string, args ...string) (string, error) {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimRight(line, "\r\n"), err
+}
+
+// RedisProc is Redis that the test can also stop early, by its PID.
+func RedisProc(t testing.TB) (addr string, stop func()) {
+	t.Helper()
+	bin := Binary(t, "redis-server", "redis-server")
+	addr = FreePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--daemonize", "no", "--logfile", "")
+	stop = Start(t, cmd)
+	WaitTCP(t, addr, 10*time.Second)
+	return addr, stop
 }

@@ -1,0 +1,215 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	t    *testing.T
+	app  *App
+	file string
+	logs *syncBuffer
+}
+
+// start boots attache from a configuration text, the way `attache run`
+// does, with admin on a free port unless the text sets one. It is shut down
+// when the test ends.
+func start(t *testing.T, yaml string, env map[string]string) *harness {
+	t.Helper()
+	if !strings.Contains(yaml, "admin:") {
+		yaml = "admin: {address: \"127.0.0.1:0\"}\n" + yaml
+	}
+	file := filepath.Join(t.TempDir(), "attache.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	a, err := New(Options{ConfigPath: file, LogOutput: logs, LogLevel: "debug", ConfigPoll: 100 * time.Millisecond,
+		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+	if err != nil {
+		t.Fatalf("start attache: %v", err)
+	}
+	h := &harness{t: t, app: a, file: file, logs: logs}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx, ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("attache logs:\n%s", logs.String())
+		}
+	})
+	return h
+}
+
+// addr returns a listener's bound address.
+func (h *harness) addr(listener string) string {
+	h.t.Helper()
+	a := h.app.ListenerAddr(listener)
+	if a == "" {
+		h.t.Fatalf("no listener %q", listener)
+	}
+	return a
+}
+
+// admin GETs (or POSTs, for /reload) an admin path and returns code and body.
+func (h *harness) admin(method, path string) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, "http://"+h.app.AdminAddr()+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric returns the value of the first /metrics line starting with prefix.
+func (h *harness) metric(prefix string) string {
+	h.t.Helper()
+	_, body := h.admin("GET", "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix+" ") {
+			return strings.TrimPrefix(line, prefix+" ")
+		}
+	}
+	return ""
+}
+
+// waitReady waits for /ready to answer 200.
+func (h *harness) waitReady() {
+	h.t.Helper()
+	eventually(h.t, 10*time.Second, "attache ready", func() bool {
+		ok, _ := h.app.Ready()
+		return ok
+	})
+}
+
+// rewrite replaces the configuration file.
+func (h *harness) rewrite(yaml string) {
+	h.t.Helper()
+	if !strings.Contains(yaml, "admin:") {
+		yaml = "admin: {address: \"127.0.0.1:0\"}\n" + yaml
+	}
+	if err := os.WriteFile(h.file, []byte(yaml), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// echoServer accepts connections and echoes each line prefixed by name.
+func echoServer(t *testing.T, name string) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						c.Write([]byte(name + ":" + string(buf[:n])))
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	stop = func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// ask sends msg over a new connection to addr and returns the reply.
+func ask(addr, msg string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+func yamlf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

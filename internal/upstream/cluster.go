@@ -183,11 +183,8 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		}
 	}
 	var errs []error
-	for range eps {
-		i := c.opts.Picker.Pick(cands, key)
-		if i < 0 {
-			break
-		}
+	i := c.opts.Picker.Pick(cands, key)
+	for tries := 0; i >= 0 && tries < len(eps); tries++ {
 		cands[i].Usable = false
 		e := eps[i]
 		conn, err := c.dialOne(ctx, e)
@@ -199,8 +196,22 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		if ctx.Err() != nil {
 			break
 		}
+		i = nextUsable(cands, i)
 	}
 	return nil, nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
+}
+
+// nextUsable returns the first usable candidate after i in list order, or
+// -1. A retry takes the next endpoint rather than asking the policy again:
+// asking again would advance round robin twice per connection and, with one
+// endpoint down, send every connection to the dead one first.
+func nextUsable(cands []balance.Candidate, i int) int {
+	for k := 1; k < len(cands); k++ {
+		if j := (i + k) % len(cands); cands[j].Usable {
+			return j
+		}
+	}
+	return -1
 }
 
 func (c *Cluster) dialOne(ctx context.Context, e *Endpoint) (net.Conn, error) {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
+	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/watch"
 )
 
@@ -46,6 +48,7 @@ type App struct {
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
 	pool    *listener.Pool
+	engines *tcpproxy.Engines // nil where there is no epoll
 
 	mu       sync.Mutex // serialises apply
 	gen      atomic.Pointer[generation]
@@ -86,6 +89,7 @@ func New(opts Options) (*App, error) {
 		a.log = slog.New(slog.NewTextHandler(opts.LogOutput, hopts))
 	}
 	a.pool = listener.NewPool(a.log)
+	a.engines = tcpproxy.NewEngines(runtime.GOMAXPROCS(0))
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
 	ln, err := net.Listen("tcp", cfg.Admin.Address)
@@ -95,6 +99,7 @@ func New(opts Options) (*App, error) {
 	a.adminAddr = ln.Addr().String()
 	if err := a.apply(cfg); err != nil {
 		ln.Close()
+		a.engines.Close()
 		return nil, err
 	}
 	a.metrics.ReloadSuccessful.Set(1)
@@ -208,6 +213,7 @@ wait:
 		}
 	}
 	a.pool.Close()
+	a.engines.Close()
 	a.mu.Lock()
 	g.stop(nil)
 	a.mu.Unlock()

@@ -246,6 +246,7 @@ func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, c *clusterRT)
 			IdleTimeout: lc.IdleTimeout.D(),
 			Counters:    counters(a, c.cfg.Name),
 			Log:         a.log.With("listener", name),
+			Engines:     a.engines,
 		},
 		Events: listener.Events{
 			Accepted: func() {

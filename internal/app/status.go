@@ -62,15 +62,15 @@ func (a *App) ConfigYAML() ([]byte, error) { return a.gen.Load().cfg.MarshalReda
 
 // Status is the JSON of /status.
 type Status struct {
-	ConfigFile        string            `json:"config_file,omitempty"`
-	LoadedAt          time.Time         `json:"loaded_at"`
-	LastReloadError   string            `json:"last_reload_error,omitempty"`
-	Ready             bool              `json:"ready"`
-	NotReady          []string          `json:"not_ready,omitempty"`
-	Draining          bool              `json:"draining"`
-	ActiveConnections int64             `json:"active_connections"`
-	Listeners         []ListenerStatus  `json:"listeners"`
-	Clusters          []ClusterStatus   `json:"clusters"`
+	ConfigFile        string           `json:"config_file,omitempty"`
+	LoadedAt          time.Time        `json:"loaded_at"`
+	LastReloadError   string           `json:"last_reload_error,omitempty"`
+	Ready             bool             `json:"ready"`
+	NotReady          []string         `json:"not_ready,omitempty"`
+	Draining          bool             `json:"draining"`
+	ActiveConnections int64            `json:"active_connections"`
+	Listeners         []ListenerStatus `json:"listeners"`
+	Clusters          []ClusterStatus  `json:"clusters"`
 }
 
 // ListenerStatus is one listener in /status.

@@ -33,22 +33,72 @@ type Handler struct {
 	IdleTimeout time.Duration
 	Counters    Counters
 	Log         *slog.Logger
+	// Engines, when set, carry plain TCP pairs (see Engine); TLS pairs and
+	// a nil Engines use Pipe.
+	Engines *Engines
+}
+
+// Engines spreads pairs over one Engine per CPU the process may use.
+type Engines struct {
+	all  []*Engine
+	next atomic.Uint32
+}
+
+// NewEngines starts n engines; on a platform without them it returns nil.
+func NewEngines(n int) *Engines {
+	es := &Engines{}
+	for i := 0; i < max(n, 1); i++ {
+		e, err := NewEngine()
+		if err != nil {
+			es.Close()
+			return nil
+		}
+		es.all = append(es.all, e)
+	}
+	return es
+}
+
+func (es *Engines) pick() *Engine {
+	return es.all[int(es.next.Add(1))%len(es.all)]
+}
+
+// Close stops every engine and ends their pairs.
+func (es *Engines) Close() {
+	if es == nil {
+		return
+	}
+	for _, e := range es.all {
+		e.Close()
+	}
 }
 
 // ServeConn proxies client until either side closes. It closes client.
 func (h *Handler) ServeConn(ctx context.Context, client net.Conn) {
 	defer client.Close()
 	key := balance.HashString(hostOf(client.RemoteAddr()))
-	up, ep, done, err := h.Cluster.Dial(ctx, key)
+	up, ep, err := h.Cluster.Dial(ctx, key)
 	if err != nil {
 		h.Log.Warn("no upstream for connection", "cluster", h.Cluster.Name(), "client", client.RemoteAddr().String(), "error", err)
 		abort(client)
 		return
 	}
-	defer done()
-	defer up.Close()
 	h.Log.Debug("proxying", "cluster", h.Cluster.Name(), "client", client.RemoteAddr().String(), "endpoint", ep.Addr)
+	if h.Engines != nil && isTCP(client) && isTCP(up) {
+		if p, err := h.Engines.pick().Add(client, up, h.IdleTimeout, h.Counters); err == nil {
+			untrack := ep.Track(p)
+			<-p.Done()
+			untrack()
+			return
+		}
+	}
+	defer up.Close()
+	defer ep.Track(up)()
 	Pipe(client, up, h.IdleTimeout, h.Counters)
+}
+
+func isTCP(c net.Conn) bool {
+	_, ok := c.(*net.TCPConn)
+	return ok
 }
 
 func hostOf(a net.Addr) string {

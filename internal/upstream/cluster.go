@@ -162,12 +162,12 @@ var ErrNoEndpoints = errors.New("no endpoints")
 // caller sees an error. When no endpoint is routable, all are tried (panic
 // mode: a connection that may fail beats a certain refusal).
 //
-// The returned endpoint has the connection tracked and counted: the caller
-// must call done once when the connection closes.
-func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endpoint, done func(), err error) {
+// The caller should Track the connection on the returned endpoint, so that
+// it is counted and closed if the endpoint turns unhealthy.
+func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endpoint, err error) {
 	eps := c.Endpoints()
 	if len(eps) == 0 {
-		return nil, nil, nil, fmt.Errorf("cluster %q: %w", c.opts.Name, ErrNoEndpoints)
+		return nil, nil, fmt.Errorf("cluster %q: %w", c.opts.Name, ErrNoEndpoints)
 	}
 	now := c.opts.Now()
 	cands := make([]balance.Candidate, len(eps))
@@ -190,7 +190,7 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		conn, err := c.dialOne(ctx, e)
 		c.recordConnect(e, err)
 		if err == nil {
-			return conn, e, e.Track(conn), nil
+			return conn, e, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -198,7 +198,7 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		}
 		i = nextUsable(cands, i)
 	}
-	return nil, nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
+	return nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
 }
 
 // nextUsable returns the first usable candidate after i in list order, or

@@ -100,28 +100,31 @@ func TestDialRetriesNextEndpoint(t *testing.T) {
 	up, down := listen(t)
 	c := newCluster(t, "first", OutlierPolicy{}, nil)
 	c.SetEndpoints([]Target{{Addr: down}, {Addr: up}})
-	conn, ep, done, err := c.Dial(context.Background(), 0)
+	conn, ep, err := c.Dial(context.Background(), 0)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
 	defer conn.Close()
-	defer done()
+	if got := ep.Active(); got != 0 {
+		t.Errorf("active before Track: got %d, want 0", got)
+	}
+	defer ep.Track(conn)()
 	if ep.Addr != up {
 		t.Errorf("got endpoint %s, want %s", ep.Addr, up)
 	}
 	if got := ep.Active(); got != 1 {
-		t.Errorf("active: got %d, want 1", got)
+		t.Errorf("active after Track: got %d, want 1", got)
 	}
 }
 
 func TestDialAllFail(t *testing.T) {
 	_, down := listen(t)
 	c := newCluster(t, "round_robin", OutlierPolicy{}, nil)
-	if _, _, _, err := c.Dial(context.Background(), 0); !errors.Is(err, ErrNoEndpoints) {
+	if _, _, err := c.Dial(context.Background(), 0); !errors.Is(err, ErrNoEndpoints) {
 		t.Errorf("empty cluster: got %v, want ErrNoEndpoints", err)
 	}
 	c.SetEndpoints([]Target{{Addr: down}})
-	if _, _, _, err := c.Dial(context.Background(), 0); err == nil {
+	if _, _, err := c.Dial(context.Background(), 0); err == nil {
 		t.Error("got nil error dialing a closed port")
 	}
 }
@@ -137,12 +140,11 @@ func TestOutlierEjectionAndBackoff(t *testing.T) {
 	c.SetEndpoints([]Target{{Addr: down}, {Addr: up}})
 	dead := c.Endpoints()[0]
 	for i := 0; i < 2; i++ {
-		conn, _, done, err := c.Dial(context.Background(), 0)
+		conn, _, err := c.Dial(context.Background(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		conn.Close()
-		done()
 	}
 	if !dead.Ejected(now) || ejected.Load() != 1 {
 		t.Fatalf("dead endpoint not ejected after 2 failures (ejections seen %d)", ejected.Load())
@@ -156,9 +158,8 @@ func TestOutlierEjectionAndBackoff(t *testing.T) {
 	}
 	// a second ejection in a row lasts twice as long
 	for i := 0; i < 2; i++ {
-		conn, _, done, _ := c.Dial(context.Background(), 0)
+		conn, _, _ := c.Dial(context.Background(), 0)
 		conn.Close()
-		done()
 	}
 	if !dead.Ejected(now.Add(19 * time.Second)) {
 		t.Error("second ejection did not back off to 2x base_ejection_time")
@@ -212,10 +213,9 @@ func TestPanicModeWhenNoneRoutable(t *testing.T) {
 	c := New(Options{Name: "c", Picker: p, ConnectTimeout: time.Second, HasHealthCheck: true})
 	c.SetEndpoints([]Target{{Addr: up}})
 	// health unknown: not routable, but the only chance
-	conn, _, done, err := c.Dial(context.Background(), 0)
+	conn, _, err := c.Dial(context.Background(), 0)
 	if err != nil {
 		t.Fatalf("panic mode: %v", err)
 	}
 	conn.Close()
-	done()
 }

@@ -1,0 +1,444 @@
+package tcpproxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Engine pumps plain TCP connection pairs on one goroutine over a
+// level-triggered epoll set, the way HAProxy does, instead of two goroutines
+// per connection blocked in Read.
+//
+// Why: on loopback the cost of a proxy is syscalls and wake-ups. A goroutine
+// pump reads until EAGAIN (Go's netpoller is edge-triggered, so every
+// message costs a read that fails) and parks after every message; here a
+// read happens only when epoll says the socket is readable, a short read is
+// taken as drained, and one epoll_wait serves every ready connection. That is
+// four syscalls per request/response instead of six. See
+// docs/tcp-fast-path.md for the measurements.
+//
+// The engine's epoll descriptor is itself registered with Go's netpoller, so
+// an idle engine parks its goroutine rather than blocking a thread.
+//
+// Only plain TCP goes through an engine: TLS needs crypto/tls and uses Pipe.
+// A pair's file descriptors are duplicated from the net.Conns, which are
+// then closed, so Go's poller no longer watches them.
+type Engine struct {
+	epfd    int
+	eventfd int
+	timerfd int
+	rc      syscall.RawConn
+	file    *os.File
+
+	mu     sync.Mutex
+	queue  []func()
+	closed bool
+
+	// owned by the engine goroutine
+	halves map[int32]*half
+	pairs  map[*Pair]struct{}
+	buf    []byte
+	events []unix.EpollEvent
+	now    int64
+}
+
+// Pair is one proxied connection inside an Engine.
+type Pair struct {
+	e      *Engine
+	a, b   half // a: the application side, b: the upstream side
+	idle   int64
+	last   int64
+	done   chan struct{}
+	closed bool
+}
+
+type half struct {
+	fd       int
+	p        *Pair
+	peer     *half
+	count    func(int)
+	out      []byte // bytes waiting to be written to fd
+	readDone bool   // EOF read from fd
+	shutOut  bool   // SHUT_WR sent to fd
+	mask     uint32 // events registered; 0: not in the epoll set
+}
+
+// sweepEvery is how often idle pairs are looked for.
+const sweepEvery = time.Second
+
+// NewEngine starts an engine goroutine.
+func NewEngine() (*Engine, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{epfd: epfd, eventfd: -1, timerfd: -1, halves: map[int32]*half{}, pairs: map[*Pair]struct{}{},
+		buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
+	fail := func(err error) (*Engine, error) {
+		unix.Close(epfd)
+		if e.eventfd >= 0 {
+			unix.Close(e.eventfd)
+		}
+		if e.timerfd >= 0 {
+			unix.Close(e.timerfd)
+		}
+		return nil, err
+	}
+	if e.eventfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	if e.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	iv := unix.NsecToTimespec(int64(sweepEvery))
+	if err := unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil); err != nil {
+		return fail(err)
+	}
+	for _, fd := range []int{e.eventfd, e.timerfd} {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return fail(err)
+	}
+	e.file = os.NewFile(uintptr(epfd), "attache-epoll")
+	if e.rc, err = e.file.SyscallConn(); err != nil {
+		return fail(err)
+	}
+	go e.run()
+	return e, nil
+}
+
+// Add moves the pair (client, up) into the engine and returns it. Both must
+// be *net.TCPConn; they are closed here (the engine keeps duplicates of
+// their descriptors). On error the conns are left as they were.
+func (e *Engine) Add(client, up net.Conn, idle time.Duration, cnt Counters) (*Pair, error) {
+	fa, err := dupFD(client)
+	if err != nil {
+		return nil, err
+	}
+	fb, err := dupFD(up)
+	if err != nil {
+		unix.Close(fa)
+		return nil, err
+	}
+	client.Close()
+	up.Close()
+	p := &Pair{e: e, idle: int64(idle), done: make(chan struct{})}
+	p.a = half{fd: fa, p: p, count: cnt.ToUpstream}
+	p.b = half{fd: fb, p: p, count: cnt.FromUpstream}
+	p.a.peer, p.b.peer = &p.b, &p.a
+	if !e.do(func() { e.register(p) }) {
+		unix.Close(fa)
+		unix.Close(fb)
+		close(p.done)
+	}
+	return p, nil
+}
+
+// Done is closed when the pair has ended and its descriptors are closed.
+func (p *Pair) Done() <-chan struct{} { return p.done }
+
+// Close ends the pair at once (the endpoint turned unhealthy, or shutdown).
+// It is safe from any goroutine and idempotent.
+func (p *Pair) Close() error {
+	p.e.do(func() { p.e.finish(p, false) })
+	return nil
+}
+
+// Close ends every pair and stops the engine.
+func (e *Engine) Close() {
+	e.do(func() {
+		for p := range e.pairs {
+			e.finish(p, false)
+		}
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+	})
+}
+
+func dupFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// do queues f to run on the engine goroutine; false if the engine is closed.
+func (e *Engine) do(f func()) bool {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return false
+	}
+	e.queue = append(e.queue, f)
+	e.mu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(e.eventfd, one[:])
+	return true
+}
+
+func (e *Engine) run() {
+	defer e.file.Close() // closes epfd
+	defer unix.Close(e.eventfd)
+	defer unix.Close(e.timerfd)
+	for {
+		n := 0
+		err := e.rc.Read(func(uintptr) bool {
+			var werr error
+			n, werr = unix.EpollWait(e.epfd, e.events, 0)
+			if werr != nil {
+				n = 0
+			}
+			return n > 0
+		})
+		if err != nil {
+			return
+		}
+		e.now = time.Now().UnixNano()
+		commands, sweep := false, false
+		for i := 0; i < n; i++ {
+			ev := e.events[i]
+			switch int(ev.Fd) {
+			case e.eventfd:
+				commands = true
+			case e.timerfd:
+				sweep = true
+			default:
+				if h := e.halves[ev.Fd]; h != nil && !h.p.closed {
+					e.handle(h, ev.Events)
+				}
+			}
+		}
+		// Commands and the sweep run after the batch, so that a descriptor
+		// number closed and reused within it cannot receive a stale event.
+		if sweep {
+			var b [8]byte
+			unix.Read(e.timerfd, b[:])
+			e.sweep()
+		}
+		if commands {
+			var b [8]byte
+			unix.Read(e.eventfd, b[:])
+			e.mu.Lock()
+			q := e.queue
+			e.queue = nil
+			closed := e.closed
+			e.mu.Unlock()
+			for _, f := range q {
+				f()
+			}
+			if closed {
+				return
+			}
+		}
+	}
+}
+
+func (e *Engine) register(p *Pair) {
+	p.last = e.now
+	if p.last == 0 {
+		p.last = time.Now().UnixNano()
+	}
+	e.pairs[p] = struct{}{}
+	for _, h := range []*half{&p.a, &p.b} {
+		e.halves[int32(h.fd)] = h
+		h.mask = unix.EPOLLIN | unix.EPOLLRDHUP
+		if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, h.fd, &unix.EpollEvent{Events: h.mask, Fd: int32(h.fd)}); err != nil {
+			e.finish(p, false)
+			return
+		}
+	}
+}
+
+// handle serves the events of one half.
+func (e *Engine) handle(h *half, events uint32) {
+	p := h.p
+	if events&unix.EPOLLERR != 0 {
+		err := soError(h.fd)
+		e.finish(p, isReset(err))
+		return
+	}
+	if events&unix.EPOLLOUT != 0 && len(h.out) > 0 {
+		if !e.flush(h) {
+			return
+		}
+	}
+	// A hang-up is not the end of the data: the socket may still hold
+	// bytes to read, so it is handled by reading, and only while reading
+	// from this side is wanted.
+	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && h.mask&unix.EPOLLIN != 0 {
+		e.read(h)
+		if p.closed {
+			return
+		}
+	}
+	e.update(p)
+}
+
+// read takes what fd has (one read: a short read means drained, and the
+// level-triggered epoll reports any rest) and writes it on to the peer.
+func (e *Engine) read(h *half) {
+	p := h.p
+	n, err := unix.Read(h.fd, e.buf)
+	switch {
+	case n > 0:
+		p.last = e.now
+		if h.count != nil {
+			h.count(n)
+		}
+		e.write(h.peer, e.buf[:n])
+	case err == unix.EAGAIN || err == unix.EINTR:
+	case err != nil:
+		e.finish(p, isReset(err))
+	default: // EOF: pass the half-close on once the peer has its bytes
+		h.readDone = true
+		if len(h.peer.out) == 0 {
+			shutWrite(h.peer)
+		}
+	}
+}
+
+// write sends b to h, keeping what the socket does not take for EPOLLOUT.
+func (e *Engine) write(h *half, b []byte) {
+	for len(b) > 0 {
+		n, err := unix.Write(h.fd, b)
+		if n > 0 {
+			b = b[n:]
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			h.out = append(h.out[:0:0], b...)
+			return
+		}
+		e.finish(h.p, true)
+		return
+	}
+}
+
+// flush writes pending bytes; false if the pair ended.
+func (e *Engine) flush(h *half) bool {
+	for len(h.out) > 0 {
+		n, err := unix.Write(h.fd, h.out)
+		if n > 0 {
+			h.out = h.out[n:]
+			h.p.last = e.now
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return true
+		}
+		e.finish(h.p, true)
+		return false
+	}
+	h.out = nil
+	if h.peer.readDone {
+		shutWrite(h)
+	}
+	return true
+}
+
+func shutWrite(h *half) {
+	if !h.shutOut {
+		h.shutOut = true
+		unix.Shutdown(h.fd, unix.SHUT_WR)
+	}
+}
+
+// update sets each half's epoll interest from its state and ends the pair
+// when both directions are finished.
+func (e *Engine) update(p *Pair) {
+	if p.closed {
+		return
+	}
+	if p.a.readDone && p.b.readDone && len(p.a.out) == 0 && len(p.b.out) == 0 {
+		e.finish(p, false)
+		return
+	}
+	for _, h := range []*half{&p.a, &p.b} {
+		var m uint32
+		if !h.readDone && len(h.peer.out) == 0 {
+			m |= unix.EPOLLIN | unix.EPOLLRDHUP
+		}
+		if len(h.out) > 0 {
+			m |= unix.EPOLLOUT
+		}
+		if m == h.mask {
+			continue
+		}
+		// A socket with nothing wanted leaves the set: epoll reports hang-ups
+		// and errors whatever the mask, and a level-triggered hang-up on a
+		// socket that is waiting for its peer to drain would spin.
+		op := unix.EPOLL_CTL_MOD
+		switch {
+		case m == 0:
+			op = unix.EPOLL_CTL_DEL
+		case h.mask == 0:
+			op = unix.EPOLL_CTL_ADD
+		}
+		h.mask = m
+		if err := unix.EpollCtl(e.epfd, op, h.fd, &unix.EpollEvent{Events: m, Fd: int32(h.fd)}); err != nil {
+			e.finish(p, false)
+			return
+		}
+	}
+}
+
+// finish closes both sides of p. reset passes a reset on (RST, not FIN).
+func (e *Engine) finish(p *Pair, reset bool) {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	for _, h := range []*half{&p.a, &p.b} {
+		if reset {
+			unix.SetsockoptLinger(h.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		}
+		delete(e.halves, int32(h.fd))
+		unix.Close(h.fd) // also removes it from the epoll set
+	}
+	delete(e.pairs, p)
+	close(p.done)
+}
+
+// sweep ends pairs idle for longer than their idle timeout.
+func (e *Engine) sweep() {
+	now := time.Now().UnixNano()
+	for p := range e.pairs {
+		if p.idle > 0 && now-p.last > p.idle {
+			e.finish(p, false)
+		}
+	}
+}
+
+func soError(fd int) error {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	return syscall.Errno(v)
+}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net/http"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,5 +132,51 @@ func TestListenAddr(t *testing.T) {
 		if got := listenAddr(in); got != want {
 			t.Errorf("listenAddr(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRunSignals: SIGHUP reloads the file, SIGTERM drains and returns.
+func TestRunSignals(t *testing.T) {
+	backend, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer backend.Close()
+	admin := testenv.FreePort(t)
+	file := filepath.Join(t.TempDir(), "attache.yaml")
+	os.WriteFile(file, []byte("admin: {address: \""+admin+"\"}\nlisteners: [{name: l, address: \""+testenv.FreePort(t)+"\", cluster: c}]\nclusters: [{name: c, endpoints: [\""+backend.Addr().String()+"\"]}]\n"), 0o644)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), []string{"run", "--config", file}, io.Discard, io.Discard) }()
+	testenv.WaitTCP(t, admin, 5*time.Second)
+	reloads := func() string {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, `attache_config_reloads_total{result="success"} `); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if got := reloads(); got != "1" {
+		t.Fatalf("reloads before SIGHUP: got %q, want 1", got)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for reloads() != "2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP did not reload: reloads %q", reloads())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after SIGTERM with no connection open")
 	}
 }

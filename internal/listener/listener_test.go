@@ -61,8 +61,8 @@ func TestApplyIsATransaction(t *testing.T) {
 	busy, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer busy.Close()
 	err := p.Apply(map[string]Settings{
-		a:                     {Name: "a", Handler: reply("three"), MaxConnections: 10},
-		b:                     {Name: "b", Handler: reply("b"), MaxConnections: 10},
+		a:                    {Name: "a", Handler: reply("three"), MaxConnections: 10},
+		b:                    {Name: "b", Handler: reply("b"), MaxConnections: 10},
 		busy.Addr().String(): {Name: "busy", Handler: reply("x"), MaxConnections: 10},
 	})
 	if err == nil || !strings.Contains(err.Error(), `listener "busy"`) {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -203,11 +204,7 @@ func (e *Engine) run() {
 	for {
 		n := 0
 		err := e.rc.Read(func(uintptr) bool {
-			var werr error
-			n, werr = unix.EpollWait(e.epfd, e.events, 0)
-			if werr != nil {
-				n = 0
-			}
+			n = rawEpollWait(e.epfd, e.events)
 			return n > 0
 		})
 		if err != nil {
@@ -298,7 +295,7 @@ func (e *Engine) handle(h *half, events uint32) {
 // level-triggered epoll reports any rest) and writes it on to the peer.
 func (e *Engine) read(h *half) {
 	p := h.p
-	n, err := unix.Read(h.fd, e.buf)
+	n, err := rawRead(h.fd, e.buf)
 	switch {
 	case n > 0:
 		p.last = e.now
@@ -320,7 +317,7 @@ func (e *Engine) read(h *half) {
 // write sends b to h, keeping what the socket does not take for EPOLLOUT.
 func (e *Engine) write(h *half, b []byte) {
 	for len(b) > 0 {
-		n, err := unix.Write(h.fd, b)
+		n, err := rawWrite(h.fd, b)
 		if n > 0 {
 			b = b[n:]
 			continue
@@ -340,7 +337,7 @@ func (e *Engine) write(h *half, b []byte) {
 // flush writes pending bytes; false if the pair ended.
 func (e *Engine) flush(h *half) bool {
 	for len(h.out) > 0 {
-		n, err := unix.Write(h.fd, h.out)
+		n, err := rawWrite(h.fd, h.out)
 		if n > 0 {
 			h.out = h.out[n:]
 			h.p.last = e.now
@@ -433,6 +430,37 @@ func (e *Engine) sweep() {
 			e.finish(p, false)
 		}
 	}
+}
+
+// The data path uses raw system calls: the sockets are non-blocking, so a
+// call never blocks, and skipping the scheduler's syscall bookkeeping keeps
+// sysmon from handing the processor to another thread whenever a loopback
+// write runs long (a futex wake and a context switch each time). recvfrom
+// and sendto rather than read and write: on a socket they skip the file
+// position lock.
+
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawEpollWait(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(n)
 }
 
 func soError(fd int) error {

@@ -29,26 +29,12 @@ func startFrame(major, minor byte, end byte) []byte {
 
 // fakeAMQP answers the protocol header with reply.
 func fakeAMQP(t *testing.T, reply []byte) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				hdr := make([]byte, 8)
-				c.Read(hdr)
-				c.Write(reply)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testenv.Serve(t, nil, func(c net.Conn) {
+		defer c.Close()
+		hdr := make([]byte, 8)
+		c.Read(hdr)
+		c.Write(reply)
+	})
 }
 
 func TestAMQPCheckFrames(t *testing.T) {

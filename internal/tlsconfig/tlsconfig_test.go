@@ -2,6 +2,7 @@ package tlsconfig
 
 import (
 	"crypto/tls"
+	"net"
 	"os"
 	"testing"
 
@@ -11,21 +12,7 @@ import (
 
 // serve accepts TLS connections with s and completes their handshakes.
 func serve(t *testing.T, s *Server) string {
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", s.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
+	return testenv.Serve(t, s.Config(), func(c net.Conn) { c.(*tls.Conn).Handshake(); c.Close() })
 }
 
 func handshake(addr string, c *Client) (*x509Name, error) {

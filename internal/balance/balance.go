@@ -36,7 +36,7 @@ func New(policy string) (Picker, error) {
 		return &roundRobin{}, nil
 	case "weighted":
 		return newWeighted(), nil
-	case "least_connections":
+	case "least_connections", "least_request":
 		return &leastConnections{}, nil
 	case "random":
 		return random{}, nil

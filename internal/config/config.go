@@ -31,6 +31,9 @@ const (
 	DefaultOutlierFailures    = 5
 	DefaultOutlierEjection    = 30 * time.Second
 	DefaultOutlierMaxPercent  = 50
+	DefaultMaxIdlePerEndpoint = 64
+	DefaultHTTPIdleTimeout    = 90 * time.Second
+	DefaultRouteTimeout       = 15 * time.Second
 )
 
 // Config is the whole configuration file.
@@ -66,6 +69,91 @@ type Listener struct {
 	TLS            *ServerTLS `yaml:"tls"`
 	MaxConnections int        `yaml:"max_connections"`
 	IdleTimeout    Duration   `yaml:"idle_timeout"`
+	// HTTP listeners only.
+	Routes    []Route `yaml:"routes"`
+	AccessLog string  `yaml:"access_log"` // off | text | json (to stdout)
+}
+
+// Route sends matching HTTP requests to one or more weighted clusters.
+type Route struct {
+	Name    string        `yaml:"name"`
+	Match   RouteMatch    `yaml:"match"`
+	To      []RouteTarget `yaml:"to"`
+	Sticky  *Sticky       `yaml:"sticky"`
+	Timeout Duration      `yaml:"timeout"` // until response headers, all tries included
+	Retries *Retries      `yaml:"retries"`
+	Rewrite *Rewrite      `yaml:"rewrite"`
+	Headers *HeaderOps    `yaml:"headers"`
+}
+
+// RouteMatch selects requests; every field given must match.
+type RouteMatch struct {
+	Prefix  string            `yaml:"prefix"`
+	Path    string            `yaml:"path"`  // exact
+	Regex   string            `yaml:"regex"` // on the path, anchored
+	Host    string            `yaml:"host"`  // exact, or "*.example.com"
+	Methods []string          `yaml:"methods"`
+	Headers map[string]string `yaml:"headers"` // exact values
+}
+
+// RouteTarget is one cluster of a split.
+type RouteTarget struct {
+	Cluster string `yaml:"cluster"`
+	Weight  int    `yaml:"weight"`
+}
+
+// Sticky keeps a client on one side of a split.
+type Sticky struct {
+	By   string `yaml:"by"`   // client_ip | header | cookie
+	Name string `yaml:"name"` // header or cookie name
+}
+
+// Retries is a route's retry policy.
+type Retries struct {
+	Attempts      int      `yaml:"attempts"` // tries in all, the first included
+	On            []string `yaml:"on"`       // 5xx | gateway_error | connect_failure | reset | retriable_4xx | a status code
+	PerTryTimeout Duration `yaml:"per_try_timeout"`
+	Backoff       Backoff  `yaml:"backoff"`
+	BudgetPercent int      `yaml:"budget_percent"`
+	// NonIdempotent opts POST and PATCH in; their body must fit MaxBuffer.
+	NonIdempotent bool `yaml:"non_idempotent"`
+	MaxBuffer     int  `yaml:"max_buffer_bytes"`
+}
+
+// Backoff is jittered exponential backoff between tries.
+type Backoff struct {
+	Base Duration `yaml:"base"`
+	Max  Duration `yaml:"max"`
+}
+
+// Rewrite changes the request on its way upstream.
+type Rewrite struct {
+	Host   string `yaml:"host"`
+	Prefix string `yaml:"prefix"` // replaces the matched prefix
+}
+
+// HeaderOps adds and removes request headers.
+type HeaderOps struct {
+	Add    map[string]string `yaml:"add"`
+	Remove []string          `yaml:"remove"`
+}
+
+// ClusterHTTP is how attache speaks HTTP to a cluster.
+type ClusterHTTP struct {
+	Version            string   `yaml:"version"` // auto | 1.1 | 2 | h2c
+	MaxIdlePerEndpoint int      `yaml:"max_idle_per_endpoint"`
+	IdleTimeout        Duration `yaml:"idle_timeout"`
+}
+
+// CircuitBreaker limits what a cluster is sent (Envoy-style thresholds) and
+// stops sending for a while after consecutive failures (classic breaker).
+type CircuitBreaker struct {
+	MaxConnections      int      `yaml:"max_connections"`
+	MaxPending          int      `yaml:"max_pending"`
+	MaxRequests         int      `yaml:"max_requests"`
+	MaxRetries          int      `yaml:"max_retries"`
+	ConsecutiveFailures int      `yaml:"consecutive_failures"` // 0: no classic breaker
+	OpenFor             Duration `yaml:"open_for"`
 }
 
 // ServerTLS terminates TLS on a listener.
@@ -88,6 +176,8 @@ type Cluster struct {
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
 	TLS              *ClientTLS        `yaml:"tls"`
+	HTTP             *ClusterHTTP      `yaml:"http"`
+	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
 }
 
 // Discovery names the one source of a cluster's endpoints besides a static
@@ -107,7 +197,10 @@ type DNSDiscovery struct {
 
 // HealthCheck is an active health check run against every endpoint.
 type HealthCheck struct {
-	Type               string   `yaml:"type"` // tcp | amqp
+	Type               string   `yaml:"type"`          // tcp | amqp | http
+	Path               string   `yaml:"path"`          // http: default /
+	Host               string   `yaml:"host"`          // http: Host header
+	ExpectStatus       []string `yaml:"expect_status"` // http: "200-299", "204"
 	Interval           Duration `yaml:"interval"`
 	Timeout            Duration `yaml:"timeout"`
 	HealthyThreshold   int      `yaml:"healthy_threshold"`
@@ -117,6 +210,7 @@ type HealthCheck struct {
 // OutlierDetection ejects endpoints that fail to accept connections.
 type OutlierDetection struct {
 	ConsecutiveFailures int      `yaml:"consecutive_failures"`
+	Consecutive5xx      int      `yaml:"consecutive_5xx"` // HTTP: 0 = off
 	BaseEjectionTime    Duration `yaml:"base_ejection_time"`
 	MaxEjectionPercent  int      `yaml:"max_ejection_percent"`
 }
@@ -220,6 +314,9 @@ func (c *Config) applyDefaults() {
 		if l.TLS != nil && l.TLS.MinVersion == "" {
 			l.TLS.MinVersion = "1.2"
 		}
+		if l.Protocol == "http" {
+			l.applyHTTPDefaults()
+		}
 	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
@@ -264,6 +361,87 @@ func (c *Config) applyDefaults() {
 		}
 		if cl.TLS != nil && cl.TLS.MinVersion == "" {
 			cl.TLS.MinVersion = "1.2"
+		}
+		if h := cl.HealthCheck; h != nil && h.Type == "http" {
+			if h.Path == "" {
+				h.Path = "/"
+			}
+			if len(h.ExpectStatus) == 0 {
+				h.ExpectStatus = []string{"200-299"}
+			}
+		}
+		if cl.HTTP == nil {
+			cl.HTTP = &ClusterHTTP{}
+		}
+		if cl.HTTP.Version == "" {
+			cl.HTTP.Version = "auto"
+		}
+		if cl.HTTP.MaxIdlePerEndpoint == 0 {
+			cl.HTTP.MaxIdlePerEndpoint = DefaultMaxIdlePerEndpoint
+		}
+		if cl.HTTP.IdleTimeout == 0 {
+			cl.HTTP.IdleTimeout = Duration(DefaultHTTPIdleTimeout)
+		}
+		if b := cl.CircuitBreaker; b != nil {
+			if b.MaxConnections == 0 {
+				b.MaxConnections = 1024
+			}
+			if b.MaxPending == 0 {
+				b.MaxPending = 1024
+			}
+			if b.MaxRequests == 0 {
+				b.MaxRequests = 1024
+			}
+			if b.MaxRetries == 0 {
+				b.MaxRetries = 3
+			}
+			if b.OpenFor == 0 {
+				b.OpenFor = Duration(30 * time.Second)
+			}
+		}
+	}
+}
+
+func (l *Listener) applyHTTPDefaults() {
+	if l.AccessLog == "" {
+		l.AccessLog = "off"
+	}
+	if len(l.Routes) == 0 && l.Cluster != "" {
+		// `cluster:` alone on an HTTP listener is one catch-all route.
+		l.Routes = []Route{{Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: l.Cluster}}}}
+	}
+	for i := range l.Routes {
+		r := &l.Routes[i]
+		if r.Name == "" {
+			r.Name = fmt.Sprintf("%s/%d", l.Name, i)
+		}
+		for j := range r.To {
+			if r.To[j].Weight == 0 {
+				r.To[j].Weight = 1
+			}
+		}
+		if r.Timeout == 0 {
+			r.Timeout = Duration(DefaultRouteTimeout)
+		}
+		if rt := r.Retries; rt != nil {
+			if rt.Attempts == 0 {
+				rt.Attempts = 2
+			}
+			if len(rt.On) == 0 {
+				rt.On = []string{"connect_failure", "reset", "5xx"}
+			}
+			if rt.Backoff.Base == 0 {
+				rt.Backoff.Base = Duration(25 * time.Millisecond)
+			}
+			if rt.Backoff.Max == 0 {
+				rt.Backoff.Max = Duration(10 * rt.Backoff.Base.D())
+			}
+			if rt.BudgetPercent == 0 {
+				rt.BudgetPercent = 20
+			}
+			if rt.MaxBuffer == 0 {
+				rt.MaxBuffer = 64 << 10
+			}
 		}
 	}
 }

@@ -35,7 +35,9 @@ type Options struct {
 	Config     *config.Config
 	LookupEnv  func(string) (string, bool) // nil: os.LookupEnv
 	LogOutput  io.Writer                   // nil: os.Stderr
-	LogLevel   string                      // overrides log.level when set
+	// AccessLogOutput receives HTTP access logs; nil: os.Stdout.
+	AccessLogOutput io.Writer
+	LogLevel        string // overrides log.level when set
 	// ConfigPoll is how often the config file is compared when inotify
 	// misses a change; 0 means 5s.
 	ConfigPoll time.Duration
@@ -69,6 +71,9 @@ func New(opts Options) (*App, error) {
 	}
 	if opts.LogOutput == nil {
 		opts.LogOutput = os.Stderr
+	}
+	if opts.AccessLogOutput == nil {
+		opts.AccessLogOutput = os.Stdout
 	}
 	if opts.ConfigPoll == 0 {
 		opts.ConfigPoll = 5 * time.Second

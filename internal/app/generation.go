@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"reflect"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/discovery"
 	"github.com/attache-proxy/attache/internal/health"
+	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
@@ -37,14 +39,17 @@ type generation struct {
 type clusterRT struct {
 	cfg    config.Cluster
 	up     *upstream.Cluster
+	http   *httpproxy.Cluster
 	tls    *tlsconfig.Client
 	cancel context.CancelFunc
 }
 
 type listenerRT struct {
-	cfg    config.Listener
-	tls    *tlsconfig.Server
-	cancel context.CancelFunc // the TLS file watch
+	cfg     config.Listener
+	tls     *tlsconfig.Server
+	cancel  context.CancelFunc // the TLS file watch
+	http    *httpproxy.Server  // HTTP listeners: kept while name and address stay
+	handler *httpproxy.Handler // this generation's routes, swapped into http
 }
 
 // apply builds a generation from cfg and swaps it in. On error nothing
@@ -79,12 +84,20 @@ func (a *App) apply(cfg *config.Config) error {
 	for _, lc := range cfg.Listeners {
 		rt := &listenerRT{cfg: lc}
 		if old != nil {
-			if prev := old.listeners[lc.Name]; prev != nil && reflect.DeepEqual(prev.cfg.TLS, lc.TLS) {
+			prev := old.listeners[lc.Name]
+			if prev != nil && reflect.DeepEqual(prev.cfg.TLS, lc.TLS) && prev.cfg.Protocol == lc.Protocol {
 				rt.tls, rt.cancel = prev.tls, prev.cancel
+			}
+			if prev != nil && prev.http != nil && prev.cfg.Address == lc.Address && lc.Protocol == "http" {
+				rt.http = prev.http
 			}
 		}
 		if lc.TLS != nil && rt.tls == nil {
-			s, err := tlsconfig.NewServer(*lc.TLS)
+			var alpn []string
+			if lc.Protocol == "http" {
+				alpn = []string{"h2", "http/1.1"}
+			}
+			s, err := tlsconfig.NewServer(*lc.TLS, alpn...)
 			if err != nil {
 				return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
 			}
@@ -95,11 +108,16 @@ func (a *App) apply(cfg *config.Config) error {
 			built = append(built, func() { go a.watchTLS(ctx, owner, s.Files(), s.Reload) })
 		}
 		next.listeners[lc.Name] = rt
-		settings[lc.Address] = a.listenerSettings(lc, rt, next.clusters[lc.Cluster])
+		settings[lc.Address] = a.listenerSettings(lc, rt, next.clusters)
 	}
 
 	if err := a.pool.Apply(settings); err != nil {
 		return fail(err)
+	}
+	for _, l := range next.listeners {
+		if l.http != nil {
+			l.http.Update(l.handler)
+		}
 	}
 	a.gen.Store(next)
 	for _, start := range built {
@@ -122,8 +140,17 @@ func (g *generation) stop(keep *generation) {
 			c.cancel()
 		}
 	}
+	for name, c := range g.clusters {
+		if (keep == nil || keep.clusters[name] != c) && c.http != nil {
+			c.http.Close()
+		}
+	}
 	for name, l := range g.listeners {
-		if keep != nil && keep.listeners[name] != nil && keep.listeners[name].tls == l.tls {
+		kept := keep != nil && keep.listeners[name] != nil
+		if l.http != nil && !(kept && keep.listeners[name].http == l.http) {
+			go l.http.Close(g.cfg.DrainTimeout.D())
+		}
+		if kept && keep.listeners[name].tls == l.tls {
 			continue
 		}
 		if l.cancel != nil {
@@ -166,10 +193,12 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 		opts.TLS = rt.tls.ForAddr
 	}
+	opts.Outlier.Consecutive5xx = cc.OutlierDetection.Consecutive5xx
 	rt.up = upstream.New(opts)
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
+	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
 
 	var src discovery.Discoverer
 	if d := cc.Discovery; d != nil && d.DNS != nil {
@@ -191,7 +220,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			go src.Run(ctx, rt.up.SetEndpoints)
 		}
 		if hc := cc.HealthCheck; hc != nil {
-			chk := a.checker(hc.Type, opts)
+			chk := a.checker(hc, opts)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
 			go health.Run(ctx, rt.up, chk, pol, log, func(ep *upstream.Endpoint, _ error) {
@@ -207,9 +236,25 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 
 // checker returns the active health checker of a type. The amqp check goes
 // through the cluster's TLS when it has one (amqps); tcp only connects.
-func (a *App) checker(typ string, opts upstream.Options) health.Checker {
+func (a *App) checker(hc *config.HealthCheck, opts upstream.Options) health.Checker {
 	plain := (&net.Dialer{}).DialContext
-	switch typ {
+	switch hc.Type {
+	case "http":
+		tr := &http.Transport{DisableKeepAlives: true, DialContext: plain}
+		scheme := "http"
+		if opts.TLS != nil {
+			scheme = "https"
+			tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return (&tls.Dialer{Config: opts.TLS(addr)}).DialContext(ctx, network, addr)
+			}
+		}
+		var ranges [][2]int
+		for _, s := range hc.ExpectStatus {
+			lo, hi, _ := config.StatusRange(s)
+			ranges = append(ranges, [2]int{lo, hi})
+		}
+		return health.HTTP(&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+			scheme, hc.Path, hc.Host, ranges)
 	case "amqp":
 		dial := health.Dialer(plain)
 		if opts.TLS != nil {
@@ -236,18 +281,29 @@ func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload
 	})
 }
 
-func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, c *clusterRT) listener.Settings {
+func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[string]*clusterRT) listener.Settings {
 	name := lc.Name
-	s := listener.Settings{
-		Name:           name,
-		MaxConnections: lc.MaxConnections,
-		Handler: &tcpproxy.Handler{
+	var handler listener.Handler
+	if lc.Protocol == "http" {
+		if rt.http == nil {
+			rt.http = httpproxy.NewServer(lc.IdleTimeout.D(), a.log.With("listener", name))
+		}
+		rt.handler = a.httpHandler(lc, clusters)
+		handler = rt.http
+	} else {
+		c := clusters[lc.Cluster]
+		handler = &tcpproxy.Handler{
 			Cluster:     c.up,
 			IdleTimeout: lc.IdleTimeout.D(),
 			Counters:    counters(a, c.cfg.Name),
 			Log:         a.log.With("listener", name),
 			Engines:     a.engines,
-		},
+		}
+	}
+	s := listener.Settings{
+		Name:           name,
+		MaxConnections: lc.MaxConnections,
+		Handler:        handler,
 		Events: listener.Events{
 			Accepted: func() {
 				a.metrics.ConnectionsTotal.WithLabelValues(name).Inc()

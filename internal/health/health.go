@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -152,4 +153,32 @@ func Round(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log 
 		}()
 	}
 	wg.Wait()
+}
+
+// HTTP returns a checker that sends GET path (with Host host when set) over
+// a fresh connection made by client, and passes when the status is in one of
+// ranges. scheme is "http" or "https".
+func HTTP(client *http.Client, scheme, path, host string, ranges [][2]int) Checker {
+	return CheckerFunc(func(ctx context.Context, addr string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+path, nil)
+		if err != nil {
+			return err
+		}
+		if host != "" {
+			req.Host = host
+		}
+		req.Header.Set("User-Agent", "attache-health-check")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		for _, r := range ranges {
+			if resp.StatusCode >= r[0] && resp.StatusCode <= r[1] {
+				return nil
+			}
+		}
+		return fmt.Errorf("GET %s: status %d", path, resp.StatusCode)
+	})
 }

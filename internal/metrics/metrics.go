@@ -44,6 +44,19 @@ type Metrics struct {
 	TLSReloadErrors *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
+
+	// attache_http_requests_total{listener,route,cluster,code}: code is the
+	// status class, "2xx" .. "5xx".
+	HTTPRequests *prometheus.CounterVec
+	// attache_http_request_duration_seconds{listener,route,cluster}
+	HTTPDuration *prometheus.HistogramVec
+	// attache_http_retries_total{cluster}
+	HTTPRetries *prometheus.CounterVec
+	// attache_http_overloaded_total{cluster,reason}: requests refused by a
+	// circuit-breaking threshold.
+	HTTPOverloaded *prometheus.CounterVec
+	// attache_http_breaker_transitions_total{cluster,state}
+	BreakerTransitions *prometheus.CounterVec
 }
 
 // New creates the metrics on a new registry, with Go runtime and process
@@ -63,7 +76,15 @@ func New() *Metrics {
 		HealthTransitions:   f.counter("attache_cluster_health_transitions_total", "Endpoint health changes found by active checks.", "cluster", "endpoint", "health"),
 		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
+		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
+		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
+		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
+		BreakerTransitions:  f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 	}
+	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_http_request_duration_seconds",
+		Help: "HTTP request duration, from the request's arrival to the end of the response.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)},
+		[]string{"listener", "route", "cluster"})
+	r.MustRegister(m.HTTPDuration)
 	m.ReloadSuccessful = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_successful", Help: "Whether the last configuration load succeeded."})
 	m.ReloadTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_success_timestamp_seconds", Help: "When the configuration was last loaded successfully."})
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_draining", Help: "1 while attache drains connections before exiting."})

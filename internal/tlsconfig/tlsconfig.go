@@ -21,13 +21,15 @@ import (
 
 // Server terminates TLS for a listener.
 type Server struct {
-	cfg config.ServerTLS
-	cur atomic.Pointer[tls.Config]
+	cfg  config.ServerTLS
+	alpn []string
+	cur  atomic.Pointer[tls.Config]
 }
 
-// NewServer loads the files of cfg.
-func NewServer(cfg config.ServerTLS) (*Server, error) {
-	s := &Server{cfg: cfg}
+// NewServer loads the files of cfg. alpn lists the application protocols
+// offered (h2 and http/1.1 for HTTP listeners; none for TCP).
+func NewServer(cfg config.ServerTLS, alpn ...string) (*Server, error) {
+	s := &Server{cfg: cfg, alpn: alpn}
 	return s, s.Reload()
 }
 
@@ -39,6 +41,7 @@ func (s *Server) Reload() error {
 	}
 	c := &tls.Config{
 		Certificates: []tls.Certificate{cert},
+		NextProtos:   s.alpn,
 		MinVersion:   config.TLSVersions[s.cfg.MinVersion],
 		CipherSuites: suites(s.cfg.CipherSuites),
 	}

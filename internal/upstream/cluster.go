@@ -28,6 +28,7 @@ const MaxEjectionTime = 300 * time.Second
 // OutlierPolicy is passive outlier detection on connect failures.
 type OutlierPolicy struct {
 	ConsecutiveFailures int
+	Consecutive5xx      int // HTTP responses; 0: off
 	BaseEjectionTime    time.Duration
 	MaxEjectionPercent  int
 }
@@ -169,19 +170,7 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 	if len(eps) == 0 {
 		return nil, nil, fmt.Errorf("cluster %q: %w", c.opts.Name, ErrNoEndpoints)
 	}
-	now := c.opts.Now()
-	cands := make([]balance.Candidate, len(eps))
-	anyRoutable := false
-	for i, e := range eps {
-		r := c.Routable(e, now)
-		anyRoutable = anyRoutable || r
-		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r}
-	}
-	if !anyRoutable {
-		for i := range cands {
-			cands[i].Usable = true
-		}
-	}
+	cands := c.candidates(eps, nil)
 	var errs []error
 	i := c.opts.Picker.Pick(cands, key)
 	for tries := 0; i >= 0 && tries < len(eps); tries++ {
@@ -200,6 +189,59 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 	}
 	return nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
 }
+
+// candidates describes eps for the policy. Routable endpoints are usable;
+// when none is, all are (panic mode). Endpoints for which skip returns true
+// (already tried) are never usable.
+func (c *Cluster) candidates(eps []*Endpoint, skip func(*Endpoint) bool) []balance.Candidate {
+	now := c.opts.Now()
+	cands := make([]balance.Candidate, len(eps))
+	anyRoutable := false
+	for i, e := range eps {
+		r := c.Routable(e, now) && (skip == nil || !skip(e))
+		anyRoutable = anyRoutable || r
+		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r}
+	}
+	if !anyRoutable {
+		for i, e := range eps {
+			cands[i].Usable = skip == nil || !skip(e)
+		}
+	}
+	return cands
+}
+
+// Pick chooses an endpoint for one request without connecting, skipping
+// those for which skip returns true (already tried). nil when none is left.
+func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
+	eps := c.Endpoints()
+	if len(eps) == 0 {
+		return nil
+	}
+	if i := c.opts.Picker.Pick(c.candidates(eps, skip), key); i >= 0 {
+		return eps[i]
+	}
+	return nil
+}
+
+// RecordResponse feeds passive outlier detection with one HTTP response:
+// ok false for a 5xx or a failure after the connection was made.
+func (c *Cluster) RecordResponse(e *Endpoint, ok bool) {
+	if c.opts.Outlier.Consecutive5xx <= 0 {
+		return
+	}
+	now := c.opts.Now()
+	allow := !ok && c.mayEject(now)
+	if e.responseResult(ok, now, c.opts.Outlier, allow) {
+		c.opts.Log.Warn("endpoint ejected after consecutive 5xx responses", "cluster", c.opts.Name, "endpoint", e.Addr)
+		if c.opts.Observer.Ejected != nil {
+			c.opts.Observer.Ejected(e)
+		}
+	}
+}
+
+// RecordConnect feeds outlier detection with a connection attempt made
+// outside Dial (HTTP transports dial on their own).
+func (c *Cluster) RecordConnect(e *Endpoint, err error) { c.recordConnect(e, err) }
 
 // nextUsable returns the first usable candidate after i in list order, or
 // -1. A retry takes the next endpoint rather than asking the policy again:

@@ -49,6 +49,7 @@ type Endpoint struct {
 	passes    int // consecutive successful checks
 	fails     int // consecutive failed checks
 	connFails int // consecutive connect failures (outlier detection)
+	respFails int // consecutive 5xx responses (outlier detection)
 	ejections int // times ejected in a row, for the back-off
 	conns     map[io.Closer]struct{}
 }
@@ -139,13 +140,39 @@ func (e *Endpoint) connectResult(ok bool, now time.Time, od OutlierPolicy, allow
 	if e.connFails < od.ConsecutiveFailures || e.Ejected(now) || !allowEject {
 		return false
 	}
+	e.connFails = 0
+	e.eject(now, od)
+	return true
+}
+
+// responseResult is connectResult for HTTP responses (5xx counts).
+func (e *Endpoint) responseResult(ok bool, now time.Time, od OutlierPolicy, allowEject bool) (ejected bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ok {
+		e.respFails = 0
+		return false
+	}
+	e.respFails++
+	if e.respFails < od.Consecutive5xx || e.Ejected(now) || !allowEject {
+		return false
+	}
+	e.respFails = 0
+	e.eject(now, od)
+	return true
+}
+
+// eject takes the endpoint out for base_ejection_time times the number of
+// ejections in a row, capped. e.mu is held.
+func (e *Endpoint) eject(now time.Time, od OutlierPolicy) {
 	e.ejections++
 	d := od.BaseEjectionTime * time.Duration(e.ejections)
 	d = min(d, max(od.BaseEjectionTime, MaxEjectionTime))
 	e.ejectedUntil.Store(now.Add(d).UnixNano())
-	e.connFails = 0
-	return true
 }
+
+// AddActive counts requests in flight on the endpoint (least_request).
+func (e *Endpoint) AddActive(n int64) { e.active.Add(n) }
 
 // copyStateFrom carries health and ejection over from the endpoint of the
 // same address in an older endpoint set.
@@ -154,5 +181,5 @@ func (e *Endpoint) copyStateFrom(old *Endpoint) {
 	defer old.mu.Unlock()
 	e.health.Store(old.health.Load())
 	e.ejectedUntil.Store(old.ejectedUntil.Load())
-	e.passes, e.fails, e.connFails, e.ejections = old.passes, old.fails, old.connFails, old.ejections
+	e.passes, e.fails, e.connFails, e.respFails, e.ejections = old.passes, old.fails, old.connFails, old.respFails, old.ejections
 }

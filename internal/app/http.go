@@ -1,0 +1,60 @@
+package app
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/breaker"
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/httpproxy"
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor func(string) *tls.Config) *httpproxy.Cluster {
+	o := httpproxy.ClusterOptions{
+		Upstream:       up,
+		Version:        cc.HTTP.Version,
+		MaxIdle:        cc.HTTP.MaxIdlePerEndpoint,
+		IdleTimeout:    cc.HTTP.IdleTimeout.D(),
+		ConnectTimeout: cc.ConnectTimeout.D(),
+		TLS:            tlsFor,
+	}
+	if b := cc.CircuitBreaker; b != nil {
+		o.Limits = httpproxy.Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
+		if b.ConsecutiveFailures > 0 {
+			name := cc.Name
+			o.Breaker = breaker.New(b.ConsecutiveFailures, b.OpenFor.D(), nil, func(s breaker.State) {
+				a.metrics.BreakerTransitions.WithLabelValues(name, s.String()).Inc()
+				a.log.Warn("circuit breaker", "cluster", name, "state", s.String())
+			})
+		}
+	}
+	return httpproxy.NewCluster(o)
+}
+
+func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *httpproxy.Handler {
+	table := httpproxy.NewTable(lc, func(name string) *httpproxy.Cluster { return clusters[name].http })
+	var access *slog.Logger
+	switch lc.AccessLog {
+	case "json":
+		access = slog.New(slog.NewJSONHandler(a.opts.AccessLogOutput, nil))
+	case "text":
+		access = slog.New(slog.NewTextHandler(a.opts.AccessLogOutput, nil))
+	}
+	m := a.metrics
+	return httpproxy.NewHandler(httpproxy.HandlerOptions{
+		Table:     table,
+		Log:       a.log.With("listener", lc.Name),
+		AccessLog: access,
+		Observer: httpproxy.Observer{
+			Request: func(listener, route, cluster string, status int, d time.Duration) {
+				m.HTTPRequests.WithLabelValues(listener, route, cluster, strconv.Itoa(status/100)+"xx").Inc()
+				m.HTTPDuration.WithLabelValues(listener, route, cluster).Observe(d.Seconds())
+			},
+			Retry:      func(cluster string) { m.HTTPRetries.WithLabelValues(cluster).Inc() },
+			Overloaded: func(cluster, reason string) { m.HTTPOverloaded.WithLabelValues(cluster, reason).Inc() },
+		},
+	})
+}

@@ -1,0 +1,169 @@
+package httpproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/breaker"
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Limits are Envoy-style circuit-breaking thresholds; over any of them a
+// request is refused at once with 503 and x-attache-overloaded: true.
+// Zero means no limit.
+type Limits struct {
+	MaxConnections int // connections the cluster may hold (approximated by requests in flight over HTTP/1.1)
+	MaxPending     int // requests waiting beyond MaxConnections
+	MaxRequests    int // requests in flight
+	MaxRetries     int // retries in flight
+}
+
+// ClusterOptions configure a Cluster.
+type ClusterOptions struct {
+	Upstream       *upstream.Cluster
+	Version        string // auto | 1.1 | 2 | h2c
+	MaxIdle        int
+	IdleTimeout    time.Duration
+	ConnectTimeout time.Duration
+	TLS            func(addr string) *tls.Config // nil: plain
+	Limits         Limits
+	Breaker        *breaker.Breaker // nil: no classic breaker
+}
+
+// Cluster is the HTTP side of an upstream cluster: one connection pool
+// (http.Transport) per endpoint, so that each request chooses its endpoint
+// and a retry can go to another one, plus the cluster's in-flight counters,
+// thresholds and breaker. Safe for concurrent use.
+type Cluster struct {
+	opts ClusterOptions
+
+	mu         sync.Mutex
+	transports map[string]*http.Transport
+
+	inflight atomic.Int64
+	retrying atomic.Int64
+}
+
+// NewCluster returns the HTTP side of opts.Upstream.
+func NewCluster(opts ClusterOptions) *Cluster {
+	return &Cluster{opts: opts, transports: map[string]*http.Transport{}}
+}
+
+// Name returns the cluster name.
+func (c *Cluster) Name() string { return c.opts.Upstream.Name() }
+
+// Breaker returns the classic breaker, or nil.
+func (c *Cluster) Breaker() *breaker.Breaker { return c.opts.Breaker }
+
+// Close drops idle pooled connections.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// connectError marks a failure to reach the endpoint: nothing was sent.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// transport returns the pool of one endpoint, creating it on first use and
+// dropping pools of endpoints that are gone.
+func (c *Cluster) transport(ep *upstream.Endpoint) *http.Transport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := c.transports[ep.Addr]; t != nil {
+		return t
+	}
+	if len(c.transports) > 2*len(c.opts.Upstream.Endpoints())+4 {
+		live := map[string]bool{}
+		for _, e := range c.opts.Upstream.Endpoints() {
+			live[e.Addr] = true
+		}
+		for a, t := range c.transports {
+			if !live[a] {
+				t.CloseIdleConnections()
+				delete(c.transports, a)
+			}
+		}
+	}
+	addr := ep.Addr
+	up := c.opts.Upstream
+	dialer := &net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context) (net.Conn, error) {
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		up.RecordConnect(ep, err)
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		return conn, nil
+	}
+	t := &http.Transport{
+		MaxIdleConnsPerHost: c.opts.MaxIdle,
+		IdleConnTimeout:     c.opts.IdleTimeout,
+		// A proxy passes Accept-Encoding and bodies through untouched.
+		DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dial(ctx)
+		},
+		Protocols: new(http.Protocols),
+	}
+	switch c.opts.Version {
+	case "1.1":
+		t.Protocols.SetHTTP1(true)
+	case "2":
+		t.Protocols.SetHTTP2(true)
+	case "h2c":
+		t.Protocols.SetUnencryptedHTTP2(true)
+	default:
+		t.Protocols.SetHTTP1(true)
+		t.Protocols.SetHTTP2(true)
+	}
+	if c.opts.TLS != nil {
+		tlsFor := c.opts.TLS
+		next := []string{"http/1.1"}
+		switch c.opts.Version {
+		case "2":
+			next = []string{"h2"}
+		case "auto":
+			next = []string{"h2", "http/1.1"}
+		}
+		t.ForceAttemptHTTP2 = c.opts.Version != "1.1"
+		// The handshake is ours, with the configuration current at dial
+		// time, so that rotated certificates and CAs apply to new
+		// connections.
+		t.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			conn, err := dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			cfg := tlsFor(addr)
+			cfg.NextProtos = next
+			tc := tls.Client(conn, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				up.RecordConnect(ep, err)
+				return nil, &connectError{err}
+			}
+			return tc, nil
+		}
+	}
+	c.transports[addr] = t
+	return t
+}
+
+// scheme is the URL scheme for requests to the cluster.
+func (c *Cluster) scheme() string {
+	if c.opts.TLS != nil {
+		return "https"
+	}
+	return "http"
+}

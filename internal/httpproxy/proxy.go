@@ -1,0 +1,552 @@
+// Package httpproxy is the HTTP ambassador: routes matched on path, host,
+// method and headers lead to weighted (optionally sticky) splits over
+// clusters; each request chooses its endpoint, and failed tries are retried
+// on another endpoint where that is safe, within a retry budget, a per-try
+// and a route timeout, the cluster's thresholds and its circuit breaker.
+//
+// The wire work (hop-by-hop headers, X-Forwarded-*, WebSocket upgrades,
+// trailers, streaming flushes for gRPC) is net/http/httputil's
+// ReverseProxy; the choice of endpoint, retries and breakers are a
+// RoundTripper under it.
+package httpproxy
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Observer receives per-request events for metrics. Any field may be nil.
+type Observer struct {
+	Request    func(listener, route, cluster string, status int, d time.Duration)
+	Retry      func(cluster string)
+	Overloaded func(cluster, reason string)
+}
+
+// Handler serves the requests of one listener generation.
+type Handler struct {
+	table    *Table
+	proxy    *httputil.ReverseProxy
+	obs      Observer
+	log      *slog.Logger
+	access   *slog.Logger // nil: no access log
+	listener string
+}
+
+// HandlerOptions configure a Handler.
+type HandlerOptions struct {
+	Table     *Table
+	Observer  Observer
+	Log       *slog.Logger
+	AccessLog *slog.Logger // nil: off
+}
+
+// NewHandler returns the handler for a route table.
+func NewHandler(o HandlerOptions) *Handler {
+	h := &Handler{table: o.Table, obs: o.Observer, log: o.Log, access: o.AccessLog, listener: o.Table.Listener}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:      h.rewrite,
+		Transport:    &tries{h: h},
+		ErrorHandler: h.errorResponse,
+		ErrorLog:     slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
+	}
+	return h
+}
+
+// exchange is the state of one request through attache.
+type exchange struct {
+	route    *Route
+	cluster  *Cluster
+	key      uint64
+	attempts int
+	endpoint string
+	err      error
+	reason   string // why attache answered itself
+	timedOut atomic.Bool
+	stop     func() bool // stops the route timer
+	hostFrom bool        // send the endpoint's host as Host
+}
+
+type ctxKey struct{}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w}
+	route := h.table.match(r)
+	if route == nil {
+		rw.Header().Set("X-Attache-Reason", "no route matched")
+		http.Error(rw, fmt.Sprintf("attache: no route for %s %s", r.Method, r.URL.Path), http.StatusNotFound)
+		h.done(r, rw, &exchange{reason: "no route"}, start)
+		return
+	}
+	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
+	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if route.timeout > 0 {
+		t := time.AfterFunc(route.timeout, func() { x.timedOut.Store(true); cancel() })
+		x.stop = t.Stop
+		defer t.Stop()
+	}
+	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
+	h.done(r, rw, x, start)
+}
+
+func (h *Handler) done(r *http.Request, rw *statusWriter, x *exchange, start time.Time) {
+	d := time.Since(start)
+	route, cluster := "", ""
+	if x.route != nil {
+		route, cluster = x.route.Name, x.cluster.Name()
+	}
+	status := rw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if h.obs.Request != nil {
+		h.obs.Request(h.listener, route, cluster, status, d)
+	}
+	if h.access != nil {
+		h.access.Info("request", "listener", h.listener, "method", r.Method, "path", r.URL.Path, "route", route,
+			"cluster", cluster, "endpoint", x.endpoint, "status", status, "attempts", x.attempts,
+			"duration_ms", float64(d.Microseconds())/1000, "bytes_out", rw.bytes, "client", r.RemoteAddr,
+			"request_id", r.Header.Get("X-Request-Id"), "reason", x.reason)
+	}
+}
+
+// isLoopbackHost reports whether the Host the app sent names loopback: the
+// app only ever calls localhost, and passing "localhost:8080" on to an
+// external API is never what it means.
+func isLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" || host == "" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	x := pr.In.Context().Value(ctxKey{}).(*exchange)
+	out := pr.Out
+	pr.SetXForwarded()
+	out.URL.Scheme = x.cluster.scheme()
+	out.URL.Host = x.cluster.Name() // replaced by the endpoint on each try
+	out.Host = pr.In.Host
+	if rw := x.route.rewrite; rw != nil {
+		if rw.Host != "" {
+			out.Host = rw.Host
+		}
+		if rw.Prefix != "" && x.route.prefix != "" {
+			out.URL.Path = rw.Prefix + strings.TrimPrefix(out.URL.Path, x.route.prefix)
+			out.URL.RawPath = ""
+		}
+	}
+	if out.Header.Get("X-Request-Id") == "" {
+		out.Header.Set("X-Request-Id", randomHex(16))
+		pr.In.Header.Set("X-Request-Id", out.Header.Get("X-Request-Id")) // for the access log
+	}
+	if out.Header.Get("Traceparent") == "" {
+		out.Header.Set("Traceparent", "00-"+randomHex(16)+"-"+randomHex(8)+"-01")
+	}
+	for _, k := range x.route.remove {
+		out.Header.Del(k)
+	}
+	for k, v := range x.route.add {
+		out.Header.Set(k, v)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Errors attache answers itself; the reason goes to x-attache-reason.
+var (
+	errOverloaded  = errors.New("cluster over its circuit-breaking thresholds")
+	errBreakerOpen = errors.New("circuit breaker open")
+	errNoEndpoint  = errors.New("no healthy endpoint")
+)
+
+func (h *Handler) errorResponse(w http.ResponseWriter, r *http.Request, err error) {
+	x := r.Context().Value(ctxKey{}).(*exchange)
+	status, reason := http.StatusBadGateway, "upstream reset or protocol error"
+	var ce *connectError
+	switch {
+	case x.timedOut.Load():
+		status, reason = http.StatusGatewayTimeout, "route timeout"
+	case errors.Is(err, errOverloaded):
+		status, reason = http.StatusServiceUnavailable, "overloaded"
+		w.Header().Set("X-Attache-Overloaded", "true")
+	case errors.Is(err, errBreakerOpen):
+		status, reason = http.StatusServiceUnavailable, "circuit breaker open"
+	case errors.Is(err, errNoEndpoint):
+		status, reason = http.StatusServiceUnavailable, "no healthy endpoint"
+	case isTimeout(err):
+		status, reason = http.StatusGatewayTimeout, "upstream timeout"
+	case errors.As(err, &ce):
+		status, reason = http.StatusServiceUnavailable, "upstream connect failure"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		status, reason = 499, "client closed request" // nginx's code; nobody reads it
+	}
+	x.reason = reason
+	h.log.Debug("request failed", "listener", h.listener, "route", x.route.Name, "cluster", x.cluster.Name(), "error", err, "status", status)
+	w.Header().Set("X-Attache-Reason", reason)
+	w.Header().Set("X-Attache-Attempts", strconv.Itoa(x.attempts))
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "attache: %s (cluster %s)\n", reason, x.cluster.Name())
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// statusWriter records the status and size of a response. Unwrap lets
+// http.ResponseController (used by ReverseProxy to flush and to hijack for
+// WebSocket) reach the real writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// retryPolicy is a compiled config.Retries.
+type retryPolicy struct {
+	attempts      int
+	on5xx         bool
+	onGateway     bool
+	onConnect     bool
+	onReset       bool
+	on4xx         bool
+	codes         map[int]bool
+	perTry        time.Duration
+	base, max     time.Duration
+	budget        int
+	nonIdempotent bool
+	maxBuffer     int
+}
+
+func newRetryPolicy(c config.Retries) *retryPolicy {
+	p := &retryPolicy{attempts: c.Attempts, perTry: c.PerTryTimeout.D(), base: c.Backoff.Base.D(), max: c.Backoff.Max.D(),
+		budget: c.BudgetPercent, nonIdempotent: c.NonIdempotent, maxBuffer: c.MaxBuffer, codes: map[int]bool{}}
+	for _, on := range c.On {
+		switch on {
+		case "5xx":
+			p.on5xx = true
+		case "gateway_error":
+			p.onGateway = true
+		case "connect_failure":
+			p.onConnect = true
+		case "reset":
+			p.onReset = true
+		case "retriable_4xx":
+			p.on4xx = true
+		default:
+			n, _ := strconv.Atoi(on)
+			p.codes[n] = true
+		}
+	}
+	return p
+}
+
+// retriableStatus reports whether a response status asks for another try.
+func (p *retryPolicy) retriableStatus(code int) bool {
+	switch {
+	case p.codes[code]:
+		return true
+	case p.on5xx && code >= 500:
+		return true
+	case p.onGateway && (code == 502 || code == 503 || code == 504):
+		return true
+	case p.on4xx && code == 409:
+		return true
+	}
+	return false
+}
+
+// retriableError reports whether a transport error asks for another try.
+// A per-try timeout counts as a 5xx (Envoy does the same).
+func (p *retryPolicy) retriableError(err error, perTryTimedOut bool) bool {
+	var ce *connectError
+	switch {
+	case errors.As(err, &ce):
+		return p.onConnect || p.on5xx || p.onGateway
+	case perTryTimedOut:
+		return p.on5xx || p.onGateway
+	default:
+		return p.onReset || p.on5xx
+	}
+}
+
+// backoff is full-jitter exponential backoff before try n (n >= 2).
+func (p *retryPolicy) backoff(n int) time.Duration {
+	d := p.base << (n - 2)
+	if d > p.max || d <= 0 {
+		d = p.max
+	}
+	return time.Duration(rand.Int64N(int64(d)) + 1)
+}
+
+// idempotent methods may be retried without the route opting in. A
+// request with an Idempotency-Key header is idempotent by declaration.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+// tries is the RoundTripper under ReverseProxy: it chooses an endpoint for
+// each try, enforces thresholds and the breaker, and retries.
+type tries struct{ h *Handler }
+
+func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
+	x := req.Context().Value(ctxKey{}).(*exchange)
+	c := x.cluster
+	policy := x.route.retry
+	lim := c.opts.Limits
+	obs := t.h.obs
+
+	// Thresholds first: over them, refuse at once.
+	n := c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	switch {
+	case lim.MaxRequests > 0 && n > int64(lim.MaxRequests):
+		return overloaded(obs, c, "max_requests")
+	case lim.MaxConnections > 0 && lim.MaxPending > 0 && n > int64(lim.MaxConnections+lim.MaxPending):
+		return overloaded(obs, c, "max_pending")
+	}
+
+	// A body is replayable when there is none, or when it is read whole
+	// here, under the size limit, on a route that retries. (Even a POST
+	// may be retried after a connect failure, when nothing was sent; the
+	// transport closes the body on any error, so it must be kept.)
+	var body []byte
+	replayable := req.Body == nil || req.Body == http.NoBody
+	mayRetry := policy != nil && policy.attempts > 1
+	if !replayable && mayRetry && (req.ContentLength < 0 || req.ContentLength <= int64(policy.maxBuffer)) {
+		b, err := io.ReadAll(io.LimitReader(req.Body, int64(policy.maxBuffer)+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) <= policy.maxBuffer {
+			body, replayable = b, true
+		} else {
+			req.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
+		}
+	}
+	maxTries := 1
+	if policy != nil && replayable {
+		maxTries = policy.attempts
+	}
+
+	tried := map[*upstream.Endpoint]bool{}
+	var lastErr error
+	for try := 1; ; try++ {
+		ep := c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return tried[e] })
+		if ep == nil && len(tried) > 0 { // all tried: go round again
+			clear(tried)
+			ep = c.opts.Upstream.Pick(x.key, nil)
+		}
+		if ep == nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
+		}
+		tried[ep] = true
+		if b := c.opts.Breaker; b != nil && !b.Allow() {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, errBreakerOpen
+		}
+		x.attempts, x.endpoint = try, ep.Addr
+		resp, err, perTryTimedOut := t.try(req, x, ep, body, policy)
+		ok := err == nil && resp.StatusCode < 500
+		if b := c.opts.Breaker; b != nil {
+			b.Done(ok)
+		}
+		var ce *connectError
+		if !errors.As(err, &ce) {
+			c.opts.Upstream.RecordResponse(ep, ok)
+		}
+
+		retry := try < maxTries && x.timedOut.Load() == false && req.Context().Err() == nil
+		if retry {
+			if err != nil {
+				retry = policy.retriableError(err, perTryTimedOut) && (errors.As(err, &ce) || idempotent(req) || policy.nonIdempotent)
+			} else {
+				retry = policy.retriableStatus(resp.StatusCode) && (idempotent(req) || policy.nonIdempotent)
+			}
+		}
+		if retry && !t.budgetAllows(c, policy) {
+			retry = false
+		}
+		if !retry {
+			if err != nil {
+				return nil, err
+			}
+			if x.stop != nil {
+				x.stop() // headers are in: the route timeout is met
+			}
+			resp.Header.Set("X-Attache-Attempts", strconv.Itoa(try))
+			return resp, nil
+		}
+		if err == nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			lastErr = fmt.Errorf("status %d", resp.StatusCode)
+		} else {
+			lastErr = err
+		}
+		if obs.Retry != nil {
+			obs.Retry(c.Name())
+		}
+		c.retrying.Add(1)
+		select {
+		case <-time.After(policy.backoff(try + 1)):
+		case <-req.Context().Done():
+		}
+		c.retrying.Add(-1)
+	}
+}
+
+// budgetAllows reports whether one more retry fits both the cluster's
+// max_retries and the route's budget: retries in flight may not exceed
+// budget_percent of requests in flight (with a floor of 3, as Envoy's
+// min_retry_concurrency), so that retries cannot multiply load in an
+// outage.
+func (t *tries) budgetAllows(c *Cluster, p *retryPolicy) bool {
+	r := c.retrying.Load()
+	if m := c.opts.Limits.MaxRetries; m > 0 && r >= int64(m) {
+		if t.h.obs.Overloaded != nil {
+			t.h.obs.Overloaded(c.Name(), "max_retries")
+		}
+		return false
+	}
+	allowed := max(3, c.inflight.Load()*int64(p.budget)/100)
+	return r < allowed
+}
+
+func overloaded(obs Observer, c *Cluster, reason string) (*http.Response, error) {
+	if obs.Overloaded != nil {
+		obs.Overloaded(c.Name(), reason)
+	}
+	return nil, fmt.Errorf("cluster %q: %s: %w", c.Name(), reason, errOverloaded)
+}
+
+// try sends one try to ep. The per-try timeout runs until the response
+// headers arrive; the body then streams under the route's context.
+func (t *tries) try(req *http.Request, x *exchange, ep *upstream.Endpoint, body []byte, p *retryPolicy) (resp *http.Response, err error, perTryTimedOut bool) {
+	ctx, cancel := context.WithCancel(req.Context())
+	var timedOut atomic.Bool
+	var timer *time.Timer
+	if p != nil && p.perTry > 0 {
+		timer = time.AfterFunc(p.perTry, func() { timedOut.Store(true); cancel() })
+	}
+	out := req.Clone(ctx)
+	out.URL.Host = ep.Addr
+	if x.hostFrom {
+		out.Host = hostForUpstream(ep.Addr, x.cluster.scheme())
+	}
+	if body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.ContentLength = int64(len(body))
+	}
+	ep.AddActive(1)
+	resp, err = x.cluster.transport(ep).RoundTrip(out)
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		ep.AddActive(-1)
+		cancel()
+		if timedOut.Load() {
+			err = fmt.Errorf("per-try timeout after %v: %w", p.perTry, context.DeadlineExceeded)
+		}
+		return nil, err, timedOut.Load()
+	}
+	resp.Body = &releaseBody{ReadCloser: resp.Body, release: func() { ep.AddActive(-1); cancel() }}
+	return resp, nil, false
+}
+
+// hostForUpstream is the Host header for an endpoint: its host, with the
+// port unless it is the scheme's default.
+func hostForUpstream(addr, scheme string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		return host
+	}
+	return addr
+}
+
+// releaseBody runs release once when the body is closed.
+type releaseBody struct {
+	io.ReadCloser
+	done    atomic.Bool
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.done.CompareAndSwap(false, true) {
+		b.release()
+	}
+	return err
+}
+
+// Write lets ReverseProxy use the body of a 101 Switching Protocols
+// response as the upstream side of a WebSocket.
+func (b *releaseBody) Write(p []byte) (int, error) {
+	if w, ok := b.ReadCloser.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return 0, syscall.EBADF
+}

@@ -375,6 +375,12 @@ clusters:
 			t.Fatalf("request %d: got %d, want the backend's 500", i, resp.StatusCode)
 		}
 	}
+	if v := h.metric(`attache_http_breaker_state{cluster="c"}`); v != "1" {
+		t.Errorf("breaker state gauge: got %q, want 1 (open)", v)
+	}
+	if _, s := h.admin("GET", "/status"); !strings.Contains(s, `"circuit_breaker": "open"`) {
+		t.Errorf("/status does not show the open breaker:\n%s", s)
+	}
 	hits := b.hits.Load()
 	resp, _ := httpGet(t, c, url, nil)
 	if resp.StatusCode != 503 || resp.Header.Get("X-Attache-Reason") != "circuit breaker open" || b.hits.Load() != hits {

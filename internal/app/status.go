@@ -87,6 +87,7 @@ type ListenerStatus struct {
 type ClusterStatus struct {
 	Name      string           `json:"name"`
 	Balance   string           `json:"balance"`
+	Breaker   string           `json:"circuit_breaker,omitempty"` // closed | open | half_open
 	Endpoints []EndpointStatus `json:"endpoints"`
 }
 
@@ -124,6 +125,9 @@ func (a *App) Status() any {
 	for _, cc := range g.cfg.Clusters {
 		c := g.clusters[cc.Name].up
 		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
+		if b := g.clusters[cc.Name].http.Breaker(); b != nil {
+			cs.Breaker = b.State().String()
+		}
 		for _, e := range c.Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{Address: e.Addr, Weight: e.Weight,
 				State: endpointState(c, e, now), ActiveConnections: e.Active()})
@@ -153,7 +157,9 @@ var (
 		"1 while outlier detection has the endpoint ejected.", []string{"cluster", "endpoint"}, nil)
 	descActive = prometheus.NewDesc("attache_cluster_endpoint_connections_active",
 		"Connections open to the endpoint.", []string{"cluster", "endpoint"}, nil)
-	descReady = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+	descReady   = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+	descBreaker = prometheus.NewDesc("attache_http_breaker_state",
+		"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -161,6 +167,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descEjected
 	ch <- descActive
 	ch <- descReady
+	ch <- descBreaker
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -170,6 +177,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := time.Now()
 	for name, rt := range g.clusters {
+		if b := rt.http.Breaker(); b != nil {
+			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(b.State()), name)
+		}
 		for _, e := range rt.up.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)

@@ -199,6 +199,11 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.draining.Store(true)
 	a.metrics.Draining.Set(1)
 	g := a.gen.Load()
+	for _, l := range g.listeners {
+		if l.http != nil {
+			l.http.Drain()
+		}
+	}
 	drain := g.cfg.DrainTimeout.D()
 	a.log.Info("draining", "timeout", drain, "open_connections", a.pool.Active())
 	deadline := time.NewTimer(drain)

@@ -2,6 +2,13 @@ package app
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"os"
+	"path/filepath"
+
 	"crypto/sha1"
 	"encoding/base64"
 	"fmt"
@@ -14,6 +21,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/testenv"
 )
 
 // backend is a real net/http server that says who it is and echoes what it
@@ -553,5 +563,75 @@ clusters: [{name: c, endpoints: ["localhost:%s"]}]
 	_, body := httpGet(t, &http.Client{}, "http://"+h.addr("l")+"/", nil)
 	if !strings.HasSuffix(body, "host=localhost:"+port) {
 		t.Errorf("got %q, want the endpoint's host sent upstream", body)
+	}
+}
+
+// TestHTTPOverTLSListener: h2 by ALPN from the app to a TLS listener, and a
+// JSON access log line per request.
+func TestHTTPOverTLSListener(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", false)
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "ca")
+	caFile, crt, key := ca.Files(t, dir, "127.0.0.1")
+	logs := &syncBuffer{}
+	file := filepath.Join(t.TempDir(), "a.yaml")
+	os.WriteFile(file, []byte(yamlf(`
+admin: {address: "127.0.0.1:0"}
+drain_timeout: 1s
+listeners:
+  - {name: l, address: "127.0.0.1:0", protocol: http, cluster: c, access_log: json,
+     tls: {cert_file: "%s", key_file: "%s"}}
+clusters: [{name: c, endpoints: ["%s"]}]
+`, crt, key, b.addr)), 0o644)
+	a, err := New(Options{ConfigPath: file, LogOutput: io.Discard, AccessLogOutput: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(context.Background())
+	roots := x509.NewCertPool()
+	pem, _ := os.ReadFile(caFile)
+	roots.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	resp, body := httpGet(t, &http.Client{Transport: tr}, "https://"+a.ListenerAddr("l")+"/secure", nil)
+	if resp.ProtoMajor != 2 || !strings.HasPrefix(body, "b GET /secure") {
+		t.Errorf("got %s %q, want HTTP/2 by ALPN", resp.Proto, body)
+	}
+	var line map[string]any
+	if err := json.Unmarshal([]byte(strings.SplitN(logs.String(), "\n", 2)[0]), &line); err != nil {
+		t.Fatalf("access log %q: %v", logs.String(), err)
+	}
+	for k, want := range map[string]any{"route": "l/0", "cluster": "c", "endpoint": b.addr, "status": float64(200), "attempts": float64(1), "path": "/secure"} {
+		if line[k] != want {
+			t.Errorf("access log %s: got %v, want %v", k, line[k], want)
+		}
+	}
+}
+
+// TestHTTPDrainClosesIdleKeepAlive: at shutdown an idle HTTP/1.1 keep-alive
+// connection of the app is closed, so attache exits without waiting out
+// drain_timeout.
+func TestHTTPDrainClosesIdleKeepAlive(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", false)
+	cfg, err := config.Parse([]byte(yamlf(`
+admin: {address: "127.0.0.1:0"}
+drain_timeout: 30s
+listeners: [{name: l, address: "127.0.0.1:0", protocol: http, cluster: c}]
+clusters: [{name: c, endpoints: ["%s"]}]
+`, b.addr)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Options{Config: cfg, LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{}}
+	httpGet(t, client, "http://"+a.ListenerAddr("l")+"/", nil) // leaves an idle keep-alive connection
+	began := time.Now()
+	a.Shutdown(context.Background())
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("shutdown took %v with only an idle keep-alive connection open", d)
 	}
 }

@@ -53,6 +53,11 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 	}
 }
 
+// Drain asks clients to go: every response from now on carries
+// Connection: close and idle HTTP/1.1 connections are closed, while new
+// connections are still served (the app may still be finishing).
+func (s *Server) Drain() { s.srv.SetKeepAlivesEnabled(false) }
+
 // Close stops the server gracefully: idle connections now, active ones
 // when their request ends (or at the deadline).
 func (s *Server) Close(deadline time.Duration) {

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/http.sh: wrk, 64 connections, a small and a 16 KiB response, against
+# an nginx backend directly, through attache (protocol http), through nginx
+# (proxy_pass with upstream keepalive) and through HAProxy (mode http),
+# interleaved round by round. One thread per proxy (GOMAXPROCS=1,
+# worker_processes 1, nbthread 1). Prints median requests/s, the ratio to
+# direct, p50/p99 latency, each proxy's CPU time per request (from
+# /proc/PID/stat) and attache's RSS.
+#
+#   bench/http.sh                  # ROUNDS=3 DURATION=5s by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CONNS=${CONNS:-64}
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else echo "bench: missing ${need[*]} (apt-get install them)"; exit 1; fi
+fi
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || shuf -i 20000-40000 -n 1; }
+waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; cat "$work"/*.log; exit 1; }
+
+BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport)
+head -c 16384 /dev/urandom > "$work/big.bin"
+mkdir -p "$work/nb" "$work/np"
+cat > "$work/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/backend.log;
+events { worker_connections 4096; }
+http {
+  access_log off; client_body_temp_path $work/nb; proxy_temp_path $work/nb; fastcgi_temp_path $work/nb; uwsgi_temp_path $work/nb; scgi_temp_path $work/nb;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BP; location = /small { return 200 "hello, attache\n"; } location = /big { alias $work/big.bin; } }
+}
+EOF
+cat > "$work/proxy.conf" <<EOF
+worker_processes 1; daemon off; pid $work/np/pid; error_log $work/nginx.log;
+events { worker_connections 4096; }
+http {
+  access_log off; client_body_temp_path $work/np; proxy_temp_path $work/np; fastcgi_temp_path $work/np; uwsgi_temp_path $work/np; scgi_temp_path $work/np;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$BP; keepalive 64; }
+  server { listen 127.0.0.1:$NP; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+EOF
+cat > "$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1m
+  timeout server 1m
+  http-reuse always
+listen web
+  bind 127.0.0.1:$HP
+  server b1 127.0.0.1:$BP
+EOF
+cat > "$work/attache.yaml" <<EOF
+admin: {address: "127.0.0.1:$ADM"}
+log: {level: warn}
+listeners: [{name: web, address: "127.0.0.1:$AP", protocol: http, cluster: backend}]
+clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_endpoint: 128}}]
+EOF
+
+nginx -c "$work/backend.conf" 2>"$work/backend.log" & pids+=($!)
+waitport "$BP"
+make -s build >/dev/null
+GOMAXPROCS=1 bin/attache run --config "$work/attache.yaml" 2>"$work/attache.log" & APID=$!; pids+=($APID)
+nginx -c "$work/proxy.conf" 2>"$work/nginx.log" & pids+=($!)
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & HPID=$!; pids+=($HPID)
+waitport "$AP"; waitport "$NP"; waitport "$HP"
+sleep 1
+NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")
+idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$APID/status")
+ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP)
+declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
+targets=(direct attache nginx haproxy)
+res="$work/results"; : > "$res"
+toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+
+for round in $(seq 1 "$ROUNDS"); do
+  for path in small big; do
+    for tgt in "${targets[@]}"; do
+      before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")
+      out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${port[$tgt]}/$path" 2>&1)
+      after=0; [ "$tgt" != direct ] && after=$(ticks "${pid[$tgt]}")
+      rps=$(echo "$out" | awk '/^Requests\/sec/{print $2}')
+      reqs=$(echo "$out" | awk '/requests in/{print $1}')
+      p50=$(echo "$out" | awk '$1=="50%"{print $2}' | toms)
+      p99=$(echo "$out" | awk '$1=="99%"{print $2}' | toms)
+      cpu=$(awk -v d="$((after - before))" -v hz="$HZ" -v n="$reqs" 'BEGIN{ if (n>0) printf "%.2f", d/hz/n*1e6; else print 0 }')
+      echo "$tgt $path $rps $p50 $p99 $cpu" >> "$res"
+    done
+  done
+  echo "round $round/$ROUNDS done" >&2
+done
+loaded_rss=$(awk '/VmHWM/{print $2}' "/proc/$APID/status")
+
+med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+echo
+echo "wrk -t2 -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds; one thread per proxy"
+printf "%-8s %-6s %10s %9s %9s %9s %12s\n" target body req/s vs-direct p50-ms p99-ms cpu-us/req
+for path in small big; do
+  d=$(awk -v p="$path" '$1=="direct" && $2==p {print $3}' "$res" | med)
+  for tgt in "${targets[@]}"; do
+    r=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $3}' "$res" | med)
+    p50=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $4}' "$res" | med)
+    p99=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $5}' "$res" | med)
+    cpu=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $6}' "$res" | med)
+    [ "$tgt" = direct ] && cpu="-"
+    printf "%-8s %-6s %10.0f %9.2f %9s %9s %12s\n" "$tgt" "$path" "$r" "$(awk -v r="$r" -v d="$d" 'BEGIN{print r/d}')" "$p50" "$p99" "$cpu"
+  done
+done
+echo
+echo "attache RSS: idle $((idle_rss / 1024)) MiB ($idle_rss KiB), peak under load $((loaded_rss / 1024)) MiB ($loaded_rss KiB)"

@@ -14,21 +14,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else echo "bench: missing ${need[*]} (apt-get install them)"; exit 1; fi
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || shuf -i 20000-40000 -n 1; }
-waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; cat "$work"/*.log; exit 1; }
+. bench/lib.sh
+require wrk:wrk nginx:nginx-light haproxy:haproxy
 
 BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport)
 head -c 16384 /dev/urandom > "$work/big.bin"
@@ -83,8 +70,6 @@ waitport "$AP"; waitport "$NP"; waitport "$HP"
 sleep 1
 NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")
 idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$APID/status")
-ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP)
 declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)

@@ -19,24 +19,8 @@ ROUNDS=${ROUNDS:-5}
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-50}
 
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v socat >/dev/null || need+=(socat)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else echo "bench: missing ${need[*]} (apt-get install them)"; exit 1; fi
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-  shuf -i 20000-40000 -n 1; }
-waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; cat "$work"/*.log; exit 1; }
+. bench/lib.sh
+require redis-server:redis-server redis-benchmark:redis-tools haproxy:haproxy socat:socat
 
 RP=$(freeport); AP=$(freeport); HP=$(freeport); SP=$(freeport); ADM=$(freeport)
 redis-server --bind 127.0.0.1 --port "$RP" --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" & pids+=($!)
@@ -71,9 +55,6 @@ sleep 1
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 idle_rss=$(rss "$APID")
 
-# cpu ticks of a process and its reaped children
-ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 declare -A port=([direct]=$RP [attache]=$AP [haproxy]=$HP [socat]=$SP)
 declare -A pid=([attache]=$APID [haproxy]=$HPID [socat]=$SPID)

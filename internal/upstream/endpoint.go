@@ -127,37 +127,32 @@ func (e *Endpoint) Track(c io.Closer) (untrack func()) {
 // reports whether the endpoint was ejected by this failure. allowEject says
 // whether the cluster may eject one more endpoint.
 func (e *Endpoint) connectResult(ok bool, now time.Time, od OutlierPolicy, allowEject bool) (ejected bool) {
+	return e.outlierResult(&e.connFails, od.ConsecutiveFailures, ok, now, od, allowEject)
+}
+
+// responseResult is connectResult for HTTP responses (5xx counts).
+func (e *Endpoint) responseResult(ok bool, now time.Time, od OutlierPolicy, allowEject bool) (ejected bool) {
+	return e.outlierResult(&e.respFails, od.Consecutive5xx, ok, now, od, allowEject)
+}
+
+// outlierResult counts consecutive failures in *fails and ejects the
+// endpoint when they reach limit. A success resets the count and, once the
+// endpoint is back, the ejection back-off.
+func (e *Endpoint) outlierResult(fails *int, limit int, ok bool, now time.Time, od OutlierPolicy, allowEject bool) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if ok {
-		e.connFails = 0
+		*fails = 0
 		if !e.Ejected(now) {
 			e.ejections = 0
 		}
 		return false
 	}
-	e.connFails++
-	if e.connFails < od.ConsecutiveFailures || e.Ejected(now) || !allowEject {
+	*fails++
+	if *fails < limit || e.Ejected(now) || !allowEject {
 		return false
 	}
-	e.connFails = 0
-	e.eject(now, od)
-	return true
-}
-
-// responseResult is connectResult for HTTP responses (5xx counts).
-func (e *Endpoint) responseResult(ok bool, now time.Time, od OutlierPolicy, allowEject bool) (ejected bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if ok {
-		e.respFails = 0
-		return false
-	}
-	e.respFails++
-	if e.respFails < od.Consecutive5xx || e.Ejected(now) || !allowEject {
-		return false
-	}
-	e.respFails = 0
+	*fails = 0
 	e.eject(now, od)
 	return true
 }

@@ -1,0 +1,25 @@
+# Shared by the bench/ scripts: sourced, not run.
+
+# require CMD:PACKAGE...: installs the Debian packages of missing commands
+# (as root), or stops with what to install.
+require() {
+  local need=() pair
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}"); done
+  [ ${#need[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else echo "bench: missing ${need[*]} (apt-get install them)"; exit 1; fi
+}
+
+# A work directory and the PIDs to stop (by PID) on exit.
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+  shuf -i 20000-40000 -n 1; }
+waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; cat "$work"/*.log; exit 1; }
+
+# ticks PID: CPU time of a process and its reaped children, in clock ticks.
+ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)

@@ -26,6 +26,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -68,9 +69,20 @@ func NewHandler(o HandlerOptions) *Handler {
 		Transport:    &tries{h: h},
 		ErrorHandler: h.errorResponse,
 		ErrorLog:     slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
+		// Without a pool ReverseProxy allocates a 32 KiB copy buffer per
+		// response: most of the garbage of a small request.
+		BufferPool: bufferPool{},
 	}
 	return h
 }
+
+// bufferPool lends ReverseProxy its copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // exchange is the state of one request through attache.
 type exchange struct {

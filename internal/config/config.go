@@ -227,10 +227,12 @@ type ClientTLS struct {
 }
 
 // Endpoint is one static backend: "host:port" with an optional
-// " weight=N" (default 1).
+// " weight=N" (default 1), or twemproxy's "host:port:weight [name]". The
+// name is what a Redis ketama ring hashes (see internal/hashkit).
 type Endpoint struct {
 	Address string
 	Weight  int
+	Name    string
 }
 
 func (e *Endpoint) decodeScalar(s string) error {
@@ -239,12 +241,34 @@ func (e *Endpoint) decodeScalar(s string) error {
 		return fmt.Errorf("empty endpoint")
 	}
 	e.Address, e.Weight = fields[0], 1
+	rest := fields[1:]
+	if _, _, err := net.SplitHostPort(e.Address); err != nil || strings.Count(e.Address, ":") == 2 && !strings.HasPrefix(e.Address, "[") {
+		// twemproxy's host:port:weight [name]
+		i := strings.LastIndexByte(e.Address, ':')
+		if i < 0 {
+			return fmt.Errorf("endpoint %q: want host:port", s)
+		}
+		w, werr := strconv.Atoi(e.Address[i+1:])
+		if werr != nil {
+			return fmt.Errorf("endpoint %q: want host:port, host:port weight=N or host:port:weight [name]", s)
+		}
+		if w < 1 || w > 1000 {
+			return fmt.Errorf("endpoint %q: weight must be 1-1000", s)
+		}
+		e.Address, e.Weight = e.Address[:i], w
+		if len(rest) > 0 {
+			e.Name, rest = rest[0], rest[1:]
+		}
+		if len(rest) > 0 {
+			return fmt.Errorf("endpoint %q: unexpected %q after the name", s, rest[0])
+		}
+	}
 	if _, port, err := net.SplitHostPort(e.Address); err != nil {
 		return fmt.Errorf("endpoint %q: want host:port", s)
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("endpoint %q: port must be 1-65535", s)
 	}
-	for _, f := range fields[1:] {
+	for _, f := range rest {
 		v, ok := strings.CutPrefix(f, "weight=")
 		if !ok {
 			return fmt.Errorf("endpoint %q: unknown option %q (want weight=N)", s, f)
@@ -258,9 +282,12 @@ func (e *Endpoint) decodeScalar(s string) error {
 	return nil
 }
 
-// String gives the endpoint back in the form it is written in.
+// String gives the endpoint back in a form it can be written in.
 func (e Endpoint) String() string {
-	if e.Weight == 1 {
+	switch {
+	case e.Name != "":
+		return fmt.Sprintf("%s:%d %s", e.Address, e.Weight, e.Name)
+	case e.Weight == 1:
 		return e.Address
 	}
 	return fmt.Sprintf("%s weight=%d", e.Address, e.Weight)

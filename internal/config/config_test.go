@@ -35,6 +35,31 @@ func TestGoodFile(t *testing.T) {
 	}
 }
 
+func TestEndpointForms(t *testing.T) {
+	for in, want := range map[string]Endpoint{
+		"10.0.0.1:6379":                     {Address: "10.0.0.1:6379", Weight: 1},
+		"redis-b:6379 weight=3":             {Address: "redis-b:6379", Weight: 3},
+		"redis-shard-0.redis:6379:1 shard0": {Address: "redis-shard-0.redis:6379", Weight: 1, Name: "shard0"},
+		"10.0.0.3:6379:2":                   {Address: "10.0.0.3:6379", Weight: 2},
+		"[::1]:6379":                        {Address: "[::1]:6379", Weight: 1},
+	} {
+		var e Endpoint
+		if err := e.decodeScalar(in); err != nil || e != want {
+			t.Errorf("%q: got %+v, %v; want %+v", in, e, err, want)
+		}
+		var back Endpoint
+		if err := back.decodeScalar(e.String()); err != nil || back != e {
+			t.Errorf("%q: round trip through %q gave %+v, %v", in, e.String(), back, err)
+		}
+	}
+	for _, bad := range []string{"h:1:0", "h:1:x", "h:1:2 name extra", "h", "h:0"} {
+		var e Endpoint
+		if err := e.decodeScalar(bad); err == nil {
+			t.Errorf("%q accepted as %+v", bad, e)
+		}
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	c, err := Parse([]byte(`
 listeners: [{name: a, address: "127.0.0.1:7000", cluster: b}]

@@ -283,3 +283,79 @@ func parseReply(b []byte, depth int) (int, error) {
 	}
 	return 0, protoErr("unknown reply type '%c'", b[0])
 }
+
+// SplitArray returns the raw elements of a complete array reply.
+func SplitArray(raw []byte) ([][]byte, error) {
+	if len(raw) == 0 || raw[0] != '*' {
+		return nil, protoErr("not an array reply")
+	}
+	c, t, ok := line(raw)
+	if !ok || c < 0 {
+		return nil, protoErr("invalid multibulk length")
+	}
+	count, valid := parseInt(raw[1:c])
+	if !valid || count < 0 {
+		return nil, protoErr("invalid multibulk length")
+	}
+	out := make([][]byte, 0, count)
+	pos := t
+	for i := int64(0); i < count; i++ {
+		n, err := parseReply(raw[pos:], 1)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, protoErr("truncated array")
+		}
+		out = append(out, raw[pos:pos+n])
+		pos += n
+	}
+	return out, nil
+}
+
+// AppendCommand appends args as a RESP array of bulk strings.
+func AppendCommand(b []byte, args ...[]byte) []byte {
+	b = append(b, '*')
+	b = strconv.AppendInt(b, int64(len(args)), 10)
+	b = append(b, '\r', '\n')
+	for _, a := range args {
+		b = AppendBulk(b, a)
+	}
+	return b
+}
+
+// AppendBulk appends a bulk string.
+func AppendBulk(b, s []byte) []byte {
+	b = append(b, '$')
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, '\r', '\n')
+	b = append(b, s...)
+	return append(b, '\r', '\n')
+}
+
+// AppendError appends an error reply; newlines in msg become spaces.
+func AppendError(b []byte, msg string) []byte {
+	b = append(b, '-')
+	b = append(b, bytes.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, []byte(msg))...)
+	return append(b, '\r', '\n')
+}
+
+// AppendInt appends an integer reply.
+func AppendInt(b []byte, n int64) []byte {
+	b = append(b, ':')
+	b = strconv.AppendInt(b, n, 10)
+	return append(b, '\r', '\n')
+}
+
+// Int parses an integer reply.
+func Int(raw []byte) (int64, bool) {
+	if len(raw) < 3 || raw[0] != ':' {
+		return 0, false
+	}
+	return parseInt(raw[1 : len(raw)-2])
+}

@@ -130,3 +130,20 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestSplitAndAppend(t *testing.T) {
+	raw := AppendCommand(nil, []byte("MGET"), []byte("a"), []byte(""))
+	if string(raw) != "*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$0\r\n\r\n" {
+		t.Errorf("AppendCommand: %q", raw)
+	}
+	els, err := SplitArray([]byte("*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:2\r\n"))
+	if err != nil || len(els) != 3 || string(els[1]) != "$-1\r\n" || string(els[2]) != "*1\r\n:2\r\n" {
+		t.Errorf("SplitArray: %q, %v", els, err)
+	}
+	if n, ok := Int(AppendInt(nil, -7)); !ok || n != -7 {
+		t.Errorf("Int: %d %v", n, ok)
+	}
+	if got := string(AppendError(nil, "ERR a\r\nb")); got != "-ERR a  b\r\n" {
+		t.Errorf("AppendError: %q", got)
+	}
+}

@@ -1,0 +1,524 @@
+// Package redisproxy is the Redis ambassador: one Redis for the
+// application on localhost, sharded over several servers exactly as
+// twemproxy shards (internal/hashkit), with pipelining kept in order, many
+// clients multiplexed over a few server connections per shard, multi-key
+// commands split per shard and merged, and twemproxy's auto_eject_hosts.
+package redisproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/hashkit"
+	"github.com/attache-proxy/attache/internal/resp"
+)
+
+// Shard is one configured server.
+type Shard struct {
+	Addr   string
+	Name   string // optional; the ketama name defaults to Addr
+	Weight int
+}
+
+// Options configure a Pool.
+type Options struct {
+	Cluster            string
+	Shards             []Shard
+	Hash               string
+	Distribution       string
+	HashTag            string
+	AutoEject          bool
+	ServerFailureLimit int
+	ServerRetryTimeout time.Duration
+	ServerConnections  int
+	Timeout            time.Duration // per reply; 0: none
+	ConnectTimeout     time.Duration
+	Username, Password string // AUTH to the shards
+	Observer           Observer
+	Log                *slog.Logger
+}
+
+// Observer receives per-shard events for metrics. Any field may be nil.
+type Observer struct {
+	Request func(shard string, ok bool, d time.Duration)
+	Ejected func(shard string)
+}
+
+// Pool is a sharded set of Redis servers. Safe for concurrent use.
+type Pool struct {
+	opts    Options
+	hash    hashkit.Func
+	servers []*server
+	ring    atomic.Pointer[hashkit.Ring]
+
+	mu       sync.Mutex
+	failures []int
+	retryAt  []time.Time
+}
+
+// NewPool builds the pool; no connection is made until a request needs it.
+func NewPool(o Options) (*Pool, error) {
+	h, err := hashkit.ByName(o.Hash)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{opts: o, hash: h, failures: make([]int, len(o.Shards)), retryAt: make([]time.Time, len(o.Shards))}
+	for i, sh := range o.Shards {
+		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
+			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
+			onFail: p.serverFailed, onOK: p.serverOK}
+		for j := 0; j < max(o.ServerConnections, 1); j++ {
+			s.sc = append(s.sc, &serverConn{s: s})
+		}
+		p.servers = append(p.servers, s)
+	}
+	if err := p.rebuild(time.Now()); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pool) rebuild(now time.Time) error {
+	ss := make([]hashkit.Server, len(p.servers))
+	for i, s := range p.servers {
+		ss[i] = hashkit.Server{Name: s.name, Weight: s.weight, Live: !p.opts.AutoEject || !now.Before(p.retryAt[i])}
+	}
+	r, err := hashkit.Build(p.opts.Distribution, ss)
+	if err != nil {
+		return err
+	}
+	p.ring.Store(r)
+	return nil
+}
+
+// serverFailed counts a failure; with auto_eject_hosts, server_failure_limit
+// failures in a row take the server out of the ring for
+// server_retry_timeout (twemproxy's semantics: its keys move).
+func (p *Pool) serverFailed(s *server, err error) {
+	if !p.opts.AutoEject {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures[s.index]++
+	if p.failures[s.index] < p.opts.ServerFailureLimit {
+		return
+	}
+	p.failures[s.index] = 0
+	now := time.Now()
+	p.retryAt[s.index] = now.Add(p.opts.ServerRetryTimeout)
+	p.rebuild(now)
+	p.opts.Log.Warn("redis shard ejected", "cluster", p.opts.Cluster, "shard", s.name, "addr", s.addr, "error", err, "retry_in", p.opts.ServerRetryTimeout)
+	if p.opts.Observer.Ejected != nil {
+		p.opts.Observer.Ejected(s.name)
+	}
+}
+
+func (p *Pool) serverOK(s *server) {
+	if !p.opts.AutoEject {
+		return
+	}
+	p.mu.Lock()
+	p.failures[s.index] = 0
+	p.mu.Unlock()
+}
+
+// shardFor returns the server for a key, putting ejected servers back once
+// their retry time has come.
+func (p *Pool) shardFor(key []byte) *server {
+	if p.opts.AutoEject {
+		now := time.Now()
+		p.mu.Lock()
+		for i, t := range p.retryAt {
+			if !t.IsZero() && !now.Before(t) {
+				p.retryAt[i] = time.Time{}
+				p.rebuild(now)
+			}
+		}
+		p.mu.Unlock()
+	}
+	i := p.ring.Load().Pick(key, p.hash, p.opts.HashTag)
+	if i < 0 {
+		return nil
+	}
+	return p.servers[i]
+}
+
+// Shards returns each shard's address, name and open connections.
+func (p *Pool) Shards() []ShardStatus {
+	var out []ShardStatus
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range p.servers {
+		out = append(out, ShardStatus{Addr: s.addr, Name: s.name, Connections: s.conns.Load(), Ejected: !p.retryAt[i].IsZero()})
+	}
+	return out
+}
+
+// ShardStatus is one shard in /status.
+type ShardStatus struct {
+	Addr        string `json:"address"`
+	Name        string `json:"name"`
+	Connections int64  `json:"connections"`
+	Ejected     bool   `json:"ejected"`
+}
+
+// Handler serves client connections of one listener.
+type Handler struct {
+	Pool     *Pool
+	Password string // clients must AUTH with it when set
+	Log      *slog.Logger
+	sessions atomic.Uint32
+}
+
+// session is one client connection. It always uses the same server
+// connection of each shard, so its own commands reach a shard in the order
+// it sent them (read-your-writes), however many server_connections there
+// are.
+type session struct {
+	h      *Handler
+	n      int
+	authed bool
+}
+
+// reply is one reply owed to the client, in order.
+type reply struct {
+	done <-chan struct{} // nil: ready
+	out  func() []byte
+	quit bool
+}
+
+
+// ServeConn serves one client until it quits or its connection breaks. A
+// malformed command gets a protocol error and the connection is closed
+// (there is no way to find the next command); other errors are replies
+// and the connection stays usable.
+func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	replies := make(chan reply, 1024)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		bw := bufio.NewWriterSize(c, 16<<10)
+		for rp := range replies {
+			if rp.done != nil {
+				<-rp.done
+			}
+			bw.Write(rp.out())
+			if rp.quit || len(replies) == 0 {
+				if bw.Flush() != nil || rp.quit {
+					c.Close()
+					for range replies {
+					}
+					return
+				}
+			}
+		}
+		bw.Flush()
+	}()
+	defer func() { close(replies); <-writerDone }()
+
+	rd := resp.NewReader(c)
+	ss := &session{h: h, n: int(h.sessions.Add(1)), authed: h.Password == ""}
+	for {
+		args, raw, err := rd.ReadCommand()
+		if err != nil {
+			var pe *resp.ProtocolError
+			if errors.As(err, &pe) {
+				msg := "ERR " + pe.Error()
+				replies <- reply{out: func() []byte { return resp.AppendError(nil, msg) }, quit: true}
+			}
+			return
+		}
+		if len(args) == 0 {
+			continue
+		}
+		rp := ss.dispatch(args, raw)
+		replies <- rp
+		if rp.quit {
+			return
+		}
+	}
+}
+
+func ready(b []byte) reply { return reply{out: func() []byte { return b }} }
+
+func errReply(format string, a ...any) reply {
+	return ready(resp.AppendError(nil, fmt.Sprintf(format, a...)))
+}
+
+func (ss *session) dispatch(args [][]byte, raw []byte) reply {
+	h := ss.h
+	authed := &ss.authed
+	name := string(bytes.ToUpper(args[0]))
+	if !*authed && name != "AUTH" && name != "HELLO" && name != "QUIT" {
+		return errReply("NOAUTH Authentication required.")
+	}
+	sp, ok := commands[name]
+	if !ok {
+		if reason, ok := why[name]; ok {
+			return errReply("ERR attache: %s is not supported through a sharding proxy: %s", name, reason)
+		}
+		return errReply("ERR attache: unsupported command '%s'", args[0])
+	}
+	switch sp.kind {
+	case local:
+		return h.local(name, args, authed)
+	case single:
+		if len(args) < 2 {
+			return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
+		}
+		return ss.forward(args[1], raw)
+	case sameShard, script:
+		keys, err := keysOf(sp, args)
+		if err != nil {
+			return errReply("%v", err)
+		}
+		if len(keys) == 0 { // a script with no keys: any shard
+			return ss.forward(nil, raw)
+		}
+		s := h.Pool.shardFor(keys[0])
+		for _, k := range keys[1:] {
+			if h.Pool.shardFor(k) != s {
+				return errReply("ERR attache: the keys of %s hash to different shards; use a hash tag", name)
+			}
+		}
+		return ss.forward(keys[0], raw)
+	case fanout:
+		return ss.fanout(name, sp, args, raw)
+	}
+	return errReply("ERR attache: unsupported command '%s'", args[0])
+}
+
+func keysOf(sp spec, args [][]byte) ([][]byte, error) {
+	if sp.kind == script {
+		if len(args) < 3 {
+			return nil, errors.New("ERR wrong number of arguments for script")
+		}
+		n, err := strconv.Atoi(string(args[2]))
+		if err != nil || n < 0 || 3+n > len(args) {
+			return nil, errors.New("ERR Number of keys can't be greater than number of args")
+		}
+		return args[3 : 3+n], nil
+	}
+	last := sp.last
+	if last < 0 {
+		last = len(args) - 1
+	}
+	if len(args) <= sp.first || last >= len(args) {
+		return nil, fmt.Errorf("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
+	}
+	var keys [][]byte
+	for i := sp.first; i <= last; i += sp.step {
+		keys = append(keys, args[i])
+	}
+	return keys, nil
+}
+
+func (h *Handler) local(name string, args [][]byte, authed *bool) reply {
+	switch name {
+	case "PING":
+		if len(args) > 1 {
+			return ready(resp.AppendBulk(nil, args[1]))
+		}
+		return ready([]byte("+PONG\r\n"))
+	case "ECHO":
+		if len(args) != 2 {
+			return errReply("ERR wrong number of arguments for 'echo' command")
+		}
+		return ready(resp.AppendBulk(nil, args[1]))
+	case "QUIT":
+		rp := ready([]byte("+OK\r\n"))
+		rp.quit = true
+		return rp
+	case "SELECT":
+		if len(args) == 2 && string(args[1]) == "0" {
+			return ready([]byte("+OK\r\n"))
+		}
+		return errReply("ERR attache: only database 0 exists through a sharding proxy")
+	case "AUTH":
+		if h.Password == "" {
+			return errReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+		}
+		if len(args) < 2 || len(args) > 3 || string(args[len(args)-1]) != h.Password {
+			return errReply("WRONGPASS invalid username-password pair or user is disabled.")
+		}
+		*authed = true
+		return ready([]byte("+OK\r\n"))
+	case "HELLO":
+		// RESP2 only: HELLO 3 is refused so that clients fall back.
+		if len(args) >= 2 && string(args[1]) != "2" {
+			return errReply("NOPROTO sorry, this protocol version is not supported")
+		}
+		for i := 2; i+1 < len(args); i++ {
+			if bytes.EqualFold(args[i], []byte("AUTH")) && i+2 < len(args) {
+				if h.Password != "" && string(args[i+2]) != h.Password {
+					return errReply("WRONGPASS invalid username-password pair or user is disabled.")
+				}
+				*authed = true
+			}
+		}
+		if !*authed {
+			return errReply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+		}
+		var b []byte
+		b = append(b, "*14\r\n"...)
+		for _, kv := range [][2]string{{"server", "redis"}, {"version", "7.0.0"}, {"proto", ""}, {"id", ""}, {"mode", "standalone"}, {"role", "master"}} {
+			b = resp.AppendBulk(b, []byte(kv[0]))
+			switch kv[0] {
+			case "proto":
+				b = resp.AppendInt(b, 2)
+			case "id":
+				b = resp.AppendInt(b, 0)
+			default:
+				b = resp.AppendBulk(b, []byte(kv[1]))
+			}
+		}
+		b = resp.AppendBulk(b, []byte("modules"))
+		b = append(b, "*0\r\n"...)
+		return ready(b)
+	}
+	return errReply("ERR attache: unsupported command '%s'", name)
+}
+
+// forward sends raw to the shard of key (any shard for a nil key) and
+// returns its reply.
+func (ss *session) forward(key, raw []byte) reply {
+	p := ss.h.Pool
+	s := p.shardFor(key)
+	if s == nil {
+		return errReply("ERR attache: no live shard in cluster %s", p.opts.Cluster)
+	}
+	r := newRequest(append([]byte(nil), raw...))
+	s.conn(ss.n).send(r)
+	return reply{done: r.done, out: func() []byte { return p.result(s, r) }}
+}
+
+// result is the reply bytes of a finished request, an -ERR naming the
+// shard on failure.
+func (p *Pool) result(s *server, r *request) []byte {
+	if p.opts.Observer.Request != nil {
+		p.opts.Observer.Request(s.name, r.err == nil, time.Since(r.start))
+	}
+	if r.err != nil {
+		return resp.AppendError(nil, "ERR attache: "+r.err.Error())
+	}
+	return r.reply
+}
+
+// fanout splits a multi-key command per shard and merges the replies in
+// the order of the keys: MGET by position, DEL/UNLINK/EXISTS/TOUCH summed,
+// MSET +OK when every shard said OK (not atomic across shards).
+func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) reply {
+	h := ss.h
+	if len(args) < 2 || sp.step == 2 && (len(args)-1)%2 != 0 {
+		return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
+	}
+	type part struct {
+		s    *server
+		pos  []int // key positions in the original command (0-based key index)
+		args [][]byte
+		r    *request
+	}
+	var parts []*part
+	byShard := map[*server]*part{}
+	nkeys := 0
+	for i := 1; i < len(args); i += sp.step {
+		s := h.Pool.shardFor(args[i])
+		if s == nil {
+			return errReply("ERR attache: no live shard in cluster %s", h.Pool.opts.Cluster)
+		}
+		pt := byShard[s]
+		if pt == nil {
+			pt = &part{s: s, args: [][]byte{args[0]}}
+			byShard[s] = pt
+			parts = append(parts, pt)
+		}
+		pt.pos = append(pt.pos, nkeys)
+		pt.args = append(pt.args, args[i:i+sp.step]...)
+		nkeys++
+	}
+	if len(parts) == 1 {
+		return ss.forward(args[1], raw)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, pt := range parts {
+		pt.r = newRequest(resp.AppendCommand(nil, pt.args...))
+		pt.s.conn(ss.n).send(pt.r)
+		wg.Add(1)
+		go func() { <-pt.r.done; wg.Done() }()
+	}
+	go func() { wg.Wait(); close(done) }()
+	return reply{done: done, out: func() []byte {
+		var sum int64
+		elems := make([][]byte, nkeys)
+		for _, pt := range parts {
+			out := h.Pool.result(pt.s, pt.r)
+			if len(out) > 0 && out[0] == '-' {
+				return out
+			}
+			switch name {
+			case "MGET":
+				els, err := resp.SplitArray(out)
+				if err != nil || len(els) != len(pt.pos) {
+					return resp.AppendError(nil, "ERR attache: unexpected MGET reply from shard "+pt.s.name)
+				}
+				for j, p := range pt.pos {
+					elems[p] = els[j]
+				}
+			case "MSET":
+			default:
+				n, ok := resp.Int(out)
+				if !ok {
+					return resp.AppendError(nil, "ERR attache: unexpected "+name+" reply from shard "+pt.s.name)
+				}
+				sum += n
+			}
+		}
+		switch name {
+		case "MGET":
+			b := append([]byte("*"), strconv.Itoa(nkeys)...)
+			b = append(b, '\r', '\n')
+			for _, e := range elems {
+				b = append(b, e...)
+			}
+			return b
+		case "MSET":
+			return []byte("+OK\r\n")
+		}
+		return resp.AppendInt(nil, sum)
+	}}
+}
+
+// Ping checks one shard with PING (AUTH first when configured).
+func Ping(ctx context.Context, addr, username, password string) error {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(time.Second)
+	}
+	conn, err := dialer(addr, time.Until(dl), username, password)()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(dl)
+	conn.Write([]byte("*1\r\n$4\r\nPING\r\n"))
+	r, err := resp.NewReader(conn).ReadReply()
+	if err != nil {
+		return err
+	}
+	if string(r) != "+PONG\r\n" {
+		return fmt.Errorf("PING: %q", r)
+	}
+	return nil
+}

@@ -1,0 +1,243 @@
+package redisproxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/attache-proxy/attache/internal/hashkit"
+	"github.com/attache-proxy/attache/internal/testenv"
+)
+
+// serve runs a Handler on a loopback listener.
+func serve(t *testing.T, h *Handler) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go h.ServeConn(context.Background(), c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func pool(t *testing.T, shards []string, mod func(*Options)) *Pool {
+	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
+		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
+		Log: slog.New(slog.DiscardHandler)}
+	for _, s := range shards {
+		o.Shards = append(o.Shards, Shard{Addr: s, Weight: 1})
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	p, err := NewPool(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func client(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
+}
+
+func TestShardingPipeliningAndFanout(t *testing.T) {
+	shards := []string{testenv.Redis(t), testenv.Redis(t), testenv.Redis(t)}
+	p := pool(t, shards, nil)
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	rdb := client(addr)
+	defer rdb.Close()
+
+	// a pipeline of 2,000 SETs and GETs comes back in order
+	pipe := rdb.Pipeline()
+	var gets []*redis.StringCmd
+	for i := 0; i < 1000; i++ {
+		pipe.Set(ctx, fmt.Sprintf("key:%d", i), fmt.Sprint("v", i), 0)
+		gets = append(gets, pipe.Get(ctx, fmt.Sprintf("key:%d", i)))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
+	for i, g := range gets {
+		if g.Val() != fmt.Sprint("v", i) {
+			t.Fatalf("key:%d: got %q", i, g.Val())
+		}
+	}
+	// every key is on the shard hashkit says, and on no other
+	ring, _ := hashkit.Build("ketama", []hashkit.Server{{Name: shards[0], Weight: 1, Live: true}, {Name: shards[1], Weight: 1, Live: true}, {Name: shards[2], Weight: 1, Live: true}})
+	perShard := make([]int, 3)
+	for i := 0; i < 1000; i++ {
+		k := fmt.Sprintf("key:%d", i)
+		want := ring.Pick([]byte(k), hashkit.FNV1a_64, "{}")
+		for s, sa := range shards {
+			got, _ := testenv.RedisCommand(sa, "EXISTS", k)
+			if (got == ":1") != (s == want) {
+				t.Fatalf("%s: EXISTS on shard %d = %s, want it only on shard %d", k, s, got, want)
+			}
+		}
+		perShard[want]++
+	}
+	for s, n := range perShard {
+		if n == 0 {
+			t.Errorf("shard %d got no keys: %v", s, perShard)
+		}
+	}
+
+	keys := []string{"key:1", "key:2", "missing", "key:3", "key:999"}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(vals) != "[v1 v2 <nil> v3 v999]" {
+		t.Errorf("MGET across shards: got %v", vals)
+	}
+	if n, _ := rdb.Exists(ctx, keys...).Result(); n != 4 {
+		t.Errorf("EXISTS: got %d, want 4", n)
+	}
+	if err := rdb.MSet(ctx, "m:1", "a", "m:2", "b", "m:3", "c", "m:4", "d").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := rdb.MGet(ctx, "m:1", "m:2", "m:3", "m:4").Result(); fmt.Sprint(v) != "[a b c d]" {
+		t.Errorf("MSET then MGET: %v", v)
+	}
+	if n, _ := rdb.Del(ctx, "m:1", "m:2", "m:3", "m:4", "nope").Result(); n != 4 {
+		t.Errorf("DEL: got %d, want 4", n)
+	}
+	// hash tags keep multi-key commands on one shard
+	rdb.SAdd(ctx, "{u1}:a", "x", "y")
+	rdb.SAdd(ctx, "{u1}:b", "y", "z")
+	if v, err := rdb.SInter(ctx, "{u1}:a", "{u1}:b").Result(); err != nil || fmt.Sprint(v) != "[y]" {
+		t.Errorf("SINTER with a tag: %v %v", v, err)
+	}
+	other := "key:2"
+	for i := 2; p.shardFor([]byte(other)) == p.shardFor([]byte("key:1")); i++ {
+		other = fmt.Sprint("key:", i)
+	}
+	if err := rdb.SInter(ctx, "key:1", other).Err(); err == nil || !strings.Contains(err.Error(), "different shards") {
+		t.Errorf("SINTER across shards: got %v", err)
+	}
+	// scripts route by their first key
+	if v, err := rdb.Eval(ctx, "return redis.call('GET', KEYS[1])", []string{"key:7"}).Result(); err != nil || v != "v7" {
+		t.Errorf("EVAL: %v %v", v, err)
+	}
+	// unsupported commands are errors naming them, and the connection lives on
+	for _, cmd := range [][]any{{"MULTI"}, {"KEYS", "*"}, {"BLPOP", "l", 1}, {"SUBSCRIBE", "c"}, {"SELECT", 1}, {"OBJECT", "ENCODING", "k"}} {
+		err := rdb.Do(ctx, cmd...).Err()
+		if err == nil || !strings.Contains(err.Error(), "attache") {
+			t.Errorf("%v: got %v, want an attache error", cmd, err)
+		}
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after errors: %v", err)
+	}
+	if v, _ := rdb.Echo(ctx, "hi").Result(); v != "hi" {
+		t.Errorf("ECHO: %q", v)
+	}
+}
+
+func TestAuthAndMalformed(t *testing.T) {
+	shards := []string{testenv.Redis(t), testenv.Redis(t)}
+	addr := serve(t, &Handler{Pool: pool(t, shards, nil), Password: "s3cret", Log: slog.New(slog.DiscardHandler)})
+	ctx := context.Background()
+	if err := client(addr).Get(ctx, "k").Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Errorf("without AUTH: %v", err)
+	}
+	good := redis.NewClient(&redis.Options{Addr: addr, Password: "s3cret", DisableIdentity: true})
+	defer good.Close()
+	if err := good.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Errorf("with AUTH (go-redis, HELLO 3 refused, falls back): %v", err)
+	}
+	bad := redis.NewClient(&redis.Options{Addr: addr, Password: "wrong", Protocol: 2, DisableIdentity: true})
+	defer bad.Close()
+	if err := bad.Get(ctx, "k").Err(); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		t.Errorf("wrong password: %v", err)
+	}
+	// a malformed command gets a protocol error; other clients are fine
+	c, _ := net.Dial("tcp", addr)
+	c.Write([]byte("*2\r\n$3\r\nGET\r\n$x\r\n"))
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 128)
+	n, _ := c.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "-ERR Protocol error") {
+		t.Errorf("malformed: got %q", buf[:n])
+	}
+	c.Close()
+	if v, err := good.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Errorf("other client after a malformed one: %q %v", v, err)
+	}
+}
+
+// TestDeadShard: a dead shard's keys get -ERR naming the shard, others
+// work; with auto_eject_hosts the dead shard leaves the ring after
+// server_failure_limit failures and its keys move.
+func TestDeadShard(t *testing.T) {
+	a, stopA := testenv.RedisProc(t)
+	b := testenv.Redis(t)
+	ctx := context.Background()
+	for _, eject := range []bool{false, true} {
+		p := pool(t, []string{a, b}, func(o *Options) { o.AutoEject = eject; o.ServerFailureLimit = 2 })
+		addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+		rdb := client(addr)
+		defer rdb.Close()
+		// find a key on each shard
+		var onA, onB string
+		for i := 0; onA == "" || onB == ""; i++ {
+			k := fmt.Sprint("k", i)
+			if p.shardFor([]byte(k)).addr == a {
+				onA = k
+			} else {
+				onB = k
+			}
+		}
+		if !eject {
+			stopA()
+		}
+		err := rdb.Set(ctx, onA, "x", 0).Err()
+		if eject {
+			continue // set up below
+		}
+		if err == nil || !strings.Contains(err.Error(), "shard") {
+			t.Errorf("key on the dead shard: got %v, want an error naming the shard", err)
+		}
+		if err := rdb.Set(ctx, onB, "y", 0).Err(); err != nil {
+			t.Errorf("key on the live shard: %v", err)
+		}
+		_ = onB
+	}
+	// with ejection (a is dead now)
+	p := pool(t, []string{a, b}, func(o *Options) { o.AutoEject = true; o.ServerFailureLimit = 2 })
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+	rdb := client(addr)
+	defer rdb.Close()
+	var onA string
+	for i := 0; onA == ""; i++ {
+		if k := fmt.Sprint("k", i); p.shardFor([]byte(k)).addr == a {
+			onA = k
+		}
+	}
+	var last error
+	for i := 0; i < 5; i++ {
+		last = rdb.Set(ctx, onA, "moved", 0).Err()
+	}
+	if last != nil {
+		t.Fatalf("after ejection the key should move to the live shard: %v", last)
+	}
+	if got, _ := testenv.RedisCommand(b, "GET", onA); got != "$5" {
+		t.Errorf("ejected shard's key not on the survivor: %q", got)
+	}
+}

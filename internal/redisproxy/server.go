@@ -1,0 +1,210 @@
+package redisproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/resp"
+)
+
+// request is one command on its way to a shard; done is closed when reply
+// (or err) is set.
+type request struct {
+	raw   []byte
+	reply []byte
+	err   error
+	start time.Time
+	done  chan struct{}
+}
+
+func newRequest(raw []byte) *request {
+	return &request{raw: raw, start: time.Now(), done: make(chan struct{})}
+}
+
+func (r *request) finish(reply []byte, err error) {
+	r.reply, r.err = reply, err
+	close(r.done)
+}
+
+// serverConn multiplexes the requests of many clients over one connection
+// to a shard: a writer goroutine batches queued requests into one write,
+// and a reader goroutine matches replies to requests in order.
+type serverConn struct {
+	s       *server
+	mu      sync.Mutex
+	in      chan *request // nil until started
+	pending chan *request
+}
+
+// maxInFlight bounds the requests queued on one server connection.
+const maxInFlight = 4096
+
+func (sc *serverConn) send(r *request) {
+	sc.mu.Lock()
+	if sc.in == nil {
+		sc.in = make(chan *request, maxInFlight)
+		sc.pending = make(chan *request, maxInFlight)
+		go sc.run(sc.in, sc.pending)
+	}
+	in := sc.in
+	sc.mu.Unlock()
+	in <- r
+}
+
+// run owns one connection: it dials on the first request, and on any
+// failure fails everything in flight and queued, and stops, so that the
+// next request dials again.
+func (sc *serverConn) run(in, pending chan *request) {
+	s := sc.s
+	fail := func(err error) {
+		sc.mu.Lock()
+		if sc.in == in {
+			sc.in = nil
+		}
+		sc.mu.Unlock()
+		s.failed(err)
+		msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
+		for {
+			select {
+			case r := <-pending:
+				r.finish(nil, msg)
+			case r := <-in:
+				r.finish(nil, msg)
+			default:
+				return
+			}
+		}
+	}
+	conn, err := s.dial()
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.conns.Add(1)
+	defer s.conns.Add(-1)
+	defer conn.Close()
+	readerDone := make(chan error, 1)
+	var outstanding atomic.Int64
+	go func() {
+		rd := resp.NewReader(conn)
+		for {
+			raw, err := rd.ReadReply()
+			if err != nil {
+				readerDone <- err
+				return
+			}
+			r := <-pending
+			s.ok()
+			r.finish(append([]byte(nil), raw...), nil)
+			if outstanding.Add(-1) == 0 {
+				conn.SetReadDeadline(time.Time{})
+			} else if s.timeout > 0 {
+				conn.SetReadDeadline(time.Now().Add(s.timeout))
+			}
+		}
+	}()
+	bw := bufio.NewWriterSize(conn, 16<<10)
+	for {
+		select {
+		case err := <-readerDone:
+			conn.Close()
+			if errors.Is(err, net.ErrClosed) {
+				err = errors.New("connection closed")
+			}
+			fail(err)
+			return
+		case r := <-in:
+			n := 0
+			for {
+				bw.Write(r.raw)
+				pending <- r
+				n++
+				select {
+				case r = <-in:
+					continue
+				default:
+				}
+				break
+			}
+			outstanding.Add(int64(n))
+			if s.timeout > 0 {
+				conn.SetReadDeadline(time.Now().Add(s.timeout))
+			}
+			if err := bw.Flush(); err != nil {
+				conn.Close()
+				fail(<-readerDone)
+				return
+			}
+		}
+	}
+}
+
+// server is one shard.
+type server struct {
+	index   int
+	addr    string
+	name    string // ketama name
+	weight  int
+	timeout time.Duration
+	dial    func() (net.Conn, error)
+	conns   atomic.Int64
+	sc      []*serverConn
+	onFail  func(*server, error)
+	onOK    func(*server)
+}
+
+// conn returns the server connection of client session n.
+func (s *server) conn(n int) *serverConn { return s.sc[n%len(s.sc)] }
+
+func (s *server) failed(err error) {
+	if s.onFail != nil {
+		s.onFail(s, err)
+	}
+}
+
+func (s *server) ok() {
+	if s.onOK != nil {
+		s.onOK(s)
+	}
+}
+
+// dialer returns a dial func that connects, authenticates and checks the
+// reply before handing the connection over.
+func dialer(addr string, connectTimeout time.Duration, username, password string) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		defer cancel()
+		conn, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		if password == "" {
+			return conn, nil
+		}
+		args := [][]byte{[]byte("AUTH"), []byte(password)}
+		if username != "" {
+			args = [][]byte{[]byte("AUTH"), []byte(username), []byte(password)}
+		}
+		conn.SetDeadline(time.Now().Add(connectTimeout))
+		if _, err := conn.Write(resp.AppendCommand(nil, args...)); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		reply, err := resp.NewReader(conn).ReadReply()
+		if err != nil || len(reply) == 0 || reply[0] != '+' {
+			conn.Close()
+			if err == nil {
+				err = fmt.Errorf("AUTH refused: %s", reply)
+			}
+			return nil, err
+		}
+		conn.SetDeadline(time.Time{})
+		return conn, nil
+	}
+}

@@ -66,7 +66,7 @@ var commands = func() map[string]spec {
 var why = map[string]string{
 	"MULTI": "transactions cannot span shards", "EXEC": "transactions cannot span shards",
 	"DISCARD": "transactions cannot span shards", "WATCH": "transactions cannot span shards",
-	"UNWATCH": "transactions cannot span shards",
+	"UNWATCH":   "transactions cannot span shards",
 	"SUBSCRIBE": "pub/sub is not sharded", "PSUBSCRIBE": "pub/sub is not sharded",
 	"SSUBSCRIBE": "pub/sub is not sharded", "UNSUBSCRIBE": "pub/sub is not sharded",
 	"PUNSUBSCRIBE": "pub/sub is not sharded", "PUBLISH": "pub/sub is not sharded",

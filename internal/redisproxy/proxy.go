@@ -197,7 +197,6 @@ type reply struct {
 	quit bool
 }
 
-
 // ServeConn serves one client until it quits or its connection breaks. A
 // malformed command gets a protocol error and the connection is closed
 // (there is no way to find the next command); other errors are replies

@@ -15,6 +15,7 @@ import (
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
@@ -40,6 +41,7 @@ type clusterRT struct {
 	cfg    config.Cluster
 	up     *upstream.Cluster
 	http   *httpproxy.Cluster
+	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
 	cancel context.CancelFunc
 }
@@ -199,6 +201,11 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
 	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
+	if cc.Redis != nil {
+		if rt.redis, err = a.buildRedisPool(cc); err != nil {
+			return nil, nil, err
+		}
+	}
 
 	var src discovery.Discoverer
 	if d := cc.Discovery; d != nil && d.DNS != nil {
@@ -220,7 +227,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			go src.Run(ctx, rt.up.SetEndpoints)
 		}
 		if hc := cc.HealthCheck; hc != nil {
-			chk := a.checker(hc, opts)
+			chk := a.checker(hc, opts, cc.Redis)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
 			go health.Run(ctx, rt.up, chk, pol, log, func(ep *upstream.Endpoint, _ error) {
@@ -236,9 +243,17 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 
 // checker returns the active health checker of a type. The amqp check goes
 // through the cluster's TLS when it has one (amqps); tcp only connects.
-func (a *App) checker(hc *config.HealthCheck, opts upstream.Options) health.Checker {
+func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.ClusterRedis) health.Checker {
 	plain := (&net.Dialer{}).DialContext
 	switch hc.Type {
+	case "redis":
+		var user, pass string
+		if r := rc; r != nil {
+			user, pass = r.Username, r.Password
+		}
+		return health.CheckerFunc(func(ctx context.Context, addr string) error {
+			return redisproxy.Ping(ctx, addr, user, pass)
+		})
 	case "http":
 		tr := &http.Transport{DisableKeepAlives: true, DialContext: plain}
 		scheme := "http"
@@ -284,7 +299,9 @@ func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload
 func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[string]*clusterRT) listener.Settings {
 	name := lc.Name
 	var handler listener.Handler
-	if lc.Protocol == "http" {
+	if lc.Protocol == "redis" {
+		handler = &redisproxy.Handler{Pool: clusters[lc.Cluster].redis, Password: lc.Password, Log: a.log.With("listener", name)}
+	} else if lc.Protocol == "http" {
 		if rt.http == nil {
 			rt.http = httpproxy.NewServer(lc.IdleTimeout.D(), a.log.With("listener", name))
 		}

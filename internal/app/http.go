@@ -9,6 +9,7 @@ import (
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/httpproxy"
+	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -57,4 +58,29 @@ func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *h
 			Overloaded: func(cluster, reason string) { m.HTTPOverloaded.WithLabelValues(cluster, reason).Inc() },
 		},
 	})
+}
+
+func (a *App) buildRedisPool(cc config.Cluster) (*redisproxy.Pool, error) {
+	r := cc.Redis
+	o := redisproxy.Options{
+		Cluster: cc.Name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
+		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
+		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),
+		Username: r.Username, Password: r.Password, Log: a.log,
+		Observer: redisproxy.Observer{
+			Request: func(shard string, ok bool, d time.Duration) {
+				result := "ok"
+				if !ok {
+					result = "error"
+				}
+				a.metrics.RedisRequests.WithLabelValues(cc.Name, shard, result).Inc()
+				a.metrics.RedisDuration.WithLabelValues(cc.Name, shard).Observe(d.Seconds())
+			},
+			Ejected: func(shard string) { a.metrics.RedisEjections.WithLabelValues(cc.Name, shard).Inc() },
+		},
+	}
+	for _, e := range cc.Endpoints {
+		o.Shards = append(o.Shards, redisproxy.Shard{Addr: e.Address, Name: e.Name, Weight: e.Weight})
+	}
+	return redisproxy.NewPool(o)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -85,10 +86,11 @@ type ListenerStatus struct {
 
 // ClusterStatus is one cluster in /status.
 type ClusterStatus struct {
-	Name      string           `json:"name"`
-	Balance   string           `json:"balance"`
-	Breaker   string           `json:"circuit_breaker,omitempty"` // closed | open | half_open
-	Endpoints []EndpointStatus `json:"endpoints"`
+	Name      string                   `json:"name"`
+	Balance   string                   `json:"balance"`
+	Breaker   string                   `json:"circuit_breaker,omitempty"` // closed | open | half_open
+	Shards    []redisproxy.ShardStatus `json:"redis_shards,omitempty"`
+	Endpoints []EndpointStatus         `json:"endpoints"`
 }
 
 // EndpointStatus is one endpoint in /status.
@@ -128,6 +130,9 @@ func (a *App) Status() any {
 		if b := g.clusters[cc.Name].http.Breaker(); b != nil {
 			cs.Breaker = b.State().String()
 		}
+		if rp := g.clusters[cc.Name].redis; rp != nil {
+			cs.Shards = rp.Shards()
+		}
 		for _, e := range c.Endpoints() {
 			cs.Endpoints = append(cs.Endpoints, EndpointStatus{Address: e.Addr, Weight: e.Weight,
 				State: endpointState(c, e, now), ActiveConnections: e.Active()})
@@ -157,7 +162,9 @@ var (
 		"1 while outlier detection has the endpoint ejected.", []string{"cluster", "endpoint"}, nil)
 	descActive = prometheus.NewDesc("attache_cluster_endpoint_connections_active",
 		"Connections open to the endpoint.", []string{"cluster", "endpoint"}, nil)
-	descReady   = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+	descReady      = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+	descRedisConns = prometheus.NewDesc("attache_redis_server_connections",
+		"Open connections to a Redis shard.", []string{"cluster", "shard"}, nil)
 	descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 		"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 )
@@ -168,6 +175,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descActive
 	ch <- descReady
 	ch <- descBreaker
+	ch <- descRedisConns
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -179,6 +187,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for name, rt := range g.clusters {
 		if b := rt.http.Breaker(); b != nil {
 			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(b.State()), name)
+		}
+		if rt.redis != nil {
+			for _, sh := range rt.redis.Shards() {
+				ch <- prometheus.MustNewConstMetric(descRedisConns, prometheus.GaugeValue, float64(sh.Connections), name, sh.Name)
+			}
 		}
 		for _, e := range rt.up.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)

@@ -13,9 +13,11 @@ import (
 
 // The closed sets of names the schema accepts.
 var (
-	Protocols        = []string{"tcp", "http"}
+	Protocols        = []string{"tcp", "http", "redis"}
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
-	HealthCheckTypes = []string{"tcp", "amqp", "http"}
+	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis"}
+	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
+	RedisDists       = []string{"ketama", "modula", "random"}
 	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
 	RetryOn          = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
 	stickyBy         = []string{"client_ip", "header", "cookie"}
@@ -90,6 +92,9 @@ func (c *Config) validate() Errors {
 			v.httpListener(p, &l, clusters)
 		case len(l.Routes) > 0:
 			v.errorf(p+".routes", "only for protocol http")
+		case l.Password != "" && l.Protocol != "redis":
+			v.errorf(p+".password", "only for protocol redis")
+			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
@@ -225,6 +230,32 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if h.Version == "2" && cl.TLS == nil {
 			v.errorf(p+".http.version", `"2" needs tls (HTTP/2 over TLS); use "h2c" for cleartext HTTP/2`)
+		}
+	}
+	if r := cl.Redis; r != nil {
+		rp := p + ".redis"
+		v.oneOf(rp+".hash", "hash", r.Hash, RedisHashes)
+		v.oneOf(rp+".distribution", "distribution", r.Distribution, RedisDists)
+		if r.HashTag != "" && len(r.HashTag) != 2 {
+			v.errorf(rp+".hash_tag", "want two characters, like \"{}\"")
+		}
+		if r.ServerFailureLimit < 1 {
+			v.errorf(rp+".server_failure_limit", "must be at least 1")
+		}
+		if r.ServerRetryTimeout <= 0 {
+			v.errorf(rp+".server_retry_timeout", "must be positive")
+		}
+		if r.ServerConnections < 1 || r.ServerConnections > 64 {
+			v.errorf(rp+".server_connections", "must be 1-64")
+		}
+		if r.Timeout < 0 {
+			v.errorf(rp+".timeout", "must not be negative")
+		}
+		if r.Username != "" && r.Password == "" {
+			v.errorf(rp+".username", "needs password")
+		}
+		if cl.Discovery != nil {
+			v.errorf(rp, "a sharded cluster needs a fixed endpoint list (the ring is built from it)")
 		}
 	}
 	if b := cl.CircuitBreaker; b != nil {

@@ -57,6 +57,14 @@ type Metrics struct {
 	HTTPOverloaded *prometheus.CounterVec
 	// attache_http_breaker_transitions_total{cluster,state}
 	BreakerTransitions *prometheus.CounterVec
+
+	// attache_redis_requests_total{cluster,shard,result}: result is "ok"
+	// or "error" (the shard failed or timed out).
+	RedisRequests *prometheus.CounterVec
+	// attache_redis_request_duration_seconds{cluster,shard}
+	RedisDuration *prometheus.HistogramVec
+	// attache_redis_ejections_total{cluster,shard}: auto_eject_hosts
+	RedisEjections *prometheus.CounterVec
 }
 
 // New creates the metrics on a new registry, with Go runtime and process
@@ -85,6 +93,12 @@ func New() *Metrics {
 		Help: "HTTP request duration, from the request's arrival to the end of the response.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)},
 		[]string{"listener", "route", "cluster"})
 	r.MustRegister(m.HTTPDuration)
+	m.RedisRequests = f.counter("attache_redis_requests_total", "Redis commands sent to a shard, by result.", "cluster", "shard", "result")
+	m.RedisEjections = f.counter("attache_redis_ejections_total", "Shards ejected by auto_eject_hosts.", "cluster", "shard")
+	m.RedisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_redis_request_duration_seconds",
+		Help: "Time from a command's arrival to its shard's reply.", Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14)},
+		[]string{"cluster", "shard"})
+	r.MustRegister(m.RedisDuration)
 	m.ReloadSuccessful = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_successful", Help: "Whether the last configuration load succeeded."})
 	m.ReloadTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_success_timestamp_seconds", Help: "When the configuration was last loaded successfully."})
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_draining", Help: "1 while attache drains connections before exiting."})

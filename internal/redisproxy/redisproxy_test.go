@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +240,70 @@ func TestDeadShard(t *testing.T) {
 	}
 	if got, _ := testenv.RedisCommand(b, "GET", onA); got != "$5" {
 		t.Errorf("ejected shard's key not on the survivor: %q", got)
+	}
+}
+
+// TestShardKilledUnderLoad: while eight go-redis workers run, one shard is
+// killed by its PID. Commands for its keys fail with an -ERR naming it;
+// commands for the other shards never fail, and no client connection is
+// dropped.
+func TestShardKilledUnderLoad(t *testing.T) {
+	a, stopA := testenv.RedisProc(t)
+	b, c := testenv.Redis(t), testenv.Redis(t)
+	p := pool(t, []string{a, b, c}, nil)
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 8})
+	defer rdb.Close()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var liveErrs, deadErrs, deadOK int
+	var firstLive error
+	var wg sync.WaitGroup
+	end := time.Now().Add(2 * time.Second)
+	killed := make(chan struct{})
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(end); i++ {
+				k := fmt.Sprintf("w%d:%d", w, i)
+				onDead := p.shardFor([]byte(k)).addr == a
+				err := rdb.Set(ctx, k, "v", 0).Err()
+				select {
+				case <-killed:
+				default:
+					continue // before the kill everything works; counted below only after
+				}
+				mu.Lock()
+				switch {
+				case onDead && err != nil:
+					deadErrs++
+					if !strings.Contains(err.Error(), a) {
+						t.Errorf("error for a dead-shard key does not name the shard: %v", err)
+					}
+				case onDead:
+					deadOK++
+				case err != nil:
+					liveErrs++
+					if firstLive == nil {
+						firstLive = err
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(600 * time.Millisecond)
+	stopA()
+	close(killed)
+	wg.Wait()
+	if liveErrs > 0 {
+		t.Errorf("%d commands for live shards failed after the kill; first: %v", liveErrs, firstLive)
+	}
+	if deadErrs == 0 {
+		t.Errorf("no command for the dead shard failed (%d succeeded)", deadOK)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Errorf("client connection after the kill: %v", err)
 	}
 }

@@ -18,21 +18,7 @@ import (
 
 // serve runs a Handler on a loopback listener.
 func serve(t *testing.T, h *Handler) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h.ServeConn(context.Background(), c)
-		}
-	}()
-	return ln.Addr().String()
+	return testenv.Serve(t, nil, func(c net.Conn) { h.ServeConn(context.Background(), c) })
 }
 
 func pool(t *testing.T, shards []string, mod func(*Options)) *Pool {

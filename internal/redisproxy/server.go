@@ -45,6 +45,10 @@ type serverConn struct {
 // maxInFlight bounds the requests queued on one server connection.
 const maxInFlight = 4096
 
+// send queues r. The push happens under sc.mu and never blocks, so that a
+// connection that fails (and, under the same lock, stops taking requests)
+// cannot strand a request in its queue: everything pushed before is
+// drained and failed, everything after goes to a new connection.
 func (sc *serverConn) send(r *request) {
 	sc.mu.Lock()
 	if sc.in == nil {
@@ -52,9 +56,13 @@ func (sc *serverConn) send(r *request) {
 		sc.pending = make(chan *request, maxInFlight)
 		go sc.run(sc.in, sc.pending)
 	}
-	in := sc.in
-	sc.mu.Unlock()
-	in <- r
+	select {
+	case sc.in <- r:
+		sc.mu.Unlock()
+	default:
+		sc.mu.Unlock()
+		r.finish(nil, fmt.Errorf("shard %s (%s): more than %d commands in flight", sc.s.name, sc.s.addr, maxInFlight))
+	}
 }
 
 // run owns one connection: it dials on the first request, and on any

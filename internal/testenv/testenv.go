@@ -66,6 +66,13 @@ func Redis(t testing.TB) string {
 // with t. The returned stop may be called earlier; it waits for the exit.
 func Start(t testing.TB, cmd *exec.Cmd) (stop func()) {
 	t.Helper()
+	return StartWithSignal(t, cmd, syscall.SIGTERM)
+}
+
+// StartWithSignal is Start with another stop signal (PostgreSQL's fast
+// shutdown is SIGINT; its SIGTERM waits for clients to leave).
+func StartWithSignal(t testing.TB, cmd *exec.Cmd, sig os.Signal) (stop func()) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
@@ -74,7 +81,7 @@ func Start(t testing.TB, cmd *exec.Cmd) (stop func()) {
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Process.Signal(sig)
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):

@@ -606,3 +606,29 @@ func TestExamplesLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestPostgresHealthCheck: type postgres logs in with SCRAM and runs
+// SELECT 1; a wrong password or a dead server is unhealthy.
+func TestPostgresHealthCheck(t *testing.T) {
+	t.Parallel()
+	pg := testenv.Postgres(t)
+	h := start(t, yamlf(`
+listeners:
+  - {name: good, address: "%s", cluster: good}
+  - {name: bad, address: "%s", cluster: badpass}
+clusters:
+  - {name: good, endpoints: ["%s", "%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 200ms}}
+  - {name: badpass, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: wrong, interval: 200ms}}
+`, testenv.FreePort(t), testenv.FreePort(t), pg.Addr, deadAddr(t), pg.Addr), map[string]string{"PGPW": pg.Password})
+	eventually(t, 10*time.Second, "checks to run", func() bool {
+		_, s := h.admin("GET", "/status")
+		return !strings.Contains(s, "not checked yet")
+	})
+	_, body := h.admin("GET", "/ready")
+	if !strings.Contains(body, `cluster "badpass": no healthy endpoint`) || strings.Contains(body, `"good"`) {
+		t.Errorf("/ready: %s", body)
+	}
+	if v := h.metric(`attache_cluster_endpoint_healthy{cluster="good",endpoint="` + pg.Addr + `"}`); v != "1" {
+		t.Errorf("live server with the right password: healthy=%q", v)
+	}
+}

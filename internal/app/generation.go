@@ -15,6 +15,7 @@ import (
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
@@ -246,6 +247,11 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.ClusterRedis) health.Checker {
 	plain := (&net.Dialer{}).DialContext
 	switch hc.Type {
+	case "postgres":
+		user, db, pass := hc.User, hc.Database, hc.Password
+		return health.CheckerFunc(func(ctx context.Context, addr string) error {
+			return pgproxy.Check(ctx, addr, user, db, pass)
+		})
 	case "redis":
 		var user, pass string
 		if r := rc; r != nil {

@@ -218,6 +218,9 @@ type HealthCheck struct {
 	Path               string   `yaml:"path"`          // http: default /
 	Host               string   `yaml:"host"`          // http: Host header
 	ExpectStatus       []string `yaml:"expect_status"` // http: "200-299", "204"
+	User               string   `yaml:"user"`          // postgres: role to log in as
+	Database           string   `yaml:"database"`      // postgres: default "postgres"
+	Password           string   `yaml:"password" secret:"true"`
 	Interval           Duration `yaml:"interval"`
 	Timeout            Duration `yaml:"timeout"`
 	HealthyThreshold   int      `yaml:"healthy_threshold"`
@@ -430,6 +433,9 @@ func (c *Config) applyDefaults() {
 		}
 		if cl.TLS != nil && cl.TLS.MinVersion == "" {
 			cl.TLS.MinVersion = "1.2"
+		}
+		if h := cl.HealthCheck; h != nil && h.Type == "postgres" && h.Database == "" {
+			h.Database = "postgres"
 		}
 		if h := cl.HealthCheck; h != nil && h.Type == "http" {
 			if h.Path == "" {

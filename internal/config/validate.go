@@ -15,7 +15,7 @@ import (
 var (
 	Protocols        = []string{"tcp", "http", "redis"}
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
-	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis"}
+	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
 	RedisDists       = []string{"ketama", "modula", "random"}
 	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
@@ -197,6 +197,9 @@ func (v *validator) cluster(p string, cl *Cluster) {
 					v.errorf(fmt.Sprintf("%s.expect_status[%d]", hp, i), "%v", err)
 				}
 			}
+		}
+		if h.Type == "postgres" && h.User == "" {
+			v.errorf(hp+".user", "required for a postgres check")
 		}
 		if h.HealthyThreshold < 1 {
 			v.errorf(hp+".healthy_threshold", "must be at least 1")

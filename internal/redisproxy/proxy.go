@@ -203,11 +203,11 @@ type reply struct {
 // and the connection stays usable.
 func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	replies := make(chan reply, 1024)
+	replies := make(chan reply, 256) // pipelined replies owed; a full queue pauses reading
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		bw := bufio.NewWriterSize(c, 16<<10)
+		bw := bufio.NewWriterSize(c, 4<<10)
 		for rp := range replies {
 			if rp.done != nil {
 				<-rp.done

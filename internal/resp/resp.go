@@ -21,7 +21,7 @@ const (
 	MaxArgs     = 1 << 20   // multibulk length Redis accepts
 	MaxInline   = 64 << 10  // inline command length
 	MaxDepth    = 128       // nesting of array replies
-	minReadSize = 16 << 10
+	minReadSize = 4 << 10
 )
 
 // ProtocolError is a malformed message. The connection cannot be resynced

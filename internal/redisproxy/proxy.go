@@ -60,9 +60,11 @@ type Pool struct {
 	servers []*server
 	ring    atomic.Pointer[hashkit.Ring]
 
-	mu       sync.Mutex
-	failures []int
-	retryAt  []time.Time
+	mu      sync.Mutex
+	retryAt []time.Time // per server; zero when live
+	// nextRetry is the earliest retryAt in unix nanoseconds (0: none), so
+	// that the per-key lookup takes no lock while nothing is ejected.
+	nextRetry atomic.Int64
 }
 
 // NewPool builds the pool; no connection is made until a request needs it.
@@ -71,7 +73,7 @@ func NewPool(o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, hash: h, failures: make([]int, len(o.Shards)), retryAt: make([]time.Time, len(o.Shards))}
+	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards))}
 	for i, sh := range o.Shards {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
 			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
@@ -87,16 +89,26 @@ func NewPool(o Options) (*Pool, error) {
 	return p, nil
 }
 
+// rebuild makes the ring from the servers live at now and records the
+// next time an ejected server is due back. p.mu is held (or p is new).
 func (p *Pool) rebuild(now time.Time) error {
 	ss := make([]hashkit.Server, len(p.servers))
+	var next int64
 	for i, s := range p.servers {
-		ss[i] = hashkit.Server{Name: s.name, Weight: s.weight, Live: !p.opts.AutoEject || !now.Before(p.retryAt[i])}
+		live := !p.opts.AutoEject || !now.Before(p.retryAt[i])
+		if live {
+			p.retryAt[i] = time.Time{}
+		} else if t := p.retryAt[i].UnixNano(); next == 0 || t < next {
+			next = t
+		}
+		ss[i] = hashkit.Server{Name: s.name, Weight: s.weight, Live: live}
 	}
 	r, err := hashkit.Build(p.opts.Distribution, ss)
 	if err != nil {
 		return err
 	}
 	p.ring.Store(r)
+	p.nextRetry.Store(next)
 	return nil
 }
 
@@ -104,16 +116,12 @@ func (p *Pool) rebuild(now time.Time) error {
 // failures in a row take the server out of the ring for
 // server_retry_timeout (twemproxy's semantics: its keys move).
 func (p *Pool) serverFailed(s *server, err error) {
-	if !p.opts.AutoEject {
+	if !p.opts.AutoEject || s.failures.Add(1) < int32(p.opts.ServerFailureLimit) {
 		return
 	}
+	s.failures.Store(0)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.failures[s.index]++
-	if p.failures[s.index] < p.opts.ServerFailureLimit {
-		return
-	}
-	p.failures[s.index] = 0
 	now := time.Now()
 	p.retryAt[s.index] = now.Add(p.opts.ServerRetryTimeout)
 	p.rebuild(now)
@@ -123,27 +131,20 @@ func (p *Pool) serverFailed(s *server, err error) {
 	}
 }
 
+// serverOK resets the failure count; it runs for every reply, so it takes
+// no lock.
 func (p *Pool) serverOK(s *server) {
-	if !p.opts.AutoEject {
-		return
+	if s.failures.Load() != 0 {
+		s.failures.Store(0)
 	}
-	p.mu.Lock()
-	p.failures[s.index] = 0
-	p.mu.Unlock()
 }
 
 // shardFor returns the server for a key, putting ejected servers back once
 // their retry time has come.
 func (p *Pool) shardFor(key []byte) *server {
-	if p.opts.AutoEject {
-		now := time.Now()
+	if n := p.nextRetry.Load(); n != 0 && time.Now().UnixNano() >= n {
 		p.mu.Lock()
-		for i, t := range p.retryAt {
-			if !t.IsZero() && !now.Before(t) {
-				p.retryAt[i] = time.Time{}
-				p.rebuild(now)
-			}
-		}
+		p.rebuild(time.Now())
 		p.mu.Unlock()
 	}
 	i := p.ring.Load().Pick(key, p.hash, p.opts.HashTag)

@@ -155,16 +155,17 @@ func (sc *serverConn) run(in, pending chan *request) {
 
 // server is one shard.
 type server struct {
-	index   int
-	addr    string
-	name    string // ketama name
-	weight  int
-	timeout time.Duration
-	dial    func() (net.Conn, error)
-	conns   atomic.Int64
-	sc      []*serverConn
-	onFail  func(*server, error)
-	onOK    func(*server)
+	index    int
+	addr     string
+	name     string // ketama name
+	weight   int
+	timeout  time.Duration
+	dial     func() (net.Conn, error)
+	conns    atomic.Int64
+	failures atomic.Int32 // consecutive, for auto_eject_hosts
+	sc       []*serverConn
+	onFail   func(*server, error)
+	onOK     func(*server)
 }
 
 // conn returns the server connection of client session n.

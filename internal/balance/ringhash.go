@@ -4,7 +4,6 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 )
 
@@ -21,9 +20,10 @@ type ringHash struct {
 }
 
 type ring struct {
-	ids    string // the candidate IDs and weights it was built from
-	hashes []uint64
-	owner  []int // candidate index per point
+	ids     []string // the candidate IDs and weights it was built from
+	weights []int
+	hashes  []uint64
+	owner   []int // candidate index per point
 }
 
 func newRingHash() *ringHash { return &ringHash{} }
@@ -33,8 +33,8 @@ func (r *ringHash) Pick(cands []Candidate, key uint64) int {
 		return -1
 	}
 	rg := r.ring.Load()
-	if ids := ringIDs(cands); rg == nil || rg.ids != ids {
-		rg = buildRing(cands, ids)
+	if rg == nil || !rg.builtFrom(cands) {
+		rg = buildRing(cands)
 		r.ring.Store(rg)
 	}
 	n := len(rg.hashes)
@@ -47,18 +47,21 @@ func (r *ringHash) Pick(cands []Candidate, key uint64) int {
 	return -1
 }
 
-func ringIDs(cands []Candidate) string {
-	var b strings.Builder
-	for _, c := range cands {
-		b.WriteString(c.ID)
-		b.WriteByte('*')
-		b.WriteString(strconv.Itoa(c.Weight))
-		b.WriteByte(' ')
+// builtFrom reports whether rg was built from the same IDs and weights, in
+// order; it allocates nothing, as it runs on every pick.
+func (rg *ring) builtFrom(cands []Candidate) bool {
+	if len(cands) != len(rg.ids) {
+		return false
 	}
-	return b.String()
+	for i, c := range cands {
+		if c.ID != rg.ids[i] || c.Weight != rg.weights[i] {
+			return false
+		}
+	}
+	return true
 }
 
-func buildRing(cands []Candidate, ids string) *ring {
+func buildRing(cands []Candidate) *ring {
 	type point struct {
 		h     uint64
 		owner int
@@ -78,7 +81,10 @@ func buildRing(cands []Candidate, ids string) *ring {
 		}
 		return a.owner - b.owner
 	})
-	rg := &ring{ids: ids, hashes: make([]uint64, len(pts)), owner: make([]int, len(pts))}
+	rg := &ring{hashes: make([]uint64, len(pts)), owner: make([]int, len(pts))}
+	for _, c := range cands {
+		rg.ids, rg.weights = append(rg.ids, c.ID), append(rg.weights, c.Weight)
+	}
 	for i, p := range pts {
 		rg.hashes[i], rg.owner[i] = p.h, p.owner
 	}

@@ -107,19 +107,7 @@ func (l *lexer) token(c byte) token {
 		}
 		return token{tWord, start, l.i}
 	case c >= '0' && c <= '9' || c == '.' && l.i+1 < len(s) && s[l.i+1] >= '0' && s[l.i+1] <= '9':
-		// Digits, letters (exponents, 0x, 1_000, and the junk PostgreSQL
-		// rejects), dots and a sign after an exponent.
-		l.i++
-		for l.i < len(s) {
-			d := s[l.i]
-			if d >= '0' && d <= '9' || d == '.' || d == '_' || d >= 'a' && d <= 'z' || d >= 'A' && d <= 'Z' {
-				l.i++
-			} else if (d == '+' || d == '-') && (s[l.i-1] == 'e' || s[l.i-1] == 'E') {
-				l.i++
-			} else {
-				break
-			}
-		}
+		l.number()
 		return token{tNumber, start, l.i}
 	case c == '$':
 		if end, ok := dollarTag(s, l.i); ok {
@@ -140,6 +128,47 @@ func (l *lexer) token(c byte) token {
 	}
 	l.i++
 	return token{tPunct, start, l.i}
+}
+
+// number moves past a numeric literal: digits (with '_' since PostgreSQL
+// 16), a fraction, an exponent, or 0x/0o/0b and their digits. It stops
+// before letters that follow: PostgreSQL 15 reads "1into" as 1 and INTO
+// (later versions reject it), so a keyword cannot hide there.
+func (l *lexer) number() {
+	s := l.s
+	digits := func(hex bool) {
+		for l.i < len(s) {
+			c := s[l.i]
+			if c >= '0' && c <= '9' || c == '_' || hex && (c|0x20 >= 'a' && c|0x20 <= 'f') {
+				l.i++
+			} else {
+				return
+			}
+		}
+	}
+	if s[l.i] == '0' && l.i+2 < len(s) {
+		switch s[l.i+1] | 0x20 {
+		case 'x', 'o', 'b':
+			l.i += 2
+			digits(true)
+			return
+		}
+	}
+	digits(false)
+	if l.i < len(s) && s[l.i] == '.' {
+		l.i++
+		digits(false)
+	}
+	if l.i < len(s) && s[l.i]|0x20 == 'e' {
+		j := l.i + 1
+		if j < len(s) && (s[j] == '+' || s[j] == '-') {
+			j++
+		}
+		if j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			l.i = j
+			digits(false)
+		}
+	}
 }
 
 // skipQuoted moves past the closing quote q, treating a doubled quote as

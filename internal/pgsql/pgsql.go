@@ -252,7 +252,7 @@ func (st *stmt) feed(s string, t token) {
 		}
 	}
 
-	if st.selectLike && st.depth == 0 {
+	if st.selectLike && st.depth == 0 && (t.kind == tWord || st.into != intoNone) {
 		st.selectInto(s, t)
 	}
 }
@@ -291,14 +291,20 @@ func (st *stmt) selectInto(s string, t token) {
 		}
 	}
 	st.into = intoNone
-	switch {
-	case t.is(s, "SELECT"):
-		st.lastSelect = true
-	case t.is(s, "INSERT") || t.is(s, "UPDATE") || t.is(s, "DELETE") || t.is(s, "MERGE"):
-		st.lastSelect = false
-	case t.is(s, "INTO"):
-		if st.lastSelect {
+	switch t.end - t.start {
+	case 4:
+		if st.lastSelect && t.is(s, "INTO") {
 			st.into = intoStart
+		}
+	case 5:
+		if t.is(s, "MERGE") {
+			st.lastSelect = false
+		}
+	case 6:
+		if t.is(s, "SELECT") {
+			st.lastSelect = true
+		} else if t.is(s, "INSERT") || t.is(s, "UPDATE") || t.is(s, "DELETE") {
+			st.lastSelect = false
 		}
 	}
 }

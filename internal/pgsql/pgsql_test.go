@@ -136,6 +136,10 @@ var classifyCases = []classifyCase{
 	{"with insert into temp", "WITH a AS (SELECT 1 AS x) INSERT INTO temp SELECT x FROM a", "", false},
 	{"merge into temp", "MERGE INTO temp t USING s ON t.a = s.a WHEN MATCHED THEN DELETE", "", false},
 
+	{"number then into", "SELECT 1INTO TEMP t", PinTempTable, false},
+	{"exponent then into", "SELECT 1.5e-3 INTO TEMP t", PinTempTable, false},
+	{"hex number", "SELECT 0x1F, 1_000, .5, 5., 1e5; SET x = 1", PinSet, false},
+
 	// Identifiers named like statements.
 	{"column named listen", "SELECT listen FROM t", "", false},
 	{"table named listen", "INSERT INTO listen VALUES (1)", "", false},

@@ -164,7 +164,7 @@ echo
 echo "pgbench, $CLIENTS clients, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread"
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), pgbouncer $bver"
 [ "$bouncer_prepared" = no ] && echo "(pgbouncer $bver has no max_prepared_statements: its -M prepared rows are skipped)"
-printf "%-9s %-6s %-9s %9s %9s %11s %8s %11s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx
+printf "%-7s %-9s %-9s %9s %9s %12s %8s %10s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx
 for test in select tpcb; do
   for mode in $MODES; do
     d=$(col direct "$test" "$mode" 4); b=$(col pgbouncer "$test" "$mode" 4)
@@ -173,7 +173,7 @@ for test in select tpcb; do
       t=$(col "$tgt" "$test" "$mode" 4); l=$(col "$tgt" "$test" "$mode" 5); c=$(col "$tgt" "$test" "$mode" 6)
       vb=-; [ "$tgt" = attache ] && vb=$(ratio "$t" "$b")
       [ "$tgt" = direct ] && c=-
-      printf "%-9s %-6s %-9s %9.0f %9s %11s %8s %11s\n" "$test" "$mode" "$tgt" "$t" "$(ratio "$t" "$d")" "$vb" "$l" "$c"
+      printf "%-7s %-9s %-9s %9.0f %9s %12s %8s %10s\n" "$test" "$mode" "$tgt" "$t" "$(ratio "$t" "$d")" "$vb" "$l" "$c"
     done
   done
 done

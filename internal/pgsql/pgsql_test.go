@@ -84,6 +84,15 @@ var classifyCases = []classifyCase{
 	{"unterminated dollar quote", "SELECT $q$ ; SET x = 1", "", false},
 	{"unicode string", "SELECT U&'d\\0061t\\+000061'; SET x = 1", PinSet, false},
 
+	{"comment inside SET SESSION AUTHORIZATION", "SET /* who */ SESSION -- now\n AUTHORIZATION bob", PinSetSessionAuth, false},
+	{"comment inside CREATE TEMP TABLE", "CREATE/**/TEMP/* x */TABLE t (a int)", PinTempTable, false},
+	{"tabs and newlines", "create\ttemp\ntable\r\nt (a int)", PinTempTable, false},
+	{"comment hides TEMP", "CREATE /* TEMP */ TABLE t (a int)", "", false},
+	{"string hides LOCAL", "SET search_path = 'LOCAL'", PinSet, false},
+	{"E string hides ON COMMIT DROP", `CREATE TEMP TABLE t (a text DEFAULT E'\' ON COMMIT DROP')`, PinTempTable, false},
+	{"dollar quote hides WITH HOLD", "DECLARE c CURSOR FOR SELECT $$ WITH HOLD $$", "", false},
+	{"quoted identifier hides advisory call", `SELECT "pg_advisory_lock(1)"`, "", false},
+
 	// Several statements.
 	{"select then set", "select 1; set x=1", PinSet, false},
 	{"set then select", "SET x = 1; SELECT 1", PinSet, false},
@@ -91,6 +100,11 @@ var classifyCases = []classifyCase{
 	{"semicolon in parens does not split", "SELECT (1; SET x = 1)", "", false},
 	{"stray close paren", "SELECT 1); SET x = 1", PinSet, false},
 	{"leading semicolons", ";;SET x = 1", PinSet, false},
+	{"rollback then set", "ROLLBACK; SET x = 1", PinSet, false},
+	{"set local then set", "BEGIN; SET LOCAL a = 1; SET b = 2; COMMIT", PinSet, false},
+	{"set local twice", "BEGIN; SET LOCAL a = 1; SET LOCAL b = 2; COMMIT", "", false},
+	{"discard all after select", "SELECT 1; DISCARD ALL", "", true},
+	{"declare with hold in transaction", "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT", PinHoldCursor, false},
 
 	// Temporary objects.
 	{"create temp table", "CREATE TEMP TABLE t (a int)", PinTempTable, false},

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +23,9 @@ type PG struct {
 	Password string // SCRAM-SHA-256
 	Dir      string // data directory
 	Bin      string // directory of the server binaries
+
+	root string // holds Dir, the Unix socket (trust auth) and postgres.log
+	stop func()
 }
 
 // pgBin finds the newest installed PostgreSQL server binaries.
@@ -68,44 +73,99 @@ func asPostgres(t testing.TB, cmd *exec.Cmd, dirs ...string) {
 // loopback port. It is stopped, by its PID, when the test ends.
 func Postgres(t testing.TB, settings ...string) *PG {
 	t.Helper()
-	bin := pgBin(t)
+	pg := newPG(t, pgBin(t), "")
+	initdb(t, pg)
+	pg.start(t, settings...)
+	return pg
+}
+
+// newPG makes a root directory for one server. password "" picks a
+// random one.
+func newPG(t testing.TB, bin, password string) *PG {
+	t.Helper()
 	root, err := os.MkdirTemp("", "attache-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
 	os.Chmod(root, 0o755)
-	pg := &PG{User: "postgres", Password: fmt.Sprintf("pw-%d", time.Now().UnixNano()), Dir: filepath.Join(root, "data"), Bin: bin}
-	pwfile := filepath.Join(root, "pw")
+	if password == "" {
+		password = fmt.Sprintf("pw-%d", time.Now().UnixNano())
+	}
+	return &PG{User: "postgres", Password: password, Dir: filepath.Join(root, "data"), Bin: bin, root: root}
+}
+
+func initdb(t testing.TB, pg *PG) {
+	t.Helper()
+	pwfile := filepath.Join(pg.root, "pw")
 	os.WriteFile(pwfile, []byte(pg.Password+"\n"), 0o644)
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", pg.Dir, "-U", pg.User, "--pwfile", pwfile,
+	initdb := exec.Command(filepath.Join(pg.Bin, "initdb"), "-D", pg.Dir, "-U", pg.User, "--pwfile", pwfile,
 		"--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync", "--locale=C")
-	asPostgres(t, initdb, root)
+	asPostgres(t, initdb, pg.root)
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+}
+
+// start runs the server of pg.Dir on a free loopback port and waits until
+// it takes connections.
+func (pg *PG) start(t testing.TB, settings ...string) {
+	t.Helper()
 	pg.Addr = FreePort(t)
 	_, port, _ := net.SplitHostPort(pg.Addr)
-	args := []string{"-D", pg.Dir, "-p", port, "-k", root, "-c", "listen_addresses=127.0.0.1",
+	args := []string{"-D", pg.Dir, "-p", port, "-k", pg.root, "-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"}
 	for _, s := range settings {
 		args = append(args, "-c", s)
 	}
-	srv := exec.Command(filepath.Join(bin, "postgres"), args...)
+	srv := exec.Command(filepath.Join(pg.Bin, "postgres"), args...)
 	asPostgres(t, srv)
-	logf, _ := os.Create(filepath.Join(root, "postgres.log"))
+	logf, _ := os.Create(filepath.Join(pg.root, "postgres.log"))
 	srv.Stdout, srv.Stderr = logf, logf
-	StartWithSignal(t, srv, os.Interrupt)
+	pg.stop = StartWithSignal(t, srv, os.Interrupt)
 	WaitTCP(t, pg.Addr, 20*time.Second)
 	// Accepting is not ready: wait until it takes connections.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if exec.Command(filepath.Join(bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", port).Run() == nil {
+		if exec.Command(filepath.Join(pg.Bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", port).Run() == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(root, "postgres.log"))
-			t.Fatalf("PostgreSQL not ready after 20s:\n%s", b)
+			t.Fatalf("PostgreSQL not ready after 20s:\n%s", pg.Log())
 		}
 	}
-	return pg
+}
+
+// Stop shuts the server down (fast shutdown, by its PID) and waits for it
+// to exit. It is safe to call more than once.
+func (pg *PG) Stop() { pg.stop() }
+
+// Log returns the server's log so far.
+func (pg *PG) Log() string {
+	b, _ := os.ReadFile(filepath.Join(pg.root, "postgres.log"))
+	return string(b)
+}
+
+// SQL runs query with psql as the superuser over the Unix socket and
+// returns its unaligned, tuples-only output without the final newline.
+func (pg *PG) SQL(t testing.TB, query string) string {
+	t.Helper()
+	out, err := pg.TrySQL(query)
+	if err != nil {
+		t.Fatalf("psql on %s: %v", pg.Addr, err)
+	}
+	return out
+}
+
+// TrySQL is SQL that returns the error instead of failing the test.
+func (pg *PG) TrySQL(query string) (string, error) {
+	_, port, _ := net.SplitHostPort(pg.Addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(pg.Bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+		"-h", pg.root, "-p", port, "-U", pg.User, "-d", "postgres", "-c", query)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %s", query, err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSuffix(string(out), "\n"), nil
 }

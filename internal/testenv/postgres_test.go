@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -24,4 +25,54 @@ func TestPostgresHarness(t *testing.T) {
 	if _, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:wrong@%s/postgres?sslmode=disable", pg.User, pg.Addr)); err == nil {
 		t.Error("wrong password accepted")
 	}
+}
+
+// TestPostgresPair: the standby streams from the primary, replays its
+// writes, can pause replay, and after promotion takes writes itself.
+func TestPostgresPair(t *testing.T) {
+	primary, standby := PostgresPair(t)
+	if got := primary.SQL(t, "SELECT pg_is_in_recovery()"); got != "f" {
+		t.Fatalf("primary pg_is_in_recovery: got %q, want f", got)
+	}
+	if got := standby.SQL(t, "SELECT pg_is_in_recovery()"); got != "t" {
+		t.Fatalf("standby pg_is_in_recovery: got %q, want t", got)
+	}
+	primary.SQL(t, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+	waitSQL(t, standby, "SELECT count(*) FROM t", "1")
+
+	standby.PauseReplay(t)
+	primary.SQL(t, "INSERT INTO t VALUES (2)")
+	waitSQL(t, standby, "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()", "t")
+	if got := standby.SQL(t, "SELECT count(*) FROM t"); got != "1" {
+		t.Errorf("paused standby sees %s rows, want 1", got)
+	}
+	standby.ResumeReplay(t)
+	waitSQL(t, standby, "SELECT count(*) FROM t", "2")
+
+	primary.Stop()
+	standby.Promote(t)
+	if got := standby.SQL(t, "SELECT pg_is_in_recovery()"); got != "f" {
+		t.Fatalf("promoted pg_is_in_recovery: got %q, want f", got)
+	}
+	standby.SQL(t, "INSERT INTO t VALUES (3)")
+
+	// SCRAM over TCP works on the standby too (same password, copied).
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", standby.User, standby.Password, standby.Addr))
+	if err != nil {
+		t.Fatalf("pgx to the promoted standby: %v", err)
+	}
+	conn.Close(ctx)
+}
+
+func waitSQL(t *testing.T, pg *PG, query, want string) {
+	t.Helper()
+	var got string
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got, err = pg.TrySQL(query); err == nil && got == want {
+			return
+		}
+	}
+	t.Fatalf("%s: got %q (%v), want %q within 20s", query, got, err, want)
 }

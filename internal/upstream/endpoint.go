@@ -34,7 +34,7 @@ type Thresholds struct {
 }
 
 // Endpoint is one backend address and its state: health, ejection, load,
-// and the connections open to it. Its state is kept by address when the
+// replication role and lag, and the connections open to it. Its state is kept by address when the
 // endpoint set changes (discovery, reload). All methods are safe for
 // concurrent use; the data path only reads atomics.
 type Endpoint struct {
@@ -44,6 +44,9 @@ type Endpoint struct {
 	health       atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 when not ejected
 	active       atomic.Int64
+	role         atomic.Int32 // Role
+	lag          atomic.Int64 // nanoseconds; lagUnknown
+	claims       atomic.Bool  // the latest check succeeded and found a primary
 
 	mu        sync.Mutex
 	passes    int // consecutive successful checks
@@ -56,7 +59,9 @@ type Endpoint struct {
 
 // NewEndpoint returns an endpoint of unknown health.
 func NewEndpoint(addr string, weight int) *Endpoint {
-	return &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}}
+	e := &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}}
+	e.lag.Store(lagUnknown)
+	return e
 }
 
 // Health returns the active-check status.
@@ -67,6 +72,38 @@ func (e *Endpoint) Health() Health { return Health(e.health.Load()) }
 func (e *Endpoint) Ejected(now time.Time) bool {
 	u := e.ejectedUntil.Load()
 	return u != 0 && now.UnixNano() < u
+}
+
+// Role returns the role the latest successful check found. It is
+// RoleUnknown before the first one and after the endpoint turns unhealthy.
+func (e *Endpoint) Role() Role { return Role(e.role.Load()) }
+
+// Lag returns the replication lag the latest successful check found, and
+// whether it is known: 0 for a primary; unknown for an endpoint of unknown
+// role and for a standby that cannot tell (see docs/postgres-failover.md).
+func (e *Endpoint) Lag() (time.Duration, bool) {
+	l := e.lag.Load()
+	return time.Duration(max(l, 0)), l != lagUnknown
+}
+
+// ClaimsPrimary reports whether the endpoint's latest check succeeded and
+// found a primary.
+func (e *Endpoint) ClaimsPrimary() bool { return e.claims.Load() && e.Role() == RolePrimary }
+
+// ObserveReplication records the role and lag a successful check learned,
+// and reports whether the role changed. Call it before ObserveCheck of the
+// same check, so that an endpoint turning healthy has its role already.
+func (e *Endpoint) ObserveReplication(r Replication) (changed bool) {
+	lag := int64(lagUnknown)
+	if r.Role == RolePrimary {
+		lag = 0
+	} else if r.LagKnown {
+		lag = int64(max(r.Lag, 0))
+	}
+	e.lag.Store(lag)
+	old := Role(e.role.Swap(int32(r.Role)))
+	e.claims.Store(r.Role == RolePrimary)
+	return old != r.Role
 }
 
 // Active returns the number of connections open to the endpoint.
@@ -89,6 +126,15 @@ func (e *Endpoint) ObserveCheck(ok bool, th Thresholds) (changed bool) {
 		e.passes, e.fails = 0, e.fails+1
 		if old == Unknown || old == Healthy && e.fails >= th.Unhealthy {
 			next = Unhealthy
+		}
+		// A server that did not answer claims nothing now; its last
+		// known role is still used for routing until it turns unhealthy
+		// (see Cluster.Primary), then forgotten: whatever it is when it
+		// comes back is learned again.
+		e.claims.Store(false)
+		if next == Unhealthy {
+			e.role.Store(int32(RoleUnknown))
+			e.lag.Store(lagUnknown)
 		}
 	}
 	e.health.Store(int32(next))
@@ -176,5 +222,8 @@ func (e *Endpoint) copyStateFrom(old *Endpoint) {
 	defer old.mu.Unlock()
 	e.health.Store(old.health.Load())
 	e.ejectedUntil.Store(old.ejectedUntil.Load())
+	e.role.Store(old.role.Load())
+	e.lag.Store(old.lag.Load())
+	e.claims.Store(old.claims.Load())
 	e.passes, e.fails, e.connFails, e.respFails, e.ejections = old.passes, old.fails, old.connFails, old.respFails, old.ejections
 }

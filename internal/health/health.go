@@ -131,6 +131,8 @@ func Run(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *s
 }
 
 // Round checks every endpoint of c once, concurrently, and waits for all.
+// A ReplicationChecker's role and lag are stored on the endpoint before its
+// health, so that an endpoint turning healthy has its role already.
 func Round(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
 	var wg sync.WaitGroup
 	for _, e := range c.Endpoints() {
@@ -138,10 +140,24 @@ func Round(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log 
 		go func() {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, p.Timeout)
-			err := chk.Check(cctx, e.Addr)
+			var err error
+			var rep upstream.Replication
+			rc, learnsRole := chk.(ReplicationChecker)
+			if learnsRole {
+				rep, err = rc.CheckReplication(cctx, e.Addr)
+			} else {
+				err = chk.Check(cctx, e.Addr)
+			}
 			cancel()
 			if ctx.Err() != nil {
 				return // shutting down: a cancelled check says nothing
+			}
+			if learnsRole && err == nil {
+				old := e.Role()
+				if e.ObserveReplication(rep) {
+					log.Info("endpoint role changed", "cluster", c.Name(), "endpoint", e.Addr,
+						"from", old.String(), "to", rep.Role.String())
+				}
 			}
 			if e.ObserveCheck(err == nil, p.Thresholds) {
 				log.Info("endpoint health changed", "cluster", c.Name(), "endpoint", e.Addr,

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/discovery"
@@ -243,15 +245,20 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 }
 
 // checker returns the active health checker of a type. The amqp check goes
-// through the cluster's TLS when it has one (amqps); tcp only connects.
+// through the cluster's TLS when it has one (amqps); tcp only connects; the
+// postgres check also learns each endpoint's role and replication lag.
 func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.ClusterRedis) health.Checker {
 	plain := (&net.Dialer{}).DialContext
 	switch hc.Type {
 	case "postgres":
 		user, db, pass := hc.User, hc.Database, hc.Password
-		return health.CheckerFunc(func(ctx context.Context, addr string) error {
-			return pgproxy.Check(ctx, addr, user, db, pass)
-		})
+		return &health.Postgres{Dial: plain, Login: func(conn net.Conn) (*pgproto3.Frontend, error) {
+			s, err := pgproxy.Login(conn, user, db, pass, map[string]string{"application_name": "attache-health-check"})
+			if err != nil {
+				return nil, err
+			}
+			return s.FE, nil
+		}}
 	case "redis":
 		var user, pass string
 		if r := rc; r != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -44,8 +45,17 @@ func (a *App) Ready() (bool, []string) {
 		if !ok {
 			reasons = append(reasons, fmt.Sprintf("cluster %q: no healthy endpoint (%s)", name, strings.Join(states, ", ")))
 		}
+		if err := c.SplitBrain(); err != nil {
+			reasons = append(reasons, err.Error())
+		}
 	}
 	return len(reasons) == 0, reasons
+}
+
+// learnsRoles reports whether the cluster's health check learns endpoint
+// roles (type postgres).
+func learnsRoles(cc config.Cluster) bool {
+	return cc.HealthCheck != nil && cc.HealthCheck.Type == "postgres"
 }
 
 func endpointState(c *upstream.Cluster, e *upstream.Endpoint, now time.Time) string {
@@ -93,12 +103,15 @@ type ClusterStatus struct {
 	Endpoints []EndpointStatus         `json:"endpoints"`
 }
 
-// EndpointStatus is one endpoint in /status.
+// EndpointStatus is one endpoint in /status. Role and lag are shown for
+// clusters whose check learns them (postgres); the lag only while known.
 type EndpointStatus struct {
-	Address           string `json:"address"`
-	Weight            int    `json:"weight"`
-	State             string `json:"state"`
-	ActiveConnections int64  `json:"active_connections"`
+	Address           string   `json:"address"`
+	Weight            int      `json:"weight"`
+	State             string   `json:"state"`
+	Role              string   `json:"role,omitempty"` // unknown | primary | standby
+	LagSeconds        *float64 `json:"replication_lag_seconds,omitempty"`
+	ActiveConnections int64    `json:"active_connections"`
 }
 
 // Status returns a snapshot of the runtime.
@@ -133,9 +146,17 @@ func (a *App) Status() any {
 		if rp := g.clusters[cc.Name].redis; rp != nil {
 			cs.Shards = rp.Shards()
 		}
+		roles := learnsRoles(cc)
 		for _, e := range c.Endpoints() {
-			cs.Endpoints = append(cs.Endpoints, EndpointStatus{Address: e.Addr, Weight: e.Weight,
-				State: endpointState(c, e, now), ActiveConnections: e.Active()})
+			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
+			if roles {
+				es.Role = e.Role().String()
+				if lag, ok := e.Lag(); ok {
+					sec := lag.Seconds()
+					es.LagSeconds = &sec
+				}
+			}
+			cs.Endpoints = append(cs.Endpoints, es)
 		}
 		s.Clusters = append(s.Clusters, cs)
 	}
@@ -167,6 +188,14 @@ var (
 		"Open connections to a Redis shard.", []string{"cluster", "shard"}, nil)
 	descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 		"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
+	descRole = prometheus.NewDesc("attache_cluster_endpoint_role",
+		"1 for the role the endpoint's latest check found (unknown, primary, standby), 0 for the others; postgres checks only.",
+		[]string{"cluster", "endpoint", "role"}, nil)
+	descLag = prometheus.NewDesc("attache_postgres_replication_lag_seconds",
+		"How far a standby's replay is behind its primary, while known (0 when it has replayed all it received).",
+		[]string{"cluster", "endpoint"}, nil)
+	descSplitBrain = prometheus.NewDesc("attache_cluster_split_brain",
+		"1 while more than one endpoint of the cluster claims to be primary; postgres checks only.", []string{"cluster"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -176,6 +205,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReady
 	ch <- descBreaker
 	ch <- descRedisConns
+	ch <- descRole
+	ch <- descLag
+	ch <- descSplitBrain
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -193,10 +225,24 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descRedisConns, prometheus.GaugeValue, float64(sh.Connections), name, sh.Name)
 			}
 		}
+		roles := learnsRoles(rt.cfg)
 		for _, e := range rt.up.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(e.Active()), name, e.Addr)
+			if !roles {
+				continue
+			}
+			role := e.Role()
+			for _, r := range upstream.Roles {
+				ch <- prometheus.MustNewConstMetric(descRole, prometheus.GaugeValue, b2f(r == role), name, e.Addr, r.String())
+			}
+			if lag, ok := e.Lag(); ok && role == upstream.RoleStandby {
+				ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag.Seconds(), name, e.Addr)
+			}
+		}
+		if roles {
+			ch <- prometheus.MustNewConstMetric(descSplitBrain, prometheus.GaugeValue, b2f(rt.up.SplitBrain() != nil), name)
 		}
 	}
 	ready, _ := c.app.Ready()

@@ -57,7 +57,7 @@ type SplitBrainError struct {
 }
 
 func (e *SplitBrainError) Error() string {
-	return fmt.Sprintf("cluster %q: split brain: %s all claim to be primary", e.Cluster, strings.Join(e.Endpoints, ", "))
+	return fmt.Sprintf("cluster %q: split brain: %d endpoints claim to be primary (%s)", e.Cluster, len(e.Endpoints), strings.Join(e.Endpoints, ", "))
 }
 
 // Primaries returns the endpoints whose latest check succeeded and found a
@@ -75,6 +75,21 @@ func (c *Cluster) Primaries() []*Endpoint {
 	return ps
 }
 
+// SplitBrain returns a *SplitBrainError naming the endpoints when more
+// than one claims to be primary, else nil.
+func (c *Cluster) SplitBrain() error { return c.splitBrain(c.Primaries()) }
+
+func (c *Cluster) splitBrain(claims []*Endpoint) error {
+	if len(claims) < 2 {
+		return nil
+	}
+	err := &SplitBrainError{Cluster: c.opts.Name}
+	for _, e := range claims {
+		err.Endpoints = append(err.Endpoints, e.Addr)
+	}
+	return err
+}
+
 // Primary returns the endpoint that writes go to: the one endpoint whose
 // latest check found a primary; or, while no endpoint's latest check did
 // (one lost check), the one routable endpoint last seen as primary, so
@@ -82,30 +97,25 @@ func (c *Cluster) Primaries() []*Endpoint {
 // It returns a *SplitBrainError when several endpoints claim primary, and
 // ErrNoPrimary when none is known. It reads atomics only.
 func (c *Cluster) Primary() (*Endpoint, error) {
-	eps := c.Endpoints()
-	var claim, seen *Endpoint
-	claims, seens := 0, 0
+	claims := c.Primaries()
+	switch {
+	case len(claims) == 1:
+		return claims[0], nil
+	case len(claims) > 1:
+		return nil, c.splitBrain(claims)
+	}
+	var seen *Endpoint
 	now := c.opts.Now()
-	for _, e := range eps {
-		if e.Role() != RolePrimary {
-			continue
-		}
-		if e.ClaimsPrimary() {
-			claim, claims = e, claims+1
-		} else if c.Routable(e, now) {
-			seen, seens = e, seens+1
+	for _, e := range c.Endpoints() {
+		if e.Role() == RolePrimary && c.Routable(e, now) {
+			if seen != nil {
+				seen = nil // two old primaries and no answer: trust neither
+				break
+			}
+			seen = e
 		}
 	}
-	switch {
-	case claims == 1:
-		return claim, nil
-	case claims > 1:
-		err := &SplitBrainError{Cluster: c.opts.Name}
-		for _, e := range c.Primaries() {
-			err.Endpoints = append(err.Endpoints, e.Addr)
-		}
-		return nil, err
-	case seens == 1:
+	if seen != nil {
 		return seen, nil
 	}
 	return nil, fmt.Errorf("cluster %q: %w", c.opts.Name, ErrNoPrimary)

@@ -91,6 +91,9 @@ func TestClusterPrimary(t *testing.T) {
 					e.ObserveCheck(s != nil, th)
 				}
 			}
+			if tc.want != "split" && c.SplitBrain() != nil {
+				t.Errorf("SplitBrain without two primaries: %v", c.SplitBrain())
+			}
 			p, err := c.Primary()
 			var sb *SplitBrainError
 			switch {
@@ -104,6 +107,9 @@ func TestClusterPrimary(t *testing.T) {
 				}
 				if len(c.Primaries()) != 2 {
 					t.Errorf("Primaries: got %d, want 2", len(c.Primaries()))
+				}
+				if want := `cluster "orders": split brain: 2 endpoints claim to be primary (a:1, b:1)`; c.SplitBrain() == nil || c.SplitBrain().Error() != want {
+					t.Errorf("SplitBrain: got %v, want %s", c.SplitBrain(), want)
 				}
 			case err != nil || p.Addr != tc.want:
 				t.Errorf("got %v, %v; want %s", p, err, tc.want)

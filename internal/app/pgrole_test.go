@@ -102,18 +102,22 @@ clusters:
 	// Promoted while the old primary keeps running: split brain.
 	h.waitReady()
 	standby.Promote(t)
+	promoted := time.Now()
 	want := fmt.Sprintf(`cluster "orders": split brain: 2 endpoints claim to be primary (%s, %s)`, standby.Addr, primary.Addr)
 	eventually(t, 30*time.Second, "split brain on /ready", func() bool {
 		code, body := h.admin("GET", "/ready")
 		return code == 503 && strings.Contains(body, want)
 	})
+	t.Logf("split brain on /ready %v after pg_ctl promote returned (interval 1s)", time.Since(promoted).Round(10*time.Millisecond))
 	if got := h.metric(splitMetric); got != "1" {
 		t.Errorf("split brain gauge: got %q, want 1", got)
 	}
 
 	// The old primary stops: the promoted endpoint is the one primary.
 	primary.Stop()
+	stopped := time.Now()
 	h.waitReadyWithin(30 * time.Second)
+	t.Logf("ready again %v after the old primary stopped", time.Since(stopped).Round(10*time.Millisecond))
 	eventually(t, 30*time.Second, "the promoted endpoint to be primary, alone", func() bool {
 		return role(standby.Addr, "primary") == "1" && role(primary.Addr, "unknown") == "1" && h.metric(splitMetric) == "0"
 	})

@@ -72,12 +72,13 @@ func checkPair(t *testing.T, c *upstream.Cluster, chk Checker) []*upstream.Endpo
 	return c.Endpoints()
 }
 
-// waitRound repeats rounds until cond holds, for at most 30 rounds.
-func waitRound(t *testing.T, c *upstream.Cluster, chk Checker, what string, cond func([]*upstream.Endpoint) bool) {
+// waitRound repeats rounds until cond holds, for at most 30 rounds, and
+// returns how many it took.
+func waitRound(t *testing.T, c *upstream.Cluster, chk Checker, what string, cond func([]*upstream.Endpoint) bool) int {
 	t.Helper()
-	for i := 0; i < 30; i++ {
+	for i := 1; i <= 30; i++ {
 		if cond(checkPair(t, c, chk)) {
-			return
+			return i
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -87,6 +88,7 @@ func waitRound(t *testing.T, c *upstream.Cluster, chk Checker, what string, cond
 		states = append(states, e.Addr+" "+e.Health().String()+" "+e.Role().String()+" lag "+lag.String()+map[bool]string{false: " (unknown)"}[known])
 	}
 	t.Fatalf("after 30 rounds, still waiting for %s: %s", what, strings.Join(states, "; "))
+	return 0
 }
 
 // TestPostgresRolesAndLag, against a real primary and streaming standby:
@@ -149,9 +151,10 @@ func TestPostgresRolesAndLag(t *testing.T) {
 	// Failover: the primary stops, the standby is promoted.
 	primary.Stop()
 	standby.Promote(t)
-	waitRound(t, c, chk, "the promoted standby to be primary", func(eps []*upstream.Endpoint) bool {
+	n := waitRound(t, c, chk, "the promoted standby to be primary", func(eps []*upstream.Endpoint) bool {
 		return eps[0].Role() == upstream.RolePrimary && eps[0].Health() == upstream.Healthy
 	})
+	t.Logf("promoted standby seen as primary at check round %d after pg_ctl promote returned", n)
 	if p, err := c.Primary(); err != nil || p.Addr != standby.Addr {
 		t.Fatalf("Primary after failover: got %v, %v; want %s", p, err, standby.Addr)
 	}

@@ -34,9 +34,9 @@ type Thresholds struct {
 }
 
 // Endpoint is one backend address and its state: health, ejection, load,
-// replication role and lag, and the connections open to it. Its state is kept by address when the
-// endpoint set changes (discovery, reload). All methods are safe for
-// concurrent use; the data path only reads atomics.
+// replication role and lag, and the connections open to it. Its state is
+// kept by address when the endpoint set changes (discovery, reload). All
+// methods are safe for concurrent use; the data path only reads atomics.
 type Endpoint struct {
 	Addr   string
 	Weight int

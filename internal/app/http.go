@@ -35,6 +35,15 @@ func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor f
 	return httpproxy.NewCluster(o)
 }
 
+// newHTTPServer starts the server of an HTTP listener. The fast path
+// serves cleartext HTTP/1.1 unless ATTACHE_HTTP_FAST_PATH=off in the
+// environment, the escape hatch should it ever misbehave: everything then
+// goes through net/http, as it does for TLS, HTTP/2 and upgrades.
+func (a *App) newHTTPServer(lc config.Listener) *httpproxy.Server {
+	v, _ := a.opts.LookupEnv("ATTACHE_HTTP_FAST_PATH")
+	return httpproxy.NewServer(lc.IdleTimeout.D(), v != "off", a.log.With("listener", lc.Name))
+}
+
 func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *httpproxy.Handler {
 	table := httpproxy.NewTable(lc, func(name string) *httpproxy.Cluster { return clusters[name].http })
 	var access *slog.Logger

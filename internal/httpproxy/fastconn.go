@@ -23,7 +23,7 @@ import (
 // does not fit the read buffer goes to net/http, which allows more.
 const (
 	cliReadBuf  = 4 << 10
-	cliWriteBuf = 8 << 10
+	cliWriteBuf = 32 << 10
 	// maxDiscard is how much of an unread request body is read away to
 	// keep the connection (net/http's figure); beyond it the connection
 	// closes.
@@ -545,7 +545,7 @@ func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 		if err := fc.continue100(); err != nil {
 			return err
 		}
-		n, rerr, werr := copyN(w, fc.br, fc.body.left)
+		n, rerr, werr := copyN(w, fc.br, fc.body.left, false)
 		fc.body.left -= n
 		if rerr != nil {
 			return &clientError{rerr}
@@ -679,7 +679,7 @@ func (fc *fastConn) relay() int {
 	switch mode {
 	case bodyLength:
 		var n int64
-		n, err, _ = copyN(w, uc.br, rh.length)
+		n, err, _ = copyN(w, uc.br, rh.length, false)
 		fc.bytesOut += n
 		if err == nil {
 			err = w.Flush() // (copyN's write errors show here too)
@@ -836,7 +836,7 @@ func (fc *fastConn) streamChunked(w *bufio.Writer) error {
 		}
 		w.Write(strconv.AppendInt(w.AvailableBuffer(), fc.body.left, 16))
 		w.WriteString("\r\n")
-		n, rerr, werr := copyN(w, fc.br, fc.body.left)
+		n, rerr, werr := copyN(w, fc.br, fc.body.left, true)
 		fc.body.left -= n
 		if rerr != nil {
 			return &clientError{rerr}
@@ -897,13 +897,17 @@ func (fc *fastConn) discardBody() bool {
 }
 
 // copyN copies n bytes from src to dst through their buffers (io.Copy
-// would allocate a buffer per call), flushing dst whenever src has to wait,
-// so that a slow stream reaches the other side as it comes.
-func copyN(dst *bufio.Writer, src *bufio.Reader, n int64) (copied int64, rerr, werr error) {
+// would allocate a buffer per call). With stream, dst is flushed whenever
+// src has to wait, so that a stream (chunks) reaches the other side as it
+// comes; a body of known length goes out as dst's buffer fills, in fewer
+// writes.
+func copyN(dst *bufio.Writer, src *bufio.Reader, n int64, stream bool) (copied int64, rerr, werr error) {
 	for copied < n {
 		if src.Buffered() == 0 {
-			if err := dst.Flush(); err != nil {
-				return copied, nil, err
+			if stream {
+				if err := dst.Flush(); err != nil {
+					return copied, nil, err
+				}
 			}
 			if _, err := src.Peek(1); err != nil {
 				if err == io.EOF {
@@ -953,7 +957,7 @@ func relayChunks(w *bufio.Writer, src *bufio.Reader, chunked bool, count *int64)
 			w.Write(strconv.AppendInt(w.AvailableBuffer(), size, 16))
 			w.WriteString("\r\n")
 		}
-		n, rerr, werr := copyN(w, src, size)
+		n, rerr, werr := copyN(w, src, size, true)
 		*count += n
 		if rerr != nil {
 			return rerr

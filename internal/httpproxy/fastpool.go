@@ -13,7 +13,7 @@ import (
 // Buffer sizes of the fast path's upstream connections: a response head
 // must fit the read buffer.
 const (
-	upReadBuf  = 16 << 10
+	upReadBuf  = 32 << 10
 	upWriteBuf = 4 << 10
 )
 

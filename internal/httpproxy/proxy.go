@@ -39,7 +39,10 @@ import (
 
 // Observer receives per-request events for metrics. Any field may be nil.
 type Observer struct {
-	Request    func(listener, route, cluster string, status int, d time.Duration)
+	// Requests returns the recorder of finished requests of one listener,
+	// route and cluster; the handler asks once per route and cluster, so
+	// that a request costs no label lookups.
+	Requests   func(listener, route, cluster string) func(status int, d time.Duration)
 	Retry      func(cluster string)
 	Overloaded func(cluster, reason string)
 }
@@ -52,6 +55,7 @@ type Handler struct {
 	log      *slog.Logger
 	access   *slog.Logger // nil: no access log
 	listener string
+	noRoute  func(int, time.Duration) // metrics of requests no route matched
 }
 
 // HandlerOptions configure a Handler.
@@ -65,6 +69,14 @@ type HandlerOptions struct {
 // NewHandler returns the handler for a route table.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{table: o.Table, obs: o.Observer, log: o.Log, access: o.AccessLog, listener: o.Table.Listener}
+	if bind := o.Observer.Requests; bind != nil {
+		h.noRoute = bind(h.listener, "", "")
+		for _, r := range h.table.Routes {
+			for i := range r.targets {
+				r.targets[i].rec = bind(h.listener, r.Name, r.targets[i].cluster.Name())
+			}
+		}
+	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
 		Transport:    &tries{h: h},
@@ -134,6 +146,19 @@ func (h *Handler) done(r *http.Request, rw *statusWriter, x *exchange, start tim
 	})
 }
 
+// recorder is the metrics recorder of x's route and cluster.
+func (h *Handler) recorder(x *exchange) func(int, time.Duration) {
+	if x.route == nil {
+		return h.noRoute
+	}
+	for i := range x.route.targets {
+		if t := &x.route.targets[i]; t.cluster == x.cluster {
+			return t.rec
+		}
+	}
+	return nil
+}
+
 // accessFields are the request's own fields of an access log line.
 type accessFields struct{ method, path, client, requestID string }
 
@@ -145,8 +170,8 @@ func (h *Handler) record(x *exchange, status int, start time.Time, bytesOut int6
 	if x.route != nil {
 		route, cluster = x.route.Name, x.cluster.Name()
 	}
-	if h.obs.Request != nil {
-		h.obs.Request(h.listener, route, cluster, status, d)
+	if rec := h.recorder(x); rec != nil {
+		rec(status, d)
 	}
 	if h.access != nil {
 		f := fields()

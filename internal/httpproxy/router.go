@@ -40,7 +40,8 @@ type Route struct {
 
 type target struct {
 	cluster *Cluster
-	upto    int // exclusive end of this target's bucket range
+	upto    int                               // exclusive end of this target's bucket range
+	rec     func(status int, d time.Duration) // metrics; nil: none
 }
 
 // compileRoute builds a Route; clusters resolves names (validated already).

@@ -52,6 +52,8 @@ type fastConn struct {
 	key    uint64 // balance key: hash of the client IP
 	state  atomic.Int32
 
+	readDeadline time.Time // as last set on c
+
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
 	lastHost     string
@@ -115,7 +117,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 				return false
 			}
 			if fc.s.idle > 0 {
-				fc.c.SetReadDeadline(time.Now().Add(fc.s.idle))
+				fc.setReadDeadline(time.Now().Add(fc.s.idle))
 			}
 			if _, err := fc.br.Peek(1); err != nil {
 				return false
@@ -146,12 +148,29 @@ func (fc *fastConn) serve() (handedOff bool) {
 			return true
 		}
 		fc.br.Discard(n + 2)
-		if fc.s.idle > 0 && (fc.req.chunked || fc.req.length > 0) {
-			fc.c.SetReadDeadline(time.Time{}) // a body may take its time
+		if fc.req.chunked || fc.req.length > 0 {
+			fc.setReadDeadline(time.Time{}) // a body may take its time
 		}
 		if !fc.serveRequest(h, route) {
 			return false
 		}
+	}
+}
+
+// setReadDeadline sets the app connection's read deadline (zero: none),
+// or leaves one at most a second earlier than d: the idle timeout need not
+// be exact to the millisecond, and resetting it per request costs.
+func (fc *fastConn) setReadDeadline(d time.Time) {
+	if d.IsZero() {
+		if !fc.readDeadline.IsZero() {
+			fc.c.SetReadDeadline(d)
+			fc.readDeadline = d
+		}
+		return
+	}
+	if fc.readDeadline.IsZero() || fc.readDeadline.After(d) || fc.readDeadline.Before(d.Add(-time.Second)) {
+		fc.c.SetReadDeadline(d)
+		fc.readDeadline = d
 	}
 }
 
@@ -368,14 +387,12 @@ func (fc *fastConn) send(ep *upstream.Endpoint, _ int) (int, error, bool) {
 	}
 	ep.AddActive(1)
 	for {
-		uc, reused, err := pool.get(deadline)
+		uc, reused, err := pool.get(fc.start, deadline)
 		if err != nil {
 			ep.AddActive(-1)
 			return 0, err, false
 		}
-		if !deadline.IsZero() {
-			uc.c.SetDeadline(deadline)
-		}
+		uc.setDeadline(deadline)
 		fc.upBroken, fc.emptyRead = false, false
 		werr := fc.writeRequest(uc, ep)
 		var rerr error
@@ -383,9 +400,6 @@ func (fc *fastConn) send(ep *upstream.Endpoint, _ int) (int, error, bool) {
 			rerr = fc.readResponse(uc) // even after a failed write: the upstream may have answered early
 		}
 		if rerr == nil && !isClientError(werr) {
-			if !deadline.IsZero() {
-				uc.c.SetDeadline(time.Time{}) // timeouts run until the response head
-			}
 			fc.upBroken = werr != nil
 			fc.up, fc.upPool, fc.upEp = uc, pool, ep
 			return fc.resp.status, nil, false
@@ -674,6 +688,9 @@ func (fc *fastConn) relay() int {
 	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(fc.x.attempts), 10))
 	fc.writeEnd(-1)
 	uc.br.Discard(fc.respLen)
+	if mode != bodyNone && (mode != bodyLength || int64(uc.br.Buffered()) < rh.length) {
+		uc.setDeadline(time.Time{}) // timeouts run until the response head: a body may take its time
+	}
 	var err error
 	reuse := !rh.close && !fc.upBroken
 	switch mode {

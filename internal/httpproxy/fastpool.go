@@ -38,12 +38,33 @@ type upConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
+	deadline time.Time // as last set on c
+}
+
+// deadlineSlack is how much earlier than asked a connection's deadline may
+// fire: a deadline within it of the one asked for is left as it is, which
+// spares resetting the runtime's timer on every request.
+const deadlineSlack = 10 * time.Millisecond
+
+// setDeadline sets c's deadline to d (zero: none), or leaves one that is at
+// most deadlineSlack earlier.
+func (uc *upConn) setDeadline(d time.Time) {
+	if d.IsZero() {
+		if !uc.deadline.IsZero() {
+			uc.c.SetDeadline(d)
+			uc.deadline = d
+		}
+		return
+	}
+	if uc.deadline.IsZero() || uc.deadline.After(d) || uc.deadline.Before(d.Add(-deadlineSlack)) {
+		uc.c.SetDeadline(d)
+		uc.deadline = d
+	}
 }
 
 // get returns an idle connection (reused true) or dials a new one, by
-// deadline at the latest.
-func (p *connPool) get(deadline time.Time) (uc *upConn, reused bool, err error) {
-	now := time.Now()
+// deadline at the latest; now is about the current time.
+func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err error) {
 	p.mu.Lock()
 	for len(p.conns) > 0 {
 		uc = p.conns[len(p.conns)-1]

@@ -81,9 +81,7 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	if s.fast && s.idle > 0 {
-		c.SetReadDeadline(time.Time{}) // net/http keeps its own
-	}
+	fc.setReadDeadline(time.Time{}) // net/http keeps its own
 	s.handOff(&prereadConn{Conn: c, br: fc.br})
 }
 

@@ -93,7 +93,8 @@ type bodyState struct {
 }
 
 func newFastConn(s *Server, c net.Conn) *fastConn {
-	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(c, cliReadBuf), bw: bufio.NewWriterSize(c, cliWriteBuf)}
+	rw := newRawIO(c)
+	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rw, cliReadBuf), bw: bufio.NewWriterSize(rw, cliWriteBuf)}
 	fc.remote = c.RemoteAddr().String()
 	fc.ip = fc.remote
 	if h, _, err := net.SplitHostPort(fc.remote); err == nil {
@@ -140,6 +141,9 @@ func (fc *fastConn) serve() (handedOff bool) {
 			return false
 		}
 		h := fc.s.handler.Load()
+		if h == nil { // not configured yet: net/http's way
+			return true
+		}
 		var route *Route
 		if v == serveFast {
 			route = h.table.matchFields(fc.req.method, fc.req.path, fc.req.host, &fc.req)
@@ -215,6 +219,9 @@ func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
 		fc.closeAfter = true
 	}
 	h.record(x, status, fc.start, fc.bytesOut, fc.accessFields)
+	if cap(fc.buf) > 16<<10 {
+		fc.buf = nil // an occasional large body does not stay with the connection
+	}
 	return !fc.closeAfter
 }
 

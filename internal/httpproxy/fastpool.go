@@ -87,7 +87,8 @@ func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err er
 	if err != nil {
 		return nil, false, &connectError{err}
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, upReadBuf), bw: bufio.NewWriterSize(c, upWriteBuf)}, false, nil
+	rw := newRawIO(c)
+	return &upConn{c: c, br: bufio.NewReaderSize(rw, upReadBuf), bw: bufio.NewWriterSize(rw, upWriteBuf)}, false, nil
 }
 
 // put returns a connection whose exchange ended cleanly.

@@ -1,0 +1,109 @@
+package httpproxy
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawIO reads and writes a socket with raw recvfrom/sendto system calls
+// through its syscall.RawConn (which parks on Go's netpoller at EAGAIN and
+// keeps deadlines). Raw calls do not tell the scheduler: a loopback write
+// that runs past 20 us no longer makes sysmon hand the processor to another
+// thread (futex wakes, and sysmon then polling at its fastest rate), and
+// recvfrom/sendto skip the file position lock of read/write. The sockets
+// are non-blocking, so a raw call never blocks the thread. (The same
+// finding as the TCP engine's, docs/tcp-fast-path.md.)
+type rawIO struct {
+	rc      syscall.RawConn
+	p       []byte
+	n       int
+	errno   syscall.Errno
+	readFn  func(fd uintptr) bool
+	writeFn func(fd uintptr) bool
+}
+
+// newRawIO returns c's raw reader and writer, or c itself where there is
+// no raw socket (a test's net.Pipe).
+func newRawIO(c net.Conn) io.ReadWriter {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	r := &rawIO{rc: rc}
+	r.readFn = func(fd uintptr) bool {
+		for {
+			n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.p))), uintptr(len(r.p)), 0, 0, 0)
+			switch e {
+			case 0:
+				r.n, r.errno = int(n), 0
+				return true
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			r.n, r.errno = 0, e
+			return true
+		}
+	}
+	r.writeFn = func(fd uintptr) bool {
+		for {
+			n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.p))), uintptr(len(r.p)), unix.MSG_NOSIGNAL, 0, 0)
+			switch e {
+			case 0:
+				r.n, r.errno = int(n), 0
+				return true
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			r.n, r.errno = 0, e
+			return true
+		}
+	}
+	return r
+}
+
+func (r *rawIO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	r.p = p
+	err := r.rc.Read(r.readFn)
+	r.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case r.errno != 0:
+		return 0, r.errno
+	case r.n == 0:
+		return 0, io.EOF
+	}
+	return r.n, nil
+}
+
+func (r *rawIO) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		r.p = p[written:]
+		err := r.rc.Write(r.writeFn)
+		r.p = nil
+		if err != nil {
+			return written, err
+		}
+		if r.errno != 0 {
+			return written, r.errno
+		}
+		written += r.n
+	}
+	return written, nil
+}

@@ -233,6 +233,8 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 	switch {
 	case (h.chunked || teOther) && h.length >= 0:
 		return reject, "both Content-Length and Transfer-Encoding"
+	case h.http10 && (h.chunked || teOther):
+		return reject, "Transfer-Encoding in HTTP/1.0" // RFC 9112 6.1: faulty framing
 	case teOther:
 		return handOff, ""
 	case hosts > 1:

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"sync/atomic"
 	"testing"
@@ -29,6 +31,10 @@ type proxyEnv struct {
 }
 
 func newProxy(t testing.TB, fast bool, endpoints []string, route config.Route) *proxyEnv {
+	return newProxyLog(t, fast, endpoints, route, nil)
+}
+
+func newProxyLog(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger) *proxyEnv {
 	t.Helper()
 	picker, err := balance.New("first")
 	if err != nil {
@@ -53,7 +59,7 @@ func newProxy(t testing.TB, fast bool, endpoints []string, route config.Route) *
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
 	s := NewServer(time.Minute, fast, log)
-	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
+	s.Update(NewHandler(HandlerOptions{Table: table, Log: log, AccessLog: access}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -557,4 +563,45 @@ func BenchmarkProxy(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestFastAccessLog: the fast path's access log line has the request's
+// fields, with the request ID attache made and sent upstream.
+func TestFastAccessLog(t *testing.T) {
+	b := newEcho(t)
+	buf := &lockedBuffer{}
+	p := newProxyLog(t, true, []string{b.addr}, config.Route{}, slog.New(slog.NewJSONHandler(buf, nil)))
+	_, br := raw(t, p.addr, "GET /logged?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	readResp(t, br, "GET")
+	closed(br) // the line is written before the connection closes
+	var line map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &line); err != nil {
+		t.Fatalf("access log %q: %v", buf.String(), err)
+	}
+	for k, want := range map[string]any{"method": "GET", "path": "/logged", "route": "l/0", "cluster": "c", "endpoint": b.addr,
+		"status": float64(200), "attempts": float64(1)} {
+		if line[k] != want {
+			t.Errorf("access log %s: got %v, want %v", k, line[k], want)
+		}
+	}
+	if id, _ := line["request_id"].(string); len(id) != 32 {
+		t.Errorf("request_id %q, want the 32 hex digits made for the request", id)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

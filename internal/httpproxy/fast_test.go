@@ -501,7 +501,7 @@ func (fc *fastClient) do() error {
 	if _, err := fc.c.Write(fc.req); err != nil {
 		return err
 	}
-	n, _, err := readHead(fc.br)
+	n, _, err := readHead(fc.br, nil)
 	if err != nil {
 		return err
 	}
@@ -604,4 +604,35 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestFastLargeBodies: large bodies both ways arrive whole (the response's
+// first part leaves with its head in one write).
+func TestFastLargeBodies(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 40000) // 640 KB
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !bytes.Equal(body, big[:len(body)]) {
+			w.WriteHeader(400)
+			return
+		}
+		n := len(big) - len(body)
+		w.Header().Set("Content-Length", fmt.Sprint(n))
+		w.Write(big[:n])
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go up.Serve(ln)
+	defer up.Close()
+	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	for _, sent := range []int{0, 5000, 20000, 300000} {
+		resp, err := http.Post("http://"+p.addr+"/", "application/octet-stream", bytes.NewReader(big[:sent]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, big[:len(big)-sent]) {
+			t.Errorf("sent %d: status %d, got %d bytes (%v), want %d intact", sent, resp.StatusCode, len(got), err, len(big)-sent)
+		}
+	}
 }

@@ -23,7 +23,10 @@ import (
 // does not fit the read buffer goes to net/http, which allows more.
 const (
 	cliReadBuf  = 4 << 10
-	cliWriteBuf = 32 << 10
+	cliWriteBuf = 8 << 10
+	// largeBody is the size from which a body waiting in the upstream
+	// buffer is sent along with the head rather than copied.
+	largeBody = 4 << 10
 	// maxDiscard is how much of an unread request body is read away to
 	// keep the connection (net/http's figure); beyond it the connection
 	// closes.
@@ -46,13 +49,16 @@ type fastConn struct {
 	c      net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	remote string // RemoteAddr
+	out    *outWriter // under bw
+	remote string     // RemoteAddr
 	ip     string
 	ipKey  string // sticky key by client IP, as stickyKey makes it
 	key    uint64 // balance key: hash of the client IP
 	state  atomic.Int32
 
 	readDeadline time.Time // as last set on c
+	slowHead     func()    // sets the read deadline for the rest of a head
+	headTimed    bool      // slowHead set it for this head
 
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
@@ -94,7 +100,8 @@ type bodyState struct {
 
 func newFastConn(s *Server, c net.Conn) *fastConn {
 	rw := newRawIO(c)
-	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rw, cliReadBuf), bw: bufio.NewWriterSize(rw, cliWriteBuf)}
+	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rw, cliReadBuf), out: &outWriter{w: rw}}
+	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote = c.RemoteAddr().String()
 	fc.ip = fc.remote
 	if h, _, err := net.SplitHostPort(fc.remote); err == nil {
@@ -103,8 +110,20 @@ func newFastConn(s *Server, c net.Conn) *fastConn {
 	fc.ipKey = "ip:" + fc.ip
 	fc.key = balance.HashString(fc.ip)
 	fc.state.Store(connNew)
+	// A head that has begun must arrive within net/http's
+	// ReadHeaderTimeout, whatever the idle timeout.
+	fc.slowHead = func() {
+		if !fc.headTimed {
+			fc.headTimed = true
+			fc.setReadDeadline(time.Now().Add(readHeaderTimeout))
+		}
+	}
 	return fc
 }
+
+// readHeaderTimeout bounds the arrival of a request head once it has
+// begun, as the net/http server's ReadHeaderTimeout does.
+const readHeaderTimeout = 30 * time.Second
 
 // serve runs the connection's requests until it closes, or until a request
 // is for net/http, which then takes the connection with what was read.
@@ -119,6 +138,8 @@ func (fc *fastConn) serve() (handedOff bool) {
 			}
 			if fc.s.idle > 0 {
 				fc.setReadDeadline(time.Now().Add(fc.s.idle))
+			} else {
+				fc.setReadDeadline(time.Time{})
 			}
 			if _, err := fc.br.Peek(1); err != nil {
 				return false
@@ -127,7 +148,8 @@ func (fc *fastConn) serve() (handedOff bool) {
 				return false // closed by a drain
 			}
 		}
-		n, bare, err := readHead(fc.br)
+		fc.headTimed = false
+		n, bare, err := readHead(fc.br, fc.slowHead)
 		if errors.Is(err, bufio.ErrBufferFull) || err == nil && bare {
 			return true
 		}
@@ -179,8 +201,9 @@ func (fc *fastConn) setReadDeadline(d time.Time) {
 }
 
 // readHead waits until br holds a whole head and returns its length (see
-// headEnd); bufio.ErrBufferFull when it does not fit.
-func readHead(br *bufio.Reader) (n int, bare bool, err error) {
+// headEnd); bufio.ErrBufferFull when it does not fit. slow, if not nil, is
+// called before each wait for more of a head that has begun.
+func readHead(br *bufio.Reader, slow func()) (n int, bare bool, err error) {
 	for {
 		b, _ := br.Peek(br.Buffered())
 		if n, bare := headEnd(b); n >= 0 {
@@ -188,6 +211,9 @@ func readHead(br *bufio.Reader) (n int, bare bool, err error) {
 		}
 		if br.Buffered() >= br.Size() {
 			return 0, false, bufio.ErrBufferFull
+		}
+		if slow != nil {
+			slow()
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil {
 			return 0, false, err
@@ -625,7 +651,7 @@ func putRandom(b []byte) {
 // interim 1xx responses.
 func (fc *fastConn) readResponse(uc *upConn) error {
 	for {
-		n, bare, err := readHead(uc.br)
+		n, bare, err := readHead(uc.br, nil)
 		if err != nil {
 			fc.emptyRead = uc.br.Buffered() == 0
 			if errors.Is(err, bufio.ErrBufferFull) {
@@ -702,9 +728,22 @@ func (fc *fastConn) relay() int {
 	reuse := !rh.close && !fc.upBroken
 	switch mode {
 	case bodyLength:
-		var n int64
-		n, err, _ = copyN(w, uc.br, rh.length, false)
-		fc.bytesOut += n
+		left := rh.length
+		// A large body already waiting in the upstream buffer goes out
+		// with the head in one write, not copied into bw.
+		if b := uc.br.Buffered(); b >= largeBody && w.Buffered() > 0 {
+			chunk, _ := uc.br.Peek(int(min(int64(b), left)))
+			fc.out.tail = chunk
+			err = w.Flush()
+			uc.br.Discard(fc.out.tailN)
+			left -= int64(fc.out.tailN)
+			fc.bytesOut += int64(fc.out.tailN)
+		}
+		if err == nil {
+			var n int64
+			n, err, _ = copyN(w, uc.br, left, false)
+			fc.bytesOut += n
+		}
 		if err == nil {
 			err = w.Flush() // (copyN's write errors show here too)
 		}

@@ -349,8 +349,11 @@ func parseLength[T string | []byte](s T) (int64, bool) {
 // bare when the head ends in bare LFs, which only net/http accepts.
 func headEnd(b []byte) (n int, bare bool) {
 	i := bytes.Index(b, []byte("\r\n\r\n"))
-	j := bytes.Index(b, []byte("\n\n"))
-	if j >= 0 && (i < 0 || j < i) {
+	head := b
+	if i >= 0 {
+		head = b[:i+2] // not into the body that may follow
+	}
+	if j := bytes.Index(head, []byte("\n\n")); j >= 0 {
 		return j, true
 	}
 	if i < 0 {

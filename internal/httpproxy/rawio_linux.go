@@ -107,3 +107,48 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	}
 	return written, nil
 }
+
+// writev writes a then b with one sendmsg where it can.
+func (r *rawIO) writev(a, b []byte) (int, error) {
+	var iov [2]unix.Iovec
+	iov[0].Base, iov[0].Len = unsafe.SliceData(a), uint64(len(a))
+	iov[1].Base, iov[1].Len = unsafe.SliceData(b), uint64(len(b))
+	msg := unix.Msghdr{Iov: &iov[0], Iovlen: 2}
+	var n int
+	var errno syscall.Errno
+	err := r.rc.Write(func(fd uintptr) bool {
+		for {
+			m, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
+			switch e {
+			case 0:
+				n, errno = int(m), 0
+				return true
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			errno = e
+			return true
+		}
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return n, err
+	}
+	// The rest of a short write, plainly.
+	if n < len(a) {
+		m, err := r.Write(a[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	if rest := len(a) + len(b) - n; rest > 0 {
+		m, err := r.Write(b[len(b)-rest:])
+		return n + m, err
+	}
+	return n, nil
+}

@@ -98,7 +98,7 @@ loaded_rss=$(awk '/VmHWM/{print $2}' "/proc/$APID/status")
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo
 echo "wrk -t2 -c$CONNS -d$DURATION, median of $ROUNDS interleaved rounds; one thread per proxy"
-printf "%-8s %-6s %10s %9s %9s %9s %12s\n" target body req/s vs-direct p50-ms p99-ms cpu-us/req
+printf "%-8s %-6s %10s %9s %9s %9s %12s %14s\n" target body req/s vs-direct p50-ms p99-ms cpu-us/req cpu-min..max
 for path in small big; do
   d=$(awk -v p="$path" '$1=="direct" && $2==p {print $3}' "$res" | med)
   for tgt in "${targets[@]}"; do
@@ -106,8 +106,9 @@ for path in small big; do
     p50=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $4}' "$res" | med)
     p99=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $5}' "$res" | med)
     cpu=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $6}' "$res" | med)
-    [ "$tgt" = direct ] && cpu="-"
-    printf "%-8s %-6s %10.0f %9.2f %9s %9s %12s\n" "$tgt" "$path" "$r" "$(awk -v r="$r" -v d="$d" 'BEGIN{print r/d}')" "$p50" "$p99" "$cpu"
+    spread=$(awk -v g="$tgt" -v p="$path" '$1==g && $2==p {print $6}' "$res" | sort -n | awk '{a[NR]=$1} END{print a[1] ".." a[NR]}')
+    [ "$tgt" = direct ] && cpu="-" && spread="-"
+    printf "%-8s %-6s %10.0f %9.2f %9s %9s %12s %14s\n" "$tgt" "$path" "$r" "$(awk -v r="$r" -v d="$d" 'BEGIN{print r/d}')" "$p50" "$p99" "$cpu" "$spread"
   done
 done
 echo

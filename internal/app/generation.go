@@ -316,7 +316,7 @@ func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[
 		handler = &redisproxy.Handler{Pool: clusters[lc.Cluster].redis, Password: lc.Password, Log: a.log.With("listener", name)}
 	} else if lc.Protocol == "http" {
 		if rt.http == nil {
-			rt.http = httpproxy.NewServer(lc.IdleTimeout.D(), a.log.With("listener", name))
+			rt.http = a.newHTTPServer(lc)
 		}
 		rt.handler = a.httpHandler(lc, clusters)
 		handler = rt.http

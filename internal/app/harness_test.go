@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -51,6 +52,13 @@ func start(t *testing.T, yaml string, env map[string]string) *harness {
 	file := filepath.Join(t.TempDir(), "attache.yaml")
 	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if strings.HasPrefix(t.Name(), "TestHTTPOnNetHTTP/") {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["ATTACHE_HTTP_FAST_PATH"] = "off"
 	}
 	logs := &syncBuffer{}
 	a, err := New(Options{ConfigPath: file, LogOutput: logs, LogLevel: "debug", ConfigPoll: 100 * time.Millisecond,

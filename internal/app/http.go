@@ -4,7 +4,10 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
@@ -35,6 +38,15 @@ func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor f
 	return httpproxy.NewCluster(o)
 }
 
+// newHTTPServer starts the server of an HTTP listener. The fast path
+// serves cleartext HTTP/1.1 unless ATTACHE_HTTP_FAST_PATH=off in the
+// environment, the escape hatch should it ever misbehave: everything then
+// goes through net/http, as it does for TLS, HTTP/2 and upgrades.
+func (a *App) newHTTPServer(lc config.Listener) *httpproxy.Server {
+	v, _ := a.opts.LookupEnv("ATTACHE_HTTP_FAST_PATH")
+	return httpproxy.NewServer(lc.IdleTimeout.D(), v != "off", a.log.With("listener", lc.Name))
+}
+
 func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *httpproxy.Handler {
 	table := httpproxy.NewTable(lc, func(name string) *httpproxy.Cluster { return clusters[name].http })
 	var access *slog.Logger
@@ -50,9 +62,22 @@ func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *h
 		Log:       a.log.With("listener", lc.Name),
 		AccessLog: access,
 		Observer: httpproxy.Observer{
-			Request: func(listener, route, cluster string, status int, d time.Duration) {
-				m.HTTPRequests.WithLabelValues(listener, route, cluster, strconv.Itoa(status/100)+"xx").Inc()
-				m.HTTPDuration.WithLabelValues(listener, route, cluster).Observe(d.Seconds())
+			Requests: func(listener, route, cluster string) func(int, time.Duration) {
+				// Counters by status class are made on first use, so that
+				// classes never seen stay out of /metrics.
+				var byClass [6]atomic.Pointer[prometheus.Counter]
+				hist := m.HTTPDuration.WithLabelValues(listener, route, cluster)
+				return func(status int, d time.Duration) {
+					class := min(max(status/100, 0), 5)
+					c := byClass[class].Load()
+					if c == nil {
+						cc := m.HTTPRequests.WithLabelValues(listener, route, cluster, strconv.Itoa(class)+"xx")
+						c = &cc
+						byClass[class].Store(c)
+					}
+					(*c).Inc()
+					hist.Observe(d.Seconds())
+				}
 			},
 			Retry:      func(cluster string) { m.HTTPRetries.WithLabelValues(cluster).Inc() },
 			Overloaded: func(cluster, reason string) { m.HTTPOverloaded.WithLabelValues(cluster, reason).Inc() },

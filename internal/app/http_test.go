@@ -97,6 +97,20 @@ func httpGet(t *testing.T, client *http.Client, url string, hdr map[string]strin
 	return resp, string(b)
 }
 
+// TestHTTPOnNetHTTP runs the HTTP tests again with the fast path off
+// (ATTACHE_HTTP_FAST_PATH=off, set by start for its subtests), so that both
+// wire paths keep every behaviour.
+func TestHTTPOnNetHTTP(t *testing.T) {
+	for name, f := range map[string]func(*testing.T){
+		"Routing": TestHTTPRouting, "SplitAndSticky": TestHTTPSplitAndSticky, "Retries": TestHTTPRetries,
+		"Timeouts": TestHTTPTimeouts, "CircuitBreaker": TestHTTPCircuitBreaker, "Overloaded": TestHTTPOverloaded,
+		"Passive5xxAndHealth": TestHTTPPassive5xxAndHealth, "HTTP2AndH2C": TestHTTP2AndH2C, "WebSocket": TestWebSocket,
+		"LoopbackHost": TestHTTPLoopbackHostBecomesUpstreamHost, "GRPC": TestGRPCStreamingThroughAttache,
+	} {
+		t.Run(name, f)
+	}
+}
+
 func TestHTTPRouting(t *testing.T) {
 	t.Parallel()
 	prod, canary, api := newBackend(t, "prod", false), newBackend(t, "canary", false), newBackend(t, "api", false)

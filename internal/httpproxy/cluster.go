@@ -44,6 +44,7 @@ type Cluster struct {
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport
+	pools      map[*upstream.Endpoint]*connPool // the fast path's, per endpoint
 
 	inflight atomic.Int64
 	retrying atomic.Int64
@@ -51,7 +52,7 @@ type Cluster struct {
 
 // NewCluster returns the HTTP side of opts.Upstream.
 func NewCluster(opts ClusterOptions) *Cluster {
-	return &Cluster{opts: opts, transports: map[string]*http.Transport{}}
+	return &Cluster{opts: opts, transports: map[string]*http.Transport{}, pools: map[*upstream.Endpoint]*connPool{}}
 }
 
 // Name returns the cluster name.
@@ -67,6 +68,41 @@ func (c *Cluster) Close() {
 	for _, t := range c.transports {
 		t.CloseIdleConnections()
 	}
+	for _, p := range c.pools {
+		p.close()
+	}
+}
+
+// plainHTTP1 reports whether the cluster speaks cleartext HTTP/1.1, which
+// the fast path's own connection pools serve.
+func (c *Cluster) plainHTTP1() bool {
+	return c.opts.TLS == nil && (c.opts.Version == "" || c.opts.Version == "auto" || c.opts.Version == "1.1")
+}
+
+// pool returns the fast path's connection pool of ep, dropping pools of
+// endpoints that are gone.
+func (c *Cluster) pool(ep *upstream.Endpoint) *connPool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.pools[ep]; p != nil {
+		return p
+	}
+	if len(c.pools) > 2*len(c.opts.Upstream.Endpoints())+4 {
+		live := map[*upstream.Endpoint]bool{}
+		for _, e := range c.opts.Upstream.Endpoints() {
+			live[e] = true
+		}
+		for e, p := range c.pools {
+			if !live[e] {
+				p.close()
+				delete(c.pools, e)
+			}
+		}
+	}
+	p := &connPool{ep: ep, up: c.opts.Upstream, max: c.opts.MaxIdle, idle: c.opts.IdleTimeout,
+		dialer: net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}}
+	c.pools[ep] = p
+	return p
 }
 
 // connectError marks a failure to reach the endpoint: nothing was sent.

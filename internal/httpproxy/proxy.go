@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,10 @@ import (
 
 // Observer receives per-request events for metrics. Any field may be nil.
 type Observer struct {
-	Request    func(listener, route, cluster string, status int, d time.Duration)
+	// Requests returns the recorder of finished requests of one listener,
+	// route and cluster; the handler asks once per route and cluster, so
+	// that a request costs no label lookups.
+	Requests   func(listener, route, cluster string) func(status int, d time.Duration)
 	Retry      func(cluster string)
 	Overloaded func(cluster, reason string)
 }
@@ -51,6 +55,7 @@ type Handler struct {
 	log      *slog.Logger
 	access   *slog.Logger // nil: no access log
 	listener string
+	noRoute  func(int, time.Duration) // metrics of requests no route matched
 }
 
 // HandlerOptions configure a Handler.
@@ -64,6 +69,14 @@ type HandlerOptions struct {
 // NewHandler returns the handler for a route table.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{table: o.Table, obs: o.Observer, log: o.Log, access: o.AccessLog, listener: o.Table.Listener}
+	if bind := o.Observer.Requests; bind != nil {
+		h.noRoute = bind(h.listener, "", "")
+		for _, r := range h.table.Routes {
+			for i := range r.targets {
+				r.targets[i].rec = bind(h.listener, r.Name, r.targets[i].cluster.Name())
+			}
+		}
+	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:      h.rewrite,
 		Transport:    &tries{h: h},
@@ -124,23 +137,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) done(r *http.Request, rw *statusWriter, x *exchange, start time.Time) {
+	status := rw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	h.record(x, status, start, rw.bytes, func() accessFields {
+		return accessFields{r.Method, r.URL.Path, r.RemoteAddr, r.Header.Get("X-Request-Id")}
+	})
+}
+
+// recorder is the metrics recorder of x's route and cluster.
+func (h *Handler) recorder(x *exchange) func(int, time.Duration) {
+	if x.route == nil {
+		return h.noRoute
+	}
+	for i := range x.route.targets {
+		if t := &x.route.targets[i]; t.cluster == x.cluster {
+			return t.rec
+		}
+	}
+	return nil
+}
+
+// accessFields are the request's own fields of an access log line.
+type accessFields struct{ method, path, client, requestID string }
+
+// record reports a finished request to metrics and the access log; fields
+// is only called when there is an access log.
+func (h *Handler) record(x *exchange, status int, start time.Time, bytesOut int64, fields func() accessFields) {
 	d := time.Since(start)
 	route, cluster := "", ""
 	if x.route != nil {
 		route, cluster = x.route.Name, x.cluster.Name()
 	}
-	status := rw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	if h.obs.Request != nil {
-		h.obs.Request(h.listener, route, cluster, status, d)
+	if rec := h.recorder(x); rec != nil {
+		rec(status, d)
 	}
 	if h.access != nil {
-		h.access.Info("request", "listener", h.listener, "method", r.Method, "path", r.URL.Path, "route", route,
+		f := fields()
+		h.access.Info("request", "listener", h.listener, "method", f.method, "path", f.path, "route", route,
 			"cluster", cluster, "endpoint", x.endpoint, "status", status, "attempts", x.attempts,
-			"duration_ms", float64(d.Microseconds())/1000, "bytes_out", rw.bytes, "client", r.RemoteAddr,
-			"request_id", r.Header.Get("X-Request-Id"), "reason", x.reason)
+			"duration_ms", float64(d.Microseconds())/1000, "bytes_out", bytesOut, "client", f.client,
+			"request_id", f.requestID, "reason", x.reason)
 	}
 }
 
@@ -209,32 +247,69 @@ var (
 
 func (h *Handler) errorResponse(w http.ResponseWriter, r *http.Request, err error) {
 	x := r.Context().Value(ctxKey{}).(*exchange)
-	status, reason := http.StatusBadGateway, "upstream reset or protocol error"
-	var ce *connectError
-	switch {
-	case x.timedOut.Load():
-		status, reason = http.StatusGatewayTimeout, "route timeout"
-	case errors.Is(err, errOverloaded):
-		status, reason = http.StatusServiceUnavailable, "overloaded"
-		w.Header().Set("X-Attache-Overloaded", "true")
-	case errors.Is(err, errBreakerOpen):
-		status, reason = http.StatusServiceUnavailable, "circuit breaker open"
-	case errors.Is(err, errNoEndpoint):
-		status, reason = http.StatusServiceUnavailable, "no healthy endpoint"
-	case isTimeout(err):
-		status, reason = http.StatusGatewayTimeout, "upstream timeout"
-	case errors.As(err, &ce):
-		status, reason = http.StatusServiceUnavailable, "upstream connect failure"
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		status, reason = 499, "client closed request" // nginx's code; nobody reads it
-	}
+	status, reason, over := classify(x, err, r.Context().Err() != nil)
 	x.reason = reason
 	h.log.Debug("request failed", "listener", h.listener, "route", x.route.Name, "cluster", x.cluster.Name(), "error", err, "status", status)
+	if over {
+		w.Header().Set("X-Attache-Overloaded", "true")
+	}
 	w.Header().Set("X-Attache-Reason", reason)
 	w.Header().Set("X-Attache-Attempts", strconv.Itoa(x.attempts))
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "attache: %s (cluster %s)\n", reason, x.cluster.Name())
+}
+
+// classify maps the error of a request to attache's own answer: status,
+// x-attache-reason, and whether it is an overload refusal.
+func classify(x *exchange, err error, clientGone bool) (status int, reason string, over bool) {
+	var ce *connectError
+	switch {
+	case x.timedOut.Load():
+		return http.StatusGatewayTimeout, "route timeout", false
+	case errors.Is(err, errOverloaded):
+		return http.StatusServiceUnavailable, "overloaded", true
+	case errors.Is(err, errBreakerOpen):
+		return http.StatusServiceUnavailable, "circuit breaker open", false
+	case errors.Is(err, errNoEndpoint):
+		return http.StatusServiceUnavailable, "no healthy endpoint", false
+	case isClientError(err):
+		return http.StatusBadRequest, "bad request body", false
+	case isTimeout(err):
+		return http.StatusGatewayTimeout, "upstream timeout", false
+	case errors.As(err, &ce):
+		return http.StatusServiceUnavailable, "upstream connect failure", false
+	case errors.Is(err, context.Canceled) && clientGone:
+		return 499, "client closed request", false // nginx's code; nobody reads it
+	}
+	return http.StatusBadGateway, "upstream reset or protocol error", false
+}
+
+// clientError is a failure of the client's side of a request (a malformed
+// or cut request body): the client's fault, not the endpoint's.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "client: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+// isClientError and isConnectError test for nil first: errors.As moves
+// its target to the heap, which is an allocation per call.
+func isClientError(err error) bool {
+	return err != nil && asClientError(err)
+}
+
+func asClientError(err error) bool {
+	var ce *clientError
+	return errors.As(err, &ce)
+}
+
+func isConnectError(err error) bool {
+	return err != nil && asConnectError(err)
+}
+
+func asConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
 }
 
 func isTimeout(err error) bool {
@@ -348,13 +423,18 @@ func (p *retryPolicy) backoff(n int) time.Duration {
 
 // idempotent methods may be retried without the route opting in. A
 // request with an Idempotency-Key header is idempotent by declaration.
-func idempotent(r *http.Request) bool {
-	switch r.Method {
+func idempotent(method string, h headerGetter) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
 	}
-	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+	return h.Get("Idempotency-Key") != "" || h.Get("X-Idempotency-Key") != ""
 }
+
+// headerGetter is what routing and retry decisions read of request
+// headers: http.Header on the net/http path, the parsed head on the fast
+// path.
+type headerGetter interface{ Get(string) string }
 
 // tries is the RoundTripper under ReverseProxy: it chooses an endpoint for
 // each try, enforces thresholds and the breaker, and retries.
@@ -364,17 +444,9 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := req.Context().Value(ctxKey{}).(*exchange)
 	c := x.cluster
 	policy := x.route.retry
-	lim := c.opts.Limits
-	obs := t.h.obs
-
-	// Thresholds first: over them, refuse at once.
-	n := c.inflight.Add(1)
 	defer c.inflight.Add(-1)
-	switch {
-	case lim.MaxRequests > 0 && n > int64(lim.MaxRequests):
-		return overloaded(obs, c, "max_requests")
-	case lim.MaxConnections > 0 && lim.MaxPending > 0 && n > int64(lim.MaxConnections+lim.MaxPending):
-		return overloaded(obs, c, "max_pending")
+	if err := t.h.admit(c); err != nil {
+		return nil, err
 	}
 
 	// A body is replayable when there is none, or when it is read whole
@@ -383,8 +455,7 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 	// transport closes the body on any error, so it must be kept.)
 	var body []byte
 	replayable := req.Body == nil || req.Body == http.NoBody
-	mayRetry := policy != nil && policy.attempts > 1
-	if !replayable && mayRetry && (req.ContentLength < 0 || req.ContentLength <= int64(policy.maxBuffer)) {
+	if !replayable && policy.buffers(req.ContentLength) {
 		b, err := io.ReadAll(io.LimitReader(req.Body, int64(policy.maxBuffer)+1))
 		if err != nil {
 			return nil, err
@@ -398,77 +469,159 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 			}{io.MultiReader(bytes.NewReader(b), req.Body), req.Body}
 		}
 	}
-	maxTries := 1
-	if policy != nil && replayable {
-		maxTries = policy.attempts
+	st := &stdTry{t: t, req: req, x: x, body: body, policy: policy}
+	if err := t.h.runTries(x, st, policy.maxTries(replayable), idempotent(req.Method, req.Header)); err != nil {
+		return nil, err
 	}
+	if x.stop != nil {
+		x.stop() // headers are in: the route timeout is met
+	}
+	st.resp.Header.Set("X-Attache-Attempts", strconv.Itoa(x.attempts))
+	return st.resp, nil
+}
 
-	tried := map[*upstream.Endpoint]bool{}
+// buffers reports whether a request body of length n (-1: unknown) is read
+// whole before the first try, so that it can be replayed.
+func (p *retryPolicy) buffers(n int64) bool {
+	return p != nil && p.attempts > 1 && n != 0 && n <= int64(p.maxBuffer)
+}
+
+// maxTries is how many tries a request may have.
+func (p *retryPolicy) maxTries(replayable bool) int {
+	if p == nil || !replayable {
+		return 1
+	}
+	return p.attempts
+}
+
+// admit counts a request in flight on c (the caller always undoes it with
+// c.inflight.Add(-1)) and refuses it over the thresholds.
+func (h *Handler) admit(c *Cluster) error {
+	lim := c.opts.Limits
+	n := c.inflight.Add(1)
+	switch {
+	case lim.MaxRequests > 0 && n > int64(lim.MaxRequests):
+		return overloaded(h.obs, c, "max_requests")
+	case lim.MaxConnections > 0 && lim.MaxPending > 0 && n > int64(lim.MaxConnections+lim.MaxPending):
+		return overloaded(h.obs, c, "max_pending")
+	}
+	return nil
+}
+
+// tryer is how one wire path (net/http's or the fast path) sends a try;
+// runTries decides where each try goes and whether there is another.
+type tryer interface {
+	// send makes try n to ep and reports the response status, or the error
+	// and whether it was the per-try timeout.
+	send(ep *upstream.Endpoint, n int) (status int, err error, perTryTimedOut bool)
+	discard()              // drops the response of a try that is retried
+	ended() bool           // the client went away or the route timed out
+	sleep(d time.Duration) // backoff, cut short when the request ends
+}
+
+// runTries is the retry loop of both paths: endpoint choice, breaker,
+// passive outlier detection, retry policy, budget and backoff. On nil the
+// last try's response is the answer; x.attempts and x.endpoint tell which.
+func (h *Handler) runTries(x *exchange, t tryer, maxTries int, idem bool) error {
+	c := x.cluster
+	policy := x.route.retry
+	var triedBuf [4]*upstream.Endpoint
+	tried := triedBuf[:0]
 	var lastErr error
 	for try := 1; ; try++ {
-		ep := c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return tried[e] })
-		if ep == nil && len(tried) > 0 { // all tried: go round again
-			clear(tried)
+		var ep *upstream.Endpoint
+		if len(tried) == 0 {
 			ep = c.opts.Upstream.Pick(x.key, nil)
+		} else {
+			ep = c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return slices.Contains(tried, e) })
+			if ep == nil { // all tried: go round again
+				tried = tried[:0]
+				ep = c.opts.Upstream.Pick(x.key, nil)
+			}
 		}
 		if ep == nil {
-			return nil, fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
+			return fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
 		}
-		tried[ep] = true
+		tried = append(tried, ep)
 		if b := c.opts.Breaker; b != nil && !b.Allow() {
 			if lastErr != nil {
-				return nil, lastErr
+				return lastErr
 			}
-			return nil, errBreakerOpen
+			return errBreakerOpen
 		}
 		x.attempts, x.endpoint = try, ep.Addr
-		resp, err, perTryTimedOut := t.try(req, x, ep, body, policy)
-		ok := err == nil && resp.StatusCode < 500
+		status, err, perTryTimedOut := t.send(ep, try)
+		ok := err == nil && status < 500
 		if b := c.opts.Breaker; b != nil {
 			b.Done(ok)
 		}
-		var ce *connectError
-		if !errors.As(err, &ce) {
+		isConnect := isConnectError(err)
+		if !isConnect && !isClientError(err) {
 			c.opts.Upstream.RecordResponse(ep, ok)
 		}
 
-		retry := try < maxTries && x.timedOut.Load() == false && req.Context().Err() == nil
+		retry := try < maxTries && !x.timedOut.Load() && !t.ended()
 		if retry {
 			if err != nil {
-				retry = policy.retriableError(err, perTryTimedOut) && (errors.As(err, &ce) || idempotent(req) || policy.nonIdempotent)
+				retry = policy.retriableError(err, perTryTimedOut) && (isConnect || idem || policy.nonIdempotent) && !isClientError(err)
 			} else {
-				retry = policy.retriableStatus(resp.StatusCode) && (idempotent(req) || policy.nonIdempotent)
+				retry = policy.retriableStatus(status) && (idem || policy.nonIdempotent)
 			}
 		}
-		if retry && !t.budgetAllows(c, policy) {
+		if retry && !h.budgetAllows(c, policy) {
 			retry = false
 		}
 		if !retry {
-			if err != nil {
-				return nil, err
-			}
-			if x.stop != nil {
-				x.stop() // headers are in: the route timeout is met
-			}
-			resp.Header.Set("X-Attache-Attempts", strconv.Itoa(try))
-			return resp, nil
+			return err
 		}
 		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			resp.Body.Close()
-			lastErr = fmt.Errorf("status %d", resp.StatusCode)
+			t.discard()
+			lastErr = fmt.Errorf("status %d", status)
 		} else {
 			lastErr = err
 		}
-		if obs.Retry != nil {
-			obs.Retry(c.Name())
+		if h.obs.Retry != nil {
+			h.obs.Retry(c.Name())
 		}
 		c.retrying.Add(1)
-		select {
-		case <-time.After(policy.backoff(try + 1)):
-		case <-req.Context().Done():
-		}
+		t.sleep(policy.backoff(try + 1))
 		c.retrying.Add(-1)
+	}
+}
+
+// stdTry is a try through net/http's Transport.
+type stdTry struct {
+	t      *tries
+	req    *http.Request
+	x      *exchange
+	body   []byte
+	policy *retryPolicy
+	resp   *http.Response
+}
+
+func (s *stdTry) send(ep *upstream.Endpoint, _ int) (int, error, bool) {
+	resp, err, perTry := s.t.try(s.req, s.x, ep, s.body, s.policy)
+	if err != nil {
+		return 0, err, perTry
+	}
+	s.resp = resp
+	return resp.StatusCode, nil, false
+}
+
+func (s *stdTry) discard() {
+	io.Copy(io.Discard, io.LimitReader(s.resp.Body, 64<<10))
+	s.resp.Body.Close()
+	s.resp = nil
+}
+
+func (s *stdTry) ended() bool { return s.req.Context().Err() != nil }
+
+func (s *stdTry) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.req.Context().Done():
 	}
 }
 
@@ -477,11 +630,11 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 // budget_percent of requests in flight (with a floor of 3, as Envoy's
 // min_retry_concurrency), so that retries cannot multiply load in an
 // outage.
-func (t *tries) budgetAllows(c *Cluster, p *retryPolicy) bool {
+func (h *Handler) budgetAllows(c *Cluster, p *retryPolicy) bool {
 	r := c.retrying.Load()
 	if m := c.opts.Limits.MaxRetries; m > 0 && r >= int64(m) {
-		if t.h.obs.Overloaded != nil {
-			t.h.obs.Overloaded(c.Name(), "max_retries")
+		if h.obs.Overloaded != nil {
+			h.obs.Overloaded(c.Name(), "max_retries")
 		}
 		return false
 	}
@@ -489,11 +642,11 @@ func (t *tries) budgetAllows(c *Cluster, p *retryPolicy) bool {
 	return r < allowed
 }
 
-func overloaded(obs Observer, c *Cluster, reason string) (*http.Response, error) {
+func overloaded(obs Observer, c *Cluster, reason string) error {
 	if obs.Overloaded != nil {
 		obs.Overloaded(c.Name(), reason)
 	}
-	return nil, fmt.Errorf("cluster %q: %s: %w", c.Name(), reason, errOverloaded)
+	return fmt.Errorf("cluster %q: %s: %w", c.Name(), reason, errOverloaded)
 }
 
 // try sends one try to ep. The per-try timeout runs until the response

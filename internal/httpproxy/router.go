@@ -35,11 +35,13 @@ type Route struct {
 	rewrite *config.Rewrite
 	add     map[string]string
 	remove  []string
+	fast    bool // every target is plain HTTP/1.1: the fast path may serve it
 }
 
 type target struct {
 	cluster *Cluster
-	upto    int // exclusive end of this target's bucket range
+	upto    int                               // exclusive end of this target's bucket range
+	rec     func(status int, d time.Duration) // metrics; nil: none
 }
 
 // compileRoute builds a Route; clusters resolves names (validated already).
@@ -71,12 +73,15 @@ func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	if h := r.Headers; h != nil {
 		rt.add, rt.remove = h.Add, h.Remove
 	}
+	rt.fast = true
+	for _, t := range rt.targets {
+		rt.fast = rt.fast && t.cluster.plainHTTP1()
+	}
 	return rt
 }
 
-// matches reports whether req is for this route.
-func (rt *Route) matches(req *http.Request) bool {
-	p := req.URL.Path
+// matches reports whether a request is for this route.
+func (rt *Route) matches(method, p, host string, h headerGetter) bool {
 	switch {
 	case rt.prefix != "" && !strings.HasPrefix(p, rt.prefix):
 		return false
@@ -84,13 +89,13 @@ func (rt *Route) matches(req *http.Request) bool {
 		return false
 	case rt.regex != nil && !rt.regex.MatchString(p):
 		return false
-	case rt.methods != nil && !rt.methods[req.Method]:
+	case rt.methods != nil && !rt.methods[method]:
 		return false
-	case rt.host != "" && !hostMatches(rt.host, req.Host):
+	case rt.host != "" && !hostMatches(rt.host, host):
 		return false
 	}
 	for k, v := range rt.headers {
-		if req.Header.Get(k) != v {
+		if h.Get(k) != v {
 			return false
 		}
 	}
@@ -114,12 +119,14 @@ func (rt *Route) pick(req *http.Request) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
-	var b int
 	if rt.sticky != nil {
-		b = int(balance.HashString(stickyKey(rt.sticky, req)) % buckets)
-	} else {
-		b = rand.IntN(buckets)
+		return rt.inBucket(int(balance.HashString(stickyKey(rt.sticky, req)) % buckets))
 	}
+	return rt.inBucket(rand.IntN(buckets))
+}
+
+// inBucket is the cluster owning bucket b.
+func (rt *Route) inBucket(b int) *Cluster {
 	for _, t := range rt.targets {
 		if b < t.upto {
 			return t.cluster
@@ -168,8 +175,12 @@ func NewTable(l config.Listener, clusters func(string) *Cluster) *Table {
 }
 
 func (t *Table) match(req *http.Request) *Route {
+	return t.matchFields(req.Method, req.URL.Path, req.Host, req.Header)
+}
+
+func (t *Table) matchFields(method, path, host string, h headerGetter) *Route {
 	for _, r := range t.Routes {
-		if r.matches(req) {
+		if r.matches(method, path, host, h) {
 			return r
 		}
 	}

@@ -1,7 +1,9 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -14,18 +16,32 @@ import (
 // Server is the HTTP server of one listener. It lives across reloads: a
 // reload swaps its Handler, so that even keep-alive connections take the
 // new routes on their next request. It implements listener.Handler.
+//
+// Cleartext connections start on the fast path (fastConn), which serves
+// plain HTTP/1.1 requests itself and hands the connection, with what it
+// read, to the net/http server for anything else (HTTP/2, upgrades, routes
+// to TLS or HTTP/2 upstreams). TLS connections go to net/http directly.
 type Server struct {
 	srv     *http.Server
 	ln      *chanListener
 	handler atomic.Pointer[Handler]
+	idle    time.Duration
+	fast    bool
+
+	draining atomic.Bool
+	closing  atomic.Bool
+	mu       sync.Mutex
+	conns    map[*fastConn]struct{}
 }
 
-// NewServer starts a server; idle is the keep-alive idle timeout.
-func NewServer(idle time.Duration, log *slog.Logger) *Server {
-	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}}
+// NewServer starts a server; idle is the keep-alive idle timeout; fast
+// enables the fast path.
+func NewServer(idle time.Duration, fast bool, log *slog.Logger) *Server {
+	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: fast,
+		conns: map[*fastConn]struct{}{}}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.Load().ServeHTTP(w, r) }),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
@@ -42,8 +58,35 @@ func NewServer(idle time.Duration, log *slog.Logger) *Server {
 // Update swaps the handler for requests from now on.
 func (s *Server) Update(h *Handler) { s.handler.Store(h) }
 
-// ServeConn hands c to the HTTP server and returns when it is closed.
+// ServeConn serves c and returns when it is closed.
 func (s *Server) ServeConn(_ context.Context, c net.Conn) {
+	if _, isTLS := c.(*tls.Conn); isTLS || !s.fast {
+		s.handOff(c)
+		return
+	}
+	fc := newFastConn(s, c)
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[fc] = struct{}{}
+	s.mu.Unlock()
+	handedOff := fc.serve()
+	s.mu.Lock()
+	delete(s.conns, fc)
+	s.mu.Unlock()
+	if !handedOff {
+		c.Close()
+		return
+	}
+	fc.setReadDeadline(time.Time{}) // net/http keeps its own
+	s.handOff(&prereadConn{Conn: c, br: fc.br})
+}
+
+// handOff gives c to the net/http server and waits until it is closed.
+func (s *Server) handOff(c net.Conn) {
 	tc := &trackedConn{Conn: c, done: make(chan struct{})}
 	select {
 	case s.ln.conns <- tc:
@@ -53,18 +96,69 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 	}
 }
 
+// prereadConn is a connection whose first bytes were read into br.
+type prereadConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *prereadConn) Read(p []byte) (int, error) {
+	if c.br != nil && c.br.Buffered() > 0 {
+		return c.br.Read(p)
+	}
+	c.br = nil
+	return c.Conn.Read(p)
+}
+
 // Drain asks clients to go: every response from now on carries
 // Connection: close and idle HTTP/1.1 connections are closed, while new
 // connections are still served (the app may still be finishing).
-func (s *Server) Drain() { s.srv.SetKeepAlivesEnabled(false) }
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.srv.SetKeepAlivesEnabled(false)
+	s.closeIdle()
+}
+
+// closeIdle closes the fast connections waiting between requests, and
+// when the server is closing those that never sent one.
+func (s *Server) closeIdle() (open int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for fc := range s.conns {
+		if fc.state.CompareAndSwap(connIdle, connClosed) || s.closing.Load() && fc.state.CompareAndSwap(connNew, connClosed) {
+			fc.c.Close()
+		}
+	}
+	return len(s.conns)
+}
 
 // Close stops the server gracefully: idle connections now, active ones
 // when their request ends (or at the deadline).
 func (s *Server) Close(deadline time.Duration) {
+	s.draining.Store(true)
+	s.closing.Store(true)
 	s.ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	s.srv.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { s.srv.Shutdown(ctx); close(done) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.closeIdle() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			s.mu.Lock()
+			for fc := range s.conns {
+				fc.c.Close()
+			}
+			s.mu.Unlock()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	<-done
 }
 
 // chanListener is the net.Listener of a Server's http.Server: the

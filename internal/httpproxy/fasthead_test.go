@@ -1,0 +1,56 @@
+package httpproxy
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// FuzzParseHead checks the fast path's request parser against net/http's:
+// a head the fast path serves is one net/http accepts, with the same
+// method, path, Host and, above all, the same body framing (a difference
+// there is request smuggling).
+func FuzzParseHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, bare := headEnd([]byte(s))
+		if n < 0 || bare {
+			return
+		}
+		var h reqHead
+		if v, _ := h.parse(s[:n]); v != serveFast {
+			return
+		}
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(s[:n] + "\r\n")))
+		if err != nil {
+			t.Fatalf("fast path serves %q, net/http rejects it: %v", s[:n], err)
+		}
+		chunked := len(req.TransferEncoding) == 1 && req.TransferEncoding[0] == "chunked"
+		length := req.ContentLength
+		if !chunked && length == 0 {
+			length = -1 // net/http: no body
+		}
+		want := h.length
+		if want == 0 {
+			want = -1
+		}
+		if chunked != h.chunked || !chunked && length != want {
+			t.Fatalf("%q: framing: fast path chunked=%v length=%d, net/http chunked=%v length=%d", s[:n], h.chunked, h.length, chunked, req.ContentLength)
+		}
+		if req.Method != h.method || req.URL.Path != h.path || req.Host != h.host {
+			t.Fatalf("%q: fast path %s %s host %q, net/http %s %s host %q", s[:n], h.method, h.path, h.host, req.Method, req.URL.Path, req.Host)
+		}
+	})
+}

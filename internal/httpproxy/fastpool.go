@@ -1,0 +1,115 @@
+package httpproxy
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Buffer sizes of the fast path's upstream connections: a response head
+// must fit the read buffer.
+const (
+	upReadBuf  = 32 << 10
+	upWriteBuf = 4 << 10
+)
+
+// connPool is the fast path's keep-alive pool for one cleartext HTTP/1.1
+// endpoint: a stack of idle connections, newest on top (the oldest, most
+// likely closed by the server's idle timeout, age out at the bottom).
+type connPool struct {
+	ep     *upstream.Endpoint
+	up     *upstream.Cluster
+	max    int
+	idle   time.Duration
+	dialer net.Dialer
+
+	mu     sync.Mutex
+	conns  []*upConn
+	closed bool
+}
+
+// upConn is one upstream connection with its buffers.
+type upConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	idleFrom time.Time
+	deadline time.Time // as last set on c
+}
+
+// deadlineSlack is how much earlier than asked a connection's deadline may
+// fire: a deadline within it of the one asked for is left as it is, which
+// spares resetting the runtime's timer on every request.
+const deadlineSlack = 10 * time.Millisecond
+
+// setDeadline sets c's deadline to d (zero: none), or leaves one that is at
+// most deadlineSlack earlier.
+func (uc *upConn) setDeadline(d time.Time) {
+	if d.IsZero() {
+		if !uc.deadline.IsZero() {
+			uc.c.SetDeadline(d)
+			uc.deadline = d
+		}
+		return
+	}
+	if uc.deadline.IsZero() || uc.deadline.After(d) || uc.deadline.Before(d.Add(-deadlineSlack)) {
+		uc.c.SetDeadline(d)
+		uc.deadline = d
+	}
+}
+
+// get returns an idle connection (reused true) or dials a new one, by
+// deadline at the latest; now is about the current time.
+func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err error) {
+	p.mu.Lock()
+	for len(p.conns) > 0 {
+		uc = p.conns[len(p.conns)-1]
+		p.conns[len(p.conns)-1] = nil
+		p.conns = p.conns[:len(p.conns)-1]
+		if p.idle > 0 && now.Sub(uc.idleFrom) > p.idle {
+			uc.c.Close()
+			continue
+		}
+		p.mu.Unlock()
+		return uc, true, nil
+	}
+	p.mu.Unlock()
+	d := p.dialer
+	if !deadline.IsZero() && (d.Timeout <= 0 || deadline.Before(now.Add(d.Timeout))) {
+		d.Deadline = deadline
+	}
+	c, err := d.DialContext(context.Background(), "tcp", p.ep.Addr)
+	p.up.RecordConnect(p.ep, err)
+	if err != nil {
+		return nil, false, &connectError{err}
+	}
+	rw := newRawIO(c)
+	return &upConn{c: c, br: bufio.NewReaderSize(rw, upReadBuf), bw: bufio.NewWriterSize(rw, upWriteBuf)}, false, nil
+}
+
+// put returns a connection whose exchange ended cleanly.
+func (p *connPool) put(uc *upConn) {
+	p.mu.Lock()
+	if p.closed || len(p.conns) >= p.max {
+		p.mu.Unlock()
+		uc.c.Close()
+		return
+	}
+	uc.idleFrom = time.Now()
+	p.conns = append(p.conns, uc)
+	p.mu.Unlock()
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, uc := range p.conns {
+		uc.c.Close()
+	}
+	p.conns = nil
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -201,6 +202,12 @@ type session struct {
 	authed bool
 	upper  [24]byte // the command name, upper-cased
 	one    [1]part  // the parts of a single-shard plan
+
+	// scratch of fanout, valid until the next command
+	parts   []part
+	fan     fan
+	counts  []int
+	command []byte
 }
 
 // plan is how one command is served: a reply ready now, or requests to
@@ -209,9 +216,9 @@ type plan struct {
 	ready []byte
 	quit  bool
 	parts []part // nil: ready is the reply
-	// merge makes the reply from the parts' results (replies, or -ERR
-	// naming the shard); nil for one part, whose result is the reply.
-	merge func(outs [][]byte) []byte
+	// fan merges the parts' results (replies, or -ERR naming the shard)
+	// when there are several; with one, its result is the reply.
+	fan *fan
 }
 
 // part is one request of a plan. raw is valid only until the client's
@@ -314,9 +321,12 @@ func (ss *session) start(pl plan) reply {
 		s.conn(ss.n).send(r)
 		return reply{done: r.done, out: func() []byte { return p.result(s, r.reply, r.err, time.Since(r.start)) }}
 	}
+	f := fan{cmd: pl.fan.cmd, keyPart: slices.Clone(pl.fan.keyPart)}
+	shards := make([]*server, len(pl.parts))
 	reqs := make([]*request, len(pl.parts))
 	var wg sync.WaitGroup
 	for i, pt := range pl.parts {
+		shards[i] = pt.s
 		reqs[i] = newRequest(append([]byte(nil), pt.raw...))
 		pt.s.conn(ss.n).send(reqs[i])
 		wg.Add(1)
@@ -324,13 +334,12 @@ func (ss *session) start(pl plan) reply {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	parts := pl.parts
 	return reply{done: done, out: func() []byte {
 		outs := make([][]byte, len(reqs))
 		for i, r := range reqs {
-			outs[i] = p.result(parts[i].s, r.reply, r.err, time.Since(r.start))
+			outs[i] = p.result(shards[i], r.reply, r.err, time.Since(r.start))
 		}
-		return pl.merge(outs)
+		return f.merge(nil, outs, shards)
 	}}
 }
 
@@ -509,91 +518,6 @@ func (p *Pool) result(s *server, reply []byte, err error, d time.Duration) []byt
 		return resp.AppendError(nil, "ERR attache: "+err.Error())
 	}
 	return reply
-}
-
-// fanout splits a multi-key command per shard and merges the replies in
-// the order of the keys: MGET by position, DEL/UNLINK/EXISTS/TOUCH summed,
-// MSET +OK when every shard said OK (not atomic across shards).
-func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) plan {
-	h := ss.h
-	if len(args) < 2 || sp.step == 2 && (len(args)-1)%2 != 0 {
-		return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
-	}
-	var parts []part
-	var pos [][]int // per part, the key positions (0-based key index)
-	var pargs [][][]byte
-	nkeys := 0
-	for i := 1; i < len(args); i += sp.step {
-		s := h.Pool.shardFor(args[i])
-		if s == nil {
-			return errReply("ERR attache: no live shard in cluster %s", h.Pool.opts.Cluster)
-		}
-		j := 0
-		for j < len(parts) && parts[j].s != s {
-			j++
-		}
-		if j == len(parts) {
-			parts = append(parts, part{s: s})
-			pos = append(pos, nil)
-			pargs = append(pargs, [][]byte{args[0]})
-		}
-		pos[j] = append(pos[j], nkeys)
-		pargs[j] = append(pargs[j], args[i:i+sp.step]...)
-		nkeys++
-	}
-	if len(parts) == 1 {
-		return ss.forward(args[1], raw)
-	}
-	for j := range parts {
-		parts[j].raw = resp.AppendCommand(nil, pargs[j]...)
-	}
-	servers := make([]string, len(parts))
-	for j, pt := range parts {
-		servers[j] = pt.s.name
-	}
-	merge := func(outs [][]byte) []byte {
-		var sum int64
-		elems := make([][]byte, nkeys)
-		size := 0
-		for j, out := range outs {
-			if len(out) > 0 && out[0] == '-' {
-				return out
-			}
-			switch name {
-			case "MGET":
-				els, err := resp.SplitArray(out)
-				if err != nil || len(els) != len(pos[j]) {
-					return resp.AppendError(nil, "ERR attache: unexpected MGET reply from shard "+servers[j])
-				}
-				for k, p := range pos[j] {
-					elems[p] = els[k]
-					size += len(els[k])
-				}
-			case "MSET":
-			default:
-				n, ok := resp.Int(out)
-				if !ok {
-					return resp.AppendError(nil, "ERR attache: unexpected "+name+" reply from shard "+servers[j])
-				}
-				sum += n
-			}
-		}
-		switch name {
-		case "MGET":
-			b := make([]byte, 0, size+16)
-			b = append(b, '*')
-			b = strconv.AppendInt(b, int64(nkeys), 10)
-			b = append(b, '\r', '\n')
-			for _, e := range elems {
-				b = append(b, e...)
-			}
-			return b
-		case "MSET":
-			return []byte("+OK\r\n")
-		}
-		return resp.AppendInt(nil, sum)
-	}
-	return plan{parts: parts, merge: merge}
 }
 
 // Ping checks one shard with PING (AUTH first when configured).

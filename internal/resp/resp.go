@@ -284,34 +284,26 @@ func parseReply(b []byte, depth int) (int, error) {
 	return 0, protoErr("unknown reply type '%c'", b[0])
 }
 
-// SplitArray returns the raw elements of a complete array reply.
-func SplitArray(raw []byte) ([][]byte, error) {
+// ArrayHeader returns the element count of an array reply and the length
+// of its "*N\r\n" header, after which the elements follow.
+func ArrayHeader(raw []byte) (count, header int, err error) {
 	if len(raw) == 0 || raw[0] != '*' {
-		return nil, protoErr("not an array reply")
+		return 0, 0, protoErr("not an array reply")
 	}
 	c, t, ok := line(raw)
 	if !ok || c < 0 {
-		return nil, protoErr("invalid multibulk length")
+		return 0, 0, protoErr("invalid multibulk length")
 	}
-	count, valid := parseInt(raw[1:c])
-	if !valid || count < 0 {
-		return nil, protoErr("invalid multibulk length")
+	n, valid := parseInt(raw[1:c])
+	if !valid || n < 0 || n > MaxArgs {
+		return 0, 0, protoErr("invalid multibulk length")
 	}
-	out := make([][]byte, 0, count)
-	pos := t
-	for i := int64(0); i < count; i++ {
-		n, err := parseReply(raw[pos:], 1)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, protoErr("truncated array")
-		}
-		out = append(out, raw[pos:pos+n])
-		pos += n
-	}
-	return out, nil
+	return int(n), t, nil
 }
+
+// ReplyLen returns the length of the complete reply at b's start, 0 when
+// b holds only part of one.
+func ReplyLen(b []byte) (int, error) { return parseReply(b, 1) }
 
 // AppendCommand appends args as a RESP array of bulk strings.
 func AppendCommand(b []byte, args ...[]byte) []byte {

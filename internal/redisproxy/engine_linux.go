@@ -195,7 +195,7 @@ func (e *engine) run() {
 	for {
 		n := 0
 		err := e.rc.Read(func(uintptr) bool {
-			n = rawEpollWait(e.epfd, e.events, busyWait)
+			n = rawEpollWait(e.epfd, e.events)
 			return n > 0
 		})
 		if err != nil {
@@ -772,15 +772,12 @@ func rawWrite(fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-// busyWait is how long, in milliseconds, the engine waits for events in
-// epoll_wait itself, holding its processor, before it parks in Go's
-// netpoller (which costs a scheduler round and two more epoll_waits). Under
-// load the next event comes in microseconds; an idle engine parks after
-// one such wait.
-const busyWait = 1
-
-func rawEpollWait(epfd int, events []unix.EpollEvent, msec int) int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), uintptr(msec), 0, 0)
+// rawEpollWait never blocks: with no event ready the engine parks in Go's
+// netpoller. (Blocking in epoll_wait itself would save a scheduler round
+// per idle moment but hold the processor: with GOMAXPROCS=1 every other
+// goroutine of the process would wait out the timeout.)
+func rawEpollWait(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0
 	}

@@ -376,7 +376,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 	}
 	switch sp.kind {
 	case local:
-		name := string(up)
+		name := sp.name
 		if !*authed && name != "AUTH" && name != "HELLO" && name != "QUIT" {
 			return errReply("NOAUTH Authentication required.")
 		}
@@ -387,7 +387,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 		}
 		return ss.forward(args[1], raw)
 	case sameShard, script:
-		name := string(up)
+		name := sp.name
 		keys, err := keysOf(sp, args)
 		if err != nil {
 			return errReply("%v", err)
@@ -403,7 +403,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 		}
 		return ss.forward(keys[0], raw)
 	case fanout:
-		return ss.fanout(string(up), sp, args, raw)
+		return ss.fanout(sp.name, sp, args, raw)
 	}
 	return errReply("ERR attache: unsupported command '%s'", args[0])
 }

@@ -22,7 +22,7 @@ func serve(t *testing.T, h *Handler) string {
 	return testenv.Serve(t, nil, func(c net.Conn) { h.ServeConn(context.Background(), c) })
 }
 
-func pool(t *testing.T, shards []string, mods ...func(*Options)) *Pool {
+func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
 		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
 		Log: slog.New(slog.DiscardHandler)}

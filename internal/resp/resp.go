@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 )
 
@@ -132,12 +133,33 @@ func line(b []byte) (content, total int, ok bool) {
 	return i - 1, i + 1, true
 }
 
+// parseInt parses a decimal int64 as strconv.ParseInt does, without
+// converting b to a string.
 func parseInt(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 20 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	return n, err == nil
+	neg := b[0] == '-'
+	if neg || b[0] == '+' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	switch {
+	case !neg && n > math.MaxInt64, neg && n > math.MaxInt64+1:
+		return 0, false
+	case neg:
+		return -int64(n), true
+	}
+	return int64(n), true
 }
 
 // parseCommand returns the length of the complete command at b's start,

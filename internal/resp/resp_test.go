@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -165,5 +166,17 @@ func TestSplitAndAppend(t *testing.T) {
 	}
 	if got := string(AppendError(nil, "ERR a\r\nb")); got != "-ERR a  b\r\n" {
 		t.Errorf("AppendError: %q", got)
+	}
+}
+
+func TestParseIntAgreesWithStrconv(t *testing.T) {
+	for _, s := range []string{"0", "7", "-7", "+7", "-", "+", "", "12a", " 1", "007", "-0",
+		"9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+		"18446744073709551616", "99999999999999999999", "1_000", "0x10", "١"} {
+		want, err := strconv.ParseInt(s, 10, 64)
+		got, ok := parseInt([]byte(s))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("parseInt(%q) = %d %v; strconv: %d %v", s, got, ok, want, err)
+		}
 	}
 }

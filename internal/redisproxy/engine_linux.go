@@ -634,8 +634,10 @@ func (e *engine) writeServer(sc *esconn) {
 		e.failConn(sc, err)
 		return
 	}
+	// Server connections are few and carry every client's commands: their
+	// buffer is kept up to a larger size than a client's.
 	sc.out = sc.out[:0]
-	if cap(sc.out) > 64<<10 {
+	if cap(sc.out) > 1<<20 {
 		sc.out = nil
 	}
 	e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP)

@@ -53,7 +53,12 @@ type engine struct {
 	timerOn bool
 	tick    time.Duration
 	free    []*slot
+	freeR   []*resp.Reader // of closed clients, for the next ones
+	freeOut [][]byte
 }
+
+// maxFree bounds the buffers an engine keeps for clients to come.
+const maxFree = 64
 
 // eclient is one client connection of an engine.
 type eclient struct {
@@ -172,23 +177,19 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	c.Close()
 	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
 	cl.src.fd = fd
-	cl.rd = resp.NewReader(&cl.src)
-	if !e.do(func() { e.addClient(cl) }) {
-		unix.Close(fd)
-		return true
-	}
+	e.do(func() { e.addClient(cl) })
 	<-cl.done
 	return true
 }
 
-// do queues f to run on the engine goroutine.
-func (e *engine) do(f func()) bool {
+// do queues f to run on the engine goroutine. (An engine runs as long as
+// its pool: there is no stopped state to refuse f in.)
+func (e *engine) do(f func()) {
 	e.mu.Lock()
 	e.queue = append(e.queue, f)
 	e.mu.Unlock()
 	one := [8]byte{1}
 	unix.Write(e.eventfd, one[:])
-	return true
 }
 
 func (e *engine) run() {
@@ -295,6 +296,15 @@ func (e *engine) markServer(sc *esconn) {
 // --- clients
 
 func (e *engine) addClient(c *eclient) {
+	if n := len(e.freeR); n > 0 {
+		c.rd, e.freeR = e.freeR[n-1], e.freeR[:n-1]
+		c.rd.Reset(&c.src)
+	} else {
+		c.rd = resp.NewReader(&c.src)
+	}
+	if n := len(e.freeOut); n > 0 {
+		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
+	}
 	e.fds[int32(c.fd)] = c
 	c.mask = unix.EPOLLIN | unix.EPOLLRDHUP
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.mask, Fd: int32(c.fd)}); err != nil {
@@ -516,6 +526,15 @@ func (e *engine) closeClient(c *eclient) {
 	delete(e.fds, int32(c.fd))
 	unix.Close(c.fd)
 	close(c.done)
+	// Nothing reads or writes a closed client's buffers again: they serve
+	// the next clients, so that connection churn makes little garbage.
+	if len(e.freeR) < maxFree {
+		e.freeR = append(e.freeR, c.rd)
+	}
+	if len(e.freeOut) < maxFree && cap(c.out) > 0 {
+		e.freeOut = append(e.freeOut, c.out[:0])
+	}
+	c.rd, c.out = nil, nil
 }
 
 // --- server connections

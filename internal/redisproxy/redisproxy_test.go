@@ -342,27 +342,35 @@ func testTimeoutAndLargeValues(t *testing.T, via func(*Options)) {
 	silent, live := ln.Addr().String(), testenv.Redis(t)
 	var mu sync.Mutex
 	observed := map[string]int{}
-	p := pool(t, []string{silent, live}, via, func(o *Options) {
-		o.Timeout = 200 * time.Millisecond
+	observe := func(o *Options) {
 		o.Observer.Request = func(shard string) func(bool, time.Duration) {
 			return func(ok bool, _ time.Duration) { mu.Lock(); observed[fmt.Sprint(shard, ok)]++; mu.Unlock() }
 		}
-	})
-	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
-	rdb := client(addr)
+	}
+	p := pool(t, []string{silent, live}, via, observe, func(o *Options) { o.Timeout = 200 * time.Millisecond })
+	rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
 	defer rdb.Close()
 	ctx := context.Background()
-	var onSilent, onLive string
-	for i := 0; onSilent == "" || onLive == ""; i++ {
+	onSilent := ""
+	for i := 0; onSilent == ""; i++ {
 		if k := fmt.Sprint("k", i); p.shardFor([]byte(k)).addr == silent {
 			onSilent = k
-		} else {
-			onLive = k
 		}
 	}
 	if err := rdb.Get(ctx, onSilent).Err(); err == nil || !strings.Contains(err.Error(), silent) {
 		t.Errorf("GET on a silent shard: got %v, want an -ERR naming %s", err, silent)
 	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after a timeout: %v", err)
+	}
+
+	// large values, on a pool whose timeout a slow (race-instrumented,
+	// loaded) run cannot reach
+	p = pool(t, []string{live}, via, observe, func(o *Options) { o.Timeout = time.Minute })
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+	rdb = client(addr)
+	defer rdb.Close()
+	onLive := "k"
 	big := strings.Repeat("x", 3<<20)
 	if err := rdb.Set(ctx, onLive, big, 0).Err(); err != nil {
 		t.Fatal(err)

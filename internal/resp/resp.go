@@ -49,6 +49,18 @@ func NewReader(rd io.Reader) *Reader {
 	return &Reader{rd: rd, buf: make([]byte, minReadSize)}
 }
 
+// Reset discards what r holds and makes it read from rd, keeping its
+// buffer unless that grew large: one Reader can serve many connections in
+// turn.
+func (r *Reader) Reset(rd io.Reader) {
+	if len(r.buf) > 64<<10 {
+		r.buf = make([]byte, minReadSize)
+	}
+	r.rd, r.start, r.end = rd, 0, 0
+	clear(r.args[:cap(r.args)])
+	r.args = r.args[:0]
+}
+
 // Buffered reports whether a complete or partial message is already in the
 // buffer (a pipelining client sent more): the caller can keep reading
 // before flushing replies.

@@ -93,13 +93,18 @@ func (a *App) buildRedisPool(cc config.Cluster) (*redisproxy.Pool, error) {
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),
 		Username: r.Username, Password: r.Password, Log: a.log,
 		Observer: redisproxy.Observer{
-			Request: func(shard string, ok bool, d time.Duration) {
-				result := "ok"
-				if !ok {
-					result = "error"
+			Request: func(shard string) func(bool, time.Duration) {
+				ok := a.metrics.RedisRequests.WithLabelValues(cc.Name, shard, "ok")
+				failed := a.metrics.RedisRequests.WithLabelValues(cc.Name, shard, "error")
+				latency := a.metrics.RedisDuration.WithLabelValues(cc.Name, shard)
+				return func(good bool, d time.Duration) {
+					if good {
+						ok.Inc()
+					} else {
+						failed.Inc()
+					}
+					latency.Observe(d.Seconds())
 				}
-				a.metrics.RedisRequests.WithLabelValues(cc.Name, shard, result).Inc()
-				a.metrics.RedisDuration.WithLabelValues(cc.Name, shard).Observe(d.Seconds())
 			},
 			Ejected: func(shard string) { a.metrics.RedisEjections.WithLabelValues(cc.Name, shard).Inc() },
 		},

@@ -17,6 +17,7 @@ const (
 type spec struct {
 	kind              kind
 	first, last, step int
+	name              string // upper case
 }
 
 // commands is the whitelist. Anything else gets an -ERR naming the command
@@ -26,6 +27,7 @@ var commands = func() map[string]spec {
 	m := map[string]spec{}
 	add := func(s spec, names ...string) {
 		for _, n := range names {
+			s.name = n
 			m[n] = s
 		}
 	}

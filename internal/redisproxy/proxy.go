@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,11 +46,17 @@ type Options struct {
 	Username, Password string // AUTH to the shards
 	Observer           Observer
 	Log                *slog.Logger
+
+	goroutines bool // tests: serve every client by goroutines, not engines
 }
 
 // Observer receives per-shard events for metrics. Any field may be nil.
 type Observer struct {
-	Request func(shard string, ok bool, d time.Duration)
+	// Request is called once per shard when the pool is built; the func
+	// it returns is called for every request to that shard (ok false: it
+	// failed or timed out) with its latency. Resolving metric labels once
+	// keeps them off the per-command path.
+	Request func(shard string) func(ok bool, d time.Duration)
 	Ejected func(shard string)
 }
 
@@ -57,6 +64,7 @@ type Observer struct {
 type Pool struct {
 	opts    Options
 	hash    hashkit.Func
+	engines engines
 	servers []*server
 	ring    atomic.Pointer[hashkit.Ring]
 
@@ -78,6 +86,9 @@ func NewPool(o Options) (*Pool, error) {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
 			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
 			onFail: p.serverFailed, onOK: p.serverOK}
+		if o.Observer.Request != nil {
+			s.observe = o.Observer.Request(s.name)
+		}
 		for j := 0; j < max(o.ServerConnections, 1); j++ {
 			s.sc = append(s.sc, &serverConn{s: s})
 		}
@@ -189,22 +200,63 @@ type session struct {
 	h      *Handler
 	n      int
 	authed bool
+	upper  [24]byte // the command name, upper-cased
+	one    [1]part  // the parts of a single-shard plan
+
+	// scratch of fanout, valid until the next command
+	parts   []part
+	fan     fan
+	counts  []int
+	command []byte
 }
 
-// reply is one reply owed to the client, in order.
-type reply struct {
-	done <-chan struct{} // nil: ready
-	out  func() []byte
-	quit bool
+// plan is how one command is served: a reply ready now, or requests to
+// shards whose replies become the client's reply.
+type plan struct {
+	ready []byte
+	quit  bool
+	parts []part // nil: ready is the reply
+	// fan merges the parts' results (replies, or -ERR naming the shard)
+	// when there are several; with one, its result is the reply.
+	fan *fan
+}
+
+// part is one request of a plan. raw is valid only until the client's
+// next command is read: it is copied when sent.
+type part struct {
+	s   *server
+	raw []byte
 }
 
 // ServeConn serves one client until it quits or its connection breaks. A
 // malformed command gets a protocol error and the connection is closed
 // (there is no way to find the next command); other errors are replies
 // and the connection stays usable.
+//
+// Plain TCP clients are served by the pool's epoll engines on Linux
+// (engine_linux.go); TLS clients, and every client elsewhere, by
+// goroutines.
 func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
+	n := int(h.sessions.Add(1))
+	if e := h.Pool.engine(n); e != nil && e.serve(h, n, c) {
+		return
+	}
+	h.serveGoroutines(c, n)
+}
+
+// reply is one reply owed to the client, in order (goroutine path).
+type reply struct {
+	done  <-chan struct{} // nil: ready
+	ready []byte
+	out   func() []byte // nil: ready is the reply
+	quit  bool
+}
+
+// serveGoroutines serves c with a reader (this goroutine) and a writer
+// goroutine; requests go through serverConn goroutines.
+func (h *Handler) serveGoroutines(c net.Conn, n int) {
 	defer c.Close()
-	replies := make(chan reply, 256) // pipelined replies owed; a full queue pauses reading
+	replies := make(chan reply, maxQueued) // pipelined replies owed; a full queue pauses reading
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -213,7 +265,11 @@ func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 			if rp.done != nil {
 				<-rp.done
 			}
-			bw.Write(rp.out())
+			if rp.out != nil {
+				bw.Write(rp.out())
+			} else {
+				bw.Write(rp.ready)
+			}
 			if rp.quit || len(replies) == 0 {
 				if bw.Flush() != nil || rp.quit {
 					c.Close()
@@ -228,21 +284,20 @@ func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	defer func() { close(replies); <-writerDone }()
 
 	rd := resp.NewReader(c)
-	ss := &session{h: h, n: int(h.sessions.Add(1)), authed: h.Password == ""}
+	ss := &session{h: h, n: n, authed: h.Password == ""}
 	for {
 		args, raw, err := rd.ReadCommand()
 		if err != nil {
 			var pe *resp.ProtocolError
 			if errors.As(err, &pe) {
-				msg := "ERR " + pe.Error()
-				replies <- reply{out: func() []byte { return resp.AppendError(nil, msg) }, quit: true}
+				replies <- reply{ready: resp.AppendError(nil, "ERR "+pe.Error()), quit: true}
 			}
 			return
 		}
 		if len(args) == 0 {
 			continue
 		}
-		rp := ss.dispatch(args, raw)
+		rp := ss.start(ss.dispatch(args, raw))
 		replies <- rp
 		if rp.quit {
 			return
@@ -250,21 +305,70 @@ func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-func ready(b []byte) reply { return reply{out: func() []byte { return b }} }
+// maxQueued bounds the replies a client may owe: reading pauses until
+// the oldest are written.
+const maxQueued = 256
 
-func errReply(format string, a ...any) reply {
+// start sends a plan's requests through serverConns (goroutine path).
+func (ss *session) start(pl plan) reply {
+	if pl.parts == nil {
+		return reply{ready: pl.ready, quit: pl.quit}
+	}
+	p := ss.h.Pool
+	if len(pl.parts) == 1 {
+		s := pl.parts[0].s
+		r := newRequest(append([]byte(nil), pl.parts[0].raw...))
+		s.conn(ss.n).send(r)
+		return reply{done: r.done, out: func() []byte { return p.result(s, r.reply, r.err, time.Since(r.start)) }}
+	}
+	f := fan{cmd: pl.fan.cmd, keyPart: slices.Clone(pl.fan.keyPart)}
+	shards := make([]*server, len(pl.parts))
+	reqs := make([]*request, len(pl.parts))
+	var wg sync.WaitGroup
+	for i, pt := range pl.parts {
+		shards[i] = pt.s
+		reqs[i] = newRequest(append([]byte(nil), pt.raw...))
+		pt.s.conn(ss.n).send(reqs[i])
+		wg.Add(1)
+		go func() { <-reqs[i].done; wg.Done() }()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return reply{done: done, out: func() []byte {
+		outs := make([][]byte, len(reqs))
+		for i, r := range reqs {
+			outs[i] = p.result(shards[i], r.reply, r.err, time.Since(r.start))
+		}
+		return f.merge(nil, outs, shards)
+	}}
+}
+
+func ready(b []byte) plan { return plan{ready: b} }
+
+func errReply(format string, a ...any) plan {
 	return ready(resp.AppendError(nil, fmt.Sprintf(format, a...)))
 }
 
-func (ss *session) dispatch(args [][]byte, raw []byte) reply {
+func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 	h := ss.h
 	authed := &ss.authed
-	name := string(bytes.ToUpper(args[0]))
-	if !*authed && name != "AUTH" && name != "HELLO" && name != "QUIT" {
+	up := ss.upper[:0]
+	if len(args[0]) <= len(ss.upper) {
+		for _, c := range args[0] {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			up = append(up, c)
+		}
+	} else {
+		up = bytes.ToUpper(args[0])
+	}
+	sp, ok := commands[string(up)]
+	if !*authed && (!ok || sp.kind != local) {
 		return errReply("NOAUTH Authentication required.")
 	}
-	sp, ok := commands[name]
 	if !ok {
+		name := string(up)
 		if reason, ok := why[name]; ok {
 			return errReply("ERR attache: %s is not supported through a sharding proxy: %s", name, reason)
 		}
@@ -272,6 +376,10 @@ func (ss *session) dispatch(args [][]byte, raw []byte) reply {
 	}
 	switch sp.kind {
 	case local:
+		name := sp.name
+		if !*authed && name != "AUTH" && name != "HELLO" && name != "QUIT" {
+			return errReply("NOAUTH Authentication required.")
+		}
 		return h.local(name, args, authed)
 	case single:
 		if len(args) < 2 {
@@ -279,6 +387,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) reply {
 		}
 		return ss.forward(args[1], raw)
 	case sameShard, script:
+		name := sp.name
 		keys, err := keysOf(sp, args)
 		if err != nil {
 			return errReply("%v", err)
@@ -294,7 +403,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) reply {
 		}
 		return ss.forward(keys[0], raw)
 	case fanout:
-		return ss.fanout(name, sp, args, raw)
+		return ss.fanout(sp.name, sp, args, raw)
 	}
 	return errReply("ERR attache: unsupported command '%s'", args[0])
 }
@@ -324,7 +433,7 @@ func keysOf(sp spec, args [][]byte) ([][]byte, error) {
 	return keys, nil
 }
 
-func (h *Handler) local(name string, args [][]byte, authed *bool) reply {
+func (h *Handler) local(name string, args [][]byte, authed *bool) plan {
 	switch name {
 	case "PING":
 		if len(args) > 1 {
@@ -337,9 +446,7 @@ func (h *Handler) local(name string, args [][]byte, authed *bool) reply {
 		}
 		return ready(resp.AppendBulk(nil, args[1]))
 	case "QUIT":
-		rp := ready([]byte("+OK\r\n"))
-		rp.quit = true
-		return rp
+		return plan{ready: []byte("+OK\r\n"), quit: true}
 	case "SELECT":
 		if len(args) == 2 && string(args[1]) == "0" {
 			return ready([]byte("+OK\r\n"))
@@ -390,114 +497,27 @@ func (h *Handler) local(name string, args [][]byte, authed *bool) reply {
 	return errReply("ERR attache: unsupported command '%s'", name)
 }
 
-// forward sends raw to the shard of key (any shard for a nil key) and
-// returns its reply.
-func (ss *session) forward(key, raw []byte) reply {
+// forward sends raw to the shard of key (any shard for a nil key).
+func (ss *session) forward(key, raw []byte) plan {
 	p := ss.h.Pool
 	s := p.shardFor(key)
 	if s == nil {
 		return errReply("ERR attache: no live shard in cluster %s", p.opts.Cluster)
 	}
-	r := newRequest(append([]byte(nil), raw...))
-	s.conn(ss.n).send(r)
-	return reply{done: r.done, out: func() []byte { return p.result(s, r) }}
+	ss.one[0] = part{s: s, raw: raw}
+	return plan{parts: ss.one[:]}
 }
 
 // result is the reply bytes of a finished request, an -ERR naming the
-// shard on failure.
-func (p *Pool) result(s *server, r *request) []byte {
-	if p.opts.Observer.Request != nil {
-		p.opts.Observer.Request(s.name, r.err == nil, time.Since(r.start))
+// shard on failure, and counts it.
+func (p *Pool) result(s *server, reply []byte, err error, d time.Duration) []byte {
+	if s.observe != nil {
+		s.observe(err == nil, d)
 	}
-	if r.err != nil {
-		return resp.AppendError(nil, "ERR attache: "+r.err.Error())
+	if err != nil {
+		return resp.AppendError(nil, "ERR attache: "+err.Error())
 	}
-	return r.reply
-}
-
-// fanout splits a multi-key command per shard and merges the replies in
-// the order of the keys: MGET by position, DEL/UNLINK/EXISTS/TOUCH summed,
-// MSET +OK when every shard said OK (not atomic across shards).
-func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) reply {
-	h := ss.h
-	if len(args) < 2 || sp.step == 2 && (len(args)-1)%2 != 0 {
-		return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
-	}
-	type part struct {
-		s    *server
-		pos  []int // key positions in the original command (0-based key index)
-		args [][]byte
-		r    *request
-	}
-	var parts []*part
-	byShard := map[*server]*part{}
-	nkeys := 0
-	for i := 1; i < len(args); i += sp.step {
-		s := h.Pool.shardFor(args[i])
-		if s == nil {
-			return errReply("ERR attache: no live shard in cluster %s", h.Pool.opts.Cluster)
-		}
-		pt := byShard[s]
-		if pt == nil {
-			pt = &part{s: s, args: [][]byte{args[0]}}
-			byShard[s] = pt
-			parts = append(parts, pt)
-		}
-		pt.pos = append(pt.pos, nkeys)
-		pt.args = append(pt.args, args[i:i+sp.step]...)
-		nkeys++
-	}
-	if len(parts) == 1 {
-		return ss.forward(args[1], raw)
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, pt := range parts {
-		pt.r = newRequest(resp.AppendCommand(nil, pt.args...))
-		pt.s.conn(ss.n).send(pt.r)
-		wg.Add(1)
-		go func() { <-pt.r.done; wg.Done() }()
-	}
-	go func() { wg.Wait(); close(done) }()
-	return reply{done: done, out: func() []byte {
-		var sum int64
-		elems := make([][]byte, nkeys)
-		for _, pt := range parts {
-			out := h.Pool.result(pt.s, pt.r)
-			if len(out) > 0 && out[0] == '-' {
-				return out
-			}
-			switch name {
-			case "MGET":
-				els, err := resp.SplitArray(out)
-				if err != nil || len(els) != len(pt.pos) {
-					return resp.AppendError(nil, "ERR attache: unexpected MGET reply from shard "+pt.s.name)
-				}
-				for j, p := range pt.pos {
-					elems[p] = els[j]
-				}
-			case "MSET":
-			default:
-				n, ok := resp.Int(out)
-				if !ok {
-					return resp.AppendError(nil, "ERR attache: unexpected "+name+" reply from shard "+pt.s.name)
-				}
-				sum += n
-			}
-		}
-		switch name {
-		case "MGET":
-			b := append([]byte("*"), strconv.Itoa(nkeys)...)
-			b = append(b, '\r', '\n')
-			for _, e := range elems {
-				b = append(b, e...)
-			}
-			return b
-		case "MSET":
-			return []byte("+OK\r\n")
-		}
-		return resp.AppendInt(nil, sum)
-	}}
+	return reply
 }
 
 // Ping checks one shard with PING (AUTH first when configured).

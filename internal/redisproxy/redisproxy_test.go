@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,15 +22,17 @@ func serve(t *testing.T, h *Handler) string {
 	return testenv.Serve(t, nil, func(c net.Conn) { h.ServeConn(context.Background(), c) })
 }
 
-func pool(t *testing.T, shards []string, mod func(*Options)) *Pool {
+func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
 		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
 		Log: slog.New(slog.DiscardHandler)}
 	for _, s := range shards {
 		o.Shards = append(o.Shards, Shard{Addr: s, Weight: 1})
 	}
-	if mod != nil {
-		mod(&o)
+	for _, mod := range mods {
+		if mod != nil {
+			mod(&o)
+		}
 	}
 	p, err := NewPool(o)
 	if err != nil {
@@ -38,13 +41,22 @@ func pool(t *testing.T, shards []string, mod func(*Options)) *Pool {
 	return p
 }
 
+// forPaths runs a test against both ways of serving clients: the epoll
+// engine (where there is one) and goroutines.
+func forPaths(t *testing.T, test func(t *testing.T, via func(*Options))) {
+	t.Run("engine", func(t *testing.T) { test(t, nil) })
+	t.Run("goroutines", func(t *testing.T) { test(t, func(o *Options) { o.goroutines = true }) })
+}
+
 func client(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
 }
 
-func TestShardingPipeliningAndFanout(t *testing.T) {
+func TestShardingPipeliningAndFanout(t *testing.T) { forPaths(t, testShardingPipeliningAndFanout) }
+
+func testShardingPipeliningAndFanout(t *testing.T, via func(*Options)) {
 	shards := []string{testenv.Redis(t), testenv.Redis(t), testenv.Redis(t)}
-	p := pool(t, shards, nil)
+	p := pool(t, shards, via)
 	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
 	ctx := context.Background()
 	rdb := client(addr)
@@ -137,9 +149,11 @@ func TestShardingPipeliningAndFanout(t *testing.T) {
 	}
 }
 
-func TestAuthAndMalformed(t *testing.T) {
+func TestAuthAndMalformed(t *testing.T) { forPaths(t, testAuthAndMalformed) }
+
+func testAuthAndMalformed(t *testing.T, via func(*Options)) {
 	shards := []string{testenv.Redis(t), testenv.Redis(t)}
-	addr := serve(t, &Handler{Pool: pool(t, shards, nil), Password: "s3cret", Log: slog.New(slog.DiscardHandler)})
+	addr := serve(t, &Handler{Pool: pool(t, shards, via), Password: "s3cret", Log: slog.New(slog.DiscardHandler)})
 	ctx := context.Background()
 	if err := client(addr).Get(ctx, "k").Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
 		t.Errorf("without AUTH: %v", err)
@@ -172,12 +186,14 @@ func TestAuthAndMalformed(t *testing.T) {
 // TestDeadShard: a dead shard's keys get -ERR naming the shard, others
 // work; with auto_eject_hosts the dead shard leaves the ring after
 // server_failure_limit failures and its keys move.
-func TestDeadShard(t *testing.T) {
+func TestDeadShard(t *testing.T) { forPaths(t, testDeadShard) }
+
+func testDeadShard(t *testing.T, via func(*Options)) {
 	a, stopA := testenv.RedisProc(t)
 	b := testenv.Redis(t)
 	ctx := context.Background()
 	for _, eject := range []bool{false, true} {
-		p := pool(t, []string{a, b}, func(o *Options) { o.AutoEject = eject; o.ServerFailureLimit = 2 })
+		p := pool(t, []string{a, b}, via, func(o *Options) { o.AutoEject = eject; o.ServerFailureLimit = 2 })
 		addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
 		rdb := client(addr)
 		defer rdb.Close()
@@ -207,7 +223,7 @@ func TestDeadShard(t *testing.T) {
 		_ = onB
 	}
 	// with ejection (a is dead now)
-	p := pool(t, []string{a, b}, func(o *Options) { o.AutoEject = true; o.ServerFailureLimit = 2 })
+	p := pool(t, []string{a, b}, via, func(o *Options) { o.AutoEject = true; o.ServerFailureLimit = 2 })
 	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
 	rdb := client(addr)
 	defer rdb.Close()
@@ -233,10 +249,12 @@ func TestDeadShard(t *testing.T) {
 // killed by its PID. Commands for its keys fail with an -ERR naming it;
 // commands for the other shards never fail, and no client connection is
 // dropped.
-func TestShardKilledUnderLoad(t *testing.T) {
+func TestShardKilledUnderLoad(t *testing.T) { forPaths(t, testShardKilledUnderLoad) }
+
+func testShardKilledUnderLoad(t *testing.T, via func(*Options)) {
 	a, stopA := testenv.RedisProc(t)
 	b, c := testenv.Redis(t), testenv.Redis(t)
-	p := pool(t, []string{a, b, c}, nil)
+	p := pool(t, []string{a, b, c}, via)
 	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
 	rdb := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 8})
 	defer rdb.Close()
@@ -291,5 +309,103 @@ func TestShardKilledUnderLoad(t *testing.T) {
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Errorf("client connection after the kill: %v", err)
+	}
+}
+
+// TestTimeoutAndLargeValues: a shard that accepts but never replies gets
+// its commands an -ERR naming it after the timeout, and the client
+// connection lives on; values larger than every buffer pass whole; a
+// client that half-closes after its commands still gets every reply, and
+// QUIT gets +OK before the close; each request is observed once.
+func TestTimeoutAndLargeValues(t *testing.T) { forPaths(t, testTimeoutAndLargeValues) }
+
+func testTimeoutAndLargeValues(t *testing.T, via func(*Options)) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1024)
+				for _, err := c.Read(buf); err == nil; _, err = c.Read(buf) {
+				}
+			}()
+		}
+	}()
+	silent, live := ln.Addr().String(), testenv.Redis(t)
+	var mu sync.Mutex
+	observed := map[string]int{}
+	observe := func(o *Options) {
+		o.Observer.Request = func(shard string) func(bool, time.Duration) {
+			return func(ok bool, _ time.Duration) { mu.Lock(); observed[fmt.Sprint(shard, ok)]++; mu.Unlock() }
+		}
+	}
+	p := pool(t, []string{silent, live}, via, observe, func(o *Options) { o.Timeout = 200 * time.Millisecond })
+	rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
+	defer rdb.Close()
+	ctx := context.Background()
+	onSilent := ""
+	for i := 0; onSilent == ""; i++ {
+		if k := fmt.Sprint("k", i); p.shardFor([]byte(k)).addr == silent {
+			onSilent = k
+		}
+	}
+	if err := rdb.Get(ctx, onSilent).Err(); err == nil || !strings.Contains(err.Error(), silent) {
+		t.Errorf("GET on a silent shard: got %v, want an -ERR naming %s", err, silent)
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after a timeout: %v", err)
+	}
+
+	// large values, on a pool whose timeout a slow (race-instrumented,
+	// loaded) run cannot reach
+	p = pool(t, []string{live}, via, observe, func(o *Options) { o.Timeout = time.Minute })
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+	rdb = client(addr)
+	defer rdb.Close()
+	onLive := "k"
+	big := strings.Repeat("x", 3<<20)
+	if err := rdb.Set(ctx, onLive, big, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := rdb.Get(ctx, onLive).Result(); err != nil || v != big {
+		t.Errorf("3 MiB value back: %d bytes, %v", len(v), err)
+	}
+	mu.Lock()
+	if observed[silent+"false"] != 1 || observed[live+"true"] != 2 {
+		t.Errorf("observed %v, want one failure on %s and two successes on %s", observed, silent, live)
+	}
+	mu.Unlock()
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("PING\r\n*2\r\n$3\r\nGET\r\n$" + fmt.Sprint(len(onLive)) + "\r\n" + onLive + "\r\n*1\r\n$4\r\nQUIT\r\n*1\r\n$4\r\nPING\r\n"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if engine := len(p.engines.all) > 0; engine != (via == nil && runtime.GOOS == "linux") {
+		t.Errorf("served by an engine: %v", engine)
+	}
+	want := "+PONG\r\n$" + fmt.Sprint(len(big)) + "\r\n" + big + "\r\n+OK\r\n"
+	if string(got) != want {
+		t.Errorf("PING, GET, QUIT, PING then half-close: got %d bytes (%.40q...), want %d (no reply after QUIT)", len(got), got, len(want))
 	}
 }

@@ -166,6 +166,7 @@ type server struct {
 	sc       []*serverConn
 	onFail   func(*server, error)
 	onOK     func(*server)
+	observe  func(ok bool, d time.Duration) // nil: no metrics
 }
 
 // conn returns the server connection of client session n.

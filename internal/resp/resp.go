@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 )
 
@@ -46,6 +47,18 @@ type Reader struct {
 // NewReader returns a Reader on rd.
 func NewReader(rd io.Reader) *Reader {
 	return &Reader{rd: rd, buf: make([]byte, minReadSize)}
+}
+
+// Reset discards what r holds and makes it read from rd, keeping its
+// buffer unless that grew large: one Reader can serve many connections in
+// turn.
+func (r *Reader) Reset(rd io.Reader) {
+	if len(r.buf) > 64<<10 {
+		r.buf = make([]byte, minReadSize)
+	}
+	r.rd, r.start, r.end = rd, 0, 0
+	clear(r.args[:cap(r.args)])
+	r.args = r.args[:0]
 }
 
 // Buffered reports whether a complete or partial message is already in the
@@ -132,12 +145,33 @@ func line(b []byte) (content, total int, ok bool) {
 	return i - 1, i + 1, true
 }
 
+// parseInt parses a decimal int64 as strconv.ParseInt does, without
+// converting b to a string.
 func parseInt(b []byte) (int64, bool) {
 	if len(b) == 0 || len(b) > 20 {
 		return 0, false
 	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	return n, err == nil
+	neg := b[0] == '-'
+	if neg || b[0] == '+' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	switch {
+	case !neg && n > math.MaxInt64, neg && n > math.MaxInt64+1:
+		return 0, false
+	case neg:
+		return -int64(n), true
+	}
+	return int64(n), true
 }
 
 // parseCommand returns the length of the complete command at b's start,
@@ -284,34 +318,26 @@ func parseReply(b []byte, depth int) (int, error) {
 	return 0, protoErr("unknown reply type '%c'", b[0])
 }
 
-// SplitArray returns the raw elements of a complete array reply.
-func SplitArray(raw []byte) ([][]byte, error) {
+// ArrayHeader returns the element count of an array reply and the length
+// of its "*N\r\n" header, after which the elements follow.
+func ArrayHeader(raw []byte) (count, header int, err error) {
 	if len(raw) == 0 || raw[0] != '*' {
-		return nil, protoErr("not an array reply")
+		return 0, 0, protoErr("not an array reply")
 	}
 	c, t, ok := line(raw)
 	if !ok || c < 0 {
-		return nil, protoErr("invalid multibulk length")
+		return 0, 0, protoErr("invalid multibulk length")
 	}
-	count, valid := parseInt(raw[1:c])
-	if !valid || count < 0 {
-		return nil, protoErr("invalid multibulk length")
+	n, valid := parseInt(raw[1:c])
+	if !valid || n < 0 || n > MaxArgs {
+		return 0, 0, protoErr("invalid multibulk length")
 	}
-	out := make([][]byte, 0, count)
-	pos := t
-	for i := int64(0); i < count; i++ {
-		n, err := parseReply(raw[pos:], 1)
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, protoErr("truncated array")
-		}
-		out = append(out, raw[pos:pos+n])
-		pos += n
-	}
-	return out, nil
+	return int(n), t, nil
 }
+
+// ReplyLen returns the length of the complete reply at b's start, 0 when
+// b holds only part of one.
+func ReplyLen(b []byte) (int, error) { return parseReply(b, 1) }
 
 // AppendCommand appends args as a RESP array of bulk strings.
 func AppendCommand(b []byte, args ...[]byte) []byte {

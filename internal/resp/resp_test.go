@@ -3,7 +3,9 @@ package resp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -136,14 +138,45 @@ func TestSplitAndAppend(t *testing.T) {
 	if string(raw) != "*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$0\r\n\r\n" {
 		t.Errorf("AppendCommand: %q", raw)
 	}
-	els, err := SplitArray([]byte("*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:2\r\n"))
-	if err != nil || len(els) != 3 || string(els[1]) != "$-1\r\n" || string(els[2]) != "*1\r\n:2\r\n" {
-		t.Errorf("SplitArray: %q, %v", els, err)
+	arr := []byte("*3\r\n$1\r\na\r\n$-1\r\n*1\r\n:2\r\n")
+	n, hdr, err := ArrayHeader(arr)
+	if err != nil || n != 3 || hdr != 4 {
+		t.Errorf("ArrayHeader: %d %d %v, want 3 4", n, hdr, err)
+	}
+	var els []string
+	for pos := hdr; pos < len(arr); {
+		n, err := ReplyLen(arr[pos:])
+		if err != nil || n == 0 {
+			t.Fatalf("ReplyLen at %d: %d %v", pos, n, err)
+		}
+		els = append(els, string(arr[pos:pos+n]))
+		pos += n
+	}
+	if fmt.Sprintf("%q", els) != `["$1\r\na\r\n" "$-1\r\n" "*1\r\n:2\r\n"]` {
+		t.Errorf("elements: %q", els)
+	}
+	if n, err := ReplyLen([]byte("$5\r\nab")); n != 0 || err != nil {
+		t.Errorf("ReplyLen of a partial reply: %d %v, want 0 nil", n, err)
+	}
+	if _, _, err := ArrayHeader([]byte(":1\r\n")); err == nil {
+		t.Errorf("ArrayHeader of an integer: no error")
 	}
 	if n, ok := Int(AppendInt(nil, -7)); !ok || n != -7 {
 		t.Errorf("Int: %d %v", n, ok)
 	}
 	if got := string(AppendError(nil, "ERR a\r\nb")); got != "-ERR a  b\r\n" {
 		t.Errorf("AppendError: %q", got)
+	}
+}
+
+func TestParseIntAgreesWithStrconv(t *testing.T) {
+	for _, s := range []string{"0", "7", "-7", "+7", "-", "+", "", "12a", " 1", "007", "-0",
+		"9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+		"18446744073709551616", "99999999999999999999", "1_000", "0x10", "١"} {
+		want, err := strconv.ParseInt(s, 10, 64)
+		got, ok := parseInt([]byte(s))
+		if ok != (err == nil) || ok && got != want {
+			t.Errorf("parseInt(%q) = %d %v; strconv: %d %v", s, got, ok, want, err)
+		}
 	}
 }

@@ -1,0 +1,67 @@
+package redisproxy
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+)
+
+// engines are a pool's epoll engines, started with the first client: one
+// per GOMAXPROCS, each with its own server_connections to every shard.
+type engines struct {
+	once sync.Once
+	all  []*engine
+}
+
+// engine returns the engine for client session n; nil where there is none
+// (not Linux, or the pool serves clients by goroutines).
+func (p *Pool) engine(n int) *engine {
+	if p.opts.goroutines {
+		return nil
+	}
+	p.engines.once.Do(func() {
+		for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+			e, err := newEngine(p)
+			if err != nil {
+				if err != errNoEngine {
+					p.opts.Log.Warn("redis epoll engine failed to start; serving by goroutines", "cluster", p.opts.Cluster, "error", err)
+				}
+				break
+			}
+			p.engines.all = append(p.engines.all, e)
+		}
+	})
+	if len(p.engines.all) == 0 {
+		return nil
+	}
+	return p.engines.all[n%len(p.engines.all)]
+}
+
+// errNoEngine: the platform has no epoll.
+var errNoEngine = errors.New("no epoll engine on this platform")
+
+// fifo is a queue that reuses its slice once drained.
+type fifo[T any] struct {
+	buf  []T
+	head int
+}
+
+func (q *fifo[T]) len() int  { return len(q.buf) - q.head }
+func (q *fifo[T]) push(v T)  { q.buf = append(q.buf, v) }
+func (q *fifo[T]) front() *T { return &q.buf[q.head] }
+
+func (q *fifo[T]) pop() T {
+	v := q.buf[q.head]
+	var zero T
+	q.buf[q.head] = zero
+	q.head++
+	switch {
+	case q.head == len(q.buf):
+		q.buf, q.head = q.buf[:0], 0
+	case q.head >= 64 && 2*q.head >= len(q.buf):
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	return v
+}

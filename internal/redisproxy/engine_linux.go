@@ -1,0 +1,817 @@
+package redisproxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/attache-proxy/attache/internal/resp"
+)
+
+// engine serves plain TCP clients and its own server connections on one
+// goroutine over a level-triggered epoll set, as twemproxy does, instead
+// of a reader and a writer goroutine per client and per server
+// connection.
+//
+// Why: at one command in flight per client (redis-benchmark -P 1) the cost
+// of the goroutine design was wake-ups and system calls, not parsing: each
+// command parked and woke four goroutines and read its client socket twice
+// (Go's edge-triggered netpoller makes a reader read until EAGAIN). Here a
+// socket is read once per readiness report (a short read means drained;
+// level-triggered epoll reports any rest), commands for a shard read in
+// one epoll batch go out in one write, and replies finished in a batch go
+// to each client in one write. See docs/redis.md for the figures.
+//
+// Everything below the run loop belongs to the engine goroutine; other
+// goroutines reach it only through do.
+type engine struct {
+	p       *Pool
+	epfd    int
+	eventfd int
+	timerfd int
+	rc      syscall.RawConn
+	file    *os.File
+
+	mu    sync.Mutex
+	queue []func()
+
+	// owned by the engine goroutine
+	fds     map[int32]any // *eclient or *esconn
+	conns   [][]*esconn   // per server, server_connections of them
+	events  []unix.EpollEvent
+	now     int64 // unix nanoseconds, read once per epoll batch
+	dirtyC  []*eclient
+	dirtyS  []*esconn
+	timerOn bool
+	tick    time.Duration
+	free    []*slot
+	freeR   []*resp.Reader // of closed clients, for the next ones
+	freeOut [][]byte
+}
+
+// maxFree bounds the buffers an engine keeps for clients to come.
+const maxFree = 64
+
+// eclient is one client connection of an engine.
+type eclient struct {
+	session
+	fd       int
+	src      fdReader
+	rd       *resp.Reader
+	slots    fifo[*slot] // replies owed, in order
+	out      []byte      // bytes to write
+	mask     uint32
+	paused   bool // maxQueued replies owed: not reading
+	readDone bool // EOF from the client: close once every reply is written
+	closing  bool // QUIT or protocol error: close once out is written
+	closed   bool
+	dirty    bool
+	done     chan struct{}
+}
+
+// slot is one reply a client is owed. Its slices are kept when it is
+// reused.
+type slot struct {
+	left int    // parts outstanding
+	out  []byte // the reply once left is 0
+	buf  []byte // storage owned by the slot
+	quit bool
+	// several parts: their results go into arena (at span[2j:2j+2]) until
+	// fan merges them
+	fan    fan
+	shards []*server
+	span   []int
+	arena  []byte
+}
+
+// esconn is one engine connection to a shard.
+type esconn struct {
+	s       *server
+	fd      int // -1: not connected
+	dialing bool
+	src     fdReader
+	rd      *resp.Reader
+	out     []byte     // commands not written yet
+	pending fifo[ereq] // sent or queued, awaiting replies in order
+	last    int64      // when a reply last came (or the first request went)
+	mask    uint32
+	dirty   bool
+}
+
+// ereq is one request awaiting its reply.
+type ereq struct {
+	c     *eclient
+	sl    *slot
+	i     int // part index
+	start int64
+}
+
+func newEngine(p *Pool) (*engine, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	e := &engine{p: p, epfd: epfd, eventfd: -1, timerfd: -1, fds: map[int32]any{}, events: make([]unix.EpollEvent, 256)}
+	fail := func(err error) (*engine, error) {
+		unix.Close(epfd)
+		if e.eventfd >= 0 {
+			unix.Close(e.eventfd)
+		}
+		if e.timerfd >= 0 {
+			unix.Close(e.timerfd)
+		}
+		return nil, err
+	}
+	if e.eventfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	if e.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	for _, fd := range []int{e.eventfd, e.timerfd} {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return fail(err)
+	}
+	e.file = os.NewFile(uintptr(epfd), "attache-redis-epoll")
+	if e.rc, err = e.file.SyscallConn(); err != nil {
+		return fail(err)
+	}
+	// The timeout sweep runs only while requests are in flight, a few
+	// times per timeout.
+	if t := p.opts.Timeout; t > 0 {
+		e.tick = min(max(t/4, time.Millisecond), 100*time.Millisecond)
+	}
+	for _, s := range p.servers {
+		var cs []*esconn
+		for range s.sc {
+			cs = append(cs, &esconn{s: s, fd: -1})
+		}
+		e.conns = append(e.conns, cs)
+	}
+	go e.run()
+	return e, nil
+}
+
+// serve moves client c into the engine and returns once it is closed;
+// false (c untouched) if c is not a plain TCP connection.
+func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
+	if _, ok := c.(*net.TCPConn); !ok {
+		return false
+	}
+	fd, err := dupFD(c)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
+	cl.src.fd = fd
+	e.do(func() { e.addClient(cl) })
+	<-cl.done
+	return true
+}
+
+// do queues f to run on the engine goroutine. (An engine runs as long as
+// its pool: there is no stopped state to refuse f in.)
+func (e *engine) do(f func()) {
+	e.mu.Lock()
+	e.queue = append(e.queue, f)
+	e.mu.Unlock()
+	one := [8]byte{1}
+	unix.Write(e.eventfd, one[:])
+}
+
+func (e *engine) run() {
+	for {
+		n := 0
+		err := e.rc.Read(func(uintptr) bool {
+			n = rawEpollWait(e.epfd, e.events)
+			return n > 0
+		})
+		if err != nil {
+			return
+		}
+		e.now = time.Now().UnixNano()
+		commands, sweep := false, false
+		for i := 0; i < n; i++ {
+			ev := e.events[i]
+			switch int(ev.Fd) {
+			case e.eventfd:
+				commands = true
+			case e.timerfd:
+				sweep = true
+			default:
+				switch o := e.fds[ev.Fd].(type) {
+				case *eclient:
+					e.clientEvent(o, ev.Events)
+				case *esconn:
+					e.serverEvent(o, ev.Events)
+				}
+			}
+		}
+		// Commands and the sweep run after the batch, so that a descriptor
+		// number closed and reused within it cannot receive a stale event.
+		if sweep {
+			var b [8]byte
+			unix.Read(e.timerfd, b[:])
+			e.sweep()
+		}
+		if commands {
+			var b [8]byte
+			unix.Read(e.eventfd, b[:])
+			e.mu.Lock()
+			q := e.queue
+			e.queue = nil
+			e.mu.Unlock()
+			for _, f := range q {
+				f()
+			}
+		}
+		e.flush()
+	}
+}
+
+// flush writes what the batch queued: commands to shards first, then
+// replies to clients, one write each.
+func (e *engine) flush() {
+	for len(e.dirtyS) > 0 || len(e.dirtyC) > 0 {
+		for len(e.dirtyS) > 0 {
+			sc := e.dirtyS[len(e.dirtyS)-1]
+			e.dirtyS = e.dirtyS[:len(e.dirtyS)-1]
+			sc.dirty = false
+			if sc.fd >= 0 && len(sc.out) > 0 {
+				e.writeServer(sc)
+			}
+		}
+		for len(e.dirtyC) > 0 {
+			c := e.dirtyC[len(e.dirtyC)-1]
+			e.dirtyC = e.dirtyC[:len(e.dirtyC)-1]
+			c.dirty = false
+			if c.closed {
+				continue
+			}
+			if len(c.out) > 0 && !e.writeClient(c) {
+				continue
+			}
+			// A paused client resumes with the commands it has buffered
+			// (no read: epoll reports the socket if it holds more).
+			if c.paused && c.slots.len() < maxQueued/2 {
+				c.paused = false
+				c.src.budget = 0
+				e.readClient(c)
+				if c.closed {
+					continue
+				}
+			}
+			e.finishClient(c)
+		}
+	}
+}
+
+func (e *engine) markClient(c *eclient) {
+	if !c.dirty {
+		c.dirty = true
+		e.dirtyC = append(e.dirtyC, c)
+	}
+}
+
+func (e *engine) markServer(sc *esconn) {
+	if !sc.dirty {
+		sc.dirty = true
+		e.dirtyS = append(e.dirtyS, sc)
+	}
+}
+
+// --- clients
+
+func (e *engine) addClient(c *eclient) {
+	if n := len(e.freeR); n > 0 {
+		c.rd, e.freeR = e.freeR[n-1], e.freeR[:n-1]
+		c.rd.Reset(&c.src)
+	} else {
+		c.rd = resp.NewReader(&c.src)
+	}
+	if n := len(e.freeOut); n > 0 {
+		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
+	}
+	e.fds[int32(c.fd)] = c
+	c.mask = unix.EPOLLIN | unix.EPOLLRDHUP
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.mask, Fd: int32(c.fd)}); err != nil {
+		e.closeClient(c)
+	}
+}
+
+func (e *engine) clientEvent(c *eclient, events uint32) {
+	if events&unix.EPOLLERR != 0 {
+		e.closeClient(c)
+		return
+	}
+	if events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
+		e.markClient(c)
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && c.mask&unix.EPOLLIN != 0 {
+		c.src.budget = 1
+		e.readClient(c)
+		if !c.closed {
+			e.markClient(c)
+		}
+	}
+}
+
+// readClient serves the commands in c's buffer and what one read brings.
+func (e *engine) readClient(c *eclient) {
+	for !c.closing && !c.readDone {
+		if c.slots.len() >= maxQueued {
+			c.paused = true
+			return
+		}
+		args, raw, err := c.rd.ReadCommand()
+		if err != nil {
+			var pe *resp.ProtocolError
+			switch {
+			case err == unix.EAGAIN:
+			case errors.As(err, &pe):
+				e.exec(c, plan{ready: resp.AppendError(nil, "ERR "+pe.Error()), quit: true})
+			case err == io.EOF:
+				c.readDone = true // replies owed are still written
+			default:
+				e.closeClient(c)
+			}
+			return
+		}
+		if len(args) == 0 {
+			continue
+		}
+		e.exec(c, c.dispatch(args, raw))
+	}
+}
+
+// exec queues the reply slot of a plan and sends its requests.
+func (e *engine) exec(c *eclient, pl plan) {
+	sl := e.newSlot()
+	sl.quit = pl.quit
+	if pl.quit {
+		c.closing = true
+	}
+	c.slots.push(sl)
+	if pl.parts == nil {
+		sl.out = pl.ready
+		e.advance(c)
+		return
+	}
+	sl.left = len(pl.parts)
+	if len(pl.parts) > 1 {
+		sl.fan.cmd = pl.fan.cmd
+		sl.fan.keyPart = append(sl.fan.keyPart[:0], pl.fan.keyPart...)
+		sl.shards, sl.span, sl.arena = sl.shards[:0], sl.span[:0], sl.arena[:0]
+		for _, pt := range pl.parts {
+			sl.shards = append(sl.shards, pt.s)
+			sl.span = append(sl.span, 0, 0)
+		}
+	}
+	for i, pt := range pl.parts {
+		e.send(c, sl, i, pt)
+	}
+}
+
+func (e *engine) newSlot() *slot {
+	if n := len(e.free); n > 0 {
+		sl := e.free[n-1]
+		e.free = e.free[:n-1]
+		return sl
+	}
+	return &slot{}
+}
+
+func (e *engine) freeSlot(sl *slot) {
+	*sl = slot{buf: keep(sl.buf), arena: keep(sl.arena), span: sl.span[:0],
+		shards: sl.shards[:0], fan: fan{keyPart: sl.fan.keyPart[:0]}}
+	clear(sl.shards[:cap(sl.shards)])
+	e.free = append(e.free, sl)
+}
+
+// keep returns b emptied for reuse, or nil if it grew large.
+func keep(b []byte) []byte {
+	if cap(b) > 4<<10 {
+		return nil
+	}
+	return b[:0]
+}
+
+// complete records the result of part i of slot sl.
+func (e *engine) complete(c *eclient, sl *slot, i int, out []byte) {
+	if c.closed {
+		return
+	}
+	sl.left--
+	if len(sl.shards) > 0 {
+		sl.span[2*i] = len(sl.arena)
+		sl.arena = append(sl.arena, out...)
+		sl.span[2*i+1] = len(sl.arena)
+		if sl.left == 0 {
+			var o [8][]byte
+			outs := o[:0]
+			for j := range sl.shards {
+				outs = append(outs, sl.arena[sl.span[2*j]:sl.span[2*j+1]])
+			}
+			sl.buf = sl.fan.merge(sl.buf[:0], outs, sl.shards)
+			sl.out = sl.buf
+			e.advance(c)
+		}
+		return
+	}
+	if *c.slots.front() == sl { // the next reply owed: straight to the output
+		c.slots.pop()
+		c.out = append(c.out, out...)
+		e.freeSlot(sl)
+		e.advance(c)
+		e.markClient(c)
+		return
+	}
+	sl.buf = append(sl.buf[:0], out...)
+	sl.out = sl.buf
+}
+
+// advance moves the finished replies at the front of c's queue to its
+// output.
+func (e *engine) advance(c *eclient) {
+	for c.slots.len() > 0 {
+		sl := *c.slots.front()
+		if sl.left > 0 {
+			return
+		}
+		c.slots.pop()
+		c.out = append(c.out, sl.out...)
+		e.markClient(c)
+		e.freeSlot(sl)
+	}
+}
+
+// writeClient writes c's output; false if c was closed.
+func (e *engine) writeClient(c *eclient) bool {
+	b := c.out
+	for len(b) > 0 {
+		n, err := rawWrite(c.fd, b)
+		if n > 0 {
+			b = b[n:]
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			c.out = append(c.out[:0], b...)
+			return true
+		}
+		e.closeClient(c)
+		return false
+	}
+	c.out = c.out[:0]
+	if cap(c.out) > 64<<10 {
+		c.out = nil
+	}
+	return true
+}
+
+// finishClient closes c when it is done, else sets its epoll interest.
+func (e *engine) finishClient(c *eclient) {
+	if len(c.out) == 0 && (c.closing && c.slots.len() == 0 || c.readDone && c.slots.len() == 0) {
+		e.closeClient(c)
+		return
+	}
+	var m uint32
+	if !c.paused && !c.closing && !c.readDone {
+		m = unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if len(c.out) > 0 {
+		m |= unix.EPOLLOUT
+	}
+	if m == c.mask {
+		return
+	}
+	// A socket with nothing wanted leaves the set: epoll reports hang-ups
+	// whatever the mask, and a level-triggered hang-up would spin.
+	op := unix.EPOLL_CTL_MOD
+	switch {
+	case m == 0:
+		op = unix.EPOLL_CTL_DEL
+	case c.mask == 0:
+		op = unix.EPOLL_CTL_ADD
+	}
+	c.mask = m
+	if err := unix.EpollCtl(e.epfd, op, c.fd, &unix.EpollEvent{Events: m, Fd: int32(c.fd)}); err != nil {
+		e.closeClient(c)
+	}
+}
+
+// closeClient closes c at once. Replies still coming for it are dropped
+// when they arrive (its requests stay queued on the shards' connections,
+// whose reply order they hold).
+func (e *engine) closeClient(c *eclient) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	delete(e.fds, int32(c.fd))
+	unix.Close(c.fd)
+	close(c.done)
+	// Nothing reads or writes a closed client's buffers again: they serve
+	// the next clients, so that connection churn makes little garbage.
+	if len(e.freeR) < maxFree {
+		e.freeR = append(e.freeR, c.rd)
+	}
+	if len(e.freeOut) < maxFree && cap(c.out) > 0 {
+		e.freeOut = append(e.freeOut, c.out[:0])
+	}
+	c.rd, c.out = nil, nil
+}
+
+// --- server connections
+
+// send queues part i of slot sl on c's connection to the part's shard.
+func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
+	cs := e.conns[pt.s.index]
+	sc := cs[(c.n/len(e.p.engines.all))%len(cs)]
+	if sc.pending.len() >= maxInFlight {
+		err := fmt.Errorf("shard %s (%s): more than %d commands in flight", sc.s.name, sc.s.addr, maxInFlight)
+		e.complete(c, sl, i, e.p.result(sc.s, nil, err, 0))
+		return
+	}
+	if sc.pending.len() == 0 {
+		sc.last = e.now
+		e.armTimer()
+	}
+	sc.pending.push(ereq{c: c, sl: sl, i: i, start: e.now})
+	sc.out = append(sc.out, pt.raw...)
+	switch {
+	case sc.fd >= 0:
+		e.markServer(sc)
+	case !sc.dialing:
+		e.dial(sc)
+	}
+}
+
+// dial connects (and authenticates) on another goroutine; what is queued
+// meanwhile is written once connected.
+func (e *engine) dial(sc *esconn) {
+	sc.dialing = true
+	go func() {
+		conn, err := sc.s.dial()
+		fd := -1
+		if err == nil {
+			fd, err = dupFD(conn)
+			conn.Close()
+		}
+		e.do(func() { e.connected(sc, fd, err) })
+	}()
+}
+
+func (e *engine) connected(sc *esconn, fd int, err error) {
+	sc.dialing = false
+	if err != nil {
+		e.failConn(sc, err)
+		return
+	}
+	sc.fd = fd
+	sc.src = fdReader{fd: fd}
+	sc.rd = resp.NewReader(&sc.src)
+	sc.mask = unix.EPOLLIN | unix.EPOLLRDHUP
+	sc.s.conns.Add(1)
+	e.fds[int32(fd)] = sc
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sc.mask, Fd: int32(fd)}); err != nil {
+		e.failConn(sc, err)
+		return
+	}
+	sc.last = time.Now().UnixNano()
+	e.markServer(sc)
+}
+
+func (e *engine) serverEvent(sc *esconn, events uint32) {
+	if events&unix.EPOLLERR != 0 {
+		e.failConn(sc, soError(sc.fd))
+		return
+	}
+	if events&unix.EPOLLOUT != 0 && len(sc.out) > 0 {
+		e.markServer(sc)
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) == 0 {
+		return
+	}
+	sc.src.budget = 1
+	for {
+		raw, err := sc.rd.ReadReply()
+		if err != nil {
+			switch {
+			case err == unix.EAGAIN:
+				return
+			case err == io.EOF:
+				err = errors.New("connection closed")
+			}
+			e.failConn(sc, err)
+			return
+		}
+		if sc.pending.len() == 0 {
+			e.failConn(sc, errors.New("reply to no command"))
+			return
+		}
+		r := sc.pending.pop()
+		sc.last = e.now
+		sc.s.ok()
+		e.complete(r.c, r.sl, r.i, e.p.result(sc.s, raw, nil, time.Duration(e.now-r.start)))
+	}
+}
+
+// writeServer writes sc's queued commands, keeping what the socket does not
+// take for EPOLLOUT.
+func (e *engine) writeServer(sc *esconn) {
+	b := sc.out
+	for len(b) > 0 {
+		n, err := rawWrite(sc.fd, b)
+		if n > 0 {
+			b = b[n:]
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			sc.out = append(sc.out[:0], b...)
+			e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT)
+			return
+		}
+		e.failConn(sc, err)
+		return
+	}
+	// Server connections are few and carry every client's commands: their
+	// buffer is kept up to a larger size than a client's.
+	sc.out = sc.out[:0]
+	if cap(sc.out) > 1<<20 {
+		sc.out = nil
+	}
+	e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP)
+}
+
+func (e *engine) serverMask(sc *esconn, m uint32) {
+	if m == sc.mask {
+		return
+	}
+	sc.mask = m
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, sc.fd, &unix.EpollEvent{Events: m, Fd: int32(sc.fd)}); err != nil {
+		e.failConn(sc, err)
+	}
+}
+
+// failConn closes sc and fails everything in flight and queued on it with
+// an error naming the shard, as the goroutine path does; the next request
+// dials again.
+func (e *engine) failConn(sc *esconn, err error) {
+	s := sc.s
+	if sc.fd >= 0 {
+		delete(e.fds, int32(sc.fd))
+		unix.Close(sc.fd)
+		sc.fd = -1
+		sc.rd = nil
+		s.conns.Add(-1)
+	}
+	sc.out = sc.out[:0]
+	s.failed(err)
+	msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
+	for sc.pending.len() > 0 {
+		r := sc.pending.pop()
+		e.complete(r.c, r.sl, r.i, e.p.result(s, nil, msg, time.Duration(e.now-r.start)))
+	}
+}
+
+// --- timeouts
+
+func (e *engine) armTimer() {
+	if e.tick == 0 || e.timerOn {
+		return
+	}
+	e.timerOn = true
+	iv := unix.NsecToTimespec(int64(e.tick))
+	unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil)
+}
+
+// sweep fails the connections whose shard has not replied within the
+// timeout (since the last reply, or since the first request in flight),
+// and stops the timer when nothing is in flight.
+func (e *engine) sweep() {
+	timeout := int64(e.p.opts.Timeout)
+	busy := false
+	for _, cs := range e.conns {
+		for _, sc := range cs {
+			if sc.pending.len() == 0 || sc.fd < 0 {
+				busy = busy || sc.pending.len() > 0
+				continue
+			}
+			if e.now-sc.last > timeout {
+				e.failConn(sc, fmt.Errorf("no reply within %v", e.p.opts.Timeout))
+				continue
+			}
+			busy = true
+		}
+	}
+	if !busy {
+		e.timerOn = false
+		unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{}, nil)
+	}
+}
+
+// --- system calls
+
+// fdReader is the io.Reader under a resp.Reader: it makes at most budget
+// reads (one per readiness report) and then says EAGAIN.
+type fdReader struct {
+	fd     int
+	budget int
+}
+
+func (f *fdReader) Read(b []byte) (int, error) {
+	if f.budget == 0 {
+		return 0, unix.EAGAIN
+	}
+	f.budget--
+	n, err := rawRead(f.fd, b)
+	switch {
+	case err == unix.EINTR:
+		return 0, unix.EAGAIN
+	case err != nil:
+		return 0, err
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func dupFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// The data path uses raw system calls on the non-blocking sockets (as the
+// TCP engine does, docs/tcp-fast-path.md): a call never blocks, and
+// skipping the scheduler's syscall bookkeeping keeps sysmon from handing
+// the processor to another thread when a loopback write runs long.
+
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// rawEpollWait never blocks: with no event ready the engine parks in Go's
+// netpoller. (Blocking in epoll_wait itself would save a scheduler round
+// per idle moment but hold the processor: with GOMAXPROCS=1 every other
+// goroutine of the process would wait out the timeout.)
+func rawEpollWait(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+func soError(fd int) error {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if v == 0 {
+		return errors.New("socket error")
+	}
+	return syscall.Errno(v)
+}

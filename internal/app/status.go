@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -82,6 +83,9 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
+	// PostgreSQL listeners: one entry per (database, user) pool, the
+	// content of pgbouncer's SHOW POOLS and SHOW STATS.
+	Pools []pgproxy.PoolStats `json:"postgres_pools,omitempty"`
 }
 
 // ClusterStatus is one cluster in /status.
@@ -120,6 +124,9 @@ func (a *App) Status() any {
 		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
+		}
+		if rt := g.listeners[lc.Name]; rt != nil && rt.pg != nil {
+			ls.Pools = rt.pg.Stats()
 		}
 		s.Listeners = append(s.Listeners, ls)
 	}
@@ -176,6 +183,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReady
 	ch <- descBreaker
 	ch <- descRedisConns
+	describePostgres(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -197,6 +205,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(e.Active()), name, e.Addr)
+		}
+	}
+	for name, rt := range g.listeners {
+		if rt.pg != nil {
+			collectPostgres(ch, name, rt.pg)
 		}
 	}
 	ready, _ := c.app.Ready()

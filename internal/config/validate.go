@@ -107,6 +107,9 @@ func (c *Config) validate() Errors {
 			v.errorf(p+".postgres", "only for protocol postgres")
 		} else if l.Postgres != nil {
 			v.postgres(p+".postgres", l.Postgres)
+			if cl := c.Cluster(l.Cluster); cl != nil && cl.TLS != nil {
+				v.errorf(p+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use postgres.server_tls instead", l.Cluster)
+			}
 		}
 		if l.MaxConnections < 1 {
 			v.errorf(p+".max_connections", "must be at least 1")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/pgsql"
 )
 
 // An entry is one client message sent to the server (or answered by
@@ -93,7 +95,7 @@ func (c *client) serve(ctx context.Context) {
 		case *pgproto3.Terminate:
 			return
 		case *pgproto3.Query:
-			eff := c.classify(m.String)
+			eff := pgsql.Classify(m.String)
 			if !c.forward(m, eQuery, func(s *server) {
 				c.pinIf(eff.Pin)
 				if eff.DeallocateAll && rename {
@@ -104,7 +106,7 @@ func (c *client) serve(ctx context.Context) {
 				return
 			}
 		case *pgproto3.Parse:
-			eff := c.classify(m.Query)
+			eff := pgsql.Classify(m.Query)
 			if !rename || m.Name == "" {
 				if !c.forward(m, eParse, func(*server) { c.pinIf(eff.Pin) }) {
 					return
@@ -207,13 +209,6 @@ func isNetErr(err error) bool {
 	var ne net.Error
 	return errors.Is(err, net.ErrClosed) || errors.As(err, &ne) || strings.Contains(err.Error(), "EOF") ||
 		strings.Contains(err.Error(), "connection reset")
-}
-
-func (c *client) classify(sql string) Effect {
-	if c.p.cfg.Classify == nil {
-		return Effect{}
-	}
-	return c.p.cfg.Classify(sql)
 }
 
 // pinIf pins the client to its server connection for the rest of its

@@ -145,15 +145,14 @@ func (pl *pool) connect() (*server, error) {
 	cfg := pl.p.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
 	defer cancel()
-	conn, err := cfg.Dial(ctx)
+	conn, addr, err := cfg.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	addr := conn.RemoteAddr().String()
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
 	if cfg.ServerTLS != nil {
-		if conn, err = startTLS(conn, cfg.ServerTLS, cfg.ServerTLSRequired); err != nil {
+		if conn, err = startTLS(conn, cfg.ServerTLS(addr), cfg.ServerTLSRequired); err != nil {
 			return nil, fmt.Errorf("server %s: %w", addr, err)
 		}
 	}

@@ -30,14 +30,6 @@ const (
 	TransactionMode
 )
 
-// Effect is what a statement text does to session state (see
-// internal/pgsql): Pin is the statement kind that leaves state behind ("" for
-// none), DeallocateAll is true for DISCARD ALL / DEALLOCATE ALL.
-type Effect struct {
-	Pin           string
-	DeallocateAll bool
-}
-
 // Config is one PostgreSQL listener's pooling. Zero durations turn the
 // corresponding limit off.
 type Config struct {
@@ -60,17 +52,17 @@ type Config struct {
 	// refuses clients that did not ask for TLS.
 	ClientTLS  *tls.Config
 	RequireTLS bool
-	// ServerTLS, when not nil, sends SSLRequest to servers; ServerTLSRequired
-	// fails a server that answers 'N'.
-	ServerTLS         *tls.Config
+	// ServerTLS, when not nil, sends SSLRequest to servers and returns the
+	// TLS configuration for an endpoint address; ServerTLSRequired fails a
+	// server that answers 'N'.
+	ServerTLS         func(addr string) *tls.Config
 	ServerTLSRequired bool
 
-	// Dial connects to one endpoint of the cluster. The connection's Close
-	// must release whatever tracking Dial set up.
-	Dial func(ctx context.Context) (net.Conn, error)
-	// Classify tells the effect of a statement text. Nil: nothing pins.
-	Classify func(sql string) Effect
-	Log      *slog.Logger
+	// Dial connects to one endpoint of the cluster and returns its address
+	// as configured (host:port). The connection's Close must release
+	// whatever tracking Dial set up.
+	Dial func(ctx context.Context) (net.Conn, string, error)
+	Log  *slog.Logger
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be

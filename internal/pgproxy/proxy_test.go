@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -466,6 +469,87 @@ func TestPostgres(t *testing.T) {
 		tx.Commit(ctx)
 		if p.Stats()[0].WaitTimeouts != 1 {
 			t.Errorf("wait timeouts: %d, want 1", p.Stats()[0].WaitTimeouts)
+		}
+	})
+
+	t.Run("client TLS", func(t *testing.T) {
+		ca := testenv.NewCA(t, "ca")
+		certPEM, keyPEM := ca.Issue(t, "127.0.0.1")
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		caFile, _, _ := ca.Files(t, t.TempDir(), "x")
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}}
+		addr, _ := f.proxy(t, Config{Mode: TransactionMode, ClientTLS: tc, RequireTLS: true})
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err = pgx.Connect(cctx, fmt.Sprintf("postgres://app:app-pw@%s/postgres?sslmode=disable", addr))
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "28000" {
+			t.Errorf("plain client with client_tls mode require: got %v, want 28000", err)
+		}
+		secure, err := pgx.Connect(cctx, fmt.Sprintf("postgres://app:app-pw@%s/postgres?sslmode=verify-full&sslrootcert=%s", addr, caFile))
+		if err != nil {
+			t.Fatalf("verify-full through attache: %v", err)
+		}
+		defer secure.Close(ctx)
+		if !secure.PgConn().Conn().(*tls.Conn).ConnectionState().HandshakeComplete {
+			t.Errorf("not TLS")
+		}
+		var n int
+		if err := secure.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+			t.Errorf("query over TLS: %v", err)
+		}
+	})
+
+	t.Run("idle server terminated", func(t *testing.T) {
+		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
+		conn := connect(t, addr, "app", "app-pw", "")
+		pid := backendPID(t, conn)
+		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+			t.Fatal(err)
+		}
+		// The pool finds the connection dead before handing it out.
+		for range 3 {
+			if got := backendPID(t, conn); got == pid {
+				t.Errorf("got the terminated backend %d again", pid)
+			}
+		}
+	})
+
+	t.Run("reserve pool", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, ReservePoolSize: 1, ReservePoolTimeout: 100 * time.Millisecond})
+		holder := connect(t, addr, "app", "app-pw", "")
+		other := connect(t, addr, "app", "app-pw", "")
+		tx, _ := holder.Begin(ctx)
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := other.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
+			t.Fatalf("through the reserve: got %d %v", n, err)
+		}
+		if st := p.Stats()[0]; st.ReserveUsed != 1 || st.ServersOpen != 2 {
+			t.Errorf("reserve used %d, servers %d; want 1 and 2", st.ReserveUsed, st.ServersOpen)
+		}
+	})
+
+	t.Run("psql", func(t *testing.T) {
+		psql, err := exec.LookPath("psql")
+		if err != nil {
+			testenv.Unavailable(t, "psql not found: install Debian package postgresql-client")
+		}
+		addr, _ := f.proxy(t, Config{Mode: TransactionMode})
+		host, port, _ := net.SplitHostPort(addr)
+		cmd := exec.Command(psql, "-h", host, "-p", port, "-U", "app", "-d", "postgres", "-X", "-At", "-v", "ON_ERROR_STOP=1",
+			"-c", "SELECT 40 + 2", "-c", "SHOW application_name", "-c", "BEGIN; SELECT 'in'; COMMIT;")
+		cmd.Env = append(os.Environ(), "PGPASSWORD=app-pw", "PGSSLMODE=prefer", "PGCONNECT_TIMEOUT=10")
+		out, err := cmd.CombinedOutput()
+		if err != nil || string(out) != "42\npsql\nBEGIN\nin\nCOMMIT\n" {
+			t.Errorf("psql: %v\n%s", err, out)
 		}
 	})
 

@@ -553,6 +553,40 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("pgbench", func(t *testing.T) {
+		pgbench, err := exec.LookPath("pgbench")
+		if err != nil {
+			testenv.Unavailable(t, "pgbench not found: install Debian package postgresql-contrib")
+		}
+		users := map[string]string{f.pg.User: f.pg.Password}
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 4, Users: users})
+		host, port, _ := net.SplitHostPort(addr)
+		env := append(os.Environ(), "PGPASSWORD="+f.pg.Password)
+		run := func(args ...string) string {
+			cmd := exec.Command(pgbench, append([]string{"-h", host, "-p", port, "-U", f.pg.User}, args...)...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("pgbench %v: %v\n%s", args, err, out)
+			}
+			return string(out)
+		}
+		run("-i", "-s", "1", "-q", "postgres")
+		for _, mode := range []string{"simple", "extended", "prepared"} {
+			// One thread per client: pgbench -M prepared prepares with a
+			// blocking PQprepare, which would stall a thread's other
+			// clients (holding server connections in their transactions)
+			// while one of them waits for a server connection.
+			out := run("-c", "12", "-j", "12", "-t", "50", "-M", mode, "-n", "postgres")
+			if !strings.Contains(out, "number of transactions actually processed: 600/600") {
+				t.Errorf("pgbench -M %s:\n%s", mode, out)
+			}
+		}
+		if st := p.Stats()[0]; st.ServersOpen > 4 {
+			t.Errorf("servers open: %d", st.ServersOpen)
+		}
+	})
+
 	t.Run("session mode", func(t *testing.T) {
 		addr, _ := f.proxy(t, Config{Mode: SessionMode, PoolSize: 1})
 		a := connect(t, addr, "app", "app-pw", "")

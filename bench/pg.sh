@@ -22,18 +22,19 @@ require pgbench:postgresql-contrib pgbouncer:pgbouncer
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 # as_pg runs a command as the postgres user (PostgreSQL refuses root),
 # exec'ing it so that $! is the server's own PID (for its CPU ticks).
-as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else "$@"; fi; }
+# (A variable, not a function: a backgrounded function would be a subshell.)
+as_pg=(); [ "$(id -u)" = 0 ] && as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
 
 PGP=$(freeport); BP=$(freeport); AP=$(freeport); ADM=$(freeport)
 chmod 755 "$work"
 mkdir -p "$work/data" "$work/run"
 [ "$(id -u)" = 0 ] && chown postgres "$work/data" "$work/run"
 echo "pw" > "$work/pw"; chmod 644 "$work/pw"
-as_pg "$BIN/initdb" -D "$work/data" -U postgres --pwfile "$work/pw" --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --no-sync --locale=C >/dev/null
-as_pg "$BIN/postgres" -D "$work/data" -p "$PGP" -k "$work/run" -c listen_addresses=127.0.0.1 -c fsync=off \
+"${as_pg[@]}" "$BIN/initdb" -D "$work/data" -U postgres --pwfile "$work/pw" --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --no-sync --locale=C >/dev/null
+"${as_pg[@]}" "$BIN/postgres" -D "$work/data" -p "$PGP" -k "$work/run" -c listen_addresses=127.0.0.1 -c fsync=off \
   -c synchronous_commit=off -c max_connections=150 -c shared_buffers=64MB >"$work/postgres.log" 2>&1 & pids+=($!)
 waitport "$PGP"
-until as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PGP"; do sleep 0.1; done
+until "${as_pg[@]}" "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PGP"; do sleep 0.1; done
 export PGPASSWORD=pw
 pgbench -h 127.0.0.1 -p "$PGP" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
@@ -53,7 +54,7 @@ max_client_conn = 1000
 logfile = $work/run/pgbouncer.log
 EOF2
 [ "$(id -u)" = 0 ] && chown postgres "$work/run/pgbouncer.ini" "$work/run/users.txt"
-as_pg pgbouncer "$work/run/pgbouncer.ini" >/dev/null 2>&1 & BPID=$!; pids+=($BPID)
+"${as_pg[@]}" pgbouncer "$work/run/pgbouncer.ini" >/dev/null 2>&1 & BPID=$!; pids+=($BPID)
 make -s build >/dev/null
 cat > "$work/attache.yaml" <<EOF2
 admin: {address: "127.0.0.1:$ADM"}
@@ -85,7 +86,7 @@ for round in $(seq 1 "$ROUNDS"); do
         tps=$(echo "$out" | awk '/^tps/ {print $3; exit}')
         lat=$(echo "$out" | awk '/latency average/ {print $4; exit}')
         n=$(echo "$out" | awk '/number of transactions actually processed/ {print $NF; exit}' | cut -d/ -f1)
-        [ -z "$tps" ] && { echo "$tgt $mode $script failed:"; echo "$out" | tail -5; }
+        [ "${n:-0}" = 0 ] && { echo "$tgt $mode $script failed:"; echo "$out" | grep -m3 -i "error\|fatal"; }
         echo "$tgt $mode $script ${tps:-0} ${lat:-0} $(awk -v d="$((after - before))" -v hz="$HZ" -v c="${n:-0}" 'BEGIN{ if (c>0) printf "%.1f", d/hz/c*1e6; else print 0 }')" >> "$res"
       done
     done

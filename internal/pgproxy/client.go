@@ -72,6 +72,7 @@ type client struct {
 	gone      bool // the client left
 	reset     bool // the reset query was sent after the client left
 	unflushed bool // serve has encoded messages it has not written yet
+	wake      bool // the relay would have released the server but for unflushed
 	out       []byte
 	xactStart time.Time
 
@@ -284,6 +285,10 @@ func (c *client) flushServer(s *server) {
 	}
 	c.mu.Lock()
 	c.unflushed = false
+	if c.wake && c.srv == s && len(c.q) == 0 {
+		c.sendInternal(s, &pgproto3.Sync{})
+	}
+	c.wake = false
 	c.mu.Unlock()
 }
 
@@ -504,7 +509,13 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 // pinned, or the client left (after the reset query when its session may
 // carry state). Called with mu held.
 func (c *client) maybeRelease(s *server) bool {
-	if len(c.q) > 0 || c.unflushed {
+	if len(c.q) > 0 {
+		return false
+	}
+	if c.unflushed {
+		// serve is writing to s: it sends a Sync when done (flushServer),
+		// whose ReadyForQuery brings us back here.
+		c.wake = true
 		return false
 	}
 	if c.txStatus != 'I' {

@@ -136,6 +136,12 @@ type waiter struct {
 
 var errWaitTimeout = errors.New("query_wait_timeout")
 
+// peekAfter is how long a server connection must have been idle before it
+// is checked for a pending close (one recvfrom) on the way out: a server
+// that restarts kills connections idle for longer than this, and a busy
+// pool hands connections back and forth much faster.
+const peekAfter = 500 * time.Millisecond
+
 func newPool(p *Proxy, db, user string) *pool {
 	return &pool{p: p, db: db, user: user}
 }
@@ -228,15 +234,11 @@ func (pl *pool) acquire() (*server, error) {
 	for {
 		pl.mu.Lock()
 		pl.used = true
-		if pl.closed {
-			pl.mu.Unlock()
-			return nil, errors.New("pool closed by a configuration reload")
-		}
 		if n := len(pl.idle); n > 0 {
 			s := pl.idle[n-1]
 			pl.idle = pl.idle[:n-1]
 			pl.mu.Unlock()
-			if !s.alive() {
+			if time.Since(s.idleSince) > peekAfter && !s.alive() {
 				pl.discard(s)
 				continue
 			}
@@ -312,7 +314,7 @@ func (pl *pool) release(s *server, reusable bool) {
 	cfg := pl.p.cfg
 	now := time.Now()
 	pl.mu.Lock()
-	if !reusable || pl.closed || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
+	if !reusable || (pl.closed && pl.p.clients.Load() == 0) || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
 		pl.open--
 		pl.grantLocked()
 		pl.mu.Unlock()
@@ -402,6 +404,9 @@ func (pl *pool) maintain(now time.Time) {
 	}
 }
 
+// close marks the pool closed (its Proxy was replaced by a reload): it
+// keeps serving the clients it has, and closes its idle server connections
+// now and the others when they come back once no client is left.
 func (pl *pool) close() {
 	pl.mu.Lock()
 	pl.closed = true

@@ -98,8 +98,9 @@ func New(cfg Config) *Proxy {
 	return p
 }
 
-// Close closes idle server connections and makes busy ones close when
-// their clients leave. Connected clients keep being served.
+// Close stops background work and closes idle server connections; busy
+// ones close when they come back once the last client has left. Connected
+// clients keep being served.
 func (p *Proxy) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -108,6 +109,19 @@ func (p *Proxy) Close() {
 	}
 	p.closed = true
 	close(p.stop)
+	pools := make([]*pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		pools = append(pools, pl)
+	}
+	p.mu.Unlock()
+	for _, pl := range pools {
+		pl.close()
+	}
+}
+
+// closeIdle closes the idle server connections of every pool.
+func (p *Proxy) closeIdle() {
+	p.mu.Lock()
 	pools := make([]*pool, 0, len(p.pools))
 	for _, pl := range p.pools {
 		pools = append(pools, pl)
@@ -166,7 +180,16 @@ func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn) {
 		}
 		return
 	}
-	defer p.clients.Add(-1)
+	defer func() {
+		if p.clients.Add(-1) == 0 {
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
+			if closed {
+				p.closeIdle()
+			}
+		}
+	}()
 	c, err := p.startup(conn)
 	if err != nil {
 		p.log.Debug("client startup failed", "client", conn.RemoteAddr(), "error", err)

@@ -53,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 
 // proxy serves a Proxy for f's server on a free port and returns its
 // address.
-func (f *fixture) proxy(t *testing.T, cfg Config) (string, *Proxy) {
+func (f *fixture) proxy(t testing.TB, cfg Config) (string, *Proxy) {
 	t.Helper()
 	if cfg.Users == nil {
 		cfg.Users = f.users
@@ -511,7 +511,9 @@ func TestPostgres(t *testing.T) {
 		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
 			t.Fatal(err)
 		}
-		// The pool finds the connection dead before handing it out.
+		// The pool finds the connection dead before handing it out (it
+		// checks connections idle for more than peekAfter).
+		time.Sleep(2 * peekAfter)
 		for range 3 {
 			if got := backendPID(t, conn); got == pid {
 				t.Errorf("got the terminated backend %d again", pid)

@@ -20,6 +20,7 @@ import (
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
+	"github.com/attache-proxy/attache/internal/userlist"
 	"github.com/attache-proxy/attache/internal/watch"
 )
 
@@ -96,7 +97,13 @@ func (a *App) apply(cfg *config.Config) error {
 				rt.http = prev.http
 			}
 			if prev != nil && prev.pg != nil && reflect.DeepEqual(prev.cfg, lc) && old.clusters[lc.Cluster] == next.clusters[lc.Cluster] {
+				// Kept with its pools; the users file is read again.
+				users, err := userlist.Load(lc.Postgres.Auth.UsersFile)
+				if err != nil {
+					return fail(fmt.Errorf("listener %q: postgres.auth.users_file: %w", lc.Name, err))
+				}
 				rt.pg = prev.pg
+				built = append(built, func() { rt.pg.SetUsers(users) })
 			}
 		}
 		if lc.Protocol == "postgres" && rt.pg == nil {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/attache-proxy/attache/internal/testenv"
 )
@@ -79,5 +81,24 @@ clusters:
 	}
 	if v := h.metric(`attache_postgres_wait_seconds_count{database="postgres",listener="db",user="postgres"}`); v == "" || strings.HasPrefix(v, "0") {
 		t.Errorf("wait histogram count: %q", v)
+	}
+
+	// A reload reads the users file again and keeps the pools.
+	logins := h.metric(`attache_postgres_server_logins_total{database="postgres",listener="db",user="postgres"}`)
+	os.WriteFile(users, []byte(fmt.Sprintf("%q %q\n", pg.User, "changed")), 0o600)
+	if code, body := h.admin("POST", "/reload"); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	_, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", pg.User, pg.Password, h.addr("db")))
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28P01" {
+		t.Errorf("old password after the users file changed: got %v, want 28P01", err)
+	}
+	var n int
+	if err := conns[1].QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+		t.Errorf("a connected client after the reload: %v", err)
+	}
+	if got := h.metric(`attache_postgres_server_logins_total{database="postgres",listener="db",user="postgres"}`); got != logins {
+		t.Errorf("server logins went from %s to %s across the reload; want the pool kept", logins, got)
 	}
 }

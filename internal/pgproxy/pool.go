@@ -162,7 +162,7 @@ func (pl *pool) connect() (*server, error) {
 			return nil, fmt.Errorf("server %s: %w", addr, err)
 		}
 	}
-	sess, err := Login(conn, pl.user, pl.db, cfg.Users[pl.user], nil)
+	sess, err := Login(conn, pl.user, pl.db, (*pl.p.users.Load())[pl.user], nil)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)

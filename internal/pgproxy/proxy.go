@@ -46,7 +46,7 @@ type Config struct {
 	ResetQuery           string
 	MaxPrepared          int // per server connection; 0: named statements pass through
 
-	Users map[string]string // user -> secret (userlist format)
+	Users map[string]string // user -> secret (userlist format); see SetUsers
 
 	// ClientTLS, when not nil, answers SSLRequest with 'S'. RequireTLS
 	// refuses clients that did not ask for TLS.
@@ -72,6 +72,7 @@ type Proxy struct {
 	log     *slog.Logger
 	clients atomic.Int64
 	stmts   registry
+	users   atomic.Pointer[map[string]string]
 
 	mu        sync.Mutex
 	pools     map[poolKey]*pool
@@ -94,8 +95,19 @@ func New(cfg Config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Log, pools: map[poolKey]*pool{}, keys: map[uint32]*client{},
 		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
 	p.stmts.byText = map[stmtKey]*stmt{}
+	p.SetUsers(cfg.Users)
 	go p.maintain()
 	return p
+}
+
+// SetUsers replaces the users and secrets (a users file read again).
+// Clients already logged in are not affected; SCRAM verifiers derived from
+// plain secrets are derived again.
+func (p *Proxy) SetUsers(users map[string]string) {
+	p.users.Store(&users)
+	p.mu.Lock()
+	clear(p.verifiers)
+	p.mu.Unlock()
 }
 
 // Close stops background work and closes idle server connections; busy
@@ -307,7 +319,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 // secrets) with the client. An unknown user goes through the same SCRAM
 // exchange with a random verifier, so that it fails like a wrong password.
 func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user string) error {
-	secret, known := p.cfg.Users[user]
+	secret, known := (*p.users.Load())[user]
 	if known && userlist.KindOf(secret) == userlist.MD5 {
 		var salt [4]byte
 		rand.Read(salt[:])

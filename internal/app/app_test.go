@@ -619,8 +619,8 @@ listeners:
   - {name: good, address: "%s", cluster: good}
   - {name: bad, address: "%s", cluster: badpass}
 clusters:
-  - {name: good, endpoints: ["%s", "%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 200ms}}
-  - {name: badpass, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: wrong, interval: 200ms}}
+  - {name: good, endpoints: ["%s", "%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 1s}}
+  - {name: badpass, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: wrong, interval: 1s}}
 `, testenv.FreePort(t), testenv.FreePort(t), pg.Addr, deadAddr(t), pg.Addr), map[string]string{"PGPW": pg.Password})
 	eventually(t, 10*time.Second, "checks to run", func() bool {
 		_, s := h.admin("GET", "/status")

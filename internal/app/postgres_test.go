@@ -33,7 +33,7 @@ listeners:
     cluster: pg
     postgres: {pool_mode: transaction, pool_size: 2, auth: {users_file: "%s"}}
 clusters:
-  - {name: pg, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 200ms}}
+  - {name: pg, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 2s}}
 `, users, pg.Addr), map[string]string{"PGPW": pg.Password})
 	h.waitReady()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,8 +94,11 @@ clusters:
 	if !errors.As(err, &pe) || pe.Code != "28P01" {
 		t.Errorf("old password after the users file changed: got %v, want 28P01", err)
 	}
+	// conns[0] is pinned (SET) and keeps its server connection; a new
+	// server login would now fail, since attache logs in with the file's
+	// password.
 	var n int
-	if err := conns[1].QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+	if err := conns[0].QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
 		t.Errorf("a connected client after the reload: %v", err)
 	}
 	if got := h.metric(`attache_postgres_server_logins_total{database="postgres",listener="db",user="postgres"}`); got != logins {

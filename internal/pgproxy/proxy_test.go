@@ -589,6 +589,8 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("Flush keeps the server", func(t *testing.T) { testFlushKeepsServer(t, f) })
+
 	t.Run("session mode", func(t *testing.T) {
 		addr, _ := f.proxy(t, Config{Mode: SessionMode, PoolSize: 1})
 		a := connect(t, addr, "app", "app-pw", "")

@@ -19,9 +19,9 @@ import (
 
 // TestPostgresListener: the seed's database ambassador from a config file,
 // with pgx as the application: transaction pooling, the pool in /status
-// and in /metrics.
+// and in /metrics. Not parallel: initdb and the 2-core machine would make
+// the short health-check intervals of the parallel tests time out.
 func TestPostgresListener(t *testing.T) {
-	t.Parallel()
 	pg := testenv.Postgres(t)
 	users := filepath.Join(t.TempDir(), "users.txt")
 	os.WriteFile(users, []byte(fmt.Sprintf("%q %q\n", pg.User, pg.Password)), 0o600)

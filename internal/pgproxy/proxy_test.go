@@ -591,6 +591,27 @@ func TestPostgres(t *testing.T) {
 
 	t.Run("Flush keeps the server", func(t *testing.T) { testFlushKeepsServer(t, f) })
 
+	t.Run("min_pool_size and server_idle_timeout", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 4, MinPoolSize: 3, ServerIdleTimeout: time.Second})
+		conn := connect(t, addr, "app", "app-pw", "")
+		backendPID(t, conn)
+		// The pool grows to min_pool_size and, idle, stays there.
+		waitFor(t, "min_pool_size connections", func() bool { return p.Stats()[0].ServersOpen == 3 })
+		// Above the minimum, idle connections close.
+		var wg sync.WaitGroup
+		for range 4 {
+			c := connect(t, addr, "app", "app-pw", "")
+			tx, _ := c.Begin(ctx)
+			wg.Add(1)
+			go func() { defer wg.Done(); tx.Exec(ctx, "SELECT pg_sleep(0.2)"); tx.Commit(ctx) }()
+		}
+		wg.Wait()
+		if n := p.Stats()[0].ServersOpened; n < 4 {
+			t.Fatalf("servers opened: %d, want 4 for 4 transactions at once", n)
+		}
+		waitFor(t, "idle connections above min_pool_size to close", func() bool { return p.Stats()[0].ServersOpen == 3 })
+	})
+
 	t.Run("session mode", func(t *testing.T) {
 		addr, _ := f.proxy(t, Config{Mode: SessionMode, PoolSize: 1})
 		a := connect(t, addr, "app", "app-pw", "")
@@ -617,4 +638,15 @@ func TestPostgres(t *testing.T) {
 func md5Secret(user, password string) string {
 	h := md5.Sum([]byte(password + user))
 	return "md5" + hex.EncodeToString(h[:])
+}
+
+// waitFor polls cond for up to 15 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("gave up waiting for %s", what)
 }

@@ -615,6 +615,9 @@ func (c *client) leave() {
 // from what s has, and resets those that a previous client set and this
 // one did not.
 func (c *client) applyParams(s *server) error {
+	if sameParams(c.params, s.applied) {
+		return nil // the common case: the server had this client or its twin last
+	}
 	var sql []string
 	keys := make([]string, 0, len(c.params))
 	for k := range c.params {
@@ -648,6 +651,20 @@ func (c *client) applyParams(s *server) error {
 		s.applied[k] = v
 	}
 	return nil
+}
+
+// sameParams reports whether the client's parameters are what a previous
+// client set on the server (no allocation: this runs per transaction).
+func sameParams(want, applied map[string]string) bool {
+	if len(want) != len(applied) {
+		return false
+	}
+	for k, v := range want {
+		if have, ok := applied[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
 }
 
 // fail tells the client why it gets no server connection, and ends it.

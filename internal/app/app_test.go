@@ -597,7 +597,9 @@ clusters:
 func TestExamplesLoad(t *testing.T) {
 	dir := t.TempDir()
 	testenv.NewCA(t, "ca").Files(t, dir, "tls")
-	env := map[string]string{"CERT_DIR": dir}
+	users := filepath.Join(dir, "users.txt")
+	os.WriteFile(users, []byte(`"mydb_user" "pass"`+"\n"), 0o600)
+	env := map[string]string{"CERT_DIR": dir, "PG_USERS_FILE": users, "PG_HEALTHCHECK_PASSWORD": "x"}
 	files, _ := filepath.Glob("../../examples/*.yaml")
 	if len(files) < 3 {
 		t.Fatalf("found %d examples, want at least 3", len(files))

@@ -22,6 +22,7 @@ import (
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
+	"github.com/attache-proxy/attache/internal/userlist"
 	"github.com/attache-proxy/attache/internal/watch"
 )
 
@@ -55,6 +56,7 @@ type listenerRT struct {
 	cancel  context.CancelFunc // the TLS file watch
 	http    *httpproxy.Server  // HTTP listeners: kept while name and address stay
 	handler *httpproxy.Handler // this generation's routes, swapped into http
+	pg      *pgproxy.Proxy     // postgres listeners: kept while the listener and its cluster are unchanged
 }
 
 // apply builds a generation from cfg and swaps it in. On error nothing
@@ -96,6 +98,22 @@ func (a *App) apply(cfg *config.Config) error {
 			if prev != nil && prev.http != nil && prev.cfg.Address == lc.Address && lc.Protocol == "http" {
 				rt.http = prev.http
 			}
+			if prev != nil && prev.pg != nil && reflect.DeepEqual(prev.cfg, lc) && old.clusters[lc.Cluster] == next.clusters[lc.Cluster] {
+				// Kept with its pools; the users file is read again.
+				users, err := userlist.Load(lc.Postgres.Auth.UsersFile)
+				if err != nil {
+					return fail(fmt.Errorf("listener %q: postgres.auth.users_file: %w", lc.Name, err))
+				}
+				rt.pg = prev.pg
+				built = append(built, func() { rt.pg.SetUsers(users) })
+			}
+		}
+		if lc.Protocol == "postgres" && rt.pg == nil {
+			p, err := a.buildPostgres(lc, next.clusters[lc.Cluster].up)
+			if err != nil {
+				return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
+			}
+			rt.pg = p
 		}
 		if lc.TLS != nil && rt.tls == nil {
 			var alpn []string
@@ -152,6 +170,9 @@ func (g *generation) stop(keep *generation) {
 	}
 	for name, l := range g.listeners {
 		kept := keep != nil && keep.listeners[name] != nil
+		if l.pg != nil && !(kept && keep.listeners[name].pg == l.pg) {
+			l.pg.Close()
+		}
 		if l.http != nil && !(kept && keep.listeners[name].http == l.http) {
 			go l.http.Close(g.cfg.DrainTimeout.D())
 		}
@@ -312,7 +333,9 @@ func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload
 func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[string]*clusterRT) listener.Settings {
 	name := lc.Name
 	var handler listener.Handler
-	if lc.Protocol == "redis" {
+	if lc.Protocol == "postgres" {
+		handler = rt.pg
+	} else if lc.Protocol == "redis" {
 		handler = &redisproxy.Handler{Pool: clusters[lc.Cluster].redis, Password: lc.Password, Log: a.log.With("listener", name)}
 	} else if lc.Protocol == "http" {
 		if rt.http == nil {

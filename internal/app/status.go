@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -92,6 +93,9 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
+	// PostgreSQL listeners: one entry per (database, user) pool, the
+	// content of pgbouncer's SHOW POOLS and SHOW STATS.
+	Pools []pgproxy.PoolStats `json:"postgres_pools,omitempty"`
 }
 
 // ClusterStatus is one cluster in /status.
@@ -133,6 +137,9 @@ func (a *App) Status() any {
 		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
+		}
+		if rt := g.listeners[lc.Name]; rt != nil && rt.pg != nil {
+			ls.Pools = rt.pg.Stats()
 		}
 		s.Listeners = append(s.Listeners, ls)
 	}
@@ -208,6 +215,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRole
 	ch <- descLag
 	ch <- descSplitBrain
+	describePostgres(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -243,6 +251,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if roles {
 			ch <- prometheus.MustNewConstMetric(descSplitBrain, prometheus.GaugeValue, b2f(rt.up.SplitBrain() != nil), name)
+		}
+	}
+	for name, rt := range g.listeners {
+		if rt.pg != nil {
+			collectPostgres(ch, name, rt.pg)
 		}
 	}
 	ready, _ := c.app.Ready()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -116,6 +117,12 @@ func TestBadValues(t *testing.T) {
 	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	const httpBase = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: "
 	const httpEnd = "}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
+	users := filepath.Join(t.TempDir(), "users.txt")
+	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
+	badUsers := filepath.Join(t.TempDir(), "bad.txt")
+	os.WriteFile(badUsers, []byte("\"u\" \"p\"\nu p\n"), 0o600)
+	pgBase := "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}, "
+	const pgEnd = "}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"syntax", "listeners: [", "invalid YAML"},
 		{"no listeners", "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners: at least one listener is required"},
@@ -163,6 +170,33 @@ func TestBadValues(t *testing.T) {
 		{"http check status", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, expect_status: [\"299-200\"]}}]", `expect_status[0]: status "299-200": want a code or a range`},
 		{"http check path", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, path: healthz}}]", "health_check.path: must start with /"},
 		{"idle timeout", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, idle_timeout: 0s}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: must be positive"},
+		{"pg block on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, postgres: {pool_size: 2}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres: only for protocol postgres (line 1)"},
+		{"pg pool mode", pgBase + "pool_mode: statement" + pgEnd, `listeners[0].postgres.pool_mode: unknown pool mode "statement" (line 1); want one of ["session" "transaction"]`},
+		{"pg pool mode typo", pgBase + "pool_mode: transacion" + pgEnd, `did you mean "transaction"?`},
+		{"pg pool size", pgBase + "pool_size: 0" + pgEnd, "listeners[0].postgres.pool_size: must be at least 1 (line 1)"},
+		{"pg min pool", pgBase + "pool_size: 2, min_pool_size: 3" + pgEnd, "listeners[0].postgres.min_pool_size: must not be more than pool_size (2) (line 1)"},
+		{"pg min pool negative", pgBase + "min_pool_size: -1" + pgEnd, "listeners[0].postgres.min_pool_size: must not be negative"},
+		{"pg reserve", pgBase + "reserve_pool_size: -1" + pgEnd, "listeners[0].postgres.reserve_pool_size: must not be negative"},
+		{"pg max clients", pgBase + "max_client_connections: 0" + pgEnd, "listeners[0].postgres.max_client_connections: must be at least 1"},
+		{"pg wait timeout", pgBase + "query_wait_timeout: -1s" + pgEnd, "listeners[0].postgres.query_wait_timeout: must not be negative"},
+		{"pg reserve timeout", pgBase + "reserve_pool_timeout: -1s" + pgEnd, "listeners[0].postgres.reserve_pool_timeout: must not be negative"},
+		{"pg idle timeout", pgBase + "server_idle_timeout: -1s" + pgEnd, "listeners[0].postgres.server_idle_timeout: must not be negative"},
+		{"pg lifetime", pgBase + "server_lifetime: -1s" + pgEnd, "listeners[0].postgres.server_lifetime: must not be negative"},
+		{"pg connect timeout", pgBase + "server_connect_timeout: 0s" + pgEnd, "listeners[0].postgres.server_connect_timeout: must be positive"},
+		{"pg duration", pgBase + "server_lifetime: 1 hour" + pgEnd, `listeners[0].postgres.server_lifetime: invalid duration "1 hour"`},
+		{"pg prepared", pgBase + "max_prepared_statements: -1" + pgEnd, "listeners[0].postgres.max_prepared_statements: must not be negative"},
+		{"pg prepared txn", pgBase + "pool_mode: transaction, max_prepared_statements: 0" + pgEnd, "listeners[0].postgres.max_prepared_statements: must be at least 1 in transaction mode"},
+		{"pg no users file", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.users_file: required"},
+		{"pg users file missing", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: /nonexistent/u}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: no such file "/nonexistent/u" (line 1)`},
+		{"pg users file bad", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + badUsers + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: line 2: want "user" "secret" (line 1)`},
+		{"pg auth unknown", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {query: x}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: unknown field"},
+		{"pg client tls mode", pgBase + "client_tls: {mode: verify-full}" + pgEnd, `listeners[0].postgres.client_tls.mode: unknown client TLS mode "verify-full"`},
+		{"pg client tls cert", pgBase + "client_tls: {mode: require}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required"},
+		{"pg client tls ca", pgBase + "client_tls: {mode: disable, ca_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.ca_file: client certificates are not checked"},
+		{"pg server tls mode", pgBase + "server_tls: {mode: verify}" + pgEnd, `listeners[0].postgres.server_tls.mode: unknown server TLS mode "verify"`},
+		{"pg server tls ca", pgBase + "server_tls: {mode: verify-ca}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: required with mode verify-ca"},
+		{"pg server tls ca file", pgBase + "server_tls: {mode: verify-full, ca_file: /nonexistent/ca}" + pgEnd, `listeners[0].postgres.server_tls.ca_file: no such file "/nonexistent/ca"`},
+		{"pg unknown key", pgBase + "pool_sise: 3" + pgEnd, "listeners[0].postgres.pool_sise: unknown field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -284,6 +318,37 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_
 		{"breaker open_for", b.CircuitBreaker.OpenFor.D(), 30 * time.Second},
 		{"check path", b.HealthCheck.Path, "/"},
 		{"check status", fmt.Sprint(b.HealthCheck.ExpectStatus), "[200-299]"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestPostgresDefaults(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users.txt")
+	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
+	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: "+users+"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := c.Listeners[0].Postgres
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"pool_mode", pg.PoolMode, "session"},
+		{"max_client_connections", pg.MaxClientConnections, 100},
+		{"pool_size", pg.PoolSize, 20},
+		{"reserve_pool_timeout", pg.ReservePoolTimeout.D(), 5 * time.Second},
+		{"query_wait_timeout", pg.QueryWaitTimeout.D(), 120 * time.Second},
+		{"server_idle_timeout", pg.ServerIdleTimeout.D(), 10 * time.Minute},
+		{"server_lifetime", pg.ServerLifetime.D(), time.Hour},
+		{"server_reset_query", pg.ServerResetQuery, "DISCARD ALL"},
+		{"max_prepared_statements", pg.MaxPreparedStatements, 200},
+		{"client_tls.mode", pg.ClientTLS.Mode, "disable"},
+		{"server_tls.mode", pg.ServerTLS.Mode, "disable"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)

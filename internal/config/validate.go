@@ -9,11 +9,16 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/attache-proxy/attache/internal/userlist"
 )
 
 // The closed sets of names the schema accepts.
 var (
-	Protocols        = []string{"tcp", "http", "redis"}
+	Protocols        = []string{"tcp", "http", "redis", "postgres"}
+	PoolModes        = []string{"session", "transaction"}
+	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
+	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
@@ -97,6 +102,14 @@ func (c *Config) validate() Errors {
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
+		}
+		if l.Postgres != nil && l.Protocol != "postgres" {
+			v.errorf(p+".postgres", "only for protocol postgres")
+		} else if l.Postgres != nil {
+			v.postgres(p+".postgres", l.Postgres)
+			if cl := c.Cluster(l.Cluster); cl != nil && cl.TLS != nil {
+				v.errorf(p+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use postgres.server_tls instead", l.Cluster)
+			}
 		}
 		if l.MaxConnections < 1 {
 			v.errorf(p+".max_connections", "must be at least 1")
@@ -492,6 +505,76 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 					v.errorf(fmt.Sprintf("%s.headers.remove[%d]", rp, j), "invalid header name %q", k)
 				}
 			}
+		}
+	}
+}
+
+func (v *validator) postgres(p string, pg *ListenerPostgres) {
+	v.oneOf(p+".pool_mode", "pool mode", pg.PoolMode, PoolModes)
+	if pg.MaxClientConnections < 1 {
+		v.errorf(p+".max_client_connections", "must be at least 1")
+	}
+	if pg.PoolSize < 1 {
+		v.errorf(p+".pool_size", "must be at least 1")
+	}
+	if pg.MinPoolSize < 0 {
+		v.errorf(p+".min_pool_size", "must not be negative")
+	} else if pg.MinPoolSize > pg.PoolSize && pg.PoolSize >= 1 {
+		v.errorf(p+".min_pool_size", "must not be more than pool_size (%d)", pg.PoolSize)
+	}
+	if pg.ReservePoolSize < 0 {
+		v.errorf(p+".reserve_pool_size", "must not be negative")
+	}
+	if pg.MaxPreparedStatements < 0 {
+		v.errorf(p+".max_prepared_statements", "must not be negative (0 passes named statements through, for session mode)")
+	} else if pg.MaxPreparedStatements == 0 && pg.PoolMode == "transaction" {
+		v.errorf(p+".max_prepared_statements", "must be at least 1 in transaction mode (named statements move between server connections)")
+	}
+	for _, d := range []struct {
+		name string
+		v    Duration
+		zero bool // 0 allowed: off
+	}{
+		{"reserve_pool_timeout", pg.ReservePoolTimeout, true},
+		{"query_wait_timeout", pg.QueryWaitTimeout, true},
+		{"server_idle_timeout", pg.ServerIdleTimeout, true},
+		{"server_lifetime", pg.ServerLifetime, true},
+		{"server_connect_timeout", pg.ServerConnectTimeout, false},
+	} {
+		switch {
+		case d.v < 0:
+			v.errorf(p+"."+d.name, "must not be negative")
+		case d.v == 0 && !d.zero:
+			v.errorf(p+"."+d.name, "must be positive")
+		}
+	}
+	if pg.Auth.UsersFile == "" {
+		v.errorf(p+".auth.users_file", "required (pgbouncer userlist.txt format: \"user\" \"secret\" lines)")
+	} else if v.file(p+".auth.users_file", pg.Auth.UsersFile) {
+		if _, err := userlist.Load(pg.Auth.UsersFile); err != nil {
+			v.errorf(p+".auth.users_file", "%v", err)
+		}
+	}
+	if t := pg.ClientTLS; t != nil {
+		tp := p + ".client_tls"
+		v.oneOf(tp+".mode", "client TLS mode", t.Mode, ClientTLSModes)
+		if t.Mode != "disable" {
+			v.keyPair(tp, t.CertFile, t.KeyFile, t.Mode == "require")
+		}
+		if t.CAFile != "" {
+			v.errorf(tp+".ca_file", "client certificates are not checked; remove it")
+		}
+		if t.ServerName != "" {
+			v.errorf(tp+".server_name", "only for server_tls")
+		}
+	}
+	if t := pg.ServerTLS; t != nil {
+		tp := p + ".server_tls"
+		v.oneOf(tp+".mode", "server TLS mode", t.Mode, ServerTLSModes)
+		v.keyPair(tp, t.CertFile, t.KeyFile, false)
+		v.file(tp+".ca_file", t.CAFile)
+		if t.Mode == "verify-ca" && t.CAFile == "" {
+			v.errorf(tp+".ca_file", "required with mode verify-ca")
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -100,9 +101,16 @@ func Login(conn net.Conn, user, database, password string, params map[string]str
 
 // md5Password is PostgreSQL's "md5" + md5(md5(password + user) + salt).
 func md5Password(user, password string, salt [4]byte) string {
+	if len(password) == 35 && strings.HasPrefix(password, "md5") {
+		return md5Outer(password[3:], salt) // a stored md5 secret
+	}
 	inner := md5.Sum([]byte(password + user))
-	h := hex.EncodeToString(inner[:])
-	outer := md5.Sum(append([]byte(h), salt[:]...))
+	return md5Outer(hex.EncodeToString(inner[:]), salt)
+}
+
+// md5Outer is "md5" + md5(hexInner + salt).
+func md5Outer(hexInner string, salt [4]byte) string {
+	outer := md5.Sum(append([]byte(hexInner), salt[:]...))
 	return "md5" + hex.EncodeToString(outer[:])
 }
 

@@ -1,0 +1,228 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/pgproxy"
+	"github.com/attache-proxy/attache/internal/tlsconfig"
+	"github.com/attache-proxy/attache/internal/upstream"
+	"github.com/attache-proxy/attache/internal/userlist"
+)
+
+// buildPostgres makes the pooler of a postgres listener.
+func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (*pgproxy.Proxy, error) {
+	pc := lc.Postgres
+	users, err := userlist.Load(pc.Auth.UsersFile)
+	if err != nil {
+		return nil, fmt.Errorf("postgres.auth.users_file: %w", err)
+	}
+	cfg := pgproxy.Config{
+		Mode:                 pgproxy.SessionMode,
+		MaxClients:           pc.MaxClientConnections,
+		PoolSize:             pc.PoolSize,
+		MinPoolSize:          pc.MinPoolSize,
+		ReservePoolSize:      pc.ReservePoolSize,
+		ReservePoolTimeout:   pc.ReservePoolTimeout.D(),
+		QueryWaitTimeout:     pc.QueryWaitTimeout.D(),
+		ServerIdleTimeout:    pc.ServerIdleTimeout.D(),
+		ServerLifetime:       pc.ServerLifetime.D(),
+		ServerConnectTimeout: pc.ServerConnectTimeout.D(),
+		ResetQuery:           pc.ServerResetQuery,
+		MaxPrepared:          pc.MaxPreparedStatements,
+		Users:                users,
+		Log:                  a.log.With("listener", lc.Name),
+		Dial: func(ctx context.Context) (net.Conn, string, error) {
+			conn, ep, err := up.Dial(ctx, 0)
+			if err != nil {
+				return nil, "", err
+			}
+			return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
+		},
+	}
+	if pc.PoolMode == "transaction" {
+		cfg.Mode = pgproxy.TransactionMode
+	}
+	if t := pc.ClientTLS; t != nil && t.Mode != "disable" && t.CertFile != "" {
+		s, err := tlsconfig.NewServer(config.ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, MinVersion: "1.2"})
+		if err != nil {
+			return nil, fmt.Errorf("postgres.client_tls: %w", err)
+		}
+		cfg.ClientTLS = s.Config()
+		cfg.RequireTLS = t.Mode == "require"
+	}
+	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
+		if cfg.ServerTLS, err = serverTLS(t); err != nil {
+			return nil, fmt.Errorf("postgres.server_tls: %w", err)
+		}
+		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
+	}
+	return pgproxy.New(cfg), nil
+}
+
+// serverTLS follows libpq's sslmode: allow, prefer and require encrypt
+// without checking the certificate; verify-ca checks it against ca_file
+// (or the system roots); verify-full also checks the host name.
+func serverTLS(t *config.PostgresTLS) (func(addr string) *tls.Config, error) {
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		base.Certificates = []tls.Certificate{cert}
+	}
+	var roots *x509.CertPool
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no certificates", t.CAFile)
+		}
+	}
+	switch t.Mode {
+	case "verify-full":
+		return func(addr string) *tls.Config {
+			c := base.Clone()
+			c.RootCAs = roots
+			c.ServerName = t.ServerName
+			if c.ServerName == "" {
+				c.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			return c
+		}, nil
+	case "verify-ca":
+		c := base.Clone()
+		c.InsecureSkipVerify = true // checked below, without the host name
+		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("server sent no certificate")
+			}
+			certs := make([]*x509.Certificate, len(raw))
+			for i, r := range raw {
+				var err error
+				if certs[i], err = x509.ParseCertificate(r); err != nil {
+					return err
+				}
+			}
+			inter := x509.NewCertPool()
+			for _, ic := range certs[1:] {
+				inter.AddCert(ic)
+			}
+			_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+			return err
+		}
+		return func(string) *tls.Config { return c }, nil
+	default:
+		c := base.Clone()
+		c.InsecureSkipVerify = true // libpq's allow/prefer/require: encrypted, not authenticated
+		return func(string) *tls.Config { return c }, nil
+	}
+}
+
+// trackedConn releases the endpoint's tracking on Close, and keeps the
+// socket reachable for the pool's liveness peek.
+type trackedConn struct {
+	net.Conn
+	untrack func()
+}
+
+func (c *trackedConn) Close() error {
+	c.untrack()
+	return c.Conn.Close()
+}
+
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.New("not a socket")
+}
+
+var (
+	descPGClients = prometheus.NewDesc("attache_postgres_clients",
+		"Clients of a pool: active (holding a server connection) or waiting for one.", []string{"listener", "database", "user", "state"}, nil)
+	descPGServers = prometheus.NewDesc("attache_postgres_server_connections",
+		"Server connections of a pool: active (held by a client) or idle.", []string{"listener", "database", "user", "state"}, nil)
+	descPGMaxWait = prometheus.NewDesc("attache_postgres_max_wait_seconds",
+		"How long the oldest waiting client of a pool has waited.", []string{"listener", "database", "user"}, nil)
+	descPGWait = prometheus.NewDesc("attache_postgres_wait_seconds",
+		"Time clients waited for a server connection.", []string{"listener", "database", "user"}, nil)
+	descPGXacts = prometheus.NewDesc("attache_postgres_transactions_total",
+		"Transactions (up to ReadyForQuery idle) run through a pool.", []string{"listener", "database", "user"}, nil)
+	descPGXactTime = prometheus.NewDesc("attache_postgres_transaction_seconds_total",
+		"Time spent in transactions.", []string{"listener", "database", "user"}, nil)
+	descPGQueries = prometheus.NewDesc("attache_postgres_queries_total",
+		"Statements completed (CommandComplete) through a pool.", []string{"listener", "database", "user"}, nil)
+	descPGQueryTime = prometheus.NewDesc("attache_postgres_query_seconds_total",
+		"Time from a Query or Sync to its ReadyForQuery.", []string{"listener", "database", "user"}, nil)
+	descPGWaitTimeouts = prometheus.NewDesc("attache_postgres_wait_timeouts_total",
+		"Clients disconnected after query_wait_timeout.", []string{"listener", "database", "user"}, nil)
+	descPGReserve = prometheus.NewDesc("attache_postgres_reserve_used_total",
+		"Server connections opened from the reserve pool.", []string{"listener", "database", "user"}, nil)
+	descPGOpened = prometheus.NewDesc("attache_postgres_server_logins_total",
+		"Server connections opened and logged in.", []string{"listener", "database", "user"}, nil)
+	descPGLoginErrors = prometheus.NewDesc("attache_postgres_server_login_errors_total",
+		"Server connections that failed to connect or log in.", []string{"listener", "database", "user"}, nil)
+	descPGLost = prometheus.NewDesc("attache_postgres_server_connections_lost_total",
+		"Server connections that failed while a client held them.", []string{"listener", "database", "user"}, nil)
+	descPGPrepared = prometheus.NewDesc("attache_postgres_prepared_statements_total",
+		"Uses of named prepared statements: hit (the server connection had it) or miss (attache prepared it).", []string{"listener", "database", "user", "result"}, nil)
+	descPGPins = prometheus.NewDesc("attache_postgres_pins_total",
+		"Clients pinned to their server connection, by the statement kind that pinned them.", []string{"listener", "database", "user", "kind"}, nil)
+)
+
+func describePostgres(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPGClients, descPGServers, descPGMaxWait, descPGWait, descPGXacts, descPGXactTime,
+		descPGQueries, descPGQueryTime, descPGWaitTimeouts, descPGReserve, descPGOpened, descPGLoginErrors, descPGLost, descPGPrepared, descPGPins} {
+		ch <- d
+	}
+}
+
+func collectPostgres(ch chan<- prometheus.Metric, listener string, p *pgproxy.Proxy) {
+	for _, s := range p.Stats() {
+		l := []string{listener, s.Database, s.User}
+		gauge := func(d *prometheus.Desc, v float64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append(l, extra...)...)
+		}
+		counter := func(d *prometheus.Desc, v float64, extra ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, append(l, extra...)...)
+		}
+		gauge(descPGClients, float64(s.ClientsActive), "active")
+		gauge(descPGClients, float64(s.ClientsWaiting), "waiting")
+		gauge(descPGServers, float64(s.ServersActive), "active")
+		gauge(descPGServers, float64(s.ServersIdle), "idle")
+		gauge(descPGMaxWait, s.MaxWait)
+		buckets := map[float64]uint64{}
+		for i, b := range pgproxy.WaitBuckets {
+			buckets[b] = s.WaitBuckets[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(descPGWait, uint64(s.WaitCount), s.WaitTime, buckets, l...)
+		counter(descPGXacts, float64(s.Transactions))
+		counter(descPGXactTime, s.XactTime)
+		counter(descPGQueries, float64(s.Queries))
+		counter(descPGQueryTime, s.QueryTime)
+		counter(descPGWaitTimeouts, float64(s.WaitTimeouts))
+		counter(descPGReserve, float64(s.ReserveUsed))
+		counter(descPGOpened, float64(s.ServersOpened))
+		counter(descPGLoginErrors, float64(s.LoginErrors))
+		counter(descPGLost, float64(s.ServersLost))
+		counter(descPGPrepared, float64(s.PreparedHits), "hit")
+		counter(descPGPrepared, float64(s.PreparedMisses), "miss")
+		for kind, n := range s.Pins {
+			counter(descPGPins, float64(n), kind)
+		}
+	}
+}

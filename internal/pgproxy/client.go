@@ -1,0 +1,690 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/pgsql"
+)
+
+// An entry is one client message sent to the server (or answered by
+// attache) that is owed a response, in order. The relay goroutine pops
+// entries as the responses arrive; this keeps responses attache makes up
+// (ParseComplete for a statement the server already has, CloseComplete for
+// a statement attache keeps) in their place, swallows the responses to
+// what attache sent on its own, and tells when the server may go back to
+// the pool: on ReadyForQuery with nothing owed.
+type entryKind uint8
+
+const (
+	eParse     entryKind = iota // client's Parse: forward ParseComplete
+	eInjected                   // attache's Parse of a statement the server lacks: swallow ParseComplete
+	eEvict                      // attache's Close of an evicted statement: swallow CloseComplete
+	eBind                       // BindComplete
+	eDescribe                   // ends with RowDescription or NoData
+	eExecute                    // ends with CommandComplete, EmptyQueryResponse, PortalSuspended
+	eClose                      // CloseComplete
+	eFakeParse                  // no server message: answer ParseComplete
+	eFakeClose                  // no server message: answer CloseComplete
+	eSync                       // ReadyForQuery
+	eQuery                      // Query or FunctionCall: ReadyForQuery
+	eInternal                   // attache's own query or Sync: everything up to ReadyForQuery swallowed
+)
+
+// extended reports whether a kind is skipped by the server after an error
+// until the next Sync.
+func (k entryKind) extended() bool { return k < eSync }
+
+type entry struct {
+	kind entryKind
+	st   *stmt
+	at   time.Time
+}
+
+// client is one application connection. The client goroutine (serve)
+// reads its messages and writes them to its server; the relay goroutine
+// of the server connection it holds writes the responses back.
+type client struct {
+	p        *Proxy
+	pool     *pool
+	conn     net.Conn
+	be       *pgproto3.Backend
+	user, db string
+	params   map[string]string // tracked startup parameters
+	key      uint32
+	secret   [4]byte
+	stmts    map[string]*stmt // client statement name -> statement (serve only)
+
+	mu        sync.Mutex // guards what follows
+	srv       *server
+	q         []entry
+	skipping  bool // the server discards messages until Sync after an error
+	txStatus  byte
+	pinned    string
+	gone      bool // the client left
+	reset     bool // the reset query was sent after the client left
+	unflushed bool // serve has encoded messages it has not written yet
+	wake      bool // the relay would have released the server but for unflushed
+	out       []byte
+	xactStart time.Time
+
+	wmu sync.Mutex // serializes writes to conn, taken before mu is released
+}
+
+// serve reads client messages until the client leaves.
+func (c *client) serve(ctx context.Context) {
+	defer c.leave()
+	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0
+	for {
+		msg, err := c.be.Receive()
+		if err != nil {
+			var perr *pgproto3.ExceededMaxBodyLenErr
+			if errors.As(err, &perr) || !isNetErr(err) {
+				c.fatal("08P01", "invalid message: "+err.Error())
+			}
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.Terminate:
+			return
+		case *pgproto3.Query:
+			eff := pgsql.Classify(m.String)
+			if !c.forward(m, eQuery, func(s *server) {
+				c.pinIf(eff.Pin)
+				if eff.DeallocateAll && rename {
+					clear(c.stmts)
+					s.prepared.clear()
+				}
+			}) {
+				return
+			}
+		case *pgproto3.Parse:
+			eff := pgsql.Classify(m.Query)
+			if !rename || m.Name == "" {
+				if !c.forward(m, eParse, func(*server) { c.pinIf(eff.Pin) }) {
+					return
+				}
+				continue
+			}
+			st := c.p.stmts.get(m.Query, m.ParameterOIDs)
+			c.stmts[m.Name] = st
+			c.pool.st.clientParses.Add(1)
+			if !c.forward(nil, 0, func(s *server) {
+				c.pinIf(eff.Pin)
+				if s.prepared.has(st) {
+					c.pool.st.preparedHits.Add(1)
+					c.push(s, entry{kind: eFakeParse})
+					return
+				}
+				c.pool.st.preparedMisses.Add(1)
+				c.prepare(s, st, eParse)
+			}) {
+				return
+			}
+		case *pgproto3.Bind:
+			c.pool.st.binds.Add(1)
+			st := c.stmts[m.PreparedStatement]
+			if !rename || st == nil {
+				if !c.forward(m, eBind, nil) {
+					return
+				}
+				continue
+			}
+			m.PreparedStatement = st.name
+			if !c.forward(m, eBind, func(s *server) { c.ensure(s, st) }) {
+				return
+			}
+		case *pgproto3.Describe:
+			st := c.stmts[m.Name]
+			if !rename || m.ObjectType != 'S' || st == nil {
+				if !c.forward(m, eDescribe, nil) {
+					return
+				}
+				continue
+			}
+			m.Name = st.name
+			if !c.forward(m, eDescribe, func(s *server) { c.ensure(s, st) }) {
+				return
+			}
+		case *pgproto3.Close:
+			if rename && m.ObjectType == 'S' && m.Name != "" {
+				// The server keeps the statement (others may use it); the
+				// client forgets its name.
+				delete(c.stmts, m.Name)
+				if !c.forward(nil, 0, func(s *server) { c.push(s, entry{kind: eFakeClose}) }) {
+					return
+				}
+				continue
+			}
+			if !c.forward(m, eClose, nil) {
+				return
+			}
+		case *pgproto3.Execute:
+			if !c.forward(m, eExecute, nil) {
+				return
+			}
+		case *pgproto3.Sync:
+			if !c.forward(m, eSync, nil) {
+				return
+			}
+		case *pgproto3.FunctionCall:
+			if !c.forward(m, eQuery, nil) {
+				return
+			}
+		case *pgproto3.Flush:
+			if !c.forward(m, 0, nil) {
+				return
+			}
+		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+			c.mu.Lock()
+			s := c.srv
+			if s != nil {
+				s.send(m)
+				c.unflushed = true
+			}
+			c.mu.Unlock()
+			if s != nil && (len(s.wbuf) > 32<<10 || !isCopyData(m)) {
+				c.flushServer(s)
+			}
+		default:
+			c.fatal("08P01", fmt.Sprintf("unexpected message %T", msg))
+			return
+		}
+	}
+}
+
+func isCopyData(m pgproto3.FrontendMessage) bool {
+	_, ok := m.(*pgproto3.CopyData)
+	return ok
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.Is(err, net.ErrClosed) || errors.As(err, &ne) || strings.Contains(err.Error(), "EOF") ||
+		strings.Contains(err.Error(), "connection reset")
+}
+
+// pinIf pins the client to its server connection for the rest of its
+// session. Called with mu held.
+func (c *client) pinIf(kind string) {
+	if kind == "" || c.pinned != "" || c.p.cfg.Mode == SessionMode {
+		return
+	}
+	c.pinned = kind
+	c.pool.st.pin(kind)
+	c.p.log.Debug("client pinned to its server connection", "user", c.user, "database", c.db, "statement", kind)
+}
+
+// forward makes sure the client holds a server connection, then, with mu
+// held, runs before (which may push entries and send on its own) and sends
+// msg (when not nil) owing a response of kind (0 with a nil msg: none). It
+// writes to the server when msg ends a batch. It returns false when the
+// client must be disconnected.
+func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before func(*server)) bool {
+	c.mu.Lock()
+	for c.srv == nil {
+		c.mu.Unlock()
+		s, err := c.pool.acquire()
+		if err != nil {
+			c.fail(err)
+			return false
+		}
+		if err := c.applyParams(s); err != nil {
+			var se *ServerError
+			if errors.As(err, &se) {
+				c.pool.release(s, true)
+				c.fatal(se.Code, se.Message)
+			} else {
+				c.pool.discard(s)
+				c.fail(err)
+			}
+			return false
+		}
+		c.mu.Lock()
+		c.srv = s
+		c.pool.st.clientsActive.Add(1)
+		c.pool.st.serversActive.Add(1)
+		go c.relay(s)
+	}
+	s := c.srv
+	c.unflushed = true
+	if before != nil {
+		before(s)
+	}
+	if msg != nil {
+		s.send(msg)
+		if _, isFlush := msg.(*pgproto3.Flush); !isFlush {
+			c.push(s, entry{kind: kind})
+		}
+	}
+	c.mu.Unlock()
+	switch msg.(type) {
+	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.Flush, *pgproto3.FunctionCall:
+		c.flushServer(s)
+	default:
+		if len(s.wbuf) > 32<<10 {
+			c.flushServer(s)
+		}
+	}
+	return true
+}
+
+// flushServer writes what serve encoded for s. A failed write closes the
+// server connection; its relay reports the loss to the client.
+func (c *client) flushServer(s *server) {
+	if err := s.flush(); err != nil {
+		s.conn.Close()
+	}
+	c.mu.Lock()
+	c.unflushed = false
+	if c.wake && c.srv == s && len(c.q) == 0 {
+		c.sendInternal(s, &pgproto3.Sync{})
+	}
+	c.wake = false
+	c.mu.Unlock()
+}
+
+// push records an owed response. While the server skips to Sync after an
+// error, extended-protocol entries are dropped at once, as the server drops
+// their messages. Called with mu held.
+func (c *client) push(s *server, e entry) {
+	if c.xactStart.IsZero() {
+		c.xactStart = time.Now()
+	}
+	if c.skipping && e.kind.extended() {
+		c.drop(s, e)
+		return
+	}
+	if e.kind == eSync || e.kind == eQuery {
+		e.at = time.Now()
+	}
+	c.q = append(c.q, e)
+	if len(c.q) == 1 {
+		c.emitFakes()
+		c.flushLocked()
+	}
+}
+
+// drop forgets an entry whose message the server skipped: a statement it
+// was to prepare is not prepared.
+func (c *client) drop(s *server, e entry) {
+	if (e.kind == eParse || e.kind == eInjected) && e.st != nil {
+		s.prepared.remove(e.st)
+	}
+}
+
+// prepare sends a Parse of st under its server name, making room in the
+// server's statement cache. Called with mu held.
+func (c *client) prepare(s *server, st *stmt, kind entryKind) {
+	c.pool.st.serverParses.Add(1)
+	if ev := s.prepared.add(st); ev != nil {
+		s.send(&pgproto3.Close{ObjectType: 'S', Name: ev.name})
+		c.push(s, entry{kind: eEvict})
+	}
+	s.send(&pgproto3.Parse{Name: st.name, Query: st.query, ParameterOIDs: st.oids})
+	c.push(s, entry{kind: kind, st: st})
+}
+
+// ensure prepares st on s if s lacks it. Called with mu held.
+func (c *client) ensure(s *server, st *stmt) {
+	if s.prepared.has(st) {
+		c.pool.st.preparedHits.Add(1)
+		return
+	}
+	c.pool.st.preparedMisses.Add(1)
+	c.prepare(s, st, eInjected)
+}
+
+// emitFakes answers the made-up responses at the head of the queue.
+// Called with mu held.
+func (c *client) emitFakes() {
+	for len(c.q) > 0 {
+		switch c.q[0].kind {
+		case eFakeParse:
+			c.emit(&pgproto3.ParseComplete{})
+		case eFakeClose:
+			c.emit(&pgproto3.CloseComplete{})
+		default:
+			return
+		}
+		c.q = c.q[1:]
+	}
+}
+
+func (c *client) emit(msg pgproto3.BackendMessage) {
+	if c.gone {
+		return
+	}
+	c.out, _ = msg.Encode(c.out)
+}
+
+// flushLocked writes the pending output to the client. Called with mu
+// held; it releases mu during the write (holding wmu, so that writes keep
+// their order) and takes it again.
+func (c *client) flushLocked() {
+	if len(c.out) == 0 || c.gone {
+		c.out = c.out[:0]
+		return
+	}
+	buf := c.out
+	c.out = nil
+	c.wmu.Lock()
+	c.mu.Unlock()
+	_, err := c.conn.Write(buf)
+	c.wmu.Unlock()
+	if err != nil {
+		c.conn.Close()
+	}
+	c.mu.Lock()
+	if c.out == nil && cap(buf) <= 64<<10 {
+		c.out = buf[:0]
+	}
+}
+
+// relay reads s's messages for the client until s goes back to the pool
+// or fails.
+func (c *client) relay(s *server) {
+	for {
+		msg, err := s.fe.Receive()
+		c.mu.Lock()
+		if err != nil {
+			c.serverFailed(s, err)
+			c.mu.Unlock()
+			return
+		}
+		if c.srv != s {
+			c.mu.Unlock()
+			return
+		}
+		released := c.handle(s, msg)
+		if released || s.fe.ReadBufferLen() == 0 || len(c.out) > 32<<10 {
+			c.flushLocked()
+		}
+		c.mu.Unlock()
+		if released {
+			return
+		}
+	}
+}
+
+// handle passes one server message on, keeping the queue of owed
+// responses. It reports whether s was given back. Called with mu held.
+func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) {
+	var head entryKind = 255
+	if len(c.q) > 0 {
+		head = c.q[0].kind
+	}
+	internal := head == eInternal
+	pop := func() {
+		c.q = c.q[1:]
+		c.emitFakes()
+	}
+	switch m := msg.(type) {
+	case *pgproto3.ParseComplete:
+		if head == eParse || head == eInjected {
+			pop()
+			if head == eInjected {
+				return false
+			}
+		}
+	case *pgproto3.CloseComplete:
+		if head == eClose || head == eEvict {
+			pop()
+			if head == eEvict {
+				return false
+			}
+		}
+	case *pgproto3.BindComplete:
+		if head == eBind {
+			pop()
+		}
+	case *pgproto3.RowDescription, *pgproto3.NoData:
+		if head == eDescribe {
+			pop()
+		}
+	case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse:
+		c.pool.st.queries.Add(1)
+		if head == eExecute {
+			pop()
+		}
+	case *pgproto3.PortalSuspended:
+		if head == eExecute {
+			pop()
+		}
+	case *pgproto3.ErrorResponse:
+		if m.Severity == "FATAL" {
+			// The server is closing (pg_terminate_backend, shutdown): the
+			// client's session goes with it.
+			c.emit(m)
+			c.serverFailed(s, errors.New(m.Message))
+			return true
+		}
+		if head.extended() && head != 255 {
+			// The server skips everything up to the next Sync.
+			i := 0
+			for i < len(c.q) && c.q[i].kind.extended() {
+				c.drop(s, c.q[i])
+				i++
+			}
+			c.q = c.q[i:]
+			c.skipping = len(c.q) == 0
+		}
+	case *pgproto3.ParameterStatus:
+		s.params[m.Name] = m.Value
+	case *pgproto3.ReadyForQuery:
+		if head == eSync || head == eQuery || internal {
+			if !c.q[0].at.IsZero() {
+				c.pool.st.queryTime.Add(time.Since(c.q[0].at).Microseconds())
+			}
+			pop()
+		}
+		c.skipping = false
+		c.txStatus = m.TxStatus
+		if !internal {
+			c.emit(m)
+		}
+		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
+			c.pool.st.xacts.Add(1)
+			c.pool.st.xactTime.Add(time.Since(c.xactStart).Microseconds())
+			c.xactStart = time.Time{}
+		}
+		return c.maybeRelease(s)
+	}
+	if !internal {
+		c.emit(msg)
+	}
+	return false
+}
+
+// maybeRelease gives s back to the pool when nothing is owed, the server
+// is idle, and either the pool mode is transaction and the client is not
+// pinned, or the client left (after the reset query when its session may
+// carry state). Called with mu held.
+func (c *client) maybeRelease(s *server) bool {
+	if len(c.q) > 0 {
+		return false
+	}
+	if c.unflushed {
+		// serve is writing to s: it sends a Sync when done (flushServer),
+		// whose ReadyForQuery brings us back here.
+		c.wake = true
+		return false
+	}
+	if c.txStatus != 'I' {
+		if c.gone {
+			c.detach(s, false) // never returned inside a transaction
+			return true
+		}
+		return false
+	}
+	if !c.gone && (c.p.cfg.Mode == SessionMode || c.pinned != "") {
+		return false
+	}
+	dirty := c.pinned != "" || c.p.cfg.Mode == SessionMode
+	if c.gone && dirty && !c.reset {
+		if c.p.cfg.ResetQuery == "" && c.pinned != "" {
+			c.detach(s, false)
+			return true
+		}
+		if c.p.cfg.ResetQuery != "" {
+			c.reset = true
+			c.sendInternal(s, &pgproto3.Query{String: c.p.cfg.ResetQuery})
+			s.prepared.clear()
+			clear(s.applied)
+			return false
+		}
+	}
+	c.detach(s, true)
+	return true
+}
+
+// sendInternal sends attache's own query (or Sync) on s, whose output is
+// swallowed. Called with mu held by whoever may write to s.
+func (c *client) sendInternal(s *server, msg pgproto3.FrontendMessage) {
+	s.send(msg)
+	c.q = append(c.q, entry{kind: eInternal})
+	if err := s.flush(); err != nil {
+		s.conn.Close()
+	}
+}
+
+// detach takes s from the client and gives it back (or closes it).
+// Called with mu held.
+func (c *client) detach(s *server, reusable bool) {
+	if c.srv != s {
+		return
+	}
+	c.srv = nil
+	c.q = c.q[:0]
+	c.skipping = false
+	c.pool.st.clientsActive.Add(-1)
+	c.pool.st.serversActive.Add(-1)
+	c.pool.release(s, reusable)
+}
+
+// serverFailed handles the loss of the server connection the client
+// holds: the connection is discarded and the client, whose session or
+// transaction went with it, gets 08006 and is disconnected. Called with
+// mu held.
+func (c *client) serverFailed(s *server, err error) {
+	if c.srv != s {
+		return // attache closed it
+	}
+	c.pool.st.serverLost.Add(1)
+	c.p.log.Debug("server connection lost", "server", s.addr, "user", c.user, "database", c.db, "error", err)
+	c.detach(s, false)
+	if !c.gone {
+		if len(c.out) == 0 {
+			c.emit(errorResponse("FATAL", "08006", "server connection lost: "+err.Error()))
+		}
+		c.flushLocked()
+		c.conn.Close()
+	}
+}
+
+// leave runs when the client goroutine ends. An idle server connection is
+// handed back by its relay after the reset query (or a Sync); one with a
+// statement in flight or a transaction open is closed.
+func (c *client) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone = true
+	c.out = nil
+	s := c.srv
+	if s == nil {
+		return
+	}
+	if len(c.q) > 0 || c.txStatus != 'I' || c.unflushed {
+		c.detach(s, false)
+		return
+	}
+	// Wake the relay: it releases s at the ReadyForQuery, resetting first
+	// when needed.
+	c.sendInternal(s, &pgproto3.Sync{})
+}
+
+// applyParams sets the client's tracked parameters on s where they differ
+// from what s has, and resets those that a previous client set and this
+// one did not.
+func (c *client) applyParams(s *server) error {
+	if sameParams(c.params, s.applied) {
+		return nil // the common case: the server had this client or its twin last
+	}
+	var sql []string
+	keys := make([]string, 0, len(c.params))
+	for k := range c.params {
+		keys = append(keys, k)
+	}
+	for k := range s.applied {
+		if _, ok := c.params[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		want, wanted := c.params[k]
+		have, set := s.applied[k]
+		switch {
+		case !wanted:
+			sql = append(sql, "RESET "+k)
+		case set && have == want, !set && s.init[k] == want:
+		default:
+			sql = append(sql, fmt.Sprintf("SET %s = %s", k, quoteLiteral(want)))
+		}
+	}
+	if len(sql) == 0 {
+		return nil
+	}
+	if err := s.exec(strings.Join(sql, "; ")); err != nil {
+		return err
+	}
+	clear(s.applied)
+	for k, v := range c.params {
+		s.applied[k] = v
+	}
+	return nil
+}
+
+// sameParams reports whether the client's parameters are what a previous
+// client set on the server (no allocation: this runs per transaction).
+func sameParams(want, applied map[string]string) bool {
+	if len(want) != len(applied) {
+		return false
+	}
+	for k, v := range want {
+		if have, ok := applied[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
+}
+
+// fail tells the client why it gets no server connection, and ends it.
+func (c *client) fail(err error) {
+	var se *ServerError
+	switch {
+	case errors.Is(err, errWaitTimeout):
+		c.fatal("08P01", "query_wait_timeout")
+	case errors.As(err, &se):
+		c.fatal(se.Code, "server login failed: "+se.Message)
+	default:
+		c.fatal("08006", "could not connect to server: "+err.Error())
+	}
+}
+
+// fatal sends a FATAL ErrorResponse and closes the client.
+func (c *client) fatal(code, msg string) {
+	c.mu.Lock()
+	c.emit(errorResponse("FATAL", code, msg))
+	c.flushLocked()
+	c.mu.Unlock()
+	c.conn.Close()
+}

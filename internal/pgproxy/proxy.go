@@ -1,0 +1,480 @@
+package pgproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/userlist"
+)
+
+// Mode is a pool mode.
+type Mode int
+
+const (
+	// SessionMode gives a client one server connection until it disconnects.
+	SessionMode Mode = iota
+	// TransactionMode gives a client a server connection from the first
+	// message of a transaction until the server reports idle.
+	TransactionMode
+)
+
+// Config is one PostgreSQL listener's pooling. Zero durations turn the
+// corresponding limit off.
+type Config struct {
+	Mode                 Mode
+	MaxClients           int
+	PoolSize             int // per (database, user)
+	MinPoolSize          int
+	ReservePoolSize      int
+	ReservePoolTimeout   time.Duration
+	QueryWaitTimeout     time.Duration
+	ServerIdleTimeout    time.Duration
+	ServerLifetime       time.Duration
+	ServerConnectTimeout time.Duration
+	ResetQuery           string
+	MaxPrepared          int // per server connection; 0: named statements pass through
+
+	Users map[string]string // user -> secret (userlist format); see SetUsers
+
+	// ClientTLS, when not nil, answers SSLRequest with 'S'. RequireTLS
+	// refuses clients that did not ask for TLS.
+	ClientTLS  *tls.Config
+	RequireTLS bool
+	// ServerTLS, when not nil, sends SSLRequest to servers and returns the
+	// TLS configuration for an endpoint address; ServerTLSRequired fails a
+	// server that answers 'N'.
+	ServerTLS         func(addr string) *tls.Config
+	ServerTLSRequired bool
+
+	// Dial connects to one endpoint of the cluster and returns its address
+	// as configured (host:port). The connection's Close must release
+	// whatever tracking Dial set up.
+	Dial func(ctx context.Context) (net.Conn, string, error)
+	Log  *slog.Logger
+}
+
+// Proxy is a PostgreSQL listener's connection pooler. Its methods may be
+// called concurrently.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	clients atomic.Int64
+	stmts   registry
+	users   atomic.Pointer[map[string]string]
+
+	mu        sync.Mutex
+	pools     map[poolKey]*pool
+	keys      map[uint32]*client
+	verifiers map[string]*Verifier // SCRAM verifiers derived from plain secrets
+	closed    bool
+	stop      chan struct{}
+}
+
+type poolKey struct{ db, user string }
+
+// New starts a Proxy; Close stops its background work.
+func New(cfg Config) *Proxy {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ServerConnectTimeout <= 0 {
+		cfg.ServerConnectTimeout = 15 * time.Second
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Log, pools: map[poolKey]*pool{}, keys: map[uint32]*client{},
+		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
+	p.stmts.byText = map[stmtKey]*stmt{}
+	p.SetUsers(cfg.Users)
+	go p.maintain()
+	return p
+}
+
+// SetUsers replaces the users and secrets (a users file read again).
+// Clients already logged in are not affected; SCRAM verifiers derived from
+// plain secrets are derived again.
+func (p *Proxy) SetUsers(users map[string]string) {
+	p.users.Store(&users)
+	p.mu.Lock()
+	clear(p.verifiers)
+	p.mu.Unlock()
+}
+
+// Close stops background work and closes idle server connections; busy
+// ones close when they come back once the last client has left. Connected
+// clients keep being served.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	pools := make([]*pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		pools = append(pools, pl)
+	}
+	p.mu.Unlock()
+	for _, pl := range pools {
+		pl.close()
+	}
+}
+
+// closeIdle closes the idle server connections of every pool.
+func (p *Proxy) closeIdle() {
+	p.mu.Lock()
+	pools := make([]*pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		pools = append(pools, pl)
+	}
+	p.mu.Unlock()
+	for _, pl := range pools {
+		pl.close()
+	}
+}
+
+// maintain closes idle and old server connections and keeps min_pool_size,
+// once a second.
+func (p *Proxy) maintain() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			pools := make([]*pool, 0, len(p.pools))
+			for _, pl := range p.pools {
+				pools = append(pools, pl)
+			}
+			p.mu.Unlock()
+			for _, pl := range pools {
+				pl.maintain(now)
+			}
+		}
+	}
+}
+
+func (p *Proxy) pool(db, user string) *pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := poolKey{db, user}
+	pl := p.pools[k]
+	if pl == nil {
+		pl = newPool(p, db, user)
+		p.pools[k] = pl
+	}
+	return pl
+}
+
+// ServeConn serves one client connection until it ends.
+func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	if n := p.clients.Add(1); p.cfg.MaxClients > 0 && n > int64(p.cfg.MaxClients) {
+		p.clients.Add(-1)
+		// Read the startup packet so that the client reads our refusal.
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		be := pgproto3.NewBackend(conn, conn)
+		if _, err := be.ReceiveStartupMessage(); err == nil {
+			writeError(conn, "FATAL", "53300", "no more connections allowed (max_client_connections)")
+		}
+		return
+	}
+	defer func() {
+		if p.clients.Add(-1) == 0 {
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
+			if closed {
+				p.closeIdle()
+			}
+		}
+	}()
+	c, err := p.startup(conn)
+	if err != nil {
+		p.log.Debug("client startup failed", "client", conn.RemoteAddr(), "error", err)
+		return
+	}
+	if c == nil {
+		return // a cancel request, done
+	}
+	defer p.forget(c)
+	c.serve(ctx)
+}
+
+// startupTimeout bounds a client's startup and authentication, like
+// pgbouncer's client_login_timeout.
+const startupTimeout = 60 * time.Second
+
+// maxMessage bounds one client message (PostgreSQL's own limit is 1 GB).
+const maxMessage = 1 << 30
+
+// startup negotiates TLS, reads the StartupMessage, authenticates the
+// client and greets it. It returns nil, nil for a cancel request.
+func (p *Proxy) startup(conn net.Conn) (*client, error) {
+	conn.SetDeadline(time.Now().Add(startupTimeout))
+	be := pgproto3.NewBackend(conn, conn)
+	tlsDone := false
+	var sm *pgproto3.StartupMessage
+	for sm == nil {
+		msg, err := be.ReceiveStartupMessage()
+		if err != nil {
+			writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
+			return nil, err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest:
+			if tlsDone || p.cfg.ClientTLS == nil {
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return nil, err
+			}
+			tc := tls.Server(conn, p.cfg.ClientTLS)
+			if err := tc.Handshake(); err != nil {
+				return nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			conn, tlsDone = tc, true
+			be = pgproto3.NewBackend(conn, conn)
+		case *pgproto3.GSSEncRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, err
+			}
+		case *pgproto3.CancelRequest:
+			p.cancel(m.ProcessID, m.SecretKey)
+			return nil, nil
+		case *pgproto3.StartupMessage:
+			sm = m
+		}
+	}
+	if p.cfg.RequireTLS && !tlsDone {
+		writeError(conn, "FATAL", "28000", "SSL required")
+		return nil, errors.New("client without TLS refused (client_tls mode require)")
+	}
+	user, db := sm.Parameters["user"], sm.Parameters["database"]
+	if db == "" {
+		db = user
+	}
+	params := map[string]string{}
+	for k, v := range sm.Parameters {
+		switch {
+		case k == "user" || k == "database":
+		case canonical(k) != "":
+			params[canonical(k)] = v
+		default:
+			writeError(conn, "FATAL", "08P01", fmt.Sprintf("unsupported startup parameter: %s", k))
+			return nil, fmt.Errorf("unsupported startup parameter %q", k)
+		}
+	}
+	if user == "" {
+		writeError(conn, "FATAL", "28000", "no PostgreSQL user name specified in startup packet")
+		return nil, errors.New("no user name")
+	}
+	be.SetMaxBodyLen(maxMessage)
+	if err := p.authenticate(conn, be, user); err != nil {
+		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		return nil, err
+	}
+	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, stmts: map[string]*stmt{}, txStatus: 'I'}
+	c.pool = p.pool(db, user)
+	welcome, err := c.pool.welcomeParams()
+	if err != nil {
+		c.fail(err)
+		return nil, err
+	}
+	buf := (&pgproto3.AuthenticationOk{}).Encode
+	out, _ := buf(nil)
+	for k, v := range welcome {
+		if cv, ok := params[k]; ok {
+			v = cv
+		}
+		out, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(out)
+	}
+	p.register(c)
+	out, _ = (&pgproto3.BackendKeyData{ProcessID: c.key, SecretKey: c.secret[:]}).Encode(out)
+	out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
+	if _, err := conn.Write(out); err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// authenticate runs SCRAM-SHA-256 (plain and SCRAM secrets) or md5 (md5
+// secrets) with the client. An unknown user goes through the same SCRAM
+// exchange with a random verifier, so that it fails like a wrong password.
+func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user string) error {
+	secret, known := (*p.users.Load())[user]
+	if known && userlist.KindOf(secret) == userlist.MD5 {
+		var salt [4]byte
+		rand.Read(salt[:])
+		if err := send(conn, &pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
+			return err
+		}
+		be.SetAuthType(pgproto3.AuthTypeMD5Password)
+		msg, err := be.Receive()
+		if err != nil {
+			return err
+		}
+		pm, ok := msg.(*pgproto3.PasswordMessage)
+		if !ok {
+			return fmt.Errorf("want a password message, got %T", msg)
+		}
+		want := md5Salted(secret[3:], salt)
+		if subtle.ConstantTimeCompare([]byte(pm.Password), []byte(want)) != 1 {
+			return errWrongPassword
+		}
+		return nil
+	}
+	v, err := p.verifier(user, secret, known)
+	if err != nil {
+		return err
+	}
+	if err := send(conn, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMechanism}}); err != nil {
+		return err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASL)
+	msg, err := be.Receive()
+	if err != nil {
+		return err
+	}
+	init, ok := msg.(*pgproto3.SASLInitialResponse)
+	if !ok || init.AuthMechanism != scramMechanism {
+		return fmt.Errorf("want SASLInitialResponse for %s, got %T", scramMechanism, msg)
+	}
+	ss := &scramServer{v: v}
+	first, err := ss.first(init.Data)
+	if err != nil {
+		return err
+	}
+	if err := send(conn, &pgproto3.AuthenticationSASLContinue{Data: first}); err != nil {
+		return err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
+	if msg, err = be.Receive(); err != nil {
+		return err
+	}
+	resp, ok := msg.(*pgproto3.SASLResponse)
+	if !ok {
+		return fmt.Errorf("want SASLResponse, got %T", msg)
+	}
+	final, err := ss.final(resp.Data)
+	if err != nil {
+		return err
+	}
+	if !known {
+		return errWrongPassword
+	}
+	return send(conn, &pgproto3.AuthenticationSASLFinal{Data: final})
+}
+
+// verifier returns the SCRAM verifier of a user, deriving (once) one from
+// a plain secret.
+func (p *Proxy) verifier(user, secret string, known bool) (*Verifier, error) {
+	if known && userlist.KindOf(secret) == userlist.SCRAM {
+		return ParseVerifier(secret)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !known {
+		user, secret = "\x00unknown", nonce()
+	}
+	v := p.verifiers[user]
+	if v == nil {
+		v = NewVerifier(secret, 4096)
+		p.verifiers[user] = v
+	}
+	return v, nil
+}
+
+// register issues the client its cancel key.
+func (p *Proxy) register(c *client) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		c.key = binary.BigEndian.Uint32(b[:4]) &^ (1 << 31)
+		copy(c.secret[:], b[4:])
+		if _, dup := p.keys[c.key]; !dup && c.key != 0 {
+			p.keys[c.key] = c
+			return
+		}
+	}
+}
+
+func (p *Proxy) forget(c *client) {
+	p.mu.Lock()
+	if p.keys[c.key] == c {
+		delete(p.keys, c.key)
+	}
+	p.mu.Unlock()
+}
+
+// cancel forwards a cancel request, with the server's own key, to the
+// server connection serving the client that key was issued to, if any.
+func (p *Proxy) cancel(key uint32, secret []byte) {
+	p.mu.Lock()
+	c := p.keys[key]
+	p.mu.Unlock()
+	if c == nil || subtle.ConstantTimeCompare(secret, c.secret[:]) != 1 {
+		p.log.Debug("cancel request with an unknown key")
+		return
+	}
+	c.mu.Lock()
+	srv := c.srv
+	c.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	conn, err := net.DialTimeout("tcp", srv.addr, p.cfg.ServerConnectTimeout)
+	if err != nil {
+		p.log.Debug("cancel: dial server", "server", srv.addr, "error", err)
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(p.cfg.ServerConnectTimeout))
+	b, _ := (&pgproto3.CancelRequest{ProcessID: srv.pid, SecretKey: srv.secret}).Encode(nil)
+	conn.Write(b)
+	// The server closes the connection when it has handled the request.
+	conn.Read(make([]byte, 1))
+}
+
+func send(conn net.Conn, msg pgproto3.BackendMessage) error {
+	b, err := msg.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = conn.Write(b)
+	return err
+}
+
+func errorResponse(severity, code, msg string) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{Severity: severity, SeverityUnlocalized: severity, Code: code, Message: msg}
+}
+
+func writeError(conn net.Conn, severity, code, msg string) {
+	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	send(conn, errorResponse(severity, code, msg))
+}
+
+// md5Salted is the client's answer to an md5 challenge given the stored
+// hex md5(password + user).
+func md5Salted(hexInner string, salt [4]byte) string {
+	return md5Outer(hexInner, salt)
+}

@@ -120,12 +120,15 @@ sleep 1
 # seconds of traffic: the pooler's ticks are read at each 1 s progress
 # report, and the CPU between the second and the last report is divided by
 # the transactions those reports count.
+# One pgbench thread per client: with -M prepared, PQprepare blocks its
+# thread, so several clients per thread deadlock behind a transaction
+# pooler whose servers are all held by clients of a blocked thread.
 res="$work/results"; : > "$res"
 run() {
   local tgt=$1 test=$2 mode=$3 flags=()
   [ "$test" = select ] && flags+=(-S)
   : > "$work/out"; : > "$work/ticks"
-  { "$pgbin/pgbench" -h 127.0.0.1 -p "${port[$tgt]}" -U postgres -n -c "$CLIENTS" -j 2 -T "$DURATION" -P 1 \
+  { "$pgbin/pgbench" -h 127.0.0.1 -p "${port[$tgt]}" -U postgres -n -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" -P 1 \
       -M "$mode" "${flags[@]}" bench 2>&1 || true; } |
     while IFS= read -r line; do
       echo "$line" >> "$work/out"

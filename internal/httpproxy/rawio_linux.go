@@ -4,9 +4,8 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
 // rawIO reads and writes a socket with raw recvfrom/sendto system calls
@@ -40,37 +39,35 @@ func newRawIO(c net.Conn) io.ReadWriter {
 	r := &rawIO{rc: rc}
 	r.readFn = func(fd uintptr) bool {
 		for {
-			n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.p))), uintptr(len(r.p)), 0, 0, 0)
-			switch e {
-			case 0:
-				r.n, r.errno = int(n), 0
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
+			n, err := rawsys.Recv(int(fd), r.p)
+			if err != syscall.EINTR {
+				return r.done(n, err)
 			}
-			r.n, r.errno = 0, e
-			return true
 		}
 	}
 	r.writeFn = func(fd uintptr) bool {
 		for {
-			n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.p))), uintptr(len(r.p)), unix.MSG_NOSIGNAL, 0, 0)
-			switch e {
-			case 0:
-				r.n, r.errno = int(n), 0
-				return true
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
+			n, err := rawsys.Send(int(fd), r.p)
+			if err != syscall.EINTR {
+				return r.done(n, err)
 			}
-			r.n, r.errno = 0, e
-			return true
 		}
 	}
 	return r
+}
+
+// done records the result of one raw call for Read or Write; false (at
+// EAGAIN) asks the RawConn to wait for readiness.
+func (r *rawIO) done(n int, err error) bool {
+	switch err {
+	case nil:
+		r.n, r.errno = n, 0
+		return true
+	case syscall.EAGAIN:
+		return false
+	}
+	r.n, r.errno = 0, err.(syscall.Errno)
+	return true
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
@@ -110,25 +107,21 @@ func (r *rawIO) Write(p []byte) (int, error) {
 
 // writev writes a then b with one sendmsg where it can.
 func (r *rawIO) writev(a, b []byte) (int, error) {
-	var iov [2]unix.Iovec
-	iov[0].Base, iov[0].Len = unsafe.SliceData(a), uint64(len(a))
-	iov[1].Base, iov[1].Len = unsafe.SliceData(b), uint64(len(b))
-	msg := unix.Msghdr{Iov: &iov[0], Iovlen: 2}
 	var n int
 	var errno syscall.Errno
 	err := r.rc.Write(func(fd uintptr) bool {
 		for {
-			m, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
-			switch e {
-			case 0:
-				n, errno = int(m), 0
+			m, err := rawsys.Sendv(int(fd), a, b)
+			switch err {
+			case nil:
+				n, errno = m, 0
 				return true
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:
 				return false
 			}
-			errno = e
+			errno = err.(syscall.Errno)
 			return true
 		}
 	})

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/resp"
 )
 
@@ -196,7 +196,7 @@ func (e *engine) run() {
 	for {
 		n := 0
 		err := e.rc.Read(func(uintptr) bool {
-			n = rawEpollWait(e.epfd, e.events)
+			n = rawsys.EpollWait(e.epfd, e.events)
 			return n > 0
 		})
 		if err != nil {
@@ -462,7 +462,7 @@ func (e *engine) advance(c *eclient) {
 func (e *engine) writeClient(c *eclient) bool {
 	b := c.out
 	for len(b) > 0 {
-		n, err := rawWrite(c.fd, b)
+		n, err := rawsys.Send(c.fd, b)
 		if n > 0 {
 			b = b[n:]
 			continue
@@ -599,7 +599,7 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 
 func (e *engine) serverEvent(sc *esconn, events uint32) {
 	if events&unix.EPOLLERR != 0 {
-		e.failConn(sc, soError(sc.fd))
+		e.failConn(sc, rawsys.SockError(sc.fd))
 		return
 	}
 	if events&unix.EPOLLOUT != 0 && len(sc.out) > 0 {
@@ -637,7 +637,7 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 func (e *engine) writeServer(sc *esconn) {
 	b := sc.out
 	for len(b) > 0 {
-		n, err := rawWrite(sc.fd, b)
+		n, err := rawsys.Send(sc.fd, b)
 		if n > 0 {
 			b = b[n:]
 			continue
@@ -743,7 +743,7 @@ func (f *fdReader) Read(b []byte) (int, error) {
 		return 0, unix.EAGAIN
 	}
 	f.budget--
-	n, err := rawRead(f.fd, b)
+	n, err := rawsys.Recv(f.fd, b)
 	switch {
 	case err == unix.EINTR:
 		return 0, unix.EAGAIN
@@ -770,48 +770,4 @@ func dupFD(c net.Conn) (int, error) {
 		return -1, err
 	}
 	return nfd, derr
-}
-
-// The data path uses raw system calls on the non-blocking sockets (as the
-// TCP engine does, docs/tcp-fast-path.md): a call never blocks, and
-// skipping the scheduler's syscall bookkeeping keeps sysmon from handing
-// the processor to another thread when a loopback write runs long.
-
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-func rawWrite(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-// rawEpollWait never blocks: with no event ready the engine parks in Go's
-// netpoller. (Blocking in epoll_wait itself would save a scheduler round
-// per idle moment but hold the processor: with GOMAXPROCS=1 every other
-// goroutine of the process would wait out the timeout.)
-func rawEpollWait(epfd int, events []unix.EpollEvent) int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0
-	}
-	return int(n)
-}
-
-func soError(fd int) error {
-	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil {
-		return err
-	}
-	if v == 0 {
-		return errors.New("socket error")
-	}
-	return syscall.Errno(v)
 }

@@ -7,9 +7,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
 // Engine pumps plain TCP connection pairs on one goroutine over a
@@ -204,7 +205,7 @@ func (e *Engine) run() {
 	for {
 		n := 0
 		err := e.rc.Read(func(uintptr) bool {
-			n = rawEpollWait(e.epfd, e.events)
+			n = rawsys.EpollWait(e.epfd, e.events)
 			return n > 0
 		})
 		if err != nil {
@@ -270,7 +271,7 @@ func (e *Engine) register(p *Pair) {
 func (e *Engine) handle(h *half, events uint32) {
 	p := h.p
 	if events&unix.EPOLLERR != 0 {
-		err := soError(h.fd)
+		err := rawsys.SockError(h.fd)
 		e.finish(p, isReset(err))
 		return
 	}
@@ -295,7 +296,7 @@ func (e *Engine) handle(h *half, events uint32) {
 // level-triggered epoll reports any rest) and writes it on to the peer.
 func (e *Engine) read(h *half) {
 	p := h.p
-	n, err := rawRead(h.fd, e.buf)
+	n, err := rawsys.Recv(h.fd, e.buf)
 	switch {
 	case n > 0:
 		p.last = e.now
@@ -317,7 +318,7 @@ func (e *Engine) read(h *half) {
 // write sends b to h, keeping what the socket does not take for EPOLLOUT.
 func (e *Engine) write(h *half, b []byte) {
 	for len(b) > 0 {
-		n, err := rawWrite(h.fd, b)
+		n, err := rawsys.Send(h.fd, b)
 		if n > 0 {
 			b = b[n:]
 			continue
@@ -337,7 +338,7 @@ func (e *Engine) write(h *half, b []byte) {
 // flush writes pending bytes; false if the pair ended.
 func (e *Engine) flush(h *half) bool {
 	for len(h.out) > 0 {
-		n, err := rawWrite(h.fd, h.out)
+		n, err := rawsys.Send(h.fd, h.out)
 		if n > 0 {
 			h.out = h.out[n:]
 			h.p.last = e.now
@@ -438,35 +439,3 @@ func (e *Engine) sweep() {
 // write runs long (a futex wake and a context switch each time). recvfrom
 // and sendto rather than read and write: on a socket they skip the file
 // position lock.
-
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-func rawWrite(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-func rawEpollWait(epfd int, events []unix.EpollEvent) int {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0
-	}
-	return int(n)
-}
-
-func soError(fd int) error {
-	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil {
-		return err
-	}
-	return syscall.Errno(v)
-}

@@ -1,0 +1,83 @@
+// Package rawsys makes the data-path system calls of attache's socket
+// engines (internal/tcpproxy, internal/redisproxy, the HTTP/1.1 fast path)
+// on non-blocking sockets, without telling Go's scheduler.
+//
+// A raw call never blocks, since the sockets are non-blocking, and it
+// skips the scheduler's syscall bookkeeping: a loopback write that runs
+// past 20 us no longer makes sysmon hand the processor to another thread
+// (a futex wake and a context switch each time). recvfrom and sendto
+// rather than read and write: on a socket they skip the file position
+// lock. docs/tcp-fast-path.md has the measurements.
+//
+// Errors are the bare syscall.Errno values (EAGAIN, EINTR, ECONNRESET...),
+// so callers compare them directly; converting them to error does not
+// allocate.
+package rawsys
+
+import (
+	"errors"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Recv reads from fd into b with one recvfrom. 0, nil is end of stream.
+func Recv(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// Send writes b to fd with one sendto, without SIGPIPE; it may write less
+// than len(b).
+func Send(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// Sendv writes a then b to fd with one sendmsg, without SIGPIPE; it may
+// write less than both.
+func Sendv(fd int, a, b []byte) (int, error) {
+	var iov [2]unix.Iovec
+	iov[0].Base, iov[0].Len = unsafe.SliceData(a), uint64(len(a))
+	iov[1].Base, iov[1].Len = unsafe.SliceData(b), uint64(len(b))
+	msg := unix.Msghdr{Iov: &iov[0], Iovlen: 2}
+	n, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
+}
+
+// EpollWait returns the number of events ready on epfd without waiting
+// (timeout 0); an error counts as none. An engine with nothing ready parks
+// in Go's netpoller instead: blocking in epoll_wait itself would hold the
+// processor from every other goroutine when GOMAXPROCS is 1.
+func EpollWait(epfd int, events []unix.EpollEvent) int {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0
+	}
+	return int(n)
+}
+
+// SockError returns the pending error of fd (SO_ERROR), as after a failed
+// non-blocking connect.
+func SockError(fd int) error {
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if v == 0 {
+		return errSocket
+	}
+	return syscall.Errno(v)
+}
+
+var errSocket = errors.New("socket error with no SO_ERROR set")

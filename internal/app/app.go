@@ -225,6 +225,11 @@ wait:
 	a.pool.Close()
 	a.engines.Close()
 	a.mu.Lock()
+	for _, c := range g.clusters {
+		if c.redis != nil {
+			c.redis.Close(0) // the drain is over: cut the Redis clients left
+		}
+	}
 	g.stop(nil)
 	a.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)

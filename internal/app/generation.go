@@ -164,8 +164,16 @@ func (g *generation) stop(keep *generation) {
 		}
 	}
 	for name, c := range g.clusters {
-		if (keep == nil || keep.clusters[name] != c) && c.http != nil {
+		if keep != nil && keep.clusters[name] == c {
+			continue
+		}
+		if c.http != nil {
 			c.http.Close()
+		}
+		// The clients it serves stay until they leave or the drain ends,
+		// as on the listeners; a new connection gets the new pool.
+		if c.redis != nil {
+			go c.redis.Close(g.cfg.DrainTimeout.D())
 		}
 	}
 	for name, l := range g.listeners {

@@ -40,8 +40,10 @@ type engine struct {
 	rc      syscall.RawConn
 	file    *os.File
 
-	mu    sync.Mutex
-	queue []func()
+	mu      sync.Mutex
+	queue   []func()
+	stopped bool          // under mu: do refuses, eventfd is closed
+	done    chan struct{} // closed when the engine goroutine has ended
 
 	// owned by the engine goroutine
 	fds     map[int32]any // *eclient or *esconn
@@ -55,6 +57,7 @@ type engine struct {
 	free    []*slot
 	freeR   []*resp.Reader // of closed clients, for the next ones
 	freeOut [][]byte
+	ending  bool // stop was called: tear down after this batch
 }
 
 // maxFree bounds the buffers an engine keeps for clients to come.
@@ -119,7 +122,7 @@ func newEngine(p *Pool) (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &engine{p: p, epfd: epfd, eventfd: -1, timerfd: -1, fds: map[int32]any{}, events: make([]unix.EpollEvent, 256)}
+	e := &engine{p: p, epfd: epfd, eventfd: -1, timerfd: -1, fds: map[int32]any{}, events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
 	fail := func(err error) (*engine, error) {
 		unix.Close(epfd)
 		if e.eventfd >= 0 {
@@ -177,19 +180,61 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	c.Close()
 	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
 	cl.src.fd = fd
-	e.do(func() { e.addClient(cl) })
+	if !e.do(func() { e.addClient(cl) }) {
+		unix.Close(fd) // the pool is closed
+		return true
+	}
 	<-cl.done
 	return true
 }
 
-// do queues f to run on the engine goroutine. (An engine runs as long as
-// its pool: there is no stopped state to refuse f in.)
-func (e *engine) do(f func()) {
+// do queues f to run on the engine goroutine; false (f dropped) once the
+// engine has stopped.
+func (e *engine) do(f func()) bool {
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return false
+	}
 	e.queue = append(e.queue, f)
-	e.mu.Unlock()
 	one := [8]byte{1}
 	unix.Write(e.eventfd, one[:])
+	return true
+}
+
+// stop makes the engine close its clients and server connections, and
+// its own descriptors, and end (done is closed then).
+func (e *engine) stop() {
+	e.do(func() { e.ending = true })
+}
+
+// teardown is the end of the engine goroutine: every client and server
+// connection is closed (replies still owed are dropped) and then the
+// engine's descriptors. Nothing can be queued after it.
+func (e *engine) teardown() {
+	e.mu.Lock()
+	e.stopped = true
+	unix.Close(e.eventfd)
+	e.mu.Unlock()
+	for _, o := range e.fds {
+		if c, ok := o.(*eclient); ok {
+			e.closeClient(c)
+		}
+	}
+	for _, cs := range e.conns {
+		for _, sc := range cs {
+			if sc.fd >= 0 {
+				delete(e.fds, int32(sc.fd))
+				unix.Close(sc.fd)
+				sc.fd = -1
+				sc.s.conns.Add(-1)
+			}
+			sc.pending, sc.out, sc.rd = fifo[ereq]{}, nil, nil
+		}
+	}
+	unix.Close(e.timerfd)
+	e.file.Close() // the epoll descriptor
+	close(e.done)
 }
 
 func (e *engine) run() {
@@ -200,6 +245,7 @@ func (e *engine) run() {
 			return n > 0
 		})
 		if err != nil {
+			e.teardown()
 			return
 		}
 		e.now = time.Now().UnixNano()
@@ -239,6 +285,10 @@ func (e *engine) run() {
 			}
 		}
 		e.flush()
+		if e.ending {
+			e.teardown()
+			return
+		}
 	}
 }
 
@@ -573,7 +623,9 @@ func (e *engine) dial(sc *esconn) {
 			fd, err = dupFD(conn)
 			conn.Close()
 		}
-		e.do(func() { e.connected(sc, fd, err) })
+		if !e.do(func() { e.connected(sc, fd, err) }) && fd >= 0 {
+			unix.Close(fd) // the engine has stopped
+		}
 	}()
 }
 

@@ -73,6 +73,20 @@ type Pool struct {
 	// nextRetry is the earliest retryAt in unix nanoseconds (0: none), so
 	// that the per-key lookup takes no lock while nothing is ejected.
 	nextRetry atomic.Int64
+
+	life   life
+	runs   sync.WaitGroup // serverConn goroutines (goroutine path)
+	closed chan struct{}  // closed when Close has finished
+}
+
+// life counts the clients a pool serves, for Close.
+type life struct {
+	mu      sync.Mutex
+	clients int
+	conns   map[net.Conn]struct{} // goroutine-path clients, cut at the deadline
+	closing bool                  // Close was called
+	shut    bool                  // the drain is over: no client is taken
+	idle    chan struct{}         // closed once closing with no client
 }
 
 // NewPool builds the pool; no connection is made until a request needs it.
@@ -81,11 +95,13 @@ func NewPool(o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards))}
+	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards)), closed: make(chan struct{})}
+	p.life.idle = make(chan struct{})
+	p.life.conns = map[net.Conn]struct{}{}
 	for i, sh := range o.Shards {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
 			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
-			onFail: p.serverFailed, onOK: p.serverOK}
+			onFail: p.serverFailed, onOK: p.serverOK, runs: &p.runs}
 		if o.Observer.Request != nil {
 			s.observe = o.Observer.Request(s.name)
 		}
@@ -99,6 +115,107 @@ func NewPool(o Options) (*Pool, error) {
 	}
 	return p, nil
 }
+
+// Close ends the pool, for a configuration reload that dropped it. Clients
+// already connected keep being served, pipelines and in-flight commands
+// included, until they disconnect or drain passes; then those left are
+// cut, and requests still unanswered fail. Once no client is left the
+// pool closes its server connections and its engines stop; Close returns
+// when their goroutines have ended (a dial in progress ends within
+// connect_timeout and closes what it opened). A client that arrives after
+// the drain is closed at once.
+//
+// Close may run concurrently with serving; later calls wait for the first
+// to finish.
+func (p *Pool) Close(drain time.Duration) {
+	l := &p.life
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		<-p.closed
+		return
+	}
+	l.closing = true
+	l.idleCheck()
+	l.mu.Unlock()
+	t := time.NewTimer(drain)
+	select {
+	case <-l.idle:
+	case <-t.C:
+	}
+	t.Stop()
+	l.mu.Lock()
+	l.shut = true
+	for c := range l.conns {
+		c.Close()
+	}
+	l.mu.Unlock()
+	p.engines.once.Do(func() {}) // no engine starts from now on
+	for _, e := range p.engines.all {
+		e.stop()
+	}
+	for _, s := range p.servers {
+		for _, sc := range s.sc {
+			sc.close()
+		}
+	}
+	for _, e := range p.engines.all {
+		<-e.done
+	}
+	p.runs.Wait()
+	<-l.idle // the clients cut have gone
+	close(p.closed)
+}
+
+// enter counts a new client; false once the pool is shut.
+func (p *Pool) enter() bool {
+	l := &p.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shut {
+		return false
+	}
+	l.clients++
+	return true
+}
+
+func (p *Pool) leave() {
+	l := &p.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.clients--
+	l.idleCheck()
+}
+
+// track records a goroutine-path client connection (false: forgets it),
+// so that the end of the drain can cut it.
+func (p *Pool) track(c net.Conn, on bool) {
+	l := &p.life
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case !on:
+		delete(l.conns, c)
+	case l.shut:
+		c.Close()
+	default:
+		l.conns[c] = struct{}{}
+	}
+}
+
+// idleCheck closes idle when closing and no client is left. l.mu is held.
+func (l *life) idleCheck() {
+	if l.closing && l.clients == 0 {
+		select {
+		case <-l.idle:
+		default:
+			close(l.idle)
+		}
+	}
+}
+
+// errClosed fails the requests a closed pool still holds.
+var errClosed = errors.New("the pool is closed (configuration reloaded)")
 
 // rebuild makes the ring from the servers live at now and records the
 // next time an ejected server is due back. p.mu is held (or p is new).
@@ -237,10 +354,18 @@ type part struct {
 // (engine_linux.go); TLS clients, and every client elsewhere, by
 // goroutines.
 func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
-	n := int(h.sessions.Add(1))
-	if e := h.Pool.engine(n); e != nil && e.serve(h, n, c) {
+	p := h.Pool
+	if !p.enter() {
+		c.Close()
 		return
 	}
+	defer p.leave()
+	n := int(h.sessions.Add(1))
+	if e := p.engine(n); e != nil && e.serve(h, n, c) {
+		return
+	}
+	p.track(c, true)
+	defer p.track(c, false)
 	h.serveGoroutines(c, n)
 }
 

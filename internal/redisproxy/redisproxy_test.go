@@ -38,6 +38,7 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.Close(0) })
 	return p
 }
 

@@ -40,6 +40,19 @@ type serverConn struct {
 	mu      sync.Mutex
 	in      chan *request // nil until started
 	pending chan *request
+	conn    net.Conn // the connection open, for close
+	closed  bool     // the pool is closed: no request is taken
+}
+
+// close closes the connection and refuses requests from now on; what is in
+// flight fails.
+func (sc *serverConn) close() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.closed = true
+	if sc.conn != nil {
+		sc.conn.Close()
+	}
 }
 
 // maxInFlight bounds the requests queued on one server connection.
@@ -51,10 +64,19 @@ const maxInFlight = 4096
 // drained and failed, everything after goes to a new connection.
 func (sc *serverConn) send(r *request) {
 	sc.mu.Lock()
+	if sc.closed {
+		sc.mu.Unlock()
+		r.finish(nil, errClosed)
+		return
+	}
 	if sc.in == nil {
-		sc.in = make(chan *request, maxInFlight)
-		sc.pending = make(chan *request, maxInFlight)
-		go sc.run(sc.in, sc.pending)
+		in, pending := make(chan *request, maxInFlight), make(chan *request, maxInFlight)
+		sc.in, sc.pending = in, pending
+		sc.s.runs.Add(1)
+		go func() {
+			defer sc.s.runs.Done()
+			sc.run(in, pending)
+		}()
 	}
 	select {
 	case sc.in <- r:
@@ -75,8 +97,13 @@ func (sc *serverConn) run(in, pending chan *request) {
 		if sc.in == in {
 			sc.in = nil
 		}
+		closed := sc.closed
 		sc.mu.Unlock()
-		s.failed(err)
+		if closed {
+			err = errClosed // not the shard's failure
+		} else {
+			s.failed(err)
+		}
 		msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
 		for {
 			select {
@@ -94,6 +121,15 @@ func (sc *serverConn) run(in, pending chan *request) {
 		fail(err)
 		return
 	}
+	sc.mu.Lock()
+	if sc.closed {
+		sc.mu.Unlock()
+		conn.Close()
+		fail(errClosed)
+		return
+	}
+	sc.conn = conn
+	sc.mu.Unlock()
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
 	defer conn.Close()
@@ -167,6 +203,7 @@ type server struct {
 	onFail   func(*server, error)
 	onOK     func(*server)
 	observe  func(ok bool, d time.Duration) // nil: no metrics
+	runs     *sync.WaitGroup                // the pool's serverConn goroutines
 }
 
 // conn returns the server connection of client session n.

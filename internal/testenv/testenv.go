@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -167,6 +168,35 @@ func RedisCommand(addr string, args ...string) (string, error) {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimRight(line, "\r\n"), err
+}
+
+// RedisClients is a Redis server's connected_clients (INFO clients), not
+// counting the connection that asks.
+func RedisClients(t testing.TB, addr string) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("INFO clients on %s: %v", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.Write([]byte("*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n"))
+	rd := bufio.NewReader(c)
+	head, err := rd.ReadString('\n')
+	n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	body := make([]byte, n)
+	if err == nil {
+		_, err = io.ReadFull(rd, body)
+	}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "connected_clients:"); ok && err == nil {
+			if k, err := strconv.Atoi(v); err == nil {
+				return k - 1
+			}
+		}
+	}
+	t.Fatalf("INFO clients on %s: %v %q", addr, err, body)
+	return 0
 }
 
 // RedisProc is Redis that the test can also stop early, by its PID.

@@ -40,6 +40,8 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (*pgproxy.
 		ResetQuery:           pc.ServerResetQuery,
 		MaxPrepared:          pc.MaxPreparedStatements,
 		Users:                users,
+		AuthQuery:            pc.Auth.Query,
+		AuthUser:             pc.Auth.User,
 		Log:                  a.log.With("listener", lc.Name),
 		Dial: func(ctx context.Context) (net.Conn, string, error) {
 			conn, ep, err := up.Dial(ctx, 0)

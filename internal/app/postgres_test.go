@@ -31,7 +31,7 @@ listeners:
     address: "127.0.0.1:0"
     protocol: postgres
     cluster: pg
-    postgres: {pool_mode: transaction, pool_size: 2, auth: {users_file: "%s"}}
+    postgres: {pool_mode: transaction, pool_size: 2, auth: {users_file: "%s", user: postgres}}
 clusters:
   - {name: pg, endpoints: ["%s"], health_check: {type: postgres, user: postgres, password: "${PGPW}", interval: 2s}}
 `, users, pg.Addr), map[string]string{"PGPW": pg.Password})
@@ -83,13 +83,26 @@ clusters:
 		t.Errorf("wait histogram count: %q", v)
 	}
 
+	// A role that is not in the users file logs in through the auth
+	// query (run as postgres), its SCRAM secret passed through.
+	pg.SQL(t, "CREATE ROLE viaquery LOGIN PASSWORD 'vq-pw'")
+	vq, err := pgx.Connect(ctx, fmt.Sprintf("postgres://viaquery:vq-pw@%s/postgres?sslmode=disable", h.addr("db")))
+	if err != nil {
+		t.Fatalf("login through auth.query: %v", err)
+	}
+	var who string
+	if err := vq.QueryRow(ctx, "SELECT current_user").Scan(&who); err != nil || who != "viaquery" {
+		t.Errorf("current_user through auth.query: %q %v", who, err)
+	}
+	vq.Close(ctx)
+
 	// A reload reads the users file again and keeps the pools.
 	logins := h.metric(`attache_postgres_server_logins_total{database="postgres",listener="db",user="postgres"}`)
 	os.WriteFile(users, []byte(fmt.Sprintf("%q %q\n", pg.User, "changed")), 0o600)
 	if code, body := h.admin("POST", "/reload"); code != 200 {
 		t.Fatalf("reload: %d %s", code, body)
 	}
-	_, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", pg.User, pg.Password, h.addr("db")))
+	_, err = pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", pg.User, pg.Password, h.addr("db")))
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "28P01" {
 		t.Errorf("old password after the users file changed: got %v, want 28P01", err)

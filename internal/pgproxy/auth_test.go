@@ -73,6 +73,23 @@ func TestSCRAMPassThrough(t *testing.T) {
 		}
 	})
 
+	t.Run("users file changes the secret", func(t *testing.T) {
+		// The key kept belongs to the old secret: new server connections
+		// wait for a client to log in with the new one.
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, Users: map[string]string{"app": verifier}})
+		connect(t, addr, "app", "app-pw", "")
+		pl := p.pool("postgres", "app")
+		s, err := pl.connect()
+		if err != nil {
+			t.Fatalf("server connection with the kept key: %v", err)
+		}
+		s.close()
+		p.SetUsers(map[string]string{"app": NewVerifier("app-pw", 4096).String()})
+		if _, err := pl.connect(); err == nil || !strings.Contains(err.Error(), "no client has logged in with it yet") {
+			t.Errorf("after the secret changed: got %v", err)
+		}
+	})
+
 	t.Run("verifier unlike the server's", func(t *testing.T) {
 		// Same password, another salt: the client is authenticated, the
 		// server login cannot be made, and the client is told why.

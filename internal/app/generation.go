@@ -57,6 +57,7 @@ type listenerRT struct {
 	http    *httpproxy.Server  // HTTP listeners: kept while name and address stay
 	handler *httpproxy.Handler // this generation's routes, swapped into http
 	pg      *pgproxy.Proxy     // postgres listeners: kept while the listener and its cluster are unchanged
+	pgWatch context.CancelFunc // pg's client_tls and server_tls file watch
 }
 
 // apply builds a generation from cfg and swaps it in. On error nothing
@@ -104,16 +105,18 @@ func (a *App) apply(cfg *config.Config) error {
 				if err != nil {
 					return fail(fmt.Errorf("listener %q: postgres.auth.users_file: %w", lc.Name, err))
 				}
-				rt.pg = prev.pg
+				rt.pg, rt.pgWatch = prev.pg, prev.pgWatch
 				built = append(built, func() { rt.pg.SetUsers(users) })
 			}
 		}
 		if lc.Protocol == "postgres" && rt.pg == nil {
-			p, err := a.buildPostgres(lc, next.clusters[lc.Cluster].up)
+			p, watch, err := a.buildPostgres(lc, next.clusters[lc.Cluster].up)
 			if err != nil {
 				return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
 			}
-			rt.pg = p
+			ctx, cancel := context.WithCancel(context.Background())
+			rt.pg, rt.pgWatch = p, cancel
+			built = append(built, func() { watch(ctx) })
 		}
 		if lc.TLS != nil && rt.tls == nil {
 			var alpn []string
@@ -180,6 +183,9 @@ func (g *generation) stop(keep *generation) {
 		kept := keep != nil && keep.listeners[name] != nil
 		if l.pg != nil && !(kept && keep.listeners[name].pg == l.pg) {
 			l.pg.Close()
+			if l.pgWatch != nil {
+				l.pgWatch()
+			}
 		}
 		if l.http != nil && !(kept && keep.listeners[name].http == l.http) {
 			go l.http.Close(g.cfg.DrainTimeout.D())

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,13 +20,16 @@ import (
 	"github.com/attache-proxy/attache/internal/userlist"
 )
 
-// buildPostgres makes the pooler of a postgres listener.
-func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (*pgproxy.Proxy, error) {
+// buildPostgres makes the pooler of a postgres listener. watch starts
+// re-reading its client_tls and server_tls files when they change, until
+// ctx ends.
+func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgproxy.Proxy, watch func(ctx context.Context), err error) {
 	pc := lc.Postgres
 	users, err := userlist.Load(pc.Auth.UsersFile)
 	if err != nil {
-		return nil, fmt.Errorf("postgres.auth.users_file: %w", err)
+		return nil, nil, fmt.Errorf("postgres.auth.users_file: %w", err)
 	}
+	var watches []func(ctx context.Context)
 	cfg := pgproxy.Config{
 		Mode:                 pgproxy.SessionMode,
 		MaxClients:           pc.MaxClientConnections,
@@ -40,6 +44,8 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (*pgproxy.
 		ResetQuery:           pc.ServerResetQuery,
 		MaxPrepared:          pc.MaxPreparedStatements,
 		Users:                users,
+		AuthQuery:            pc.Auth.Query,
+		AuthUser:             pc.Auth.User,
 		Log:                  a.log.With("listener", lc.Name),
 		Dial: func(ctx context.Context) (net.Conn, string, error) {
 			conn, ep, err := up.Dial(ctx, 0)
@@ -55,18 +61,61 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (*pgproxy.
 	if t := pc.ClientTLS; t != nil && t.Mode != "disable" && t.CertFile != "" {
 		s, err := tlsconfig.NewServer(config.ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, MinVersion: "1.2"})
 		if err != nil {
-			return nil, fmt.Errorf("postgres.client_tls: %w", err)
+			return nil, nil, fmt.Errorf("postgres.client_tls: %w", err)
 		}
 		cfg.ClientTLS = s.Config()
 		cfg.RequireTLS = t.Mode == "require"
+		owner := "listener " + lc.Name + " client_tls"
+		watches = append(watches, func(ctx context.Context) { a.watchTLS(ctx, owner, s.Files(), s.Reload) })
 	}
 	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
-		if cfg.ServerTLS, err = serverTLS(t); err != nil {
-			return nil, fmt.Errorf("postgres.server_tls: %w", err)
+		s := &pgServerTLS{t: t}
+		if err := s.Reload(); err != nil {
+			return nil, nil, fmt.Errorf("postgres.server_tls: %w", err)
 		}
+		cfg.ServerTLS = s.ForAddr
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
+		if files := nonEmpty(t.CertFile, t.KeyFile, t.CAFile); len(files) > 0 {
+			owner := "listener " + lc.Name + " server_tls"
+			watches = append(watches, func(ctx context.Context) { a.watchTLS(ctx, owner, files, s.Reload) })
+		}
 	}
-	return pgproxy.New(cfg), nil
+	watch = func(ctx context.Context) {
+		for _, w := range watches {
+			go w(ctx)
+		}
+	}
+	return pgproxy.New(cfg), watch, nil
+}
+
+// pgServerTLS is server_tls, its files read again by Reload: new server
+// connections use the latest ones.
+type pgServerTLS struct {
+	t   *config.PostgresTLS
+	cur atomic.Pointer[func(addr string) *tls.Config]
+}
+
+// Reload re-reads the files; on error the previous ones stay in use.
+func (s *pgServerTLS) Reload() error {
+	f, err := serverTLS(s.t)
+	if err != nil {
+		return err
+	}
+	s.cur.Store(&f)
+	return nil
+}
+
+// ForAddr is the TLS configuration for a server connection to addr.
+func (s *pgServerTLS) ForAddr(addr string) *tls.Config { return (*s.cur.Load())(addr) }
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // serverTLS follows libpq's sslmode: allow, prefer and require encrypt

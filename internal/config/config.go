@@ -100,10 +100,16 @@ type ListenerPostgres struct {
 
 // PostgresAuth is where client credentials come from: a pgbouncer
 // userlist.txt ("user" "secret" lines; plain, md5 or SCRAM-SHA-256
-// secrets).
+// secrets), and for users not in it, when User is set, pgbouncer's
+// auth_query run as auth_user (whose password is in the users file).
 type PostgresAuth struct {
 	UsersFile string `yaml:"users_file"`
+	Query     string `yaml:"query"` // default DefaultAuthQuery when User is set
+	User      string `yaml:"user"`
 }
+
+// DefaultAuthQuery is pgbouncer's default auth_query.
+const DefaultAuthQuery = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
 // PostgresTLS is TLS towards clients (client_tls: cert_file, key_file,
 // mode disable | allow | prefer | require) or servers (server_tls: mode
@@ -557,6 +563,9 @@ func (c *Config) applyPostgresDefaults(p string, pg *ListenerPostgres) {
 		if *f.v == 0 && !c.has(p+"."+f.name) {
 			*f.v = Duration(f.def)
 		}
+	}
+	if pg.Auth.User != "" && pg.Auth.Query == "" {
+		pg.Auth.Query = DefaultAuthQuery
 	}
 	if pg.ServerResetQuery == "" && !c.has(p+".server_reset_query") {
 		pg.ServerResetQuery = "DISCARD ALL"

@@ -189,7 +189,10 @@ func TestBadValues(t *testing.T) {
 		{"pg no users file", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.users_file: required"},
 		{"pg users file missing", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: /nonexistent/u}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: no such file "/nonexistent/u" (line 1)`},
 		{"pg users file bad", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + badUsers + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: line 2: want "user" "secret" (line 1)`},
-		{"pg auth unknown", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {query: x}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: unknown field"},
+		{"pg auth unknown", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", quer: x}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.quer: unknown field"},
+		{"pg auth query no user", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", query: \"SELECT 1, $1\"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: needs auth.user (the role that runs it) (line 1)"},
+		{"pg auth query no $1", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", user: u, query: \"SELECT 1, 2\"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: must take the user name as $1"},
+		{"pg auth user not listed", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", user: pgbouncer}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.user: "pgbouncer" is not in users_file (its password comes from there, like pgbouncer's auth_user from auth_file) (line 1)`},
 		{"pg client tls mode", pgBase + "client_tls: {mode: verify-full}" + pgEnd, `listeners[0].postgres.client_tls.mode: unknown client TLS mode "verify-full"`},
 		{"pg client tls cert", pgBase + "client_tls: {mode: require}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required"},
 		{"pg client tls ca", pgBase + "client_tls: {mode: disable, ca_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.ca_file: client certificates are not checked"},
@@ -349,9 +352,17 @@ func TestPostgresDefaults(t *testing.T) {
 		{"max_prepared_statements", pg.MaxPreparedStatements, 200},
 		{"client_tls.mode", pg.ClientTLS.Mode, "disable"},
 		{"server_tls.mode", pg.ServerTLS.Mode, "disable"},
+		{"auth.query without auth.user", pg.Auth.Query, ""},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
 		}
+	}
+	c, err = Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: "+users+", user: u}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := c.Listeners[0].Postgres.Auth.Query; q != "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" {
+		t.Errorf("auth.query with auth.user: got %q, want pgbouncer's default", q)
 	}
 }

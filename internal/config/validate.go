@@ -551,9 +551,17 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 	if pg.Auth.UsersFile == "" {
 		v.errorf(p+".auth.users_file", "required (pgbouncer userlist.txt format: \"user\" \"secret\" lines)")
 	} else if v.file(p+".auth.users_file", pg.Auth.UsersFile) {
-		if _, err := userlist.Load(pg.Auth.UsersFile); err != nil {
+		users, err := userlist.Load(pg.Auth.UsersFile)
+		if err != nil {
 			v.errorf(p+".auth.users_file", "%v", err)
+		} else if _, ok := users[pg.Auth.User]; pg.Auth.User != "" && !ok {
+			v.errorf(p+".auth.user", "%q is not in users_file (its password comes from there, like pgbouncer's auth_user from auth_file)", pg.Auth.User)
 		}
+	}
+	if pg.Auth.Query != "" && pg.Auth.User == "" {
+		v.errorf(p+".auth.query", "needs auth.user (the role that runs it)")
+	} else if pg.Auth.Query != "" && !strings.Contains(pg.Auth.Query, "$1") {
+		v.errorf(p+".auth.query", "must take the user name as $1 and return (user, secret), like pgbouncer's auth_query")
 	}
 	if t := pg.ClientTLS; t != nil {
 		tp := p + ".client_tls"

@@ -33,6 +33,21 @@ type Session struct {
 // SCRAM-SHA-256 (whose server signature is verified). params are extra
 // startup parameters (application_name, ...).
 func Login(conn net.Conn, user, database, password string, params map[string]string) (*Session, error) {
+	return login(conn, user, database, credentials{password: password}, params)
+}
+
+// credentials are what attache logs into a server with: a password (plain,
+// or an md5 secret, which works for md5 servers only) or the keys of SCRAM
+// pass-through (SCRAM servers only).
+type credentials struct {
+	password string
+	scram    *scramKeys
+}
+
+var errOnlySCRAMKey = errors.New("the server asks for a password, and attache holds only a SCRAM key for this user (SCRAM pass-through needs scram-sha-256 on the server)")
+
+func login(conn net.Conn, user, database string, cred credentials, params map[string]string) (*Session, error) {
+	password := cred.password
 	fe := pgproto3.NewFrontend(conn, conn)
 	startup := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": user, "database": database}}
 	for k, v := range params {
@@ -52,8 +67,14 @@ func Login(conn net.Conn, user, database, password string, params map[string]str
 		switch m := msg.(type) {
 		case *pgproto3.AuthenticationOk:
 		case *pgproto3.AuthenticationCleartextPassword:
+			if cred.scram != nil {
+				return nil, errOnlySCRAMKey
+			}
 			fe.Send(&pgproto3.PasswordMessage{Password: password})
 		case *pgproto3.AuthenticationMD5Password:
+			if cred.scram != nil {
+				return nil, errOnlySCRAMKey
+			}
 			fe.Send(&pgproto3.PasswordMessage{Password: md5Password(user, password, m.Salt)})
 		case *pgproto3.AuthenticationSASL:
 			ok := false
@@ -64,6 +85,7 @@ func Login(conn net.Conn, user, database, password string, params map[string]str
 				return nil, fmt.Errorf("server offers SASL %v, not %s", m.AuthMechanisms, scramMechanism)
 			}
 			sc = newSCRAMClient(password)
+			sc.keys = cred.scram
 			fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: scramMechanism, Data: sc.first()})
 		case *pgproto3.AuthenticationSASLContinue:
 			if sc == nil {

@@ -124,6 +124,7 @@ type pool struct {
 	welcome map[string]string
 	used    bool // a client came: keep min_pool_size
 	closed  bool
+	cred    *serverCred // from a client's login; see credentials
 
 	st counters
 }
@@ -162,7 +163,12 @@ func (pl *pool) connect() (*server, error) {
 			return nil, fmt.Errorf("server %s: %w", addr, err)
 		}
 	}
-	sess, err := Login(conn, pl.user, pl.db, (*pl.p.users.Load())[pl.user], nil)
+	cred, err := pl.credentials()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)
+	}
+	sess, err := login(conn, pl.user, pl.db, cred, nil)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)

@@ -47,6 +47,12 @@ type Config struct {
 	MaxPrepared          int // per server connection; 0: named statements pass through
 
 	Users map[string]string // user -> secret (userlist format); see SetUsers
+	// AuthQuery, when AuthUser is set, looks up the secret of a user not
+	// in Users at each login (pgbouncer's auth_query): $1 is the user
+	// name, the second column of the first row the secret (NULL or no
+	// row: unknown user). It runs on a server connection of the pool of
+	// (the client's database, AuthUser), whose password is in Users.
+	AuthQuery, AuthUser string
 
 	// ClientTLS, when not nil, answers SSLRequest with 'S'. RequireTLS
 	// refuses clients that did not ask for TLS.
@@ -286,12 +292,23 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		return nil, errors.New("no user name")
 	}
 	be.SetMaxBodyLen(maxMessage)
-	if err := p.authenticate(conn, be, user); err != nil {
+	secret, known := (*p.users.Load())[user]
+	if !known && p.cfg.AuthUser != "" {
+		var err error
+		if secret, known, err = p.lookup(db, user); err != nil {
+			p.log.Warn("auth_query failed", "user", user, "database", db, "auth_user", p.cfg.AuthUser, "error", err)
+			writeError(conn, "FATAL", "08006", "auth_query failed (see attache's log)")
+			return nil, err
+		}
+	}
+	cred, err := p.authenticate(conn, be, user, secret, known)
+	if err != nil {
 		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		return nil, err
 	}
 	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, stmts: map[string]*stmt{}, txStatus: 'I'}
 	c.pool = p.pool(db, user)
+	c.pool.remember(cred)
 	welcome, err := c.pool.welcomeParams()
 	if err != nil {
 		c.fail(err)
@@ -318,69 +335,74 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 // authenticate runs SCRAM-SHA-256 (plain and SCRAM secrets) or md5 (md5
 // secrets) with the client. An unknown user goes through the same SCRAM
 // exchange with a random verifier, so that it fails like a wrong password.
-func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user string) error {
-	secret, known := (*p.users.Load())[user]
+// It returns what the server can be logged into with besides a plain
+// password: the secret, and for SCRAM secrets the client's ClientKey.
+func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret string, known bool) (*serverCred, error) {
 	if known && userlist.KindOf(secret) == userlist.MD5 {
 		var salt [4]byte
 		rand.Read(salt[:])
 		if err := send(conn, &pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
-			return err
+			return nil, err
 		}
 		be.SetAuthType(pgproto3.AuthTypeMD5Password)
 		msg, err := be.Receive()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pm, ok := msg.(*pgproto3.PasswordMessage)
 		if !ok {
-			return fmt.Errorf("want a password message, got %T", msg)
+			return nil, fmt.Errorf("want a password message, got %T", msg)
 		}
 		want := md5Salted(secret[3:], salt)
 		if subtle.ConstantTimeCompare([]byte(pm.Password), []byte(want)) != 1 {
-			return errWrongPassword
+			return nil, errWrongPassword
 		}
-		return nil
+		return &serverCred{secret: secret}, nil
 	}
 	v, err := p.verifier(user, secret, known)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := send(conn, &pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMechanism}}); err != nil {
-		return err
+		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASL)
 	msg, err := be.Receive()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	init, ok := msg.(*pgproto3.SASLInitialResponse)
 	if !ok || init.AuthMechanism != scramMechanism {
-		return fmt.Errorf("want SASLInitialResponse for %s, got %T", scramMechanism, msg)
+		return nil, fmt.Errorf("want SASLInitialResponse for %s, got %T", scramMechanism, msg)
 	}
 	ss := &scramServer{v: v}
 	first, err := ss.first(init.Data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := send(conn, &pgproto3.AuthenticationSASLContinue{Data: first}); err != nil {
-		return err
+		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
 	if msg, err = be.Receive(); err != nil {
-		return err
+		return nil, err
 	}
 	resp, ok := msg.(*pgproto3.SASLResponse)
 	if !ok {
-		return fmt.Errorf("want SASLResponse, got %T", msg)
+		return nil, fmt.Errorf("want SASLResponse, got %T", msg)
 	}
 	final, err := ss.final(resp.Data)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !known {
-		return errWrongPassword
+		return nil, errWrongPassword
 	}
-	return send(conn, &pgproto3.AuthenticationSASLFinal{Data: final})
+	cred := &serverCred{secret: secret}
+	if userlist.KindOf(secret) == userlist.SCRAM {
+		cred.scram = &scramKeys{clientKey: ss.clientKey, v: v}
+	}
+	return cred, send(conn, &pgproto3.AuthenticationSASLFinal{Data: final})
 }
 
 // verifier returns the SCRAM verifier of a user, deriving (once) one from
@@ -391,13 +413,14 @@ func (p *Proxy) verifier(user, secret string, known bool) (*Verifier, error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	key := user + "\x00" + secret // a secret from the auth query may change
 	if !known {
-		user, secret = "\x00unknown", nonce()
+		key, secret = "\x00unknown", nonce()
 	}
-	v := p.verifiers[user]
+	v := p.verifiers[key]
 	if v == nil {
 		v = NewVerifier(secret, 4096)
-		p.verifiers[user] = v
+		p.verifiers[key] = v
 	}
 	return v, nil
 }

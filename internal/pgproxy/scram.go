@@ -54,9 +54,19 @@ func attrs(s string) map[byte]string {
 // scramClient is the client side of one SCRAM-SHA-256 exchange.
 type scramClient struct {
 	password    string
+	keys        *scramKeys // instead of password: SCRAM pass-through
 	clientNonce string
 	firstBare   string
 	serverSig   []byte
+}
+
+// scramKeys is what SCRAM pass-through logs into a server with, as
+// pgbouncer does: the ClientKey recovered from a client's proof
+// (ClientProof XOR ClientSignature) and the stored verifier it matched,
+// whose salt, iterations and ServerKey the server must share.
+type scramKeys struct {
+	clientKey []byte
+	v         *Verifier
 }
 
 func newSCRAMClient(password string) *scramClient {
@@ -84,16 +94,24 @@ func (c *scramClient) final(serverFirst []byte) ([]byte, error) {
 	if err != nil || iter < 1 {
 		return nil, errors.New("SCRAM: bad iteration count")
 	}
-	salted, err := pbkdf2.Key(sha256.New, c.password, salt, iter, 32)
-	if err != nil {
-		return nil, err
+	var clientKey, serverKey []byte
+	if k := c.keys; k != nil {
+		if iter != k.v.Iter || !hmac.Equal(salt, k.v.Salt) {
+			return nil, errors.New("SCRAM pass-through: the server's SCRAM secret for this user has another salt or iteration count than the one attache holds (put the server's own verifier, from pg_authid, in the users file)")
+		}
+		clientKey, serverKey = k.clientKey, k.v.ServerKey
+	} else {
+		salted, err := pbkdf2.Key(sha256.New, c.password, salt, iter, 32)
+		if err != nil {
+			return nil, err
+		}
+		clientKey = hmacSHA256(salted, []byte("Client Key"))
+		serverKey = hmacSHA256(salted, []byte("Server Key"))
 	}
-	clientKey := hmacSHA256(salted, []byte("Client Key"))
 	storedKey := sha256.Sum256(clientKey)
 	withoutProof := "c=biws,r=" + r
 	authMsg := c.firstBare + "," + string(serverFirst) + "," + withoutProof
 	proof := xorBytes(clientKey, hmacSHA256(storedKey[:], []byte(authMsg)))
-	serverKey := hmacSHA256(salted, []byte("Server Key"))
 	c.serverSig = hmacSHA256(serverKey, []byte(authMsg))
 	return []byte(withoutProof + ",p=" + base64.StdEncoding.EncodeToString(proof)), nil
 }
@@ -163,6 +181,7 @@ func (v *Verifier) String() string {
 // scramServer is the server side of one exchange.
 type scramServer struct {
 	v           *Verifier
+	clientKey   []byte // recovered from the client's proof once final succeeded
 	clientBare  string
 	serverFirst string
 	nonce       string
@@ -216,6 +235,7 @@ func (s *scramServer) final(clientFinal []byte) ([]byte, error) {
 	if subtle.ConstantTimeCompare(stored[:], s.v.StoredKey) != 1 {
 		return nil, errWrongPassword
 	}
+	s.clientKey = clientKey
 	return []byte("v=" + base64.StdEncoding.EncodeToString(hmacSHA256(s.v.ServerKey, []byte(authMsg)))), nil
 }
 

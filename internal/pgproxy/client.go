@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -62,6 +63,7 @@ type client struct {
 	p        *Proxy
 	pool     *pool
 	conn     net.Conn
+	w        io.Writer // conn, raw where it can be (set by serve)
 	be       *pgproto3.Backend
 	user, db string
 	params   map[string]string // tracked startup parameters
@@ -88,6 +90,9 @@ type client struct {
 
 // serve reads client messages until the client leaves.
 func (c *client) serve(ctx context.Context) {
+	c.mu.Lock()
+	c.w = newRawWriter(c.conn)
+	c.mu.Unlock()
 	defer c.leave()
 	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0
 	for {
@@ -449,9 +454,13 @@ func (c *client) flushLocked() {
 	}
 	buf := c.out
 	c.out = nil
+	w := c.w
+	if w == nil {
+		w = c.conn
+	}
 	c.wmu.Lock()
 	c.mu.Unlock()
-	_, err := c.conn.Write(buf)
+	_, err := w.Write(buf)
 	c.wmu.Unlock()
 	if err != nil {
 		c.conn.Close()

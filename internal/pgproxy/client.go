@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -50,12 +51,19 @@ type entry struct {
 }
 
 // client is one application connection. The client goroutine (serve)
-// reads its messages and writes them to its server; the relay goroutine
-// of the server connection it holds writes the responses back.
+// reads its messages and writes them to its server. In transaction mode
+// it also reads the server's responses itself (collect) after each batch
+// that ends in Sync or Query, up to the ReadyForQuery that settles it, and
+// writes them back: a transaction costs no goroutine hand-off. When the
+// server may speak while the client does (COPY FROM STDIN, a pinned or
+// session-mode client that may LISTEN, a pipeline flushed before its
+// Sync), a relay goroutine reads the server instead, until the server
+// goes back to the pool.
 type client struct {
 	p        *Proxy
 	pool     *pool
 	conn     net.Conn
+	w        io.Writer // conn, raw where it can be (set by serve)
 	be       *pgproto3.Backend
 	user, db string
 	params   map[string]string // tracked startup parameters
@@ -65,6 +73,7 @@ type client struct {
 
 	mu        sync.Mutex // guards what follows
 	srv       *server
+	relayFor  *server // srv has a relay goroutine
 	q         []entry
 	skipping  bool // the server discards messages until Sync after an error
 	txStatus  byte
@@ -81,6 +90,9 @@ type client struct {
 
 // serve reads client messages until the client leaves.
 func (c *client) serve(ctx context.Context) {
+	c.mu.Lock()
+	c.w = newRawWriter(c.conn)
+	c.mu.Unlock()
 	defer c.leave()
 	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0
 	for {
@@ -252,7 +264,6 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 		c.srv = s
 		c.pool.st.clientsActive.Add(1)
 		c.pool.st.serversActive.Add(1)
-		go c.relay(s)
 	}
 	s := c.srv
 	c.unflushed = true
@@ -267,14 +278,81 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 	}
 	c.mu.Unlock()
 	switch msg.(type) {
-	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.Flush, *pgproto3.FunctionCall:
+	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
 		c.flushServer(s)
+		c.collect(s)
+	case *pgproto3.Flush:
+		c.flushServer(s)
+		c.startRelay(s)
 	default:
 		if len(s.wbuf) > 32<<10 {
 			c.flushServer(s)
+			c.startRelay(s) // the server answers before the Sync comes
 		}
 	}
 	return true
+}
+
+// startRelay makes sure a relay goroutine reads s.
+func (c *client) startRelay(s *server) {
+	c.mu.Lock()
+	c.startRelayLocked(s)
+	c.mu.Unlock()
+}
+
+// startRelayLocked is startRelay with mu held.
+func (c *client) startRelayLocked(s *server) {
+	if c.srv == s && c.relayFor != s {
+		c.relayFor = s
+		go c.relay(s)
+	}
+}
+
+// collect reads s's responses in the client goroutine until nothing is
+// owed (the batch's ReadyForQuery), and hands s to a relay goroutine where
+// the server may speak unasked: outside transaction mode, once pinned, and
+// on CopyInResponse (the client sends the data next).
+func (c *client) collect(s *server) {
+	c.mu.Lock()
+	if c.srv != s || c.relayFor == s {
+		c.mu.Unlock()
+		return
+	}
+	if c.p.cfg.Mode != TransactionMode || c.pinned != "" {
+		c.startRelayLocked(s)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	for {
+		msg, err := s.fe.Receive()
+		c.mu.Lock()
+		if err != nil {
+			c.serverFailed(s, err)
+			c.mu.Unlock()
+			return
+		}
+		if c.srv != s {
+			c.mu.Unlock()
+			return
+		}
+		released := c.handle(s, msg)
+		done := released || len(c.q) == 0
+		if done || s.fe.ReadBufferLen() == 0 || len(c.out) > 32<<10 {
+			c.flushLocked()
+		}
+		if !done {
+			switch msg.(type) {
+			case *pgproto3.CopyInResponse, *pgproto3.CopyBothResponse:
+				c.startRelayLocked(s)
+				done = true
+			}
+		}
+		c.mu.Unlock()
+		if done {
+			return
+		}
+	}
 }
 
 // flushServer writes what serve encoded for s. A failed write closes the
@@ -376,9 +454,13 @@ func (c *client) flushLocked() {
 	}
 	buf := c.out
 	c.out = nil
+	w := c.w
+	if w == nil {
+		w = c.conn
+	}
 	c.wmu.Lock()
 	c.mu.Unlock()
-	_, err := c.conn.Write(buf)
+	_, err := w.Write(buf)
 	c.wmu.Unlock()
 	if err != nil {
 		c.conn.Close()
@@ -563,6 +645,9 @@ func (c *client) detach(s *server, reusable bool) {
 		return
 	}
 	c.srv = nil
+	if c.relayFor == s {
+		c.relayFor = nil // the relay sees srv changed, or its read fails
+	}
 	c.q = c.q[:0]
 	c.skipping = false
 	c.pool.st.clientsActive.Add(-1)
@@ -609,6 +694,7 @@ func (c *client) leave() {
 	// Wake the relay: it releases s at the ReadyForQuery, resetting first
 	// when needed.
 	c.sendInternal(s, &pgproto3.Sync{})
+	c.startRelayLocked(s)
 }
 
 // applyParams sets the client's tracked parameters on s where they differ

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"sort"
@@ -21,6 +22,7 @@ import (
 // that client's goroutines use it; in the pool, only the pool.
 type server struct {
 	conn      net.Conn
+	w         io.Writer // conn, raw where it can be
 	fe        *pgproto3.Frontend
 	addr      string
 	pid       uint32
@@ -42,7 +44,7 @@ func (s *server) flush() error {
 	if len(s.wbuf) == 0 {
 		return nil
 	}
-	_, err := s.conn.Write(s.wbuf)
+	_, err := s.w.Write(s.wbuf)
 	if cap(s.wbuf) > 64<<10 {
 		s.wbuf = nil
 	} else {
@@ -175,7 +177,11 @@ func (pl *pool) connect() (*server, error) {
 	}
 	conn.SetDeadline(time.Time{})
 	now := time.Now()
-	s := &server{conn: conn, fe: sess.FE, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	fe := sess.FE
+	if fe.ReadBufferLen() == 0 {
+		fe = pgproto3.NewFrontend(newRawReader(conn), conn)
+	}
+	s := &server{conn: conn, w: newRawWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	pl.mu.Lock()
 	if pl.welcome == nil {
@@ -226,6 +232,20 @@ func (pl *pool) acquire() (*server, error) {
 	pl.st.clientsWaiting.Add(1)
 	defer pl.st.clientsWaiting.Add(-1)
 	defer func() { pl.st.observeWait(time.Since(start)) }()
+	// The common case, a server at hand, sets no timers.
+	pl.mu.Lock()
+	pl.used = true
+	if n := len(pl.idle); n > 0 {
+		s := pl.idle[n-1]
+		pl.idle = pl.idle[:n-1]
+		pl.mu.Unlock()
+		if start.Sub(s.idleSince) <= peekAfter || s.alive() {
+			return s, nil
+		}
+		pl.discard(s)
+	} else {
+		pl.mu.Unlock()
+	}
 	var reserve, timeout <-chan time.Time
 	if cfg.ReservePoolSize > 0 {
 		t := time.NewTimer(cfg.ReservePoolTimeout)

@@ -231,7 +231,7 @@ const maxMessage = 1 << 30
 // client and greets it. It returns nil, nil for a cancel request.
 func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	conn.SetDeadline(time.Now().Add(startupTimeout))
-	be := pgproto3.NewBackend(conn, conn)
+	be := pgproto3.NewBackend(newRawReader(conn), conn) // raw reads: see rawio_linux.go
 	tlsDone := false
 	var sm *pgproto3.StartupMessage
 	for sm == nil {

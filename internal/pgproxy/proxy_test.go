@@ -598,14 +598,22 @@ func TestPostgres(t *testing.T) {
 		// The pool grows to min_pool_size and, idle, stays there.
 		waitFor(t, "min_pool_size connections", func() bool { return p.Stats()[0].ServersOpen == 3 })
 		// Above the minimum, idle connections close.
-		var wg sync.WaitGroup
+		// Four transactions open at once, each holding a server connection
+		// until all have begun (no sleeps: logins are slow under -race).
+		var txs []pgx.Tx
 		for range 4 {
-			c := connect(t, addr, "app", "app-pw", "")
-			tx, _ := c.Begin(ctx)
-			wg.Add(1)
-			go func() { defer wg.Done(); tx.Exec(ctx, "SELECT pg_sleep(0.2)"); tx.Commit(ctx) }()
+			tx, err := connect(t, addr, "app", "app-pw", "").Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			txs = append(txs, tx)
 		}
-		wg.Wait()
+		for _, tx := range txs {
+			if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			tx.Commit(ctx)
+		}
 		if n := p.Stats()[0].ServersOpened; n < 4 {
 			t.Fatalf("servers opened: %d, want 4 for 4 transactions at once", n)
 		}

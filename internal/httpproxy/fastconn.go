@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -99,8 +100,7 @@ type bodyState struct {
 }
 
 func newFastConn(s *Server, c net.Conn) *fastConn {
-	rw := newRawIO(c)
-	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rw, cliReadBuf), out: &outWriter{w: rw}}
+	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote = c.RemoteAddr().String()
 	fc.ip = fc.remote

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -87,8 +88,7 @@ func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err er
 	if err != nil {
 		return nil, false, &connectError{err}
 	}
-	rw := newRawIO(c)
-	return &upConn{c: c, br: bufio.NewReaderSize(rw, upReadBuf), bw: bufio.NewWriterSize(rw, upWriteBuf)}, false, nil
+	return &upConn{c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), upReadBuf), bw: bufio.NewWriterSize(rawsys.NewWriter(c), upWriteBuf)}, false, nil
 }
 
 // put returns a connection whose exchange ended cleanly.

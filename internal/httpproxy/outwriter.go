@@ -12,9 +12,9 @@ type outWriter struct {
 	tailN int // bytes of tail written by the last flush
 }
 
-// vecWriter writes two buffers in one call.
+// vecWriter writes two buffers in one call (rawsys.Writer).
 type vecWriter interface {
-	writev(a, b []byte) (int, error)
+	Writev(a, b []byte) (int, error)
 }
 
 func (o *outWriter) Write(p []byte) (int, error) {
@@ -26,7 +26,7 @@ func (o *outWriter) Write(p []byte) (int, error) {
 	var n int
 	var err error
 	if v, ok := o.w.(vecWriter); ok {
-		n, err = v.writev(p, tail)
+		n, err = v.Writev(p, tail)
 	} else if n, err = o.w.Write(p); err == nil {
 		var m int
 		m, err = o.w.Write(tail)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/attache-proxy/attache/internal/pgsql"
+	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
 // An entry is one client message sent to the server (or answered by
@@ -91,7 +92,7 @@ type client struct {
 // serve reads client messages until the client leaves.
 func (c *client) serve(ctx context.Context) {
 	c.mu.Lock()
-	c.w = newRawWriter(c.conn)
+	c.w = rawsys.NewWriter(c.conn)
 	c.mu.Unlock()
 	defer c.leave()
 	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
 // server is one logged-in server connection. While a client holds it, only
@@ -179,9 +181,9 @@ func (pl *pool) connect() (*server, error) {
 	now := time.Now()
 	fe := sess.FE
 	if fe.ReadBufferLen() == 0 {
-		fe = pgproto3.NewFrontend(newRawReader(conn), conn)
+		fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
 	}
-	s := &server{conn: conn, w: newRawWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	s := &server{conn: conn, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	pl.mu.Lock()
 	if pl.welcome == nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/userlist"
 )
 
@@ -231,7 +232,7 @@ const maxMessage = 1 << 30
 // client and greets it. It returns nil, nil for a cancel request.
 func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	conn.SetDeadline(time.Now().Add(startupTimeout))
-	be := pgproto3.NewBackend(newRawReader(conn), conn) // raw reads: see rawio_linux.go
+	be := pgproto3.NewBackend(rawsys.NewReader(conn), conn) // raw reads: internal/rawsys
 	tlsDone := false
 	var sm *pgproto3.StartupMessage
 	for sm == nil {

@@ -1,6 +1,8 @@
 // Package rawsys makes the data-path system calls of attache's socket
-// engines (internal/tcpproxy, internal/redisproxy, the HTTP/1.1 fast path)
-// on non-blocking sockets, without telling Go's scheduler.
+// engines (internal/tcpproxy, internal/redisproxy) on non-blocking
+// sockets without telling Go's scheduler, and gives goroutine-per-
+// connection code (the HTTP/1.1 fast path, internal/pgproxy) a Reader and
+// a Writer that make the same raw calls through a net.Conn's RawConn.
 //
 // A raw call never blocks, since the sockets are non-blocking, and it
 // skips the scheduler's syscall bookkeeping: a loopback write that runs

@@ -65,7 +65,7 @@ func testKeys() []string {
 // from the peer itself.
 func TestAgainstNutcracker(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts nutcracker and three redis-servers")
+		t.Skip("starts nutcracker and up to 25 redis-servers")
 	}
 	bin := testenv.Binary(t, "nutcracker", "nutcracker")
 	keys := testKeys()
@@ -84,13 +84,26 @@ func TestAgainstNutcracker(t *testing.T) {
 		pool{name: "fnv1a_64/ketama/named", hash: "fnv1a_64", dist: "ketama", names: []string{"shard0", "shard1", "shard2"}, weights: []int{3, 1, 2}},
 		pool{name: "fnv1a_64/ketama/tag", hash: "fnv1a_64", dist: "ketama", tag: "{}", weights: []int{1, 1, 1}},
 	)
+	// 25 servers: float32 point counts (156 per equal server, not 160) and
+	// a ring dense enough that an off-by-one in the continuum shows.
+	equal25, mixed25 := make([]int, 25), make([]int, 25)
+	for i := range equal25 {
+		equal25[i], mixed25[i] = 1, 1+i%4
+	}
+	pools = append(pools,
+		pool{name: "fnv1a_64/ketama/25", hash: "fnv1a_64", dist: "ketama", weights: equal25},
+		pool{name: "md5/ketama/25/weights", hash: "md5", dist: "ketama", weights: mixed25},
+	)
 	// modula is not in this matrix yet: Debian's nutcracker 0.5.0 places
 	// modula keys on a rotation of the configured order that changes with
 	// the servers' (random) ports, unlike upstream master's modula_update;
 	// the placement from master is pinned by TestGoldenPlacement.
 	for _, p := range pools {
 		t.Run(p.name, func(t *testing.T) {
-			shards := []string{testenv.Redis(t), testenv.Redis(t), testenv.Redis(t)}
+			shards := make([]string, len(p.weights))
+			for i := range shards {
+				shards[i] = testenv.Redis(t)
+			}
 			listen := testenv.FreePort(t)
 			var conf strings.Builder
 			fmt.Fprintf(&conf, "pool:\n  listen: %s\n  hash: %s\n  distribution: %s\n  redis: true\n", listen, p.hash, p.dist)

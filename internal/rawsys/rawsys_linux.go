@@ -18,6 +18,7 @@ package rawsys
 
 import (
 	"errors"
+	"io"
 	"syscall"
 	"unsafe"
 
@@ -83,3 +84,26 @@ func SockError(fd int) error {
 }
 
 var errSocket = errors.New("socket error with no SO_ERROR set")
+
+// SendAll writes b to fd with sendto calls until all of it is written or
+// the socket is full. It returns the bytes written and nil when all went,
+// EAGAIN when the socket took only n, or the call's error (with n written
+// before it). EINTR is retried.
+func SendAll(fd int, b []byte) (int, error) {
+	written := 0
+	for written < len(b) {
+		n, err := Send(fd, b[written:])
+		if n > 0 {
+			written += n
+			continue
+		}
+		switch err {
+		case syscall.EINTR:
+		case nil: // a stream socket that takes nothing and says nothing
+			return written, io.ErrShortWrite
+		default:
+			return written, err
+		}
+	}
+	return written, nil
+}

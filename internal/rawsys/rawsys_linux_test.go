@@ -27,6 +27,23 @@ func TestSendRecv(t *testing.T) {
 	if n, err := Recv(fds[1], buf); err != nil || string(buf[:n]) != "abcdef" {
 		t.Fatalf("Recv: got %q, %v, want abcdef", buf[:n], err)
 	}
+	// SendAll fills the socket and says EAGAIN with what it took.
+	big := make([]byte, 8<<20)
+	n, err := SendAll(fds[0], big)
+	if err != syscall.EAGAIN || n <= 0 || n >= len(big) {
+		t.Fatalf("SendAll of 8 MiB to an unread socket: got %d, %v, want part of it and EAGAIN", n, err)
+	}
+	for m := 0; m < n; {
+		k, err := Recv(fds[1], make([]byte, 64<<10))
+		if err != nil {
+			t.Fatalf("draining after SendAll: %v", err)
+		}
+		m += k
+	}
+	if n, err := SendAll(fds[0], []byte("ok")); n != 2 || err != nil {
+		t.Fatalf("SendAll with room: got %d, %v, want 2, nil", n, err)
+	}
+	Recv(fds[1], buf)
 	if allocs := testing.AllocsPerRun(100, func() { Recv(fds[1], buf) }); allocs != 0 {
 		t.Errorf("Recv at EAGAIN allocates %v times, want 0", allocs)
 	}

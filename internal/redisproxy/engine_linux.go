@@ -510,20 +510,12 @@ func (e *engine) advance(c *eclient) {
 
 // writeClient writes c's output; false if c was closed.
 func (e *engine) writeClient(c *eclient) bool {
-	b := c.out
-	for len(b) > 0 {
-		n, err := rawsys.Send(c.fd, b)
-		if n > 0 {
-			b = b[n:]
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			c.out = append(c.out[:0], b...)
-			return true
-		}
+	switch n, err := rawsys.SendAll(c.fd, c.out); err {
+	case nil:
+	case unix.EAGAIN:
+		c.out = append(c.out[:0], c.out[n:]...)
+		return true
+	default:
 		e.closeClient(c)
 		return false
 	}
@@ -687,21 +679,13 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 // writeServer writes sc's queued commands, keeping what the socket does not
 // take for EPOLLOUT.
 func (e *engine) writeServer(sc *esconn) {
-	b := sc.out
-	for len(b) > 0 {
-		n, err := rawsys.Send(sc.fd, b)
-		if n > 0 {
-			b = b[n:]
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			sc.out = append(sc.out[:0], b...)
-			e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT)
-			return
-		}
+	switch n, err := rawsys.SendAll(sc.fd, sc.out); err {
+	case nil:
+	case unix.EAGAIN:
+		sc.out = append(sc.out[:0], sc.out[n:]...)
+		e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT)
+		return
+	default:
 		e.failConn(sc, err)
 		return
 	}

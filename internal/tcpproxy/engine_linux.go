@@ -317,39 +317,27 @@ func (e *Engine) read(h *half) {
 
 // write sends b to h, keeping what the socket does not take for EPOLLOUT.
 func (e *Engine) write(h *half, b []byte) {
-	for len(b) > 0 {
-		n, err := rawsys.Send(h.fd, b)
-		if n > 0 {
-			b = b[n:]
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			h.out = append(h.out[:0:0], b...)
-			return
-		}
+	switch n, err := rawsys.SendAll(h.fd, b); err {
+	case nil:
+	case unix.EAGAIN:
+		h.out = append(h.out[:0:0], b[n:]...)
+	default:
 		e.finish(h.p, true)
-		return
 	}
 }
 
 // flush writes pending bytes; false if the pair ended.
 func (e *Engine) flush(h *half) bool {
-	for len(h.out) > 0 {
-		n, err := rawsys.Send(h.fd, h.out)
-		if n > 0 {
-			h.out = h.out[n:]
-			h.p.last = e.now
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.EAGAIN {
-			return true
-		}
+	n, err := rawsys.SendAll(h.fd, h.out)
+	if n > 0 {
+		h.out = h.out[n:]
+		h.p.last = e.now
+	}
+	switch err {
+	case nil:
+	case unix.EAGAIN:
+		return true
+	default:
 		e.finish(h.p, true)
 		return false
 	}

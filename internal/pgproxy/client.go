@@ -326,18 +326,11 @@ func (c *client) collect(s *server) {
 	}
 	c.mu.Unlock()
 	for {
-		msg, err := s.fe.Receive()
-		c.mu.Lock()
-		if err != nil {
-			c.serverFailed(s, err)
+		msg, released, live := c.step(s)
+		if !live {
 			c.mu.Unlock()
 			return
 		}
-		if c.srv != s {
-			c.mu.Unlock()
-			return
-		}
-		released := c.handle(s, msg)
 		done := released || len(c.q) == 0
 		if done || s.fe.ReadBufferLen() == 0 || len(c.out) > 32<<10 {
 			c.flushLocked()
@@ -476,18 +469,11 @@ func (c *client) flushLocked() {
 // or fails.
 func (c *client) relay(s *server) {
 	for {
-		msg, err := s.fe.Receive()
-		c.mu.Lock()
-		if err != nil {
-			c.serverFailed(s, err)
+		_, released, live := c.step(s)
+		if !live {
 			c.mu.Unlock()
 			return
 		}
-		if c.srv != s {
-			c.mu.Unlock()
-			return
-		}
-		released := c.handle(s, msg)
 		if released || s.fe.ReadBufferLen() == 0 || len(c.out) > 32<<10 {
 			c.flushLocked()
 		}
@@ -496,6 +482,22 @@ func (c *client) relay(s *server) {
 			return
 		}
 	}
+}
+
+// step reads s's next message and passes it on (handle). It returns with
+// mu held; live is false when s failed (the client was told) or is no
+// longer the client's server.
+func (c *client) step(s *server) (msg pgproto3.BackendMessage, released, live bool) {
+	msg, err := s.fe.Receive()
+	c.mu.Lock()
+	if err != nil {
+		c.serverFailed(s, err)
+		return nil, false, false
+	}
+	if c.srv != s {
+		return nil, false, false
+	}
+	return msg, c.handle(s, msg), true
 }
 
 // handle passes one server message on, keeping the queue of owed

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,23 +130,22 @@ func (p *Proxy) Close() {
 	}
 	p.closed = true
 	close(p.stop)
-	pools := make([]*pool, 0, len(p.pools))
-	for _, pl := range p.pools {
-		pools = append(pools, pl)
-	}
+	pools := p.poolsLocked()
 	p.mu.Unlock()
 	for _, pl := range pools {
 		pl.close()
 	}
 }
 
+// poolsLocked returns the pools, to work on after mu is released. mu held.
+func (p *Proxy) poolsLocked() []*pool {
+	return slices.Collect(maps.Values(p.pools))
+}
+
 // closeIdle closes the idle server connections of every pool.
 func (p *Proxy) closeIdle() {
 	p.mu.Lock()
-	pools := make([]*pool, 0, len(p.pools))
-	for _, pl := range p.pools {
-		pools = append(pools, pl)
-	}
+	pools := p.poolsLocked()
 	p.mu.Unlock()
 	for _, pl := range pools {
 		pl.close()
@@ -162,10 +163,7 @@ func (p *Proxy) maintain() {
 			return
 		case now := <-t.C:
 			p.mu.Lock()
-			pools := make([]*pool, 0, len(p.pools))
-			for _, pl := range p.pools {
-				pools = append(pools, pl)
-			}
+			pools := p.poolsLocked()
 			p.mu.Unlock()
 			for _, pl := range pools {
 				pl.maintain(now)

@@ -14,6 +14,7 @@ import (
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/discovery"
+	"github.com/attache-proxy/attache/internal/failover"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
@@ -268,15 +269,32 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			chk := a.checker(hc, opts, cc.Redis)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
+			var afterRound func()
+			if hc.Type == "postgres" {
+				w := failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
+				if cc.OnFailover != nil {
+					go w.Run(ctx)
+				}
+				afterRound = w.Observe
+			}
 			go health.Run(ctx, rt.up, chk, pol, log, func(ep *upstream.Endpoint, _ error) {
 				a.metrics.HealthTransitions.WithLabelValues(cc.Name, ep.Addr, ep.Health().String()).Inc()
-			})
+			}, afterRound)
 		}
 		if rt.tls != nil {
 			go a.watchTLS(ctx, "cluster "+cc.Name, rt.tls.Files(), rt.tls.Reload)
 		}
 	}
 	return rt, start, nil
+}
+
+// failoverHook is the on_failover of a cluster, nil when it has none.
+func failoverHook(f *config.OnFailover) *failover.Hook {
+	if f == nil {
+		return nil
+	}
+	return &failover.Hook{Command: f.Command, Webhook: f.Webhook, Timeout: f.Timeout.D(),
+		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 }
 
 // checker returns the active health checker of a type. The amqp check goes

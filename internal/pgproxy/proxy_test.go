@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/attache-proxy/attache/internal/testenv"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // fixture is a private PostgreSQL with role "app" (password "app-pw") and
@@ -71,7 +72,7 @@ func (f *fixture) proxy(t testing.TB, cfg Config) (string, *Proxy) {
 		cfg.ResetQuery = "DISCARD ALL"
 	}
 	addr := f.pg.Addr
-	cfg.Dial = func(ctx context.Context) (net.Conn, string, error) {
+	cfg.Dial = func(ctx context.Context, _ *upstream.Endpoint) (net.Conn, string, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		return c, addr, err
 	}

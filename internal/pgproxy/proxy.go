@@ -79,7 +79,7 @@ type Config struct {
 	Target  Target
 	MaxLag  time.Duration
 	Cluster *upstream.Cluster
-	Log  *slog.Logger
+	Log     *slog.Logger
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be

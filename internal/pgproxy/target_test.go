@@ -18,8 +18,10 @@ import (
 )
 
 var (
-	asPrimary   = upstream.Replication{Role: upstream.RolePrimary}
-	asStandby   = func(lag time.Duration) upstream.Replication { return upstream.Replication{Role: upstream.RoleStandby, Lag: lag, LagKnown: true} }
+	asPrimary = upstream.Replication{Role: upstream.RolePrimary}
+	asStandby = func(lag time.Duration) upstream.Replication {
+		return upstream.Replication{Role: upstream.RoleStandby, Lag: lag, LagKnown: true}
+	}
 	lagUnknown  = upstream.Replication{Role: upstream.RoleStandby}
 	thresholds1 = upstream.Thresholds{Healthy: 1, Unhealthy: 1}
 )

@@ -316,6 +316,11 @@ clusters:
 	if bad > clients*3 {
 		t.Errorf("%d failed transactions for %d clients: the failover should fail about one per client at most", bad, clients)
 	}
+	for _, e := range h.app.gen.Load().clusters["orders"].up.Endpoints() {
+		if e.Addr == primary.Addr && e.Active() != 0 {
+			t.Errorf("%d server connections still open to the old primary", e.Active())
+		}
+	}
 	if got := h.metric(`attache_cluster_split_brain{cluster="orders"}`); got != "0" {
 		t.Errorf("split brain gauge after the failover: %q", got)
 	}

@@ -83,8 +83,11 @@ func (p *Proxy) route() (*upstream.Endpoint, error) {
 
 func (p *Proxy) primary() (*upstream.Endpoint, error) {
 	e, err := p.cfg.Cluster.Primary()
-	if errors.Is(err, upstream.ErrNoPrimary) {
+	switch {
+	case errors.Is(err, upstream.ErrNoPrimary):
 		return nil, &waitError{err.Error()}
+	case err == nil && e == nil:
+		return nil, &waitError{"no primary"} // never nil, nil: that would mean any endpoint
 	}
 	return e, err
 }

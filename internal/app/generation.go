@@ -48,6 +48,7 @@ type clusterRT struct {
 	http   *httpproxy.Cluster
 	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
+	watch  *failover.Watcher // clusters with a postgres check
 	cancel context.CancelFunc
 }
 
@@ -239,6 +240,13 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
+	if hc := cc.HealthCheck; hc != nil && hc.Type == "postgres" {
+		rt.watch = failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
+		if old != nil && old.clusters[cc.Name] != nil && old.clusters[cc.Name].watch != nil {
+			// A reload in the middle of a failover must still see it.
+			rt.watch.Inherit(old.clusters[cc.Name].watch)
+		}
+	}
 	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
 	if cc.Redis != nil {
 		if rt.redis, err = a.buildRedisPool(cc); err != nil {
@@ -270,8 +278,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
 			var afterRound func()
-			if hc.Type == "postgres" {
-				w := failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
+			if w := rt.watch; w != nil {
 				if cc.OnFailover != nil {
 					go w.Run(ctx)
 				}

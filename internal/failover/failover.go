@@ -155,6 +155,17 @@ func NewWatcher(c *upstream.Cluster, hook *Hook, log *slog.Logger) *Watcher {
 	return &Watcher{cluster: c, hook: hook, log: log, now: time.Now, events: make(chan Event, 16)}
 }
 
+// Inherit takes the last primary seen by old, the watcher of an earlier
+// generation of the same cluster. Call it before the first Observe.
+func (w *Watcher) Inherit(old *Watcher) {
+	old.mu.Lock()
+	p, lost := old.primary, old.lost
+	old.mu.Unlock()
+	w.mu.Lock()
+	w.primary, w.lost = p, lost
+	w.mu.Unlock()
+}
+
 // Observe compares the cluster's primary with the one seen last. The first
 // primary learned is no failover; a different endpoint claiming primary
 // alone later is one, queued for the hook. Nothing is decided while no

@@ -212,3 +212,27 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestWatcherInherit: a watcher rebuilt by a reload knows the primary the
+// old one saw, so a failover across the reload is still one.
+func TestWatcherInherit(t *testing.T) {
+	t.Parallel()
+	c, a, b := cluster(t)
+	old := NewWatcher(c, &Hook{}, nil)
+	check(a, primary)
+	check(b, standby)
+	old.Observe()
+	check(a, nil)
+	check(b, primary)
+	w := NewWatcher(c, &Hook{}, nil)
+	w.Inherit(old)
+	w.Observe()
+	select {
+	case ev := <-w.events:
+		if ev.OldPrimary != "a:5432" || ev.NewPrimary != "b:5432" {
+			t.Errorf("got %+v", ev)
+		}
+	default:
+		t.Error("failover across a reload: no event")
+	}
+}

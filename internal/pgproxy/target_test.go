@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/attache-proxy/attache/internal/balance"
@@ -258,6 +259,33 @@ func TestPrimaryTarget(t *testing.T) {
 		conn = connect(t, addr, "app", "app-pw", "")
 		if _, err := conn.Exec(ctx, "INSERT INTO fo VALUES (21)"); err != nil {
 			t.Errorf("once the split brain is over: %v", err)
+		}
+	})
+
+	t.Run("idle connections of the old primary closed", func(t *testing.T) {
+		addr, p := serve(t, Config{})
+		conns := []*pgx.Conn{connect(t, addr, "app", "app-pw", ""), connect(t, addr, "app", "app-pw", "")}
+		txs := []pgx.Tx{}
+		for _, c := range conns {
+			tx, err := c.Begin(ctx) // hold two server connections at once
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx.Exec(ctx, "SELECT 1")
+			txs = append(txs, tx)
+		}
+		for _, tx := range txs {
+			tx.Commit(ctx)
+		}
+		if st := p.Stats()[0]; st.ServersIdle != 2 {
+			t.Fatalf("idle servers: got %d, want 2", st.ServersIdle)
+		}
+		observe(c, f.pg.Addr, ptr(asStandby(0))) // no longer the primary, still up
+		defer observe(c, f.pg.Addr, &asPrimary)
+		for deadline := time.Now().Add(10 * time.Second); p.Stats()[0].ServersOpen != 0; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("idle connections of the old primary still open: %+v", p.Stats()[0])
+			}
 		}
 	})
 

@@ -242,6 +242,14 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	}
 	if hc := cc.HealthCheck; hc != nil && hc.Type == "postgres" {
 		rt.watch = failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
+		rt.watch.OnChange = func(failover.Event) { a.metrics.PrimaryChanges.WithLabelValues(cc.Name).Inc() }
+		rt.watch.OnHook = func(_ failover.Event, err error) {
+			result := "success"
+			if err != nil {
+				result = "failure"
+			}
+			a.metrics.FailoverHooks.WithLabelValues(cc.Name, result).Inc()
+		}
 		if old != nil && old.clusters[cc.Name] != nil && old.clusters[cc.Name].watch != nil {
 			// A reload in the middle of a failover must still see it.
 			rt.watch.Inherit(old.clusters[cc.Name].watch)

@@ -102,7 +102,6 @@ clusters:
 		lag, err := strconv.ParseFloat(h.metric(lagMetric), 64)
 		return err == nil && lag > 2
 	})
-	time.Sleep(1500 * time.Millisecond) // the pools' maintenance closes idle connections to the lagging standby
 	if got, err := queryString(ctx, prefer, "SELECT pg_is_in_recovery()::text"); err != nil || got != "false" {
 		t.Errorf("prefer_standby with the standby over max_replication_lag: pg_is_in_recovery() = %q %v, want false (the primary)", got, err)
 	}
@@ -315,6 +314,22 @@ clusters:
 	t.Logf("failed transactions that were committed all the same (the COMMIT's reply lost): %d of %d", lost, bad)
 	if bad > clients*3 {
 		t.Errorf("%d failed transactions for %d clients: the failover should fail about one per client at most", bad, clients)
+	}
+	if got := h.metric(`attache_cluster_primary_changes_total{cluster="orders"}`); got != "1" {
+		t.Errorf("primary changes metric: got %q, want 1", got)
+	}
+	eventually(t, 20*time.Second, "the hook counted", func() bool {
+		return h.metric(`attache_cluster_failover_hooks_total{cluster="orders",result="success"}`) == "1"
+	})
+	_, body := h.admin("GET", "/status")
+	var st Status
+	json.Unmarshal([]byte(body), &st)
+	for _, l := range st.Listeners {
+		for _, p := range l.Pools {
+			if p.ServersByEndpoint[primary.Addr] != 0 || p.ServersByEndpoint[standby.Addr] == 0 {
+				t.Errorf("/status servers by endpoint after the failover: %v, want only %s", p.ServersByEndpoint, standby.Addr)
+			}
+		}
 	}
 	for _, e := range h.app.gen.Load().clusters["orders"].up.Endpoints() {
 		if e.Addr == primary.Addr && e.Active() != 0 {

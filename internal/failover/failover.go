@@ -141,6 +141,11 @@ type Watcher struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// OnChange and OnHook, when set (before Observe and Run are first
+	// called), are told of each failover and each hook's outcome: metrics.
+	OnChange func(Event)
+	OnHook   func(Event, error)
+
 	mu      sync.Mutex
 	primary string // the last endpoint seen as the one primary
 	lost    bool   // no primary since then (logged once)
@@ -194,6 +199,9 @@ func (w *Watcher) Observe() {
 	}
 	ev := Event{Cluster: w.cluster.Name(), OldPrimary: old, NewPrimary: cur, Time: w.now()}
 	w.log.Warn("primary changed", "cluster", ev.Cluster, "old_primary", old, "new_primary", cur)
+	if w.OnChange != nil {
+		w.OnChange(ev)
+	}
 	if w.hook == nil {
 		return
 	}
@@ -223,6 +231,9 @@ func (w *Watcher) Run(ctx context.Context) {
 				w.log.Error("on_failover failed", append(args, "error", err)...)
 			} else {
 				w.log.Info("on_failover done", args...)
+			}
+			if w.OnHook != nil {
+				w.OnHook(ev, err)
 			}
 		}
 	}

@@ -758,6 +758,9 @@ type PoolStats struct {
 	ServerParses   int64            `json:"total_server_parse_count"`
 	Binds          int64            `json:"total_bind_count"`
 	Pins           map[string]int64 `json:"pins,omitempty"`
+	// ServersByEndpoint is ServersOpen by endpoint, for targets that
+	// choose one (primary, standby, prefer_standby).
+	ServersByEndpoint map[string]int64 `json:"servers_by_endpoint,omitempty"`
 }
 
 // Stats returns a snapshot of every pool, sorted by database and user.
@@ -787,9 +790,15 @@ func (p *Proxy) Stats() []PoolStats {
 			s.WaitBuckets = append(s.WaitBuckets, cum)
 		}
 		pl.mu.Lock()
-		for _, r := range pl.routes {
+		for addr, r := range pl.routes {
 			s.ServersIdle += int64(len(r.idle))
 			s.ServersOpen += int64(r.open)
+			if addr != "" && r.open > 0 {
+				if s.ServersByEndpoint == nil {
+					s.ServersByEndpoint = map[string]int64{}
+				}
+				s.ServersByEndpoint[addr] = int64(r.open)
+			}
 		}
 		if f := pl.waiting.Front(); f != nil {
 			s.MaxWait = now.Sub(f.Value.(*waiter).since).Seconds()

@@ -84,7 +84,7 @@ type Listener struct {
 type ListenerPostgres struct {
 	PoolMode              string       `yaml:"pool_mode"` // session | transaction
 	MaxClientConnections  int          `yaml:"max_client_connections"`
-	PoolSize              int          `yaml:"pool_size"` // per (database, user)
+	PoolSize              int          `yaml:"pool_size"` // per (database, user, server)
 	MinPoolSize           int          `yaml:"min_pool_size"`
 	ReservePoolSize       int          `yaml:"reserve_pool_size"`
 	ReservePoolTimeout    Duration     `yaml:"reserve_pool_timeout"`

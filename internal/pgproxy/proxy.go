@@ -39,7 +39,7 @@ const (
 type Config struct {
 	Mode                 Mode
 	MaxClients           int
-	PoolSize             int // per (database, user)
+	PoolSize             int // per (database, user, server)
 	MinPoolSize          int
 	ReservePoolSize      int
 	ReservePoolTimeout   time.Duration

@@ -385,6 +385,11 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			pl.mu.Unlock()
 			return nil, true, nil
 		}
+		if tm.expired { // spent waiting for a route that changed
+			pl.mu.Unlock()
+			pl.st.waitTimeouts.Add(1)
+			return nil, false, errWaitTimeout
+		}
 		w := &waiter{ch: make(chan *server, 1), since: start, route: addr}
 		e := pl.waiting.PushBack(w)
 		pl.mu.Unlock()
@@ -430,12 +435,11 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 				}
 				pl.mu.Unlock()
 			case <-tm.timeout:
-				tm.timeout = nil
+				tm.timeout, tm.expired = nil, true
 				pl.mu.Lock()
 				if !w.handed {
 					pl.waiting.Remove(e)
 					pl.mu.Unlock()
-					tm.expired = true
 					pl.st.waitTimeouts.Add(1)
 					return nil, false, errWaitTimeout
 				}

@@ -242,6 +242,32 @@ func TestPrimaryTarget(t *testing.T) {
 		}
 	})
 
+	t.Run("a primary that died since its check: the transaction waits", func(t *testing.T) {
+		addr, p := serve(t, Config{})
+		conn := connect(t, addr, "app", "app-pw", "")
+		// The dead endpoint is the primary as far as the checks know.
+		observe(c, f.pg.Addr, ptr(asStandby(0)))
+		observe(c, dead, &asPrimary)
+		done := make(chan error, 1)
+		go func() { _, err := conn.Exec(ctx, "INSERT INTO fo VALUES (15)"); done <- err }()
+		for deadline := time.Now().Add(10 * time.Second); p.Stats()[0].LoginErrors < 2; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no connect attempts to the dead primary: %+v", p.Stats()[0])
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the transaction did not wait: %v", err)
+		default:
+		}
+		observe(c, dead, nil) // the checks catch up: the standby was promoted
+		observe(c, f.pg.Addr, &asPrimary)
+		if err := <-done; err != nil {
+			t.Fatalf("after the failover: %v", err)
+		}
+		observe(c, dead, ptr(asStandby(0)))
+	})
+
 	t.Run("split brain refused", func(t *testing.T) {
 		addr, _ := serve(t, Config{})
 		conn := connect(t, addr, "app", "app-pw", "")

@@ -14,6 +14,7 @@ import (
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/discovery"
+	"github.com/attache-proxy/attache/internal/failover"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
@@ -47,6 +48,7 @@ type clusterRT struct {
 	http   *httpproxy.Cluster
 	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
+	watch  *failover.Watcher // clusters with a postgres check
 	cancel context.CancelFunc
 }
 
@@ -238,6 +240,21 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
+	if hc := cc.HealthCheck; hc != nil && hc.Type == "postgres" {
+		rt.watch = failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
+		rt.watch.OnChange = func(failover.Event) { a.metrics.PrimaryChanges.WithLabelValues(cc.Name).Inc() }
+		rt.watch.OnHook = func(_ failover.Event, err error) {
+			result := "success"
+			if err != nil {
+				result = "failure"
+			}
+			a.metrics.FailoverHooks.WithLabelValues(cc.Name, result).Inc()
+		}
+		if old != nil && old.clusters[cc.Name] != nil && old.clusters[cc.Name].watch != nil {
+			// A reload in the middle of a failover must still see it.
+			rt.watch.Inherit(old.clusters[cc.Name].watch)
+		}
+	}
 	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
 	if cc.Redis != nil {
 		if rt.redis, err = a.buildRedisPool(cc); err != nil {
@@ -268,15 +285,31 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			chk := a.checker(hc, opts, cc.Redis)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
+			var afterRound func()
+			if w := rt.watch; w != nil {
+				if cc.OnFailover != nil {
+					go w.Run(ctx)
+				}
+				afterRound = w.Observe
+			}
 			go health.Run(ctx, rt.up, chk, pol, log, func(ep *upstream.Endpoint, _ error) {
 				a.metrics.HealthTransitions.WithLabelValues(cc.Name, ep.Addr, ep.Health().String()).Inc()
-			})
+			}, afterRound)
 		}
 		if rt.tls != nil {
 			go a.watchTLS(ctx, "cluster "+cc.Name, rt.tls.Files(), rt.tls.Reload)
 		}
 	}
 	return rt, start, nil
+}
+
+// failoverHook is the on_failover of a cluster, nil when it has none.
+func failoverHook(f *config.OnFailover) *failover.Hook {
+	if f == nil {
+		return nil
+	}
+	return &failover.Hook{Command: f.Command, Webhook: f.Webhook, Timeout: f.Timeout.D(),
+		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 }
 
 // checker returns the active health checker of a type. The amqp check goes

@@ -47,13 +47,25 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		AuthQuery:            pc.Auth.Query,
 		AuthUser:             pc.Auth.User,
 		Log:                  a.log.With("listener", lc.Name),
-		Dial: func(ctx context.Context) (net.Conn, string, error) {
+		Dial: func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
+			if ep != nil {
+				conn, err := up.DialEndpoint(ctx, ep)
+				if err != nil {
+					return nil, "", err
+				}
+				return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
+			}
 			conn, ep, err := up.Dial(ctx, 0)
 			if err != nil {
 				return nil, "", err
 			}
 			return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
 		},
+		MaxLag:  pc.MaxReplicationLag.D(),
+		Cluster: up,
+	}
+	if cfg.Target, err = pgproxy.ParseTarget(pc.Target); err != nil {
+		return nil, nil, fmt.Errorf("postgres.target: %w", err)
 	}
 	if pc.PoolMode == "transaction" {
 		cfg.Mode = pgproxy.TransactionMode

@@ -60,18 +60,29 @@ var (
 	_ Picker = first{}
 )
 
-// roundRobin takes usable endpoints in turn, ignoring weights.
+// roundRobin takes usable endpoints in turn, ignoring weights. It counts
+// turns among the usable ones only: stepping over the list and taking the
+// next usable one would give the endpoint after an unusable one two turns
+// (with a primary and two standbys, reads would go 2:1 to one standby).
 type roundRobin struct{ next atomic.Uint64 }
 
 func (r *roundRobin) Pick(cands []Candidate, _ uint64) int {
-	n := len(cands)
-	if n == 0 {
+	usable := 0
+	for _, c := range cands {
+		if c.Usable {
+			usable++
+		}
+	}
+	if usable == 0 {
 		return -1
 	}
-	start := int(r.next.Add(1)-1) % n
-	for i := 0; i < n; i++ {
-		if j := (start + i) % n; cands[j].Usable {
-			return j
+	k := int((r.next.Add(1) - 1) % uint64(usable))
+	for j, c := range cands {
+		if c.Usable {
+			if k == 0 {
+				return j
+			}
+			k--
 		}
 	}
 	return -1

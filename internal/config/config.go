@@ -17,23 +17,24 @@ import (
 
 // Defaults. Each one has a validation rule and a bad-config test.
 const (
-	DefaultAdminAddress       = "127.0.0.1:9901"
-	DefaultDrainTimeout       = 30 * time.Second
-	DefaultMaxConnections     = 10000
-	DefaultIdleTimeout        = time.Hour
-	DefaultConnectTimeout     = 5 * time.Second
-	DefaultBalance            = "round_robin"
-	DefaultHealthInterval     = 5 * time.Second
-	DefaultHealthTimeout      = time.Second
-	DefaultHealthyThreshold   = 2
-	DefaultUnhealthyThreshold = 3
-	DefaultDNSRefresh         = 5 * time.Second
-	DefaultOutlierFailures    = 5
-	DefaultOutlierEjection    = 30 * time.Second
-	DefaultOutlierMaxPercent  = 50
-	DefaultMaxIdlePerEndpoint = 64
-	DefaultHTTPIdleTimeout    = 90 * time.Second
-	DefaultRouteTimeout       = 15 * time.Second
+	DefaultAdminAddress        = "127.0.0.1:9901"
+	DefaultDrainTimeout        = 30 * time.Second
+	DefaultMaxConnections      = 10000
+	DefaultIdleTimeout         = time.Hour
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultBalance             = "round_robin"
+	DefaultHealthInterval      = 5 * time.Second
+	DefaultFailoverHookTimeout = 10 * time.Second
+	DefaultHealthTimeout       = time.Second
+	DefaultHealthyThreshold    = 2
+	DefaultUnhealthyThreshold  = 3
+	DefaultDNSRefresh          = 5 * time.Second
+	DefaultOutlierFailures     = 5
+	DefaultOutlierEjection     = 30 * time.Second
+	DefaultOutlierMaxPercent   = 50
+	DefaultMaxIdlePerEndpoint  = 64
+	DefaultHTTPIdleTimeout     = 90 * time.Second
+	DefaultRouteTimeout        = 15 * time.Second
 )
 
 // Config is the whole configuration file.
@@ -83,7 +84,7 @@ type Listener struct {
 type ListenerPostgres struct {
 	PoolMode              string       `yaml:"pool_mode"` // session | transaction
 	MaxClientConnections  int          `yaml:"max_client_connections"`
-	PoolSize              int          `yaml:"pool_size"` // per (database, user)
+	PoolSize              int          `yaml:"pool_size"` // per (database, user, server)
 	MinPoolSize           int          `yaml:"min_pool_size"`
 	ReservePoolSize       int          `yaml:"reserve_pool_size"`
 	ReservePoolTimeout    Duration     `yaml:"reserve_pool_timeout"`
@@ -96,6 +97,13 @@ type ListenerPostgres struct {
 	Auth                  PostgresAuth `yaml:"auth"`
 	ClientTLS             *PostgresTLS `yaml:"client_tls"`
 	ServerTLS             *PostgresTLS `yaml:"server_tls"`
+	// Target is which servers the listener's sessions go to, in libpq's
+	// target_session_attrs words: primary | standby | prefer_standby |
+	// any (default). Roles come from the cluster's postgres health check.
+	Target string `yaml:"target"`
+	// MaxReplicationLag skips standbys further behind (0: no limit);
+	// only for target standby and prefer_standby.
+	MaxReplicationLag Duration `yaml:"max_replication_lag"`
 }
 
 // PostgresAuth is where client credentials come from: a pgbouncer
@@ -242,6 +250,17 @@ type Cluster struct {
 	HTTP             *ClusterHTTP      `yaml:"http"`
 	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
 	Redis            *ClusterRedis     `yaml:"redis"`
+	OnFailover       *OnFailover       `yaml:"on_failover"`
+}
+
+// OnFailover tells someone that another endpoint became the primary of a
+// cluster (pgpool's failover_command; attache never promotes). Command
+// runs with ATTACHE_CLUSTER, ATTACHE_OLD_PRIMARY and ATTACHE_NEW_PRIMARY
+// in its environment; Webhook is POSTed the same as JSON. Either or both.
+type OnFailover struct {
+	Command []string `yaml:"command"` // argv, not a shell line
+	Webhook string   `yaml:"webhook"` // http:// or https:// URL
+	Timeout Duration `yaml:"timeout"` // default 10s
 }
 
 // Discovery names the one source of a cluster's endpoints besides a static
@@ -490,6 +509,9 @@ func (c *Config) applyDefaults() {
 		if h := cl.HealthCheck; h != nil && h.Type == "postgres" && h.Database == "" {
 			h.Database = "postgres"
 		}
+		if f := cl.OnFailover; f != nil && f.Timeout == 0 && !c.has(fmt.Sprintf("clusters[%d].on_failover.timeout", i)) {
+			f.Timeout = Duration(DefaultFailoverHookTimeout)
+		}
 		if h := cl.HealthCheck; h != nil && h.Type == "http" {
 			if h.Path == "" {
 				h.Path = "/"
@@ -533,6 +555,9 @@ func (c *Config) applyDefaults() {
 func (c *Config) applyPostgresDefaults(p string, pg *ListenerPostgres) {
 	if pg.PoolMode == "" {
 		pg.PoolMode = "session"
+	}
+	if pg.Target == "" {
+		pg.Target = "any"
 	}
 	ints := []struct {
 		v    *int

@@ -200,6 +200,18 @@ func TestBadValues(t *testing.T) {
 		{"pg server tls ca", pgBase + "server_tls: {mode: verify-ca}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: required with mode verify-ca"},
 		{"pg server tls ca file", pgBase + "server_tls: {mode: verify-full, ca_file: /nonexistent/ca}" + pgEnd, `listeners[0].postgres.server_tls.ca_file: no such file "/nonexistent/ca"`},
 		{"pg unknown key", pgBase + "pool_sise: 3" + pgEnd, "listeners[0].postgres.pool_sise: unknown field"},
+		{"pg target", pgBase + "target: read-write" + pgEnd, `listeners[0].postgres.target: unknown target "read-write" (line 1); want one of ["primary" "standby" "prefer_standby" "any"]`},
+		{"pg target typo", pgBase + "target: primay" + pgEnd, `listeners[0].postgres.target: unknown target "primay" (line 1); did you mean "primary"?`},
+		{"pg target without roles", pgBase + "target: primary" + pgEnd, `listeners[0].postgres.target: primary needs cluster "c" to have a postgres health_check (it learns which endpoint is the primary) (line 1)`},
+		{"pg lag negative", pgBase + "target: standby, max_replication_lag: -1s" + pgEnd, "listeners[0].postgres.max_replication_lag: must not be negative (line 1)"},
+		{"pg lag for primary", pgBase + "target: primary, max_replication_lag: 5s" + pgEnd, "listeners[0].postgres.max_replication_lag: only for target standby or prefer_standby (line 1)"},
+		{"pg lag for any", pgBase + "max_replication_lag: 5s" + pgEnd, "listeners[0].postgres.max_replication_lag: only for target standby or prefer_standby (line 1)"},
+		{"on_failover empty", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {timeout: 5s}}]", "clusters[0].on_failover: needs command or webhook (line 2)"},
+		{"on_failover empty argv", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {command: [\"\"]}}]", "clusters[0].on_failover.command[0]: must name the program to run (line 2)"},
+		{"on_failover webhook", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {webhook: \"ftp://x/y\"}}]", `clusters[0].on_failover.webhook: want an http:// or https:// URL, got "ftp://x/y" (line 2)`},
+		{"on_failover timeout", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {webhook: \"http://x/y\", timeout: 0s}}]", "clusters[0].on_failover.timeout: must be positive (line 2)"},
+		{"on_failover without roles", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: tcp}, on_failover: {command: [/bin/true]}}]", "clusters[0].on_failover: needs a postgres health_check (it learns which endpoint is the primary) (line 2)"},
+		{"on_failover unknown key", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {comand: [/bin/true]}}]", "clusters[0].on_failover.comand: unknown field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -353,6 +365,8 @@ func TestPostgresDefaults(t *testing.T) {
 		{"client_tls.mode", pg.ClientTLS.Mode, "disable"},
 		{"server_tls.mode", pg.ServerTLS.Mode, "disable"},
 		{"auth.query without auth.user", pg.Auth.Query, ""},
+		{"target", pg.Target, "any"},
+		{"max_replication_lag", pg.MaxReplicationLag.D(), time.Duration(0)},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
@@ -364,5 +378,21 @@ func TestPostgresDefaults(t *testing.T) {
 	}
 	if q := c.Listeners[0].Postgres.Auth.Query; q != "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" {
 		t.Errorf("auth.query with auth.user: got %q, want pgbouncer's default", q)
+	}
+}
+
+func TestOnFailoverDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"+
+		"clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {command: [/usr/bin/notify, --cluster, c]}}]"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Clusters[0].OnFailover
+	if got := f.Timeout.D(); got != DefaultFailoverHookTimeout {
+		t.Errorf("timeout: got %v, want %v", got, DefaultFailoverHookTimeout)
+	}
+	if got := strings.Join(f.Command, " "); got != "/usr/bin/notify --cluster c" {
+		t.Errorf("command: got %q", got)
 	}
 }

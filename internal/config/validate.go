@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -17,6 +18,7 @@ import (
 var (
 	Protocols        = []string{"tcp", "http", "redis", "postgres"}
 	PoolModes        = []string{"session", "transaction"}
+	PostgresTargets  = []string{"primary", "standby", "prefer_standby", "any"}
 	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
 	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
@@ -107,8 +109,12 @@ func (c *Config) validate() Errors {
 			v.errorf(p+".postgres", "only for protocol postgres")
 		} else if l.Postgres != nil {
 			v.postgres(p+".postgres", l.Postgres)
-			if cl := c.Cluster(l.Cluster); cl != nil && cl.TLS != nil {
+			cl := c.Cluster(l.Cluster)
+			if cl != nil && cl.TLS != nil {
 				v.errorf(p+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use postgres.server_tls instead", l.Cluster)
+			}
+			if t := l.Postgres.Target; t != "any" && cl != nil && (cl.HealthCheck == nil || cl.HealthCheck.Type != "postgres") {
+				v.errorf(p+".postgres.target", "%s needs cluster %q to have a postgres health_check (it learns which endpoint is the primary)", t, l.Cluster)
 			}
 		}
 		if l.MaxConnections < 1 {
@@ -235,6 +241,26 @@ func (v *validator) cluster(p string, cl *Cluster) {
 	}
 	if o := cl.OutlierDetection; o != nil && o.Consecutive5xx < 0 {
 		v.errorf(p+".outlier_detection.consecutive_5xx", "must not be negative")
+	}
+	if f := cl.OnFailover; f != nil {
+		fp := p + ".on_failover"
+		switch {
+		case len(f.Command) == 0 && f.Webhook == "":
+			v.errorf(fp, "needs command or webhook")
+		case len(f.Command) > 0 && f.Command[0] == "":
+			v.errorf(fp+".command[0]", "must name the program to run")
+		}
+		if f.Webhook != "" {
+			if u, err := url.Parse(f.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.errorf(fp+".webhook", "want an http:// or https:// URL, got %q", f.Webhook)
+			}
+		}
+		if f.Timeout <= 0 {
+			v.errorf(fp+".timeout", "must be positive")
+		}
+		if h := cl.HealthCheck; h == nil || h.Type != "postgres" {
+			v.errorf(fp, "needs a postgres health_check (it learns which endpoint is the primary)")
+		}
 	}
 	if h := cl.HTTP; h != nil {
 		v.oneOf(p+".http.version", "HTTP version", h.Version, HTTPVersions)
@@ -547,6 +573,13 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 		case d.v == 0 && !d.zero:
 			v.errorf(p+"."+d.name, "must be positive")
 		}
+	}
+	v.oneOf(p+".target", "target", pg.Target, PostgresTargets)
+	switch {
+	case pg.MaxReplicationLag < 0:
+		v.errorf(p+".max_replication_lag", "must not be negative")
+	case pg.MaxReplicationLag > 0 && pg.Target != "standby" && pg.Target != "prefer_standby":
+		v.errorf(p+".max_replication_lag", "only for target standby or prefer_standby")
 	}
 	if pg.Auth.UsersFile == "" {
 		v.errorf(p+".auth.users_file", "required (pgbouncer userlist.txt format: \"user\" \"secret\" lines)")

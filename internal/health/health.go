@@ -117,10 +117,15 @@ type Policy struct {
 // Run checks every endpoint of c each interval until ctx ends. The first
 // round starts at once so that a new cluster learns its health quickly;
 // later rounds are jittered by up to 10% so that many sidecars do not probe
-// in step. onChange, if not nil, is called after an endpoint's health flips.
-func Run(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
+// in step. onChange, if not nil, is called after an endpoint's health flips;
+// afterRound, if not nil, after every round (roles are settled then: a
+// failover is seen there).
+func Run(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error), afterRound func()) {
 	for {
 		Round(ctx, c, chk, p, log, onChange)
+		if afterRound != nil && ctx.Err() == nil {
+			afterRound()
+		}
 		jitter := time.Duration(rand.Int64N(int64(p.Interval)/10 + 1))
 		select {
 		case <-ctx.Done():

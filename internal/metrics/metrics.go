@@ -33,6 +33,10 @@ type Metrics struct {
 	Ejections *prometheus.CounterVec
 	// attache_cluster_health_transitions_total{cluster,endpoint,health}
 	HealthTransitions *prometheus.CounterVec
+	// attache_cluster_primary_changes_total{cluster}
+	PrimaryChanges *prometheus.CounterVec
+	// attache_cluster_failover_hooks_total{cluster,result}: "success" or "failure".
+	FailoverHooks *prometheus.CounterVec
 	// attache_config_last_reload_successful: 1 if the last load worked.
 	ReloadSuccessful prometheus.Gauge
 	// attache_config_last_reload_success_timestamp_seconds
@@ -82,6 +86,8 @@ func New() *Metrics {
 		ConnectErrors:       f.counter("attache_cluster_connect_errors_total", "Failed connection attempts to an endpoint (including TLS handshakes).", "cluster", "endpoint"),
 		Ejections:           f.counter("attache_cluster_endpoint_ejections_total", "Endpoints ejected by outlier detection.", "cluster", "endpoint"),
 		HealthTransitions:   f.counter("attache_cluster_health_transitions_total", "Endpoint health changes found by active checks.", "cluster", "endpoint", "health"),
+		PrimaryChanges:      f.counter("attache_cluster_primary_changes_total", "Another endpoint became the one primary of a cluster (postgres checks).", "cluster"),
+		FailoverHooks:       f.counter("attache_cluster_failover_hooks_total", "on_failover runs, by result.", "cluster", "result"),
 		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
 		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),

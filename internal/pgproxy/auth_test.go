@@ -79,13 +79,13 @@ func TestSCRAMPassThrough(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, Users: map[string]string{"app": verifier}})
 		connect(t, addr, "app", "app-pw", "")
 		pl := p.pool("postgres", "app")
-		s, err := pl.connect()
+		s, err := pl.connect(nil)
 		if err != nil {
 			t.Fatalf("server connection with the kept key: %v", err)
 		}
 		s.close()
 		p.SetUsers(map[string]string{"app": NewVerifier("app-pw", 4096).String()})
-		if _, err := pl.connect(); err == nil || !strings.Contains(err.Error(), "no client has logged in with it yet") {
+		if _, err := pl.connect(nil); err == nil || !strings.Contains(err.Error(), "no client has logged in with it yet") {
 			t.Errorf("after the secret changed: got %v", err)
 		}
 	})

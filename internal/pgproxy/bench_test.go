@@ -16,12 +16,18 @@ import (
 func BenchmarkSelect(b *testing.B) {
 	pg := testenv.Postgres(b)
 	f := &fixture{pg: pg, users: map[string]string{pg.User: pg.Password}}
-	for _, target := range []string{"direct", "attache"} {
+	// attache-primary routes each transaction by role (target: primary).
+	primary := roleCluster(b, pg.Addr)
+	observe(primary, pg.Addr, &asPrimary)
+	for _, target := range []string{"direct", "attache", "attache-primary"} {
 		for _, mode := range []string{"simple_protocol", "cache_statement"} {
 			b.Run(target+"/"+mode, func(b *testing.B) {
 				addr := pg.Addr
-				if target == "attache" {
+				switch target {
+				case "attache":
 					addr, _ = f.proxy(b, Config{Mode: TransactionMode, PoolSize: 4})
+				case "attache-primary":
+					addr, _ = f.proxy(b, Config{Mode: TransactionMode, PoolSize: 4, Target: TargetPrimary, Cluster: primary})
 				}
 				const clients = 16
 				conns := make([]*pgx.Conn, clients)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/pgsql"
 	"github.com/attache-proxy/attache/internal/rawsys"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // An entry is one client message sent to the server (or answered by
@@ -545,6 +546,12 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 			pop()
 		}
 	case *pgproto3.ErrorResponse:
+		if m.Code == "25006" && c.p.cfg.Target == TargetPrimary {
+			// read_only_sql_transaction from what should be the primary:
+			// the server may have been made read-only under the client.
+			// Retire it; the next transaction routes again.
+			s.retire = true
+		}
 		if m.Severity == "FATAL" {
 			// The server is closing (pg_terminate_backend, shutdown): the
 			// client's session goes with it.
@@ -564,6 +571,9 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		}
 	case *pgproto3.ParameterStatus:
 		s.params[m.Name] = m.Value
+		if c.p.cfg.Target == TargetPrimary && m.Value == "on" && (m.Name == "in_hot_standby" || m.Name == "default_transaction_read_only") {
+			s.retire = true // reported by PostgreSQL 14 and later when it changes
+		}
 	case *pgproto3.ReadyForQuery:
 		if head == eSync || head == eQuery || internal {
 			if !c.q[0].at.IsZero() {
@@ -669,6 +679,11 @@ func (c *client) serverFailed(s *server, err error) {
 	c.pool.st.serverLost.Add(1)
 	c.p.log.Debug("server connection lost", "server", s.addr, "user", c.user, "database", c.db, "error", err)
 	c.detach(s, false)
+	if s.route != "" {
+		// The server is likely going down (a failover): its idle
+		// connections would fail the next transactions given them.
+		c.pool.dropIdle(s.route)
+	}
 	if !c.gone {
 		if len(c.out) == 0 {
 			c.emit(errorResponse("FATAL", "08006", "server connection lost: "+err.Error()))
@@ -761,7 +776,9 @@ func (c *client) fail(err error) {
 	var se *ServerError
 	switch {
 	case errors.Is(err, errWaitTimeout):
-		c.fatal("08P01", "query_wait_timeout")
+		c.fatal("08P01", err.Error())
+	case errors.As(err, new(*upstream.SplitBrainError)):
+		c.fatal("08004", err.Error()+": no transaction is sent to either until one is left")
 	case errors.As(err, &se):
 		c.fatal(se.Code, "server login failed: "+se.Message)
 	default:

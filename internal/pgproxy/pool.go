@@ -9,7 +9,9 @@ import (
 	"io"
 	"maps"
 	"net"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/attache-proxy/attache/internal/rawsys"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // server is one logged-in server connection. While a client holds it, only
@@ -36,6 +39,8 @@ type server struct {
 	idleSince time.Time
 	prepared  *lru
 	wbuf      []byte
+	route     string // the endpoint of the pool's route; "" under TargetAny
+	retire    bool   // close it rather than pool it (the server turned read-only)
 }
 
 func (s *server) send(msg pgproto3.FrontendMessage) {
@@ -116,14 +121,18 @@ func (s *server) close() {
 	s.conn.Close()
 }
 
-// pool holds the server connections of one (database, user).
+// pool holds the server connections of one (database, user), by route:
+// the endpoint they go to ("" under TargetAny, where Dial chooses). A
+// server connection belongs to one endpoint for life, so when the primary
+// changes the pool hands out connections of the new primary's route and
+// closes those of the old one; pool_size and reserve_pool_size apply per
+// route, that is per server.
 type pool struct {
 	p        *Proxy
 	db, user string
 
 	mu      sync.Mutex
-	idle    []*server // most recently used last
-	open    int       // open or being opened
+	routes  map[string]*route
 	waiting list.List // of *waiter
 	welcome map[string]string
 	used    bool // a client came: keep min_pool_size
@@ -133,10 +142,17 @@ type pool struct {
 	st counters
 }
 
+// route is a pool's server connections to one endpoint.
+type route struct {
+	idle []*server // most recently used last
+	open int       // open or being opened
+}
+
 type waiter struct {
 	ch     chan *server // a server, or nil: open one yourself
 	handed bool
 	since  time.Time
+	route  string
 }
 
 var errWaitTimeout = errors.New("query_wait_timeout")
@@ -147,16 +163,32 @@ var errWaitTimeout = errors.New("query_wait_timeout")
 // pool hands connections back and forth much faster.
 const peekAfter = 500 * time.Millisecond
 
+// recheckEvery is how often a client waiting for a server connection of a
+// route checks that the route is still the one to take (the primary may
+// change while it waits).
+const recheckEvery = 200 * time.Millisecond
+
 func newPool(p *Proxy, db, user string) *pool {
-	return &pool{p: p, db: db, user: user}
+	return &pool{p: p, db: db, user: user, routes: map[string]*route{}}
 }
 
-// connect dials and logs in a new server connection.
-func (pl *pool) connect() (*server, error) {
+// routeLocked returns the route of an address, made if needed. mu held.
+func (pl *pool) routeLocked(addr string) *route {
+	r := pl.routes[addr]
+	if r == nil {
+		r = &route{}
+		pl.routes[addr] = r
+	}
+	return r
+}
+
+// connect dials and logs in a new server connection to ep (nil: the one
+// Dial chooses).
+func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	cfg := pl.p.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
 	defer cancel()
-	conn, addr, err := cfg.Dial(ctx)
+	conn, addr, err := cfg.Dial(ctx, ep)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +217,13 @@ func (pl *pool) connect() (*server, error) {
 	}
 	s := &server{conn: conn, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
+	if ep != nil {
+		s.route = ep.Addr
+	}
+	if cfg.Target == TargetPrimary && sess.Params["in_hot_standby"] == "on" {
+		s.close()
+		return nil, fmt.Errorf("server %s: %w", addr, errStandby)
+	}
 	pl.mu.Lock()
 	if pl.welcome == nil {
 		pl.welcome = maps.Clone(sess.Params)
@@ -226,146 +265,286 @@ func startTLS(conn net.Conn, cfg *tls.Config, required bool) (net.Conn, error) {
 	return nil, fmt.Errorf("unexpected answer %q to SSLRequest", b[0])
 }
 
-// acquire returns a server connection for a client, waiting up to
-// query_wait_timeout (using the reserve after reserve_pool_timeout).
+// waitTimers are a client's reserve_pool_timeout and query_wait_timeout,
+// started when it first has to wait: the common case, a server at hand,
+// sets no timers.
+type waitTimers struct {
+	reserve, timeout <-chan time.Time
+	expired          bool
+	timers           []*time.Timer
+}
+
+func (t *waitTimers) start(cfg *Config, since time.Time) {
+	if t.timers != nil {
+		return
+	}
+	t.timers = []*time.Timer{}
+	if cfg.ReservePoolSize > 0 {
+		tm := time.NewTimer(cfg.ReservePoolTimeout - time.Since(since))
+		t.timers = append(t.timers, tm)
+		t.reserve = tm.C
+	}
+	if cfg.QueryWaitTimeout > 0 {
+		tm := time.NewTimer(cfg.QueryWaitTimeout - time.Since(since))
+		t.timers = append(t.timers, tm)
+		t.timeout = tm.C
+	}
+}
+
+func (t *waitTimers) stop() {
+	for _, tm := range t.timers {
+		tm.Stop()
+	}
+}
+
+// pause waits routeRetry before the client asks for an endpoint again, or
+// fails with query_wait_timeout and why.
+func (pl *pool) pause(t *waitTimers, since time.Time, why string) error {
+	t.start(&pl.p.cfg, since)
+	if !t.expired {
+		select {
+		case <-t.timeout:
+			t.expired = true
+		case <-time.After(routeRetry):
+			return nil
+		}
+	}
+	pl.st.waitTimeouts.Add(1)
+	return fmt.Errorf("%w: %s", errWaitTimeout, why)
+}
+
+// acquire returns a server connection of the route the target gives now,
+// waiting up to query_wait_timeout (using the reserve after
+// reserve_pool_timeout) for the route to exist (a primary to be known)
+// and for a server connection of it.
 func (pl *pool) acquire() (*server, error) {
-	cfg := pl.p.cfg
+	cfg := &pl.p.cfg
 	start := time.Now()
 	pl.st.clientsWaiting.Add(1)
 	defer pl.st.clientsWaiting.Add(-1)
 	defer func() { pl.st.observeWait(time.Since(start)) }()
-	// The common case, a server at hand, sets no timers.
-	pl.mu.Lock()
-	pl.used = true
-	if n := len(pl.idle); n > 0 {
-		s := pl.idle[n-1]
-		pl.idle = pl.idle[:n-1]
-		pl.mu.Unlock()
-		if start.Sub(s.idleSince) <= peekAfter || s.alive() {
-			return s, nil
+	var tm waitTimers
+	defer tm.stop()
+	for {
+		ep, err := pl.p.route()
+		if err != nil {
+			var we *waitError
+			if !errors.As(err, &we) {
+				return nil, err
+			}
+			if err := pl.pause(&tm, start, we.why); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		pl.discard(s)
-	} else {
-		pl.mu.Unlock()
+		addr := ""
+		if ep != nil {
+			addr = ep.Addr
+		}
+		s, connect, err := pl.take(addr, start, &tm)
+		if connect {
+			s, err = pl.connectCounted(ep)
+			if err != nil && cfg.Target != TargetAny && transient(err) {
+				// The endpoint may have died since its last check (a
+				// primary going down): ask for the route again rather
+				// than fail a transaction that has not started.
+				if perr := pl.pause(&tm, start, err.Error()); perr != nil {
+					return nil, perr
+				}
+				continue
+			}
+		}
+		if s == nil && err == nil {
+			continue // the route stopped being the target while we waited
+		}
+		return s, err
 	}
-	var reserve, timeout <-chan time.Time
-	if cfg.ReservePoolSize > 0 {
-		t := time.NewTimer(cfg.ReservePoolTimeout)
-		defer t.Stop()
-		reserve = t.C
-	}
-	if cfg.QueryWaitTimeout > 0 {
-		t := time.NewTimer(cfg.QueryWaitTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
+}
+
+// take gets an idle server connection of route addr, or a slot to open one
+// (connect true), or waits for either. It returns nothing at all when the
+// route stops being eligible while it waits.
+func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, connect bool, err error) {
+	cfg := &pl.p.cfg
 	for {
 		pl.mu.Lock()
 		pl.used = true
-		if n := len(pl.idle); n > 0 {
-			s := pl.idle[n-1]
-			pl.idle = pl.idle[:n-1]
+		r := pl.routeLocked(addr)
+		if n := len(r.idle); n > 0 {
+			s := r.idle[n-1]
+			r.idle = r.idle[:n-1]
 			pl.mu.Unlock()
 			if time.Since(s.idleSince) > peekAfter && !s.alive() {
 				pl.discard(s)
 				continue
 			}
-			return s, nil
+			return s, false, nil
 		}
-		if pl.open < cfg.PoolSize {
-			pl.open++
+		if r.open < cfg.PoolSize {
+			r.open++
 			pl.mu.Unlock()
-			return pl.connectCounted()
+			return nil, true, nil
 		}
-		w := &waiter{ch: make(chan *server, 1), since: start}
+		if tm.expired { // spent waiting for a route that changed
+			pl.mu.Unlock()
+			pl.st.waitTimeouts.Add(1)
+			return nil, false, errWaitTimeout
+		}
+		w := &waiter{ch: make(chan *server, 1), since: start, route: addr}
 		e := pl.waiting.PushBack(w)
 		pl.mu.Unlock()
-		for w != nil {
+		tm.start(cfg, start)
+		var recheck <-chan time.Time
+		if addr != "" {
+			t := time.NewTicker(recheckEvery)
+			defer t.Stop()
+			recheck = t.C
+		}
+		for {
 			select {
 			case s := <-w.ch:
-				if s == nil {
-					return pl.connectCounted()
+				if !pl.p.eligible(addr) {
+					if s != nil {
+						pl.discard(s)
+					} else {
+						pl.giveBack(addr)
+					}
+					return nil, false, nil
 				}
-				return s, nil
-			case <-reserve:
-				reserve = nil
+				return s, s == nil, nil
+			case <-recheck:
+				if pl.p.eligible(addr) {
+					continue
+				}
 				pl.mu.Lock()
-				if !w.handed && pl.open < cfg.PoolSize+cfg.ReservePoolSize {
+				if !w.handed {
 					pl.waiting.Remove(e)
-					pl.open++
 					pl.mu.Unlock()
-					pl.st.reserveUsed.Add(1)
-					return pl.connectCounted()
+					return nil, false, nil
 				}
 				pl.mu.Unlock()
-			case <-timeout:
+			case <-tm.reserve:
+				tm.reserve = nil
+				pl.mu.Lock()
+				if !w.handed && r.open < cfg.PoolSize+cfg.ReservePoolSize {
+					pl.waiting.Remove(e)
+					r.open++
+					pl.mu.Unlock()
+					pl.st.reserveUsed.Add(1)
+					return nil, true, nil
+				}
+				pl.mu.Unlock()
+			case <-tm.timeout:
+				tm.timeout, tm.expired = nil, true
 				pl.mu.Lock()
 				if !w.handed {
 					pl.waiting.Remove(e)
 					pl.mu.Unlock()
 					pl.st.waitTimeouts.Add(1)
-					return nil, errWaitTimeout
+					return nil, false, errWaitTimeout
 				}
 				pl.mu.Unlock()
-				timeout = nil // the server is in w.ch
+				// the server is in w.ch
 			}
 		}
 	}
 }
 
-// connectCounted connects for a slot already counted in open.
-func (pl *pool) connectCounted() (*server, error) {
-	s, err := pl.connect()
+// transient reports whether a failed server login may succeed if tried
+// again soon, on the same or another endpoint: a network error, or a
+// server starting up, shutting down or in recovery (SQLSTATE class 57P).
+// A wrong password or a missing database fails at once.
+func transient(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return strings.HasPrefix(se.Code, "57P")
+	}
+	return true
+}
+
+// errStandby is a login, for TargetPrimary, to a server that says it is
+// a hot standby: the role the cluster last learned is out of date.
+var errStandby = errors.New("server is a hot standby (in_hot_standby = on)")
+
+// connectCounted connects to ep for a slot already counted in its route.
+func (pl *pool) connectCounted(ep *upstream.Endpoint) (*server, error) {
+	s, err := pl.connect(ep)
 	if err != nil {
-		pl.mu.Lock()
-		pl.open--
-		pl.grantLocked()
-		pl.mu.Unlock()
+		addr := ""
+		if ep != nil {
+			addr = ep.Addr
+		}
+		pl.giveBack(addr)
 		pl.st.serverLoginErrors.Add(1)
 	}
 	return s, err
 }
 
-// grantLocked lets the first waiter open a connection if there is room.
-func (pl *pool) grantLocked() {
-	if pl.open >= pl.p.cfg.PoolSize || pl.waiting.Len() == 0 {
-		return
-	}
-	w := pl.waiting.Remove(pl.waiting.Front()).(*waiter)
-	w.handed = true
-	pl.open++
-	w.ch <- nil
+// giveBack returns an unused slot of a route.
+func (pl *pool) giveBack(addr string) {
+	pl.mu.Lock()
+	pl.routeLocked(addr).open--
+	pl.grantLocked(addr)
+	pl.mu.Unlock()
 }
 
-// release takes a server connection back; reusable false closes it.
+// grantLocked lets the first waiter of a route open a connection if there
+// is room.
+func (pl *pool) grantLocked(addr string) {
+	r := pl.routeLocked(addr)
+	if r.open >= pl.p.cfg.PoolSize {
+		return
+	}
+	if w := pl.waiterLocked(addr); w != nil {
+		r.open++
+		w.ch <- nil
+	}
+}
+
+// waiterLocked removes and returns the first waiter of a route, marked
+// handed, or nil.
+func (pl *pool) waiterLocked(addr string) *waiter {
+	for e := pl.waiting.Front(); e != nil; e = e.Next() {
+		if w := e.Value.(*waiter); w.route == addr {
+			pl.waiting.Remove(e)
+			w.handed = true
+			return w
+		}
+	}
+	return nil
+}
+
+// release takes a server connection back; reusable false closes it, and
+// so does its route no longer being eligible (a primary that was demoted
+// or replaced, a standby that fell behind): it is retired, not pooled.
 func (pl *pool) release(s *server, reusable bool) {
 	cfg := pl.p.cfg
 	now := time.Now()
+	reusable = reusable && !s.retire && pl.p.eligible(s.route)
 	pl.mu.Lock()
+	r := pl.routeLocked(s.route)
 	if !reusable || (pl.closed && pl.p.clients.Load() == 0) || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
-		pl.open--
-		pl.grantLocked()
+		r.open--
+		pl.grantLocked(s.route)
 		pl.mu.Unlock()
 		s.close()
 		return
 	}
-	if pl.waiting.Len() > 0 {
-		w := pl.waiting.Remove(pl.waiting.Front()).(*waiter)
-		w.handed = true
+	if w := pl.waiterLocked(s.route); w != nil {
 		w.ch <- s
 		pl.mu.Unlock()
 		return
 	}
 	s.idleSince = now
-	pl.idle = append(pl.idle, s)
+	r.idle = append(r.idle, s)
 	pl.mu.Unlock()
 }
 
 // discard closes a server connection that is not in idle.
 func (pl *pool) discard(s *server) {
 	pl.mu.Lock()
-	pl.open--
-	pl.grantLocked()
+	pl.routeLocked(s.route).open--
+	pl.grantLocked(s.route)
 	pl.mu.Unlock()
 	s.close()
 }
@@ -390,46 +569,106 @@ func (pl *pool) welcomeParams() (map[string]string, error) {
 }
 
 // maintain closes servers idle longer than server_idle_timeout (down to
-// min_pool_size) or older than server_lifetime, and opens servers up to
-// min_pool_size for pools that have had clients.
+// min_pool_size), older than server_lifetime, or of a route that is no
+// longer eligible, and opens servers up to min_pool_size on the eligible
+// routes of pools that have had clients.
 func (pl *pool) maintain(now time.Time) {
 	cfg := pl.p.cfg
-	var closing []*server
 	pl.mu.Lock()
-	keep := pl.idle[:0]
-	for i, s := range pl.idle {
-		idleTooLong := cfg.ServerIdleTimeout > 0 && now.Sub(s.idleSince) > cfg.ServerIdleTimeout && pl.open-len(closing) > cfg.MinPoolSize
-		tooOld := cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime
-		if idleTooLong || tooOld {
-			closing = append(closing, s)
+	addrs := slices.Collect(maps.Keys(pl.routes))
+	pl.mu.Unlock()
+	eligible := map[string]bool{}
+	for _, a := range addrs {
+		eligible[a] = pl.p.eligible(a)
+	}
+	var closing []*server
+	var opening []string
+	pl.mu.Lock()
+	for addr, r := range pl.routes {
+		ok, known := eligible[addr]
+		if !known {
+			continue // made since; next time
+		}
+		closed := 0
+		keep := r.idle[:0]
+		for i, s := range r.idle {
+			idleTooLong := cfg.ServerIdleTimeout > 0 && now.Sub(s.idleSince) > cfg.ServerIdleTimeout && r.open-closed > cfg.MinPoolSize
+			tooOld := cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime
+			if idleTooLong || tooOld || !ok {
+				closing = append(closing, s)
+				closed++
+				continue
+			}
+			keep = append(keep, r.idle[i])
+		}
+		clear(r.idle[len(keep):])
+		r.idle = keep
+		r.open -= closed
+		if !ok {
+			if r.open == 0 && pl.waiterOf(addr) == nil {
+				delete(pl.routes, addr)
+			}
 			continue
 		}
-		keep = append(keep, pl.idle[i])
-	}
-	clear(pl.idle[len(keep):])
-	pl.idle = keep
-	pl.open -= len(closing)
-	open := 0
-	if pl.used && !pl.closed {
-		for pl.open+open < cfg.MinPoolSize {
-			open++
+		if pl.used && !pl.closed {
+			for r.open < cfg.MinPoolSize {
+				r.open++
+				opening = append(opening, addr)
+			}
 		}
-		pl.open += open
 	}
 	pl.mu.Unlock()
 	for _, s := range closing {
 		s.close()
 	}
-	for range open {
+	for _, addr := range opening {
 		go func() {
-			s, err := pl.connectCounted()
+			var ep *upstream.Endpoint
+			if addr != "" {
+				if ep = pl.p.endpoint(addr); ep == nil {
+					pl.giveBack(addr)
+					return
+				}
+			}
+			s, err := pl.connectCounted(ep)
 			if err != nil {
-				pl.p.log.Debug("min_pool_size: connect failed", "database", pl.db, "user", pl.user, "error", err)
+				pl.p.log.Debug("min_pool_size: connect failed", "database", pl.db, "user", pl.user, "server", addr, "error", err)
 				return
 			}
 			pl.release(s, true)
 		}()
 	}
+}
+
+// dropIdle closes the idle server connections of a route.
+func (pl *pool) dropIdle(addr string) {
+	pl.mu.Lock()
+	r := pl.routes[addr]
+	if r == nil {
+		pl.mu.Unlock()
+		return
+	}
+	idle := r.idle
+	r.idle = nil
+	r.open -= len(idle)
+	for range idle {
+		pl.grantLocked(addr)
+	}
+	pl.mu.Unlock()
+	for _, s := range idle {
+		s.close()
+	}
+}
+
+// waiterOf returns the first waiter of a route without removing it. mu
+// held.
+func (pl *pool) waiterOf(addr string) *waiter {
+	for e := pl.waiting.Front(); e != nil; e = e.Next() {
+		if w := e.Value.(*waiter); w.route == addr {
+			return w
+		}
+	}
+	return nil
 }
 
 // close marks the pool closed (its Proxy was replaced by a reload): it
@@ -438,9 +677,12 @@ func (pl *pool) maintain(now time.Time) {
 func (pl *pool) close() {
 	pl.mu.Lock()
 	pl.closed = true
-	idle := pl.idle
-	pl.idle = nil
-	pl.open -= len(idle)
+	var idle []*server
+	for _, r := range pl.routes {
+		idle = append(idle, r.idle...)
+		r.open -= len(r.idle)
+		r.idle = nil
+	}
 	pl.mu.Unlock()
 	for _, s := range idle {
 		s.close()
@@ -520,6 +762,9 @@ type PoolStats struct {
 	ServerParses   int64            `json:"total_server_parse_count"`
 	Binds          int64            `json:"total_bind_count"`
 	Pins           map[string]int64 `json:"pins,omitempty"`
+	// ServersByEndpoint is ServersOpen by endpoint, for targets that
+	// choose one (primary, standby, prefer_standby).
+	ServersByEndpoint map[string]int64 `json:"servers_by_endpoint,omitempty"`
 }
 
 // Stats returns a snapshot of every pool, sorted by database and user.
@@ -549,8 +794,16 @@ func (p *Proxy) Stats() []PoolStats {
 			s.WaitBuckets = append(s.WaitBuckets, cum)
 		}
 		pl.mu.Lock()
-		s.ServersIdle = int64(len(pl.idle))
-		s.ServersOpen = int64(pl.open)
+		for addr, r := range pl.routes {
+			s.ServersIdle += int64(len(r.idle))
+			s.ServersOpen += int64(r.open)
+			if addr != "" && r.open > 0 {
+				if s.ServersByEndpoint == nil {
+					s.ServersByEndpoint = map[string]int64{}
+				}
+				s.ServersByEndpoint[addr] = int64(r.open)
+			}
+		}
 		if f := pl.waiting.Front(); f != nil {
 			s.MaxWait = now.Sub(f.Value.(*waiter).since).Seconds()
 		}

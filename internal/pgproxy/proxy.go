@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/attache-proxy/attache/internal/rawsys"
+	"github.com/attache-proxy/attache/internal/upstream"
 	"github.com/attache-proxy/attache/internal/userlist"
 )
 
@@ -38,7 +39,7 @@ const (
 type Config struct {
 	Mode                 Mode
 	MaxClients           int
-	PoolSize             int // per (database, user)
+	PoolSize             int // per (database, user, server)
 	MinPoolSize          int
 	ReservePoolSize      int
 	ReservePoolTimeout   time.Duration
@@ -67,11 +68,18 @@ type Config struct {
 	ServerTLS         func(addr string) *tls.Config
 	ServerTLSRequired bool
 
-	// Dial connects to one endpoint of the cluster and returns its address
-	// as configured (host:port). The connection's Close must release
+	// Dial connects to ep, or with ep nil (TargetAny) to the endpoint of
+	// the cluster its policy chooses, and returns the address as
+	// configured (host:port). The connection's Close must release
 	// whatever tracking Dial set up.
-	Dial func(ctx context.Context) (net.Conn, string, error)
-	Log  *slog.Logger
+	Dial func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error)
+	// Target is which endpoints server connections go to; roles and lag
+	// are read from Cluster, which every Target but TargetAny needs.
+	// MaxLag skips standbys further behind (0: no limit).
+	Target  Target
+	MaxLag  time.Duration
+	Cluster *upstream.Cluster
+	Log     *slog.Logger
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -100,6 +108,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.ServerConnectTimeout <= 0 {
 		cfg.ServerConnectTimeout = 15 * time.Second
+	}
+	if cfg.Cluster == nil {
+		cfg.Target = TargetAny
 	}
 	p := &Proxy{cfg: cfg, log: cfg.Log, pools: map[poolKey]*pool{}, keys: map[uint32]*client{},
 		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
@@ -170,6 +181,19 @@ func (p *Proxy) maintain() {
 			}
 		}
 	}
+}
+
+// endpoint returns the cluster's endpoint of an address, or nil.
+func (p *Proxy) endpoint(addr string) *upstream.Endpoint {
+	if p.cfg.Cluster == nil {
+		return nil
+	}
+	for _, e := range p.cfg.Cluster.Endpoints() {
+		if e.Addr == addr {
+			return e
+		}
+	}
+	return nil
 }
 
 func (p *Proxy) pool(db, user string) *pool {

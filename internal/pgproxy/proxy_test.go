@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/attache-proxy/attache/internal/testenv"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // fixture is a private PostgreSQL with role "app" (password "app-pw") and
@@ -71,9 +72,13 @@ func (f *fixture) proxy(t testing.TB, cfg Config) (string, *Proxy) {
 		cfg.ResetQuery = "DISCARD ALL"
 	}
 	addr := f.pg.Addr
-	cfg.Dial = func(ctx context.Context) (net.Conn, string, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		return c, addr, err
+	cfg.Dial = func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
+		a := addr
+		if ep != nil {
+			a = ep.Addr
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", a)
+		return c, a, err
 	}
 	p := New(cfg)
 	t.Cleanup(p.Close)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // startupPacket builds a length-prefixed startup packet.
@@ -24,7 +26,7 @@ func startupPacket(code uint32, body string) []byte {
 // back before closing the connection.
 func runStartup(t testing.TB, in []byte) []byte {
 	p := New(Config{Users: map[string]string{"u": "pw"}, PoolSize: 1,
-		Dial: func(context.Context) (net.Conn, string, error) { return nil, "", io.EOF }})
+		Dial: func(context.Context, *upstream.Endpoint) (net.Conn, string, error) { return nil, "", io.EOF }})
 	defer p.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -190,6 +190,15 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 	return nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
 }
 
+// DialEndpoint connects to e, the one endpoint a caller chose (by role,
+// say), and feeds outlier detection with the result. Track the connection
+// on e, as with Dial.
+func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	conn, err := c.dialOne(ctx, e)
+	c.recordConnect(e, err)
+	return conn, err
+}
+
 // candidates describes eps for the policy. Routable endpoints are usable;
 // when none is, all are (panic mode). Endpoints for which skip returns true
 // (already tried) are never usable.

@@ -96,13 +96,27 @@ func (c *Cluster) splitBrain(claims []*Endpoint) error {
 // that a transient check failure does not stall writes for an interval.
 // It returns a *SplitBrainError when several endpoints claim primary, and
 // ErrNoPrimary when none is known. It reads atomics only.
+//
+// The pooler calls it per transaction: the common case allocates nothing.
 func (c *Cluster) Primary() (*Endpoint, error) {
-	claims := c.Primaries()
-	switch {
-	case len(claims) == 1:
-		return claims[0], nil
-	case len(claims) > 1:
+	var claims []*Endpoint
+	var claim *Endpoint
+	for _, e := range c.Endpoints() {
+		if e.ClaimsPrimary() {
+			if claim != nil && claims == nil {
+				claims = []*Endpoint{claim}
+			}
+			if claims != nil {
+				claims = append(claims, e)
+			}
+			claim = e
+		}
+	}
+	if claims != nil {
 		return nil, c.splitBrain(claims)
+	}
+	if claim != nil {
+		return claim, nil
 	}
 	var seen *Endpoint
 	now := c.opts.Now()

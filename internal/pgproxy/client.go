@@ -554,8 +554,13 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		}
 		if m.Severity == "FATAL" {
 			// The server is closing (pg_terminate_backend, shutdown): the
-			// client's session goes with it.
-			c.emit(m)
+			// client's session or transaction goes with it. To the client
+			// that is the loss of its server connection, one code whatever
+			// the cause (08006, as for a crash), with the server's own
+			// words kept in the detail.
+			c.emit(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "08006",
+				Message: "server connection lost: " + m.Message,
+				Detail:  "The server ended the connection with SQLSTATE " + m.Code + "; an open transaction was not committed."})
 			c.serverFailed(s, errors.New(m.Message))
 			return true
 		}

@@ -420,8 +420,8 @@ func TestPostgres(t *testing.T) {
 		}
 		_, err = tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
-		if err == nil || (errors.As(err, &pe) && pe.Code != "57P01" && pe.Code != "08006") {
-			t.Errorf("statement on the terminated backend: got %v, want 57P01 or 08006", err)
+		if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Detail, "57P01") {
+			t.Errorf("statement on the terminated backend: got %v, want 08006 with the server's 57P01 in the detail", err)
 		}
 		var n int
 		if err := other.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {

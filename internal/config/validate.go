@@ -103,6 +103,9 @@ func (c *Config) validate() Errors {
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
+		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
+			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
+		}
 		if l.Postgres != nil && l.Protocol != "postgres" {
 			v.errorf(p+".postgres", "only for protocol postgres")
 		} else if l.Postgres != nil {
@@ -153,7 +156,16 @@ func (v *validator) clusterRef(path, name string, clusters map[string]bool) {
 
 func (v *validator) cluster(p string, cl *Cluster) {
 	hasDiscovery := cl.Discovery != nil && cl.Discovery.DNS != nil
+	kube := cl.KubernetesAPI != nil
+	if kube {
+		v.kubernetesAPI(p, cl)
+	} else if cl.Credentials != nil {
+		v.credentials(p, cl.Credentials)
+	}
 	switch {
+	case kube:
+		// Its endpoint, TLS and credentials are derived: kubernetesAPI
+		// reported their problems under kubernetes_api.
 	case len(cl.Endpoints) == 0 && !hasDiscovery:
 		v.errorf(p, "needs endpoints or discovery")
 	case len(cl.Endpoints) > 0 && hasDiscovery:
@@ -288,7 +300,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 			v.errorf(bp+".open_for", "must be positive")
 		}
 	}
-	if t := cl.TLS; t != nil {
+	if t := cl.TLS; t != nil && !kube {
 		v.keyPair(p+".tls", t.CertFile, t.KeyFile, false)
 		v.file(p+".tls.ca_file", t.CAFile)
 		v.tlsVersion(p+".tls.min_version", t.MinVersion)

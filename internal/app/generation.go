@@ -13,6 +13,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/discovery"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
@@ -47,6 +48,7 @@ type clusterRT struct {
 	http   *httpproxy.Cluster
 	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
+	creds  *credentials.Set // nil: none
 	cancel context.CancelFunc
 }
 
@@ -238,7 +240,12 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
-	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
+	if cc.Credentials != nil {
+		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
+			return nil, nil, fmt.Errorf("credentials: %w", err)
+		}
+	}
+	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS, rt.creds)
 	if cc.Redis != nil {
 		if rt.redis, err = a.buildRedisPool(cc); err != nil {
 			return nil, nil, err
@@ -274,6 +281,9 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 		if rt.tls != nil {
 			go a.watchTLS(ctx, "cluster "+cc.Name, rt.tls.Files(), rt.tls.Reload)
+		}
+		if rt.creds != nil {
+			go a.watchCredentials(ctx, cc.Name, rt.creds)
 		}
 	}
 	return rt, start, nil
@@ -341,6 +351,22 @@ func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload
 			return
 		}
 		a.log.Info("TLS files reloaded", "owner", owner)
+	})
+}
+
+// watchCredentials re-reads a cluster's token and password files whenever
+// they change, until ctx ends: the same watch as for TLS files (inotify on
+// the directory, so the kubelet's ..data symlink swap is seen, backed by a
+// poll). A file that disappears or empties keeps its last value; that is
+// logged and counted, never the values.
+func (a *App) watchCredentials(ctx context.Context, cluster string, s *credentials.Set) {
+	watch.Files(ctx, s.Files(), tlsPoll, func() {
+		if err := s.Reload(); err != nil {
+			a.metrics.CredentialReloadErrors.WithLabelValues(cluster).Inc()
+			a.log.Error("credential file changed but cannot be used; keeping its last value", "cluster", cluster, "error", err)
+			return
+		}
+		a.log.Info("credential files reloaded", "cluster", cluster)
 	})
 }
 

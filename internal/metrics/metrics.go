@@ -42,6 +42,9 @@ type Metrics struct {
 	// attache_tls_reload_errors_total{owner}: a rotated certificate, key or
 	// CA that failed to load (the previous one stays in use).
 	TLSReloadErrors *prometheus.CounterVec
+	// attache_credential_reload_errors_total{cluster}: a token or password
+	// file that changed but could not be used (its last value stays).
+	CredentialReloadErrors *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
 
@@ -73,21 +76,22 @@ func New() *Metrics {
 	r := prometheus.NewRegistry()
 	f := factory{r}
 	m := &Metrics{
-		Registry:            r,
-		ConnectionsActive:   f.gauge("attache_listener_connections_active", "Connections open on a listener.", "listener"),
-		ConnectionsTotal:    f.counter("attache_listener_connections_total", "Connections accepted on a listener.", "listener"),
-		ConnectionsRejected: f.counter("attache_listener_connections_rejected_total", "Connections refused by a listener, by reason.", "listener", "reason"),
-		HandshakeErrors:     f.counter("attache_listener_tls_handshake_errors_total", "Client TLS handshakes that failed.", "listener"),
-		Bytes:               f.counter("attache_cluster_bytes_total", "Bytes proxied to and from a cluster's endpoints.", "cluster", "direction"),
-		ConnectErrors:       f.counter("attache_cluster_connect_errors_total", "Failed connection attempts to an endpoint (including TLS handshakes).", "cluster", "endpoint"),
-		Ejections:           f.counter("attache_cluster_endpoint_ejections_total", "Endpoints ejected by outlier detection.", "cluster", "endpoint"),
-		HealthTransitions:   f.counter("attache_cluster_health_transitions_total", "Endpoint health changes found by active checks.", "cluster", "endpoint", "health"),
-		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
-		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
-		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
-		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
-		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
-		BreakerTransitions:  f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
+		Registry:               r,
+		ConnectionsActive:      f.gauge("attache_listener_connections_active", "Connections open on a listener.", "listener"),
+		ConnectionsTotal:       f.counter("attache_listener_connections_total", "Connections accepted on a listener.", "listener"),
+		ConnectionsRejected:    f.counter("attache_listener_connections_rejected_total", "Connections refused by a listener, by reason.", "listener", "reason"),
+		HandshakeErrors:        f.counter("attache_listener_tls_handshake_errors_total", "Client TLS handshakes that failed.", "listener"),
+		Bytes:                  f.counter("attache_cluster_bytes_total", "Bytes proxied to and from a cluster's endpoints.", "cluster", "direction"),
+		ConnectErrors:          f.counter("attache_cluster_connect_errors_total", "Failed connection attempts to an endpoint (including TLS handshakes).", "cluster", "endpoint"),
+		Ejections:              f.counter("attache_cluster_endpoint_ejections_total", "Endpoints ejected by outlier detection.", "cluster", "endpoint"),
+		HealthTransitions:      f.counter("attache_cluster_health_transitions_total", "Endpoint health changes found by active checks.", "cluster", "endpoint", "health"),
+		Reloads:                f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
+		TLSReloadErrors:        f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
+		CredentialReloadErrors: f.counter("attache_credential_reload_errors_total", "Token or password files that changed but could not be used; the last value stays in use.", "cluster"),
+		HTTPRequests:           f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
+		HTTPRetries:            f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
+		HTTPOverloaded:         f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
+		BreakerTransitions:     f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 	}
 	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_http_request_duration_seconds",
 		Help: "HTTP request duration, from the request's arrival to the end of the response.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)},

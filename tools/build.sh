@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build the real servers the integration tests run (kube-apiserver, etcd,
+# consul) from their Go modules, once, into a cache outside the repo keyed by
+# version. A cached binary is never rebuilt. Each server has its own build
+# module here (tools/k8s, tools/etcd, tools/consul) so the project's go.mod
+# never sees their dependency graphs.
+#
+#   tools/build.sh [k8s|etcd|consul ...]   (default: all)
+#   prints nothing but progress; binaries land in $(tools/build.sh --dir)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${ATTACHE_TOOLS:-$HOME/.cache/attache-tools}"
+
+K8S=v1.34.4
+ETCD=v3.6.4
+CONSUL=v1.22.7
+
+if [ "${1:-}" = --dir ]; then echo "$cache/bin"; exit 0; fi
+mkdir -p "$cache/bin"
+
+# build NAME VERSION MODULE_DIR PACKAGE LDFLAGS: go build into the cache
+# under NAME-VERSION, then link NAME to it, so a version bump rebuilds.
+build() {
+	local name=$1 version=$2 dir=$3 pkg=$4 ld=$5 out="$cache/bin/$1-$2"
+	if [ -x "$out" ]; then ln -sf "$name-$version" "$cache/bin/$name"; return; fi
+	echo "tools: building $name $version (cached in $cache/bin)" >&2
+	local t0=$SECONDS
+	(cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$out.tmp" "$pkg")
+	mv "$out.tmp" "$out"
+	ln -sf "$name-$version" "$cache/bin/$name"
+	echo "tools: $name $version built in $((SECONDS - t0)) s" >&2
+}
+
+k8s() {
+	local ld="-s -w" p
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld="$ld -X $p.gitVersion=$K8S -X $p.gitMajor=1 -X $p.gitMinor=34 -X $p.gitTreeState=clean"
+	done
+	build kube-apiserver $K8S k8s k8s.io/kubernetes/cmd/kube-apiserver "$ld"
+}
+etcd() { build etcd $ETCD etcd go.etcd.io/etcd/server/v3 "-s -w"; }
+consul() {
+	build consul $CONSUL consul github.com/hashicorp/consul \
+		"-s -w -X github.com/hashicorp/consul/version.GitCommit=$CONSUL"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s consul)
+for t in "${targets[@]}"; do
+	case $t in
+	k8s | etcd | consul) "$t" ;;
+	*) echo "tools: unknown target $t (k8s, etcd, consul)" >&2; exit 2 ;;
+	esac
+done

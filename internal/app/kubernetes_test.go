@@ -283,3 +283,26 @@ func podNetwork(t *testing.T) func(ctx context.Context, network, addr string) (n
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestKubernetesDiscoveryWithoutRights: a service account that may not list
+// endpointslices gets 403; attache says so in its log and stays not ready
+// rather than serving an empty cluster as if it were known.
+func TestKubernetesDiscoveryWithoutRights(t *testing.T) {
+	t.Parallel()
+	k := kubeenv.Start(t)
+	const ns = "attache-discovery-norights"
+	kubeconfig := k.Kubeconfig(t, t.TempDir(), k.Token(t, ns, "nobody", time.Hour))
+	h := startWith(t, yamlf(`
+listeners: [{name: users, address: "127.0.0.1:0", cluster: users}]
+clusters:
+  - name: users
+    discovery: {kubernetes: {service: users, namespace: %s, port: http, kubeconfig: %s}}
+`, ns, kubeconfig), nil, Options{dial: podNetwork(t)})
+	eventually(t, 30*time.Second, "a log line about the refused list", func() bool {
+		logs := h.logs.String()
+		return strings.Contains(logs, "list/watch of endpointslices failed") && strings.Contains(logs, "forbidden")
+	})
+	if ok, reasons := h.app.Ready(); ok || !strings.Contains(strings.Join(reasons, "; "), `cluster "users": no endpoints`) {
+		t.Fatalf("ready: got %v %v, want not ready for cluster users", ok, reasons)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/discovery"
+	kubediscovery "github.com/attache-proxy/attache/internal/discovery/kubernetes"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
@@ -218,6 +219,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			MaxEjectionPercent:  cc.OutlierDetection.MaxEjectionPercent,
 		},
 		HasHealthCheck: cc.HealthCheck != nil,
+		Dial:           a.opts.dial,
 		Log:            log,
 		Observer: upstream.Observer{
 			ConnectError: func(ep *upstream.Endpoint, err error) {
@@ -253,10 +255,18 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	}
 
 	var src discovery.Discoverer
-	if d := cc.Discovery; d != nil && d.DNS != nil {
+	switch d := cc.Discovery; {
+	case d != nil && d.DNS != nil:
 		src = &discovery.DNS{Name: d.DNS.Name, Port: d.DNS.Port, SRV: d.DNS.SRV, Refresh: d.DNS.Refresh.D(),
 			Resolver: net.DefaultResolver, Log: log}
-	} else {
+	case d != nil && d.Kubernetes != nil:
+		k := d.Kubernetes
+		client, err := kubediscovery.NewClient(k.Kubeconfig)
+		if err != nil {
+			return nil, nil, fmt.Errorf("discovery.kubernetes: %w", err)
+		}
+		src = &kubediscovery.EndpointSlices{Client: client, Namespace: k.Namespace, Service: k.Service, Port: k.Port, Log: log}
+	default:
 		static := make(discovery.Static, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
 			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}

@@ -54,6 +54,16 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 			}
 			return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
 		},
+		// An endpoint that discovery removed (a terminating pod) takes no
+		// new transactions; its busy server connections finish first.
+		Keep: func(addr string) bool {
+			for _, e := range up.Endpoints() {
+				if e.Addr == addr {
+					return true
+				}
+			}
+			return false
+		},
 	}
 	if pc.PoolMode == "transaction" {
 		cfg.Mode = pgproxy.TransactionMode

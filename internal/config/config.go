@@ -291,7 +291,18 @@ var (
 // Discovery names the one source of a cluster's endpoints besides a static
 // list.
 type Discovery struct {
-	DNS *DNSDiscovery `yaml:"dns"`
+	DNS        *DNSDiscovery        `yaml:"dns"`
+	Kubernetes *KubernetesDiscovery `yaml:"kubernetes"`
+}
+
+// KubernetesDiscovery follows the EndpointSlices of one Service: its ready
+// endpoints, on the slice port named (or numbered) Port. The API server is
+// the pod's own (in-cluster config) unless Kubeconfig names a file.
+type KubernetesDiscovery struct {
+	Service    string `yaml:"service"`
+	Namespace  string `yaml:"namespace"`
+	Port       string `yaml:"port"` // a port name, or a number
+	Kubeconfig string `yaml:"kubeconfig"`
 }
 
 // DNSDiscovery resolves A/AAAA records of Name (with Port), or the SRV

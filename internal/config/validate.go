@@ -155,7 +155,7 @@ func (v *validator) clusterRef(path, name string, clusters map[string]bool) {
 }
 
 func (v *validator) cluster(p string, cl *Cluster) {
-	hasDiscovery := cl.Discovery != nil && cl.Discovery.DNS != nil
+	hasDiscovery := cl.Discovery != nil && (cl.Discovery.DNS != nil || cl.Discovery.Kubernetes != nil)
 	kube := cl.KubernetesAPI != nil
 	if kube {
 		v.kubernetesAPI(p, cl)
@@ -179,9 +179,14 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		seen[e.Address] = true
 	}
 	if d := cl.Discovery; d != nil {
-		if d.DNS == nil {
-			v.errorf(p+".discovery", "needs a source (dns)")
-		} else {
+		switch {
+		case d.DNS == nil && d.Kubernetes == nil:
+			v.errorf(p+".discovery", "needs a source (dns or kubernetes)")
+		case d.DNS != nil && d.Kubernetes != nil:
+			v.errorf(p+".discovery", "give one source, not dns and kubernetes")
+		case d.Kubernetes != nil:
+			v.kubernetesDiscovery(p+".discovery.kubernetes", d.Kubernetes)
+		default:
 			dp := p + ".discovery.dns"
 			switch {
 			case d.DNS.Name == "" && d.DNS.SRV == "":

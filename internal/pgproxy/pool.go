@@ -241,7 +241,7 @@ func (pl *pool) acquire() (*server, error) {
 		s := pl.idle[n-1]
 		pl.idle = pl.idle[:n-1]
 		pl.mu.Unlock()
-		if start.Sub(s.idleSince) <= peekAfter || s.alive() {
+		if pl.keep(s) && (start.Sub(s.idleSince) <= peekAfter || s.alive()) {
 			return s, nil
 		}
 		pl.discard(s)
@@ -266,7 +266,7 @@ func (pl *pool) acquire() (*server, error) {
 			s := pl.idle[n-1]
 			pl.idle = pl.idle[:n-1]
 			pl.mu.Unlock()
-			if time.Since(s.idleSince) > peekAfter && !s.alive() {
+			if !pl.keep(s) || time.Since(s.idleSince) > peekAfter && !s.alive() {
 				pl.discard(s)
 				continue
 			}
@@ -342,7 +342,7 @@ func (pl *pool) release(s *server, reusable bool) {
 	cfg := pl.p.cfg
 	now := time.Now()
 	pl.mu.Lock()
-	if !reusable || (pl.closed && pl.p.clients.Load() == 0) || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
+	if !reusable || !pl.keep(s) || (pl.closed && pl.p.clients.Load() == 0) || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
 		pl.open--
 		pl.grantLocked()
 		pl.mu.Unlock()
@@ -360,6 +360,9 @@ func (pl *pool) release(s *server, reusable bool) {
 	pl.idle = append(pl.idle, s)
 	pl.mu.Unlock()
 }
+
+// keep reports whether s's endpoint may take new work (Config.Keep).
+func (pl *pool) keep(s *server) bool { return pl.p.cfg.Keep == nil || pl.p.cfg.Keep(s.addr) }
 
 // discard closes a server connection that is not in idle.
 func (pl *pool) discard(s *server) {
@@ -390,8 +393,8 @@ func (pl *pool) welcomeParams() (map[string]string, error) {
 }
 
 // maintain closes servers idle longer than server_idle_timeout (down to
-// min_pool_size) or older than server_lifetime, and opens servers up to
-// min_pool_size for pools that have had clients.
+// min_pool_size), older than server_lifetime or of an endpoint Keep refuses,
+// and opens servers up to min_pool_size for pools that have had clients.
 func (pl *pool) maintain(now time.Time) {
 	cfg := pl.p.cfg
 	var closing []*server
@@ -400,7 +403,7 @@ func (pl *pool) maintain(now time.Time) {
 	for i, s := range pl.idle {
 		idleTooLong := cfg.ServerIdleTimeout > 0 && now.Sub(s.idleSince) > cfg.ServerIdleTimeout && pl.open-len(closing) > cfg.MinPoolSize
 		tooOld := cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime
-		if idleTooLong || tooOld {
+		if idleTooLong || tooOld || !pl.keep(s) {
 			closing = append(closing, s)
 			continue
 		}

@@ -71,6 +71,11 @@ type Config struct {
 	// as configured (host:port). The connection's Close must release
 	// whatever tracking Dial set up.
 	Dial func(ctx context.Context) (net.Conn, string, error)
+	// Keep reports whether server connections to addr may be reused; nil:
+	// always. Discovery removing an endpoint (a terminating pod) makes it
+	// false: the connection finishes what it carries and is then closed
+	// instead of taking new transactions.
+	Keep func(addr string) bool
 	Log  *slog.Logger
 }
 

@@ -2,19 +2,26 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/testenv/kubeenv"
 )
 
@@ -29,22 +36,13 @@ func TestKubernetesAPIAgainstKubeAPIServer(t *testing.T) {
 	k := kubeenv.Start(t)
 	ctx := context.Background()
 	const ns = "attache-kubeapi"
-	reader := k.Token(t, ns, "reader", time.Hour)
+	k.Namespace(t, ns)
+	// The service account, Role and RoleBinding of the ready-made manifest,
+	// so that the test runs with the rights the docs tell people to grant;
+	// its ConfigMap's config must load as written.
+	attacheYAML := applyAmbassadorManifest(t, k.Client, ns)
+	reader := k.Token(t, ns, "pod-reader", time.Hour)
 	nobody := k.Token(t, ns, "nobody", time.Hour)
-	if _, err := k.Client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := k.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "reader-reads-pods"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pod-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "reader", Namespace: ns}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-
 	saDir := t.TempDir()
 	kubeSecretDir(t, saDir, map[string]string{"token": reader})
 	u, _ := url.Parse(k.URL)
@@ -57,6 +55,12 @@ clusters:
 `, saDir, k.CAFile), map[string]string{"KUBERNETES_SERVICE_HOST": u.Hostname(), "KUBERNETES_SERVICE_PORT": u.Port()})
 	base := "http://" + h.addr("kube")
 	client := &http.Client{Timeout: 30 * time.Second}
+	manifestCfg := strings.ReplaceAll(attacheYAML, "kubernetes_api: {}", fmt.Sprintf("kubernetes_api: {token_file: %s/token, ca_file: %s}", saDir, k.CAFile))
+	if _, err := config.Parse([]byte(manifestCfg), func(k string) (string, bool) {
+		return map[string]string{"KUBERNETES_SERVICE_HOST": u.Hostname(), "KUBERNETES_SERVICE_PORT": u.Port()}[k], true
+	}); err != nil || !strings.Contains(attacheYAML, "kubernetes_api: {}") {
+		t.Errorf("deploy/kubernetes/kube-api-ambassador.yaml: its attache.yaml does not load with kubernetes_api: {}: %v", err)
+	}
 
 	whoami := func() string {
 		t.Helper()
@@ -79,7 +83,7 @@ clusters:
 		return httpGet(t, client, base+"/api/v1/namespaces/"+ns+"/pods", map[string]string{"Authorization": "Bearer not-the-app's-to-give"})
 	}
 
-	if got, want := whoami(), "system:serviceaccount:"+ns+":reader"; got != want {
+	if got, want := whoami(), "system:serviceaccount:"+ns+":pod-reader"; got != want {
 		t.Fatalf("identity through attache: got %q, want %q", got, want)
 	}
 	if resp, body := listPods(); resp.StatusCode != 200 || !strings.Contains(body, `"kind":"PodList"`) {
@@ -152,4 +156,50 @@ wait:
 	if logs := h.logs.String(); strings.Contains(logs, reader[:40]) || strings.Contains(logs, nobody[:40]) {
 		t.Error("a token shows in attache's logs")
 	}
+}
+
+// applyAmbassadorManifest creates the ServiceAccount, Role and RoleBinding
+// of deploy/kubernetes/kube-api-ambassador.yaml in namespace and returns
+// the attache.yaml of its ConfigMap.
+func applyAmbassadorManifest(t *testing.T, c kubernetes.Interface, namespace string) string {
+	t.Helper()
+	const file = "../../deploy/kubernetes/kube-api-ambassador.yaml"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var attacheYAML string
+	for _, doc := range bytes.Split(b, []byte("\n---\n")) {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			o.Namespace = namespace
+			_, err = c.CoreV1().ServiceAccounts(namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			o.Namespace = namespace
+			_, err = c.RbacV1().Roles(namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			o.Namespace = namespace
+			for i := range o.Subjects {
+				o.Subjects[i].Namespace = namespace
+			}
+			_, err = c.RbacV1().RoleBindings(namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ConfigMap:
+			attacheYAML = o.Data["attache.yaml"]
+		case *corev1.Pod:
+		default:
+			t.Fatalf("%s: unexpected %T", file, obj)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("create %s: %v", obj.GetObjectKind().GroupVersionKind().Kind, err)
+		}
+	}
+	if attacheYAML == "" {
+		t.Fatalf("%s: no ConfigMap with attache.yaml", file)
+	}
+	return attacheYAML
 }

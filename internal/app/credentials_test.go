@@ -45,13 +45,25 @@ func (b *authBackend) last() (auth, key string) {
 // for 127.0.0.1 from its own CA, and returns its address and the CA file.
 func tlsHTTPServer(t *testing.T, h http.Handler) (addr, caFile string) {
 	t.Helper()
+	return tlsHTTPServerOn(t, "127.0.0.1", h)
+}
+
+// tlsHTTPServerOn is tlsHTTPServer on the loopback address ip.
+func tlsHTTPServerOn(t *testing.T, ip string, h http.Handler) (addr, caFile string) {
+	t.Helper()
 	dir := t.TempDir()
-	caFile, crt, key := testenv.NewCA(t, "test-ca").Files(t, dir, "127.0.0.1")
+	caFile, crt, key := testenv.NewCA(t, "test-ca").Files(t, dir, ip)
 	cert, err := tls.LoadX509KeyPair(crt, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(h)
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Skipf("no loopback %s: %v", ip, err)
+	}
+	srv.Listener.Close()
+	srv.Listener = ln
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
@@ -296,5 +308,29 @@ clusters:
 	line, err = br.ReadString('\n')
 	if err != nil || !strings.Contains(line, `"n":2`) {
 		t.Fatalf("second watch event after the route timeout: got %q, %v", line, err)
+	}
+}
+
+// TestKubernetesAPIOverIPv6: an IPv6 KUBERNETES_SERVICE_HOST is bracketed
+// in the endpoint and in the Host header, and verified against the
+// certificate's IP address.
+func TestKubernetesAPIOverIPv6(t *testing.T) {
+	t.Parallel()
+	var host atomic.Value
+	addr, caFile := tlsHTTPServerOn(t, "::1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host.Store(r.Host + " " + r.Header.Get("Authorization"))
+	}))
+	_, port, _ := net.SplitHostPort(addr)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "token"), []byte("sa-token-v6"), 0o600)
+	h := start(t, yamlf(`
+listeners: [{name: kube, address: "127.0.0.1:0", protocol: http, cluster: kube-api}]
+clusters: [{name: kube-api, kubernetes_api: {token_file: "%s/token", ca_file: "%s"}}]
+`, dir, caFile), map[string]string{"KUBERNETES_SERVICE_HOST": "::1", "KUBERNETES_SERVICE_PORT": port})
+	if resp, body := httpGet(t, &http.Client{}, "http://"+h.addr("kube")+"/api", nil); resp.StatusCode != 200 {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if got, want := host.Load(), "[::1]:"+port+" Bearer sa-token-v6"; got != want {
+		t.Errorf("API server saw %q, want %q", got, want)
 	}
 }

@@ -700,6 +700,9 @@ func hostForUpstream(addr, scheme string) string {
 		return addr
 	}
 	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]" // an IPv6 literal (a pod's KUBERNETES_SERVICE_HOST may be one)
+		}
 		return host
 	}
 	return addr

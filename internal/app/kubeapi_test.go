@@ -108,8 +108,9 @@ clusters:
 		t.Fatalf("watch: got %d %s", wresp.StatusCode, b)
 	}
 	time.Sleep(1500 * time.Millisecond)
+	podName := fmt.Sprintf("watched-%d", time.Now().UnixNano()) // the server is shared by -count runs
 	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "watched"},
+		ObjectMeta: metav1.ObjectMeta{Name: podName},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -134,7 +135,7 @@ wait:
 			if !ok {
 				t.Fatal("watch ended before the ADDED event of the new pod")
 			}
-			if strings.Contains(line, `"type":"ADDED"`) && strings.Contains(line, `"name":"watched"`) {
+			if strings.Contains(line, `"type":"ADDED"`) && strings.Contains(line, `"name":"`+podName+`"`) {
 				break wait
 			}
 		case <-deadline:

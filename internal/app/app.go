@@ -41,6 +41,12 @@ type Options struct {
 	// ConfigPoll is how often the config file is compared when inotify
 	// misses a change; 0 means 5s.
 	ConfigPoll time.Duration
+
+	// dial, when set, makes the TCP and Postgres engines' connections to
+	// upstream endpoints; for tests that route addresses a real control
+	// plane accepts (the Kubernetes API refuses loopback endpoints) onto
+	// loopback listeners. nil: net.Dialer.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // App is a running attache.

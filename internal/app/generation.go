@@ -13,7 +13,9 @@ import (
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/discovery"
+	kubediscovery "github.com/attache-proxy/attache/internal/discovery/kubernetes"
 	"github.com/attache-proxy/attache/internal/failover"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
@@ -49,6 +51,7 @@ type clusterRT struct {
 	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
 	watch  *failover.Watcher // clusters with a postgres check
+	creds  *credentials.Set  // nil: none
 	cancel context.CancelFunc
 }
 
@@ -218,6 +221,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			MaxEjectionPercent:  cc.OutlierDetection.MaxEjectionPercent,
 		},
 		HasHealthCheck: cc.HealthCheck != nil,
+		Dial:           a.opts.dial,
 		Log:            log,
 		Observer: upstream.Observer{
 			ConnectError: func(ep *upstream.Endpoint, err error) {
@@ -255,7 +259,12 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			rt.watch.Inherit(old.clusters[cc.Name].watch)
 		}
 	}
-	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS)
+	if cc.Credentials != nil {
+		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
+			return nil, nil, fmt.Errorf("credentials: %w", err)
+		}
+	}
+	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS, rt.creds)
 	if cc.Redis != nil {
 		if rt.redis, err = a.buildRedisPool(cc); err != nil {
 			return nil, nil, err
@@ -263,10 +272,18 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	}
 
 	var src discovery.Discoverer
-	if d := cc.Discovery; d != nil && d.DNS != nil {
+	switch d := cc.Discovery; {
+	case d != nil && d.DNS != nil:
 		src = &discovery.DNS{Name: d.DNS.Name, Port: d.DNS.Port, SRV: d.DNS.SRV, Refresh: d.DNS.Refresh.D(),
 			Resolver: net.DefaultResolver, Log: log}
-	} else {
+	case d != nil && d.Kubernetes != nil:
+		k := d.Kubernetes
+		client, err := kubediscovery.NewClient(k.Kubeconfig)
+		if err != nil {
+			return nil, nil, fmt.Errorf("discovery.kubernetes: %w", err)
+		}
+		src = &kubediscovery.EndpointSlices{Client: client, Namespace: k.Namespace, Service: k.Service, Port: k.Port, Log: log}
+	default:
 		static := make(discovery.Static, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
 			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}
@@ -298,6 +315,9 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 		if rt.tls != nil {
 			go a.watchTLS(ctx, "cluster "+cc.Name, rt.tls.Files(), rt.tls.Reload)
+		}
+		if rt.creds != nil {
+			go a.watchCredentials(ctx, cc.Name, rt.creds)
 		}
 	}
 	return rt, start, nil
@@ -374,6 +394,22 @@ func (a *App) watchTLS(ctx context.Context, owner string, files []string, reload
 			return
 		}
 		a.log.Info("TLS files reloaded", "owner", owner)
+	})
+}
+
+// watchCredentials re-reads a cluster's token and password files whenever
+// they change, until ctx ends: the same watch as for TLS files (inotify on
+// the directory, so the kubelet's ..data symlink swap is seen, backed by a
+// poll). A file that disappears or empties keeps its last value; that is
+// logged and counted, never the values.
+func (a *App) watchCredentials(ctx context.Context, cluster string, s *credentials.Set) {
+	watch.Files(ctx, s.Files(), tlsPoll, func() {
+		if err := s.Reload(); err != nil {
+			a.metrics.CredentialReloadErrors.WithLabelValues(cluster).Inc()
+			a.log.Error("credential file changed but cannot be used; keeping its last value", "cluster", cluster, "error", err)
+			return
+		}
+		a.log.Info("credential files reloaded", "cluster", cluster)
 	})
 }
 

@@ -46,6 +46,12 @@ type harness struct {
 // when the test ends.
 func start(t *testing.T, yaml string, env map[string]string) *harness {
 	t.Helper()
+	return startWith(t, yaml, env, Options{})
+}
+
+// startWith is start with options beyond the config file, env and logs.
+func startWith(t *testing.T, yaml string, env map[string]string, opts Options) *harness {
+	t.Helper()
 	if !strings.Contains(yaml, "admin:") {
 		yaml = "admin: {address: \"127.0.0.1:0\"}\n" + yaml
 	}
@@ -61,8 +67,9 @@ func start(t *testing.T, yaml string, env map[string]string) *harness {
 		env["ATTACHE_HTTP_FAST_PATH"] = "off"
 	}
 	logs := &syncBuffer{}
-	a, err := New(Options{ConfigPath: file, LogOutput: logs, LogLevel: "debug", ConfigPoll: 100 * time.Millisecond,
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+	opts.ConfigPath, opts.LogOutput, opts.LogLevel, opts.ConfigPoll = file, logs, "debug", 100*time.Millisecond
+	opts.LookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	a, err := New(opts)
 	if err != nil {
 		t.Fatalf("start attache: %v", err)
 	}

@@ -11,12 +11,13 @@ import (
 
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
-func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor func(string) *tls.Config) *httpproxy.Cluster {
+func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor func(string) *tls.Config, creds *credentials.Set) *httpproxy.Cluster {
 	o := httpproxy.ClusterOptions{
 		Upstream:       up,
 		Version:        cc.HTTP.Version,
@@ -24,6 +25,10 @@ func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor f
 		IdleTimeout:    cc.HTTP.IdleTimeout.D(),
 		ConnectTimeout: cc.ConnectTimeout.D(),
 		TLS:            tlsFor,
+		Credentials:    creds,
+	}
+	if k := cc.KubernetesAPI; k != nil {
+		o.Filter = httpproxy.NewFilter(*k)
 	}
 	if b := cc.CircuitBreaker; b != nil {
 		o.Limits = httpproxy.Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}

@@ -106,6 +106,7 @@ func TestHTTPOnNetHTTP(t *testing.T) {
 		"Timeouts": TestHTTPTimeouts, "CircuitBreaker": TestHTTPCircuitBreaker, "Overloaded": TestHTTPOverloaded,
 		"Passive5xxAndHealth": TestHTTPPassive5xxAndHealth, "HTTP2AndH2C": TestHTTP2AndH2C, "WebSocket": TestWebSocket,
 		"LoopbackHost": TestHTTPLoopbackHostBecomesUpstreamHost, "GRPC": TestGRPCStreamingThroughAttache,
+		"Credentials": TestHTTPCredentials,
 	} {
 		t.Run(name, f)
 	}

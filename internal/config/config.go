@@ -251,6 +251,8 @@ type Cluster struct {
 	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
 	Redis            *ClusterRedis     `yaml:"redis"`
 	OnFailover       *OnFailover       `yaml:"on_failover"`
+	Credentials      *Credentials      `yaml:"credentials"`
+	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
 }
 
 // OnFailover tells someone that another endpoint became the primary of a
@@ -263,10 +265,63 @@ type OnFailover struct {
 	Timeout Duration `yaml:"timeout"` // default 10s
 }
 
+// Credentials are added to every request sent to an HTTP cluster,
+// replacing headers of the same name that the application sent. Files are
+// re-read when they change (rotated tokens); see docs/credentials.md.
+type Credentials struct {
+	BearerTokenFile string            `yaml:"bearer_token_file"` // Authorization: Bearer <file content>
+	Basic           *BasicAuth        `yaml:"basic"`             // Authorization: Basic
+	Headers         map[string]string `yaml:"headers" secret:"true"`
+}
+
+// BasicAuth is an HTTP Basic user whose password is in a file.
+type BasicAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+}
+
+// KubernetesAPI makes a cluster the Kubernetes API server of the pod
+// attache runs in, the way kubectl proxy reaches it: the endpoint from
+// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, TLS verified with
+// the mounted CA, the service-account token as a bearer token, and path
+// and host filters. Parse fills the cluster's endpoints, tls and
+// credentials from it.
+type KubernetesAPI struct {
+	Host        string   `yaml:"host"`       // default $KUBERNETES_SERVICE_HOST
+	Port        int      `yaml:"port"`       // default $KUBERNETES_SERVICE_PORT
+	TokenFile   string   `yaml:"token_file"` // default DefaultServiceAccountDir/token
+	CAFile      string   `yaml:"ca_file"`    // default DefaultServiceAccountDir/ca.crt
+	AcceptPaths []string `yaml:"accept_paths"`
+	RejectPaths []string `yaml:"reject_paths"`
+	AcceptHosts []string `yaml:"accept_hosts"`
+}
+
+// The defaults of kubernetes_api. The path and host filters are kubectl
+// proxy's (--accept-paths, --reject-paths, --accept-hosts), with
+// portforward rejected as well as exec and attach.
+const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+var (
+	DefaultKubeAcceptPaths = []string{`^.*`}
+	DefaultKubeRejectPaths = []string{`^/api/.*/pods/.*/exec`, `^/api/.*/pods/.*/attach`, `^/api/.*/pods/.*/portforward`}
+	DefaultKubeAcceptHosts = []string{`^localhost$`, `^127\.0\.0\.1$`, `^\[::1\]$`}
+)
+
 // Discovery names the one source of a cluster's endpoints besides a static
 // list.
 type Discovery struct {
-	DNS *DNSDiscovery `yaml:"dns"`
+	DNS        *DNSDiscovery        `yaml:"dns"`
+	Kubernetes *KubernetesDiscovery `yaml:"kubernetes"`
+}
+
+// KubernetesDiscovery follows the EndpointSlices of one Service: its ready
+// endpoints, on the slice port named (or numbered) Port. The API server is
+// the pod's own (in-cluster config) unless Kubeconfig names a file.
+type KubernetesDiscovery struct {
+	Service    string `yaml:"service"`
+	Namespace  string `yaml:"namespace"`
+	Port       string `yaml:"port"` // a port name, or a number
+	Kubeconfig string `yaml:"kubeconfig"`
 }
 
 // DNSDiscovery resolves A/AAAA records of Name (with Port), or the SRV

@@ -28,6 +28,9 @@ func TestGoodFile(t *testing.T) {
 	if got := c.Cluster("srv").Discovery.DNS.Refresh.D(); got != DefaultDNSRefresh {
 		t.Errorf("default refresh: got %v, want %v", got, DefaultDNSRefresh)
 	}
+	if got, want := *c.Cluster("users").Discovery.Kubernetes, (KubernetesDiscovery{Service: "users", Namespace: "shop", Port: "http"}); got != want {
+		t.Errorf("kubernetes discovery: got %+v, want %+v", got, want)
+	}
 	if got := c.Listener("cache").IdleTimeout.D(); got != 5*time.Minute {
 		t.Errorf("idle_timeout: got %v, want 5m", got)
 	}
@@ -130,6 +133,17 @@ func TestBadValues(t *testing.T) {
 		{"both sources", base + "clusters: [{name: c, endpoints: [\"h:1\"], discovery: {dns: {name: x, port: 1}}}]", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
 		{"dns no port", base + "clusters: [{name: c, discovery: {dns: {name: x}}}]", "clusters[0].discovery.dns.port: must be 1-65535"},
 		{"srv with port", base + "clusters: [{name: c, discovery: {dns: {srv: _x._tcp.y, port: 3}}}]", "comes from the SRV record"},
+		{"two sources", base + "clusters: [{name: c, discovery: {dns: {name: x, port: 1}, kubernetes: {service: s, namespace: n, port: http}}}]", "clusters[0].discovery: give one source, not dns and kubernetes (line 2)"},
+		{"empty discovery", base + "clusters: [{name: c, discovery: {}}]", "clusters[0].discovery: needs a source (dns or kubernetes) (line 2)"},
+		{"k8s no service", base + "clusters: [{name: c, discovery: {kubernetes: {namespace: n, port: http}}}]", "clusters[0].discovery.kubernetes.service: required (line 2)"},
+		{"k8s service name", base + "clusters: [{name: c, discovery: {kubernetes: {service: Users, namespace: n, port: http}}}]", `clusters[0].discovery.kubernetes.service: "Users" is not a Service name (lower-case letters, digits and '-', starting with a letter, at most 63) (line 2)`},
+		{"k8s no namespace", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, port: http}}}]", "clusters[0].discovery.kubernetes.namespace: required (line 2)"},
+		{"k8s namespace name", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, namespace: shop_1, port: http}}}]", `clusters[0].discovery.kubernetes.namespace: "shop_1" is not a namespace name (lower-case letters, digits and '-', at most 63) (line 2)`},
+		{"k8s no port", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, namespace: n}}}]", "clusters[0].discovery.kubernetes.port: required (the EndpointSlice port's name, or its number) (line 2)"},
+		{"k8s port number", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, namespace: n, port: 70000}}}]", "clusters[0].discovery.kubernetes.port: must be 1-65535 (line 2)"},
+		{"k8s port name", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, namespace: n, port: HTTP}}}]", `clusters[0].discovery.kubernetes.port: "HTTP" is not a port name (lower-case letters, digits and '-', at most 63) or number (line 2)`},
+		{"k8s kubeconfig", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, namespace: n, port: http, kubeconfig: /nonexistent/kc}}}]", `clusters[0].discovery.kubernetes.kubeconfig: no such file "/nonexistent/kc" (line 2)`},
+		{"k8s and endpoints", base + "clusters: [{name: c, endpoints: [\"h:1\"], discovery: {kubernetes: {service: s, namespace: n, port: http}}}]", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
 		{"dup endpoint", base + "clusters: [{name: c, endpoints: [\"h:1\", \"h:1\"]}]", "clusters[0].endpoints[1]: endpoint h:1 is listed twice"},
 		{"bad port", base + "clusters: [{name: c, endpoints: [\"h:70000\"]}]", "port must be 1-65535"},
 		{"bad option", base + "clusters: [{name: c, endpoints: [\"h:1 wieght=2\"]}]", `unknown option "wieght=2"`},

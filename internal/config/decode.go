@@ -71,6 +71,11 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		d.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
 	c.lines = d.lines
+	for _, e := range c.applyKubernetesAPI(lookupEnv) {
+		if !d.failed(e.Path) {
+			d.errs = append(d.errs, e)
+		}
+	}
 	c.applyDefaults()
 	// Validate even after decoding problems, so that one run lists them all;
 	// a field that failed to decode is not reported a second time.

@@ -105,6 +105,9 @@ func (c *Config) validate() Errors {
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
+		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
+			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
+		}
 		if l.Postgres != nil && l.Protocol != "postgres" {
 			v.errorf(p+".postgres", "only for protocol postgres")
 		} else if l.Postgres != nil {
@@ -158,8 +161,17 @@ func (v *validator) clusterRef(path, name string, clusters map[string]bool) {
 }
 
 func (v *validator) cluster(p string, cl *Cluster) {
-	hasDiscovery := cl.Discovery != nil && cl.Discovery.DNS != nil
+	hasDiscovery := cl.Discovery != nil && (cl.Discovery.DNS != nil || cl.Discovery.Kubernetes != nil)
+	kube := cl.KubernetesAPI != nil
+	if kube {
+		v.kubernetesAPI(p, cl)
+	} else if cl.Credentials != nil {
+		v.credentials(p, cl.Credentials)
+	}
 	switch {
+	case kube:
+		// Its endpoint, TLS and credentials are derived: kubernetesAPI
+		// reported their problems under kubernetes_api.
 	case len(cl.Endpoints) == 0 && !hasDiscovery:
 		v.errorf(p, "needs endpoints or discovery")
 	case len(cl.Endpoints) > 0 && hasDiscovery:
@@ -173,9 +185,14 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		seen[e.Address] = true
 	}
 	if d := cl.Discovery; d != nil {
-		if d.DNS == nil {
-			v.errorf(p+".discovery", "needs a source (dns)")
-		} else {
+		switch {
+		case d.DNS == nil && d.Kubernetes == nil:
+			v.errorf(p+".discovery", "needs a source (dns or kubernetes)")
+		case d.DNS != nil && d.Kubernetes != nil:
+			v.errorf(p+".discovery", "give one source, not dns and kubernetes")
+		case d.Kubernetes != nil:
+			v.kubernetesDiscovery(p+".discovery.kubernetes", d.Kubernetes)
+		default:
 			dp := p + ".discovery.dns"
 			switch {
 			case d.DNS.Name == "" && d.DNS.SRV == "":
@@ -314,7 +331,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 			v.errorf(bp+".open_for", "must be positive")
 		}
 	}
-	if t := cl.TLS; t != nil {
+	if t := cl.TLS; t != nil && !kube {
 		v.keyPair(p+".tls", t.CertFile, t.KeyFile, false)
 		v.file(p+".tls.ca_file", t.CAFile)
 		v.tlsVersion(p+".tls.min_version", t.MinVersion)

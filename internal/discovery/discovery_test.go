@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -90,5 +91,28 @@ func TestDNSRealResolverLocalhost(t *testing.T) {
 	}
 	if !slices.ContainsFunc(got, func(t upstream.Target) bool { return t.Addr == "127.0.0.1:80" || t.Addr == "[::1]:80" }) {
 		t.Errorf("got %v, want a loopback address", got)
+	}
+}
+
+// TestDNSChangeKeepsEndpointState: a DNS change goes through
+// Cluster.SetEndpoints, which keeps the endpoints that remain, with their
+// health, by address.
+func TestDNSChangeKeepsEndpointState(t *testing.T) {
+	r := &fakeResolver{hosts: map[string][]string{"redis": {"10.0.0.1"}}}
+	d := &DNS{Name: "redis", Port: 6379, Refresh: 10 * time.Millisecond, Resolver: r, Log: slog.New(slog.DiscardHandler)}
+	p, _ := balance.New("round_robin")
+	c := upstream.New(upstream.Options{Name: "c", Picker: p, ConnectTimeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	updates := make(chan struct{}, 10)
+	go d.Run(ctx, func(ts []upstream.Target) { c.SetEndpoints(ts); updates <- struct{}{} })
+	<-updates
+	a := c.Endpoints()[0]
+	a.ObserveCheck(false, upstream.Thresholds{Healthy: 1, Unhealthy: 1})
+	r.set("redis", []string{"10.0.0.2", "10.0.0.1"}, nil)
+	<-updates
+	eps := c.Endpoints()
+	if len(eps) != 2 || eps[0] != a || eps[0].Health() != upstream.Unhealthy {
+		t.Fatalf("after the change: got %v, want 10.0.0.1 kept (same endpoint, unhealthy) and 10.0.0.2 added", eps)
 	}
 }

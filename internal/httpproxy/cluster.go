@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/breaker"
+	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -33,6 +34,11 @@ type ClusterOptions struct {
 	TLS            func(addr string) *tls.Config // nil: plain
 	Limits         Limits
 	Breaker        *breaker.Breaker // nil: no classic breaker
+	// Credentials are set on every request, replacing the app's headers
+	// of the same names; nil: none.
+	Credentials *credentials.Set
+	// Filter refuses requests by path and Host (kubernetes_api); nil: none.
+	Filter *Filter
 }
 
 // Cluster is the HTTP side of an upstream cluster: one connection pool
@@ -74,9 +80,11 @@ func (c *Cluster) Close() {
 }
 
 // plainHTTP1 reports whether the cluster speaks cleartext HTTP/1.1, which
-// the fast path's own connection pools serve.
+// the fast path's own connection pools serve. A filtered cluster (the
+// Kubernetes API, always TLS anyway) is left to the net/http path, which
+// alone applies the filter.
 func (c *Cluster) plainHTTP1() bool {
-	return c.opts.TLS == nil && (c.opts.Version == "" || c.opts.Version == "auto" || c.opts.Version == "1.1")
+	return c.opts.TLS == nil && c.opts.Filter == nil && (c.opts.Version == "" || c.opts.Version == "auto" || c.opts.Version == "1.1")
 }
 
 // pool returns the fast path's connection pool of ep, dropping pools of

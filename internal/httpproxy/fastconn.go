@@ -489,6 +489,7 @@ func (fc *fastConn) sleep(d time.Duration) {
 func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 	r, x := &fc.req, &fc.x
 	rt := x.route
+	creds := x.cluster.opts.Credentials // nil: none
 	w := uc.bw
 	w.WriteString(r.method)
 	w.WriteByte(' ')
@@ -537,7 +538,7 @@ func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 		default:
 			continue
 		}
-		if f.kind != fOther && f.value == "" || len(r.tokens) > 0 && r.listed(f.name) || rt.edits(f.name) {
+		if f.kind != fOther && f.value == "" || len(r.tokens) > 0 && r.listed(f.name) || rt.edits(f.name) || creds != nil && creds.Sets(f.name) {
 			continue
 		}
 		w.WriteString(f.name)
@@ -564,9 +565,18 @@ func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 		w.WriteString("-01\r\n")
 	}
 	for k, v := range rt.add {
+		if creds != nil && creds.Sets(k) {
+			continue
+		}
 		w.WriteString(k)
 		w.WriteString(": ")
 		w.WriteString(v)
+		w.WriteString("\r\n")
+	}
+	for _, c := range creds.Headers() {
+		w.WriteString(c.Name)
+		w.WriteString(": ")
+		w.WriteString(c.Value)
 		w.WriteString("\r\n")
 	}
 	switch {

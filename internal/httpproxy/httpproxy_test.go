@@ -127,6 +127,9 @@ func TestLoopbackHost(t *testing.T) {
 	if got := hostForUpstream("api.example.com:443", "https"); got != "api.example.com" {
 		t.Errorf("got %q", got)
 	}
+	if got := hostForUpstream("[fd00:10:96::1]:443", "https"); got != "[fd00:10:96::1]" {
+		t.Errorf("IPv6 on the default port: got %q, want [fd00:10:96::1]", got)
+	}
 	if got := hostForUpstream("api.example.com:8443", "https"); got != "api.example.com:8443" {
 		t.Errorf("got %q", got)
 	}

@@ -125,6 +125,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
+	if reason, detail := x.cluster.opts.Filter.refuse(route.upstreamPath(r.URL.Path), r.Host); reason != "" {
+		h.refused(rw, x, reason, detail)
+		h.done(r, rw, x, start)
+		return
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	if route.timeout > 0 {
@@ -224,6 +229,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 	for k, v := range x.route.add {
 		out.Header.Set(k, v)
+	}
+	for _, c := range x.cluster.opts.Credentials.Headers() {
+		out.Header[c.Name] = []string{c.Value} // replaces the app's
 	}
 }
 
@@ -692,6 +700,9 @@ func hostForUpstream(addr, scheme string) string {
 		return addr
 	}
 	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]" // an IPv6 literal (a pod's KUBERNETES_SERVICE_HOST may be one)
+		}
 		return host
 	}
 	return addr

@@ -46,6 +46,9 @@ type Metrics struct {
 	// attache_tls_reload_errors_total{owner}: a rotated certificate, key or
 	// CA that failed to load (the previous one stays in use).
 	TLSReloadErrors *prometheus.CounterVec
+	// attache_credential_reload_errors_total{cluster}: a token or password
+	// file that changed but could not be used (its last value stays).
+	CredentialReloadErrors *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
 
@@ -95,6 +98,8 @@ func New() *Metrics {
 		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		BreakerTransitions:  f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 	}
+	m.CredentialReloadErrors = f.counter("attache_credential_reload_errors_total",
+		"Token or password files that changed but could not be used; the last value stays in use.", "cluster")
 	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_http_request_duration_seconds",
 		Help: "HTTP request duration, from the request's arrival to the end of the response.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)},
 		[]string{"listener", "route", "cluster"})

@@ -374,7 +374,7 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			s := r.idle[n-1]
 			r.idle = r.idle[:n-1]
 			pl.mu.Unlock()
-			if time.Since(s.idleSince) > peekAfter && !s.alive() {
+			if !pl.p.keep(s.addr) || time.Since(s.idleSince) > peekAfter && !s.alive() {
 				pl.discard(s)
 				continue
 			}
@@ -520,7 +520,7 @@ func (pl *pool) waiterLocked(addr string) *waiter {
 func (pl *pool) release(s *server, reusable bool) {
 	cfg := pl.p.cfg
 	now := time.Now()
-	reusable = reusable && !s.retire && pl.p.eligible(s.route)
+	reusable = reusable && !s.retire && pl.p.eligible(s.route) && pl.p.keep(s.addr)
 	pl.mu.Lock()
 	r := pl.routeLocked(s.route)
 	if !reusable || (pl.closed && pl.p.clients.Load() == 0) || (cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime) {
@@ -569,7 +569,8 @@ func (pl *pool) welcomeParams() (map[string]string, error) {
 }
 
 // maintain closes servers idle longer than server_idle_timeout (down to
-// min_pool_size), older than server_lifetime, or of a route that is no
+// min_pool_size), older than server_lifetime, of an endpoint discovery
+// removed, or of a route that is no
 // longer eligible, and opens servers up to min_pool_size on the eligible
 // routes of pools that have had clients.
 func (pl *pool) maintain(now time.Time) {
@@ -594,7 +595,7 @@ func (pl *pool) maintain(now time.Time) {
 		for i, s := range r.idle {
 			idleTooLong := cfg.ServerIdleTimeout > 0 && now.Sub(s.idleSince) > cfg.ServerIdleTimeout && r.open-closed > cfg.MinPoolSize
 			tooOld := cfg.ServerLifetime > 0 && now.Sub(s.created) > cfg.ServerLifetime
-			if idleTooLong || tooOld || !ok {
+			if idleTooLong || tooOld || !ok || !pl.p.keep(s.addr) {
 				closing = append(closing, s)
 				closed++
 				continue

@@ -79,7 +79,12 @@ type Config struct {
 	Target  Target
 	MaxLag  time.Duration
 	Cluster *upstream.Cluster
-	Log     *slog.Logger
+	// Keep reports whether server connections to addr may take new
+	// transactions; nil: while addr is one of Cluster's endpoints.
+	// Discovery removing an endpoint (a terminating pod) makes it false:
+	// a connection finishes what it carries and is then closed.
+	Keep func(addr string) bool
+	Log  *slog.Logger
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -181,6 +186,14 @@ func (p *Proxy) maintain() {
 			}
 		}
 	}
+}
+
+// keep is Config.Keep with its default.
+func (p *Proxy) keep(addr string) bool {
+	if p.cfg.Keep != nil {
+		return p.cfg.Keep(addr)
+	}
+	return p.cfg.Cluster == nil || p.endpoint(addr) != nil
 }
 
 // endpoint returns the cluster's endpoint of an address, or nil.

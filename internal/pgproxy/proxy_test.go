@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -523,6 +524,36 @@ func TestPostgres(t *testing.T) {
 			if got := backendPID(t, conn); got == pid {
 				t.Errorf("got the terminated backend %d again", pid)
 			}
+		}
+	})
+
+	t.Run("endpoint removed drains its servers", func(t *testing.T) {
+		var removed atomic.Bool
+		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2, Keep: func(string) bool { return !removed.Load() }})
+		conn := connect(t, addr, "app", "app-pw", "")
+		idle := backendPID(t, conn) // goes back to the pool
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inTx int
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&inTx); err != nil {
+			t.Fatal(err)
+		}
+		// Discovery drops the endpoint: the open transaction goes on...
+		removed.Store(true)
+		var again int
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&again); err != nil || again != inTx {
+			t.Fatalf("open transaction after its endpoint was removed: got pid %d, %v; want %d", again, err, inTx)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// ...and no server connection of the removed endpoint takes a new
+		// one: the pooled and the released one are closed.
+		removed.Store(false)
+		if got := backendPID(t, conn); got == idle || got == inTx {
+			t.Errorf("new transaction ran on backend %d of the removed endpoint (pooled %d, released %d)", got, idle, inTx)
 		}
 	})
 

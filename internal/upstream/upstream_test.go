@@ -219,3 +219,28 @@ func TestPanicModeWhenNoneRoutable(t *testing.T) {
 	}
 	conn.Close()
 }
+
+type closeCounter struct{ closed atomic.Int32 }
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
+
+// TestRemovedEndpointDrains: an endpoint that discovery removes (a
+// terminating pod) gets no new connection, and the ones open to it are left
+// to finish, not closed.
+func TestRemovedEndpointDrains(t *testing.T) {
+	c := newCluster(t, "round_robin", OutlierPolicy{}, nil)
+	c.SetEndpoints([]Target{{Addr: "a:1"}, {Addr: "b:1"}})
+	a := c.Endpoints()[0]
+	conn := &closeCounter{}
+	untrack := a.Track(conn)
+	defer untrack()
+	c.SetEndpoints([]Target{{Addr: "b:1"}})
+	for range 10 {
+		if e := c.Pick(0, nil); e == nil || e.Addr != "b:1" {
+			t.Fatalf("pick after a:1 was removed: got %v, want b:1", e)
+		}
+	}
+	if n := conn.closed.Load(); n != 0 || a.Active() != 1 {
+		t.Fatalf("connection to the removed endpoint: closed %d times, active %d; want open, 1", n, a.Active())
+	}
+}

@@ -1,0 +1,162 @@
+package kubernetes
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// ep is an endpoint with the given conditions (nil: unset).
+func ep(addr string, ready, serving, terminating *bool) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{addr},
+		Conditions: discoveryv1.EndpointConditions{Ready: ready, Serving: serving, Terminating: terminating}}
+}
+
+func slice(name, service string, at discoveryv1.AddressType, ports []discoveryv1.EndpointPort, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Labels: map[string]string{
+			discoveryv1.LabelServiceName: service, discoveryv1.LabelManagedBy: "attache-test"}},
+		AddressType: at,
+		Ports:       ports,
+		Endpoints:   eps,
+	}
+}
+
+func httpPort(n int32) []discoveryv1.EndpointPort {
+	return []discoveryv1.EndpointPort{{Name: ptr("metrics"), Port: ptr(int32(9090))}, {Name: ptr("http"), Port: ptr(n), Protocol: ptr(corev1.ProtocolTCP)}}
+}
+
+func addrs(ts []upstream.Target) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.Addr)
+	}
+	return out
+}
+
+func TestTargets(t *testing.T) {
+	t.Parallel()
+	yes, no := ptr(true), ptr(false)
+	for _, tc := range []struct {
+		name   string
+		slices []*discoveryv1.EndpointSlice
+		port   string
+		want   []string
+	}{
+		{"ready only", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080),
+			ep("10.0.0.1", yes, yes, no), ep("10.0.0.2", no, no, no), ep("10.0.0.3", nil, nil, nil))},
+			"http", []string{"10.0.0.1:8080", "10.0.0.3:8080"}},
+		{"terminating drained even if serving", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080),
+			ep("10.0.0.1", no, yes, yes), ep("10.0.0.2", yes, yes, yes), ep("10.0.0.3", yes, no, nil))},
+			"http", nil},
+		{"port by number", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080),
+			ep("10.0.0.1", yes, nil, nil))}, "9090", []string{"10.0.0.1:9090"}},
+		{"no such port", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080),
+			ep("10.0.0.1", yes, nil, nil))}, "grpc", nil},
+		{"udp port not taken", []*discoveryv1.EndpointSlice{slice("a", "dns", discoveryv1.AddressTypeIPv4,
+			[]discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(53)), Protocol: ptr(corev1.ProtocolUDP)}},
+			ep("10.0.0.1", yes, nil, nil))}, "dns", nil},
+		{"unnamed port by number", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4,
+			[]discoveryv1.EndpointPort{{Port: ptr(int32(8080))}}, ep("10.0.0.1", yes, nil, nil))}, "8080", []string{"10.0.0.1:8080"}},
+		{"slices merged, ports per slice, duplicates dropped", []*discoveryv1.EndpointSlice{
+			slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.2", yes, nil, nil), ep("10.0.0.1", yes, nil, nil)),
+			slice("b", "users", discoveryv1.AddressTypeIPv4, httpPort(8081), ep("10.0.0.3", yes, nil, nil)),
+			slice("c", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.1", yes, nil, nil)),
+		}, "http", []string{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8081"}},
+		{"ipv6 and dual stack", []*discoveryv1.EndpointSlice{
+			slice("v4", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.1", yes, nil, nil)),
+			slice("v6", "users", discoveryv1.AddressTypeIPv6, httpPort(8080), ep("fd00::0001", yes, nil, nil)),
+		}, "http", []string{"10.0.0.1:8080", "[fd00::1]:8080"}},
+		{"fqdn and bad addresses skipped", []*discoveryv1.EndpointSlice{
+			slice("f", "users", discoveryv1.AddressTypeFQDN, httpPort(8080), ep("users.example.com", yes, nil, nil)),
+			slice("v4", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("not-an-ip", yes, nil, nil), discoveryv1.Endpoint{}),
+		}, "http", nil},
+		{"first address only", []*discoveryv1.EndpointSlice{slice("a", "users", discoveryv1.AddressTypeIPv4, httpPort(8080),
+			discoveryv1.Endpoint{Addresses: []string{"10.0.0.1", "10.0.0.9"}})}, "http", []string{"10.0.0.1:8080"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := addrs(Targets(tc.slices, tc.port)); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// run starts discovery against client and returns the channel of updates.
+func run(t *testing.T, s *EndpointSlices) <-chan []string {
+	t.Helper()
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	updates := make(chan []string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx, func(ts []upstream.Target) { updates <- addrs(ts) }); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return updates
+}
+
+func next(t *testing.T, updates <-chan []string, want ...string) {
+	t.Helper()
+	select {
+	case got := <-updates:
+		if !slices.Equal(got, want) {
+			t.Fatalf("update: got %v, want %v", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no update within 10s, want %v", want)
+	}
+}
+
+func TestRunFollowsTheServicesSlicesOnly(t *testing.T) {
+	t.Parallel()
+	yes, no := ptr(true), ptr(false)
+	client := fake.NewClientset(
+		slice("users-1", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.1", yes, nil, nil)),
+		slice("orders-1", "orders", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.9.0.1", yes, nil, nil)),
+	)
+	other := slice("users-1", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.8.0.1", yes, nil, nil))
+	other.Namespace = "elsewhere"
+	ctx := context.Background()
+	client.DiscoveryV1().EndpointSlices("elsewhere").Create(ctx, other, metav1.CreateOptions{})
+
+	updates := run(t, &EndpointSlices{Client: client, Namespace: "shop", Service: "users", Port: "http"})
+	next(t, updates, "10.0.0.1:8080")
+
+	es := client.DiscoveryV1().EndpointSlices("shop")
+	es.Create(ctx, slice("users-2", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.2", yes, nil, nil)), metav1.CreateOptions{})
+	next(t, updates, "10.0.0.1:8080", "10.0.0.2:8080")
+
+	es.Update(ctx, slice("users-2", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.2", no, yes, yes)), metav1.UpdateOptions{})
+	next(t, updates, "10.0.0.1:8080")
+
+	// A change that leaves the set as it was reports nothing; the next
+	// real change shows that nothing was queued in between.
+	es.Update(ctx, slice("users-2", "users", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.0.0.2", no, no, yes)), metav1.UpdateOptions{})
+	client.DiscoveryV1().EndpointSlices("shop").Create(ctx, slice("orders-2", "orders", discoveryv1.AddressTypeIPv4, httpPort(8080), ep("10.9.0.2", yes, nil, nil)), metav1.CreateOptions{})
+	es.Delete(ctx, "users-1", metav1.DeleteOptions{})
+	next(t, updates)
+	select {
+	case got := <-updates:
+		t.Fatalf("unexpected update %v", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestRunReportsAnEmptyServiceOnceSynced(t *testing.T) {
+	t.Parallel()
+	updates := run(t, &EndpointSlices{Client: fake.NewClientset(), Namespace: "shop", Service: "users", Port: "http"})
+	next(t, updates)
+}

@@ -72,6 +72,7 @@ type fastConn struct {
 	req        reqHead
 	x          exchange
 	start      time.Time
+	end        time.Time // of the last request
 	deadline   time.Time // route timeout; zero: none
 	body       bodyState
 	buf        []byte // a body read whole for retries
@@ -84,6 +85,7 @@ type fastConn struct {
 	// The response of the last try.
 	up        *upConn
 	upPool    *connPool
+	idleUp    *upConn // done with, for upPool once the request has ended
 	upEp      *upstream.Endpoint
 	resp      respHead
 	respLen   int  // bytes of the response head in up.br, blank line included
@@ -138,7 +140,11 @@ func (fc *fastConn) serve() (handedOff bool) {
 				return false
 			}
 			if fc.s.idle > 0 {
-				fc.setReadDeadline(time.Now().Add(fc.s.idle))
+				now := fc.end // the end of the last request: a clock read spared
+				if now.IsZero() {
+					now = time.Now()
+				}
+				fc.setReadDeadline(now.Add(fc.s.idle))
 			} else {
 				fc.setReadDeadline(time.Time{})
 			}
@@ -246,7 +252,12 @@ func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
 	if err := fc.bw.Flush(); err != nil {
 		fc.closeAfter = true
 	}
-	h.record(x, status, fc.start, fc.bytesOut, fc.accessFields)
+	fc.end = time.Now()
+	if fc.idleUp != nil {
+		fc.upPool.put(fc.idleUp, fc.end)
+		fc.idleUp = nil
+	}
+	h.record(x, status, fc.end.Sub(fc.start), fc.bytesOut, fc.accessFields)
 	if cap(fc.buf) > 16<<10 {
 		fc.buf = nil // an occasional large body does not stay with the connection
 	}
@@ -631,8 +642,15 @@ func headerHasToken(v, token string) bool {
 	return false
 }
 
-// writeHex writes b in lower-case hex.
+// writeHex writes b in lower-case hex, encoded in place in w's buffer
+// when it has room.
 func writeHex(w *bufio.Writer, b []byte) {
+	if w.Available() >= 2*len(b) {
+		out := w.AvailableBuffer()[:2*len(b)]
+		hex.Encode(out, b)
+		w.Write(out)
+		return
+	}
 	const digits = "0123456789abcdef"
 	for _, c := range b {
 		w.WriteByte(digits[c>>4])
@@ -780,7 +798,7 @@ func (fc *fastConn) relay() int {
 
 func (fc *fastConn) releaseUp(reuse bool) {
 	if reuse {
-		fc.upPool.put(fc.up)
+		fc.idleUp = fc.up // pooled when the request ends, with the time read then
 	} else {
 		fc.up.c.Close()
 	}

@@ -91,15 +91,15 @@ func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err er
 	return &upConn{c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), upReadBuf), bw: bufio.NewWriterSize(rawsys.NewWriter(c), upWriteBuf)}, false, nil
 }
 
-// put returns a connection whose exchange ended cleanly.
-func (p *connPool) put(uc *upConn) {
+// put returns a connection whose exchange ended cleanly at now.
+func (p *connPool) put(uc *upConn, now time.Time) {
 	p.mu.Lock()
 	if p.closed || len(p.conns) >= p.max {
 		p.mu.Unlock()
 		uc.c.Close()
 		return
 	}
-	uc.idleFrom = time.Now()
+	uc.idleFrom = now
 	p.conns = append(p.conns, uc)
 	p.mu.Unlock()
 }

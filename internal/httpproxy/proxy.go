@@ -146,7 +146,7 @@ func (h *Handler) done(r *http.Request, rw *statusWriter, x *exchange, start tim
 	if status == 0 {
 		status = http.StatusOK
 	}
-	h.record(x, status, start, rw.bytes, func() accessFields {
+	h.record(x, status, time.Since(start), rw.bytes, func() accessFields {
 		return accessFields{r.Method, r.URL.Path, r.RemoteAddr, r.Header.Get("X-Request-Id")}
 	})
 }
@@ -169,8 +169,7 @@ type accessFields struct{ method, path, client, requestID string }
 
 // record reports a finished request to metrics and the access log; fields
 // is only called when there is an access log.
-func (h *Handler) record(x *exchange, status int, start time.Time, bytesOut int64, fields func() accessFields) {
-	d := time.Since(start)
+func (h *Handler) record(x *exchange, status int, d time.Duration, bytesOut int64, fields func() accessFields) {
 	route, cluster := "", ""
 	if x.route != nil {
 		route, cluster = x.route.Name, x.cluster.Name()

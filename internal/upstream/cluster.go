@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,11 @@ type Cluster struct {
 
 	mu     sync.Mutex // serialises SetEndpoints
 	legacy map[string]*Endpoint
+
+	// Candidate lists for Pick, reused: an HTTP request picks an
+	// endpoint per try, and a list per pick was one of the fast path's
+	// two allocations per request.
+	cands sync.Pool // *[]balance.Candidate
 }
 
 // New returns a cluster with no endpoints.
@@ -203,8 +209,13 @@ func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, erro
 // when none is, all are (panic mode). Endpoints for which skip returns true
 // (already tried) are never usable.
 func (c *Cluster) candidates(eps []*Endpoint, skip func(*Endpoint) bool) []balance.Candidate {
+	return c.fillCandidates(nil, eps, skip)
+}
+
+// fillCandidates is candidates into buf's storage when it has room.
+func (c *Cluster) fillCandidates(buf []balance.Candidate, eps []*Endpoint, skip func(*Endpoint) bool) []balance.Candidate {
 	now := c.opts.Now()
-	cands := make([]balance.Candidate, len(eps))
+	cands := slices.Grow(buf[:0], len(eps))[:len(eps)]
 	anyRoutable := false
 	for i, e := range eps {
 		r := c.Routable(e, now) && (skip == nil || !skip(e))
@@ -223,10 +234,27 @@ func (c *Cluster) candidates(eps []*Endpoint, skip func(*Endpoint) bool) []balan
 // those for which skip returns true (already tried). nil when none is left.
 func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
 	eps := c.Endpoints()
-	if len(eps) == 0 {
+	switch len(eps) {
+	case 0:
 		return nil
+	case 1:
+		// What candidates and any policy make of one endpoint: it is
+		// chosen unless skipped, routable or not (panic mode).
+		if skip != nil && skip(eps[0]) {
+			return nil
+		}
+		return eps[0]
 	}
-	if i := c.opts.Picker.Pick(c.candidates(eps, skip), key); i >= 0 {
+	bp, _ := c.cands.Get().(*[]balance.Candidate)
+	if bp == nil {
+		bp = new([]balance.Candidate)
+	}
+	cands := c.fillCandidates((*bp)[:0], eps, skip)
+	i := c.opts.Picker.Pick(cands, key)
+	clear(cands) // no IDs kept alive from the pool
+	*bp = cands[:0]
+	c.cands.Put(bp)
+	if i >= 0 {
 		return eps[i]
 	}
 	return nil

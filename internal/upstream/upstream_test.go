@@ -244,3 +244,38 @@ func TestRemovedEndpointDrains(t *testing.T) {
 		t.Fatalf("connection to the removed endpoint: closed %d times, active %d; want open, 1", n, a.Active())
 	}
 }
+
+// TestPick: each policy choice among several endpoints without a list
+// allocated per pick; a lone endpoint is chosen even when not routable
+// (panic mode, as with several), unless skipped.
+func TestPick(t *testing.T) {
+	c := newCluster(t, "round_robin", OutlierPolicy{}, nil)
+	c.SetEndpoints([]Target{{Addr: "a:1"}, {Addr: "b:1"}, {Addr: "c:1"}})
+	seen := map[string]bool{}
+	for range 3 {
+		seen[c.Pick(0, nil).Addr] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("round robin over 3 endpoints picked %v", seen)
+	}
+	if ep := c.Pick(0, func(e *Endpoint) bool { return e.Addr != "b:1" }); ep == nil || ep.Addr != "b:1" {
+		t.Errorf("all but b:1 skipped: got %v", ep)
+	}
+	if ep := c.Pick(0, func(*Endpoint) bool { return true }); ep != nil {
+		t.Errorf("all skipped: got %s, want none", ep.Addr)
+	}
+	// Under the race detector sync.Pool drops some lists; an allocation
+	// per pick would still show as 1.
+	if allocs := testing.AllocsPerRun(1000, func() { c.Pick(0, nil) }); allocs >= 0.5 {
+		t.Errorf("%.2f allocations per pick, want none", allocs)
+	}
+
+	one := New(Options{Name: "one", HasHealthCheck: true})
+	one.SetEndpoints([]Target{{Addr: "a:1"}}) // never checked: not routable
+	if ep := one.Pick(0, nil); ep == nil || ep.Addr != "a:1" {
+		t.Errorf("lone unroutable endpoint: got %v, want a:1", ep)
+	}
+	if ep := one.Pick(0, func(*Endpoint) bool { return true }); ep != nil {
+		t.Errorf("lone endpoint skipped: got %s, want none", ep.Addr)
+	}
+}

@@ -225,7 +225,7 @@ listeners:
 clusters:
   - {name: a, endpoints: ["%s"]}
   - {name: b, endpoints: ["%s"]}
-`, freeAddr(t), freeAddr(t), freeAddr(t), a.addr, b.addr), nil)
+`, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), a.addr, b.addr), nil)
 
 	const n = 10000
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
@@ -285,15 +285,6 @@ clusters:
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestHTTPRetries: GET is retried on another endpoint after a 503; POST is
 // not, unless the route opts in; a connect failure is retried for any
 // method (nothing was sent).
@@ -318,7 +309,7 @@ listeners:
 clusters:
   - {name: c, endpoints: ["%s", "%s"], balance: first, outlier_detection: {consecutive_failures: 100}}
   - {name: d, endpoints: ["%s", "%s"], balance: first, outlier_detection: {consecutive_failures: 100}}
-`, freeAddr(t), freeAddr(t), freeAddr(t), bad.addr, good.addr, deadAddr(t), good.addr), nil)
+`, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), bad.addr, good.addr, deadAddr(t), good.addr), nil)
 	c := &http.Client{}
 	resp, body := httpGet(t, c, "http://"+h.addr("safe")+"/x", nil)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Attache-Attempts") != "2" || !strings.HasPrefix(body, "good") {
@@ -370,7 +361,7 @@ listeners:
 clusters:
   - {name: slow, endpoints: ["%s"]}
   - {name: both, endpoints: ["%s", "%s"], balance: first}
-`, freeAddr(t), freeAddr(t), slow.addr, slow.addr, fast.addr), nil)
+`, testenv.FreePort(t), testenv.FreePort(t), slow.addr, slow.addr, fast.addr), nil)
 	c := &http.Client{}
 	began := time.Now()
 	resp, _ := httpGet(t, c, "http://"+h.addr("route-timeout")+"/", nil)
@@ -476,7 +467,7 @@ listeners:
 clusters:
   - {name: c, endpoints: ["%s", "%s"], outlier_detection: {consecutive_5xx: 3, base_ejection_time: 1m}}
   - {name: checked, endpoints: ["%s", "%s"], health_check: {type: http, path: /healthz, interval: 500ms, expect_status: ["200-299"]}}
-`, freeAddr(t), freeAddr(t), bad.addr, good.addr, sick.addr, good.addr), nil)
+`, testenv.FreePort(t), testenv.FreePort(t), bad.addr, good.addr, sick.addr, good.addr), nil)
 	c := &http.Client{}
 	for i := 0; i < 6; i++ {
 		httpGet(t, c, "http://"+h.addr("l")+"/", nil)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/testenv"
 )
 
 func reply(word string) Handler {
@@ -29,18 +31,12 @@ func get(t *testing.T, addr string) string {
 	return string(b)
 }
 
-func freeAddr(t *testing.T) string {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestApplyIsATransaction: settings swap in place on a kept address; a
 // failed bind changes nothing; a removed address stops accepting.
 func TestApplyIsATransaction(t *testing.T) {
 	p := NewPool(slog.New(slog.DiscardHandler))
 	defer p.Close()
-	a, b := freeAddr(t), freeAddr(t)
+	a, b := testenv.FreePort(t), testenv.FreePort(t)
 	if err := p.Apply(map[string]Settings{a: {Name: "a", Handler: reply("one"), MaxConnections: 10}}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -44,15 +45,42 @@ func Binary(t testing.TB, name, debianPackage string) string {
 	return p
 }
 
-// FreePort returns a loopback TCP address that was free a moment ago.
+// FreePort returns a loopback TCP address that was free a moment ago. The
+// port is drawn from below the kernel's ephemeral range: a port from that
+// range, once closed, may be taken by any outgoing connection on the
+// machine (other tests, benchmarks) before the test binds it again.
 func FreePort(t testing.TB) string {
 	t.Helper()
+	lo := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.IntN(lo-10000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// default when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // Redis starts a private redis-server on a free loopback port and returns

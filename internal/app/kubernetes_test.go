@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -304,5 +305,26 @@ clusters:
 	})
 	if ok, reasons := h.app.Ready(); ok || !strings.Contains(strings.Join(reasons, "; "), `cluster "users": no endpoints`) {
 		t.Fatalf("ready: got %v %v, want not ready for cluster users", ok, reasons)
+	}
+}
+
+// TestKubernetesDiscoveryOutsideACluster: without kubeconfig and outside a
+// pod, the start fails naming the cluster and the missing in-cluster config.
+func TestKubernetesDiscoveryOutsideACluster(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	file := t.TempDir() + "/attache.yaml"
+	os.WriteFile(file, []byte(`admin: {address: "127.0.0.1:0"}
+listeners: [{name: users, address: "127.0.0.1:0", cluster: users}]
+clusters: [{name: users, discovery: {kubernetes: {service: users, namespace: shop, port: http}}}]
+`), 0o644)
+	a, err := New(Options{ConfigPath: file, LogOutput: io.Discard})
+	want := `cluster "users": discovery.kubernetes: unable to load in-cluster configuration`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		if a != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			a.Run(ctx, ctx)
+		}
+		t.Fatalf("start outside a cluster: got %v, want an error containing %q", err, want)
 	}
 }

@@ -158,6 +158,15 @@ func TestKubernetesDiscovery(t *testing.T) {
 	if es, err = slices.Create(ctx, es, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Another Service's slice in the same namespace, pointing at c: c must
+	// not get traffic until the users slice lists it.
+	orders := es.DeepCopy()
+	orders.ObjectMeta = metav1.ObjectMeta{Name: "orders-test", Labels: map[string]string{
+		discoveryv1.LabelServiceName: "orders", discoveryv1.LabelManagedBy: "attache-test.example.com"}}
+	orders.Endpoints = []discoveryv1.Endpoint{endpoint("c", yes, yes, no)}
+	if _, err := slices.Create(ctx, orders, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	setEndpoints := func(eps ...discoveryv1.Endpoint) {
 		t.Helper()
 		es.Endpoints = eps
@@ -255,6 +264,26 @@ clusters:
 	follows("a and b deleted", "c")
 	if got, want := talk("after"), first+":after"; got != want {
 		t.Fatalf("open connection after its endpoint was deleted: got %q, want %q", got, want)
+	}
+
+	// A reload that changes the cluster starts a new watch; until it
+	// reports, the new generation serves with the endpoints it inherited.
+	c := endpointOf("c")
+	before := h.app.gen.Load()
+	h.rewrite(yamlf(`
+listeners: [{name: users, address: "127.0.0.1:0", cluster: users}]
+clusters:
+  - name: users
+    balance: random
+    discovery: {kubernetes: {service: users, namespace: %s, port: http, kubeconfig: %s}}
+`, ns, kubeconfig))
+	eventually(t, 30*time.Second, "the reload", func() bool { return h.app.gen.Load() != before })
+	if got, err := ask(h.addr("users"), "x"); err != nil || got != "c:x" {
+		t.Fatalf("right after the reload: got %q, %v; want c:x", got, err)
+	}
+	follows("c after the reload", "c")
+	if endpointOf("c") != c {
+		t.Fatal("endpoint c was replaced by the reload; its state must carry over")
 	}
 
 	if err := slices.Delete(ctx, es.Name, metav1.DeleteOptions{}); err != nil {

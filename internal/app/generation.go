@@ -282,7 +282,8 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		if err != nil {
 			return nil, nil, fmt.Errorf("discovery.kubernetes: %w", err)
 		}
-		src = &kubediscovery.EndpointSlices{Client: client, Namespace: k.Namespace, Service: k.Service, Port: k.Port, Log: log}
+		src = &kubediscovery.EndpointSlices{ListWatch: kubediscovery.Scoped(client, k.Namespace, k.Service),
+			Namespace: k.Namespace, Service: k.Service, Port: k.Port, Log: log}
 	default:
 		static := make(discovery.Static, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -157,6 +158,15 @@ func TestKubernetesDiscovery(t *testing.T) {
 	if es, err = slices.Create(ctx, es, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Another Service's slice in the same namespace, pointing at c: c must
+	// not get traffic until the users slice lists it.
+	orders := es.DeepCopy()
+	orders.ObjectMeta = metav1.ObjectMeta{Name: "orders-test", Labels: map[string]string{
+		discoveryv1.LabelServiceName: "orders", discoveryv1.LabelManagedBy: "attache-test.example.com"}}
+	orders.Endpoints = []discoveryv1.Endpoint{endpoint("c", yes, yes, no)}
+	if _, err := slices.Create(ctx, orders, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	setEndpoints := func(eps ...discoveryv1.Endpoint) {
 		t.Helper()
 		es.Endpoints = eps
@@ -256,6 +266,26 @@ clusters:
 		t.Fatalf("open connection after its endpoint was deleted: got %q, want %q", got, want)
 	}
 
+	// A reload that changes the cluster starts a new watch; until it
+	// reports, the new generation serves with the endpoints it inherited.
+	c := endpointOf("c")
+	before := h.app.gen.Load()
+	h.rewrite(yamlf(`
+listeners: [{name: users, address: "127.0.0.1:0", cluster: users}]
+clusters:
+  - name: users
+    balance: random
+    discovery: {kubernetes: {service: users, namespace: %s, port: http, kubeconfig: %s}}
+`, ns, kubeconfig))
+	eventually(t, 30*time.Second, "the reload", func() bool { return h.app.gen.Load() != before })
+	if got, err := ask(h.addr("users"), "x"); err != nil || got != "c:x" {
+		t.Fatalf("right after the reload: got %q, %v; want c:x", got, err)
+	}
+	follows("c after the reload", "c")
+	if endpointOf("c") != c {
+		t.Fatal("endpoint c was replaced by the reload; its state must carry over")
+	}
+
 	if err := slices.Delete(ctx, es.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -304,5 +334,26 @@ clusters:
 	})
 	if ok, reasons := h.app.Ready(); ok || !strings.Contains(strings.Join(reasons, "; "), `cluster "users": no endpoints`) {
 		t.Fatalf("ready: got %v %v, want not ready for cluster users", ok, reasons)
+	}
+}
+
+// TestKubernetesDiscoveryOutsideACluster: without kubeconfig and outside a
+// pod, the start fails naming the cluster and the missing in-cluster config.
+func TestKubernetesDiscoveryOutsideACluster(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	file := t.TempDir() + "/attache.yaml"
+	os.WriteFile(file, []byte(`admin: {address: "127.0.0.1:0"}
+listeners: [{name: users, address: "127.0.0.1:0", cluster: users}]
+clusters: [{name: users, discovery: {kubernetes: {service: users, namespace: shop, port: http}}}]
+`), 0o644)
+	a, err := New(Options{ConfigPath: file, LogOutput: io.Discard})
+	want := `cluster "users": discovery.kubernetes: unable to load in-cluster configuration`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		if a != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			a.Run(ctx, ctx)
+		}
+		t.Fatalf("start outside a cluster: got %v, want an error containing %q", err, want)
 	}
 }

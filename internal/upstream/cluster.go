@@ -102,7 +102,10 @@ func (c *Cluster) HasHealthCheck() bool { return c.opts.HasHealthCheck }
 
 // Inherit makes the endpoints of old, an earlier generation of the same
 // cluster, the ones SetEndpoints reuses by address: their health, ejection
-// and open connections carry over a reload. Call it before the first
+// and open connections carry over a reload. They are also the endpoint set
+// until the first SetEndpoints, so that a reloaded cluster whose discovery
+// has not reported yet (a watch being set up, a DNS lookup) serves rather
+// than refusing for want of endpoints. Call it before the first
 // SetEndpoints.
 func (c *Cluster) Inherit(old *Cluster) {
 	c.mu.Lock()
@@ -111,6 +114,7 @@ func (c *Cluster) Inherit(old *Cluster) {
 	for _, e := range old.Endpoints() {
 		c.legacy[e.Addr] = e
 	}
+	c.eps.Store(old.eps.Load())
 }
 
 // Endpoints returns the current endpoint set. The slice must not be changed.

@@ -201,6 +201,9 @@ func TestSetEndpointsKeepsState(t *testing.T) {
 
 	next := newCluster(t, "first", OutlierPolicy{}, nil)
 	next.Inherit(c)
+	if got := next.Endpoints(); len(got) != 1 || got[0] != c.Endpoints()[0] {
+		t.Errorf("reloaded cluster before discovery reported: got %v, want the old endpoints", got)
+	}
 	next.SetEndpoints([]Target{{Addr: "a:1", Weight: 3}})
 	if next.Endpoints()[0] != c.Endpoints()[0] {
 		t.Error("reloaded cluster did not inherit the endpoint")

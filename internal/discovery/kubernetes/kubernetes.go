@@ -20,8 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -44,8 +44,10 @@ import (
 // the informer's cache keeps the last known slices while the API server is
 // unreachable, so an outage of the control plane does not empty the cluster.
 type EndpointSlices struct {
-	Client    clientset.Interface
-	Namespace string
+	// ListWatch lists and watches the Service's slices: Scoped in
+	// production, anything (a fake clientset) in tests.
+	ListWatch cache.ListerWatcher
+	Namespace string // for logs
 	Service   string
 	Port      string
 	Log       *slog.Logger
@@ -53,10 +55,13 @@ type EndpointSlices struct {
 
 var _ discovery.Discoverer = (*EndpointSlices)(nil)
 
-// NewClient returns a client for the API server of kubeconfig, or for the
-// pod's own API server (service-account token and CA, re-read by client-go
-// when the kubelet rotates them) when kubeconfig is "".
-func NewClient(kubeconfig string) (clientset.Interface, error) {
+// NewClient returns a REST client for the discovery.k8s.io/v1 API of the API
+// server of kubeconfig, or of the pod's own API server (service-account
+// token and CA, re-read by client-go when the kubelet rotates them) when
+// kubeconfig is "". It knows only the EndpointSlice types: the whole
+// client-go clientset and its scheme of every API group would triple the
+// size of the attache binary.
+func NewClient(kubeconfig string) (*rest.RESTClient, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -67,16 +72,29 @@ func NewClient(kubeconfig string) (clientset.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
+	scheme := runtime.NewScheme()
+	if err := discoveryv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
 	cfg.UserAgent = "attache"
-	return clientset.NewForConfig(cfg)
+	cfg.APIPath = "/apis"
+	cfg.GroupVersion = &discoveryv1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
+}
+
+// Scoped lists and watches, through client (see NewClient), only the
+// EndpointSlices of service in namespace.
+func Scoped(client cache.Getter, namespace, service string) cache.ListerWatcher {
+	return cache.NewFilteredListWatchFromClient(client, "endpointslices", namespace, func(o *metav1.ListOptions) {
+		o.LabelSelector = discoveryv1.LabelServiceName + "=" + service
+	})
 }
 
 // Run watches the Service's EndpointSlices until ctx ends.
 func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)) {
 	log := s.Log.With("namespace", s.Namespace, "service", s.Service)
-	selector := discoveryv1.LabelServiceName + "=" + s.Service
-	inf := discoveryinformers.NewFilteredEndpointSliceInformer(s.Client, s.Namespace, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = selector })
+	inf := cache.NewSharedIndexInformer(s.ListWatch, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	// The informer's own error reporting goes to klog; ours goes to the
 	// cluster's log. The reflector retries with back-off either way.
 	inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {

@@ -10,7 +10,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -94,7 +97,24 @@ func TestTargets(t *testing.T) {
 	}
 }
 
-// run starts discovery against client and returns the channel of updates.
+// fakeScoped is Scoped over a fake clientset.
+func fakeScoped(client *fake.Clientset, namespace, service string) cache.ListerWatcher {
+	scope := func(o metav1.ListOptions) metav1.ListOptions {
+		o.LabelSelector = discoveryv1.LabelServiceName + "=" + service
+		return o
+	}
+	es := client.DiscoveryV1().EndpointSlices(namespace)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return es.List(ctx, scope(o))
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return es.Watch(ctx, scope(o))
+		},
+	}
+}
+
+// run starts discovery and returns the channel of updates.
 func run(t *testing.T, s *EndpointSlices) <-chan []string {
 	t.Helper()
 	if s.Log == nil {
@@ -132,7 +152,7 @@ func TestRunFollowsTheServicesSlicesOnly(t *testing.T) {
 	ctx := context.Background()
 	client.DiscoveryV1().EndpointSlices("elsewhere").Create(ctx, other, metav1.CreateOptions{})
 
-	updates := run(t, &EndpointSlices{Client: client, Namespace: "shop", Service: "users", Port: "http"})
+	updates := run(t, &EndpointSlices{ListWatch: fakeScoped(client, "shop", "users"), Namespace: "shop", Service: "users", Port: "http"})
 	next(t, updates, "10.0.0.1:8080")
 
 	es := client.DiscoveryV1().EndpointSlices("shop")
@@ -157,6 +177,6 @@ func TestRunFollowsTheServicesSlicesOnly(t *testing.T) {
 
 func TestRunReportsAnEmptyServiceOnceSynced(t *testing.T) {
 	t.Parallel()
-	updates := run(t, &EndpointSlices{Client: fake.NewClientset(), Namespace: "shop", Service: "users", Port: "http"})
+	updates := run(t, &EndpointSlices{ListWatch: fakeScoped(fake.NewClientset(), "shop", "users"), Namespace: "shop", Service: "users", Port: "http"})
 	next(t, updates)
 }

@@ -179,7 +179,7 @@ func start(apiserverBin, etcdBin string) (*Kube, error) {
 		BearerToken:     k.AdminToken,
 		TLSClientConfig: rest.TLSClientConfig{CAFile: k.CAFile},
 		QPS:             100, Burst: 200, // tests create objects in bursts
-		Timeout: 30 * time.Second,
+		// No Timeout: it would cut watches; calls take contexts instead.
 	}
 	if k.Client, err = kubernetes.NewForConfig(k.Config); err != nil {
 		return fail(err)

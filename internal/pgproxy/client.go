@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -283,6 +284,8 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
 		c.flushServer(s)
 		c.collect(s)
+		// The client reads the answer before it sends more, most likely.
+		yieldBeforeRead()
 	case *pgproto3.Flush:
 		c.flushServer(s)
 		c.startRelay(s)
@@ -294,6 +297,16 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 	}
 	return true
 }
+
+// yieldBeforeRead lets the other runnable goroutines go first when the
+// next read would most likely find nothing: the server's answer right
+// after the batch was written, the client's next statement right after
+// the answer. Go's netpoller is edge-triggered, so a read that finds
+// nothing costs a recvfrom returning EAGAIN, a park and a wake; by the
+// time the other clients have had their turn the bytes are usually there
+// (as in internal/httpproxy's fast path). With nothing else runnable it
+// costs a trip through the scheduler, well under a failed read.
+func yieldBeforeRead() { runtime.Gosched() }
 
 // startRelay makes sure a relay goroutine reads s.
 func (c *client) startRelay(s *server) {
@@ -327,6 +340,9 @@ func (c *client) collect(s *server) {
 	}
 	c.mu.Unlock()
 	for {
+		if s.fe.ReadBufferLen() == 0 {
+			yieldBeforeRead()
+		}
 		msg, released, live := c.step(s)
 		if !live {
 			c.mu.Unlock()

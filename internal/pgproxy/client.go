@@ -78,7 +78,8 @@ type client struct {
 	srv       *server
 	relayFor  *server // srv has a relay goroutine
 	q         []entry
-	skipping  bool // the server discards messages until Sync after an error
+	qbuf      []entry // q's array, from its front (see enqueue)
+	skipping  bool    // the server discards messages until Sync after an error
 	txStatus  byte
 	pinned    string
 	gone      bool // the client left
@@ -395,10 +396,23 @@ func (c *client) push(s *server, e entry) {
 	if e.kind == eSync || e.kind == eQuery {
 		e.at = time.Now()
 	}
-	c.q = append(c.q, e)
+	c.enqueue(e)
 	if len(c.q) == 1 {
 		c.emitFakes()
 		c.flushLocked()
+	}
+}
+
+// enqueue appends to q, starting again at the front of its array when q
+// is empty: popping moves q's start forward, so without this nearly every
+// statement would allocate a new array. Called with mu held.
+func (c *client) enqueue(e entry) {
+	if len(c.q) == 0 {
+		c.q = c.qbuf
+	}
+	c.q = append(c.q, e)
+	if cap(c.q) > cap(c.qbuf) && cap(c.q) <= 256 {
+		c.qbuf = c.q[:0] // a new array, q at its front
 	}
 }
 
@@ -666,7 +680,7 @@ func (c *client) maybeRelease(s *server) bool {
 // swallowed. Called with mu held by whoever may write to s.
 func (c *client) sendInternal(s *server, msg pgproto3.FrontendMessage) {
 	s.send(msg)
-	c.q = append(c.q, entry{kind: eInternal})
+	c.enqueue(entry{kind: eInternal})
 	if err := s.flush(); err != nil {
 		s.conn.Close()
 	}

@@ -386,15 +386,20 @@ func (c *client) flushServer(s *server) {
 // error, extended-protocol entries are dropped at once, as the server drops
 // their messages. Called with mu held.
 func (c *client) push(s *server, e entry) {
+	var now time.Time // read once: this runs per message
 	if c.xactStart.IsZero() {
-		c.xactStart = time.Now()
+		now = time.Now()
+		c.xactStart = now
 	}
 	if c.skipping && e.kind.extended() {
 		c.drop(s, e)
 		return
 	}
 	if e.kind == eSync || e.kind == eQuery {
-		e.at = time.Now()
+		if now.IsZero() {
+			now = time.Now()
+		}
+		e.at = now
 	}
 	c.enqueue(e)
 	if len(c.q) == 1 {
@@ -610,9 +615,11 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 			s.retire = true // reported by PostgreSQL 14 and later when it changes
 		}
 	case *pgproto3.ReadyForQuery:
+		var now time.Time
 		if head == eSync || head == eQuery || internal {
 			if !c.q[0].at.IsZero() {
-				c.pool.st.queryTime.Add(time.Since(c.q[0].at).Microseconds())
+				now = time.Now()
+				c.pool.st.queryTime.Add(now.Sub(c.q[0].at).Microseconds())
 			}
 			pop()
 		}
@@ -623,7 +630,10 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		}
 		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
 			c.pool.st.xacts.Add(1)
-			c.pool.st.xactTime.Add(time.Since(c.xactStart).Microseconds())
+			if now.IsZero() {
+				now = time.Now()
+			}
+			c.pool.st.xactTime.Add(now.Sub(c.xactStart).Microseconds())
 			c.xactStart = time.Time{}
 		}
 		return c.maybeRelease(s)

@@ -1,7 +1,6 @@
 package pgproxy
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -133,7 +132,7 @@ type pool struct {
 
 	mu      sync.Mutex
 	routes  map[string]*route
-	waiting list.List // of *waiter
+	waiting waitQueue
 	welcome map[string]string
 	used    bool // a client came: keep min_pool_size
 	closed  bool
@@ -154,10 +153,40 @@ type route struct {
 }
 
 type waiter struct {
-	ch     chan *server // a server, or nil: open one yourself
-	handed bool
-	since  time.Time
-	route  string
+	ch         chan *server // a server, or nil: open one yourself
+	handed     bool
+	since      time.Time
+	route      string
+	prev, next *waiter // in waiting
+}
+
+// waitQueue is a FIFO of waiters linked through themselves, so that
+// queueing one allocates nothing.
+type waitQueue struct{ head, tail *waiter }
+
+func (q *waitQueue) push(w *waiter) {
+	w.prev, w.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+}
+
+// remove takes out w, which is in q.
+func (q *waitQueue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
 }
 
 var errWaitTimeout = errors.New("query_wait_timeout")
@@ -414,10 +443,10 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			w = &waiter{ch: make(chan *server, 1)}
 		}
 		*w = waiter{ch: w.ch, since: start, route: addr}
-		e := pl.waiting.PushBack(w)
+		pl.waiting.push(w)
 		pl.mu.Unlock()
 		tm.start(pl, start)
-		s, connect, err := pl.await(w, e, r, tm)
+		s, connect, err := pl.await(w, r, tm)
 		// Every way out of await leaves w.ch empty: received from, or
 		// never sent to (removed from waiting before it was handed).
 		pl.spareWaiters.Put(w)
@@ -425,10 +454,10 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 	}
 }
 
-// await waits, as the waiter w queued at e, for a server connection of
+// await waits, as the waiter w in waiting, for a server connection of
 // r (route w.route), or a slot to open one, or the route to stop being
 // eligible, or a timer of tm.
-func (pl *pool) await(w *waiter, e *list.Element, r *route, tm *waitTimers) (s *server, connect bool, err error) {
+func (pl *pool) await(w *waiter, r *route, tm *waitTimers) (s *server, connect bool, err error) {
 	cfg := &pl.p.cfg
 	addr := w.route
 	var recheck <-chan time.Time
@@ -455,7 +484,7 @@ func (pl *pool) await(w *waiter, e *list.Element, r *route, tm *waitTimers) (s *
 			}
 			pl.mu.Lock()
 			if !w.handed {
-				pl.waiting.Remove(e)
+				pl.waiting.remove(w)
 				pl.mu.Unlock()
 				return nil, false, nil
 			}
@@ -464,7 +493,7 @@ func (pl *pool) await(w *waiter, e *list.Element, r *route, tm *waitTimers) (s *
 			tm.reserve = nil
 			pl.mu.Lock()
 			if !w.handed && r.open < cfg.PoolSize+cfg.ReservePoolSize {
-				pl.waiting.Remove(e)
+				pl.waiting.remove(w)
 				r.open++
 				pl.mu.Unlock()
 				pl.st.reserveUsed.Add(1)
@@ -475,7 +504,7 @@ func (pl *pool) await(w *waiter, e *list.Element, r *route, tm *waitTimers) (s *
 			tm.timeout, tm.expired = nil, true
 			pl.mu.Lock()
 			if !w.handed {
-				pl.waiting.Remove(e)
+				pl.waiting.remove(w)
 				pl.mu.Unlock()
 				pl.st.waitTimeouts.Add(1)
 				return nil, false, errWaitTimeout
@@ -540,9 +569,9 @@ func (pl *pool) grantLocked(addr string) {
 // waiterLocked removes and returns the first waiter of a route, marked
 // handed, or nil.
 func (pl *pool) waiterLocked(addr string) *waiter {
-	for e := pl.waiting.Front(); e != nil; e = e.Next() {
-		if w := e.Value.(*waiter); w.route == addr {
-			pl.waiting.Remove(e)
+	for w := pl.waiting.head; w != nil; w = w.next {
+		if w.route == addr {
+			pl.waiting.remove(w)
 			w.handed = true
 			return w
 		}
@@ -699,8 +728,8 @@ func (pl *pool) dropIdle(addr string) {
 // waiterOf returns the first waiter of a route without removing it. mu
 // held.
 func (pl *pool) waiterOf(addr string) *waiter {
-	for e := pl.waiting.Front(); e != nil; e = e.Next() {
-		if w := e.Value.(*waiter); w.route == addr {
+	for w := pl.waiting.head; w != nil; w = w.next {
+		if w.route == addr {
 			return w
 		}
 	}
@@ -840,8 +869,8 @@ func (p *Proxy) Stats() []PoolStats {
 				s.ServersByEndpoint[addr] = int64(r.open)
 			}
 		}
-		if f := pl.waiting.Front(); f != nil {
-			s.MaxWait = now.Sub(f.Value.(*waiter).since).Seconds()
+		if f := pl.waiting.head; f != nil {
+			s.MaxWait = now.Sub(f.since).Seconds()
 		}
 		pl.mu.Unlock()
 		c.pinMu.Lock()

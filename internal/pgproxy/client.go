@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -77,7 +78,8 @@ type client struct {
 	srv       *server
 	relayFor  *server // srv has a relay goroutine
 	q         []entry
-	skipping  bool // the server discards messages until Sync after an error
+	qbuf      []entry // q's array, from its front (see enqueue)
+	skipping  bool    // the server discards messages until Sync after an error
 	txStatus  byte
 	pinned    string
 	gone      bool // the client left
@@ -283,6 +285,8 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
 		c.flushServer(s)
 		c.collect(s)
+		// The client reads the answer before it sends more, most likely.
+		yieldBeforeRead()
 	case *pgproto3.Flush:
 		c.flushServer(s)
 		c.startRelay(s)
@@ -294,6 +298,16 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 	}
 	return true
 }
+
+// yieldBeforeRead lets the other runnable goroutines go first when the
+// next read would most likely find nothing: the server's answer right
+// after the batch was written, the client's next statement right after
+// the answer. Go's netpoller is edge-triggered, so a read that finds
+// nothing costs a recvfrom returning EAGAIN, a park and a wake; by the
+// time the other clients have had their turn the bytes are usually there
+// (as in internal/httpproxy's fast path). With nothing else runnable it
+// costs a trip through the scheduler, well under a failed read.
+func yieldBeforeRead() { runtime.Gosched() }
 
 // startRelay makes sure a relay goroutine reads s.
 func (c *client) startRelay(s *server) {
@@ -327,6 +341,9 @@ func (c *client) collect(s *server) {
 	}
 	c.mu.Unlock()
 	for {
+		if s.fe.ReadBufferLen() == 0 {
+			yieldBeforeRead()
+		}
 		msg, released, live := c.step(s)
 		if !live {
 			c.mu.Unlock()
@@ -369,20 +386,38 @@ func (c *client) flushServer(s *server) {
 // error, extended-protocol entries are dropped at once, as the server drops
 // their messages. Called with mu held.
 func (c *client) push(s *server, e entry) {
+	var now time.Time // read once: this runs per message
 	if c.xactStart.IsZero() {
-		c.xactStart = time.Now()
+		now = time.Now()
+		c.xactStart = now
 	}
 	if c.skipping && e.kind.extended() {
 		c.drop(s, e)
 		return
 	}
 	if e.kind == eSync || e.kind == eQuery {
-		e.at = time.Now()
+		if now.IsZero() {
+			now = time.Now()
+		}
+		e.at = now
 	}
-	c.q = append(c.q, e)
+	c.enqueue(e)
 	if len(c.q) == 1 {
 		c.emitFakes()
 		c.flushLocked()
+	}
+}
+
+// enqueue appends to q, starting again at the front of its array when q
+// is empty: popping moves q's start forward, so without this nearly every
+// statement would allocate a new array. Called with mu held.
+func (c *client) enqueue(e entry) {
+	if len(c.q) == 0 {
+		c.q = c.qbuf
+	}
+	c.q = append(c.q, e)
+	if cap(c.q) > cap(c.qbuf) && cap(c.q) <= 256 {
+		c.qbuf = c.q[:0] // a new array, q at its front
 	}
 }
 
@@ -580,9 +615,11 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 			s.retire = true // reported by PostgreSQL 14 and later when it changes
 		}
 	case *pgproto3.ReadyForQuery:
+		var now time.Time
 		if head == eSync || head == eQuery || internal {
 			if !c.q[0].at.IsZero() {
-				c.pool.st.queryTime.Add(time.Since(c.q[0].at).Microseconds())
+				now = time.Now()
+				c.pool.st.queryTime.Add(now.Sub(c.q[0].at).Microseconds())
 			}
 			pop()
 		}
@@ -593,7 +630,10 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		}
 		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
 			c.pool.st.xacts.Add(1)
-			c.pool.st.xactTime.Add(time.Since(c.xactStart).Microseconds())
+			if now.IsZero() {
+				now = time.Now()
+			}
+			c.pool.st.xactTime.Add(now.Sub(c.xactStart).Microseconds())
 			c.xactStart = time.Time{}
 		}
 		return c.maybeRelease(s)
@@ -650,7 +690,7 @@ func (c *client) maybeRelease(s *server) bool {
 // swallowed. Called with mu held by whoever may write to s.
 func (c *client) sendInternal(s *server, msg pgproto3.FrontendMessage) {
 	s.send(msg)
-	c.q = append(c.q, entry{kind: eInternal})
+	c.enqueue(entry{kind: eInternal})
 	if err := s.flush(); err != nil {
 		s.conn.Close()
 	}

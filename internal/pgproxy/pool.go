@@ -1,7 +1,6 @@
 package pgproxy
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -133,13 +132,18 @@ type pool struct {
 
 	mu      sync.Mutex
 	routes  map[string]*route
-	waiting list.List // of *waiter
+	waiting waitQueue
 	welcome map[string]string
 	used    bool // a client came: keep min_pool_size
 	closed  bool
 	cred    *serverCred // from a client's login; see credentials
 
 	st counters
+
+	// Spares, so that a client that has to wait allocates nothing for
+	// it: *waiter (whose ch is empty when put back) and *time.Timer
+	// (stopped).
+	spareWaiters, spareTimers sync.Pool
 }
 
 // route is a pool's server connections to one endpoint.
@@ -149,10 +153,40 @@ type route struct {
 }
 
 type waiter struct {
-	ch     chan *server // a server, or nil: open one yourself
-	handed bool
-	since  time.Time
-	route  string
+	ch         chan *server // a server, or nil: open one yourself
+	handed     bool
+	since      time.Time
+	route      string
+	prev, next *waiter // in waiting
+}
+
+// waitQueue is a FIFO of waiters linked through themselves, so that
+// queueing one allocates nothing.
+type waitQueue struct{ head, tail *waiter }
+
+func (q *waitQueue) push(w *waiter) {
+	w.prev, w.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+}
+
+// remove takes out w, which is in q.
+func (q *waitQueue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
 }
 
 var errWaitTimeout = errors.New("query_wait_timeout")
@@ -271,36 +305,50 @@ func startTLS(conn net.Conn, cfg *tls.Config, required bool) (net.Conn, error) {
 type waitTimers struct {
 	reserve, timeout <-chan time.Time
 	expired          bool
-	timers           []*time.Timer
+	started          bool
+	timers           [2]*time.Timer
+	spares           *sync.Pool
 }
 
-func (t *waitTimers) start(cfg *Config, since time.Time) {
-	if t.timers != nil {
+func (t *waitTimers) start(pl *pool, since time.Time) {
+	if t.started {
 		return
 	}
-	t.timers = []*time.Timer{}
+	t.started, t.spares = true, &pl.spareTimers
+	cfg := &pl.p.cfg
 	if cfg.ReservePoolSize > 0 {
-		tm := time.NewTimer(cfg.ReservePoolTimeout - time.Since(since))
-		t.timers = append(t.timers, tm)
-		t.reserve = tm.C
+		t.timers[0] = t.timer(cfg.ReservePoolTimeout - time.Since(since))
+		t.reserve = t.timers[0].C
 	}
 	if cfg.QueryWaitTimeout > 0 {
-		tm := time.NewTimer(cfg.QueryWaitTimeout - time.Since(since))
-		t.timers = append(t.timers, tm)
-		t.timeout = tm.C
+		t.timers[1] = t.timer(cfg.QueryWaitTimeout - time.Since(since))
+		t.timeout = t.timers[1].C
 	}
+}
+
+// timer returns a spare timer reset to d, or a new one. Since Go 1.23 a
+// timer stopped or reset delivers no stale tick.
+func (t *waitTimers) timer(d time.Duration) *time.Timer {
+	if tm, _ := t.spares.Get().(*time.Timer); tm != nil {
+		tm.Reset(d)
+		return tm
+	}
+	return time.NewTimer(d)
 }
 
 func (t *waitTimers) stop() {
 	for _, tm := range t.timers {
-		tm.Stop()
+		if tm != nil {
+			tm.Stop()
+			t.spares.Put(tm)
+		}
 	}
 }
 
 // pause waits routeRetry before the client asks for an endpoint again, or
 // fails with query_wait_timeout and why.
 func (pl *pool) pause(t *waitTimers, since time.Time, why string) error {
-	t.start(&pl.p.cfg, since)
+	t.start(pl, since)
 	if !t.expired {
 		select {
 		case <-t.timeout:
@@ -390,62 +438,79 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			pl.st.waitTimeouts.Add(1)
 			return nil, false, errWaitTimeout
 		}
-		w := &waiter{ch: make(chan *server, 1), since: start, route: addr}
-		e := pl.waiting.PushBack(w)
-		pl.mu.Unlock()
-		tm.start(cfg, start)
-		var recheck <-chan time.Time
-		if addr != "" {
-			t := time.NewTicker(recheckEvery)
-			defer t.Stop()
-			recheck = t.C
+		w, _ := pl.spareWaiters.Get().(*waiter)
+		if w == nil {
+			w = &waiter{ch: make(chan *server, 1)}
 		}
-		for {
-			select {
-			case s := <-w.ch:
-				if !pl.p.eligible(addr) {
-					if s != nil {
-						pl.discard(s)
-					} else {
-						pl.giveBack(addr)
-					}
-					return nil, false, nil
+		*w = waiter{ch: w.ch, since: start, route: addr}
+		pl.waiting.push(w)
+		pl.mu.Unlock()
+		tm.start(pl, start)
+		s, connect, err := pl.await(w, r, tm)
+		// Every way out of await leaves w.ch empty: received from, or
+		// never sent to (removed from waiting before it was handed).
+		pl.spareWaiters.Put(w)
+		return s, connect, err
+	}
+}
+
+// await waits, as the waiter w in waiting, for a server connection of
+// r (route w.route), or a slot to open one, or the route to stop being
+// eligible, or a timer of tm.
+func (pl *pool) await(w *waiter, r *route, tm *waitTimers) (s *server, connect bool, err error) {
+	cfg := &pl.p.cfg
+	addr := w.route
+	var recheck <-chan time.Time
+	if addr != "" {
+		t := time.NewTicker(recheckEvery)
+		defer t.Stop()
+		recheck = t.C
+	}
+	for {
+		select {
+		case s := <-w.ch:
+			if !pl.p.eligible(addr) {
+				if s != nil {
+					pl.discard(s)
+				} else {
+					pl.giveBack(addr)
 				}
-				return s, s == nil, nil
-			case <-recheck:
-				if pl.p.eligible(addr) {
-					continue
-				}
-				pl.mu.Lock()
-				if !w.handed {
-					pl.waiting.Remove(e)
-					pl.mu.Unlock()
-					return nil, false, nil
-				}
-				pl.mu.Unlock()
-			case <-tm.reserve:
-				tm.reserve = nil
-				pl.mu.Lock()
-				if !w.handed && r.open < cfg.PoolSize+cfg.ReservePoolSize {
-					pl.waiting.Remove(e)
-					r.open++
-					pl.mu.Unlock()
-					pl.st.reserveUsed.Add(1)
-					return nil, true, nil
-				}
-				pl.mu.Unlock()
-			case <-tm.timeout:
-				tm.timeout, tm.expired = nil, true
-				pl.mu.Lock()
-				if !w.handed {
-					pl.waiting.Remove(e)
-					pl.mu.Unlock()
-					pl.st.waitTimeouts.Add(1)
-					return nil, false, errWaitTimeout
-				}
-				pl.mu.Unlock()
-				// the server is in w.ch
+				return nil, false, nil
 			}
+			return s, s == nil, nil
+		case <-recheck:
+			if pl.p.eligible(addr) {
+				continue
+			}
+			pl.mu.Lock()
+			if !w.handed {
+				pl.waiting.remove(w)
+				pl.mu.Unlock()
+				return nil, false, nil
+			}
+			pl.mu.Unlock()
+		case <-tm.reserve:
+			tm.reserve = nil
+			pl.mu.Lock()
+			if !w.handed && r.open < cfg.PoolSize+cfg.ReservePoolSize {
+				pl.waiting.remove(w)
+				r.open++
+				pl.mu.Unlock()
+				pl.st.reserveUsed.Add(1)
+				return nil, true, nil
+			}
+			pl.mu.Unlock()
+		case <-tm.timeout:
+			tm.timeout, tm.expired = nil, true
+			pl.mu.Lock()
+			if !w.handed {
+				pl.waiting.remove(w)
+				pl.mu.Unlock()
+				pl.st.waitTimeouts.Add(1)
+				return nil, false, errWaitTimeout
+			}
+			pl.mu.Unlock()
+			// the server is in w.ch
 		}
 	}
 }
@@ -504,9 +569,9 @@ func (pl *pool) grantLocked(addr string) {
 // waiterLocked removes and returns the first waiter of a route, marked
 // handed, or nil.
 func (pl *pool) waiterLocked(addr string) *waiter {
-	for e := pl.waiting.Front(); e != nil; e = e.Next() {
-		if w := e.Value.(*waiter); w.route == addr {
-			pl.waiting.Remove(e)
+	for w := pl.waiting.head; w != nil; w = w.next {
+		if w.route == addr {
+			pl.waiting.remove(w)
 			w.handed = true
 			return w
 		}
@@ -664,8 +729,8 @@ func (pl *pool) dropIdle(addr string) {
 // waiterOf returns the first waiter of a route without removing it. mu
 // held.
 func (pl *pool) waiterOf(addr string) *waiter {
-	for e := pl.waiting.Front(); e != nil; e = e.Next() {
-		if w := e.Value.(*waiter); w.route == addr {
+	for w := pl.waiting.head; w != nil; w = w.next {
+		if w.route == addr {
 			return w
 		}
 	}
@@ -805,8 +870,8 @@ func (p *Proxy) Stats() []PoolStats {
 				s.ServersByEndpoint[addr] = int64(r.open)
 			}
 		}
-		if f := pl.waiting.Front(); f != nil {
-			s.MaxWait = now.Sub(f.Value.(*waiter).since).Seconds()
+		if f := pl.waiting.head; f != nil {
+			s.MaxWait = now.Sub(f.since).Seconds()
 		}
 		pl.mu.Unlock()
 		c.pinMu.Lock()

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,31 +13,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/testenv"
 )
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type harness struct {
 	t    *testing.T
 	app  *App
 	file string
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 }
 
 // start boots attache from a configuration text, the way `attache run`
@@ -66,7 +49,7 @@ func startWith(t *testing.T, yaml string, env map[string]string, opts Options) *
 		}
 		env["ATTACHE_HTTP_FAST_PATH"] = "off"
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	opts.ConfigPath, opts.LogOutput, opts.LogLevel, opts.ConfigPoll = file, logs, "debug", 100*time.Millisecond
 	opts.LookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	a, err := New(opts)
@@ -160,6 +143,12 @@ func echoServer(t *testing.T, name string) (addr string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ln.Addr().String(), serveEcho(t, ln, name)
+}
+
+// serveEcho serves echoServer's echo on ln until stop or the test's end;
+// stop closes ln and the connections it accepted.
+func serveEcho(t *testing.T, ln net.Listener, name string) (stop func()) {
 	var mu sync.Mutex
 	var conns []net.Conn
 	go func() {
@@ -195,7 +184,7 @@ func echoServer(t *testing.T, name string) (addr string, stop func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return ln.Addr().String(), stop
+	return stop
 }
 
 // ask sends msg over a new connection to addr and returns the reply.

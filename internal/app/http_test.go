@@ -582,7 +582,7 @@ func TestHTTPOverTLSListener(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "ca")
 	caFile, crt, key := ca.Files(t, dir, "127.0.0.1")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	file := filepath.Join(t.TempDir(), "a.yaml")
 	os.WriteFile(file, []byte(yamlf(`
 admin: {address: "127.0.0.1:0"}

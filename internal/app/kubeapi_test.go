@@ -2,24 +2,18 @@ package app
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/testenv/kubeenv"
@@ -40,7 +34,10 @@ func TestKubernetesAPIAgainstKubeAPIServer(t *testing.T) {
 	// The service account, Role and RoleBinding of the ready-made manifest,
 	// so that the test runs with the rights the docs tell people to grant;
 	// its ConfigMap's config must load as written.
-	attacheYAML := applyAmbassadorManifest(t, k.Client, ns)
+	attacheYAML := applyManifest(t, k.Client, ns, "kube-api-ambassador.yaml")
+	if attacheYAML == "" {
+		t.Fatal("kube-api-ambassador.yaml: no ConfigMap with attache.yaml")
+	}
 	reader := k.Token(t, ns, "pod-reader", time.Hour)
 	nobody := k.Token(t, ns, "nobody", time.Hour)
 	saDir := t.TempDir()
@@ -157,50 +154,4 @@ wait:
 	if logs := h.logs.String(); strings.Contains(logs, reader[:40]) || strings.Contains(logs, nobody[:40]) {
 		t.Error("a token shows in attache's logs")
 	}
-}
-
-// applyAmbassadorManifest creates the ServiceAccount, Role and RoleBinding
-// of deploy/kubernetes/kube-api-ambassador.yaml in namespace and returns
-// the attache.yaml of its ConfigMap.
-func applyAmbassadorManifest(t *testing.T, c kubernetes.Interface, namespace string) string {
-	t.Helper()
-	const file = "../../deploy/kubernetes/kube-api-ambassador.yaml"
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	var attacheYAML string
-	for _, doc := range bytes.Split(b, []byte("\n---\n")) {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		switch o := obj.(type) {
-		case *corev1.ServiceAccount:
-			o.Namespace = namespace
-			_, err = c.CoreV1().ServiceAccounts(namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.Role:
-			o.Namespace = namespace
-			_, err = c.RbacV1().Roles(namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			o.Namespace = namespace
-			for i := range o.Subjects {
-				o.Subjects[i].Namespace = namespace
-			}
-			_, err = c.RbacV1().RoleBindings(namespace).Create(ctx, o, metav1.CreateOptions{})
-		case *corev1.ConfigMap:
-			attacheYAML = o.Data["attache.yaml"]
-		case *corev1.Pod:
-		default:
-			t.Fatalf("%s: unexpected %T", file, obj)
-		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("create %s: %v", obj.GetObjectKind().GroupVersionKind().Kind, err)
-		}
-	}
-	if attacheYAML == "" {
-		t.Fatalf("%s: no ConfigMap with attache.yaml", file)
-	}
-	return attacheYAML
 }

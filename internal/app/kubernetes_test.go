@@ -25,12 +25,14 @@ import (
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
-// applyDeployRBAC creates the objects of deploy/kubernetes/discovery-rbac.yaml
-// in namespace, so that the test runs with exactly the rights the docs
-// tell operators to grant.
-func applyDeployRBAC(t *testing.T, c kubernetes.Interface, namespace string) {
+// applyManifest creates the ServiceAccounts, Roles and RoleBindings of a
+// file in deploy/kubernetes in namespace, so that a test runs with exactly
+// the rights the docs tell operators to grant, and returns the attache.yaml
+// of its ConfigMap, if it has one. Pods are left out (no kubelet here).
+func applyManifest(t *testing.T, c kubernetes.Interface, namespace, name string) (attacheYAML string) {
 	t.Helper()
-	b, err := os.ReadFile("../../deploy/kubernetes/discovery-rbac.yaml")
+	file := "../../deploy/kubernetes/" + name
+	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,7 @@ func applyDeployRBAC(t *testing.T, c kubernetes.Interface, namespace string) {
 	for _, doc := range bytes.Split(b, []byte("\n---\n")) {
 		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
 		if err != nil {
-			t.Fatalf("deploy/kubernetes/discovery-rbac.yaml: %v", err)
+			t.Fatalf("%s: %v", file, err)
 		}
 		switch o := obj.(type) {
 		case *corev1.ServiceAccount:
@@ -53,13 +55,17 @@ func applyDeployRBAC(t *testing.T, c kubernetes.Interface, namespace string) {
 				o.Subjects[i].Namespace = namespace
 			}
 			_, err = c.RbacV1().RoleBindings(namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ConfigMap:
+			attacheYAML = o.Data["attache.yaml"]
+		case *corev1.Pod:
 		default:
-			t.Fatalf("deploy/kubernetes/discovery-rbac.yaml: unexpected %T", obj)
+			t.Fatalf("%s: unexpected %T", file, obj)
 		}
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("create %s: %v", obj.GetObjectKind().GroupVersionKind().Kind, err)
 		}
 	}
+	return attacheYAML
 }
 
 // loopbackEchoes starts echo servers named names on 127.0.0.2, .3, ... all
@@ -93,31 +99,6 @@ func loopbackEchoes(t *testing.T, names ...string) (port int, ips map[string]str
 	return 0, nil
 }
 
-func serveEcho(t *testing.T, ln net.Listener, name string) {
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						c.Write([]byte(name + ":" + string(buf[:n])))
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-}
-
 // TestKubernetesDiscovery points attache at a real API server through a
 // kubeconfig with the service-account token of deploy/'s RBAC, and changes
 // the Service's EndpointSlice under it: traffic follows, a terminating
@@ -128,7 +109,7 @@ func TestKubernetesDiscovery(t *testing.T) {
 	k := kubeenv.Start(t)
 	const ns = "attache-discovery"
 	k.Namespace(t, ns)
-	applyDeployRBAC(t, k.Client, ns)
+	applyManifest(t, k.Client, ns, "discovery-rbac.yaml")
 	token := k.Token(t, ns, "attache", time.Hour)
 	kubeconfig := k.Kubeconfig(t, t.TempDir(), token)
 

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -170,7 +170,7 @@ func TestWatcherRunsHook(t *testing.T) {
 		hit <- ev
 	}))
 	defer srv.Close()
-	var logs syncBuf
+	var logs testenv.LogBuffer
 	w := NewWatcher(c, &Hook{Webhook: srv.URL, Timeout: 5 * time.Second}, slog.New(slog.NewTextHandler(&logs, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -194,23 +194,6 @@ func TestWatcherRunsHook(t *testing.T) {
 			t.Fatalf("no outcome logged:\n%s", logs.String())
 		}
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestWatcherInherit: a watcher rebuilt by a reload knows the primary the

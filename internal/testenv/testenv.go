@@ -7,6 +7,7 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -238,4 +239,22 @@ func RedisProc(t testing.TB) (addr string, stop func()) {
 	stop = Start(t, cmd)
 	WaitTCP(t, addr, 10*time.Second)
 	return addr, stop
+}
+
+// LogBuffer collects log output written from many goroutines.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

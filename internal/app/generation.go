@@ -13,7 +13,6 @@ import (
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
-	"github.com/attache-proxy/attache/internal/discovery"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
@@ -47,6 +46,7 @@ type clusterRT struct {
 	http   *httpproxy.Cluster
 	redis  *redisproxy.Pool // sharded Redis clusters only
 	tls    *tlsconfig.Client
+	disc   *discoveryState // clusters with discovery only
 	cancel context.CancelFunc
 }
 
@@ -245,12 +245,12 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 	}
 
-	var src discovery.Discoverer
-	if d := cc.Discovery; d != nil && d.DNS != nil {
-		src = &discovery.DNS{Name: d.DNS.Name, Port: d.DNS.Port, SRV: d.DNS.SRV, Refresh: d.DNS.Refresh.D(),
-			Resolver: net.DefaultResolver, Log: log}
-	} else {
-		static := make(discovery.Static, len(cc.Endpoints))
+	src, err := a.discoverySource(cc, rt, old)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src == nil {
+		static := make([]upstream.Target, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
 			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}
 		}
@@ -262,7 +262,11 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	rt.cancel = cancel
 	start := func() {
 		if src != nil {
-			go src.Run(ctx, rt.up.SetEndpoints)
+			updates := a.metrics.DiscoveryUpdates.WithLabelValues(cc.Name, rt.disc.source)
+			go src.Run(ctx, func(ts []upstream.Target) {
+				rt.up.SetEndpoints(ts)
+				updates.Inc()
+			})
 		}
 		if hc := cc.HealthCheck; hc != nil {
 			chk := a.checker(hc, opts, cc.Redis)

@@ -42,6 +42,12 @@ type Metrics struct {
 	// attache_tls_reload_errors_total{owner}: a rotated certificate, key or
 	// CA that failed to load (the previous one stays in use).
 	TLSReloadErrors *prometheus.CounterVec
+	// attache_discovery_errors_total{cluster,source}: failed reads of a
+	// discovery source (dns, consul, file); the last known endpoints stay.
+	DiscoveryErrors *prometheus.CounterVec
+	// attache_discovery_updates_total{cluster,source}: endpoint sets a
+	// discovery source reported (the first one included).
+	DiscoveryUpdates *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
 
@@ -84,6 +90,8 @@ func New() *Metrics {
 		HealthTransitions:   f.counter("attache_cluster_health_transitions_total", "Endpoint health changes found by active checks.", "cluster", "endpoint", "health"),
 		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
+		DiscoveryErrors:     f.counter("attache_discovery_errors_total", "Failed reads of a discovery source; the last known endpoints stay in use.", "cluster", "source"),
+		DiscoveryUpdates:    f.counter("attache_discovery_updates_total", "Endpoint sets reported by a discovery source.", "cluster", "source"),
 		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
 		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
 		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),

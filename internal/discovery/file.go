@@ -50,11 +50,7 @@ func (f *File) Run(ctx context.Context, update func([]upstream.Target)) {
 		f.Log.Info("file discovery", "path", f.Path, "endpoints", len(ts))
 		update(ts)
 	}
-	load()
-	// A change between this read and the watch's first look at the file
-	// would go unseen until the next change; the window is the time to
-	// hash one small file.
-	watch.Files(ctx, []string{f.Path}, poll, load)
+	watch.Follow(ctx, []string{f.Path}, poll, load)
 }
 
 // ReadFile reads and parses an endpoints file.

@@ -399,7 +399,9 @@ func TestDiscoveryConfig(t *testing.T) {
 	partners := filepath.Join(t.TempDir(), "partners.yaml")
 	os.WriteFile(partners, []byte("- a:1\n"), 0o644)
 	c, err := Parse([]byte(base+"clusters:\n  - name: c\n    discovery: {consul: {service: orders, token: \"${CONSUL_HTTP_TOKEN}\"}}\n  - name: f\n    discovery: {file: {path: "+partners+"}}\n"),
-		func(k string) (string, bool) { return map[string]string{"CONSUL_HTTP_TOKEN": "s3cret"}[k], k == "CONSUL_HTTP_TOKEN" })
+		func(k string) (string, bool) {
+			return map[string]string{"CONSUL_HTTP_TOKEN": "s3cret"}[k], k == "CONSUL_HTTP_TOKEN"
+		})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -255,7 +255,10 @@ func TestConsulAnswerErrors(t *testing.T) {
 	}{
 		{"acl denied", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "ACL not found", http.StatusForbidden) }, "consul answered 403 Forbidden: ACL not found"},
 		{"no index", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("[]")) }, "no valid X-Consul-Index"},
-		{"not json", func(w http.ResponseWriter, _ *http.Request) { w.Header().Set("X-Consul-Index", "3"); w.Write([]byte("<html>")) }, "decode consul answer"},
+		{"not json", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Consul-Index", "3")
+			w.Write([]byte("<html>"))
+		}, "decode consul answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

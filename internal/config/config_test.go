@@ -437,3 +437,25 @@ func TestDiscoveryConfig(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseEndpoints(f *testing.F) {
+	for _, s := range []string{"- a:1\n- \"b:2 weight=5\"\n", "[]", "", "- [x]\n", "{a: 1}", "- h:1:2 name\n", "- \"[::1]:3\"\n- a:1\n- a:1\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		eps, err := ParseEndpoints("f.yaml", []byte(data))
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, e := range eps {
+			if seen[e.Address] || e.Weight < 1 || e.Weight > 1000 {
+				t.Fatalf("accepted %+v (duplicate or bad weight) from %q", e, data)
+			}
+			seen[e.Address] = true
+		}
+	})
+}

@@ -97,6 +97,7 @@ func (c *Consul) Run(ctx context.Context, update func([]upstream.Target)) {
 	// A blocking query may take wait plus Consul's jitter of up to wait/16;
 	// past that the agent is not answering.
 	client = &http.Client{Transport: client.Transport, Timeout: wait + wait/16 + 10*time.Second}
+	defer client.CloseIdleConnections() // a rebuilt cluster leaves no connection to the agent behind
 	log := c.Log.With("consul", c.Address, "service", c.Service)
 
 	var (

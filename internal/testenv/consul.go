@@ -74,7 +74,7 @@ func Consul(t testing.TB) *ConsulAgent {
 		"-http-port", httpPort, "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-serf-lan-port", port(), "-serf-wan-port", port(), "-server-port", port(),
 		"-hcl", "disable_update_check = true",
-		"-hcl", fmt.Sprintf(`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, agent = %q } }`, ConsulToken, ConsulToken),
+		"-hcl", fmt.Sprintf("acl {\n enabled = true\n default_policy = \"deny\"\n tokens {\n initial_management = %q\n agent = %q\n }\n}", ConsulToken, ConsulToken),
 		"-log-level", "warn"}
 	c.start()
 	return c

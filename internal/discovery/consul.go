@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"slices"
@@ -45,7 +46,10 @@ const (
 //   - after an error the next query waits a jittered, growing backoff, and
 //     starts over from index 0: the agent that answers may have restarted
 //     with a lower index, and a query with a higher one would block until
-//     Wait ends without seeing any change.
+//     Wait ends without seeing any change. For the same reason a blocking
+//     query is only sent on the connection that brought its index: on a
+//     new connection (after the agent closed the old one, or a restart
+//     between two queries) the index is read again first.
 //
 // An instance's address is Service.Address, or Node.Address when the
 // service registered none; its weight is Weights.Passing. While Consul
@@ -106,15 +110,21 @@ func (c *Consul) Run(ctx context.Context, update func([]upstream.Target)) {
 		have     bool
 		failures int
 		started  time.Time
+		fresh    bool // the latest answer came on a new connection
 	)
 	for {
 		if d := time.Until(started.Add(minInterval)); d > 0 && !sleep(ctx, d) {
 			return
 		}
 		started = time.Now()
-		ts, next, err := c.query(ctx, client, index, wait)
+		ts, next, err := c.query(ctx, client, index, wait, &fresh)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errFreshConn) {
+			log.Debug("new connection to consul; reading without an index first", "index", index)
+			index = 0
+			continue
 		}
 		if c.Report != nil {
 			c.Report(err)
@@ -150,6 +160,8 @@ func (c *Consul) Run(ctx context.Context, update func([]upstream.Target)) {
 	}
 }
 
+var errFreshConn = errors.New("blocking query on a new connection")
+
 // consulEntry is the part of one /v1/health/service answer that is used.
 type consulEntry struct {
 	Node struct {
@@ -166,7 +178,10 @@ type consulEntry struct {
 
 // query runs one (blocking, when index > 0) health query and returns the
 // instances, sorted by address, and the answer's index.
-func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, wait time.Duration) ([]upstream.Target, uint64, error) {
+//
+// *fresh tells, on the way in, whether the previous answer came on a new
+// connection, and is set to whether this one did.
+func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, wait time.Duration, fresh *bool) (ts []upstream.Target, next uint64, err error) {
 	q := url.Values{}
 	if index > 0 {
 		q.Set("index", strconv.FormatUint(index, 10))
@@ -183,7 +198,23 @@ func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, w
 		scheme = "http"
 	}
 	u := url.URL{Scheme: scheme, Host: c.Address, Path: "/v1/health/service/" + c.Service, RawQuery: strings.TrimSuffix("passing&"+q.Encode(), "&")}
-	req, err := http.NewRequestWithContext(ctx, "GET", u.String(), nil)
+	// A blocking query goes only on the connection that brought its index.
+	// A new one may reach a restarted agent, or another server behind a
+	// load balancer, with a lower index, where the query would block for
+	// the whole wait: the request is abandoned as soon as the connection is
+	// known to be new, and the caller reads without an index first. When that read came on a new
+	// connection too, connections do not last here (a proxy that closes
+	// them), and the query goes on as it is rather than never blocking.
+	qctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	strict := index > 0 && !*fresh
+	qctx = httptrace.WithClientTrace(qctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		*fresh = !i.Reused
+		if strict && !i.Reused {
+			cancel(errFreshConn)
+		}
+	}})
+	req, err := http.NewRequestWithContext(qctx, "GET", u.String(), nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -192,14 +223,23 @@ func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, w
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if cause := context.Cause(qctx); errors.Is(cause, errFreshConn) {
+			return nil, 0, cause
+		}
 		return nil, 0, err
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Read to the end (the JSON decoder stops before the final
+		// newline), or the connection is not reused, and the next
+		// blocking query would have to start over.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, 0, fmt.Errorf("consul answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
-	next, err := strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
+	next, err = strconv.ParseUint(resp.Header.Get("X-Consul-Index"), 10, 64)
 	if err != nil {
 		return nil, 0, errors.New("consul answer has no valid X-Consul-Index header")
 	}
@@ -207,7 +247,7 @@ func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, w
 	if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
 		return nil, 0, fmt.Errorf("decode consul answer: %w", err)
 	}
-	ts := make([]upstream.Target, 0, len(entries))
+	ts = make([]upstream.Target, 0, len(entries))
 	for _, e := range entries {
 		host := e.Service.Address
 		if host == "" {

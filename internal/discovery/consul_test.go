@@ -97,6 +97,19 @@ func (f *fakeConsul) request(i int) *http.Request {
 	}
 }
 
+// blocking returns the first request from the i-th on that carries an
+// index, and its position. Reads without an index may come between: one
+// follows whenever a query would go on a new connection, which the client's
+// connection pool sometimes opens when queries follow each other closely.
+func (f *fakeConsul) blocking(i int) (*http.Request, int) {
+	f.t.Helper()
+	for ; ; i++ {
+		if r := f.request(i); r.URL.Query().Has("index") {
+			return r, i
+		}
+	}
+}
+
 func entry(nodeAddr, svcAddr string, port, weight int) map[string]any {
 	return map[string]any{
 		"Node":    map[string]any{"Node": "n-" + nodeAddr, "Address": nodeAddr, "Datacenter": "dc1"},
@@ -116,7 +129,10 @@ func run(t *testing.T, c *Consul) (updates chan []upstream.Target, reports chan 
 		default: // a test that stopped reading
 		}
 	}
-	c.MinInterval, c.BackoffBase, c.BackoffMax = time.Millisecond, 5*time.Millisecond, 20*time.Millisecond
+	c.BackoffBase, c.BackoffMax = 5*time.Millisecond, 20*time.Millisecond
+	if c.MinInterval == 0 {
+		c.MinInterval = time.Millisecond
+	}
 	if c.Wait == 0 {
 		c.Wait = 10 * time.Second
 	}
@@ -160,15 +176,16 @@ func TestConsulQueryAndFollow(t *testing.T) {
 
 	// The second query blocks on the index of the first answer; a change
 	// wakes it.
-	if q := f.request(1).URL.Query(); q.Get("index") != "7" || q.Get("wait") != "10000ms" {
-		t.Fatalf("second query: got %s, want index=7&wait=10000ms", f.request(1).URL)
+	r, i := f.blocking(1)
+	if q := r.URL.Query(); q.Get("index") != "7" || q.Get("wait") != "10000ms" {
+		t.Fatalf("blocking query: got %s, want index=7&wait=10000ms", r.URL)
 	}
 	f.set(8, 0, entry("10.0.0.9", "10.0.0.1", 8080, 3))
 	if got := next(t, updates, "update after the change"); !slices.Equal(got, want[:1]) {
 		t.Fatalf("after the change: got %v, want %v", got, want[:1])
 	}
-	if q := f.request(2).URL.Query(); q.Get("index") != "8" {
-		t.Errorf("third query: got %s, want index=8", f.request(2).URL)
+	if r, _ := f.blocking(i + 1); r.URL.Query().Get("index") != "8" {
+		t.Errorf("next blocking query: got %s, want index=8", r.URL)
 	}
 }
 
@@ -178,31 +195,26 @@ func TestConsulIndexBackwardsAndZero(t *testing.T) {
 	f.set(40, 0, entry("10.0.0.1", "", 1, 1))
 	updates, _ := run(t, &Consul{Address: f.addr(), Service: "orders"})
 	next(t, updates, "first set")
-	f.request(1) // blocked with index=40
+	_, i := f.blocking(1) // blocked with index=40
 	// The index goes backwards, as after a snapshot restore: the answer is
 	// used, and the next query starts over without an index.
 	f.set(3, 0, entry("10.0.0.2", "", 1, 1))
 	if got := next(t, updates, "set after the reset"); got[0].Addr != "10.0.0.2:1" {
 		t.Fatalf("got %v, want 10.0.0.2:1", got)
 	}
-	if q := f.request(2).URL.Query(); q.Has("index") {
-		t.Fatalf("query after the index went backwards: got %s, want no index", f.request(2).URL)
+	if r := f.request(i + 1); r.URL.Query().Has("index") {
+		t.Fatalf("query after the index went backwards: got %s, want no index", r.URL)
 	}
-	if q := f.request(3).URL.Query(); q.Get("index") != "3" {
-		t.Fatalf("query after the fresh read: got %s, want index=3", f.request(3).URL)
+	r, i := f.blocking(i + 1)
+	if r.URL.Query().Get("index") != "3" {
+		t.Fatalf("query after the fresh read: got %s, want index=3", r.URL)
 	}
 	// An index of 0 is a Consul bug that would make every query return at
 	// once; it is taken as 1.
 	f.set(0, 0, entry("10.0.0.3", "", 1, 1))
 	next(t, updates, "set with index 0")
-	for i := 4; ; i++ {
-		q := f.request(i).URL.Query()
-		if q.Get("index") == "1" {
-			break
-		}
-		if q.Has("index") || i > 6 {
-			t.Fatalf("query %d after an index of 0: got %s, want index=1", i, f.request(i).URL)
-		}
+	if r, _ := f.blocking(i + 1); r.URL.Query().Get("index") != "1" {
+		t.Fatalf("query after an index of 0: got %s, want index=1", r.URL)
 	}
 }
 
@@ -215,7 +227,7 @@ func TestConsulKeepsLastEndpointsWhileFailing(t *testing.T) {
 	if err := next(t, reports, "report"); err != nil {
 		t.Fatalf("first report: got %v, want nil", err)
 	}
-	f.request(1)
+	f.blocking(1)
 	f.set(9, http.StatusInternalServerError)
 	err := next(t, reports, "failure report")
 	if err == nil || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "No cluster leader") {
@@ -246,6 +258,25 @@ func TestConsulKeepsLastEndpointsWhileFailing(t *testing.T) {
 	}
 }
 
+// TestConsulConnectionClosePerAnswer: behind a proxy that closes every
+// connection, every query is on a new connection; the queries still block.
+func TestConsulConnectionClosePerAnswer(t *testing.T) {
+	t.Parallel()
+	f := newFakeConsul(t)
+	f.srv.Config.SetKeepAlivesEnabled(false)
+	f.set(7, 0, entry("10.0.0.1", "", 80, 1))
+	updates, _ := run(t, &Consul{Address: f.addr(), Service: "orders"})
+	next(t, updates, "first set")
+	for i := 1; ; i++ {
+		if f.request(i).URL.Query().Get("index") == "7" {
+			break
+		}
+		if i > 3 {
+			t.Fatalf("no blocking query after %d queries on closing connections", i)
+		}
+	}
+}
+
 func TestConsulAnswerErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -266,7 +297,8 @@ func TestConsulAnswerErrors(t *testing.T) {
 			defer srv.Close()
 			u, _ := url.Parse(srv.URL)
 			c := &Consul{Address: u.Host, Service: "orders"}
-			_, _, err := c.query(context.Background(), srv.Client(), 0, time.Second)
+			var fresh bool
+			_, _, err := c.query(context.Background(), srv.Client(), 0, time.Second, &fresh)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}

@@ -19,7 +19,8 @@ import (
 // concurrently from request goroutines.
 type Source interface {
 	// Ready reports whether traffic can flow; when not, reasons says what
-	// is missing.
+	// is missing. When ok, reasons may hold notes on a degraded state that
+	// still serves (a discovery source that cannot be read).
 	Ready() (ok bool, reasons []string)
 	// ConfigYAML renders the running configuration, secrets redacted.
 	ConfigYAML() ([]byte, error)
@@ -44,6 +45,9 @@ func Handler(src Source, reg *prometheus.Registry) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		for _, r := range reasons {
+			fmt.Fprintln(w, r)
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {

@@ -14,8 +14,6 @@ import (
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/credentials"
-	"github.com/attache-proxy/attache/internal/discovery"
-	kubediscovery "github.com/attache-proxy/attache/internal/discovery/kubernetes"
 	"github.com/attache-proxy/attache/internal/failover"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/httpproxy"
@@ -52,6 +50,7 @@ type clusterRT struct {
 	tls    *tlsconfig.Client
 	watch  *failover.Watcher // clusters with a postgres check
 	creds  *credentials.Set  // nil: none
+	disc   *discoveryState   // clusters with discovery only
 	cancel context.CancelFunc
 }
 
@@ -271,21 +270,12 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 	}
 
-	var src discovery.Discoverer
-	switch d := cc.Discovery; {
-	case d != nil && d.DNS != nil:
-		src = &discovery.DNS{Name: d.DNS.Name, Port: d.DNS.Port, SRV: d.DNS.SRV, Refresh: d.DNS.Refresh.D(),
-			Resolver: net.DefaultResolver, Log: log}
-	case d != nil && d.Kubernetes != nil:
-		k := d.Kubernetes
-		client, err := kubediscovery.NewClient(k.Kubeconfig)
-		if err != nil {
-			return nil, nil, fmt.Errorf("discovery.kubernetes: %w", err)
-		}
-		src = &kubediscovery.EndpointSlices{ListWatch: kubediscovery.Scoped(client, k.Namespace, k.Service),
-			Namespace: k.Namespace, Service: k.Service, Port: k.Port, Log: log}
-	default:
-		static := make(discovery.Static, len(cc.Endpoints))
+	src, err := a.discoverySource(cc, rt, old)
+	if err != nil {
+		return nil, nil, err
+	}
+	if src == nil {
+		static := make([]upstream.Target, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
 			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}
 		}
@@ -297,7 +287,11 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	rt.cancel = cancel
 	start := func() {
 		if src != nil {
-			go src.Run(ctx, rt.up.SetEndpoints)
+			updates := a.metrics.DiscoveryUpdates.WithLabelValues(cc.Name, rt.disc.source)
+			go src.Run(ctx, func(ts []upstream.Target) {
+				rt.up.SetEndpoints(ts)
+				updates.Inc()
+			})
 		}
 		if hc := cc.HealthCheck; hc != nil {
 			chk := a.checker(hc, opts, cc.Redis)

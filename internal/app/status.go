@@ -16,23 +16,42 @@ import (
 
 // Ready is true when the configuration is loaded, attache is not draining,
 // and every cluster has at least one endpoint that can take traffic. The
-// reasons name what is missing.
+// reasons name what is missing; after them come notes that do not fail
+// readiness: a discovery source that cannot be read while its last known
+// endpoints serve (see docs/discovery.md), so reasons may be non-empty
+// when ok is true.
 func (a *App) Ready() (bool, []string) {
-	var reasons []string
+	reasons, notes := a.readiness()
+	return len(reasons) == 0, append(reasons, notes...)
+}
+
+func (a *App) readiness() (reasons, notes []string) {
 	if a.draining.Load() {
 		reasons = append(reasons, "draining: shutting down")
 	}
 	g := a.gen.Load()
 	if g == nil {
-		return false, append(reasons, "no configuration loaded")
+		return append(reasons, "no configuration loaded"), nil
 	}
 	now := time.Now()
 	for _, name := range sortedKeys(g.clusters) {
-		c := g.clusters[name].up
+		rt := g.clusters[name]
+		c := rt.up
 		eps := c.Endpoints()
+		var note string
+		if rt.disc != nil {
+			note = rt.disc.note(name, len(eps))
+		}
 		if len(eps) == 0 {
-			reasons = append(reasons, fmt.Sprintf("cluster %q: no endpoints (discovery has found none yet)", name))
+			if note != "" {
+				reasons = append(reasons, note)
+			} else {
+				reasons = append(reasons, fmt.Sprintf("cluster %q: no endpoints (discovery has found none yet)", name))
+			}
 			continue
+		}
+		if note != "" {
+			notes = append(notes, note)
 		}
 		var states []string
 		ok := false
@@ -50,7 +69,7 @@ func (a *App) Ready() (bool, []string) {
 			reasons = append(reasons, err.Error())
 		}
 	}
-	return len(reasons) == 0, reasons
+	return reasons, notes
 }
 
 // learnsRoles reports whether the cluster's health check learns endpoint
@@ -79,6 +98,7 @@ type Status struct {
 	LastReloadError   string           `json:"last_reload_error,omitempty"`
 	Ready             bool             `json:"ready"`
 	NotReady          []string         `json:"not_ready,omitempty"`
+	Notes             []string         `json:"notes,omitempty"` // degraded but ready: a stale discovery source
 	Draining          bool             `json:"draining"`
 	ActiveConnections int64            `json:"active_connections"`
 	Listeners         []ListenerStatus `json:"listeners"`
@@ -104,7 +124,17 @@ type ClusterStatus struct {
 	Balance   string                   `json:"balance"`
 	Breaker   string                   `json:"circuit_breaker,omitempty"` // closed | open | half_open
 	Shards    []redisproxy.ShardStatus `json:"redis_shards,omitempty"`
+	Discovery *DiscoveryStatus         `json:"discovery,omitempty"`
 	Endpoints []EndpointStatus         `json:"endpoints"`
+}
+
+// DiscoveryStatus is a cluster's discovery source in /status.
+type DiscoveryStatus struct {
+	Source       string     `json:"source"` // dns | consul | file
+	Stale        bool       `json:"stale"`  // the latest read failed; the last known endpoints serve
+	Error        string     `json:"error,omitempty"`
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	LastSuccess  *time.Time `json:"last_success,omitempty"`
 }
 
 // EndpointStatus is one endpoint in /status. Role and lag are shown for
@@ -121,12 +151,13 @@ type EndpointStatus struct {
 // Status returns a snapshot of the runtime.
 func (a *App) Status() any {
 	g := a.gen.Load()
-	ready, reasons := a.Ready()
+	reasons, notes := a.readiness()
 	s := Status{
 		ConfigFile:        a.opts.ConfigPath,
 		LoadedAt:          g.loadedAt,
-		Ready:             ready,
+		Ready:             len(reasons) == 0,
 		NotReady:          reasons,
+		Notes:             notes,
 		Draining:          a.draining.Load(),
 		ActiveConnections: a.pool.Active(),
 	}
@@ -152,6 +183,9 @@ func (a *App) Status() any {
 		}
 		if rp := g.clusters[cc.Name].redis; rp != nil {
 			cs.Shards = rp.Shards()
+		}
+		if d := g.clusters[cc.Name].disc; d != nil {
+			cs.Discovery = d.status()
 		}
 		roles := learnsRoles(cc)
 		for _, e := range c.Endpoints() {
@@ -201,6 +235,8 @@ var (
 	descLag = prometheus.NewDesc("attache_postgres_replication_lag_seconds",
 		"How far a standby's replay is behind its primary, while known (0 when it has replayed all it received).",
 		[]string{"cluster", "endpoint"}, nil)
+	descStale = prometheus.NewDesc("attache_discovery_stale",
+		"1 while the latest read of the cluster's discovery source failed and its last known endpoints serve.", []string{"cluster", "source"}, nil)
 	descSplitBrain = prometheus.NewDesc("attache_cluster_split_brain",
 		"1 while more than one endpoint of the cluster claims to be primary; postgres checks only.", []string{"cluster"}, nil)
 )
@@ -215,6 +251,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRole
 	ch <- descLag
 	ch <- descSplitBrain
+	ch <- descStale
 	describePostgres(ch)
 }
 
@@ -232,6 +269,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, sh := range rt.redis.Shards() {
 				ch <- prometheus.MustNewConstMetric(descRedisConns, prometheus.GaugeValue, float64(sh.Connections), name, sh.Name)
 			}
+		}
+		if rt.disc != nil {
+			err, _ := rt.disc.failing()
+			ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, b2f(err != nil), name, rt.disc.source)
 		}
 		roles := learnsRoles(rt.cfg)
 		for _, e := range rt.up.Endpoints() {

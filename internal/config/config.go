@@ -29,6 +29,7 @@ const (
 	DefaultHealthyThreshold    = 2
 	DefaultUnhealthyThreshold  = 3
 	DefaultDNSRefresh          = 5 * time.Second
+	DefaultConsulAddress       = "127.0.0.1:8500"
 	DefaultOutlierFailures     = 5
 	DefaultOutlierEjection     = 30 * time.Second
 	DefaultOutlierMaxPercent   = 50
@@ -312,6 +313,8 @@ var (
 type Discovery struct {
 	DNS        *DNSDiscovery        `yaml:"dns"`
 	Kubernetes *KubernetesDiscovery `yaml:"kubernetes"`
+	Consul     *ConsulDiscovery     `yaml:"consul"`
+	File       *FileDiscovery       `yaml:"file"`
 }
 
 // KubernetesDiscovery follows the EndpointSlices of one Service: its ready
@@ -322,6 +325,24 @@ type KubernetesDiscovery struct {
 	Namespace  string `yaml:"namespace"`
 	Port       string `yaml:"port"` // a port name, or a number
 	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// ConsulDiscovery follows the passing instances of a Consul service with
+// blocking queries on /v1/health/service/<service>.
+type ConsulDiscovery struct {
+	Address    string `yaml:"address"` // host:port of an agent; default DefaultConsulAddress
+	Scheme     string `yaml:"scheme"`  // http | https
+	CAFile     string `yaml:"ca_file"` // https: verify the agent against it; default the system roots
+	Service    string `yaml:"service"`
+	Tag        string `yaml:"tag"`        // only instances with this tag
+	Datacenter string `yaml:"datacenter"` // default: the agent's
+	Token      string `yaml:"token" secret:"true"`
+}
+
+// FileDiscovery reads a cluster's endpoints from a watched file: a YAML
+// list written like the endpoints of a cluster ("host:port[ weight=N]").
+type FileDiscovery struct {
+	Path string `yaml:"path"`
 }
 
 // DNSDiscovery resolves A/AAAA records of Name (with Port), or the SRV
@@ -527,6 +548,14 @@ func (c *Config) applyDefaults() {
 		}
 		if d := cl.Discovery; d != nil && d.DNS != nil && d.DNS.Refresh == 0 {
 			d.DNS.Refresh = Duration(DefaultDNSRefresh)
+		}
+		if d := cl.Discovery; d != nil && d.Consul != nil {
+			if d.Consul.Address == "" {
+				d.Consul.Address = DefaultConsulAddress
+			}
+			if d.Consul.Scheme == "" {
+				d.Consul.Scheme = "http"
+			}
 		}
 		if h := cl.HealthCheck; h != nil {
 			if h.Type == "" {

@@ -133,8 +133,8 @@ func TestBadValues(t *testing.T) {
 		{"both sources", base + "clusters: [{name: c, endpoints: [\"h:1\"], discovery: {dns: {name: x, port: 1}}}]", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
 		{"dns no port", base + "clusters: [{name: c, discovery: {dns: {name: x}}}]", "clusters[0].discovery.dns.port: must be 1-65535"},
 		{"srv with port", base + "clusters: [{name: c, discovery: {dns: {srv: _x._tcp.y, port: 3}}}]", "comes from the SRV record"},
-		{"two sources", base + "clusters: [{name: c, discovery: {dns: {name: x, port: 1}, kubernetes: {service: s, namespace: n, port: http}}}]", "clusters[0].discovery: give one source, not dns and kubernetes (line 2)"},
-		{"empty discovery", base + "clusters: [{name: c, discovery: {}}]", "clusters[0].discovery: needs a source (dns or kubernetes) (line 2)"},
+		{"two sources", base + "clusters: [{name: c, discovery: {dns: {name: x, port: 1}, kubernetes: {service: s, namespace: n, port: http}}}]", "clusters[0].discovery: give one source (dns, kubernetes, consul or file), not several (line 2)"},
+		{"empty discovery", base + "clusters: [{name: c, discovery: {}}]", "clusters[0].discovery: needs a source (dns, kubernetes, consul or file) (line 2)"},
 		{"k8s no service", base + "clusters: [{name: c, discovery: {kubernetes: {namespace: n, port: http}}}]", "clusters[0].discovery.kubernetes.service: required (line 2)"},
 		{"k8s service name", base + "clusters: [{name: c, discovery: {kubernetes: {service: Users, namespace: n, port: http}}}]", `clusters[0].discovery.kubernetes.service: "Users" is not a Service name (lower-case letters, digits and '-', starting with a letter, at most 63) (line 2)`},
 		{"k8s no namespace", base + "clusters: [{name: c, discovery: {kubernetes: {service: s, port: http}}}]", "clusters[0].discovery.kubernetes.namespace: required (line 2)"},
@@ -409,4 +409,97 @@ func TestOnFailoverDefaults(t *testing.T) {
 	if got := strings.Join(f.Command, " "); got != "/usr/bin/notify --cluster c" {
 		t.Errorf("command: got %q", got)
 	}
+}
+
+func TestParseEndpoints(t *testing.T) {
+	t.Parallel()
+	got, err := ParseEndpoints("p.yaml", []byte("# partners\n- a:1\n- \"b:2 weight=5\"\n- \"[::1]:3\"\n"))
+	want := []Endpoint{{Address: "a:1", Weight: 1}, {Address: "b:2", Weight: 5}, {Address: "[::1]:3", Weight: 1}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, %v; want %v", got, err, want)
+	}
+	if got, err := ParseEndpoints("p.yaml", []byte("[]\n")); err != nil || len(got) != 0 {
+		t.Errorf("empty list: got %v, %v; want no endpoints and no error", got, err)
+	}
+	for _, tc := range []struct{ name, data, want string }{
+		{"empty file", "", "p.yaml: empty file; want a list of endpoints (write [] for none)"},
+		{"comment only", "# nothing\n", "p.yaml: empty file"},
+		{"mapping", "endpoints: [a:1]\n", `p.yaml:1: want a list of endpoints like ["10.0.0.1:443", "b.example:443 weight=2"], got a mapping`},
+		{"no port", "- a:1\n- b\n", `p.yaml:2: endpoint "b": want host:port`},
+		{"weight", "- a:1\n- a:2 weight=0\n", `p.yaml:2: endpoint "a:2 weight=0": weight must be 1-1000`},
+		{"nested", "- a:1\n- [b:1]\n", "p.yaml:2: want an endpoint string, got a list"},
+		{"twice", "- a:1\n- b:1\n- a:1 weight=2\n", "p.yaml:3: endpoint a:1 is listed twice (first on line 1)"},
+		{"syntax", "- a:1\n- [\n", "p.yaml:"},
+	} {
+		if _, err := ParseEndpoints("p.yaml", []byte(tc.data)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestDiscoveryConfig(t *testing.T) {
+	t.Parallel()
+	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
+	partners := filepath.Join(t.TempDir(), "partners.yaml")
+	os.WriteFile(partners, []byte("- a:1\n"), 0o644)
+	c, err := Parse([]byte(base+"clusters:\n  - name: c\n    discovery: {consul: {service: orders, token: \"${CONSUL_HTTP_TOKEN}\"}}\n  - name: f\n    discovery: {file: {path: "+partners+"}}\n"),
+		func(k string) (string, bool) {
+			return map[string]string{"CONSUL_HTTP_TOKEN": "s3cret"}[k], k == "CONSUL_HTTP_TOKEN"
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ConsulDiscovery{Address: DefaultConsulAddress, Scheme: "http", Service: "orders", Token: "s3cret"}
+	if got := *c.Cluster("c").Discovery.Consul; got != want {
+		t.Errorf("consul: got %+v, want %+v", got, want)
+	}
+	if b, _ := c.MarshalRedacted(); strings.Contains(string(b), "s3cret") {
+		t.Errorf("the Consul token shows in the redacted config:\n%s", b)
+	}
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no source", "discovery: {}", "clusters[0].discovery: needs a source (dns, kubernetes, consul or file) (line 2)"},
+		{"two sources", "discovery: {dns: {name: x, port: 1}, file: {path: " + partners + "}}", "clusters[0].discovery: give one source (dns, kubernetes, consul or file), not several (line 2)"},
+		{"consul no service", "discovery: {consul: {address: \"127.0.0.1:8500\"}}", "clusters[0].discovery.consul.service: required (line 2)"},
+		{"consul bad service", "discovery: {consul: {service: \"a/b\"}}", `clusters[0].discovery.consul.service: "a/b": not a Consul service name (letters, digits, '-', '_' and '.') (line 2)`},
+		{"consul address", "discovery: {consul: {service: s, address: consul}}", `clusters[0].discovery.consul.address: "consul": want host:port (line 2)`},
+		{"consul port 0", "discovery: {consul: {service: s, address: \"h:0\"}}", `clusters[0].discovery.consul.address: "h:0": port must be 1-65535 (line 2)`},
+		{"consul scheme", "discovery: {consul: {service: s, scheme: htps}}", `clusters[0].discovery.consul.scheme: unknown scheme "htps" (line 2); did you mean "https"?`},
+		{"consul ca on http", "discovery: {consul: {service: s, ca_file: " + partners + "}}", "clusters[0].discovery.consul.ca_file: only with scheme https (line 2)"},
+		{"consul ca missing", "discovery: {consul: {service: s, scheme: https, ca_file: /nonexistent/ca.pem}}", `clusters[0].discovery.consul.ca_file: no such file "/nonexistent/ca.pem" (line 2)`},
+		{"consul tag", "discovery: {consul: {service: s, tag: \"v 2\"}}", `clusters[0].discovery.consul.tag: "v 2": must not contain spaces (line 2)`},
+		{"consul dc", "discovery: {consul: {service: s, datacenter: \"dc/1\"}}", `clusters[0].discovery.consul.datacenter: "dc/1": not a Consul datacenter name (line 2)`},
+		{"consul token env", "discovery: {consul: {service: s, token: \"${CONSUL_HTTP_TOKEN}\"}}", "clusters[0].discovery.consul.token: environment variable CONSUL_HTTP_TOKEN is not set (line 2)"},
+		{"consul unknown key", "discovery: {consul: {service: s, datacentre: dc1}}", `clusters[0].discovery.consul.datacentre: unknown field (line 2); did you mean "datacenter"?`},
+		{"file no path", "discovery: {file: {}}", "clusters[0].discovery.file.path: required (line 2)"},
+		{"file missing", "discovery: {file: {path: /nonexistent/partners.yaml}}", `clusters[0].discovery.file.path: no such file "/nonexistent/partners.yaml" (line 2)`},
+		{"with endpoints", "endpoints: [\"h:1\"], discovery: {file: {path: " + partners + "}}", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
+	} {
+		_, err := Parse([]byte(base+"clusters: [{name: c, "+tc.yaml+"}]"), noEnv)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseEndpoints(f *testing.F) {
+	for _, s := range []string{"- a:1\n- \"b:2 weight=5\"\n", "[]", "", "- [x]\n", "{a: 1}", "- h:1:2 name\n", "- \"[::1]:3\"\n- a:1\n- a:1\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		eps, err := ParseEndpoints("f.yaml", []byte(data))
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for _, e := range eps {
+			if seen[e.Address] || e.Weight < 1 || e.Weight > 1000 {
+				t.Fatalf("accepted %+v (duplicate or bad weight) from %q", e, data)
+			}
+			seen[e.Address] = true
+		}
+	})
 }

@@ -26,6 +26,7 @@ var (
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
 	RedisDists       = []string{"ketama", "modula", "random"}
 	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
+	consulSchemes    = []string{"http", "https"}
 	RetryOn          = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
 	stickyBy         = []string{"client_ip", "header", "cookie"}
 	accessLogs       = []string{"off", "text", "json"}
@@ -161,7 +162,7 @@ func (v *validator) clusterRef(path, name string, clusters map[string]bool) {
 }
 
 func (v *validator) cluster(p string, cl *Cluster) {
-	hasDiscovery := cl.Discovery != nil && (cl.Discovery.DNS != nil || cl.Discovery.Kubernetes != nil)
+	hasDiscovery := cl.Discovery != nil
 	kube := cl.KubernetesAPI != nil
 	if kube {
 		v.kubernetesAPI(p, cl)
@@ -185,29 +186,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		seen[e.Address] = true
 	}
 	if d := cl.Discovery; d != nil {
-		switch {
-		case d.DNS == nil && d.Kubernetes == nil:
-			v.errorf(p+".discovery", "needs a source (dns or kubernetes)")
-		case d.DNS != nil && d.Kubernetes != nil:
-			v.errorf(p+".discovery", "give one source, not dns and kubernetes")
-		case d.Kubernetes != nil:
-			v.kubernetesDiscovery(p+".discovery.kubernetes", d.Kubernetes)
-		default:
-			dp := p + ".discovery.dns"
-			switch {
-			case d.DNS.Name == "" && d.DNS.SRV == "":
-				v.errorf(dp, "needs name (A/AAAA with port) or srv")
-			case d.DNS.Name != "" && d.DNS.SRV != "":
-				v.errorf(dp+".srv", "give name or srv, not both")
-			case d.DNS.Name != "" && (d.DNS.Port < 1 || d.DNS.Port > 65535):
-				v.errorf(dp+".port", "must be 1-65535")
-			case d.DNS.SRV != "" && d.DNS.Port != 0:
-				v.errorf(dp+".port", "comes from the SRV record; remove it")
-			}
-			if d.DNS.Refresh <= 0 {
-				v.errorf(dp+".refresh", "must be positive")
-			}
-		}
+		v.discovery(p+".discovery", d)
 	}
 	v.oneOf(p+".balance", "policy", cl.Balance, BalancePolicies)
 	if cl.ConnectTimeout <= 0 {
@@ -338,6 +317,79 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
 	}
 }
+
+// discovery checks that exactly one source is given, and that source.
+func (v *validator) discovery(p string, d *Discovery) {
+	n := 0
+	for _, given := range []bool{d.DNS != nil, d.Kubernetes != nil, d.Consul != nil, d.File != nil} {
+		if given {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		v.errorf(p, "needs a source (dns, kubernetes, consul or file)")
+	case n > 1:
+		v.errorf(p, "give one source (dns, kubernetes, consul or file), not several")
+	}
+	if d.Kubernetes != nil {
+		v.kubernetesDiscovery(p+".kubernetes", d.Kubernetes)
+	}
+	if d.DNS != nil {
+		dp := p + ".dns"
+		switch {
+		case d.DNS.Name == "" && d.DNS.SRV == "":
+			v.errorf(dp, "needs name (A/AAAA with port) or srv")
+		case d.DNS.Name != "" && d.DNS.SRV != "":
+			v.errorf(dp+".srv", "give name or srv, not both")
+		case d.DNS.Name != "" && (d.DNS.Port < 1 || d.DNS.Port > 65535):
+			v.errorf(dp+".port", "must be 1-65535")
+		case d.DNS.SRV != "" && d.DNS.Port != 0:
+			v.errorf(dp+".port", "comes from the SRV record; remove it")
+		}
+		if d.DNS.Refresh <= 0 {
+			v.errorf(dp+".refresh", "must be positive")
+		}
+	}
+	if c := d.Consul; c != nil {
+		cp := p + ".consul"
+		if v.address(cp+".address", c.Address) {
+			if _, port, _ := net.SplitHostPort(c.Address); port == "0" {
+				v.errorf(cp+".address", "%q: port must be 1-65535", c.Address)
+			}
+		}
+		v.oneOf(cp+".scheme", "scheme", c.Scheme, consulSchemes)
+		if c.CAFile != "" && c.Scheme != "https" {
+			v.errorf(cp+".ca_file", "only with scheme https")
+		} else {
+			v.file(cp+".ca_file", c.CAFile)
+		}
+		switch {
+		case c.Service == "":
+			v.errorf(cp+".service", "required")
+		case !consulName.MatchString(c.Service):
+			v.errorf(cp+".service", "%q: not a Consul service name (letters, digits, '-', '_' and '.')", c.Service)
+		}
+		if c.Tag != "" && strings.ContainsAny(c.Tag, " \t\r\n") {
+			v.errorf(cp+".tag", "%q: must not contain spaces", c.Tag)
+		}
+		if c.Datacenter != "" && !consulName.MatchString(c.Datacenter) {
+			v.errorf(cp+".datacenter", "%q: not a Consul datacenter name", c.Datacenter)
+		}
+		if strings.ContainsAny(c.Token, " \t\r\n") {
+			v.errorf(cp+".token", "must not contain spaces or line breaks")
+		}
+	}
+	if f := d.File; f != nil {
+		if f.Path == "" {
+			v.errorf(p+".file.path", "required")
+		} else {
+			v.file(p+".file.path", f.Path)
+		}
+	}
+}
+
+var consulName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 func (v *validator) name(path, name, what string, seen map[string]bool) {
 	switch {

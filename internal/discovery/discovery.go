@@ -1,6 +1,8 @@
 // Package discovery produces the endpoint set of a cluster from one source:
-// a static list or DNS (A/AAAA or SRV). A source only ever writes endpoint
-// sets; it knows nothing of health or the data path.
+// a static list, DNS (A/AAAA or SRV), Consul, or a watched file. A source
+// only ever writes endpoint sets; it knows nothing of health or the data
+// path. Every source keeps its last known set while it cannot be read, and
+// tells its Report func about each success and failure.
 package discovery
 
 import (
@@ -45,6 +47,7 @@ type DNS struct {
 	Refresh  time.Duration
 	Resolver Resolver
 	Log      *slog.Logger
+	Report   func(error) // told nil after each good lookup and the error after each failed one; may be nil
 }
 
 // Run polls DNS until ctx ends.
@@ -61,6 +64,9 @@ func (d *DNS) Run(ctx context.Context, update func([]upstream.Target)) {
 		lctx, cancel := context.WithTimeout(ctx, max(d.Refresh, 2*time.Second))
 		ts, err := d.lookup(lctx)
 		cancel()
+		if d.Report != nil && ctx.Err() == nil {
+			d.Report(err)
+		}
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {

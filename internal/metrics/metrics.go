@@ -49,6 +49,12 @@ type Metrics struct {
 	// attache_credential_reload_errors_total{cluster}: a token or password
 	// file that changed but could not be used (its last value stays).
 	CredentialReloadErrors *prometheus.CounterVec
+	// attache_discovery_errors_total{cluster,source}: failed reads of a
+	// discovery source (dns, consul, file); the last known endpoints stay.
+	DiscoveryErrors *prometheus.CounterVec
+	// attache_discovery_updates_total{cluster,source}: endpoint sets a
+	// discovery source reported (the first one included).
+	DiscoveryUpdates *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
 
@@ -93,6 +99,8 @@ func New() *Metrics {
 		FailoverHooks:       f.counter("attache_cluster_failover_hooks_total", "on_failover runs, by result.", "cluster", "result"),
 		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
+		DiscoveryErrors:     f.counter("attache_discovery_errors_total", "Failed reads of a discovery source; the last known endpoints stay in use.", "cluster", "source"),
+		DiscoveryUpdates:    f.counter("attache_discovery_updates_total", "Endpoint sets reported by a discovery source.", "cluster", "source"),
 		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
 		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
 		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),

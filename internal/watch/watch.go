@@ -29,6 +29,17 @@ const settle = 100 * time.Millisecond
 // that cannot be read counts as empty content, so its return is a change.
 // It returns when ctx ends.
 func Files(ctx context.Context, paths []string, poll time.Duration, onChange func()) {
+	follow(ctx, paths, poll, onChange, false)
+}
+
+// Follow is Files that also calls onChange once at the start, for a reader
+// that loads the files there: the content is compared against what it was
+// before that first call, so a change made while it reads is not missed.
+func Follow(ctx context.Context, paths []string, poll time.Duration, onChange func()) {
+	follow(ctx, paths, poll, onChange, true)
+}
+
+func follow(ctx context.Context, paths []string, poll time.Duration, onChange func(), initial bool) {
 	last := fingerprint(paths)
 	var events <-chan fsnotify.Event
 	if w, err := fsnotify.NewWatcher(); err == nil {
@@ -46,6 +57,9 @@ func Files(ctx context.Context, paths []string, poll time.Duration, onChange fun
 			for range w.Errors {
 			}
 		}()
+	}
+	if initial {
+		onChange()
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()

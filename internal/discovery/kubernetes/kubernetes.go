@@ -51,6 +51,10 @@ type EndpointSlices struct {
 	Service   string
 	Port      string
 	Log       *slog.Logger
+	// Report, if set, is told of each failed list or watch and, with nil,
+	// of each endpoint set taken from the informer's cache (the cache is
+	// good again once it delivers events).
+	Report func(error)
 }
 
 var _ discovery.Discoverer = (*EndpointSlices)(nil)
@@ -100,6 +104,7 @@ func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)
 	inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		if ctx.Err() == nil {
 			log.Warn("kubernetes discovery: list/watch of endpointslices failed; keeping the last endpoints", "error", err)
+			s.report(err)
 		}
 	})
 	changed := make(chan struct{}, 1)
@@ -129,6 +134,7 @@ func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)
 			}
 		}
 		ts := Targets(eps, s.Port)
+		s.report(nil)
 		if first || !slices.Equal(ts, last) {
 			log.Info("kubernetes discovery", "slices", len(eps), "endpoints", len(ts))
 			last = ts
@@ -139,6 +145,12 @@ func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)
 			return
 		case <-changed:
 		}
+	}
+}
+
+func (s *EndpointSlices) report(err error) {
+	if s.Report != nil {
+		s.Report(err)
 	}
 }
 

@@ -313,8 +313,9 @@ clusters:
 		logs := h.logs.String()
 		return strings.Contains(logs, "list/watch of endpointslices failed") && strings.Contains(logs, "forbidden")
 	})
-	if ok, reasons := h.app.Ready(); ok || !strings.Contains(strings.Join(reasons, "; "), `cluster "users": no endpoints`) {
-		t.Fatalf("ready: got %v %v, want not ready for cluster users", ok, reasons)
+	if ok, reasons := h.app.Ready(); ok || !strings.Contains(strings.Join(reasons, "; "), `cluster "users": kubernetes discovery failing`) ||
+		!strings.Contains(strings.Join(reasons, "; "), "forbidden") {
+		t.Fatalf("ready: got %v %v, want not ready, naming the refused kubernetes discovery of cluster users", ok, reasons)
 	}
 }
 

@@ -50,7 +50,7 @@ type Metrics struct {
 	// file that changed but could not be used (its last value stays).
 	CredentialReloadErrors *prometheus.CounterVec
 	// attache_discovery_errors_total{cluster,source}: failed reads of a
-	// discovery source (dns, consul, file); the last known endpoints stay.
+	// discovery source (dns, kubernetes, consul, file); the last known endpoints stay.
 	DiscoveryErrors *prometheus.CounterVec
 	// attache_discovery_updates_total{cluster,source}: endpoint sets a
 	// discovery source reported (the first one included).

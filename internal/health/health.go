@@ -121,26 +121,52 @@ type Policy struct {
 // afterRound, if not nil, after every round (roles are settled then: a
 // failover is seen there).
 func Run(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error), afterRound func()) {
+	t := time.NewTimer(0)
+	defer t.Stop()
 	for {
 		Round(ctx, c, chk, p, log, onChange)
 		if afterRound != nil && ctx.Err() == nil {
 			afterRound()
 		}
 		jitter := time.Duration(rand.Int64N(int64(p.Interval)/10 + 1))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(p.Interval - jitter):
+		t.Reset(p.Interval - jitter)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				break wait
+			case <-c.Added():
+				// Discovery added endpoints: check them now, as Envoy
+				// checks a new host on arrival, instead of leaving them
+				// without traffic until the next round.
+				check(ctx, c, unchecked(c.Endpoints()), chk, p, log, onChange)
+			}
 		}
 	}
+}
+
+func unchecked(eps []*upstream.Endpoint) []*upstream.Endpoint {
+	var out []*upstream.Endpoint
+	for _, e := range eps {
+		if e.Health() == upstream.Unknown {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Round checks every endpoint of c once, concurrently, and waits for all.
 // A ReplicationChecker's role and lag are stored on the endpoint before its
 // health, so that an endpoint turning healthy has its role already.
 func Round(ctx context.Context, c *upstream.Cluster, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
+	check(ctx, c, c.Endpoints(), chk, p, log, onChange)
+}
+
+func check(ctx context.Context, c *upstream.Cluster, eps []*upstream.Endpoint, chk Checker, p Policy, log *slog.Logger, onChange func(*upstream.Endpoint, error)) {
 	var wg sync.WaitGroup
-	for _, e := range c.Endpoints() {
+	for _, e := range eps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

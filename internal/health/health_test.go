@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,5 +112,47 @@ func TestRoundFlipsHealth(t *testing.T) {
 	}
 	if changes.Load() != 2 {
 		t.Errorf("got %d changes, want 2", changes.Load())
+	}
+}
+
+// TestRunChecksAddedEndpointsAtOnce: an endpoint that discovery adds
+// between rounds is checked on arrival (and only it), not an interval later.
+func TestRunChecksAddedEndpointsAtOnce(t *testing.T) {
+	t.Parallel()
+	p, _ := balance.New("round_robin")
+	c := upstream.New(upstream.Options{Name: "c", Picker: p, HasHealthCheck: true})
+	c.SetEndpoints([]upstream.Target{{Addr: "old:1"}})
+	var checks sync.Map // addr -> *atomic.Int32
+	chk := CheckerFunc(func(_ context.Context, addr string) error {
+		n, _ := checks.LoadOrStore(addr, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		return nil
+	})
+	count := func(addr string) int32 {
+		if n, ok := checks.Load(addr); ok {
+			return n.(*atomic.Int32).Load()
+		}
+		return 0
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pol := Policy{Interval: time.Hour, Timeout: time.Second, Thresholds: upstream.Thresholds{Healthy: 2, Unhealthy: 2}}
+	go Run(ctx, c, chk, pol, slog.New(slog.DiscardHandler), nil, nil)
+	for deadline := time.Now().Add(10 * time.Second); count("old:1") == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("first round never ran")
+		}
+	}
+	c.SetEndpoints([]upstream.Target{{Addr: "old:1"}, {Addr: "new:1"}})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if eps := c.Endpoints(); eps[1].Health() == upstream.Healthy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the added endpoint was not checked within 10s (interval 1h): %d checks", count("new:1"))
+		}
+	}
+	if n := count("old:1"); n != 1 {
+		t.Errorf("the endpoint already checked was checked %d times, want 1 (no extra round)", n)
 	}
 }

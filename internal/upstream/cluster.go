@@ -70,6 +70,7 @@ type Cluster struct {
 
 	mu     sync.Mutex // serialises SetEndpoints
 	legacy map[string]*Endpoint
+	added  chan struct{} // closed when SetEndpoints adds an endpoint; mu
 
 	// Candidate lists for Pick, reused: an HTTP request picks an
 	// endpoint per try, and a list per pick was one of the fast path's
@@ -89,9 +90,19 @@ func New(opts Options) *Cluster {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{opts: opts}
+	c := &Cluster{opts: opts, added: make(chan struct{})}
 	c.eps.Store(&[]*Endpoint{})
 	return c
+}
+
+// Added returns a channel closed the next time SetEndpoints adds an
+// endpoint, so that the health checker can check it at once rather than at
+// its next round (a discovered endpoint takes no traffic before its first
+// check passes).
+func (c *Cluster) Added() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.added
 }
 
 // Name returns the cluster's name.
@@ -135,6 +146,7 @@ func (c *Cluster) SetEndpoints(ts []Target) {
 		prev[e.Addr] = e
 	}
 	next := make([]*Endpoint, 0, len(ts))
+	added := false
 	for _, t := range ts {
 		w := max(t.Weight, 1)
 		switch old := prev[t.Addr]; {
@@ -146,10 +158,15 @@ func (c *Cluster) SetEndpoints(ts []Target) {
 			next = append(next, e)
 		default:
 			next = append(next, NewEndpoint(t.Addr, w))
+			added = true
 		}
 	}
 	c.legacy = nil
 	c.eps.Store(&next)
+	if added {
+		close(c.added)
+		c.added = make(chan struct{})
+	}
 }
 
 // Routable reports whether the data path should send new connections to e

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -148,7 +147,6 @@ func (fc *fastConn) serve() (handedOff bool) {
 			} else {
 				fc.setReadDeadline(time.Time{})
 			}
-			yieldBeforeRead()
 			if _, err := fc.br.Peek(1); err != nil {
 				return false
 			}
@@ -677,24 +675,9 @@ func putRandom(b []byte) {
 	}
 }
 
-// yieldBeforeRead lets the other runnable goroutines go first when the
-// next read would most likely find nothing: the app's next request right
-// after a response, the upstream's answer right after its request. Go's
-// netpoller is edge-triggered, so a read that finds nothing costs a
-// recvfrom returning EAGAIN, a park and a wake; by the time the other
-// connections have had their turn the bytes are usually there. With 64
-// busy connections on one thread this took recvfrom calls per small
-// request from 3.2-3.45 (1.2-1.45 of them EAGAIN) to 2.35-2.4 (0.35-0.4);
-// with nothing else runnable it costs a trip through the scheduler, well
-// under a failed read. docs/http.md has the figures.
-func yieldBeforeRead() { runtime.Gosched() }
-
 // readResponse reads the response head of the try into fc.resp, skipping
 // interim 1xx responses.
 func (fc *fastConn) readResponse(uc *upConn) error {
-	if uc.br.Buffered() == 0 {
-		yieldBeforeRead()
-	}
 	for {
 		n, bare, err := readHead(uc.br, nil)
 		if err != nil {

@@ -1,7 +1,6 @@
 package pgproxy
 
 import (
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -134,39 +133,4 @@ func md5Password(user, password string, salt [4]byte) string {
 func md5Outer(hexInner string, salt [4]byte) string {
 	outer := md5.Sum(append([]byte(hexInner), salt[:]...))
 	return "md5" + hex.EncodeToString(outer[:])
-}
-
-// Check logs into the server at addr and runs SELECT 1: the postgres
-// health check. It closes the connection with Terminate.
-func Check(ctx context.Context, addr, user, database, password string) error {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	s, err := Login(conn, user, database, password, map[string]string{"application_name": "attache-health-check"})
-	if err != nil {
-		return err
-	}
-	s.FE.Send(&pgproto3.Query{String: "SELECT 1"})
-	if err := s.FE.Flush(); err != nil {
-		return err
-	}
-	for {
-		msg, err := s.FE.Receive()
-		if err != nil {
-			return err
-		}
-		switch m := msg.(type) {
-		case *pgproto3.ErrorResponse:
-			return &ServerError{m}
-		case *pgproto3.ReadyForQuery:
-			s.FE.Send(&pgproto3.Terminate{})
-			s.FE.Flush()
-			return nil
-		}
-	}
 }

@@ -135,7 +135,12 @@ func (fc *fastConn) serve() (handedOff bool) {
 			if fc.state.Load() == connActive {
 				fc.state.Store(connIdle)
 			}
-			if fc.s.closing.Load() && fc.state.Load() != connNew {
+			// A drain closes idle connections; one that was still
+			// finishing its response when the drain began closes itself
+			// here. (State is stored before draining is read, and Drain
+			// stores draining before it looks for idle ones: one of the
+			// two sees the other.)
+			if (fc.s.closing.Load() || fc.s.draining.Load()) && fc.state.Load() != connNew {
 				return false
 			}
 			if fc.s.idle > 0 {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"syscall"
 
@@ -87,7 +88,7 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		}
 		cfg.ServerTLS = s.ForAddr
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
-		if files := nonEmpty(t.CertFile, t.KeyFile, t.CAFile); len(files) > 0 {
+		if files := s.Files(); len(files) > 0 {
 			owner := "listener " + lc.Name + " server_tls"
 			watches = append(watches, func(ctx context.Context) { a.watchTLS(ctx, owner, files, s.Reload) })
 		}
@@ -120,14 +121,9 @@ func (s *pgServerTLS) Reload() error {
 // ForAddr is the TLS configuration for a server connection to addr.
 func (s *pgServerTLS) ForAddr(addr string) *tls.Config { return (*s.cur.Load())(addr) }
 
-func nonEmpty(ss ...string) []string {
-	var out []string
-	for _, s := range ss {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
+// Files returns the files to watch, as tlsconfig's Files do.
+func (s *pgServerTLS) Files() []string {
+	return slices.DeleteFunc([]string{s.t.CertFile, s.t.KeyFile, s.t.CAFile}, func(f string) bool { return f == "" })
 }
 
 // serverTLS follows libpq's sslmode: allow, prefer and require encrypt

@@ -57,9 +57,9 @@ type fastConn struct {
 	key    uint64 // balance key: hash of the client IP
 	state  atomic.Int32
 
-	readDeadline time.Time // as last set on c
-	slowHead     func()    // sets the read deadline for the rest of a head
-	headTimed    bool      // slowHead set it for this head
+	readDeadline lazyDeadline
+	slowHead     func() // sets the read deadline for the rest of a head
+	headTimed    bool   // slowHead set it for this head
 
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
@@ -198,17 +198,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 // or leaves one at most a second earlier than d: the idle timeout need not
 // be exact to the millisecond, and resetting it per request costs.
 func (fc *fastConn) setReadDeadline(d time.Time) {
-	if d.IsZero() {
-		if !fc.readDeadline.IsZero() {
-			fc.c.SetReadDeadline(d)
-			fc.readDeadline = d
-		}
-		return
-	}
-	if fc.readDeadline.IsZero() || fc.readDeadline.After(d) || fc.readDeadline.Before(d.Add(-time.Second)) {
-		fc.c.SetReadDeadline(d)
-		fc.readDeadline = d
-	}
+	fc.readDeadline.set(d, time.Second, fc.c.SetReadDeadline)
 }
 
 // readHead waits until br holds a whole head and returns its length (see

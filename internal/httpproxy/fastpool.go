@@ -39,29 +39,35 @@ type upConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	idleFrom time.Time
-	deadline time.Time // as last set on c
+	deadline lazyDeadline
 }
 
-// deadlineSlack is how much earlier than asked a connection's deadline may
-// fire: a deadline within it of the one asked for is left as it is, which
-// spares resetting the runtime's timer on every request.
+// deadlineSlack is how much earlier than asked an upstream connection's
+// deadline may fire.
 const deadlineSlack = 10 * time.Millisecond
 
-// setDeadline sets c's deadline to d (zero: none), or leaves one that is at
-// most deadlineSlack earlier.
-func (uc *upConn) setDeadline(d time.Time) {
+// lazyDeadline is a connection deadline as last set: a new one within slack
+// after it is left as it is, which spares resetting the runtime's timer on
+// every request (it showed in profiles). A later zero clears it.
+type lazyDeadline struct{ at time.Time }
+
+func (l *lazyDeadline) set(d time.Time, slack time.Duration, apply func(time.Time) error) {
 	if d.IsZero() {
-		if !uc.deadline.IsZero() {
-			uc.c.SetDeadline(d)
-			uc.deadline = d
+		if !l.at.IsZero() {
+			apply(d)
+			l.at = d
 		}
 		return
 	}
-	if uc.deadline.IsZero() || uc.deadline.After(d) || uc.deadline.Before(d.Add(-deadlineSlack)) {
-		uc.c.SetDeadline(d)
-		uc.deadline = d
+	if l.at.IsZero() || l.at.After(d) || l.at.Before(d.Add(-slack)) {
+		apply(d)
+		l.at = d
 	}
 }
+
+// setDeadline sets c's deadline to d (zero: none), or leaves one that is at
+// most deadlineSlack earlier.
+func (uc *upConn) setDeadline(d time.Time) { uc.deadline.set(d, deadlineSlack, uc.c.SetDeadline) }
 
 // get returns an idle connection (reused true) or dials a new one, by
 // deadline at the latest; now is about the current time.

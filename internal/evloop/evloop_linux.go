@@ -1,0 +1,313 @@
+package evloop
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/attache-proxy/attache/internal/rawsys"
+)
+
+// Event bits, as epoll reports them.
+const (
+	In    = unix.EPOLLIN
+	Out   = unix.EPOLLOUT
+	RdHup = unix.EPOLLRDHUP
+	Hup   = unix.EPOLLHUP
+	Err   = unix.EPOLLERR
+)
+
+// Handler serves the readiness events of one Source, on the loop
+// goroutine.
+type Handler interface {
+	Event(events uint32)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(events uint32)
+
+// Event calls f.
+func (f HandlerFunc) Event(events uint32) { f(events) }
+
+// Source is one descriptor of a Loop. Its zero mask means it is not in the
+// epoll set (epoll would report hang-ups and errors whatever the mask, and
+// a level-triggered hang-up on a socket nobody wants to read would spin).
+type Source struct {
+	FD   int
+	h    Handler
+	mask uint32
+	gen  int32 // matches the epoll data of events meant for this Source
+	l    *Loop
+}
+
+// Loop is one goroutine serving descriptors over a level-triggered epoll
+// set. Its own epoll descriptor is registered with Go's netpoller, so an
+// idle loop parks its goroutine rather than blocking a thread.
+//
+// Every method but Do and Stop belongs to the loop goroutine (handlers,
+// functions passed to Do, the tick and after-batch functions).
+type Loop struct {
+	epfd    int
+	eventfd int
+	timerfd int
+	rc      syscall.RawConn
+	file    *os.File
+
+	mu      sync.Mutex
+	queue   []func()
+	stopped bool
+	done    chan struct{}
+
+	// owned by the loop goroutine
+	sources map[int32]*Source
+	gen     int32
+	events  []unix.EpollEvent
+	now     int64
+	tick    func()
+	after   func()
+	end     func()
+	ending  bool
+}
+
+// New starts a loop goroutine. tick (which may be nil) runs every
+// interval, after runs after every batch of events (to flush what the
+// batch queued; may be nil), and end runs last, when the loop stops, to
+// close what is left (may be nil).
+func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	l := &Loop{epfd: epfd, eventfd: -1, timerfd: -1, sources: map[int32]*Source{},
+		events: make([]unix.EpollEvent, 256), done: make(chan struct{}), tick: tick, after: after, end: end}
+	fail := func(err error) (*Loop, error) {
+		unix.Close(epfd)
+		if l.eventfd >= 0 {
+			unix.Close(l.eventfd)
+		}
+		if l.timerfd >= 0 {
+			unix.Close(l.timerfd)
+		}
+		return nil, err
+	}
+	if l.eventfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	if l.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
+		return fail(err)
+	}
+	if tick != nil && interval > 0 {
+		iv := unix.NsecToTimespec(int64(interval))
+		if err := unix.TimerfdSettime(l.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil); err != nil {
+			return fail(err)
+		}
+	}
+	for _, fd := range []int{l.eventfd, l.timerfd} {
+		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			return fail(err)
+		}
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return fail(err)
+	}
+	l.file = os.NewFile(uintptr(epfd), "attache-epoll")
+	if l.rc, err = l.file.SyscallConn(); err != nil {
+		return fail(err)
+	}
+	go l.run()
+	return l, nil
+}
+
+// Now is the time the current batch of events was read, in Unix
+// nanoseconds.
+func (l *Loop) Now() int64 { return l.now }
+
+// Done is closed when the loop has ended.
+func (l *Loop) Done() <-chan struct{} { return l.done }
+
+// Do queues f to run on the loop goroutine after the current batch; false
+// (f dropped) once the loop has stopped. Safe from any goroutine.
+func (l *Loop) Do(f func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
+	l.queue = append(l.queue, f)
+	one := [8]byte{1}
+	unix.Write(l.eventfd, one[:])
+	return true
+}
+
+// Stop makes the loop run its end function and end, after the current
+// batch. Safe from any goroutine; idempotent.
+func (l *Loop) Stop() { l.Do(func() { l.ending = true }) }
+
+// Add makes fd a Source of the loop, served by h, not yet in the epoll
+// set (see Want).
+func (l *Loop) Add(fd int, h Handler) *Source {
+	l.gen++
+	s := &Source{FD: fd, h: h, gen: l.gen, l: l}
+	l.sources[int32(fd)] = s
+	return s
+}
+
+// Want sets the events s is to be told of: 0 takes it out of the epoll set.
+func (s *Source) Want(mask uint32) error {
+	if mask == s.mask || s.FD < 0 {
+		return nil
+	}
+	op := unix.EPOLL_CTL_MOD
+	switch {
+	case mask == 0:
+		op = unix.EPOLL_CTL_DEL
+	case s.mask == 0:
+		op = unix.EPOLL_CTL_ADD
+	}
+	s.mask = mask
+	return unix.EpollCtl(s.l.epfd, op, s.FD, &unix.EpollEvent{Events: mask, Fd: int32(s.FD), Pad: s.gen})
+}
+
+// Mask is the events s is registered for.
+func (s *Source) Mask() uint32 { return s.mask }
+
+// Close closes s's descriptor (which takes it out of the epoll set). With
+// reset, the socket is closed with an RST rather than a FIN.
+func (s *Source) Close(reset bool) {
+	if s.FD < 0 {
+		return
+	}
+	if reset {
+		unix.SetsockoptLinger(s.FD, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	s.Release()
+	unix.Close(s.FD)
+	s.FD = -1
+}
+
+// Release takes s out of the loop and its epoll set, leaving the
+// descriptor open for its caller (to hand back to Go, see Conn).
+func (s *Source) Release() {
+	if s.FD < 0 {
+		return
+	}
+	if s.mask != 0 {
+		unix.EpollCtl(s.l.epfd, unix.EPOLL_CTL_DEL, s.FD, nil)
+		s.mask = 0
+	}
+	if s.l.sources[int32(s.FD)] == s {
+		delete(s.l.sources, int32(s.FD))
+	}
+}
+
+func (l *Loop) run() {
+	defer close(l.done)
+	for {
+		n := 0
+		err := l.rc.Read(func(uintptr) bool {
+			n = rawsys.EpollWait(l.epfd, l.events)
+			return n > 0
+		})
+		if err != nil {
+			l.teardown()
+			return
+		}
+		l.now = time.Now().UnixNano()
+		commands, tick := false, false
+		for i := 0; i < n; i++ {
+			ev := l.events[i]
+			switch int(ev.Fd) {
+			case l.eventfd:
+				commands = true
+			case l.timerfd:
+				tick = true
+			default:
+				// The generation check drops an event for a descriptor
+				// closed earlier in the batch whose number was reused.
+				if s := l.sources[ev.Fd]; s != nil && s.gen == ev.Pad && s.mask != 0 {
+					s.h.Event(ev.Events)
+				}
+			}
+		}
+		if tick {
+			var b [8]byte
+			unix.Read(l.timerfd, b[:])
+			l.tick()
+		}
+		if commands {
+			var b [8]byte
+			unix.Read(l.eventfd, b[:])
+			l.mu.Lock()
+			q := l.queue
+			l.queue = nil
+			l.mu.Unlock()
+			for _, f := range q {
+				f()
+			}
+		}
+		if l.after != nil {
+			l.after()
+		}
+		if l.ending {
+			l.teardown()
+			return
+		}
+	}
+}
+
+// teardown stops Do, runs end and closes the loop's descriptors.
+func (l *Loop) teardown() {
+	l.mu.Lock()
+	l.stopped = true
+	q := l.queue
+	l.queue = nil
+	unix.Close(l.eventfd)
+	l.mu.Unlock()
+	for _, f := range q {
+		f()
+	}
+	if l.end != nil {
+		l.end()
+	}
+	unix.Close(l.timerfd)
+	l.file.Close() // the epoll descriptor
+}
+
+// DupFD returns a duplicate of c's socket descriptor (close-on-exec; it
+// stays non-blocking, as Go made it). c must be a plain *net.TCPConn or
+// *net.UnixConn; closing c afterwards leaves the duplicate open and out of
+// Go's netpoller.
+func DupFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errNotSocket
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// Conn gives a released descriptor back to Go as a net.Conn, consuming
+// fd (it is closed here, the net.Conn holds a duplicate).
+func Conn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "attache-socket")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+var errNotSocket = errors.New("not a socket")
+
+// ErrNoLoop is returned by New where there is no epoll; never on Linux.
+var ErrNoLoop = errors.New("no epoll on this platform")

@@ -1,0 +1,217 @@
+//go:build linux
+
+package evloop
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/attache-proxy/attache/internal/rawsys"
+)
+
+// echo serves accepted connections in the loop: what it reads it writes
+// back, and it closes at EOF.
+func echo(t *testing.T, l *Loop, c net.Conn) {
+	t.Helper()
+	fd, err := DupFD(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	l.Do(func() {
+		var s *Source
+		buf := make([]byte, 4096)
+		s = l.Add(fd, HandlerFunc(func(ev uint32) {
+			n, err := rawsys.Recv(s.FD, buf)
+			switch {
+			case n > 0:
+				rawsys.SendAll(s.FD, buf[:n])
+			case err == unix.EAGAIN:
+			default:
+				s.Close(false)
+			}
+		}))
+		if err := s.Want(In | RdHup); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func pair(t *testing.T) (app, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	app, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app, server
+}
+
+func TestLoopEcho(t *testing.T) {
+	ticks := make(chan struct{}, 100)
+	ended := make(chan struct{})
+	l, err := New(5*time.Millisecond, func() {
+		select {
+		case ticks <- struct{}{}:
+		default:
+		}
+	}, nil, func() { close(ended) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apps []net.Conn
+	for range 20 {
+		a, s := pair(t)
+		echo(t, l, s)
+		apps = append(apps, a)
+	}
+	for round := range 50 {
+		for i, a := range apps {
+			msg := []byte{byte(round), byte(i), 'x'}
+			if _, err := a.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			a.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(a, got); err != nil {
+				t.Fatalf("round %d conn %d: %v", round, i, err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("got %q, want %q", got, msg)
+			}
+		}
+	}
+	// The loop closes a connection at its EOF.
+	apps[0].(*net.TCPConn).CloseWrite()
+	apps[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := apps[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after close: %d, %v; want EOF", n, err)
+	}
+	select {
+	case <-ticks:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no tick in 5s")
+	}
+	l.Stop()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("end did not run")
+	}
+	<-l.Done()
+	if l.Do(func() {}) {
+		t.Fatal("Do after Stop: true, want false")
+	}
+	for _, a := range apps {
+		a.Close()
+	}
+}
+
+// A descriptor closed in a batch and reused by a new Source in the same
+// batch must not get the old one's event.
+func TestLoopStaleEvent(t *testing.T) {
+	l, err := New(0, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	a1, s1 := pair(t)
+	defer a1.Close()
+	a2, s2 := pair(t)
+	defer a2.Close()
+	fd1, _ := DupFD(s1)
+	fd2, _ := DupFD(s2)
+	s1.Close()
+	s2.Close()
+	// Both readable before the loop looks.
+	a1.Write([]byte("1"))
+	a2.Write([]byte("2"))
+	time.Sleep(20 * time.Millisecond)
+	keep := make(chan int, 4)
+	defer func() {
+		close(keep)
+		for w := range keep {
+			unix.Close(w)
+		}
+	}()
+	wrong := make(chan string, 4)
+	served := make(chan struct{}, 4)
+	l.Do(func() {
+		var first, second *Source
+		handler := func(name string, s **Source) Handler {
+			return HandlerFunc(func(uint32) {
+				served <- struct{}{}
+				other := first
+				if *s == first {
+					other = second
+				}
+				// Whichever comes first closes the other and puts a fresh
+				// Source (not readable) on its descriptor number.
+				if other.FD >= 0 {
+					num := other.FD
+					other.Close(false)
+					r, w, _ := socketpair()
+					unix.Dup2(r, num)
+					unix.Close(r)
+					keep <- w // closing it would make the fresh source readable
+					fresh := l.Add(num, HandlerFunc(func(uint32) { wrong <- "fresh source got the old event" }))
+					fresh.Want(In)
+				}
+			})
+		}
+		first = l.Add(fd1, handler("first", &first))
+		second = l.Add(fd2, handler("second", &second))
+		first.Want(In)
+		second.Want(In)
+	})
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case w := <-wrong:
+		t.Fatal(w)
+	default:
+	}
+}
+
+func socketpair() (int, int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	return fds[0], fds[1], err
+}
+
+func TestConnRoundTrip(t *testing.T) {
+	a, s := pair(t)
+	defer a.Close()
+	fd, err := DupFD(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c, err := Conn(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a.Write([]byte("hi"))
+	got := make([]byte, 2)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hi" {
+		t.Fatalf("got %q, %v; want hi", got, err)
+	}
+}

@@ -1,15 +1,12 @@
 package tcpproxy
 
 import (
-	"errors"
 	"net"
-	"os"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
@@ -25,29 +22,15 @@ import (
 // four syscalls per request/response instead of six. See
 // docs/tcp-fast-path.md for the measurements.
 //
-// The engine's epoll descriptor is itself registered with Go's netpoller, so
-// an idle engine parks its goroutine rather than blocking a thread.
-//
-// Only plain TCP goes through an engine: TLS needs crypto/tls and uses Pipe.
+// The loop itself is an evloop.Loop. Only plain TCP goes through an engine: TLS needs crypto/tls and uses Pipe.
 // A pair's file descriptors are duplicated from the net.Conns, which are
 // then closed, so Go's poller no longer watches them.
 type Engine struct {
-	epfd    int
-	eventfd int
-	timerfd int
-	rc      syscall.RawConn
-	file    *os.File
+	loop *evloop.Loop
 
-	mu     sync.Mutex
-	queue  []func()
-	closed bool
-
-	// owned by the engine goroutine
-	halves map[int32]*half
-	pairs  map[*Pair]struct{}
-	buf    []byte
-	events []unix.EpollEvent
-	now    int64
+	// owned by the loop goroutine
+	pairs map[*Pair]struct{}
+	buf   []byte
 }
 
 // Pair is one proxied connection inside an Engine.
@@ -61,6 +44,7 @@ type Pair struct {
 }
 
 type half struct {
+	src      *evloop.Source
 	fd       int
 	p        *Pair
 	peer     *half
@@ -68,7 +52,6 @@ type half struct {
 	out      []byte // bytes waiting to be written to fd
 	readDone bool   // EOF read from fd
 	shutOut  bool   // SHUT_WR sent to fd
-	mask     uint32 // events registered; 0: not in the epoll set
 }
 
 // sweepEvery is how often idle pairs are looked for.
@@ -76,45 +59,12 @@ const sweepEvery = time.Second
 
 // NewEngine starts an engine goroutine.
 func NewEngine() (*Engine, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	e := &Engine{pairs: map[*Pair]struct{}{}, buf: make([]byte, 64<<10)}
+	loop, err := evloop.New(sweepEvery, e.sweep, nil, e.closeAll)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{epfd: epfd, eventfd: -1, timerfd: -1, halves: map[int32]*half{}, pairs: map[*Pair]struct{}{},
-		buf: make([]byte, 64<<10), events: make([]unix.EpollEvent, 256)}
-	fail := func(err error) (*Engine, error) {
-		unix.Close(epfd)
-		if e.eventfd >= 0 {
-			unix.Close(e.eventfd)
-		}
-		if e.timerfd >= 0 {
-			unix.Close(e.timerfd)
-		}
-		return nil, err
-	}
-	if e.eventfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	if e.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	iv := unix.NsecToTimespec(int64(sweepEvery))
-	if err := unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil); err != nil {
-		return fail(err)
-	}
-	for _, fd := range []int{e.eventfd, e.timerfd} {
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			return fail(err)
-		}
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		return fail(err)
-	}
-	e.file = os.NewFile(uintptr(epfd), "attache-epoll")
-	if e.rc, err = e.file.SyscallConn(); err != nil {
-		return fail(err)
-	}
-	go e.run()
+	e.loop = loop
 	return e, nil
 }
 
@@ -122,11 +72,11 @@ func NewEngine() (*Engine, error) {
 // be *net.TCPConn; they are closed here (the engine keeps duplicates of
 // their descriptors). On error the conns are left as they were.
 func (e *Engine) Add(client, up net.Conn, idle time.Duration, cnt Counters) (*Pair, error) {
-	fa, err := dupFD(client)
+	fa, err := evloop.DupFD(client)
 	if err != nil {
 		return nil, err
 	}
-	fb, err := dupFD(up)
+	fb, err := evloop.DupFD(up)
 	if err != nil {
 		unix.Close(fa)
 		return nil, err
@@ -137,7 +87,7 @@ func (e *Engine) Add(client, up net.Conn, idle time.Duration, cnt Counters) (*Pa
 	p.a = half{fd: fa, p: p, count: cnt.ToUpstream}
 	p.b = half{fd: fb, p: p, count: cnt.FromUpstream}
 	p.a.peer, p.b.peer = &p.b, &p.a
-	if !e.do(func() { e.register(p) }) {
+	if !e.loop.Do(func() { e.register(p) }) {
 		unix.Close(fa)
 		unix.Close(fb)
 		close(p.done)
@@ -151,116 +101,33 @@ func (p *Pair) Done() <-chan struct{} { return p.done }
 // Close ends the pair at once (the endpoint turned unhealthy, or shutdown).
 // It is safe from any goroutine and idempotent.
 func (p *Pair) Close() error {
-	p.e.do(func() { p.e.finish(p, false) })
+	p.e.loop.Do(func() { p.e.finish(p, false) })
 	return nil
 }
 
 // Close ends every pair and stops the engine.
-func (e *Engine) Close() {
-	e.do(func() {
-		for p := range e.pairs {
-			e.finish(p, false)
-		}
-		e.mu.Lock()
-		e.closed = true
-		e.mu.Unlock()
-	})
-}
+func (e *Engine) Close() { e.loop.Stop() }
 
-func dupFD(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("not a socket")
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
-}
-
-// do queues f to run on the engine goroutine; false if the engine is closed.
-func (e *Engine) do(f func()) bool {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return false
-	}
-	e.queue = append(e.queue, f)
-	e.mu.Unlock()
-	var one = [8]byte{1}
-	unix.Write(e.eventfd, one[:])
-	return true
-}
-
-func (e *Engine) run() {
-	defer e.file.Close() // closes epfd
-	defer unix.Close(e.eventfd)
-	defer unix.Close(e.timerfd)
-	for {
-		n := 0
-		err := e.rc.Read(func(uintptr) bool {
-			n = rawsys.EpollWait(e.epfd, e.events)
-			return n > 0
-		})
-		if err != nil {
-			return
-		}
-		e.now = time.Now().UnixNano()
-		commands, sweep := false, false
-		for i := 0; i < n; i++ {
-			ev := e.events[i]
-			switch int(ev.Fd) {
-			case e.eventfd:
-				commands = true
-			case e.timerfd:
-				sweep = true
-			default:
-				if h := e.halves[ev.Fd]; h != nil && !h.p.closed {
-					e.handle(h, ev.Events)
-				}
-			}
-		}
-		// Commands and the sweep run after the batch, so that a descriptor
-		// number closed and reused within it cannot receive a stale event.
-		if sweep {
-			var b [8]byte
-			unix.Read(e.timerfd, b[:])
-			e.sweep()
-		}
-		if commands {
-			var b [8]byte
-			unix.Read(e.eventfd, b[:])
-			e.mu.Lock()
-			q := e.queue
-			e.queue = nil
-			closed := e.closed
-			e.mu.Unlock()
-			for _, f := range q {
-				f()
-			}
-			if closed {
-				return
-			}
-		}
+// closeAll ends every pair, as the loop stops.
+func (e *Engine) closeAll() {
+	for p := range e.pairs {
+		e.finish(p, false)
 	}
 }
 
 func (e *Engine) register(p *Pair) {
-	p.last = e.now
+	p.last = e.loop.Now()
 	if p.last == 0 {
 		p.last = time.Now().UnixNano()
 	}
 	e.pairs[p] = struct{}{}
 	for _, h := range []*half{&p.a, &p.b} {
-		e.halves[int32(h.fd)] = h
-		h.mask = unix.EPOLLIN | unix.EPOLLRDHUP
-		if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, h.fd, &unix.EpollEvent{Events: h.mask, Fd: int32(h.fd)}); err != nil {
+		h.src = e.loop.Add(h.fd, evloop.HandlerFunc(func(ev uint32) {
+			if !h.p.closed {
+				e.handle(h, ev)
+			}
+		}))
+		if err := h.src.Want(evloop.In | evloop.RdHup); err != nil {
 			e.finish(p, false)
 			return
 		}
@@ -283,7 +150,7 @@ func (e *Engine) handle(h *half, events uint32) {
 	// A hang-up is not the end of the data: the socket may still hold
 	// bytes to read, so it is handled by reading, and only while reading
 	// from this side is wanted.
-	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && h.mask&unix.EPOLLIN != 0 {
+	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && h.src.Mask()&unix.EPOLLIN != 0 {
 		e.read(h)
 		if p.closed {
 			return
@@ -299,7 +166,7 @@ func (e *Engine) read(h *half) {
 	n, err := rawsys.Recv(h.fd, e.buf)
 	switch {
 	case n > 0:
-		p.last = e.now
+		p.last = e.loop.Now()
 		if h.count != nil {
 			h.count(n)
 		}
@@ -331,7 +198,7 @@ func (e *Engine) flush(h *half) bool {
 	n, err := rawsys.SendAll(h.fd, h.out)
 	if n > 0 {
 		h.out = h.out[n:]
-		h.p.last = e.now
+		h.p.last = e.loop.Now()
 	}
 	switch err {
 	case nil:
@@ -373,21 +240,7 @@ func (e *Engine) update(p *Pair) {
 		if len(h.out) > 0 {
 			m |= unix.EPOLLOUT
 		}
-		if m == h.mask {
-			continue
-		}
-		// A socket with nothing wanted leaves the set: epoll reports hang-ups
-		// and errors whatever the mask, and a level-triggered hang-up on a
-		// socket that is waiting for its peer to drain would spin.
-		op := unix.EPOLL_CTL_MOD
-		switch {
-		case m == 0:
-			op = unix.EPOLL_CTL_DEL
-		case h.mask == 0:
-			op = unix.EPOLL_CTL_ADD
-		}
-		h.mask = m
-		if err := unix.EpollCtl(e.epfd, op, h.fd, &unix.EpollEvent{Events: m, Fd: int32(h.fd)}); err != nil {
+		if err := h.src.Want(m); err != nil {
 			e.finish(p, false)
 			return
 		}
@@ -401,11 +254,11 @@ func (e *Engine) finish(p *Pair, reset bool) {
 	}
 	p.closed = true
 	for _, h := range []*half{&p.a, &p.b} {
-		if reset {
-			unix.SetsockoptLinger(h.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		if h.src != nil {
+			h.src.Close(reset)
+		} else {
+			unix.Close(h.fd)
 		}
-		delete(e.halves, int32(h.fd))
-		unix.Close(h.fd) // also removes it from the epoll set
 	}
 	delete(e.pairs, p)
 	close(p.done)

@@ -123,6 +123,12 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	return l, nil
 }
 
+// SetTick makes the tick function run every d from now on; 0 stops it.
+func (l *Loop) SetTick(d time.Duration) {
+	iv := unix.NsecToTimespec(int64(d))
+	unix.TimerfdSettime(l.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil)
+}
+
 // Now is the time the current batch of events was read, in Unix
 // nanoseconds.
 func (l *Loop) Now() int64 { return l.now }
@@ -237,7 +243,9 @@ func (l *Loop) run() {
 		if tick {
 			var b [8]byte
 			unix.Read(l.timerfd, b[:])
-			l.tick()
+			if l.tick != nil {
+				l.tick()
+			}
 		}
 		if commands {
 			var b [8]byte

@@ -127,7 +127,6 @@ func TestLoopStaleEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Stop()
 	a1, s1 := pair(t)
 	defer a1.Close()
 	a2, s2 := pair(t)
@@ -142,6 +141,8 @@ func TestLoopStaleEvent(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	keep := make(chan int, 4)
 	defer func() {
+		l.Stop()
+		<-l.Done()
 		close(keep)
 		for w := range keep {
 			unix.Close(w)

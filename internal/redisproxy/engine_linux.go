@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/resp"
 )
@@ -31,25 +29,15 @@ import (
 // to each client in one write. See docs/redis.md for the figures.
 //
 // Everything below the run loop belongs to the engine goroutine; other
-// goroutines reach it only through do.
+// goroutines reach it only through e.loop.Do. The loop is an evloop.Loop.
 type engine struct {
-	p       *Pool
-	epfd    int
-	eventfd int
-	timerfd int
-	rc      syscall.RawConn
-	file    *os.File
-
-	mu      sync.Mutex
-	queue   []func()
-	stopped bool          // under mu: do refuses, eventfd is closed
-	done    chan struct{} // closed when the engine goroutine has ended
+	p    *Pool
+	loop *evloop.Loop
+	done <-chan struct{} // closed when the engine goroutine has ended
 
 	// owned by the engine goroutine
-	fds     map[int32]any // *eclient or *esconn
-	conns   [][]*esconn   // per server, server_connections of them
-	events  []unix.EpollEvent
-	now     int64 // unix nanoseconds, read once per epoll batch
+	clients map[*eclient]struct{}
+	conns   [][]*esconn // per server, server_connections of them
 	dirtyC  []*eclient
 	dirtyS  []*esconn
 	timerOn bool
@@ -57,7 +45,6 @@ type engine struct {
 	free    []*slot
 	freeR   []*resp.Reader // of closed clients, for the next ones
 	freeOut [][]byte
-	ending  bool // stop was called: tear down after this batch
 }
 
 // maxFree bounds the buffers an engine keeps for clients to come.
@@ -67,14 +54,14 @@ const maxFree = 64
 type eclient struct {
 	session
 	fd       int
+	es       *evloop.Source
 	src      fdReader
 	rd       *resp.Reader
 	slots    fifo[*slot] // replies owed, in order
 	out      []byte      // bytes to write
-	mask     uint32
-	paused   bool // maxQueued replies owed: not reading
-	readDone bool // EOF from the client: close once every reply is written
-	closing  bool // QUIT or protocol error: close once out is written
+	paused   bool        // maxQueued replies owed: not reading
+	readDone bool        // EOF from the client: close once every reply is written
+	closing  bool        // QUIT or protocol error: close once out is written
 	closed   bool
 	dirty    bool
 	done     chan struct{}
@@ -99,13 +86,13 @@ type slot struct {
 type esconn struct {
 	s       *server
 	fd      int // -1: not connected
+	es      *evloop.Source
 	dialing bool
 	src     fdReader
 	rd      *resp.Reader
 	out     []byte     // commands not written yet
 	pending fifo[ereq] // sent or queued, awaiting replies in order
 	last    int64      // when a reply last came (or the first request went)
-	mask    uint32
 	dirty   bool
 }
 
@@ -118,39 +105,7 @@ type ereq struct {
 }
 
 func newEngine(p *Pool) (*engine, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	e := &engine{p: p, epfd: epfd, eventfd: -1, timerfd: -1, fds: map[int32]any{}, events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
-	fail := func(err error) (*engine, error) {
-		unix.Close(epfd)
-		if e.eventfd >= 0 {
-			unix.Close(e.eventfd)
-		}
-		if e.timerfd >= 0 {
-			unix.Close(e.timerfd)
-		}
-		return nil, err
-	}
-	if e.eventfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	if e.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
-		return fail(err)
-	}
-	for _, fd := range []int{e.eventfd, e.timerfd} {
-		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
-			return fail(err)
-		}
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		return fail(err)
-	}
-	e.file = os.NewFile(uintptr(epfd), "attache-redis-epoll")
-	if e.rc, err = e.file.SyscallConn(); err != nil {
-		return fail(err)
-	}
+	e := &engine{p: p, clients: map[*eclient]struct{}{}}
 	// The timeout sweep runs only while requests are in flight, a few
 	// times per timeout.
 	if t := p.opts.Timeout; t > 0 {
@@ -163,7 +118,11 @@ func newEngine(p *Pool) (*engine, error) {
 		}
 		e.conns = append(e.conns, cs)
 	}
-	go e.run()
+	loop, err := evloop.New(0, e.sweep, e.flush, e.teardown)
+	if err != nil {
+		return nil, err
+	}
+	e.loop, e.done = loop, loop.Done()
 	return e, nil
 }
 
@@ -173,14 +132,14 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	if _, ok := c.(*net.TCPConn); !ok {
 		return false
 	}
-	fd, err := dupFD(c)
+	fd, err := evloop.DupFD(c)
 	if err != nil {
 		return false
 	}
 	c.Close()
 	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
 	cl.src.fd = fd
-	if !e.do(func() { e.addClient(cl) }) {
+	if !e.loop.Do(func() { e.addClient(cl) }) {
 		unix.Close(fd) // the pool is closed
 		return true
 	}
@@ -188,106 +147,25 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	return true
 }
 
-// do queues f to run on the engine goroutine; false (f dropped) once the
-// engine has stopped.
-func (e *engine) do(f func()) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.stopped {
-		return false
-	}
-	e.queue = append(e.queue, f)
-	one := [8]byte{1}
-	unix.Write(e.eventfd, one[:])
-	return true
-}
-
 // stop makes the engine close its clients and server connections, and
 // its own descriptors, and end (done is closed then).
-func (e *engine) stop() {
-	e.do(func() { e.ending = true })
-}
+func (e *engine) stop() { e.loop.Stop() }
 
 // teardown is the end of the engine goroutine: every client and server
-// connection is closed (replies still owed are dropped) and then the
-// engine's descriptors. Nothing can be queued after it.
+// connection is closed (replies still owed are dropped). Nothing can be
+// queued after it.
 func (e *engine) teardown() {
-	e.mu.Lock()
-	e.stopped = true
-	unix.Close(e.eventfd)
-	e.mu.Unlock()
-	for _, o := range e.fds {
-		if c, ok := o.(*eclient); ok {
-			e.closeClient(c)
-		}
+	for c := range e.clients {
+		e.closeClient(c)
 	}
 	for _, cs := range e.conns {
 		for _, sc := range cs {
 			if sc.fd >= 0 {
-				delete(e.fds, int32(sc.fd))
-				unix.Close(sc.fd)
+				sc.es.Close(false)
 				sc.fd = -1
 				sc.s.conns.Add(-1)
 			}
 			sc.pending, sc.out, sc.rd = fifo[ereq]{}, nil, nil
-		}
-	}
-	unix.Close(e.timerfd)
-	e.file.Close() // the epoll descriptor
-	close(e.done)
-}
-
-func (e *engine) run() {
-	for {
-		n := 0
-		err := e.rc.Read(func(uintptr) bool {
-			n = rawsys.EpollWait(e.epfd, e.events)
-			return n > 0
-		})
-		if err != nil {
-			e.teardown()
-			return
-		}
-		e.now = time.Now().UnixNano()
-		commands, sweep := false, false
-		for i := 0; i < n; i++ {
-			ev := e.events[i]
-			switch int(ev.Fd) {
-			case e.eventfd:
-				commands = true
-			case e.timerfd:
-				sweep = true
-			default:
-				switch o := e.fds[ev.Fd].(type) {
-				case *eclient:
-					e.clientEvent(o, ev.Events)
-				case *esconn:
-					e.serverEvent(o, ev.Events)
-				}
-			}
-		}
-		// Commands and the sweep run after the batch, so that a descriptor
-		// number closed and reused within it cannot receive a stale event.
-		if sweep {
-			var b [8]byte
-			unix.Read(e.timerfd, b[:])
-			e.sweep()
-		}
-		if commands {
-			var b [8]byte
-			unix.Read(e.eventfd, b[:])
-			e.mu.Lock()
-			q := e.queue
-			e.queue = nil
-			e.mu.Unlock()
-			for _, f := range q {
-				f()
-			}
-		}
-		e.flush()
-		if e.ending {
-			e.teardown()
-			return
 		}
 	}
 }
@@ -355,9 +233,9 @@ func (e *engine) addClient(c *eclient) {
 	if n := len(e.freeOut); n > 0 {
 		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
 	}
-	e.fds[int32(c.fd)] = c
-	c.mask = unix.EPOLLIN | unix.EPOLLRDHUP
-	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, c.fd, &unix.EpollEvent{Events: c.mask, Fd: int32(c.fd)}); err != nil {
+	e.clients[c] = struct{}{}
+	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
+	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
 		e.closeClient(c)
 	}
 }
@@ -370,7 +248,7 @@ func (e *engine) clientEvent(c *eclient, events uint32) {
 	if events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
 		e.markClient(c)
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && c.mask&unix.EPOLLIN != 0 {
+	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && c.es.Mask()&unix.EPOLLIN != 0 {
 		c.src.budget = 1
 		e.readClient(c)
 		if !c.closed {
@@ -539,20 +417,7 @@ func (e *engine) finishClient(c *eclient) {
 	if len(c.out) > 0 {
 		m |= unix.EPOLLOUT
 	}
-	if m == c.mask {
-		return
-	}
-	// A socket with nothing wanted leaves the set: epoll reports hang-ups
-	// whatever the mask, and a level-triggered hang-up would spin.
-	op := unix.EPOLL_CTL_MOD
-	switch {
-	case m == 0:
-		op = unix.EPOLL_CTL_DEL
-	case c.mask == 0:
-		op = unix.EPOLL_CTL_ADD
-	}
-	c.mask = m
-	if err := unix.EpollCtl(e.epfd, op, c.fd, &unix.EpollEvent{Events: m, Fd: int32(c.fd)}); err != nil {
+	if err := c.es.Want(m); err != nil {
 		e.closeClient(c)
 	}
 }
@@ -565,8 +430,12 @@ func (e *engine) closeClient(c *eclient) {
 		return
 	}
 	c.closed = true
-	delete(e.fds, int32(c.fd))
-	unix.Close(c.fd)
+	delete(e.clients, c)
+	if c.es != nil {
+		c.es.Close(false)
+	} else {
+		unix.Close(c.fd)
+	}
 	close(c.done)
 	// Nothing reads or writes a closed client's buffers again: they serve
 	// the next clients, so that connection churn makes little garbage.
@@ -591,10 +460,10 @@ func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
 		return
 	}
 	if sc.pending.len() == 0 {
-		sc.last = e.now
+		sc.last = e.loop.Now()
 		e.armTimer()
 	}
-	sc.pending.push(ereq{c: c, sl: sl, i: i, start: e.now})
+	sc.pending.push(ereq{c: c, sl: sl, i: i, start: e.loop.Now()})
 	sc.out = append(sc.out, pt.raw...)
 	switch {
 	case sc.fd >= 0:
@@ -612,10 +481,10 @@ func (e *engine) dial(sc *esconn) {
 		conn, err := sc.s.dial()
 		fd := -1
 		if err == nil {
-			fd, err = dupFD(conn)
+			fd, err = evloop.DupFD(conn)
 			conn.Close()
 		}
-		if !e.do(func() { e.connected(sc, fd, err) }) && fd >= 0 {
+		if !e.loop.Do(func() { e.connected(sc, fd, err) }) && fd >= 0 {
 			unix.Close(fd) // the engine has stopped
 		}
 	}()
@@ -630,10 +499,9 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 	sc.fd = fd
 	sc.src = fdReader{fd: fd}
 	sc.rd = resp.NewReader(&sc.src)
-	sc.mask = unix.EPOLLIN | unix.EPOLLRDHUP
 	sc.s.conns.Add(1)
-	e.fds[int32(fd)] = sc
-	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: sc.mask, Fd: int32(fd)}); err != nil {
+	sc.es = e.loop.Add(fd, evloop.HandlerFunc(func(ev uint32) { e.serverEvent(sc, ev) }))
+	if err := sc.es.Want(evloop.In | evloop.RdHup); err != nil {
 		e.failConn(sc, err)
 		return
 	}
@@ -670,9 +538,9 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 			return
 		}
 		r := sc.pending.pop()
-		sc.last = e.now
+		sc.last = e.loop.Now()
 		sc.s.ok()
-		e.complete(r.c, r.sl, r.i, e.p.result(sc.s, raw, nil, time.Duration(e.now-r.start)))
+		e.complete(r.c, r.sl, r.i, e.p.result(sc.s, raw, nil, time.Duration(e.loop.Now()-r.start)))
 	}
 }
 
@@ -699,11 +567,7 @@ func (e *engine) writeServer(sc *esconn) {
 }
 
 func (e *engine) serverMask(sc *esconn, m uint32) {
-	if m == sc.mask {
-		return
-	}
-	sc.mask = m
-	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_MOD, sc.fd, &unix.EpollEvent{Events: m, Fd: int32(sc.fd)}); err != nil {
+	if err := sc.es.Want(m); err != nil {
 		e.failConn(sc, err)
 	}
 }
@@ -714,8 +578,7 @@ func (e *engine) serverMask(sc *esconn, m uint32) {
 func (e *engine) failConn(sc *esconn, err error) {
 	s := sc.s
 	if sc.fd >= 0 {
-		delete(e.fds, int32(sc.fd))
-		unix.Close(sc.fd)
+		sc.es.Close(false)
 		sc.fd = -1
 		sc.rd = nil
 		s.conns.Add(-1)
@@ -725,7 +588,7 @@ func (e *engine) failConn(sc *esconn, err error) {
 	msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
 	for sc.pending.len() > 0 {
 		r := sc.pending.pop()
-		e.complete(r.c, r.sl, r.i, e.p.result(s, nil, msg, time.Duration(e.now-r.start)))
+		e.complete(r.c, r.sl, r.i, e.p.result(s, nil, msg, time.Duration(e.loop.Now()-r.start)))
 	}
 }
 
@@ -736,8 +599,7 @@ func (e *engine) armTimer() {
 		return
 	}
 	e.timerOn = true
-	iv := unix.NsecToTimespec(int64(e.tick))
-	unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil)
+	e.loop.SetTick(e.tick)
 }
 
 // sweep fails the connections whose shard has not replied within the
@@ -752,7 +614,7 @@ func (e *engine) sweep() {
 				busy = busy || sc.pending.len() > 0
 				continue
 			}
-			if e.now-sc.last > timeout {
+			if e.loop.Now()-sc.last > timeout {
 				e.failConn(sc, fmt.Errorf("no reply within %v", e.p.opts.Timeout))
 				continue
 			}
@@ -761,7 +623,7 @@ func (e *engine) sweep() {
 	}
 	if !busy {
 		e.timerOn = false
-		unix.TimerfdSettime(e.timerfd, 0, &unix.ItimerSpec{}, nil)
+		e.loop.SetTick(0)
 	}
 }
 
@@ -789,21 +651,4 @@ func (f *fdReader) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
-}
-
-func dupFD(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("not a socket")
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
 }

@@ -8,7 +8,7 @@ import (
 
 // TestAttacheLinksNoKubernetesAPITypes guards the reason for types.go: the
 // attache binary must not link k8s.io/api (its core/v1 alone costs about
-// 1.2 MB of idle RSS, see docs/http.md), so a new import of it from
+// 1.3 MiB of idle RSS, see docs/http.md), so a new import of it from
 // non-test code fails here.
 func TestAttacheLinksNoKubernetesAPITypes(t *testing.T) {
 	t.Parallel()

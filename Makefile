@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 .PHONY: build test test-short bench lint fuzz clean
 
 build:
-	$(GO) build -trimpath -ldflags "-s -w -X github.com/attache-proxy/attache/internal/cli.Version=$(VERSION)" -o $(BIN) ./cmd/attache
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/attache-proxy/attache/internal/cli.Version=$(VERSION)" -o $(BIN) ./cmd/attache
 
 # The whole suite: unit, component and integration tests against real
 # servers (redis-server, RabbitMQ). Missing servers skip locally and fail

@@ -17,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -62,9 +60,10 @@ var _ discovery.Discoverer = (*EndpointSlices)(nil)
 // NewClient returns a REST client for the discovery.k8s.io/v1 API of the API
 // server of kubeconfig, or of the pod's own API server (service-account
 // token and CA, re-read by client-go when the kubelet rotates them) when
-// kubeconfig is "". It knows only the EndpointSlice types: the whole
-// client-go clientset and its scheme of every API group would triple the
-// size of the attache binary.
+// kubeconfig is "". It knows only this package's EndpointSlice types (see
+// types.go), decoded from JSON: the whole client-go clientset and its
+// scheme of every API group would triple the size of the attache binary,
+// and even k8s.io/api's discovery/v1 types would add 3.5 MB to it.
 func NewClient(kubeconfig string) (*rest.RESTClient, error) {
 	var cfg *rest.Config
 	var err error
@@ -77,12 +76,11 @@ func NewClient(kubeconfig string) (*rest.RESTClient, error) {
 		return nil, err
 	}
 	scheme := runtime.NewScheme()
-	if err := discoveryv1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
+	addToScheme(scheme)
 	cfg.UserAgent = "attache"
 	cfg.APIPath = "/apis"
-	cfg.GroupVersion = &discoveryv1.SchemeGroupVersion
+	gv := GroupVersion
+	cfg.GroupVersion = &gv
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
 	return rest.RESTClientFor(cfg)
 }
@@ -91,14 +89,14 @@ func NewClient(kubeconfig string) (*rest.RESTClient, error) {
 // EndpointSlices of service in namespace.
 func Scoped(client cache.Getter, namespace, service string) cache.ListerWatcher {
 	return cache.NewFilteredListWatchFromClient(client, "endpointslices", namespace, func(o *metav1.ListOptions) {
-		o.LabelSelector = discoveryv1.LabelServiceName + "=" + service
+		o.LabelSelector = LabelServiceName + "=" + service
 	})
 }
 
 // Run watches the Service's EndpointSlices until ctx ends.
 func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)) {
 	log := s.Log.With("namespace", s.Namespace, "service", s.Service)
-	inf := cache.NewSharedIndexInformer(s.ListWatch, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(s.ListWatch, &EndpointSlice{}, 0, cache.Indexers{})
 	// The informer's own error reporting goes to klog; ours goes to the
 	// cluster's log. The reflector retries with back-off either way.
 	inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
@@ -125,11 +123,11 @@ func (s *EndpointSlices) Run(ctx context.Context, update func([]upstream.Target)
 	}
 	var last []upstream.Target
 	for first := true; ; first = false {
-		var eps []*discoveryv1.EndpointSlice
+		var eps []*EndpointSlice
 		for _, o := range inf.GetStore().List() {
 			// The API server filters by label; checking again costs
 			// nothing and holds for any client (the fake's watch does not).
-			if es, ok := o.(*discoveryv1.EndpointSlice); ok && es.Labels[discoveryv1.LabelServiceName] == s.Service {
+			if es, ok := o.(*EndpointSlice); ok && es.Labels[LabelServiceName] == s.Service {
 				eps = append(eps, es)
 			}
 		}
@@ -158,10 +156,10 @@ func (s *EndpointSlices) report(err error) {
 // or a number), sorted by address and without duplicates (an endpoint may be
 // in two slices while the controller moves it). A slice without that port
 // contributes nothing; FQDN slices are skipped (attache dials addresses).
-func Targets(eps []*discoveryv1.EndpointSlice, port string) []upstream.Target {
+func Targets(eps []*EndpointSlice, port string) []upstream.Target {
 	var ts []upstream.Target
 	for _, es := range eps {
-		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		if es.AddressType != AddressTypeIPv4 && es.AddressType != AddressTypeIPv6 {
 			continue
 		}
 		p, ok := slicePort(es, port)
@@ -186,11 +184,11 @@ func Targets(eps []*discoveryv1.EndpointSlice, port string) []upstream.Target {
 }
 
 // slicePort finds the TCP port of es named (or numbered) port.
-func slicePort(es *discoveryv1.EndpointSlice, port string) (int, bool) {
+func slicePort(es *EndpointSlice, port string) (int, bool) {
 	num, err := strconv.Atoi(port)
 	byNumber := err == nil
 	for _, p := range es.Ports {
-		if p.Port == nil || p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+		if p.Port == nil || p.Protocol != nil && *p.Protocol != "TCP" {
 			continue
 		}
 		name := ""
@@ -207,7 +205,7 @@ func slicePort(es *discoveryv1.EndpointSlice, port string) (int, bool) {
 // takesTraffic: ready and serving (nil means true, as the API defines) and
 // not terminating. A terminating endpoint may still be serving; it is left
 // out so that it drains.
-func takesTraffic(c discoveryv1.EndpointConditions) bool {
+func takesTraffic(c EndpointConditions) bool {
 	isTrue := func(b *bool, unset bool) bool {
 		if b == nil {
 			return unset

@@ -26,6 +26,7 @@ import (
 // that client's goroutines use it; in the pool, only the pool.
 type server struct {
 	conn      net.Conn
+	fd        int       // conn's socket, for an engine; -1: none (TLS)
 	w         io.Writer // conn, raw where it can be
 	fe        *pgproto3.Frontend
 	addr      string
@@ -40,6 +41,22 @@ type server struct {
 	wbuf      []byte
 	route     string // the endpoint of the pool's route; "" under TargetAny
 	retire    bool   // close it rather than pool it (the server turned read-only)
+}
+
+// socketFD returns the descriptor of a plain socket connection, or -1.
+// It stays conn's: valid until conn is closed.
+func socketFD(conn net.Conn) int {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
 }
 
 func (s *server) send(msg pgproto3.FrontendMessage) {
@@ -153,7 +170,8 @@ type route struct {
 }
 
 type waiter struct {
-	ch         chan *server // a server, or nil: open one yourself
+	ch         chan *server  // a server, or nil: open one yourself
+	fn         func(*server) // instead of ch (an engine's client): called with pl.mu held, must not block
 	handed     bool
 	since      time.Time
 	route      string
@@ -249,7 +267,7 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	if fe.ReadBufferLen() == 0 {
 		fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
 	}
-	s := &server{conn: conn, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	s := &server{conn: conn, fd: socketFD(conn), w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	if ep != nil {
 		s.route = ep.Addr
@@ -454,6 +472,60 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 	}
 }
 
+// tryTake is take without waiting, for an engine: an idle server
+// connection of route addr, or a slot to open one (connect true), or, with
+// neither, w (whose fn and since the caller set) queued as a waiter: its
+// fn is called, with mu held, when one of them is handed to it.
+func (pl *pool) tryTake(addr string, w *waiter) (s *server, connect, queued bool) {
+	cfg := &pl.p.cfg
+	for {
+		pl.mu.Lock()
+		pl.used = true
+		r := pl.routeLocked(addr)
+		if n := len(r.idle); n > 0 {
+			s := r.idle[n-1]
+			r.idle = r.idle[:n-1]
+			pl.mu.Unlock()
+			if !pl.p.keep(s.addr) || time.Since(s.idleSince) > peekAfter && !s.alive() {
+				pl.discard(s)
+				continue
+			}
+			return s, false, false
+		}
+		if r.open < cfg.PoolSize {
+			r.open++
+			pl.mu.Unlock()
+			return nil, true, false
+		}
+		w.route, w.handed = addr, false
+		pl.waiting.push(w)
+		pl.mu.Unlock()
+		return nil, false, true
+	}
+}
+
+// unwait takes w, queued by tryTake, out of waiting; false when it was
+// handed something already (its fn has been called or is being called).
+// With reserve, it takes a reserve slot instead if there is room (true
+// then means: open one).
+func (pl *pool) unwait(w *waiter, reserve bool) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if w.handed {
+		return false
+	}
+	if reserve {
+		r := pl.routeLocked(w.route)
+		if r.open >= pl.p.cfg.PoolSize+pl.p.cfg.ReservePoolSize {
+			return false
+		}
+		r.open++
+		pl.st.reserveUsed.Add(1)
+	}
+	pl.waiting.remove(w)
+	return true
+}
+
 // await waits, as the waiter w in waiting, for a server connection of
 // r (route w.route), or a slot to open one, or the route to stop being
 // eligible, or a timer of tm.
@@ -562,7 +634,16 @@ func (pl *pool) grantLocked(addr string) {
 	}
 	if w := pl.waiterLocked(addr); w != nil {
 		r.open++
-		w.ch <- nil
+		w.hand(nil)
+	}
+}
+
+// hand gives w a server connection, or nil: a slot to open one.
+func (w *waiter) hand(s *server) {
+	if w.fn != nil {
+		w.fn(s)
+	} else {
+		w.ch <- s
 	}
 }
 
@@ -596,7 +677,7 @@ func (pl *pool) release(s *server, reusable bool) {
 		return
 	}
 	if w := pl.waiterLocked(s.route); w != nil {
-		w.ch <- s
+		w.hand(s)
 		pl.mu.Unlock()
 		return
 	}

@@ -594,15 +594,15 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 		head = c.q[0].kind
 	}
 	internal := head == eInternal
-	pop := func() {
-		c.q = c.q[1:]
-		c.emitFakes()
-	}
+	// Made-up answers that come next in the queue go out after msg
+	// (emitFakes below), never before it.
+	pop := func() { c.q = c.q[1:] }
 	switch m := msg.(type) {
 	case *pgproto3.ParseComplete:
 		if head == eParse || head == eInjected {
 			pop()
 			if head == eInjected {
+				c.emitFakes()
 				return false
 			}
 		}
@@ -610,6 +610,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 		if head == eClose || head == eEvict {
 			pop()
 			if head == eEvict {
+				c.emitFakes()
 				return false
 			}
 		}
@@ -678,6 +679,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 		if !internal {
 			c.pass(m, raw)
 		}
+		c.emitFakes()
 		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
 			c.pool.st.xacts.Add(1)
 			if now.IsZero() {
@@ -691,6 +693,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 	if !internal {
 		c.pass(msg, raw)
 	}
+	c.emitFakes()
 	return false
 }
 

@@ -141,6 +141,7 @@ func (e *engine) serve(c *client) bool {
 		return false
 	}
 	c.conn.Close() // the engine has its duplicate
+	c.p.engineClients.Add(1)
 	return <-ec.done
 }
 
@@ -724,6 +725,7 @@ func (ec *eclient) handBack() {
 	c.be = pgproto3.NewBackend(r, conn)
 	c.be.SetMaxBodyLen(maxMessage)
 	c.mu.Unlock()
+	c.p.handedBack.Add(1)
 	c.p.log.Debug("client handed to the goroutine path", "user", c.user, "database", c.db)
 	ec.done <- false
 }

@@ -113,6 +113,8 @@ type Proxy struct {
 
 	engines []*engine // plain-TCP transaction-mode clients; none: goroutines only
 	next    atomic.Uint32
+	// clients moved into an engine, and handed back from one (for tests)
+	engineClients, handedBack atomic.Int64
 }
 
 type poolKey struct{ db, user string }

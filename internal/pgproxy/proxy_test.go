@@ -294,6 +294,8 @@ func TestPostgres(t *testing.T) {
 		if st.Pins["SET"] != clients/4 || st.Pins["CREATE TEMP TABLE"] != clients/4 {
 			t.Errorf("pins: %v, want %d of each", st.Pins, clients/4)
 		}
+		// In the engine, each pinned client was handed back.
+		inEngine(t, p, clients, clients/2)
 	})
 
 	t.Run("startup parameters", func(t *testing.T) {
@@ -375,7 +377,8 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		defer inEngine(t, p, 1, 0)
 		conn := connect(t, addr, "app", "app-pw", "")
 		// pgx sends a CancelRequest only when asked to: do it once the
 		// server runs the sleep.
@@ -435,10 +438,12 @@ func TestPostgres(t *testing.T) {
 		if p.Stats()[0].ServersLost == 0 {
 			t.Errorf("servers_lost not counted")
 		}
+		inEngine(t, p, 3, 0)
 	})
 
 	t.Run("client leaves mid-transaction", func(t *testing.T) {
-		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		defer inEngine(t, p, 2, 0)
 		conn := connect(t, addr, "app", "app-pw", "")
 		tx, _ := conn.Begin(ctx)
 		if _, err := tx.Exec(ctx, "INSERT INTO items VALUES (1000, 'uncommitted')"); err != nil {
@@ -476,6 +481,7 @@ func TestPostgres(t *testing.T) {
 		if p.Stats()[0].WaitTimeouts != 1 {
 			t.Errorf("wait timeouts: %d, want 1", p.Stats()[0].WaitTimeouts)
 		}
+		inEngine(t, p, 2, 0)
 	})
 
 	t.Run("client TLS", func(t *testing.T) {

@@ -127,6 +127,7 @@ func (e *engine) serve(c *client) bool {
 	if err != nil {
 		return false
 	}
+	orig := c.conn // the engine may hand back a new one before Do returns
 	ec := &eclient{e: e, c: c, done: make(chan bool, 1)}
 	ec.srvH = evloop.HandlerFunc(ec.serverEvent)
 	ec.wt.fn = ec.notify
@@ -140,7 +141,7 @@ func (e *engine) serve(c *client) bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.conn.Close() // the engine has its duplicate
+	orig.Close() // the engine has its duplicate
 	c.p.engineClients.Add(1)
 	return <-ec.done
 }

@@ -162,21 +162,9 @@ func TestEngine(t *testing.T) {
 
 	t.Run("server terminated mid-transaction, then the pool goes on", func(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
-		conn := connect(t, addr, "app", "app-pw", "")
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pid int
-		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
-		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
-			t.Fatal(err)
-		}
+		tx := terminatedInTransaction(t, f, connect(t, addr, "app", "app-pw", ""))
 		time.Sleep(50 * time.Millisecond) // the FATAL arrives while the client is idle
-		_, err = tx.Exec(ctx, "SELECT 1")
+		_, err := tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if err == nil || (errors.As(err, &pe) && pe.Code != "08006") {
 			t.Errorf("statement on the terminated backend: got %v, want 08006", err)
@@ -188,4 +176,24 @@ func TestEngine(t *testing.T) {
 		}
 		inEngine(t, p, 2, 0)
 	})
+}
+
+// terminatedInTransaction opens a transaction on conn and terminates its
+// server backend (pg_terminate_backend).
+func terminatedInTransaction(t *testing.T, f *fixture, conn *pgx.Conn) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

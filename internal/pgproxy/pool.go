@@ -427,11 +427,10 @@ func (pl *pool) acquire() (*server, error) {
 	}
 }
 
-// take gets an idle server connection of route addr, or a slot to open one
-// (connect true), or waits for either. It returns nothing at all when the
-// route stops being eligible while it waits.
-func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, connect bool, err error) {
-	cfg := &pl.p.cfg
+// takeNow takes an idle server connection of route addr (a live one), or
+// a slot to open one (connect true). With neither it returns with mu held
+// and the route, for the caller to queue a waiter.
+func (pl *pool) takeNow(addr string) (s *server, connect bool, r *route) {
 	for {
 		pl.mu.Lock()
 		pl.used = true
@@ -446,30 +445,41 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			}
 			return s, false, nil
 		}
-		if r.open < cfg.PoolSize {
+		if r.open < pl.p.cfg.PoolSize {
 			r.open++
 			pl.mu.Unlock()
 			return nil, true, nil
 		}
-		if tm.expired { // spent waiting for a route that changed
-			pl.mu.Unlock()
-			pl.st.waitTimeouts.Add(1)
-			return nil, false, errWaitTimeout
-		}
-		w, _ := pl.spareWaiters.Get().(*waiter)
-		if w == nil {
-			w = &waiter{ch: make(chan *server, 1)}
-		}
-		*w = waiter{ch: w.ch, since: start, route: addr}
-		pl.waiting.push(w)
-		pl.mu.Unlock()
-		tm.start(pl, start)
-		s, connect, err := pl.await(w, r, tm)
-		// Every way out of await leaves w.ch empty: received from, or
-		// never sent to (removed from waiting before it was handed).
-		pl.spareWaiters.Put(w)
-		return s, connect, err
+		return nil, false, r
 	}
+}
+
+// take gets an idle server connection of route addr, or a slot to open one
+// (connect true), or waits for either. It returns nothing at all when the
+// route stops being eligible while it waits.
+func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, connect bool, err error) {
+	s, connect, r := pl.takeNow(addr)
+	if r == nil {
+		return s, connect, nil
+	}
+	if tm.expired { // spent waiting for a route that changed
+		pl.mu.Unlock()
+		pl.st.waitTimeouts.Add(1)
+		return nil, false, errWaitTimeout
+	}
+	w, _ := pl.spareWaiters.Get().(*waiter)
+	if w == nil {
+		w = &waiter{ch: make(chan *server, 1)}
+	}
+	*w = waiter{ch: w.ch, since: start, route: addr}
+	pl.waiting.push(w)
+	pl.mu.Unlock()
+	tm.start(pl, start)
+	s, connect, err = pl.await(w, r, tm)
+	// Every way out of await leaves w.ch empty: received from, or
+	// never sent to (removed from waiting before it was handed).
+	pl.spareWaiters.Put(w)
+	return s, connect, err
 }
 
 // tryTake is take without waiting, for an engine: an idle server
@@ -477,31 +487,14 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 // neither, w (whose fn and since the caller set) queued as a waiter: its
 // fn is called, with mu held, when one of them is handed to it.
 func (pl *pool) tryTake(addr string, w *waiter) (s *server, connect, queued bool) {
-	cfg := &pl.p.cfg
-	for {
-		pl.mu.Lock()
-		pl.used = true
-		r := pl.routeLocked(addr)
-		if n := len(r.idle); n > 0 {
-			s := r.idle[n-1]
-			r.idle = r.idle[:n-1]
-			pl.mu.Unlock()
-			if !pl.p.keep(s.addr) || time.Since(s.idleSince) > peekAfter && !s.alive() {
-				pl.discard(s)
-				continue
-			}
-			return s, false, false
-		}
-		if r.open < cfg.PoolSize {
-			r.open++
-			pl.mu.Unlock()
-			return nil, true, false
-		}
-		w.route, w.handed = addr, false
-		pl.waiting.push(w)
-		pl.mu.Unlock()
-		return nil, false, true
+	s, connect, r := pl.takeNow(addr)
+	if r == nil {
+		return s, connect, false
 	}
+	w.route, w.handed = addr, false
+	pl.waiting.push(w)
+	pl.mu.Unlock()
+	return nil, false, true
 }
 
 // unwait takes w, queued by tryTake, out of waiting; false when it was

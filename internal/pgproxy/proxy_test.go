@@ -410,19 +410,8 @@ func TestPostgres(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
 		conn := connect(t, addr, "app", "app-pw", "")
 		other := connect(t, addr, "app", "app-pw", "")
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pid int
-		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
-		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
-			t.Fatal(err)
-		}
-		_, err = tx.Exec(ctx, "SELECT 1")
+		tx := terminatedInTransaction(t, f, conn)
+		_, err := tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Detail, "57P01") {
 			t.Errorf("statement on the terminated backend: got %v, want 08006 with the server's 57P01 in the detail", err)

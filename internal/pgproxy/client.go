@@ -778,7 +778,7 @@ func (c *client) detach(s *server, reusable bool) {
 	c.skipping = false
 	c.pool.st.clientsActive.Add(-1)
 	c.pool.st.serversActive.Add(-1)
-	c.pool.release(s, reusable)
+	c.pool.releaseBy(s, reusable, c.eng.engine())
 }
 
 // serverFailed handles the loss of the server connection the client

@@ -38,6 +38,7 @@ type engine struct {
 	scratch []byte
 	clients map[*eclient]struct{}
 	waiting map[*eclient]struct{} // queued as waiters, for the tick
+	grants  []grant               // handed by this loop's own releases, for after
 
 	// Messages decoded in place (only the fields the logic reads), and
 	// placeholders of the right type for the rest (see handle).
@@ -81,7 +82,7 @@ func newEngines(p *Proxy, n int) []*engine {
 	var es []*engine
 	for range n {
 		e := &engine{p: p, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, waiting: map[*eclient]struct{}{}}
-		l, err := evloop.New(tickEvery, e.tick, nil, e.end)
+		l, err := evloop.New(tickEvery, e.tick, e.after, e.end)
 		if err != nil {
 			break // evloop.ErrNoLoop elsewhere; never on Linux
 		}
@@ -92,6 +93,31 @@ func newEngines(p *Proxy, n int) []*engine {
 }
 
 func (e *engine) stop() { e.l.Stop() }
+
+// grant is a server connection (or a slot, nil) handed to a waiting
+// client by a release on the loop itself.
+type grant struct {
+	ec *eclient
+	s  *server
+}
+
+// after serves, once a batch of events is done, the grants its releases
+// made: no Do (a lock, an eventfd write and read) per transaction.
+func (e *engine) after() {
+	for i := 0; i < len(e.grants); i++ { // granted may add more
+		g := e.grants[i]
+		e.grants[i] = grant{}
+		g.ec.granted(g.s)
+	}
+	e.grants = e.grants[:0]
+}
+
+func (ec *eclient) engine() *engine {
+	if ec == nil {
+		return nil
+	}
+	return ec.e
+}
 
 // eclient is the engine's side of one client.
 type eclient struct {
@@ -131,6 +157,8 @@ func (e *engine) serve(c *client) bool {
 	ec := &eclient{e: e, c: c, done: make(chan bool, 1)}
 	ec.srvH = evloop.HandlerFunc(ec.serverEvent)
 	ec.wt.fn = ec.notify
+	ec.wt.eng = e
+	ec.wt.local = func(s *server) { e.grants = append(e.grants, grant{ec, s}) }
 	c.mu.Lock()
 	c.eng = ec
 	c.mu.Unlock()
@@ -205,13 +233,16 @@ func (ec *eclient) clientEvent(ev uint32) {
 		return
 	}
 	if ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
-		if ec.blocked || ec.handback {
+		if ec.handback || ec.full() {
 			// Not reading (only hang-ups were asked for).
 			if ev&(evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
 				ec.gone()
 				return
 			}
 		} else {
+			// Read even while blocked (waiting for a server connection):
+			// the bytes wait in ec.in, and the interest does not change
+			// twice per wait.
 			data, scratch, err := ec.e.recv(ec.src.FD, ec.in)
 			switch {
 			case err == errAgain:
@@ -599,7 +630,7 @@ func (ec *eclient) settle() {
 		return
 	}
 	mask := uint32(evloop.RdHup)
-	if !ec.blocked && !ec.handback && (ec.srv == nil || len(ec.srv.wbuf) <= maxBuffered) {
+	if !ec.handback && !ec.full() && (ec.srv == nil || len(ec.srv.wbuf) <= maxBuffered) {
 		mask |= evloop.In
 	}
 	if len(c.out) > 0 {
@@ -622,6 +653,14 @@ func (ec *eclient) settle() {
 			ec.settle()
 		}
 	}
+}
+
+// full reports whether enough client bytes wait to stop reading: more
+// than maxBuffered, beginning with a complete message (a message larger
+// than that is read to its end).
+func (ec *eclient) full() bool {
+	in := ec.in
+	return len(in) > maxBuffered && 1+int(binary.BigEndian.Uint32(in[1:5])) <= len(in)
 }
 
 // flushClient writes out as far as the client socket takes it.

@@ -13,3 +13,4 @@ func (*engine) serve(*client) bool     { return false }
 func (*engine) stop()                  {}
 func (*eclient) dropServer(*server)    {}
 func (*eclient) closeClient()          {}
+func (*eclient) engine() *engine       { return nil }

@@ -172,6 +172,8 @@ type route struct {
 type waiter struct {
 	ch         chan *server  // a server, or nil: open one yourself
 	fn         func(*server) // instead of ch (an engine's client): called with pl.mu held, must not block
+	eng        *engine       // fn's engine; a release by that engine calls local instead
+	local      func(*server)
 	handed     bool
 	since      time.Time
 	route      string
@@ -656,7 +658,11 @@ func (pl *pool) waiterLocked(addr string) *waiter {
 // release takes a server connection back; reusable false closes it, and
 // so does its route no longer being eligible (a primary that was demoted
 // or replaced, a standby that fell behind): it is retired, not pooled.
-func (pl *pool) release(s *server, reusable bool) {
+func (pl *pool) release(s *server, reusable bool) { pl.releaseBy(s, reusable, nil) }
+
+// releaseBy is release by engine by's loop goroutine (nil: another one):
+// a waiter of the same engine is handed s without a trip through Do.
+func (pl *pool) releaseBy(s *server, reusable bool, by *engine) {
 	cfg := pl.p.cfg
 	now := time.Now()
 	reusable = reusable && !s.retire && pl.p.eligible(s.route) && pl.p.keep(s.addr)
@@ -670,7 +676,11 @@ func (pl *pool) release(s *server, reusable bool) {
 		return
 	}
 	if w := pl.waiterLocked(s.route); w != nil {
-		w.hand(s)
+		if by != nil && w.eng == by {
+			w.local(s)
+		} else {
+			w.hand(s)
+		}
 		pl.mu.Unlock()
 		return
 	}

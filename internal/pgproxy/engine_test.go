@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // inEngine checks that clients were served by an engine and how many were
@@ -87,6 +90,35 @@ func TestEngine(t *testing.T) {
 			t.Errorf("servers %d, prepared hits %d misses %d: want at most 2 servers, hits and misses", st.ServersOpen, st.PreparedHits, st.PreparedMisses)
 		}
 		inEngine(t, p, 4, 0)
+	})
+
+	t.Run("a client that asked for TLS and was refused", func(t *testing.T) {
+		// libpq's default (sslmode=prefer) sends an SSLRequest first, on
+		// the connection it then logs in on: the 'N' answer must not keep
+		// it from the engine.
+		addr, p := f.proxy(t, Config{Mode: TransactionMode})
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		req, _ := (&pgproto3.SSLRequest{}).Encode(nil)
+		answer := make([]byte, 1)
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, answer); err != nil || answer[0] != 'N' {
+			t.Fatalf("SSLRequest: got %q %v, want N", answer, err)
+		}
+		sess, err := Login(c, "app", "postgres", "app-pw", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess.FE.Send(&pgproto3.Query{String: "SELECT 1"})
+		sess.FE.Flush()
+		expect(t, sess, &pgproto3.RowDescription{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+		inEngine(t, p, 1, 0)
 	})
 
 	t.Run("prepared statements across server connections", func(t *testing.T) {

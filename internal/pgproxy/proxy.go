@@ -319,6 +319,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
 			return nil, err
 		}
+		wire.seen(msg)
 		switch m := msg.(type) {
 		case *pgproto3.SSLRequest:
 			if tlsDone || p.cfg.ClientTLS == nil {
@@ -346,7 +347,6 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		case *pgproto3.StartupMessage:
 			sm = m
 		}
-		wire.seen(msg)
 	}
 	if p.cfg.RequireTLS && !tlsDone {
 		writeError(conn, "FATAL", "28000", "SSL required")

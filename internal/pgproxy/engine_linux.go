@@ -569,7 +569,24 @@ func (ec *eclient) attach(s *server) bool {
 		return false
 	}
 	ec.srv = s
-	ec.ssrc = ec.e.l.Add(s.fd, ec.srvH)
+	switch src, _ := s.hsrc.(*evloop.Source); {
+	case s.home == ec.e && src != nil:
+		// Still in this loop's set from its last transaction here.
+		ec.ssrc = src
+		src.Handle(ec.srvH)
+	case s.home == nil:
+		hs := ec.e.l.Add(s.fd, ec.srvH)
+		ec.ssrc = hs
+		s.home, s.hsrc = ec.e, hs
+		s.idleH = evloop.HandlerFunc(func(uint32) {
+			// Readable while nobody here holds it: an idle server closing
+			// (the pool's peek sees it), or it is another's now. Stop
+			// watching it; the next transaction here adds it again.
+			hs.Want(0)
+		})
+	default: // another engine's home: in this set while held only
+		ec.ssrc = ec.e.l.Add(s.fd, ec.srvH)
+	}
 	return true
 }
 
@@ -593,7 +610,15 @@ func (ec *eclient) dropServer(s *server) {
 	if ec.srv != s {
 		return
 	}
-	ec.ssrc.Release()
+	if src, _ := s.hsrc.(*evloop.Source); s.home == ec.e && src == ec.ssrc {
+		// Stays in the set, served by the idle handler, until a client
+		// here takes it again or it closes (which takes it out of the
+		// set). Whoever else takes it meanwhile reads it while the idle
+		// handler at most stops watching it.
+		src.Handle(s.idleH.(evloop.Handler))
+	} else {
+		ec.ssrc.Release()
+	}
 	ec.ssrc, ec.srv = nil, nil
 	if len(s.wbuf) > 0 || ec.rest > 0 || len(ec.sin) > 0 {
 		s.retire = true
@@ -738,6 +763,9 @@ func (ec *eclient) handBack() {
 	c := ec.c
 	if s := ec.srv; s != nil {
 		ec.ssrc.Release()
+		if s.home == ec.e {
+			s.home, s.hsrc, s.idleH = nil, nil, nil
+		}
 		ec.ssrc, ec.srv = nil, nil
 		if len(ec.sin) > 0 {
 			s.fe = pgproto3.NewFrontend(io.MultiReader(bytes.NewReader(bytes.Clone(ec.sin)), rawsys.NewReader(s.conn)), s.conn)

@@ -41,6 +41,13 @@ type server struct {
 	wbuf      []byte
 	route     string // the endpoint of the pool's route; "" under TargetAny
 	retire    bool   // close it rather than pool it (the server turned read-only)
+
+	// The engine whose epoll set keeps fd while the connection is in the
+	// pool (so that the next transaction there costs no epoll_ctl), and
+	// its Source; set and used by that engine's loop only.
+	home  *engine
+	hsrc  any // *evloop.Source
+	idleH any // its evloop.Handler while no client of home holds it
 }
 
 // socketFD returns the descriptor of a plain socket connection, or -1.

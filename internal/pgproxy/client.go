@@ -826,10 +826,9 @@ func (c *client) leave() {
 		return
 	}
 	if c.eng != nil {
-		// Unpinned, in transaction mode, nothing owed, idle: s is clean
-		// (the engine has not released it only if this is the moment
-		// between the ReadyForQuery and the release, which does not
-		// happen; be safe anyway).
+		// An engine client is unpinned and in transaction mode: with
+		// nothing owed and the server idle, s is clean (the engine
+		// releases it at that ReadyForQuery already; this is a guard).
 		c.detach(s, true)
 		return
 	}

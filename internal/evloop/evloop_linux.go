@@ -179,6 +179,10 @@ func (s *Source) Want(mask uint32) error {
 	return unix.EpollCtl(s.l.epfd, op, s.FD, &unix.EpollEvent{Events: mask, Fd: int32(s.FD), Pad: s.gen})
 }
 
+// Handle makes h serve s's events from now on (a descriptor that stays
+// in the set while it changes hands).
+func (s *Source) Handle(h Handler) { s.h = h }
+
 // Mask is the events s is registered for.
 func (s *Source) Mask() uint32 { return s.mask }
 

@@ -90,15 +90,41 @@ type client struct {
 	xactStart time.Time
 
 	wmu sync.Mutex // serializes writes to conn, taken before mu is released
+
+	buffered bool // the startup Backend read past the messages it returned
+
+	// eng is the engine's side of the client while an engine serves it
+	// (nil on the goroutine path); set and cleared by the engine.
+	eng *eclient
 }
 
-// serve reads client messages until the client leaves.
+// serve reads client messages until the client leaves. A plain-TCP
+// transaction-mode client is served by an engine (engine_linux.go) until
+// it leaves or is handed back here.
 func (c *client) serve(ctx context.Context) {
+	defer c.leave()
+	if e := c.p.engineFor(c); e != nil {
+		if e.serve(c) {
+			return // ended in the engine
+		}
+		defer c.conn.Close() // handed back: a new net.Conn of the socket
+	}
 	c.mu.Lock()
 	c.w = rawsys.NewWriter(c.conn)
+	s := c.srv
 	c.mu.Unlock()
-	defer c.leave()
-	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0
+	if s != nil {
+		// Handed back holding s: what the engine left unwritten goes
+		// out, and a relay reads the responses still owed (the client
+		// may wait for them before it sends more, after a Flush).
+		c.flushServer(s)
+		c.mu.Lock()
+		c.flushLocked()
+		if len(c.q) > 0 {
+			c.startRelayLocked(s)
+		}
+		c.mu.Unlock()
+	}
 	for {
 		msg, err := c.be.Receive()
 		if err != nil {
@@ -111,92 +137,9 @@ func (c *client) serve(ctx context.Context) {
 		switch m := msg.(type) {
 		case *pgproto3.Terminate:
 			return
-		case *pgproto3.Query:
-			eff := pgsql.Classify(m.String)
-			if !c.forward(m, eQuery, func(s *server) {
-				c.pinIf(eff.Pin)
-				if eff.DeallocateAll && rename {
-					clear(c.stmts)
-					s.prepared.clear()
-				}
-			}) {
-				return
-			}
-		case *pgproto3.Parse:
-			eff := pgsql.Classify(m.Query)
-			if !rename || m.Name == "" {
-				if !c.forward(m, eParse, func(*server) { c.pinIf(eff.Pin) }) {
-					return
-				}
-				continue
-			}
-			st := c.p.stmts.get(m.Query, m.ParameterOIDs)
-			c.stmts[m.Name] = st
-			c.pool.st.clientParses.Add(1)
-			if !c.forward(nil, 0, func(s *server) {
-				c.pinIf(eff.Pin)
-				if s.prepared.has(st) {
-					c.pool.st.preparedHits.Add(1)
-					c.push(s, entry{kind: eFakeParse})
-					return
-				}
-				c.pool.st.preparedMisses.Add(1)
-				c.prepare(s, st, eParse)
-			}) {
-				return
-			}
-		case *pgproto3.Bind:
-			c.pool.st.binds.Add(1)
-			st := c.stmts[m.PreparedStatement]
-			if !rename || st == nil {
-				if !c.forward(m, eBind, nil) {
-					return
-				}
-				continue
-			}
-			m.PreparedStatement = st.name
-			if !c.forward(m, eBind, func(s *server) { c.ensure(s, st) }) {
-				return
-			}
-		case *pgproto3.Describe:
-			st := c.stmts[m.Name]
-			if !rename || m.ObjectType != 'S' || st == nil {
-				if !c.forward(m, eDescribe, nil) {
-					return
-				}
-				continue
-			}
-			m.Name = st.name
-			if !c.forward(m, eDescribe, func(s *server) { c.ensure(s, st) }) {
-				return
-			}
-		case *pgproto3.Close:
-			if rename && m.ObjectType == 'S' && m.Name != "" {
-				// The server keeps the statement (others may use it); the
-				// client forgets its name.
-				delete(c.stmts, m.Name)
-				if !c.forward(nil, 0, func(s *server) { c.push(s, entry{kind: eFakeClose}) }) {
-					return
-				}
-				continue
-			}
-			if !c.forward(m, eClose, nil) {
-				return
-			}
-		case *pgproto3.Execute:
-			if !c.forward(m, eExecute, nil) {
-				return
-			}
-		case *pgproto3.Sync:
-			if !c.forward(m, eSync, nil) {
-				return
-			}
-		case *pgproto3.FunctionCall:
-			if !c.forward(m, eQuery, nil) {
-				return
-			}
-		case *pgproto3.Flush:
-			if !c.forward(m, 0, nil) {
+		case *pgproto3.Query, *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Close,
+			*pgproto3.Execute, *pgproto3.Sync, *pgproto3.FunctionCall, *pgproto3.Flush:
+			if !c.forward(m) {
 				return
 			}
 		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
@@ -214,6 +157,103 @@ func (c *client) serve(ctx context.Context) {
 			c.fatal("08P01", fmt.Sprintf("unexpected message %T", msg))
 			return
 		}
+	}
+}
+
+// effectOf classifies the statements of a Query or Parse (internal/pgsql);
+// other messages have no effect.
+func effectOf(msg pgproto3.FrontendMessage) pgsql.Effect {
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		return pgsql.Classify(m.String)
+	case *pgproto3.Parse:
+		return pgsql.Classify(m.Query)
+	}
+	return pgsql.Effect{}
+}
+
+// consume applies one client message to the client's state and queues
+// what it makes: messages for s in s.wbuf (the message itself, renamed,
+// or attache's own Parse and Close), owed responses in q, made-up answers
+// in out. It is the per-message logic of both paths (serve and the
+// engine), with no I/O of its own: the caller writes. raw, when not nil,
+// is the message as the client framed it, forwarded as is when attache
+// does not change it (no re-encode); eff is effectOf(msg). Called with mu
+// held, s being c.srv.
+func (c *client) consume(s *server, msg pgproto3.FrontendMessage, raw []byte, eff pgsql.Effect) {
+	rename := c.p.cfg.Mode == TransactionMode && c.p.cfg.MaxPrepared > 0
+	pass := func(kind entryKind, owed bool) {
+		if raw != nil {
+			s.wbuf = append(s.wbuf, raw...)
+		} else {
+			s.send(msg)
+		}
+		if owed {
+			c.push(s, entry{kind: kind})
+		}
+	}
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		c.pinIf(eff.Pin)
+		if eff.DeallocateAll && rename {
+			clear(c.stmts)
+			s.prepared.clear()
+		}
+		pass(eQuery, true)
+	case *pgproto3.Parse:
+		c.pinIf(eff.Pin)
+		if !rename || m.Name == "" {
+			pass(eParse, true)
+			return
+		}
+		st := c.p.stmts.get(m.Query, m.ParameterOIDs)
+		c.stmts[m.Name] = st
+		c.pool.st.clientParses.Add(1)
+		if s.prepared.has(st) {
+			c.pool.st.preparedHits.Add(1)
+			c.push(s, entry{kind: eFakeParse})
+			return
+		}
+		c.pool.st.preparedMisses.Add(1)
+		c.prepare(s, st, eParse)
+	case *pgproto3.Bind:
+		c.pool.st.binds.Add(1)
+		st := c.stmts[m.PreparedStatement]
+		if !rename || st == nil {
+			pass(eBind, true)
+			return
+		}
+		m.PreparedStatement = st.name
+		c.ensure(s, st)
+		raw = nil // renamed
+		pass(eBind, true)
+	case *pgproto3.Describe:
+		st := c.stmts[m.Name]
+		if !rename || m.ObjectType != 'S' || st == nil {
+			pass(eDescribe, true)
+			return
+		}
+		m.Name = st.name
+		c.ensure(s, st)
+		raw = nil
+		pass(eDescribe, true)
+	case *pgproto3.Close:
+		if rename && m.ObjectType == 'S' && m.Name != "" {
+			// The server keeps the statement (others may use it); the
+			// client forgets its name.
+			delete(c.stmts, m.Name)
+			c.push(s, entry{kind: eFakeClose})
+			return
+		}
+		pass(eClose, true)
+	case *pgproto3.Execute:
+		pass(eExecute, true)
+	case *pgproto3.Sync:
+		pass(eSync, true)
+	case *pgproto3.FunctionCall:
+		pass(eQuery, true)
+	case *pgproto3.Flush, *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+		pass(0, false)
 	}
 }
 
@@ -239,12 +279,11 @@ func (c *client) pinIf(kind string) {
 	c.p.log.Debug("client pinned to its server connection", "user", c.user, "database", c.db, "statement", kind)
 }
 
-// forward makes sure the client holds a server connection, then, with mu
-// held, runs before (which may push entries and send on its own) and sends
-// msg (when not nil) owing a response of kind (0 with a nil msg: none). It
-// writes to the server when msg ends a batch. It returns false when the
-// client must be disconnected.
-func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before func(*server)) bool {
+// forward makes sure the client holds a server connection, applies msg
+// (consume) and writes to the server when msg ends a batch. It returns
+// false when the client must be disconnected.
+func (c *client) forward(msg pgproto3.FrontendMessage) bool {
+	eff := effectOf(msg)
 	c.mu.Lock()
 	for c.srv == nil {
 		c.mu.Unlock()
@@ -254,32 +293,15 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 			return false
 		}
 		if err := c.applyParams(s); err != nil {
-			var se *ServerError
-			if errors.As(err, &se) {
-				c.pool.release(s, true)
-				c.fatal(se.Code, se.Message)
-			} else {
-				c.pool.discard(s)
-				c.fail(err)
-			}
+			c.paramsFailed(s, err)
 			return false
 		}
 		c.mu.Lock()
-		c.srv = s
-		c.pool.st.clientsActive.Add(1)
-		c.pool.st.serversActive.Add(1)
+		c.hold(s)
 	}
 	s := c.srv
 	c.unflushed = true
-	if before != nil {
-		before(s)
-	}
-	if msg != nil {
-		s.send(msg)
-		if _, isFlush := msg.(*pgproto3.Flush); !isFlush {
-			c.push(s, entry{kind: kind})
-		}
-	}
+	c.consume(s, msg, nil, eff)
 	c.mu.Unlock()
 	switch msg.(type) {
 	case *pgproto3.Sync, *pgproto3.Query, *pgproto3.FunctionCall:
@@ -297,6 +319,26 @@ func (c *client) forward(msg pgproto3.FrontendMessage, kind entryKind, before fu
 		}
 	}
 	return true
+}
+
+// hold makes s the client's server connection. Called with mu held.
+func (c *client) hold(s *server) {
+	c.srv = s
+	c.pool.st.clientsActive.Add(1)
+	c.pool.st.serversActive.Add(1)
+}
+
+// paramsFailed gives back s, on which applyParams failed with err, and
+// ends the client with the reason.
+func (c *client) paramsFailed(s *server, err error) {
+	var se *ServerError
+	if errors.As(err, &se) {
+		c.pool.release(s, true)
+		c.fatal(se.Code, se.Message)
+	} else {
+		c.pool.discard(s)
+		c.fail(err)
+	}
 }
 
 // yieldBeforeRead lets the other runnable goroutines go first when the
@@ -478,6 +520,9 @@ func (c *client) emit(msg pgproto3.BackendMessage) {
 // held; it releases mu during the write (holding wmu, so that writes keep
 // their order) and takes it again.
 func (c *client) flushLocked() {
+	if c.eng != nil {
+		return // the engine writes out after each event
+	}
 	if len(c.out) == 0 || c.gone {
 		c.out = c.out[:0]
 		return
@@ -493,7 +538,7 @@ func (c *client) flushLocked() {
 	_, err := w.Write(buf)
 	c.wmu.Unlock()
 	if err != nil {
-		c.conn.Close()
+		c.closeConn()
 	}
 	c.mu.Lock()
 	if c.out == nil && cap(buf) <= 64<<10 {
@@ -533,26 +578,31 @@ func (c *client) step(s *server) (msg pgproto3.BackendMessage, released, live bo
 	if c.srv != s {
 		return nil, false, false
 	}
-	return msg, c.handle(s, msg), true
+	return msg, c.handle(s, msg, nil), true
 }
 
 // handle passes one server message on, keeping the queue of owed
-// responses. It reports whether s was given back. Called with mu held.
-func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) {
+// responses: the per-message logic of both paths for what the server
+// sends. It reports whether s was given back. raw, when not nil, is the
+// message as the server framed it, passed on as is; then only the fields
+// of ErrorResponse, ParameterStatus and ReadyForQuery are read, and msg
+// may be an undecoded value of the right type for the others. Called with
+// mu held.
+func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (released bool) {
 	var head entryKind = 255
 	if len(c.q) > 0 {
 		head = c.q[0].kind
 	}
 	internal := head == eInternal
-	pop := func() {
-		c.q = c.q[1:]
-		c.emitFakes()
-	}
+	// Made-up answers that come next in the queue go out after msg
+	// (emitFakes below), never before it.
+	pop := func() { c.q = c.q[1:] }
 	switch m := msg.(type) {
 	case *pgproto3.ParseComplete:
 		if head == eParse || head == eInjected {
 			pop()
 			if head == eInjected {
+				c.emitFakes()
 				return false
 			}
 		}
@@ -560,6 +610,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		if head == eClose || head == eEvict {
 			pop()
 			if head == eEvict {
+				c.emitFakes()
 				return false
 			}
 		}
@@ -626,8 +677,9 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		c.skipping = false
 		c.txStatus = m.TxStatus
 		if !internal {
-			c.emit(m)
+			c.pass(m, raw)
 		}
+		c.emitFakes()
 		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
 			c.pool.st.xacts.Add(1)
 			if now.IsZero() {
@@ -639,9 +691,19 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage) (released bool) 
 		return c.maybeRelease(s)
 	}
 	if !internal {
-		c.emit(msg)
+		c.pass(msg, raw)
 	}
+	c.emitFakes()
 	return false
+}
+
+// pass queues a server message for the client: raw when there is one.
+func (c *client) pass(msg pgproto3.BackendMessage, raw []byte) {
+	if raw == nil {
+		c.emit(msg)
+	} else if !c.gone {
+		c.out = append(c.out, raw...)
+	}
 }
 
 // maybeRelease gives s back to the pool when nothing is owed, the server
@@ -691,6 +753,9 @@ func (c *client) maybeRelease(s *server) bool {
 func (c *client) sendInternal(s *server, msg pgproto3.FrontendMessage) {
 	s.send(msg)
 	c.enqueue(entry{kind: eInternal})
+	if c.eng != nil {
+		return // the engine writes wbuf
+	}
 	if err := s.flush(); err != nil {
 		s.conn.Close()
 	}
@@ -706,11 +771,14 @@ func (c *client) detach(s *server, reusable bool) {
 	if c.relayFor == s {
 		c.relayFor = nil // the relay sees srv changed, or its read fails
 	}
+	if c.eng != nil {
+		c.eng.dropServer(s) // out of the engine's loop before anyone else may take it
+	}
 	c.q = c.q[:0]
 	c.skipping = false
 	c.pool.st.clientsActive.Add(-1)
 	c.pool.st.serversActive.Add(-1)
-	c.pool.release(s, reusable)
+	c.pool.releaseBy(s, reusable, c.eng.engine())
 }
 
 // serverFailed handles the loss of the server connection the client
@@ -734,7 +802,7 @@ func (c *client) serverFailed(s *server, err error) {
 			c.emit(errorResponse("FATAL", "08006", "server connection lost: "+err.Error()))
 		}
 		c.flushLocked()
-		c.conn.Close()
+		c.closeConn()
 	}
 }
 
@@ -744,6 +812,9 @@ func (c *client) serverFailed(s *server, err error) {
 func (c *client) leave() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gone {
+		return // the engine saw it leave
+	}
 	c.gone = true
 	c.out = nil
 	s := c.srv
@@ -752,6 +823,13 @@ func (c *client) leave() {
 	}
 	if len(c.q) > 0 || c.txStatus != 'I' || c.unflushed {
 		c.detach(s, false)
+		return
+	}
+	if c.eng != nil {
+		// An engine client is unpinned and in transaction mode: with
+		// nothing owed and the server idle, s is clean (the engine
+		// releases it at that ReadyForQuery already; this is a guard).
+		c.detach(s, true)
 		return
 	}
 	// Wake the relay: it releases s at the ReadyForQuery, resetting first
@@ -837,5 +915,15 @@ func (c *client) fatal(code, msg string) {
 	c.emit(errorResponse("FATAL", code, msg))
 	c.flushLocked()
 	c.mu.Unlock()
+	c.closeConn()
+}
+
+// closeConn closes the client connection: in the engine, once what is
+// queued for it is written (as far as the socket takes it).
+func (c *client) closeConn() {
+	if c.eng != nil {
+		c.eng.closeClient()
+		return
+	}
 	c.conn.Close()
 }

@@ -26,6 +26,7 @@ import (
 // that client's goroutines use it; in the pool, only the pool.
 type server struct {
 	conn      net.Conn
+	fd        int       // conn's socket, for an engine; -1: none (TLS)
 	w         io.Writer // conn, raw where it can be
 	fe        *pgproto3.Frontend
 	addr      string
@@ -40,6 +41,29 @@ type server struct {
 	wbuf      []byte
 	route     string // the endpoint of the pool's route; "" under TargetAny
 	retire    bool   // close it rather than pool it (the server turned read-only)
+
+	// The engine whose epoll set keeps fd while the connection is in the
+	// pool (so that the next transaction there costs no epoll_ctl), and
+	// its Source; set and used by that engine's loop only.
+	home  *engine
+	hsrc  any // *evloop.Source
+	idleH any // its evloop.Handler while no client of home holds it
+}
+
+// socketFD returns the descriptor of a plain socket connection, or -1.
+// It stays conn's: valid until conn is closed.
+func socketFD(conn net.Conn) int {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
 }
 
 func (s *server) send(msg pgproto3.FrontendMessage) {
@@ -153,7 +177,10 @@ type route struct {
 }
 
 type waiter struct {
-	ch         chan *server // a server, or nil: open one yourself
+	ch         chan *server  // a server, or nil: open one yourself
+	fn         func(*server) // instead of ch (an engine's client): called with pl.mu held, must not block
+	eng        *engine       // fn's engine; a release by that engine calls local instead
+	local      func(*server)
 	handed     bool
 	since      time.Time
 	route      string
@@ -249,7 +276,7 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	if fe.ReadBufferLen() == 0 {
 		fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
 	}
-	s := &server{conn: conn, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	s := &server{conn: conn, fd: socketFD(conn), w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	if ep != nil {
 		s.route = ep.Addr
@@ -409,11 +436,10 @@ func (pl *pool) acquire() (*server, error) {
 	}
 }
 
-// take gets an idle server connection of route addr, or a slot to open one
-// (connect true), or waits for either. It returns nothing at all when the
-// route stops being eligible while it waits.
-func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, connect bool, err error) {
-	cfg := &pl.p.cfg
+// takeNow takes an idle server connection of route addr (a live one), or
+// a slot to open one (connect true). With neither it returns with mu held
+// and the route, for the caller to queue a waiter.
+func (pl *pool) takeNow(addr string) (s *server, connect bool, r *route) {
 	for {
 		pl.mu.Lock()
 		pl.used = true
@@ -428,30 +454,78 @@ func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, c
 			}
 			return s, false, nil
 		}
-		if r.open < cfg.PoolSize {
+		if r.open < pl.p.cfg.PoolSize {
 			r.open++
 			pl.mu.Unlock()
 			return nil, true, nil
 		}
-		if tm.expired { // spent waiting for a route that changed
-			pl.mu.Unlock()
-			pl.st.waitTimeouts.Add(1)
-			return nil, false, errWaitTimeout
-		}
-		w, _ := pl.spareWaiters.Get().(*waiter)
-		if w == nil {
-			w = &waiter{ch: make(chan *server, 1)}
-		}
-		*w = waiter{ch: w.ch, since: start, route: addr}
-		pl.waiting.push(w)
-		pl.mu.Unlock()
-		tm.start(pl, start)
-		s, connect, err := pl.await(w, r, tm)
-		// Every way out of await leaves w.ch empty: received from, or
-		// never sent to (removed from waiting before it was handed).
-		pl.spareWaiters.Put(w)
-		return s, connect, err
+		return nil, false, r
 	}
+}
+
+// take gets an idle server connection of route addr, or a slot to open one
+// (connect true), or waits for either. It returns nothing at all when the
+// route stops being eligible while it waits.
+func (pl *pool) take(addr string, start time.Time, tm *waitTimers) (s *server, connect bool, err error) {
+	s, connect, r := pl.takeNow(addr)
+	if r == nil {
+		return s, connect, nil
+	}
+	if tm.expired { // spent waiting for a route that changed
+		pl.mu.Unlock()
+		pl.st.waitTimeouts.Add(1)
+		return nil, false, errWaitTimeout
+	}
+	w, _ := pl.spareWaiters.Get().(*waiter)
+	if w == nil {
+		w = &waiter{ch: make(chan *server, 1)}
+	}
+	*w = waiter{ch: w.ch, since: start, route: addr}
+	pl.waiting.push(w)
+	pl.mu.Unlock()
+	tm.start(pl, start)
+	s, connect, err = pl.await(w, r, tm)
+	// Every way out of await leaves w.ch empty: received from, or
+	// never sent to (removed from waiting before it was handed).
+	pl.spareWaiters.Put(w)
+	return s, connect, err
+}
+
+// tryTake is take without waiting, for an engine: an idle server
+// connection of route addr, or a slot to open one (connect true), or, with
+// neither, w (whose fn and since the caller set) queued as a waiter: its
+// fn is called, with mu held, when one of them is handed to it.
+func (pl *pool) tryTake(addr string, w *waiter) (s *server, connect, queued bool) {
+	s, connect, r := pl.takeNow(addr)
+	if r == nil {
+		return s, connect, false
+	}
+	w.route, w.handed = addr, false
+	pl.waiting.push(w)
+	pl.mu.Unlock()
+	return nil, false, true
+}
+
+// unwait takes w, queued by tryTake, out of waiting; false when it was
+// handed something already (its fn has been called or is being called).
+// With reserve, it takes a reserve slot instead if there is room (true
+// then means: open one).
+func (pl *pool) unwait(w *waiter, reserve bool) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if w.handed {
+		return false
+	}
+	if reserve {
+		r := pl.routeLocked(w.route)
+		if r.open >= pl.p.cfg.PoolSize+pl.p.cfg.ReservePoolSize {
+			return false
+		}
+		r.open++
+		pl.st.reserveUsed.Add(1)
+	}
+	pl.waiting.remove(w)
+	return true
 }
 
 // await waits, as the waiter w in waiting, for a server connection of
@@ -562,7 +636,16 @@ func (pl *pool) grantLocked(addr string) {
 	}
 	if w := pl.waiterLocked(addr); w != nil {
 		r.open++
-		w.ch <- nil
+		w.hand(nil)
+	}
+}
+
+// hand gives w a server connection, or nil: a slot to open one.
+func (w *waiter) hand(s *server) {
+	if w.fn != nil {
+		w.fn(s)
+	} else {
+		w.ch <- s
 	}
 }
 
@@ -582,7 +665,11 @@ func (pl *pool) waiterLocked(addr string) *waiter {
 // release takes a server connection back; reusable false closes it, and
 // so does its route no longer being eligible (a primary that was demoted
 // or replaced, a standby that fell behind): it is retired, not pooled.
-func (pl *pool) release(s *server, reusable bool) {
+func (pl *pool) release(s *server, reusable bool) { pl.releaseBy(s, reusable, nil) }
+
+// releaseBy is release by engine by's loop goroutine (nil: another one):
+// a waiter of the same engine is handed s without a trip through Do.
+func (pl *pool) releaseBy(s *server, reusable bool, by *engine) {
 	cfg := pl.p.cfg
 	now := time.Now()
 	reusable = reusable && !s.retire && pl.p.eligible(s.route) && pl.p.keep(s.addr)
@@ -596,7 +683,11 @@ func (pl *pool) release(s *server, reusable bool) {
 		return
 	}
 	if w := pl.waiterLocked(s.route); w != nil {
-		w.ch <- s
+		if by != nil && w.eng == by {
+			w.local(s)
+		} else {
+			w.hand(s)
+		}
 		pl.mu.Unlock()
 		return
 	}

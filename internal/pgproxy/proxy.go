@@ -8,9 +8,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -85,6 +87,12 @@ type Config struct {
 	// a connection finishes what it carries and is then closed.
 	Keep func(addr string) bool
 	Log  *slog.Logger
+
+	// NoEngine serves every client with goroutines. By default, in
+	// transaction mode without server TLS, plain-TCP clients are served
+	// after login by epoll engines, one per GOMAXPROCS (Linux only; see
+	// docs/postgres.md).
+	NoEngine bool
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -102,6 +110,11 @@ type Proxy struct {
 	verifiers map[string]*Verifier // SCRAM verifiers derived from plain secrets
 	closed    bool
 	stop      chan struct{}
+
+	engines []*engine // plain-TCP transaction-mode clients; none: goroutines only
+	next    atomic.Uint32
+	// clients moved into an engine, and handed back from one (for tests)
+	engineClients, handedBack atomic.Int64
 }
 
 type poolKey struct{ db, user string }
@@ -121,6 +134,9 @@ func New(cfg Config) *Proxy {
 		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
 	p.stmts.byText = map[stmtKey]*stmt{}
 	p.SetUsers(cfg.Users)
+	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && !cfg.NoEngine {
+		p.engines = newEngines(p, runtime.GOMAXPROCS(0))
+	}
 	go p.maintain()
 	return p
 }
@@ -150,6 +166,29 @@ func (p *Proxy) Close() {
 	p.mu.Unlock()
 	for _, pl := range pools {
 		pl.close()
+	}
+	if p.clients.Load() == 0 {
+		p.stopEngines()
+	}
+}
+
+// engineFor returns the engine to serve c, or nil: a TLS client, one whose
+// Backend has read ahead, or no engines.
+func (p *Proxy) engineFor(c *client) *engine {
+	if len(p.engines) == 0 || c.buffered {
+		return nil
+	}
+	if _, ok := c.conn.(*net.TCPConn); !ok {
+		return nil
+	}
+	return p.engines[int(p.next.Add(1))%len(p.engines)]
+}
+
+// stopEngines stops the engines (once the Proxy is closed and has no
+// client left). A client that comes later is served by goroutines.
+func (p *Proxy) stopEngines() {
+	for _, e := range p.engines {
+		e.stop()
 	}
 }
 
@@ -241,6 +280,7 @@ func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn) {
 			p.mu.Unlock()
 			if closed {
 				p.closeIdle()
+				p.stopEngines()
 			}
 		}
 	}()
@@ -267,7 +307,10 @@ const maxMessage = 1 << 30
 // client and greets it. It returns nil, nil for a cancel request.
 func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	conn.SetDeadline(time.Now().Add(startupTimeout))
-	be := pgproto3.NewBackend(rawsys.NewReader(conn), conn) // raw reads: internal/rawsys
+	// Raw reads (internal/rawsys), counted: an engine takes the client
+	// only if the Backend holds nothing it has not decoded.
+	wire := &wireCount{r: rawsys.NewReader(conn)}
+	be := pgproto3.NewBackend(wire, conn)
 	tlsDone := false
 	var sm *pgproto3.StartupMessage
 	for sm == nil {
@@ -276,6 +319,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
 			return nil, err
 		}
+		wire.seen(msg)
 		switch m := msg.(type) {
 		case *pgproto3.SSLRequest:
 			if tlsDone || p.cfg.ClientTLS == nil {
@@ -337,12 +381,13 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			return nil, err
 		}
 	}
-	cred, err := p.authenticate(conn, be, user, secret, known)
+	cred, err := p.authenticate(conn, be, user, secret, known, wire.seen)
 	if err != nil {
 		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		return nil, err
 	}
-	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, stmts: map[string]*stmt{}, txStatus: 'I'}
+	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, stmts: map[string]*stmt{}, txStatus: 'I',
+		buffered: !tlsDone && wire.read != wire.used}
 	c.pool = p.pool(db, user)
 	c.pool.remember(cred)
 	welcome, err := c.pool.welcomeParams()
@@ -373,7 +418,9 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 // exchange with a random verifier, so that it fails like a wrong password.
 // It returns what the server can be logged into with besides a plain
 // password: the secret, and for SCRAM secrets the client's ClientKey.
-func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret string, known bool) (*serverCred, error) {
+//
+// seen is told of every message received.
+func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret string, known bool, seen func(pgproto3.FrontendMessage)) (*serverCred, error) {
 	if known && userlist.KindOf(secret) == userlist.MD5 {
 		var salt [4]byte
 		rand.Read(salt[:])
@@ -385,6 +432,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 		if err != nil {
 			return nil, err
 		}
+		seen(msg)
 		pm, ok := msg.(*pgproto3.PasswordMessage)
 		if !ok {
 			return nil, fmt.Errorf("want a password message, got %T", msg)
@@ -407,6 +455,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 	if err != nil {
 		return nil, err
 	}
+	seen(msg)
 	init, ok := msg.(*pgproto3.SASLInitialResponse)
 	if !ok || init.AuthMechanism != scramMechanism {
 		return nil, fmt.Errorf("want SASLInitialResponse for %s, got %T", scramMechanism, msg)
@@ -423,6 +472,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 	if msg, err = be.Receive(); err != nil {
 		return nil, err
 	}
+	seen(msg)
 	resp, ok := msg.(*pgproto3.SASLResponse)
 	if !ok {
 		return nil, fmt.Errorf("want SASLResponse, got %T", msg)
@@ -512,6 +562,27 @@ func (p *Proxy) cancel(key uint32, secret []byte) {
 	conn.Write(b)
 	// The server closes the connection when it has handled the request.
 	conn.Read(make([]byte, 1))
+}
+
+// wireCount counts the bytes a Backend reads and the bytes of the
+// messages it has returned: when they differ after the startup, the
+// Backend holds bytes of messages to come.
+type wireCount struct {
+	r          io.Reader
+	read, used int
+}
+
+func (w *wireCount) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	w.read += n
+	return n, err
+}
+
+// seen counts a message received (its encoding has the length it came
+// with).
+func (w *wireCount) seen(msg pgproto3.FrontendMessage) {
+	b, _ := msg.Encode(nil)
+	w.used += len(b)
 }
 
 func send(conn net.Conn, msg pgproto3.BackendMessage) error {

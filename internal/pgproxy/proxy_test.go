@@ -294,6 +294,8 @@ func TestPostgres(t *testing.T) {
 		if st.Pins["SET"] != clients/4 || st.Pins["CREATE TEMP TABLE"] != clients/4 {
 			t.Errorf("pins: %v, want %d of each", st.Pins, clients/4)
 		}
+		// In the engine, each pinned client was handed back.
+		inEngine(t, p, clients, clients/2)
 	})
 
 	t.Run("startup parameters", func(t *testing.T) {
@@ -375,7 +377,8 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		defer inEngine(t, p, 1, 0)
 		conn := connect(t, addr, "app", "app-pw", "")
 		// pgx sends a CancelRequest only when asked to: do it once the
 		// server runs the sleep.
@@ -407,19 +410,8 @@ func TestPostgres(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
 		conn := connect(t, addr, "app", "app-pw", "")
 		other := connect(t, addr, "app", "app-pw", "")
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var pid int
-		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
-		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
-			t.Fatal(err)
-		}
-		_, err = tx.Exec(ctx, "SELECT 1")
+		tx := terminatedInTransaction(t, f, conn)
+		_, err := tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Detail, "57P01") {
 			t.Errorf("statement on the terminated backend: got %v, want 08006 with the server's 57P01 in the detail", err)
@@ -435,10 +427,12 @@ func TestPostgres(t *testing.T) {
 		if p.Stats()[0].ServersLost == 0 {
 			t.Errorf("servers_lost not counted")
 		}
+		inEngine(t, p, 3, 0)
 	})
 
 	t.Run("client leaves mid-transaction", func(t *testing.T) {
-		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		defer inEngine(t, p, 2, 0)
 		conn := connect(t, addr, "app", "app-pw", "")
 		tx, _ := conn.Begin(ctx)
 		if _, err := tx.Exec(ctx, "INSERT INTO items VALUES (1000, 'uncommitted')"); err != nil {
@@ -476,6 +470,7 @@ func TestPostgres(t *testing.T) {
 		if p.Stats()[0].WaitTimeouts != 1 {
 			t.Errorf("wait timeouts: %d, want 1", p.Stats()[0].WaitTimeouts)
 		}
+		inEngine(t, p, 2, 0)
 	})
 
 	t.Run("client TLS", func(t *testing.T) {

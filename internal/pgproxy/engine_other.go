@@ -1,0 +1,16 @@
+//go:build !linux
+
+package pgproxy
+
+// engine is Linux-only (internal/evloop); elsewhere every client is
+// served by goroutines.
+type engine struct{}
+
+type eclient struct{}
+
+func newEngines(*Proxy, int) []*engine { return nil }
+func (*engine) serve(*client) bool     { return false }
+func (*engine) stop()                  {}
+func (*eclient) dropServer(*server)    {}
+func (*eclient) closeClient()          {}
+func (*eclient) engine() *engine       { return nil }

@@ -1,0 +1,231 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// inEngine checks that clients were served by an engine and how many were
+// handed back, where there are engines (Linux).
+func inEngine(t *testing.T, p *Proxy, clients, handedBack int64) {
+	t.Helper()
+	if len(p.engines) == 0 {
+		if runtime.GOOS == "linux" {
+			t.Errorf("no engine on Linux")
+		}
+		return
+	}
+	if got := p.engineClients.Load(); got != clients {
+		t.Errorf("clients served by the engine: got %d, want %d", got, clients)
+	}
+	if got := p.handedBack.Load(); got != handedBack {
+		t.Errorf("clients handed back: got %d, want %d", got, handedBack)
+	}
+}
+
+func TestEngine(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+
+	t.Run("pipelined extended-protocol batches", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for c := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://app:app-pw@%s/postgres?sslmode=disable", addr))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer conn.Close(ctx)
+				for round := range 10 {
+					b := &pgx.Batch{}
+					for i := range 50 {
+						b.Queue("SELECT $1::int * 2, $2::text", i, fmt.Sprint(c, round))
+						b.Queue("SELECT $1::int + 1", i) // a second named statement
+					}
+					res := conn.SendBatch(ctx, b)
+					for i := range 50 {
+						var n int
+						var s string
+						if err := res.QueryRow().Scan(&n, &s); err != nil || n != 2*i || s != fmt.Sprint(c, round) {
+							errs <- fmt.Errorf("client %d round %d item %d: got %d %q %v", c, round, i, n, s, err)
+							res.Close()
+							return
+						}
+						if err := res.QueryRow().Scan(&n); err != nil || n != i+1 {
+							errs <- fmt.Errorf("client %d round %d item %d: got %d %v, want %d", c, round, i, n, err, i+1)
+							res.Close()
+							return
+						}
+					}
+					if err := res.Close(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		st := p.Stats()[0]
+		if st.ServersOpen > 2 || st.PreparedHits == 0 || st.PreparedMisses == 0 {
+			t.Errorf("servers %d, prepared hits %d misses %d: want at most 2 servers, hits and misses", st.ServersOpen, st.PreparedHits, st.PreparedMisses)
+		}
+		inEngine(t, p, 4, 0)
+	})
+
+	t.Run("a client that asked for TLS and was refused", func(t *testing.T) {
+		// libpq's default (sslmode=prefer) sends an SSLRequest first, on
+		// the connection it then logs in on: the 'N' answer must not keep
+		// it from the engine.
+		addr, p := f.proxy(t, Config{Mode: TransactionMode})
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		req, _ := (&pgproto3.SSLRequest{}).Encode(nil)
+		answer := make([]byte, 1)
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, answer); err != nil || answer[0] != 'N' {
+			t.Fatalf("SSLRequest: got %q %v, want N", answer, err)
+		}
+		sess, err := Login(c, "app", "postgres", "app-pw", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess.FE.Send(&pgproto3.Query{String: "SELECT 1"})
+		sess.FE.Flush()
+		expect(t, sess, &pgproto3.RowDescription{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+		inEngine(t, p, 1, 0)
+	})
+
+	t.Run("prepared statements across server connections", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 3})
+		conns := make([]*pgx.Conn, 3)
+		for i := range conns {
+			conns[i] = connect(t, addr, "app", "app-pw", "")
+		}
+		// Each client inside a transaction holds its own server
+		// connection; from round to round they get them in another order.
+		for round := range 10 {
+			txs := make([]pgx.Tx, len(conns))
+			for j := range conns {
+				i := (j + round) % len(conns)
+				tx, err := conns[i].Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				txs[i] = tx
+				var n int
+				if err := tx.QueryRow(ctx, "SELECT $1::int + 100", round*10+i).Scan(&n); err != nil || n != round*10+i+100 {
+					t.Fatalf("client %d round %d: got %d %v", i, round, n, err)
+				}
+			}
+			for _, tx := range txs {
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if st := p.Stats()[0]; st.PreparedHits == 0 || st.ServerParses != 3 {
+			t.Errorf("prepared hits %d, server parses %d: want it prepared once on each of 3 servers, then reused", st.PreparedHits, st.ServerParses)
+		}
+		inEngine(t, p, int64(len(conns)), 0)
+	})
+
+	t.Run("hand-back on SET and LISTEN", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 3}) // two pinned, one for other
+		conn := connect(t, addr, "app", "app-pw", "")
+		other := connect(t, addr, "app", "app-pw", "")
+		var s string
+		if err := conn.QueryRow(ctx, "SELECT 'before'").Scan(&s); err != nil || s != "before" {
+			t.Fatalf("before: got %q %v", s, err)
+		}
+		if _, err := conn.Exec(ctx, "SET search_path = handed, public"); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.QueryRow(ctx, "SHOW search_path").Scan(&s); err != nil || s != "handed, public" {
+			t.Errorf("own SET after the hand-back: got %q %v", s, err)
+		}
+		if err := other.QueryRow(ctx, "SHOW search_path").Scan(&s); err != nil || s == "handed, public" {
+			t.Errorf("another client sees the SET: %q %v", s, err)
+		}
+		listener := connect(t, addr, "app", "app-pw", "")
+		if _, err := listener.Exec(ctx, "LISTEN engine_ch"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Exec(ctx, "NOTIFY engine_ch, 'hi'"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := listener.WaitForNotification(wctx)
+		if err != nil || n.Payload != "hi" {
+			t.Errorf("notification: got %v %v", n, err)
+		}
+		var i int
+		if err := other.QueryRow(ctx, "SELECT 7").Scan(&i); err != nil || i != 7 {
+			t.Errorf("engine client after the others' hand-back: %d %v", i, err)
+		}
+		inEngine(t, p, 3, 2)
+	})
+
+	t.Run("server terminated mid-transaction, then the pool goes on", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		tx := terminatedInTransaction(t, f, connect(t, addr, "app", "app-pw", ""))
+		time.Sleep(50 * time.Millisecond) // the FATAL arrives while the client is idle
+		_, err := tx.Exec(ctx, "SELECT 1")
+		var pe *pgconn.PgError
+		if err == nil || (errors.As(err, &pe) && pe.Code != "08006") {
+			t.Errorf("statement on the terminated backend: got %v, want 08006", err)
+		}
+		next := connect(t, addr, "app", "app-pw", "")
+		var n int
+		if err := next.QueryRow(ctx, "SELECT 5").Scan(&n); err != nil || n != 5 {
+			t.Errorf("the next client on a pool of 1: got %d %v", n, err)
+		}
+		inEngine(t, p, 2, 0)
+	})
+}
+
+// terminatedInTransaction opens a transaction on conn and terminates its
+// server backend (pg_terminate_backend).
+func terminatedInTransaction(t *testing.T, f *fixture, conn *pgx.Conn) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 
@@ -58,7 +59,11 @@ func newProxyLog(t testing.TB, fast bool, endpoints []string, route config.Route
 	}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	s := NewServer(time.Minute, fast, log)
+	path := PathNetHTTP
+	if fast {
+		path = fastPathUnderTest()
+	}
+	s := NewServer(time.Minute, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log, AccessLog: access}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -635,4 +640,13 @@ func TestFastLargeBodies(t *testing.T) {
 			t.Errorf("sent %d: status %d, got %d bytes (%v), want %d intact", sent, resp.StatusCode, len(got), err, len(big)-sent)
 		}
 	}
+}
+
+// fastPathUnderTest is the path the fast-path tests run on: the engine,
+// or with ATTACHE_TEST_HTTP_PATH=goroutine the goroutine fast path alone.
+func fastPathUnderTest() Path {
+	if os.Getenv("ATTACHE_TEST_HTTP_PATH") == "goroutine" {
+		return PathGoroutine
+	}
+	return PathEngine
 }

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -99,8 +100,14 @@ type bodyState struct {
 	sent100 bool
 }
 
-func newFastConn(s *Server, c net.Conn) *fastConn {
-	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
+// newFastConn starts the fast path of c, whose first bytes, already read
+// (by the engine), are pre.
+func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
+	src := rawsys.NewReader(c)
+	if len(pre) > 0 {
+		src = io.MultiReader(bytes.NewReader(pre), src)
+	}
+	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(src, cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote = c.RemoteAddr().String()
 	fc.ip = fc.remote
@@ -263,7 +270,7 @@ func (fc *fastConn) accessFields() accessFields {
 // returns the status sent.
 func (fc *fastConn) proxy(route *Route) int {
 	r, x, h := &fc.req, &fc.x, fc.h
-	x.cluster = fc.pick(route)
+	x.cluster = route.pickFor(r, fc.ipKey)
 	x.key = fc.key
 	if r.host != fc.lastHost || fc.lastHost == "" {
 		fc.lastHost, fc.lastLoopback = r.host, isLoopbackHost(r.host)
@@ -297,22 +304,23 @@ func (fc *fastConn) proxy(route *Route) int {
 	return fc.relay()
 }
 
-// pick is Route.pick for the fast path, with the same sticky keys.
-func (fc *fastConn) pick(rt *Route) *Cluster {
+// pick is Route.pick for the fast path and the engine, with the same
+// sticky keys; ipKey is the client's sticky key by IP ("ip:" and the IP).
+func (rt *Route) pickFor(r *reqHead, ipKey string) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
 	if rt.sticky == nil {
 		return rt.inBucket(rand.IntN(buckets))
 	}
-	key := fc.ipKey
+	key := ipKey
 	switch rt.sticky.By {
 	case "header":
-		if v := fc.req.Get(rt.sticky.Name); v != "" {
+		if v := r.Get(rt.sticky.Name); v != "" {
 			key = "h:" + v
 		}
 	case "cookie":
-		if v := fc.req.cookie(rt.sticky.Name); v != "" {
+		if v := r.cookie(rt.sticky.Name); v != "" {
 			key = "c:" + v
 		}
 	}

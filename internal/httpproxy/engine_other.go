@@ -14,5 +14,5 @@ type engines struct{}
 func newEngines(*Server, *slog.Logger) *engines { return nil }
 
 func (*engines) serve(c net.Conn) (net.Conn, []byte, bool) { return c, nil, false }
-func (*engines) closeIdle(bool) int                         { return 0 }
-func (*engines) stop()                                      {}
+func (*engines) closeIdle(bool) int                        { return 0 }
+func (*engines) stop()                                     {}

@@ -60,7 +60,8 @@ type engines struct {
 	s     *Server
 	log   *slog.Logger
 	once  sync.Once
-	loops []*engine
+	mu    sync.Mutex
+	loops []*engine // under mu: set once by start
 	next  atomic.Uint32
 	open  atomic.Int64 // connections in the loops
 }
@@ -68,6 +69,8 @@ type engines struct {
 func newEngines(s *Server, log *slog.Logger) *engines { return &engines{s: s, log: log} }
 
 func (es *engines) start() {
+	es.mu.Lock()
+	defer es.mu.Unlock()
 	n := runtime.GOMAXPROCS(0)
 	for range n {
 		e := &engine{es: es, s: es.s, n: n, conns: map[*econn]struct{}{}, timed: map[*econn]struct{}{},
@@ -135,7 +138,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, served bool) {
 // drain closes (those that were served, and with closing all of them);
 // it returns the connections still in the loops.
 func (es *engines) closeIdle(closing bool) int {
-	for _, e := range es.loops {
+	for _, e := range es.started() {
 		e.l.Do(func() { e.closeIdle(closing) })
 	}
 	return int(es.open.Load())
@@ -144,10 +147,17 @@ func (es *engines) closeIdle(closing bool) int {
 // stop ends the loops, closing what is left.
 func (es *engines) stop() {
 	es.once.Do(func() {}) // none to start any more
-	for _, e := range es.loops {
+	for _, e := range es.started() {
 		e.l.Stop()
 		<-e.l.Done()
 	}
+}
+
+// started returns the loops, none before the first connection.
+func (es *engines) started() []*engine {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	return es.loops
 }
 
 // engine is one loop's state; all of it belongs to the loop goroutine.

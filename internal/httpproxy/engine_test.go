@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -294,8 +295,7 @@ func TestEngineTimeouts(t *testing.T) {
 		t.Errorf("per-try timeout: %d %q attempts %s, want 200 fast in 2", resp.StatusCode, body, resp.Header.Get("X-Attache-Attempts"))
 	}
 
-	p = newProxy(t, true, []string{fast}, config.Route{})
-	p.srv.idle = 300 * time.Millisecond // before any connection
+	p = newProxyIdle(t, true, []string{fast}, config.Route{}, nil, 300*time.Millisecond)
 	_, br = raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	readResp(t, br, "GET")
 	start = time.Now()
@@ -390,10 +390,13 @@ func TestChunkScan(t *testing.T) {
 // traceparent are on what the engine sends, and the retried request
 // keeps its id.
 func TestEngineAttemptsAndIDs(t *testing.T) {
+	var mu sync.Mutex
 	var ids []string
 	var n atomic.Int64
 	addr, _ := serveBackend(t, func(c net.Conn, r *http.Request) bool {
+		mu.Lock()
 		ids = append(ids, r.Header.Get("X-Request-Id")+" "+strconv.Itoa(len(r.Header.Get("Traceparent"))))
+		mu.Unlock()
 		if n.Add(1) == 1 {
 			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
 			return true
@@ -408,6 +411,8 @@ func TestEngineAttemptsAndIDs(t *testing.T) {
 	if resp.StatusCode != 200 || body != "ok" || resp.Header.Get("X-Attache-Attempts") != "2" {
 		t.Fatalf("got %d %q attempts %s, want 200 ok in 2", resp.StatusCode, body, resp.Header.Get("X-Attache-Attempts"))
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(ids) != 2 || ids[0] != ids[1] || len(ids[0]) != 32+3 {
 		t.Errorf("request ids and traceparent lengths of the tries: %q, want one 32-digit id twice and 55", ids)
 	}

@@ -37,6 +37,12 @@ func newProxy(t testing.TB, fast bool, endpoints []string, route config.Route) *
 
 func newProxyLog(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger) *proxyEnv {
 	t.Helper()
+	return newProxyIdle(t, fast, endpoints, route, access, time.Minute)
+}
+
+// newProxyIdle is newProxyLog with the listener's idle timeout.
+func newProxyIdle(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger, idle time.Duration) *proxyEnv {
+	t.Helper()
 	picker, err := balance.New("first")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ func newProxyLog(t testing.TB, fast bool, endpoints []string, route config.Route
 	if fast {
 		path = fastPathUnderTest()
 	}
-	s := NewServer(time.Minute, path, log)
+	s := NewServer(idle, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log, AccessLog: access}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

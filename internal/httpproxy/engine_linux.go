@@ -190,6 +190,7 @@ type econn struct {
 	blocked   bool // the socket took less than offered: waiting for EPOLLOUT
 	served    bool // a request was served: a drain closes it when idle
 	closing   bool // close once out is written
+	eof       bool // the app has closed its side
 	lastRead  int64
 	headStart int64 // when the pending head began; 0: none
 
@@ -284,7 +285,7 @@ func (c *econn) Event(ev uint32) {
 		c.abort() // the app has gone: nothing will read the response
 		return
 	}
-	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 && !c.active && !c.pending() && !c.closing {
+	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 && c.wantsIn() {
 		c.read()
 		if c.src.FD < 0 {
 			return
@@ -331,13 +332,18 @@ func (c *econn) update() {
 	if c.pending() {
 		m |= evloop.Out
 	}
-	if !c.active && !c.pending() && !c.closing && len(c.rbuf) < cap(c.rbuf) {
+	if c.wantsIn() {
 		m |= evloop.In | evloop.RdHup
 	}
 	if c.src.Want(m) != nil {
 		c.close()
 	}
 }
+
+// wantsIn reports whether the app socket is read: always while there is
+// room, even during a request (what comes is the next request), so that
+// the interest, and epoll_ctl, need not change per request.
+func (c *econn) wantsIn() bool { return !c.closing && !c.eof && len(c.rbuf) < cap(c.rbuf) }
 
 func (c *econn) read() {
 	n, err := rawsys.Recv(c.src.FD, c.rbuf[len(c.rbuf):cap(c.rbuf)])
@@ -346,6 +352,10 @@ func (c *econn) read() {
 		c.rbuf = c.rbuf[:len(c.rbuf)+n]
 		c.lastRead = c.e.l.Now()
 	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case n == 0 && (c.active || c.pending()):
+		c.eof = true // the app has sent all: its answer still goes
+	case c.active:
+		c.abort()
 	default: // end of stream or error, between requests
 		c.close()
 	}
@@ -358,7 +368,7 @@ func (c *econn) process() {
 	for !c.active && !c.pending() && !c.closing && c.src.FD >= 0 {
 		if len(c.rbuf) == 0 {
 			c.headStart = 0
-			if s.draining.Load() && c.served {
+			if s.draining.Load() && c.served || c.eof {
 				c.close()
 			}
 			return
@@ -367,6 +377,10 @@ func (c *econn) process() {
 		if n < 0 {
 			if len(c.rbuf) >= cliReadBuf {
 				c.handOff()
+				return
+			}
+			if c.eof {
+				c.close() // a head cut by the end of the stream
 				return
 			}
 			if c.headStart == 0 {
@@ -408,6 +422,9 @@ func (c *econn) process() {
 		}
 		c.headStart = 0
 		if len(c.rbuf) < total {
+			if c.eof {
+				c.close()
+			}
 			return // the body is on its way (the idle timeout applies)
 		}
 		c.headLen, c.reqLen = n+2, total

@@ -40,15 +40,8 @@ func (s *chunkScan) scan(b []byte) (n int, done bool, err error) {
 		c := b[n]
 		switch s.state {
 		case csSize:
-			var d byte
-			switch {
-			case '0' <= c && c <= '9':
-				d = c - '0'
-			case 'a' <= c && c <= 'f':
-				d = c - 'a' + 10
-			case 'A' <= c && c <= 'F':
-				d = c - 'A' + 10
-			default:
+			d, ok := hexDigit(c)
+			if !ok {
 				if s.digits == 0 {
 					return n, false, errChunkScan
 				}

@@ -20,7 +20,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
@@ -108,12 +107,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, served bool) {
 	}
 	ec := &econn{fd: fd, done: make(chan handback, 1)}
 	ec.remote = c.RemoteAddr().String()
-	ec.ip = ec.remote
-	if h, _, err := net.SplitHostPort(ec.remote); err == nil {
-		ec.ip = h
-	}
-	ec.ipKey = "ip:" + ec.ip
-	ec.key = balance.HashString(ec.ip)
+	ec.ip, ec.ipKey, ec.key = clientKeys(ec.remote)
 	c.Close()
 	e := es.loops[es.next.Add(1)%uint32(len(es.loops))]
 	ec.e = e

@@ -110,12 +110,7 @@ func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
 	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(src, cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote = c.RemoteAddr().String()
-	fc.ip = fc.remote
-	if h, _, err := net.SplitHostPort(fc.remote); err == nil {
-		fc.ip = h
-	}
-	fc.ipKey = "ip:" + fc.ip
-	fc.key = balance.HashString(fc.ip)
+	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
 	// A head that has begun must arrive within net/http's
 	// ReadHeaderTimeout, whatever the idle timeout.
@@ -126,6 +121,16 @@ func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
 		}
 	}
 	return fc
+}
+
+// clientKeys are what routing and balancing key on of an app at remote:
+// its IP, its sticky key by IP, and the balance key (the IP's hash).
+func clientKeys(remote string) (ip, ipKey string, key uint64) {
+	ip = remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		ip = h
+	}
+	return ip, "ip:" + ip, balance.HashString(ip)
 }
 
 // readHeaderTimeout bounds the arrival of a request head once it has
@@ -918,20 +923,26 @@ func readChunkSize(br *bufio.Reader) (int64, error) {
 	}
 	var n int64
 	for _, c := range line {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
+		d, ok := hexDigit(c)
+		if !ok {
 			return 0, errChunk
 		}
 		n = n<<4 | int64(d)
 	}
 	return n, nil
+}
+
+// hexDigit is the value of a hex digit of a chunk size.
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func indexByte(b []byte, c byte) int {

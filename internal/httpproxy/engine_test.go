@@ -417,3 +417,29 @@ func TestEngineAttemptsAndIDs(t *testing.T) {
 		t.Errorf("request ids and traceparent lengths of the tries: %q, want one 32-digit id twice and 55", ids)
 	}
 }
+
+// TestEngineConnectFailureAndNames: a refused connect (in the loop) is
+// retried on the next endpoint, whose name is resolved by a dial
+// goroutine; the connection is then pooled.
+func TestEngineConnectFailureAndNames(t *testing.T) {
+	addr, _ := serveBackend(t, func(c net.Conn, r *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	_, port, _ := net.SplitHostPort(addr)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := ln.Addr().String()
+	ln.Close()
+	p := newProxy(t, true, []string{refused, "localhost:" + port}, config.Route{Retries: &config.Retries{Attempts: 2, On: []string{"connect_failure"}, MaxBuffer: 1 << 10,
+		Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
+	for i := range 3 {
+		_, br := raw(t, p.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+		resp, body := readResp(t, br, "POST")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q attempts %s, want 200 ok", i, resp.StatusCode, body, resp.Header.Get("X-Attache-Attempts"))
+		}
+		if a := resp.Header.Get("X-Attache-Attempts"); i == 0 && a != "2" {
+			t.Errorf("first request: attempts %s, want 2 (the refused endpoint, then the named one)", a)
+		}
+	}
+}

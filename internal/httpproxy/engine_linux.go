@@ -13,10 +13,12 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -386,7 +388,12 @@ func (c *econn) process() {
 			c.handOff()
 			return
 		}
-		v, why := c.req.parse(string(c.rbuf[:n]))
+		// The head is parsed in place, its strings over rbuf: the bytes of
+		// a request stay where they are until it ends (reads append after
+		// them; finish moves the next request down only after the access
+		// log), and nothing keeps a string of it past that (lastHost is a
+		// copy). No allocation per request, so no GC under load.
+		v, why := c.req.parse(unsafe.String(&c.rbuf[0], n))
 		if v == reject {
 			c.out = appendBadRequest(c.out, why)
 			c.closing = true
@@ -474,7 +481,7 @@ func (c *econn) begin(h *Handler, route *Route) {
 	x.cluster = route.pickFor(r, c.ipKey)
 	x.key = c.key
 	if r.host != c.lastHost || c.lastHost == "" {
-		c.lastHost, c.lastLoopback = r.host, isLoopbackHost(r.host)
+		c.lastHost, c.lastLoopback = strings.Clone(r.host), isLoopbackHost(r.host)
 	}
 	x.hostFrom = (route.rewrite == nil || route.rewrite.Host == "") && c.lastLoopback
 	if route.timeout > 0 {

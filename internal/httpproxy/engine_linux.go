@@ -75,7 +75,7 @@ func (es *engines) start() {
 	n := runtime.GOMAXPROCS(0)
 	for range n {
 		e := &engine{es: es, s: es.s, n: n, conns: map[*econn]struct{}{}, timed: map[*econn]struct{}{},
-			pools: map[*upstream.Endpoint]*epool{}}
+			pools: map[*upstream.Endpoint]*epool{}, scratch: make([]byte, upReadBuf)}
 		l, err := evloop.New(engineTick, e.tick, nil, e.end)
 		if err != nil {
 			es.log.Debug("no HTTP engine: the goroutine fast path serves", "error", err)
@@ -158,15 +158,16 @@ func (es *engines) started() []*engine {
 
 // engine is one loop's state; all of it belongs to the loop goroutine.
 type engine struct {
-	es    *engines
-	s     *Server
-	l     *evloop.Loop
-	n     int // loops of the Server
-	conns map[*econn]struct{}
-	timed map[*econn]struct{} // with a request in flight
-	pools map[*upstream.Endpoint]*epool
-	ticks int
-	spare [][]byte
+	es      *engines
+	s       *Server
+	l       *evloop.Loop
+	n       int // loops of the Server
+	conns   map[*econn]struct{}
+	timed   map[*econn]struct{} // with a request in flight
+	pools   map[*upstream.Endpoint]*epool
+	ticks   int
+	spare   [][]byte
+	scratch []byte // the upstream reads' shared buffer
 }
 
 // econn is one app connection in an engine.
@@ -231,7 +232,8 @@ type eup struct {
 	src          *evloop.Source // nil while a dial goroutine connects
 	ep           *upstream.Endpoint
 	c            *econn
-	rbuf         []byte // len: bytes held, from roff
+	rbuf         []byte // len: bytes held, from roff (own, or the loop's scratch during a read)
+	own          []byte // allocated when something must be held between reads
 	roff         int
 	wbuf         []byte // the request, written up to woff
 	woff         int
@@ -801,9 +803,17 @@ func (c *econn) tryFailedOrAbort(err error) {
 	}
 }
 
+// read reads what the upstream sent. With nothing held from before, it
+// reads into the loop's shared buffer, which stays in the cache (64
+// connections' own 32 KiB buffers would not): what is left after the
+// response took its part (a partial head, more than the response) moves
+// to the connection's own buffer.
 func (u *eup) read() {
 	c := u.c
-	if u.roff > 0 && len(u.rbuf) == cap(u.rbuf) {
+	defer u.keep()
+	if len(u.rbuf) == u.roff {
+		u.rbuf, u.roff = u.e.scratch[:0], 0
+	} else if u.roff > 0 && len(u.rbuf) == cap(u.rbuf) {
 		n := copy(u.rbuf, u.rbuf[u.roff:])
 		u.rbuf, u.roff = u.rbuf[:n], 0
 	}
@@ -843,6 +853,18 @@ func (u *eup) read() {
 		return
 	}
 	c.abort()
+}
+
+// keep moves what u holds in the loop's shared buffer to its own.
+func (u *eup) keep() {
+	if cap(u.rbuf) == 0 || unsafe.SliceData(u.rbuf) != unsafe.SliceData(u.e.scratch) {
+		return
+	}
+	rest := u.rbuf[u.roff:]
+	if len(rest) > 0 && u.own == nil {
+		u.own = make([]byte, 0, upReadBuf)
+	}
+	u.rbuf, u.roff = append(u.own[:0], rest...), 0
 }
 
 // response takes what came from the upstream: the head (and the try's
@@ -1026,7 +1048,7 @@ func (u *eup) kill() {
 // loop to an address, or a dial goroutine for a name to resolve.
 func (e *engine) dial(c *econn) (*eup, error) {
 	ep, cl := c.ep, c.x.cluster
-	u := &eup{e: e, ep: ep, rbuf: make([]byte, 0, upReadBuf), connecting: true}
+	u := &eup{e: e, ep: ep, connecting: true}
 	now := e.l.Now()
 	if t := cl.opts.ConnectTimeout; t > 0 {
 		u.connDeadline = now + int64(t)

@@ -557,10 +557,33 @@ func (h *Handler) runTries(x *exchange, t tryer, maxTries int, idem bool) error 
 // Its zero value is ready for the first try; it must not be copied once
 // used.
 type tryState struct {
-	try      int // the last try's number
-	triedBuf [4]*upstream.Endpoint
-	tried    []*upstream.Endpoint
-	lastErr  error
+	try     int // the last try's number
+	buf     [4]*upstream.Endpoint
+	n       int                  // endpoints tried, in buf
+	more    []*upstream.Endpoint // all of them, past len(buf)
+	lastErr error
+}
+
+// tried returns the endpoints tried since the last round. (No slice of
+// buf is kept in the struct: a pointer into itself would move a
+// runTries' tryState to the heap.)
+func (st *tryState) tried() []*upstream.Endpoint {
+	if st.more != nil {
+		return st.more
+	}
+	return st.buf[:st.n]
+}
+
+func (st *tryState) add(ep *upstream.Endpoint) {
+	switch {
+	case st.more != nil:
+		st.more = append(st.more, ep)
+	case st.n < len(st.buf):
+		st.buf[st.n] = ep
+		st.n++
+	default:
+		st.more = append(append([]*upstream.Endpoint(nil), st.buf[:]...), ep)
+	}
 }
 
 // nextTry chooses the endpoint of the next try and counts it in x
@@ -568,24 +591,20 @@ type tryState struct {
 // breaker refuses.
 func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error) {
 	c := x.cluster
-	if st.tried == nil {
-		st.tried = st.triedBuf[:0]
-	}
 	var ep *upstream.Endpoint
-	if len(st.tried) == 0 {
+	if tried := st.tried(); len(tried) == 0 {
 		ep = c.opts.Upstream.Pick(x.key, nil)
 	} else {
-		tried := st.tried
 		ep = c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return slices.Contains(tried, e) })
 		if ep == nil { // all tried: go round again
-			st.tried = st.tried[:0]
+			st.n, st.more = 0, nil
 			ep = c.opts.Upstream.Pick(x.key, nil)
 		}
 	}
 	if ep == nil {
 		return nil, fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
 	}
-	st.tried = append(st.tried, ep)
+	st.add(ep)
 	if b := c.opts.Breaker; b != nil && !b.Allow() {
 		if st.lastErr != nil {
 			return nil, st.lastErr

@@ -443,3 +443,30 @@ func TestEngineConnectFailureAndNames(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineByteByByte: a request that arrives a byte at a time, head and
+// body, is served once whole; a pipelined pair split the same way too.
+func TestEngineByteByByte(t *testing.T) {
+	b := newEcho(t)
+	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := "POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+	for i := range len(msg) {
+		if _, err := c.Write([]byte{msg[i]}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	br := bufio.NewReader(c)
+	if resp, body := readResp(t, br, "POST"); body != "echo:hello" || resp.Header.Get("X-Path") != "/one" {
+		t.Errorf("first: %q for %s, want echo:hello for /one", body, resp.Header.Get("X-Path"))
+	}
+	if resp, body := readResp(t, br, "GET"); body != "echo:" || resp.Header.Get("X-Path") != "/two" {
+		t.Errorf("second: %q for %s, want echo: for /two", body, resp.Header.Get("X-Path"))
+	}
+}

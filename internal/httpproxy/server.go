@@ -17,10 +17,13 @@ import (
 // reload swaps its Handler, so that even keep-alive connections take the
 // new routes on their next request. It implements listener.Handler.
 //
-// Cleartext connections start on the fast path (fastConn), which serves
-// plain HTTP/1.1 requests itself and hands the connection, with what it
-// read, to the net/http server for anything else (HTTP/2, upgrades, routes
-// to TLS or HTTP/2 upstreams). TLS connections go to net/http directly.
+// Cleartext connections start in the event-loop engine (PathEngine, on
+// Linux), which serves plain HTTP/1.1 requests with Content-Length or no
+// bodies and hands the connection, at a request boundary and with what it
+// read, to the goroutine fast path (fastConn) for anything else. The fast
+// path serves the rest of plain HTTP/1.1 and hands the connection in turn
+// to the net/http server for HTTP/2, upgrades and routes to TLS or HTTP/2
+// upstreams. TLS connections go to net/http directly.
 type Server struct {
 	srv     *http.Server
 	ln      *chanListener

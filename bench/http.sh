@@ -8,6 +8,8 @@
 # /proc/PID/stat) and attache's RSS.
 #
 #   bench/http.sh                  # ROUNDS=3 DURATION=5s by default
+#   GOROUTINE=1 bench/http.sh      # also attache on the goroutine fast path
+#                                  # alone (ATTACHE_HTTP_FAST_PATH=goroutine), as att-gor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -17,7 +19,7 @@ CONNS=${CONNS:-64}
 . bench/lib.sh
 require wrk:wrk nginx:nginx-light haproxy:haproxy
 
-BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport)
+BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport); GP=$(freeport); GADM=$(freeport)
 head -c 16384 /dev/urandom > "$work/big.bin"
 mkdir -p "$work/nb" "$work/np"
 cat > "$work/backend.conf" <<EOF
@@ -60,12 +62,18 @@ listeners: [{name: web, address: "127.0.0.1:$AP", protocol: http, cluster: backe
 clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_endpoint: 128}}]
 EOF
 
+sed -e "s/127.0.0.1:$ADM/127.0.0.1:$GADM/" -e "s/127.0.0.1:$AP/127.0.0.1:$GP/" "$work/attache.yaml" > "$work/attache-g.yaml"
+
 nginx -c "$work/backend.conf" 2>"$work/backend.log" & pids+=($!)
 waitport "$BP"
 make -s build >/dev/null
 GOMAXPROCS=1 bin/attache run --config "$work/attache.yaml" 2>"$work/attache.log" & APID=$!; pids+=($APID)
 nginx -c "$work/proxy.conf" 2>"$work/nginx.log" & pids+=($!)
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & HPID=$!; pids+=($HPID)
+if [ "${GOROUTINE:-}" = 1 ]; then
+  ATTACHE_HTTP_FAST_PATH=goroutine GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
+  waitport "$GP"
+fi
 waitport "$AP"; waitport "$NP"; waitport "$HP"
 sleep 1
 NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")
@@ -74,6 +82,7 @@ idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$APID/status")
 declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP)
 declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
 targets=(direct attache nginx haproxy)
+if [ "${GOROUTINE:-}" = 1 ]; then port[att-gor]=$GP; pid[att-gor]=$GPID; targets+=(att-gor); fi
 res="$work/results"; : > "$res"
 toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 

@@ -43,13 +43,21 @@ func (a *App) buildHTTPCluster(cc config.Cluster, up *upstream.Cluster, tlsFor f
 	return httpproxy.NewCluster(o)
 }
 
-// newHTTPServer starts the server of an HTTP listener. The fast path
-// serves cleartext HTTP/1.1 unless ATTACHE_HTTP_FAST_PATH=off in the
-// environment, the escape hatch should it ever misbehave: everything then
-// goes through net/http, as it does for TLS, HTTP/2 and upgrades.
+// newHTTPServer starts the server of an HTTP listener. The event-loop
+// engine serves cleartext HTTP/1.1 (with the goroutine fast path for what
+// it hands over) unless ATTACHE_HTTP_FAST_PATH in the environment says
+// otherwise, the escape hatches should either misbehave: "goroutine" for
+// the goroutine fast path alone, "off" for net/http for everything, as
+// for TLS, HTTP/2 and upgrades.
 func (a *App) newHTTPServer(lc config.Listener) *httpproxy.Server {
-	v, _ := a.opts.LookupEnv("ATTACHE_HTTP_FAST_PATH")
-	return httpproxy.NewServer(lc.IdleTimeout.D(), v != "off", a.log.With("listener", lc.Name))
+	path := httpproxy.PathEngine
+	switch v, _ := a.opts.LookupEnv("ATTACHE_HTTP_FAST_PATH"); v {
+	case "off":
+		path = httpproxy.PathNetHTTP
+	case "goroutine":
+		path = httpproxy.PathGoroutine
+	}
+	return httpproxy.NewServer(lc.IdleTimeout.D(), path, a.log.With("listener", lc.Name))
 }
 
 func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *httpproxy.Handler {

@@ -217,12 +217,16 @@ func (s *Source) Release() {
 
 func (l *Loop) run() {
 	defer close(l.done)
+	// One closure for every wait: a closure per wait would be two
+	// allocations per batch.
+	n := 0
+	wait := func(uintptr) bool {
+		n = rawsys.EpollWait(l.epfd, l.events)
+		return n > 0
+	}
 	for {
-		n := 0
-		err := l.rc.Read(func(uintptr) bool {
-			n = rawsys.EpollWait(l.epfd, l.events)
-			return n > 0
-		})
+		n = 0
+		err := l.rc.Read(wait)
 		if err != nil {
 			l.teardown()
 			return

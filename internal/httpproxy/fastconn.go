@@ -2,8 +2,8 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -77,8 +77,7 @@ type fastConn struct {
 	buf        []byte // a body read whole for retries
 	buffered   bool   // buf is the whole body
 	closeAfter bool
-	reqID      [32]byte
-	genID      bool // reqID was made here
+	ids        reqIDs
 	bytesOut   int64
 
 	// The response of the last try.
@@ -101,16 +100,17 @@ type bodyState struct {
 	sent100 bool
 }
 
-func newFastConn(s *Server, c net.Conn) *fastConn {
-	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
+// newFastConn starts the fast path of c, whose first bytes, already read
+// (by the engine), are pre.
+func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
+	src := rawsys.NewReader(c)
+	if len(pre) > 0 {
+		src = io.MultiReader(bytes.NewReader(pre), src)
+	}
+	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(src, cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote = c.RemoteAddr().String()
-	fc.ip = fc.remote
-	if h, _, err := net.SplitHostPort(fc.remote); err == nil {
-		fc.ip = h
-	}
-	fc.ipKey = "ip:" + fc.ip
-	fc.key = balance.HashString(fc.ip)
+	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
 	// A head that has begun must arrive within net/http's
 	// ReadHeaderTimeout, whatever the idle timeout.
@@ -121,6 +121,16 @@ func newFastConn(s *Server, c net.Conn) *fastConn {
 		}
 	}
 	return fc
+}
+
+// clientKeys are what routing and balancing key on of an app at remote:
+// its IP, its sticky key by IP, and the balance key (the IP's hash).
+func clientKeys(remote string) (ip, ipKey string, key uint64) {
+	ip = remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		ip = h
+	}
+	return ip, "ip:" + ip, balance.HashString(ip)
 }
 
 // readHeaderTimeout bounds the arrival of a request head once it has
@@ -226,7 +236,7 @@ func readHead(br *bufio.Reader, slow func()) (n int, bare bool, err error) {
 func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
 	r := &fc.req
 	fc.start = time.Now()
-	fc.h, fc.bytesOut, fc.genID, fc.buffered = h, 0, false, false
+	fc.h, fc.bytesOut, fc.ids.gen, fc.buffered = h, 0, false, false
 	fc.body = bodyState{chunked: r.chunked, left: max(r.length, 0), done: !r.chunked && r.length <= 0}
 	x := &fc.x
 	x.route, x.cluster, x.attempts, x.endpoint, x.err, x.reason, x.stop = route, nil, 0, "", nil, "", nil
@@ -235,7 +245,7 @@ func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
 	var status int
 	if route == nil {
 		x.reason = "no route"
-		status = fc.writeError(http.StatusNotFound, "no route matched", false, false, "attache: no route for "+r.method+" "+r.path+"\n")
+		status = fc.writeError(http.StatusNotFound, "no route matched", false, false, noRouteMessage(r))
 	} else {
 		status = fc.proxy(route)
 	}
@@ -258,18 +268,14 @@ func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
 }
 
 func (fc *fastConn) accessFields() accessFields {
-	id := fc.req.Get("X-Request-Id")
-	if fc.genID {
-		id = string(fc.reqID[:])
-	}
-	return accessFields{fc.req.method, fc.req.path, fc.remote, id}
+	return accessFields{fc.req.method, fc.req.path, fc.remote, fc.ids.requestID(&fc.req)}
 }
 
 // proxy forwards the request through the route and relays the answer; it
 // returns the status sent.
 func (fc *fastConn) proxy(route *Route) int {
 	r, x, h := &fc.req, &fc.x, fc.h
-	x.cluster = fc.pick(route)
+	x.cluster = route.pickFor(r, fc.ipKey)
 	x.key = fc.key
 	if r.host != fc.lastHost || fc.lastHost == "" {
 		fc.lastHost, fc.lastLoopback = r.host, isLoopbackHost(r.host)
@@ -303,22 +309,23 @@ func (fc *fastConn) proxy(route *Route) int {
 	return fc.relay()
 }
 
-// pick is Route.pick for the fast path, with the same sticky keys.
-func (fc *fastConn) pick(rt *Route) *Cluster {
+// pick is Route.pick for the fast path and the engine, with the same
+// sticky keys; ipKey is the client's sticky key by IP ("ip:" and the IP).
+func (rt *Route) pickFor(r *reqHead, ipKey string) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
 	if rt.sticky == nil {
 		return rt.inBucket(rand.IntN(buckets))
 	}
-	key := fc.ipKey
+	key := ipKey
 	switch rt.sticky.By {
 	case "header":
-		if v := fc.req.Get(rt.sticky.Name); v != "" {
+		if v := r.Get(rt.sticky.Name); v != "" {
 			key = "h:" + v
 		}
 	case "cookie":
-		if v := fc.req.cookie(rt.sticky.Name); v != "" {
+		if v := r.cookie(rt.sticky.Name); v != "" {
 			key = "c:" + v
 		}
 	}
@@ -353,56 +360,26 @@ func (fc *fastConn) fail(err error) int {
 	if isClientError(err) {
 		fc.closeAfter = true
 	}
-	return fc.writeError(status, reason, over, true, "attache: "+reason+" (cluster "+x.cluster.Name()+")\n")
+	return fc.writeError(status, reason, over, true, failMessage(reason, x))
 }
 
 // writeError writes attache's own response.
 func (fc *fastConn) writeError(status int, reason string, over, attempts bool, msg string) int {
-	w := fc.bw
-	w.WriteString("HTTP/1.1 ")
-	w.WriteString(strconv.Itoa(status))
-	w.WriteByte(' ')
-	w.WriteString(http.StatusText(status))
-	w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Attache-Reason: ")
-	w.WriteString(reason)
-	if over {
-		w.WriteString("\r\nX-Attache-Overloaded: true")
-	}
+	n := -1
 	if attempts {
-		w.WriteString("\r\nX-Attache-Attempts: ")
-		w.WriteString(strconv.Itoa(fc.x.attempts))
+		n = fc.x.attempts
 	}
-	fc.writeEnd(int64(len(msg)))
-	if fc.req.method != http.MethodHead {
-		w.WriteString(msg)
+	head := fc.req.method == http.MethodHead
+	fc.bw.Write(appendError(fc.bw.AvailableBuffer(), status, reason, over, n, fc.closeAfter, fc.req.http10, head, msg))
+	if !head {
 		fc.bytesOut += int64(len(msg))
 	}
 	return status
 }
 
-// writeEnd ends a response head: Content-Length (n >= 0), Connection, and
-// the blank line.
-func (fc *fastConn) writeEnd(n int64) {
-	w := fc.bw
-	if n >= 0 {
-		w.WriteString("\r\nContent-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
-	}
-	if fc.closeAfter {
-		w.WriteString("\r\nConnection: close")
-	} else if fc.req.http10 {
-		w.WriteString("\r\nConnection: keep-alive")
-	}
-	w.WriteString("\r\n\r\n")
-}
-
 // badRequest answers a malformed request; the connection then closes.
 func (fc *fastConn) badRequest(why string) {
-	msg := "400 Bad Request: " + why
-	fc.bw.WriteString("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
-	fc.bw.WriteString(strconv.Itoa(len(msg)))
-	fc.bw.WriteString("\r\n\r\n")
-	fc.bw.WriteString(msg)
+	fc.bw.Write(appendBadRequest(fc.bw.AvailableBuffer(), why))
 	fc.bw.Flush()
 	fc.h = fc.s.handler.Load()
 	if fc.h != nil {
@@ -493,118 +470,26 @@ func (fc *fastConn) sleep(d time.Duration) {
 // writeRequest sends the request head with attache's edits, and the body.
 // Errors reading the app's side are clientErrors.
 func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
-	r, x := &fc.req, &fc.x
-	rt := x.route
-	creds := x.cluster.opts.Credentials // nil: none
-	w := uc.bw
-	w.WriteString(r.method)
-	w.WriteByte(' ')
-	if rw := rt.rewrite; rw != nil && rw.Prefix != "" && rt.prefix != "" {
-		w.WriteString(rw.Prefix)
-		w.WriteString(strings.TrimPrefix(r.target, rt.prefix))
-	} else {
-		w.WriteString(r.target)
-	}
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	switch {
-	case rt.rewrite != nil && rt.rewrite.Host != "":
-		w.WriteString(rt.rewrite.Host)
-	case x.hostFrom:
-		w.WriteString(hostForUpstream(ep.Addr, "http"))
-	default:
-		w.WriteString(r.host)
-	}
-	w.WriteString("\r\nX-Forwarded-For: ")
-	hasID, hasTrace, te := false, false, false
-	for i := range r.fields {
-		f := &r.fields[i]
-		switch f.kind {
-		case fXFF:
-			w.WriteString(f.value)
-			w.WriteString(", ")
-		case fRequestID:
-			hasID = hasID || f.value != ""
-		case fTraceparent:
-			hasTrace = hasTrace || f.value != ""
-		case fTrailers:
-			te = te || headerHasToken(f.value, "trailers")
-		}
-	}
-	w.WriteString(fc.ip)
-	w.WriteString("\r\nX-Forwarded-Host: ")
-	w.WriteString(r.host)
-	w.WriteString("\r\nX-Forwarded-Proto: http\r\n")
-	if te {
-		w.WriteString("Te: trailers\r\n")
-	}
-	for i := range r.fields {
-		f := &r.fields[i]
-		switch f.kind {
-		case fOther, fRequestID, fTraceparent:
-		default:
-			continue
-		}
-		if f.kind != fOther && f.value == "" || len(r.tokens) > 0 && r.listed(f.name) || rt.edits(f.name) || creds != nil && creds.Sets(f.name) {
-			continue
-		}
-		w.WriteString(f.name)
-		w.WriteString(": ")
-		w.WriteString(f.value)
-		w.WriteString("\r\n")
-	}
-	if !hasID {
-		var b [16]byte
-		putRandom(b[:])
-		hex.Encode(fc.reqID[:], b[:])
-		fc.genID = true
-		w.WriteString("X-Request-Id: ")
-		w.Write(fc.reqID[:])
-		w.WriteString("\r\n")
-	}
-	if !hasTrace {
-		var b [24]byte
-		putRandom(b[:])
-		w.WriteString("Traceparent: 00-")
-		writeHex(w, b[:16])
-		w.WriteByte('-')
-		writeHex(w, b[16:])
-		w.WriteString("-01\r\n")
-	}
-	for k, v := range rt.add {
-		if creds != nil && creds.Sets(k) {
-			continue
-		}
-		w.WriteString(k)
-		w.WriteString(": ")
-		w.WriteString(v)
-		w.WriteString("\r\n")
-	}
-	for _, c := range creds.Headers() {
-		w.WriteString(c.Name)
-		w.WriteString(": ")
-		w.WriteString(c.Value)
-		w.WriteString("\r\n")
-	}
+	r, w := &fc.req, uc.bw
+	framing := r.length
 	switch {
 	case fc.buffered:
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(fc.buf)), 10))
-		w.WriteString("\r\n\r\n")
+		framing = int64(len(fc.buf))
+	case fc.body.done:
+		framing = framingNone
+	case r.chunked:
+		framing = framingChunked
+	}
+	w.Write(appendRequestHead(w.AvailableBuffer(), r, &fc.x, ep.Addr, fc.ip, &fc.ids, framing))
+	switch {
+	case fc.buffered:
 		w.Write(fc.buf)
 	case fc.body.done:
-		if r.length == 0 || r.method == http.MethodPost || r.method == http.MethodPut || r.method == http.MethodPatch {
-			w.WriteString("Content-Length: 0\r\n")
-		}
-		w.WriteString("\r\n")
 	case r.chunked:
-		w.WriteString("Transfer-Encoding: chunked\r\n\r\n")
 		if err := fc.streamChunked(w); err != nil {
 			return err
 		}
 	default:
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), r.length, 10))
-		w.WriteString("\r\n\r\n")
 		if err := fc.continue100(); err != nil {
 			return err
 		}
@@ -645,22 +530,6 @@ func headerHasToken(v, token string) bool {
 	return false
 }
 
-// writeHex writes b in lower-case hex, encoded in place in w's buffer
-// when it has room.
-func writeHex(w *bufio.Writer, b []byte) {
-	if w.Available() >= 2*len(b) {
-		out := w.AvailableBuffer()[:2*len(b)]
-		hex.Encode(out, b)
-		w.Write(out)
-		return
-	}
-	const digits = "0123456789abcdef"
-	for _, c := range b {
-		w.WriteByte(digits[c>>4])
-		w.WriteByte(digits[c&15])
-	}
-}
-
 func putRandom(b []byte) {
 	for i := 0; i+8 <= len(b); i += 8 {
 		u := rand.Uint64()
@@ -697,52 +566,16 @@ func (fc *fastConn) readResponse(uc *upConn) error {
 	}
 }
 
-// Response body framings.
-const (
-	bodyNone = iota
-	bodyLength
-	bodyChunked
-	bodyUntilClose
-)
-
 // relay sends the response of the last try to the app and returns the
 // upstream connection to its pool when the exchange ended cleanly.
 func (fc *fastConn) relay() int {
 	uc, rh, r, w := fc.up, &fc.resp, &fc.req, fc.bw
-	mode := bodyUntilClose
-	switch {
-	case r.method == http.MethodHead || rh.status == 204 || rh.status == 304:
-		mode = bodyNone
-	case rh.chunked:
-		mode = bodyChunked
-	case rh.length >= 0:
-		mode = bodyLength
-	}
+	mode := framingOf(rh, r.method)
 	chunkOut := (mode == bodyChunked || mode == bodyUntilClose) && !r.http10
 	if (mode == bodyChunked || mode == bodyUntilClose) && r.http10 {
 		fc.closeAfter = true
 	}
-	w.WriteString("HTTP/1.1 ")
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(rh.status), 10))
-	w.WriteByte(' ')
-	if len(rh.reason) > 0 {
-		w.Write(rh.reason)
-	} else {
-		w.WriteString(http.StatusText(rh.status))
-	}
-	w.WriteString("\r\n")
-	for _, l := range rh.lines {
-		line := rh.head[l[0]:l[1]]
-		if !rh.listed(line) {
-			w.Write(line)
-		}
-	}
-	if chunkOut {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	w.WriteString("X-Attache-Attempts: ")
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(fc.x.attempts), 10))
-	fc.writeEnd(-1)
+	w.Write(appendResponseHead(w.AvailableBuffer(), rh, chunkOut, fc.x.attempts, fc.closeAfter, r.http10))
 	uc.br.Discard(fc.respLen)
 	if mode != bodyNone && (mode != bodyLength || int64(uc.br.Buffered()) < rh.length) {
 		uc.setDeadline(time.Time{}) // timeouts run until the response head: a body may take its time
@@ -1090,20 +923,26 @@ func readChunkSize(br *bufio.Reader) (int64, error) {
 	}
 	var n int64
 	for _, c := range line {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
+		d, ok := hexDigit(c)
+		if !ok {
 			return 0, errChunk
 		}
 		n = n<<4 | int64(d)
 	}
 	return n, nil
+}
+
+// hexDigit is the value of a hex digit of a chunk size.
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func indexByte(b []byte, c byte) int {

@@ -526,74 +526,136 @@ type tryer interface {
 	sleep(d time.Duration) // backoff, cut short when the request ends
 }
 
-// runTries is the retry loop of both paths: endpoint choice, breaker,
-// passive outlier detection, retry policy, budget and backoff. On nil the
-// last try's response is the answer; x.attempts and x.endpoint tell which.
+// runTries is the retry loop of the goroutine paths (net/http's and the
+// fast path's): endpoint choice, breaker, passive outlier detection, retry
+// policy, budget and backoff, all in nextTry and afterTry, which the
+// event-loop engine drives asynchronously. On nil the last try's response
+// is the answer; x.attempts and x.endpoint tell which.
 func (h *Handler) runTries(x *exchange, t tryer, maxTries int, idem bool) error {
-	c := x.cluster
-	policy := x.route.retry
-	var triedBuf [4]*upstream.Endpoint
-	tried := triedBuf[:0]
-	var lastErr error
-	for try := 1; ; try++ {
-		var ep *upstream.Endpoint
-		if len(tried) == 0 {
-			ep = c.opts.Upstream.Pick(x.key, nil)
-		} else {
-			ep = c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return slices.Contains(tried, e) })
-			if ep == nil { // all tried: go round again
-				tried = tried[:0]
-				ep = c.opts.Upstream.Pick(x.key, nil)
-			}
+	var st tryState
+	for {
+		ep, err := h.nextTry(x, &st)
+		if err != nil {
+			return err
 		}
-		if ep == nil {
-			return fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
-		}
-		tried = append(tried, ep)
-		if b := c.opts.Breaker; b != nil && !b.Allow() {
-			if lastErr != nil {
-				return lastErr
-			}
-			return errBreakerOpen
-		}
-		x.attempts, x.endpoint = try, ep.Addr
-		status, err, perTryTimedOut := t.send(ep, try)
-		ok := err == nil && status < 500
-		if b := c.opts.Breaker; b != nil {
-			b.Done(ok)
-		}
-		isConnect := isConnectError(err)
-		if !isConnect && !isClientError(err) {
-			c.opts.Upstream.RecordResponse(ep, ok)
-		}
-
-		retry := try < maxTries && !x.timedOut.Load() && !t.ended()
-		if retry {
-			if err != nil {
-				retry = policy.retriableError(err, perTryTimedOut) && (isConnect || idem || policy.nonIdempotent) && !isClientError(err)
-			} else {
-				retry = policy.retriableStatus(status) && (idem || policy.nonIdempotent)
-			}
-		}
-		if retry && !h.budgetAllows(c, policy) {
-			retry = false
-		}
+		status, err, perTryTimedOut := t.send(ep, st.try)
+		retry, backoff, err := h.afterTry(x, &st, ep, status, err, perTryTimedOut, maxTries, idem, t.ended())
 		if !retry {
 			return err
 		}
 		if err == nil {
 			t.discard()
-			lastErr = fmt.Errorf("status %d", status)
-		} else {
-			lastErr = err
 		}
-		if h.obs.Retry != nil {
-			h.obs.Retry(c.Name())
-		}
+		c := x.cluster
 		c.retrying.Add(1)
-		t.sleep(policy.backoff(try + 1))
+		t.sleep(backoff)
 		c.retrying.Add(-1)
 	}
+}
+
+// tryState is the retry loop's memory between the tries of one request.
+// Its zero value is ready for the first try; it must not be copied once
+// used.
+type tryState struct {
+	try     int // the last try's number
+	buf     [4]*upstream.Endpoint
+	n       int                  // endpoints tried, in buf
+	more    []*upstream.Endpoint // all of them, past len(buf)
+	lastErr error
+}
+
+// tried returns the endpoints tried since the last round. (No slice of
+// buf is kept in the struct: a pointer into itself would move a
+// runTries' tryState to the heap.)
+func (st *tryState) tried() []*upstream.Endpoint {
+	if st.more != nil {
+		return st.more
+	}
+	return st.buf[:st.n]
+}
+
+func (st *tryState) add(ep *upstream.Endpoint) {
+	switch {
+	case st.more != nil:
+		st.more = append(st.more, ep)
+	case st.n < len(st.buf):
+		st.buf[st.n] = ep
+		st.n++
+	default:
+		st.more = append(append([]*upstream.Endpoint(nil), st.buf[:]...), ep)
+	}
+}
+
+// nextTry chooses the endpoint of the next try and counts it in x
+// (attempts, endpoint); an error when no endpoint is healthy or the
+// breaker refuses.
+func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error) {
+	c := x.cluster
+	var ep *upstream.Endpoint
+	if tried := st.tried(); len(tried) == 0 {
+		ep = c.opts.Upstream.Pick(x.key, nil)
+	} else {
+		ep = c.opts.Upstream.Pick(x.key, func(e *upstream.Endpoint) bool { return slices.Contains(tried, e) })
+		if ep == nil { // all tried: go round again
+			st.n, st.more = 0, nil
+			ep = c.opts.Upstream.Pick(x.key, nil)
+		}
+	}
+	if ep == nil {
+		return nil, fmt.Errorf("cluster %q: %w", c.Name(), errNoEndpoint)
+	}
+	st.add(ep)
+	if b := c.opts.Breaker; b != nil && !b.Allow() {
+		if st.lastErr != nil {
+			return nil, st.lastErr
+		}
+		return nil, errBreakerOpen
+	}
+	st.try++
+	x.attempts, x.endpoint = st.try, ep.Addr
+	return ep, nil
+}
+
+// afterTry records the outcome of a try to ep (breaker, outlier
+// detection) and decides whether there is another: retry with the backoff
+// to wait first (the caller then drops the try's response when err is
+// nil, and counts itself in the cluster's retrying while it waits), or
+// the end, with the error to answer (nil: the try's response is the
+// answer). err is the try's own error either way. ended: the client went away or the route timed out.
+func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, status int, err error, perTryTimedOut bool, maxTries int, idem, ended bool) (retry bool, backoff time.Duration, _ error) {
+	c := x.cluster
+	policy := x.route.retry
+	ok := err == nil && status < 500
+	if b := c.opts.Breaker; b != nil {
+		b.Done(ok)
+	}
+	isConnect := isConnectError(err)
+	if !isConnect && !isClientError(err) {
+		c.opts.Upstream.RecordResponse(ep, ok)
+	}
+	retry = st.try < maxTries && !x.timedOut.Load() && !ended
+	if retry {
+		if err != nil {
+			retry = policy.retriableError(err, perTryTimedOut) && (isConnect || idem || policy.nonIdempotent) && !isClientError(err)
+		} else {
+			retry = policy.retriableStatus(status) && (idem || policy.nonIdempotent)
+		}
+	}
+	if retry && !h.budgetAllows(c, policy) {
+		retry = false
+	}
+	if !retry {
+		return false, 0, err
+	}
+	if err == nil {
+		st.lastErr = fmt.Errorf("status %d", status)
+	} else {
+		st.lastErr = err
+	}
+	if h.obs.Retry != nil {
+		h.obs.Retry(c.Name())
+	}
+	return true, policy.backoff(st.try + 1), err
 }
 
 // stdTry is a try through net/http's Transport.

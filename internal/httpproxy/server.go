@@ -17,16 +17,20 @@ import (
 // reload swaps its Handler, so that even keep-alive connections take the
 // new routes on their next request. It implements listener.Handler.
 //
-// Cleartext connections start on the fast path (fastConn), which serves
-// plain HTTP/1.1 requests itself and hands the connection, with what it
-// read, to the net/http server for anything else (HTTP/2, upgrades, routes
-// to TLS or HTTP/2 upstreams). TLS connections go to net/http directly.
+// Cleartext connections start in the event-loop engine (PathEngine, on
+// Linux), which serves plain HTTP/1.1 requests with Content-Length or no
+// bodies and hands the connection, at a request boundary and with what it
+// read, to the goroutine fast path (fastConn) for anything else. The fast
+// path serves the rest of plain HTTP/1.1 and hands the connection in turn
+// to the net/http server for HTTP/2, upgrades and routes to TLS or HTTP/2
+// upstreams. TLS connections go to net/http directly.
 type Server struct {
 	srv     *http.Server
 	ln      *chanListener
 	handler atomic.Pointer[Handler]
 	idle    time.Duration
 	fast    bool
+	eng     *engines // nil: the goroutine fast path serves
 
 	draining atomic.Bool
 	closing  atomic.Bool
@@ -34,11 +38,27 @@ type Server struct {
 	conns    map[*fastConn]struct{}
 }
 
-// NewServer starts a server; idle is the keep-alive idle timeout; fast
-// enables the fast path.
-func NewServer(idle time.Duration, fast bool, log *slog.Logger) *Server {
-	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: fast,
+// Path is how a Server serves cleartext HTTP/1.1 connections.
+type Path int
+
+const (
+	// PathEngine: the event-loop engine (Linux), which hands what it does
+	// not serve to the goroutine fast path; the goroutine fast path where
+	// there is no epoll.
+	PathEngine Path = iota
+	// PathGoroutine: the goroutine-per-connection fast path.
+	PathGoroutine
+	// PathNetHTTP: net/http's server for everything.
+	PathNetHTTP
+)
+
+// NewServer starts a server; idle is the keep-alive idle timeout.
+func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
+	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: path != PathNetHTTP,
 		conns: map[*fastConn]struct{}{}}
+	if path == PathEngine {
+		s.eng = newEngines(s, log)
+	}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.Load().ServeHTTP(w, r) }),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -64,7 +84,16 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		s.handOff(c)
 		return
 	}
-	fc := newFastConn(s, c)
+	var pre []byte
+	if s.eng != nil {
+		var served bool
+		if c, pre, served = s.eng.serve(c); served && c == nil {
+			return // closed by the engine
+		}
+		// c was not for the engine, or the engine handed it over at a
+		// request boundary with what it had read.
+	}
+	fc := newFastConn(s, c, pre)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -122,6 +151,9 @@ func (s *Server) Drain() {
 // closeIdle closes the fast connections waiting between requests, and
 // when the server is closing those that never sent one.
 func (s *Server) closeIdle() (open int) {
+	if s.eng != nil {
+		open += s.eng.closeIdle(s.closing.Load())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for fc := range s.conns {
@@ -129,7 +161,7 @@ func (s *Server) closeIdle() (open int) {
 			fc.c.Close()
 		}
 	}
-	return len(s.conns)
+	return open + len(s.conns)
 }
 
 // Close stops the server gracefully: idle connections now, active ones
@@ -157,6 +189,9 @@ func (s *Server) Close(deadline time.Duration) {
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if s.eng != nil {
+		s.eng.stop() // what is left closes
 	}
 	<-done
 }

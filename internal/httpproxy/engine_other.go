@@ -1,0 +1,18 @@
+//go:build !linux
+
+package httpproxy
+
+import (
+	"log/slog"
+	"net"
+)
+
+// engines: there is no event-loop engine without epoll; the goroutine
+// fast path serves.
+type engines struct{}
+
+func newEngines(*Server, *slog.Logger) *engines { return nil }
+
+func (*engines) serve(c net.Conn) (net.Conn, []byte, bool) { return c, nil, false }
+func (*engines) closeIdle(bool) int                        { return 0 }
+func (*engines) stop()                                     {}

@@ -173,11 +173,11 @@ func TestLoopStaleEvent(t *testing.T) {
 					unix.Close(r)
 					keep <- w // closing it would make the fresh source readable
 					fresh := l.Add(num, HandlerFunc(func(uint32) {
-					select {
-					case wrong <- "fresh source got the old event":
-					default:
-					}
-				}))
+						select {
+						case wrong <- "fresh source got the old event":
+						default:
+						}
+					}))
 					fresh.Want(In)
 				}
 			})

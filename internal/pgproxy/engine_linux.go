@@ -267,15 +267,7 @@ func (ec *eclient) serverEvent(ev uint32) {
 		return
 	}
 	if ev&evloop.Out != 0 {
-		ec.flushServer()
-		if ec.srv == s && len(s.wbuf) <= maxBuffered && len(ec.in) > 0 && !ec.blocked {
-			// process stopped for the server to read: go on
-			k := ec.process(ec.in)
-			if ec.ended {
-				return
-			}
-			keep(&ec.in, ec.in, k, false)
-		}
+		ec.flushServer() // settle goes on with what waited for it
 	}
 	if ec.srv == s && ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
 		data, scratch, err := ec.e.recv(s.fd, ec.sin)
@@ -637,8 +629,25 @@ func (ec *eclient) settle() {
 		return
 	}
 	c := ec.c
-	if s := ec.srv; s != nil && len(s.wbuf) > 0 {
-		ec.flushServer()
+	for {
+		if s := ec.srv; s != nil && len(s.wbuf) > 0 {
+			ec.flushServer()
+		}
+		// Client messages already read wait in ec.in when process stopped
+		// for the server to read, or for a server connection: no readiness
+		// report will come for them, so they go on here once they can.
+		if ec.ended || len(ec.in) == 0 || ec.blocked || ec.handback || ec.closing ||
+			ec.srv != nil && len(ec.srv.wbuf) > maxBuffered {
+			break
+		}
+		k := ec.process(ec.in)
+		if ec.ended || k == 0 {
+			break
+		}
+		keep(&ec.in, ec.in, k, false)
+	}
+	if ec.ended {
+		return
 	}
 	if len(c.out) > 0 {
 		ec.flushClient()

@@ -103,6 +103,7 @@ func Start(t testing.TB, cmd *exec.Cmd) (stop func()) {
 // shutdown is SIGINT; its SIGTERM waits for clients to leave).
 func StartWithSignal(t testing.TB, cmd *exec.Cmd, sig os.Signal) (stop func()) {
 	t.Helper()
+	dieWithParent(cmd, sig)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}

@@ -586,13 +586,7 @@ func (ec *eclient) attach(s *server) bool {
 // server connection (or must route again).
 func (ec *eclient) resume() {
 	ec.blocked = false
-	if len(ec.in) > 0 {
-		k := ec.process(ec.in)
-		if !ec.ended {
-			keep(&ec.in, ec.in, k, false)
-		}
-	}
-	ec.settle()
+	ec.settle() // which processes ec.in
 }
 
 // dropServer takes s out of the loop before the pool may give it to
@@ -848,6 +842,12 @@ func keep(dst *[]byte, data []byte, k int, scratch bool) {
 		if len(rest) > 0 {
 			*dst = append((*dst)[:0], rest...)
 		}
+		return
+	}
+	if k == 0 && len(data) > 0 {
+		// Nothing consumed (a message still arriving): no copy, which
+		// would move the whole of a large message once per read.
+		*dst = data
 		return
 	}
 	*dst = data[:copy(data, rest)]

@@ -611,14 +611,14 @@ func (c *econn) answer(status int, reason string, over bool, attempts int, msg s
 		c.abort()
 		return
 	}
-	c.finish()
+	c.finish(time.Now().UnixNano())
 }
 
-// finish ends the request: metrics and access log, the request consumed
+// finish ends the request at now (read by the caller: the loop's clock is
+// of the batch's start): metrics and access log, the request consumed
 // from rbuf, and the next one, or the close.
-func (c *econn) finish() {
+func (c *econn) finish(now int64) {
 	e := c.e
-	now := time.Now().UnixNano() // the loop's clock is of the batch's start
 	if c.admitted {
 		c.x.cluster.inflight.Add(-1)
 		c.admitted = false
@@ -964,12 +964,13 @@ func (c *econn) respDone() {
 	c.up = nil
 	u.c = nil
 	c.ep.AddActive(-1)
+	now := time.Now().UnixNano() // one clock read: the idle start and the latency
 	if !c.respClose && !u.broken && u.woff == len(u.wbuf) && u.roff == len(u.rbuf) && c.framing != bodyUntilClose {
-		c.e.put(u, c.x.cluster)
+		c.e.put(u, c.x.cluster, now)
 	} else {
 		u.kill()
 	}
-	c.finish()
+	c.finish(now)
 }
 
 // up is the upstream cluster of c's request.
@@ -1009,15 +1010,15 @@ func (e *engine) get(ep *upstream.Endpoint) *eup {
 	return nil
 }
 
-// put keeps an idle connection, within the cluster's max_idle_per_endpoint
-// shared over the loops.
-func (e *engine) put(u *eup, c *Cluster) {
+// put keeps an idle connection, idle from now, within the cluster's
+// max_idle_per_endpoint shared over the loops.
+func (e *engine) put(u *eup, c *Cluster, now int64) {
 	p := e.pool(u.ep)
 	if lim := (c.opts.MaxIdle + e.n - 1) / e.n; len(p.idle) >= lim {
 		u.kill()
 		return
 	}
-	u.idleFrom, u.idleFor = time.Now().UnixNano(), int64(c.opts.IdleTimeout)
+	u.idleFrom, u.idleFor = now, int64(c.opts.IdleTimeout)
 	u.rbuf, u.roff = u.rbuf[:0], 0
 	p.idle = append(p.idle, u)
 	u.update()

@@ -299,22 +299,17 @@ func (ec *eclient) process(data []byte) int {
 	c := ec.c
 	k := 0
 	for !ec.blocked && !ec.handback && !ec.closing && !ec.ended {
-		rest := data[k:]
-		if len(rest) < 5 {
+		raw, err := nextMessage(data[k:])
+		if err != nil {
+			c.fatal("08P01", "invalid message: "+err.Error())
 			break
 		}
-		n := int(binary.BigEndian.Uint32(rest[1:5]))
-		if n < 4 || n > maxMessage {
-			c.fatal("08P01", fmt.Sprintf("invalid message: length %d", n))
-			break
-		}
-		if len(rest) < 1+n {
+		if raw == nil {
 			break
 		}
 		if s := ec.srv; s != nil && len(s.wbuf) > maxBuffered {
 			break // the server is not reading; settle stops reading the client
 		}
-		raw := rest[:1+n]
 		msg, err := ec.e.decodeFrontend(raw[0], raw[5:])
 		if err != nil {
 			c.fatal("08P01", "invalid message: "+err.Error())
@@ -355,19 +350,14 @@ func (ec *eclient) handleServer(s *server, data []byte) int {
 	defer c.mu.Unlock()
 	k := 0
 	for {
-		rest := data[k:]
-		if len(rest) < 5 {
+		raw, err := nextMessage(data[k:])
+		if err != nil {
+			c.serverFailed(s, fmt.Errorf("invalid message %w", err))
 			break
 		}
-		n := int(binary.BigEndian.Uint32(rest[1:5]))
-		if n < 4 || n > maxMessage {
-			c.serverFailed(s, fmt.Errorf("invalid message length %d", n))
+		if raw == nil {
 			break
 		}
-		if len(rest) < 1+n {
-			break
-		}
-		raw := rest[:1+n]
 		msg, err := ec.e.decodeBackend(raw[0], raw[5:])
 		if err != nil {
 			c.serverFailed(s, err)
@@ -833,6 +823,23 @@ func (e *engine) recv(fd int, pending []byte) (data []byte, scratch bool, err er
 		}
 		return pending[:len(pending)+n], false, nil
 	}
+}
+
+// nextMessage returns the message at the start of b (type byte, length,
+// body); nil while it has not all arrived, an error for a length out of
+// bounds.
+func nextMessage(b []byte) ([]byte, error) {
+	if len(b) < 5 {
+		return nil, nil
+	}
+	n := int(binary.BigEndian.Uint32(b[1:5]))
+	if n < 4 || n > maxMessage {
+		return nil, fmt.Errorf("length %d", n)
+	}
+	if len(b) < 1+n {
+		return nil, nil
+	}
+	return b[:1+n], nil
 }
 
 // keep stores in *dst the bytes of data after the first k.

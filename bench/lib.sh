@@ -22,4 +22,6 @@ waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/
 
 # ticks PID: CPU time of a process and its reaped children, in clock ticks.
 ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
+# uticks PID: the user-mode part of ticks.
+uticks() { awk '{print $14+$16}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)

@@ -8,10 +8,12 @@
 # SCRAM-SHA-256 everywhere, and the poolers log into the server with it.
 # Prints the median TPS, its ratio to direct, the median average latency and
 # each pooler's CPU time per transaction (from /proc/PID/stat, over the
-# run after its 100 clients have logged in).
+# run after its 100 clients have logged in), with its user-mode part: the
+# rest is the kernel's, mostly the loopback TCP work of send.
 #
 #   bench/pg.sh                  # ROUNDS=3 DURATION=15 SCALE=10 by default
 #   ROUNDS=5 DURATION=20 MODES="simple extended" bench/pg.sh
+#   TESTS=tpcb MODES=extended bench/pg.sh      # one row
 #
 # -M extended sends Parse/Bind/Execute with the unnamed statement: every
 # pooler in transaction mode handles it. -M prepared uses named
@@ -31,6 +33,7 @@ SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-100}
 POOL=${POOL:-20}
 MODES=${MODES:-simple extended prepared}
+TESTS=${TESTS:-select tpcb}
 
 . bench/lib.sh
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n | tail -1)
@@ -133,23 +136,24 @@ run() {
     while IFS= read -r line; do
       echo "$line" >> "$work/out"
       case $line in
-        progress:*) if [ "$tgt" = direct ]; then echo 0; else ticks "${pid[$tgt]}"; fi >> "$work/ticks" ;;
+        progress:*) if [ "$tgt" = direct ]; then echo 0 0; else echo "$(ticks "${pid[$tgt]}") $(uticks "${pid[$tgt]}")"; fi >> "$work/ticks" ;;
       esac
     done
   awk -v t="$tgt" -v s="$test" -v m="$mode" -v hz="$HZ" '
-    FNR == NR { tk[++k] = $1; next }
+    FNR == NR { tk[++k] = $1; uk[k] = $2; next }
     /^progress:/ { if (++p > 2) win += $4 }
     /latency average/ { lat = $4 }
     /^tps/ { tps = $3 }
-    END { cpu = (win > 0 && p >= 3) ? (tk[p] - tk[2]) / hz / win * 1e6 : 0
-          printf "%s %s %s %.0f %.3f %.1f\n", t, s, m, tps, lat, cpu }' "$work/ticks" "$work/out" >> "$res"
+    END { ok = win > 0 && p >= 3
+          cpu = ok ? (tk[p] - tk[2]) / hz / win * 1e6 : 0; usr = ok ? (uk[p] - uk[2]) / hz / win * 1e6 : 0
+          printf "%s %s %s %.0f %.3f %.1f %.1f\n", t, s, m, tps, lat, cpu, usr }' "$work/ticks" "$work/out" >> "$res"
   if ! grep -q "^tps" "$work/out"; then
     echo "bench: pgbench through $tgt ($test, -M $mode) failed: $(grep -v '^progress' "$work/out" | tail -2 | tr '\n' ' ')" >&2
   fi
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for test in select tpcb; do
+  for test in $TESTS; do
     for mode in $MODES; do
       for tgt in "${targets[@]}"; do
         [ "$tgt" = pgbouncer ] && [ "$mode" = prepared ] && [ "$bouncer_prepared" = no ] && continue
@@ -167,16 +171,16 @@ echo
 echo "pgbench, $CLIENTS clients, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread"
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), pgbouncer $bver"
 [ "$bouncer_prepared" = no ] && echo "(pgbouncer $bver has no max_prepared_statements: its -M prepared rows are skipped)"
-printf "%-7s %-9s %-9s %9s %9s %12s %8s %10s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx
-for test in select tpcb; do
+printf "%-7s %-9s %-9s %9s %9s %12s %8s %10s %9s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx user-part
+for test in $TESTS; do
   for mode in $MODES; do
     d=$(col direct "$test" "$mode" 4); b=$(col pgbouncer "$test" "$mode" 4)
     for tgt in "${targets[@]}"; do
       grep -q "^$tgt $test $mode " "$res" || continue
-      t=$(col "$tgt" "$test" "$mode" 4); l=$(col "$tgt" "$test" "$mode" 5); c=$(col "$tgt" "$test" "$mode" 6)
+      t=$(col "$tgt" "$test" "$mode" 4); l=$(col "$tgt" "$test" "$mode" 5); c=$(col "$tgt" "$test" "$mode" 6); u=$(col "$tgt" "$test" "$mode" 7)
       vb=-; [ "$tgt" = attache ] && vb=$(ratio "$t" "$b")
-      [ "$tgt" = direct ] && c=-
-      printf "%-7s %-9s %-9s %9.0f %9s %12s %8s %10s\n" "$test" "$mode" "$tgt" "$t" "$(ratio "$t" "$d")" "$vb" "$l" "$c"
+      [ "$tgt" = direct ] && c=- && u=-
+      printf "%-7s %-9s %-9s %9.0f %9s %12s %8s %10s %9s\n" "$test" "$mode" "$tgt" "$t" "$(ratio "$t" "$d")" "$vb" "$l" "$c" "$u"
     done
   done
 done

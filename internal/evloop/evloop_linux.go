@@ -64,7 +64,7 @@ type Loop struct {
 	done    chan struct{}
 
 	// owned by the loop goroutine
-	sources map[int32]*Source
+	sources []*Source // by descriptor: an event's lookup is an index, not a hash
 	gen     int32
 	events  []unix.EpollEvent
 	now     int64
@@ -83,7 +83,7 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Loop{epfd: epfd, eventfd: -1, timerfd: -1, sources: map[int32]*Source{},
+	l := &Loop{epfd: epfd, eventfd: -1, timerfd: -1,
 		events: make([]unix.EpollEvent, 256), done: make(chan struct{}), tick: tick, after: after, end: end}
 	fail := func(err error) (*Loop, error) {
 		unix.Close(epfd)
@@ -159,7 +159,10 @@ func (l *Loop) Stop() { l.Do(func() { l.ending = true }) }
 func (l *Loop) Add(fd int, h Handler) *Source {
 	l.gen++
 	s := &Source{FD: fd, h: h, gen: l.gen, l: l}
-	l.sources[int32(fd)] = s
+	if fd >= len(l.sources) {
+		l.sources = append(l.sources, make([]*Source, fd+1-len(l.sources)+64)...)
+	}
+	l.sources[fd] = s
 	return s
 }
 
@@ -210,9 +213,16 @@ func (s *Source) Release() {
 		unix.EpollCtl(s.l.epfd, unix.EPOLL_CTL_DEL, s.FD, nil)
 		s.mask = 0
 	}
-	if s.l.sources[int32(s.FD)] == s {
-		delete(s.l.sources, int32(s.FD))
+	if s.l.sources[s.FD] == s {
+		s.l.sources[s.FD] = nil
 	}
+}
+
+func (l *Loop) source(fd int) *Source {
+	if fd < 0 || fd >= len(l.sources) {
+		return nil
+	}
+	return l.sources[fd]
 }
 
 func (l *Loop) run() {
@@ -243,7 +253,7 @@ func (l *Loop) run() {
 			default:
 				// The generation check drops an event for a descriptor
 				// closed earlier in the batch whose number was reused.
-				if s := l.sources[ev.Fd]; s != nil && s.gen == ev.Pad && s.mask != 0 {
+				if s := l.source(int(ev.Fd)); s != nil && s.gen == ev.Pad && s.mask != 0 {
 					s.h.Event(ev.Events)
 				}
 			}

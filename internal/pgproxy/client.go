@@ -218,7 +218,10 @@ func (c *client) consume(s *server, msg pgproto3.FrontendMessage, raw []byte, ef
 		c.prepare(s, st, eParse)
 	case *pgproto3.Bind:
 		c.pool.st.binds.Add(1)
-		st := c.stmts[m.PreparedStatement]
+		var st *stmt
+		if m.PreparedStatement != "" {
+			st = c.stmts[m.PreparedStatement]
+		}
 		if !rename || st == nil {
 			pass(eBind, true)
 			return
@@ -228,8 +231,11 @@ func (c *client) consume(s *server, msg pgproto3.FrontendMessage, raw []byte, ef
 		raw = nil // renamed
 		pass(eBind, true)
 	case *pgproto3.Describe:
-		st := c.stmts[m.Name]
-		if !rename || m.ObjectType != 'S' || st == nil {
+		var st *stmt
+		if rename && m.ObjectType == 'S' && m.Name != "" {
+			st = c.stmts[m.Name]
+		}
+		if st == nil {
 			pass(eDescribe, true)
 			return
 		}
@@ -430,7 +436,7 @@ func (c *client) flushServer(s *server) {
 func (c *client) push(s *server, e entry) {
 	var now time.Time // read once: this runs per message
 	if c.xactStart.IsZero() {
-		now = time.Now()
+		now = c.now()
 		c.xactStart = now
 	}
 	if c.skipping && e.kind.extended() {
@@ -439,7 +445,7 @@ func (c *client) push(s *server, e entry) {
 	}
 	if e.kind == eSync || e.kind == eQuery {
 		if now.IsZero() {
-			now = time.Now()
+			now = c.now()
 		}
 		e.at = now
 	}
@@ -453,6 +459,15 @@ func (c *client) push(s *server, e entry) {
 // enqueue appends to q, starting again at the front of its array when q
 // is empty: popping moves q's start forward, so without this nearly every
 // statement would allocate a new array. Called with mu held.
+// now is the time for the client's statistics: the engine's batch time
+// while an engine serves it.
+func (c *client) now() time.Time {
+	if c.eng != nil {
+		return c.eng.now()
+	}
+	return time.Now()
+}
+
 func (c *client) enqueue(e entry) {
 	if len(c.q) == 0 {
 		c.q = c.qbuf
@@ -669,7 +684,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 		var now time.Time
 		if head == eSync || head == eQuery || internal {
 			if !c.q[0].at.IsZero() {
-				now = time.Now()
+				now = c.now()
 				c.pool.st.queryTime.Add(now.Sub(c.q[0].at).Microseconds())
 			}
 			pop()
@@ -683,7 +698,7 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 		if m.TxStatus == 'I' && !c.xactStart.IsZero() && !internal {
 			c.pool.st.xacts.Add(1)
 			if now.IsZero() {
-				now = time.Now()
+				now = c.now()
 			}
 			c.pool.st.xactTime.Add(now.Sub(c.xactStart).Microseconds())
 			c.xactStart = time.Time{}

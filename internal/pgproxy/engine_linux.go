@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/attache-proxy/attache/internal/evloop"
+	"github.com/attache-proxy/attache/internal/pgsql"
 	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -37,8 +40,10 @@ type engine struct {
 	l       *evloop.Loop
 	scratch []byte
 	clients map[*eclient]struct{}
-	waiting map[*eclient]struct{} // queued as waiters, for the tick
-	grants  []grant               // handed by this loop's own releases, for after
+	waiting []*eclient              // queued as waiters, for the tick (eclient.wpos)
+	ticking []*eclient              // the tick's copy of waiting
+	effects map[string]pgsql.Effect // of unnamed Parse texts seen (effectOf)
+	grants  []grant                 // handed by this loop's own releases, for after
 
 	// Messages decoded in place (only the fields the logic reads), and
 	// placeholders of the right type for the rest (see handle).
@@ -81,7 +86,7 @@ const maxBuffered = 256 << 10
 func newEngines(p *Proxy, n int) []*engine {
 	var es []*engine
 	for range n {
-		e := &engine{p: p, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, waiting: map[*eclient]struct{}{}}
+		e := &engine{p: p, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, effects: map[string]pgsql.Effect{}}
 		l, err := evloop.New(tickEvery, e.tick, e.after, e.end)
 		if err != nil {
 			break // evloop.ErrNoLoop elsewhere; never on Linux
@@ -119,6 +124,13 @@ func (ec *eclient) engine() *engine {
 	return ec.e
 }
 
+// now is the time the loop read its current batch of events: one clock
+// read per batch, where a statement's bookkeeping (its start, its end, a
+// wait, a release) would read it several times.
+func (ec *eclient) now() time.Time { return ec.e.now() }
+
+func (e *engine) now() time.Time { return time.Unix(0, e.l.Now()) }
+
 // eclient is the engine's side of one client.
 type eclient struct {
 	e    *engine
@@ -138,6 +150,7 @@ type eclient struct {
 	reserved bool // reserve_pool_timeout has been acted on
 
 	blocked  bool // waiting for a server connection: the client is not read
+	wpos     int  // 1 + its index in e.waiting; 0 when not there
 	handback bool // to go to the goroutine path once nothing is owed
 	closing  bool // to be closed once its output is written
 	ended    bool
@@ -192,7 +205,12 @@ func (e *engine) end() {
 func (e *engine) tick() {
 	now := time.Now()
 	cfg := &e.p.cfg
-	for ec := range e.waiting {
+	e.ticking = append(e.ticking[:0], e.waiting...)
+	defer clear(e.ticking)
+	for _, ec := range e.ticking {
+		if ec.wpos == 0 {
+			continue // no longer waiting
+		}
 		pl := ec.c.pool
 		waited := now.Sub(ec.since)
 		switch {
@@ -221,7 +239,14 @@ func (e *engine) tick() {
 
 func (ec *eclient) unqueue() {
 	ec.queued = false
-	delete(ec.e.waiting, ec)
+	if ec.wpos == 0 {
+		return
+	}
+	w := ec.e.waiting
+	last := w[len(w)-1]
+	w[ec.wpos-1], last.wpos = last, ec.wpos
+	w[len(w)-1] = nil
+	ec.e.waiting, ec.wpos = w[:len(w)-1], 0
 }
 
 // clientEvent serves the client socket.
@@ -319,7 +344,7 @@ func (ec *eclient) process(data []byte) int {
 			ec.gone()
 			break
 		}
-		eff := effectOf(msg)
+		eff := ec.e.effectOf(msg)
 		if eff.Pin != "" || raw[0] == 'H' {
 			ec.handback = true // this message is the goroutine path's first
 			break
@@ -397,7 +422,7 @@ func (ec *eclient) acquire() bool {
 	if ep != nil {
 		addr = ep.Addr
 	}
-	ec.wt.since = time.Now()
+	ec.wt.since = ec.now()
 	s, connect, queued := pl.tryTake(addr, &ec.wt)
 	switch {
 	case s != nil:
@@ -411,7 +436,8 @@ func (ec *eclient) acquire() bool {
 	case queued:
 		ec.blocked, ec.queued, ec.reserved = true, true, false
 		ec.waitStart()
-		ec.e.waiting[ec] = struct{}{}
+		ec.wpos = len(ec.e.waiting) + 1
+		ec.e.waiting = append(ec.e.waiting, ec)
 	}
 	return false
 }
@@ -428,7 +454,7 @@ func (ec *eclient) waitEnd() {
 	if ec.counting {
 		ec.counting = false
 		ec.c.pool.st.clientsWaiting.Add(-1)
-		ec.c.pool.st.observeWait(time.Since(ec.since))
+		ec.c.pool.st.observeWait(ec.now().Sub(ec.since))
 	}
 }
 
@@ -863,16 +889,81 @@ func keep(dst *[]byte, data []byte, k int, scratch bool) {
 	}
 }
 
+// Bounds of engine.effects: the texts remembered, and the longest.
+const (
+	maxEffects    = 256
+	maxEffectText = 2 << 10
+)
+
+// effectOf is effectOf, with the effects of the unnamed statement's
+// texts remembered: an application parses the same few texts again and
+// again, and lexing one costs more than looking it up.
+func (e *engine) effectOf(msg pgproto3.FrontendMessage) pgsql.Effect {
+	p, ok := msg.(*pgproto3.Parse)
+	if !ok || p.Name != "" || len(p.Query) > maxEffectText {
+		return effectOf(msg)
+	}
+	if eff, ok := e.effects[p.Query]; ok {
+		return eff
+	}
+	eff := effectOf(msg)
+	if len(e.effects) >= maxEffects {
+		clear(e.effects)
+	}
+	e.effects[strings.Clone(p.Query)] = eff
+	return eff
+}
+
+// cstring returns the bytes of b before its first NUL; false without one.
+func cstring(b []byte) ([]byte, bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, false
+	}
+	return b[:i], true
+}
+
+// inPlace is b as a string that shares b's bytes: for a text read only
+// while b is live and unchanged (the message being processed), never kept.
+func inPlace(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
 // decodeFrontend decodes a client message as far as consume reads it; nil
-// for Terminate.
+// for Terminate. The Query, and the Parse and Bind of the unnamed
+// statement, the bulk of a transaction pooler's traffic, are read in place
+// without the copies pgproto3's Decode makes.
 func (e *engine) decodeFrontend(t byte, body []byte) (pgproto3.FrontendMessage, error) {
 	var m pgproto3.FrontendMessage
 	switch t {
 	case 'Q':
-		m = &e.query
+		q, ok := cstring(body)
+		if !ok || len(body) != len(q)+1 {
+			return nil, errors.New("invalid Query")
+		}
+		e.query.String = inPlace(q)
+		return &e.query, nil
 	case 'P':
+		if len(body) > 0 && body[0] == 0 {
+			// The unnamed statement: only its text is read (effectOf).
+			q, ok := cstring(body[1:])
+			if !ok {
+				return nil, errors.New("invalid Parse")
+			}
+			e.parse = pgproto3.Parse{Query: inPlace(q)}
+			return &e.parse, nil
+		}
 		m = &e.parse
 	case 'B':
+		if portal, ok := cstring(body); ok && len(body) > len(portal)+1 && body[len(portal)+1] == 0 {
+			// Of the unnamed statement: only the statement's name is read
+			// (consume); the server checks the rest.
+			e.bind = pgproto3.Bind{}
+			return &e.bind, nil
+		}
 		m = &e.bind
 	case 'D':
 		m = &e.describe

@@ -2,6 +2,8 @@
 
 package pgproxy
 
+import "time"
+
 // engine is Linux-only (internal/evloop); elsewhere every client is
 // served by goroutines.
 type engine struct{}
@@ -14,3 +16,5 @@ func (*engine) stop()                  {}
 func (*eclient) dropServer(*server)    {}
 func (*eclient) closeClient()          {}
 func (*eclient) engine() *engine       { return nil }
+func (*eclient) now() time.Time        { return time.Now() }
+func (*engine) now() time.Time         { return time.Now() }

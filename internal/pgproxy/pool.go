@@ -671,7 +671,12 @@ func (pl *pool) release(s *server, reusable bool) { pl.releaseBy(s, reusable, ni
 // a waiter of the same engine is handed s without a trip through Do.
 func (pl *pool) releaseBy(s *server, reusable bool, by *engine) {
 	cfg := pl.p.cfg
-	now := time.Now()
+	var now time.Time
+	if by != nil {
+		now = by.now()
+	} else {
+		now = time.Now()
+	}
 	reusable = reusable && !s.retire && pl.p.eligible(s.route) && pl.p.keep(s.addr)
 	pl.mu.Lock()
 	r := pl.routeLocked(s.route)

@@ -10,6 +10,7 @@
 #   bench/http.sh                  # ROUNDS=3 DURATION=5s by default
 #   GOROUTINE=1 bench/http.sh      # also attache on the goroutine fast path
 #                                  # alone (ATTACHE_HTTP_FAST_PATH=goroutine), as att-gor
+#   ALT=/tmp/attache-old bench/http.sh   # also another build, as alt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -74,6 +75,14 @@ if [ "${GOROUTINE:-}" = 1 ]; then
   ATTACHE_HTTP_FAST_PATH=goroutine GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
   waitport "$GP"
 fi
+# ALT=path/to/attache: another build as one more target, "alt" (an A/B
+# test of a change in one run: build the other into a file outside bin/).
+if [ -n "${ALT:-}" ]; then
+  XP=$(freeport); XADM=$(freeport)
+  sed -e "s/127.0.0.1:$ADM/127.0.0.1:$XADM/" -e "s/127.0.0.1:$AP/127.0.0.1:$XP/" "$work/attache.yaml" > "$work/alt.yaml"
+  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
+  waitport "$XP"
+fi
 waitport "$AP"; waitport "$NP"; waitport "$HP"
 sleep 1
 NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")
@@ -83,6 +92,7 @@ declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP)
 declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
 targets=(direct attache nginx haproxy)
 if [ "${GOROUTINE:-}" = 1 ]; then port[att-gor]=$GP; pid[att-gor]=$GPID; targets+=(att-gor); fi
+if [ -n "${ALT:-}" ]; then port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
 res="$work/results"; : > "$res"
 toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 

@@ -15,6 +15,7 @@
 #   ROUNDS=5 DURATION=20 MODES="simple extended" bench/pg.sh
 #   TESTS=tpcb MODES=extended bench/pg.sh      # one row
 #   VERBOSE=1 bench/pg.sh                      # and every run's figures
+#   ALT=/tmp/attache-old bench/pg.sh           # and another build, as "alt"
 #
 # -M extended sends Parse/Bind/Execute with the unnamed statement: every
 # pooler in transaction mode handles it. -M prepared uses named
@@ -115,6 +116,15 @@ else
   echo "bench: skipping attache: its configuration with a postgres listener is rejected:" >&2
   sed 's/^/  /' "$work/validate.log" >&2
 fi
+# ALT=path/to/attache: another build as one more target, "alt", in the same
+# run (an A/B test of a change: build the other into a file outside bin/).
+if [ -n "${ALT:-}" ]; then
+  XP=$(freeport); XADM=$(freeport)
+  sed -e "s/127.0.0.1:$AP/127.0.0.1:$XP/" -e "s/127.0.0.1:$ADM/127.0.0.1:$XADM/" "$work/attache.yaml" > "$work/alt.yaml"
+  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
+  waitport "$XP"
+  port[alt]=$XP; pid[alt]=$XPID; targets+=(alt)
+fi
 sleep 1
 
 # run TARGET TEST MODE: one pgbench run; appends "target test mode tps lat cpu"
@@ -186,7 +196,7 @@ for test in $TESTS; do
     for tgt in "${targets[@]}"; do
       grep -q "^$tgt $test $mode " "$res" || continue
       t=$(col "$tgt" "$test" "$mode" 4); l=$(col "$tgt" "$test" "$mode" 5); c=$(col "$tgt" "$test" "$mode" 6); u=$(col "$tgt" "$test" "$mode" 7)
-      vb=-; [ "$tgt" = attache ] && vb=$(ratio "$t" "$b")
+      vb=-; case $tgt in attache|alt) vb=$(ratio "$t" "$b") ;; esac
       [ "$tgt" = direct ] && c=- && u=-
       printf "%-7s %-9s %-9s %9.0f %9s %12s %8s %10s %9s\n" "$test" "$mode" "$tgt" "$t" "$(ratio "$t" "$d")" "$vb" "$l" "$c" "$u"
     done

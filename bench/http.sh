@@ -96,9 +96,13 @@ if [ -n "${ALT:-}" ]; then port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
 res="$work/results"; : > "$res"
 toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
+# The targets' order turns round by round, so that none is always the
+# one run right after another's load.
 for round in $(seq 1 "$ROUNDS"); do
+  k=$(( (round - 1) % ${#targets[@]} ))
+  order=("${targets[@]:$k}" "${targets[@]:0:$k}")
   for path in small big; do
-    for tgt in "${targets[@]}"; do
+    for tgt in "${order[@]}"; do
       before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")
       out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${port[$tgt]}/$path" 2>&1)
       after=0; [ "$tgt" != direct ] && after=$(ticks "${pid[$tgt]}")

@@ -175,7 +175,11 @@ func (e *engine) serve(c *client) bool {
 	c.mu.Lock()
 	c.eng = ec
 	c.mu.Unlock()
+	// Counted before the loop may serve it: a client can have its answer
+	// before this goroutine runs again.
+	c.p.engineClients.Add(1)
 	if !e.l.Do(func() { e.add(ec, fd) }) {
+		c.p.engineClients.Add(-1)
 		syscall.Close(fd)
 		c.mu.Lock()
 		c.eng = nil
@@ -183,7 +187,6 @@ func (e *engine) serve(c *client) bool {
 		return false
 	}
 	orig.Close() // the engine has its duplicate
-	c.p.engineClients.Add(1)
 	return <-ec.done
 }
 

@@ -456,18 +456,18 @@ func (c *client) push(s *server, e entry) {
 	}
 }
 
-// enqueue appends to q, starting again at the front of its array when q
-// is empty: popping moves q's start forward, so without this nearly every
-// statement would allocate a new array. Called with mu held.
 // now is the time for the client's statistics: the engine's batch time
 // while an engine serves it.
 func (c *client) now() time.Time {
-	if c.eng != nil {
-		return c.eng.now()
+	if e := c.eng.engine(); e != nil {
+		return e.now()
 	}
 	return time.Now()
 }
 
+// enqueue appends to q, starting again at the front of its array when q
+// is empty: popping moves q's start forward, so without this nearly every
+// statement would allocate a new array. Called with mu held.
 func (c *client) enqueue(e entry) {
 	if len(c.q) == 0 {
 		c.q = c.qbuf

@@ -127,8 +127,6 @@ func (ec *eclient) engine() *engine {
 // now is the time the loop read its current batch of events: one clock
 // read per batch, where a statement's bookkeeping (its start, its end, a
 // wait, a release) would read it several times.
-func (ec *eclient) now() time.Time { return ec.e.now() }
-
 func (e *engine) now() time.Time { return time.Unix(0, e.l.Now()) }
 
 // eclient is the engine's side of one client.
@@ -425,7 +423,7 @@ func (ec *eclient) acquire() bool {
 	if ep != nil {
 		addr = ep.Addr
 	}
-	ec.wt.since = ec.now()
+	ec.wt.since = ec.e.now()
 	s, connect, queued := pl.tryTake(addr, &ec.wt)
 	switch {
 	case s != nil:
@@ -457,7 +455,7 @@ func (ec *eclient) waitEnd() {
 	if ec.counting {
 		ec.counting = false
 		ec.c.pool.st.clientsWaiting.Add(-1)
-		ec.c.pool.st.observeWait(ec.now().Sub(ec.since))
+		ec.c.pool.st.observeWait(ec.e.now().Sub(ec.since))
 	}
 }
 

@@ -16,5 +16,4 @@ func (*engine) stop()                  {}
 func (*eclient) dropServer(*server)    {}
 func (*eclient) closeClient()          {}
 func (*eclient) engine() *engine       { return nil }
-func (*eclient) now() time.Time        { return time.Now() }
 func (*engine) now() time.Time         { return time.Now() }

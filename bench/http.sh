@@ -99,8 +99,7 @@ toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$
 # The targets' order turns round by round, so that none is always the
 # one run right after another's load.
 for round in $(seq 1 "$ROUNDS"); do
-  k=$(( (round - 1) % ${#targets[@]} ))
-  order=("${targets[@]:$k}" "${targets[@]:0:$k}")
+  read -r -a order <<< "$(turn "$round" "${targets[@]}")"
   for path in small big; do
     for tgt in "${order[@]}"; do
       before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")

@@ -25,3 +25,11 @@ ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
 # uticks PID: the user-mode part of ticks.
 uticks() { awk '{print $14+$16}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
+
+# turn ROUND NAME...: the names in the order of round ROUND (from 1), each
+# round starting one further along, so that no target is always the one
+# run right after another's load. Names must not hold blanks.
+turn() {
+  local k=$(( ($1 - 1) % ($# - 1) )); shift
+  echo "${@:$((k + 1))}" "${@:1:$k}"
+}

@@ -168,7 +168,7 @@ run() {
 # -n skips, done directly): else the last target of every round would meet
 # the most dead rows, and TPC-B's TPS falls with them.
 for round in $(seq 1 "$ROUNDS"); do
-  order=("${targets[@]:$(( (round - 1) % ${#targets[@]} ))}" "${targets[@]:0:$(( (round - 1) % ${#targets[@]} ))}")
+  read -r -a order <<< "$(turn "$round" "${targets[@]}")"
   for test in $TESTS; do
     for mode in $MODES; do
       for tgt in "${order[@]}"; do

@@ -80,7 +80,7 @@ func (s *server) lookup(query, user string) (secret string, known bool, err erro
 		if err := s.exec("RESET ALL"); err != nil {
 			return "", false, err
 		}
-		clear(s.applied)
+		s.clearApplied()
 	}
 	s.send(&pgproto3.Parse{Query: query})
 	s.send(&pgproto3.Bind{Parameters: [][]byte{[]byte(user)}})

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -70,6 +72,7 @@ type client struct {
 	be       *pgproto3.Backend
 	user, db string
 	params   map[string]string // tracked startup parameters
+	pkey     string            // params in one string, see paramsKey
 	key      uint32
 	secret   [4]byte
 	stmts    map[string]*stmt // client statement name -> statement (serve only)
@@ -755,7 +758,7 @@ func (c *client) maybeRelease(s *server) bool {
 			c.reset = true
 			c.sendInternal(s, &pgproto3.Query{String: c.p.cfg.ResetQuery})
 			s.prepared.clear()
-			clear(s.applied)
+			s.clearApplied()
 			return false
 		}
 	}
@@ -857,7 +860,7 @@ func (c *client) leave() {
 // from what s has, and resets those that a previous client set and this
 // one did not.
 func (c *client) applyParams(s *server) error {
-	if sameParams(c.params, s.applied) {
+	if c.pkey == s.akey {
 		return nil // the common case: the server had this client or its twin last
 	}
 	var sql []string
@@ -882,31 +885,34 @@ func (c *client) applyParams(s *server) error {
 			sql = append(sql, fmt.Sprintf("SET %s = %s", k, quoteLiteral(want)))
 		}
 	}
-	if len(sql) == 0 {
-		return nil
+	if len(sql) > 0 {
+		if err := s.exec(strings.Join(sql, "; ")); err != nil {
+			return err
+		}
 	}
-	if err := s.exec(strings.Join(sql, "; ")); err != nil {
-		return err
-	}
+	// Recorded even when nothing was sent (the login had these values):
+	// the next client with them then finds them at once.
 	clear(s.applied)
 	for k, v := range c.params {
 		s.applied[k] = v
 	}
+	s.akey = c.pkey
 	return nil
 }
 
-// sameParams reports whether the client's parameters are what a previous
-// client set on the server (no allocation: this runs per transaction).
-func sameParams(want, applied map[string]string) bool {
-	if len(want) != len(applied) {
-		return false
+// paramsKey puts tracked parameters in one canonical string (sorted
+// name=value pairs), so that whether a server connection has a client's
+// is one comparison of strings: this runs per transaction.
+func paramsKey(params map[string]string) string {
+	keys := slices.Sorted(maps.Keys(params))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(params[k])
+		b.WriteByte(0)
 	}
-	for k, v := range want {
-		if have, ok := applied[k]; !ok || have != v {
-			return false
-		}
-	}
-	return true
+	return b.String()
 }
 
 // fail tells the client why it gets no server connection, and ends it.

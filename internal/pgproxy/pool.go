@@ -35,6 +35,7 @@ type server struct {
 	init      map[string]string // ParameterStatus at login
 	params    map[string]string // as the server last reported them
 	applied   map[string]string // tracked parameters a client set with SET (absent: as at login)
+	akey      string            // applied in one string, see paramsKey
 	created   time.Time
 	idleSince time.Time
 	prepared  *lru
@@ -137,6 +138,13 @@ func (s *server) alive() bool {
 
 // close says Terminate and closes. It does not touch wbuf: a client
 // goroutine may still be writing there.
+// clearApplied forgets the parameters clients set on s (after RESET ALL or
+// DISCARD ALL).
+func (s *server) clearApplied() {
+	clear(s.applied)
+	s.akey = ""
+}
+
 func (s *server) close() {
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	b, _ := (&pgproto3.Terminate{}).Encode(nil)

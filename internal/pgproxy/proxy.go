@@ -386,7 +386,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		return nil, err
 	}
-	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, stmts: map[string]*stmt{}, txStatus: 'I',
+	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, pkey: paramsKey(params), stmts: map[string]*stmt{}, txStatus: 'I',
 		buffered: !tlsDone && wire.read != wire.used}
 	c.pool = p.pool(db, user)
 	c.pool.remember(cred)

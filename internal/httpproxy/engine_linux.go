@@ -964,7 +964,7 @@ func (c *econn) respDone() {
 	c.up = nil
 	u.c = nil
 	c.ep.AddActive(-1)
-	now := time.Now().UnixNano() // one clock read: the idle start and the latency
+	now := c.e.l.Now() // the batch clock: the idle start and the latency
 	if !c.respClose && !u.broken && u.woff == len(u.wbuf) && u.roff == len(u.rbuf) && c.framing != bodyUntilClose {
 		c.e.put(u, c.x.cluster, now)
 	} else {

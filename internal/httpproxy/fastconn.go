@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -532,10 +533,7 @@ func headerHasToken(v, token string) bool {
 
 func putRandom(b []byte) {
 	for i := 0; i+8 <= len(b); i += 8 {
-		u := rand.Uint64()
-		for j := 0; j < 8; j++ {
-			b[i+j] = byte(u >> (8 * j))
-		}
+		binary.LittleEndian.PutUint64(b[i:], rand.Uint64())
 	}
 }
 

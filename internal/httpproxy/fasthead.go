@@ -348,18 +348,20 @@ func parseLength[T string | []byte](s T) (int64, bool) {
 // of its last line (the blank line follows), or -1 while it is incomplete;
 // bare when the head ends in bare LFs, which only net/http accepts.
 func headEnd(b []byte) (n int, bare bool) {
-	i := bytes.Index(b, []byte("\r\n\r\n"))
-	head := b
-	if i >= 0 {
-		head = b[:i+2] // not into the body that may follow
+	// One pass over the line ends: this runs per request and per response.
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1, false
+		}
+		i += j
+		switch {
+		case i+1 < len(b) && b[i+1] == '\n':
+			return i, true
+		case i > 0 && b[i-1] == '\r' && i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
+			return i + 1, false
+		}
 	}
-	if j := bytes.Index(head, []byte("\n\n")); j >= 0 {
-		return j, true
-	}
-	if i < 0 {
-		return -1, false
-	}
-	return i + 2, false
 }
 
 // respHead is an upstream response head parsed in place in the upstream

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
@@ -51,6 +52,34 @@ func FuzzParseHead(f *testing.F) {
 		}
 		if req.Method != h.method || req.URL.Path != h.path || req.Host != h.host {
 			t.Fatalf("%q: fast path %s %s host %q, net/http %s %s host %q", s[:n], h.method, h.path, h.host, req.Method, req.URL.Path, req.Host)
+		}
+	})
+}
+
+// FuzzHeadEnd checks the one-pass headEnd against its definition: the
+// head ends at the first CRLF CRLF, and is bare when an LF LF comes
+// before it (or, without one, anywhere).
+func FuzzHeadEnd(f *testing.F) {
+	for _, s := range []string{
+		"", "\n", "\r\n", "\r\n\r\n", "\n\n", "\r\n\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\n\n",
+		"GET / HTTP/1.1\nHost: a\n\n", "HTTP/1.1 200 OK\r\nA: b\r\n\r", "a\r\n\r\r\n\r\n", "a\n\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := []byte(s)
+		want, wantBare := -1, false
+		i := bytes.Index(b, []byte("\r\n\r\n"))
+		head := b
+		if i >= 0 {
+			head = b[:i+2]
+			want = i + 2
+		}
+		if j := bytes.Index(head, []byte("\n\n")); j >= 0 {
+			want, wantBare = j, true
+		}
+		if n, bare := headEnd(b); n != want || bare != wantBare {
+			t.Fatalf("headEnd(%q) = %d, %v; want %d, %v", s, n, bare, want, wantBare)
 		}
 	})
 }

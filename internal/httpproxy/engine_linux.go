@@ -74,7 +74,7 @@ func (es *engines) start() {
 	defer es.mu.Unlock()
 	n := runtime.GOMAXPROCS(0)
 	for range n {
-		e := &engine{es: es, s: es.s, n: n, conns: map[*econn]struct{}{}, timed: map[*econn]struct{}{},
+		e := &engine{es: es, s: es.s, n: n, conns: map[*econn]struct{}{},
 			pools: map[*upstream.Endpoint]*epool{}, scratch: make([]byte, upReadBuf)}
 		l, err := evloop.New(engineTick, e.tick, nil, e.end)
 		if err != nil {
@@ -163,7 +163,8 @@ type engine struct {
 	l       *evloop.Loop
 	n       int // loops of the Server
 	conns   map[*econn]struct{}
-	timed   map[*econn]struct{} // with a request in flight
+	timed   []*econn // with a request in flight, each at its tpos-1
+	ticking []*econn // tick's copy of timed, reused
 	pools   map[*upstream.Endpoint]*epool
 	ticks   int
 	spare   [][]byte
@@ -196,6 +197,7 @@ type econn struct {
 
 	// The request in progress.
 	active       bool
+	tpos         int // 1 + its index in e.timed; 0 when not there
 	h            *Handler
 	req          reqHead
 	headLen      int // of the request head with its blank line
@@ -458,7 +460,7 @@ func (c *econn) close() {
 func (c *econn) forget() {
 	e := c.e
 	delete(e.conns, c)
-	delete(e.timed, c)
+	e.disarm(c)
 	if cap(c.rbuf) == engineReadBuf && len(e.spare) < maxSpare {
 		e.spare = append(e.spare, c.rbuf[:0])
 	}
@@ -497,7 +499,7 @@ func (c *econn) begin(h *Handler, route *Route) {
 	policy := route.retry
 	c.maxTries = policy.maxTries(r.length <= 0 || policy.buffers(r.length))
 	c.idem = idempotent(r.method, r)
-	e.timed[c] = struct{}{}
+	e.arm(c)
 	c.nextTry()
 }
 
@@ -623,7 +625,7 @@ func (c *econn) finish(now int64) {
 		c.x.cluster.inflight.Add(-1)
 		c.admitted = false
 	}
-	delete(e.timed, c)
+	e.disarm(c)
 	c.active = false
 	c.h.record(&c.x, c.status, time.Duration(now-c.start), c.bytesOut, c.accessFields)
 	n := copy(c.rbuf, c.rbuf[c.reqLen:])
@@ -1120,11 +1122,39 @@ func (u *eup) dialed(fd int, err error) {
 	u.update()
 }
 
+// arm and disarm keep the connections with a request in flight, for the
+// tick's timeouts: a slice with each one's index, not a map, since this
+// runs twice per request.
+func (e *engine) arm(c *econn) {
+	if c.tpos == 0 {
+		e.timed = append(e.timed, c)
+		c.tpos = len(e.timed)
+	}
+}
+
+func (e *engine) disarm(c *econn) {
+	if c.tpos == 0 {
+		return
+	}
+	last := e.timed[len(e.timed)-1]
+	e.timed[c.tpos-1], last.tpos = last, c.tpos
+	e.timed[len(e.timed)-1] = nil
+	e.timed = e.timed[:len(e.timed)-1]
+	c.tpos = 0
+}
+
 // tick runs the timers of requests in flight and, about once a second,
 // the sweep of idle connections.
 func (e *engine) tick() {
 	now := e.l.Now()
-	for c := range e.timed {
+	// Over a copy: what a timeout does may take connections out of timed
+	// (or put them back) while this goes on.
+	e.ticking = append(e.ticking[:0], e.timed...)
+	defer clear(e.ticking)
+	for _, c := range e.ticking {
+		if c.tpos == 0 {
+			continue
+		}
 		switch {
 		case !c.active || c.respStarted:
 		case c.backoffUntil > 0:

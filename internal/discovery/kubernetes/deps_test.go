@@ -9,7 +9,8 @@ import (
 // TestAttacheLinksNoKubernetesAPITypes guards the reason for types.go: the
 // attache binary must not link k8s.io/api (its core/v1 alone costs about
 // 1.3 MiB of idle RSS, see docs/http.md), so a new import of it from
-// non-test code fails here.
+// non-test code fails here. Nor clientcmd, for the same reason
+// (kubeconfig.go: 120 KiB).
 func TestAttacheLinksNoKubernetesAPITypes(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -26,6 +27,9 @@ func TestAttacheLinksNoKubernetesAPITypes(t *testing.T) {
 	for _, p := range strings.Fields(string(out)) {
 		if strings.HasPrefix(p, "k8s.io/api/") {
 			t.Errorf("cmd/attache links %s; use this package's trimmed types", p)
+		}
+		if p == "k8s.io/client-go/tools/clientcmd" {
+			t.Errorf("cmd/attache links %s; loadKubeconfig reads kubeconfig files", p)
 		}
 	}
 }

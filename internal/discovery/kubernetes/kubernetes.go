@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/attache-proxy/attache/internal/discovery"
 	"github.com/attache-proxy/attache/internal/upstream"
@@ -70,7 +69,7 @@ func NewClient(kubeconfig string) (*rest.RESTClient, error) {
 	if kubeconfig == "" {
 		cfg, err = rest.InClusterConfig()
 	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		cfg, err = loadKubeconfig(kubeconfig)
 	}
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@
 #   GOROUTINE=1 bench/http.sh      # also attache on the goroutine fast path
 #                                  # alone (ATTACHE_HTTP_FAST_PATH=goroutine), as att-gor
 #   ALT=/tmp/attache-old bench/http.sh   # also another build, as alt
+#   VERBOSE=1 bench/http.sh       # and every run's figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -116,6 +117,7 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS done" >&2
 done
 loaded_rss=$(awk '/VmHWM/{print $2}' "/proc/$APID/status")
+if [ -n "${VERBOSE:-}" ]; then echo "every run (target body req/s p50-ms p99-ms cpu-us/req):"; cat "$res"; fi
 
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo

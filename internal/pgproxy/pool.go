@@ -136,8 +136,6 @@ func (s *server) alive() bool {
 	return alive
 }
 
-// close says Terminate and closes. It does not touch wbuf: a client
-// goroutine may still be writing there.
 // clearApplied forgets the parameters clients set on s (after RESET ALL or
 // DISCARD ALL).
 func (s *server) clearApplied() {
@@ -145,6 +143,8 @@ func (s *server) clearApplied() {
 	s.akey = ""
 }
 
+// close says Terminate and closes. It does not touch wbuf: a client
+// goroutine may still be writing there.
 func (s *server) close() {
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	b, _ := (&pgproto3.Terminate{}).Encode(nil)

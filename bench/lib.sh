@@ -16,8 +16,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-  shuf -i 20000-40000 -n 1; }
+# freeport: a free loopback port, never one an earlier call of this run
+# returned (the kernel hands a just-closed port out again, and two
+# listeners of one run got the same one).
+freeport() {
+  local p _
+  for _ in $(seq 1 50); do
+    p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+      shuf -i 20000-40000 -n 1)
+    grep -qx "$p" "$work/ports" 2>/dev/null || { echo "$p" >> "$work/ports"; echo "$p"; return 0; }
+  done
+  echo "bench: no free port" >&2; return 1
+}
 waitport() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; cat "$work"/*.log; exit 1; }
 
 # ticks PID: CPU time of a process and its reaped children, in clock ticks.

@@ -715,6 +715,55 @@ func (c *client) handle(s *server, msg pgproto3.BackendMessage, raw []byte) (rel
 	return false
 }
 
+// passPlain is handle for a server message framed in raw that only ends
+// the owed response at the head of the queue (or none) and goes to the
+// client as it is: a DataRow, a ParameterDescription, a notice, and the
+// completions of Parse, Bind, Describe, Close and Execute. It reports
+// false, having done nothing, for any other message or queue head (what
+// attache swallows or makes up): handle, with the message decoded, then.
+// Called with mu held.
+func (c *client) passPlain(raw []byte) bool {
+	head := entryKind(255)
+	if len(c.q) > 0 {
+		head = c.q[0].kind
+	}
+	var ends entryKind // the owed response raw completes, if at the head; 255 none
+	switch raw[0] {
+	case 'D', 't', 'N', 'A':
+		ends = 255
+	case '1':
+		ends = eParse
+	case '2':
+		ends = eBind
+	case '3':
+		ends = eClose
+	case 'T', 'n':
+		ends = eDescribe
+	case 'C', 'I':
+		ends = eExecute
+	case 's':
+		ends = eExecute
+	default:
+		return false
+	}
+	if head == eInternal || head == eInjected || head == eEvict {
+		return false
+	}
+	if raw[0] == 'C' || raw[0] == 'I' {
+		c.pool.st.queries.Add(1)
+	}
+	if ends != 255 && head == ends {
+		c.q = c.q[1:]
+	}
+	if !c.gone {
+		c.out = append(c.out, raw...)
+	}
+	if len(c.q) > 0 && (c.q[0].kind == eFakeParse || c.q[0].kind == eFakeClose) {
+		c.emitFakes()
+	}
+	return true
+}
+
 // pass queues a server message for the client: raw when there is one.
 func (c *client) pass(msg pgproto3.BackendMessage, raw []byte) {
 	if raw == nil {

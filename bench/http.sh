@@ -19,10 +19,13 @@ DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 
 . bench/lib.sh
-require wrk:wrk nginx:nginx-light haproxy:haproxy
+require wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl
 
 BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport); GP=$(freeport); GADM=$(freeport)
 head -c 16384 /dev/urandom > "$work/big.bin"
+# nginx's workers run as nobody when it starts as root: they must read
+# big.bin (a 0700 work directory made /big a 403 page, logged per request).
+chmod 755 "$work"
 mkdir -p "$work/nb" "$work/np"
 cat > "$work/backend.conf" <<EOF
 worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/backend.log;
@@ -94,6 +97,14 @@ declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
 targets=(direct attache nginx haproxy)
 if [ "${GOROUTINE:-}" = 1 ]; then port[att-gor]=$GP; pid[att-gor]=$GPID; targets+=(att-gor); fi
 if [ -n "${ALT:-}" ]; then port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
+# Every target must serve both bodies before anything is measured.
+for tgt in "${targets[@]}"; do
+  for path in small big; do
+    got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:${port[$tgt]}/$path")
+    want="200 16384"; [ "$path" = small ] && want="200 15"
+    [ "$got" = "$want" ] || { echo "bench: $tgt /$path answered \"$got\", want \"$want\"" >&2; exit 1; }
+  done
+done
 res="$work/results"; : > "$res"
 toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
 
@@ -106,6 +117,7 @@ for round in $(seq 1 "$ROUNDS"); do
       before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")
       out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${port[$tgt]}/$path" 2>&1)
       after=0; [ "$tgt" != direct ] && after=$(ticks "${pid[$tgt]}")
+      if echo "$out" | grep -q 'Non-2xx'; then echo "bench: $tgt /$path: $(echo "$out" | grep 'Non-2xx')" >&2; exit 1; fi
       rps=$(echo "$out" | awk '/^Requests\/sec/{print $2}')
       reqs=$(echo "$out" | awk '/requests in/{print $1}')
       p50=$(echo "$out" | awk '$1=="50%"{print $2}' | toms)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -41,6 +42,10 @@ func Follow(ctx context.Context, paths []string, poll time.Duration, onChange fu
 
 func follow(ctx context.Context, paths []string, poll time.Duration, onChange func(), initial bool) {
 	last := fingerprint(paths)
+	names := map[string]bool{}
+	for _, p := range paths {
+		names[filepath.Base(p)] = true
+	}
 	var events <-chan fsnotify.Event
 	if w, err := fsnotify.NewWatcher(); err == nil {
 		defer w.Close()
@@ -63,17 +68,23 @@ func follow(ctx context.Context, paths []string, poll time.Duration, onChange fu
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	quiet := time.NewTimer(settle)
+	quiet.Stop()
+	defer quiet.Stop()
 	var pending <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
-			pending = time.After(settle)
+			if relevant(names, ev.Name) {
+				quiet.Reset(settle)
+				pending = quiet.C
+			}
 			continue
 		case <-pending:
 		case <-tick.C:
@@ -84,6 +95,17 @@ func follow(ctx context.Context, paths []string, poll time.Duration, onChange fu
 			onChange()
 		}
 	}
+}
+
+// relevant reports whether an event on name, in a watched directory, may
+// change a watched file: one of the files itself (written, or renamed
+// over), or an entry of Kubernetes' atomic writer ("..data" and its
+// timestamped directories). A busy neighbour, such as a log file written
+// beside the config, is not: each of its writes would otherwise restart
+// the settle timer and compare the files again.
+func relevant(names map[string]bool, name string) bool {
+	base := filepath.Base(name)
+	return names[base] || strings.HasPrefix(base, "..")
 }
 
 func fingerprint(paths []string) [32]byte {

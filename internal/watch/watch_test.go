@@ -78,3 +78,46 @@ func TestPollFallback(t *testing.T) {
 	waitChange(t, ch, "a file appearing in a new directory")
 
 }
+
+// TestBusyNeighbour: a file written beside the config more often than the
+// settle time (a log) neither hides a change of the config nor counts as
+// one. Every event used to restart the settle timer, so such a neighbour
+// held a change back until the slow poll.
+func TestBusyNeighbour(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	os.WriteFile(p, []byte("a"), 0o644)
+	ch := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
+	time.Sleep(50 * time.Millisecond)
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, err := os.Create(filepath.Join(dir, "app.log"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for i := 0; i < 500; i++ { // at most 10 s
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				f.WriteString("a log line\n")
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-ch:
+		t.Fatal("a neighbour's writes reported as a change")
+	default:
+	}
+	os.WriteFile(p, []byte("b"), 0o644)
+	waitChange(t, ch, "a write beside a busy log")
+}

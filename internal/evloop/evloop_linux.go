@@ -74,10 +74,12 @@ type Loop struct {
 	ending  bool
 }
 
-// New starts a loop goroutine. tick (which may be nil) runs every
-// interval, after runs after every batch of events (to flush what the
-// batch queued; may be nil), and end runs last, when the loop stops, to
-// close what is left (may be nil).
+// New makes a loop; Start starts its goroutine. tick (which may be nil)
+// runs every interval, after runs after every batch of events (to flush
+// what the batch queued; may be nil), and end runs last, when the loop
+// stops, to close what is left (may be nil). The functions may read what
+// their owner sets up between New and Start (its reference to the loop):
+// starting the goroutine orders those writes before them.
 func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -119,9 +121,11 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	if l.rc, err = l.file.SyscallConn(); err != nil {
 		return fail(err)
 	}
-	go l.run()
 	return l, nil
 }
+
+// Start starts the loop goroutine; once.
+func (l *Loop) Start() { go l.run() }
 
 // SetTick makes the tick function run every d from now on; 0 stops it.
 func (l *Loop) SetTick(d time.Duration) {
@@ -146,7 +150,7 @@ func (l *Loop) Do(f func()) bool {
 	}
 	l.queue = append(l.queue, f)
 	one := [8]byte{1}
-	unix.Write(l.eventfd, one[:])
+	rawsys.Write(l.eventfd, one[:])
 	return true
 }
 
@@ -179,7 +183,7 @@ func (s *Source) Want(mask uint32) error {
 		op = unix.EPOLL_CTL_ADD
 	}
 	s.mask = mask
-	return unix.EpollCtl(s.l.epfd, op, s.FD, &unix.EpollEvent{Events: mask, Fd: int32(s.FD), Pad: s.gen})
+	return rawsys.EpollCtl(s.l.epfd, op, s.FD, &unix.EpollEvent{Events: mask, Fd: int32(s.FD), Pad: s.gen})
 }
 
 // Handle makes h serve s's events from now on (a descriptor that stays
@@ -210,7 +214,7 @@ func (s *Source) Release() {
 		return
 	}
 	if s.mask != 0 {
-		unix.EpollCtl(s.l.epfd, unix.EPOLL_CTL_DEL, s.FD, nil)
+		rawsys.EpollCtl(s.l.epfd, unix.EPOLL_CTL_DEL, s.FD, nil)
 		s.mask = 0
 	}
 	if s.l.sources[s.FD] == s {
@@ -260,14 +264,14 @@ func (l *Loop) run() {
 		}
 		if tick {
 			var b [8]byte
-			unix.Read(l.timerfd, b[:])
+			rawsys.Read(l.timerfd, b[:])
 			if l.tick != nil {
 				l.tick()
 			}
 		}
 		if commands {
 			var b [8]byte
-			unix.Read(l.eventfd, b[:])
+			rawsys.Read(l.eventfd, b[:])
 			l.mu.Lock()
 			q := l.queue
 			l.queue = nil

@@ -72,6 +72,7 @@ func TestLoopEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Start()
 	var apps []net.Conn
 	for range 20 {
 		a, s := pair(t)
@@ -127,6 +128,7 @@ func TestLoopStaleEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.Start()
 	a1, s1 := pair(t)
 	defer a1.Close()
 	a2, s2 := pair(t)

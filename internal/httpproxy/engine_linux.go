@@ -82,6 +82,7 @@ func (es *engines) start() {
 			break
 		}
 		e.l = l
+		l.Start()
 		es.loops = append(es.loops, e)
 	}
 }

@@ -92,6 +92,7 @@ func newEngines(p *Proxy, n int) []*engine {
 			break // evloop.ErrNoLoop elsewhere; never on Linux
 		}
 		e.l = l
+		l.Start()
 		es = append(es, e)
 	}
 	return es

@@ -96,3 +96,45 @@ func TestEpollWaitAndSockError(t *testing.T) {
 		t.Errorf("SockError after a refused connect: got %v, want ECONNREFUSED", err)
 	}
 }
+
+// TestEventfdAndEpollCtl: the loop's own calls, on an eventfd.
+func TestEventfdAndEpollCtl(t *testing.T) {
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ep)
+	if err := EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != syscall.EEXIST {
+		t.Fatalf("adding it twice: got %v, want EEXIST", err)
+	}
+	events := make([]unix.EpollEvent, 4)
+	if n := EpollWait(ep, events); n != 0 {
+		t.Fatalf("ready before a write: %d", n)
+	}
+	var b [8]byte
+	if n, err := Read(efd, b[:]); n != -1 || err != syscall.EAGAIN {
+		t.Fatalf("Read of an unset eventfd: got %d, %v, want -1, EAGAIN", n, err)
+	}
+	b[0] = 3
+	if n, err := Write(efd, b[:]); n != 8 || err != nil {
+		t.Fatalf("Write: got %d, %v", n, err)
+	}
+	if n := EpollWait(ep, events); n != 1 || events[0].Fd != int32(efd) {
+		t.Fatalf("after a write: %d ready", n)
+	}
+	b = [8]byte{}
+	if n, err := Read(efd, b[:]); n != 8 || err != nil || b[0] != 3 {
+		t.Fatalf("Read: got %d, %v, value %d", n, err, b[0])
+	}
+	if err := EpollCtl(ep, unix.EPOLL_CTL_DEL, efd, nil); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -123,6 +123,7 @@ func newEngine(p *Pool) (*engine, error) {
 		return nil, err
 	}
 	e.loop, e.done = loop, loop.Done()
+	loop.Start()
 	return e, nil
 }
 

@@ -65,6 +65,7 @@ func NewEngine() (*Engine, error) {
 		return nil, err
 	}
 	e.loop = loop
+	loop.Start()
 	return e, nil
 }
 

@@ -17,15 +17,22 @@ func waitChange(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
+// watching follows paths (polling every poll) for the rest of the test
+// and returns where each change is reported, once the watch has begun.
+func watching(t *testing.T, poll time.Duration, paths ...string) <-chan struct{} {
+	ch := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go Files(ctx, paths, poll, func() { ch <- struct{}{} })
+	time.Sleep(50 * time.Millisecond)
+	return ch
+}
+
 func TestPlainWrite(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.yaml")
 	os.WriteFile(p, []byte("a"), 0o644)
-	ch := make(chan struct{}, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
-	time.Sleep(50 * time.Millisecond)
+	ch := watching(t, time.Hour, p)
 	os.WriteFile(p, []byte("b"), 0o644)
 	waitChange(t, ch, "a write")
 	// touching with the same content is not a change
@@ -48,11 +55,7 @@ func TestKubernetesSymlinkSwap(t *testing.T) {
 	os.Symlink("..data/tls.crt", filepath.Join(dir, "tls.crt"))
 	p := filepath.Join(dir, "tls.crt")
 
-	ch := make(chan struct{}, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
-	time.Sleep(50 * time.Millisecond)
+	ch := watching(t, time.Hour, p)
 
 	os.Mkdir(filepath.Join(dir, "..2026_02"), 0o755)
 	os.WriteFile(filepath.Join(dir, "..2026_02", "tls.crt"), []byte("new"), 0o644)
@@ -66,13 +69,9 @@ func TestKubernetesSymlinkSwap(t *testing.T) {
 
 func TestPollFallback(t *testing.T) {
 
-	ch := make(chan struct{}, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	// a path in a directory that does not exist yet: no inotify watch
 	missing := filepath.Join(t.TempDir(), "later", "f")
-	go Files(ctx, []string{missing}, 20*time.Millisecond, func() { ch <- struct{}{} })
-	time.Sleep(50 * time.Millisecond)
+	ch := watching(t, 20*time.Millisecond, missing)
 	os.MkdirAll(filepath.Dir(missing), 0o755)
 	os.WriteFile(missing, []byte("x"), 0o644)
 	waitChange(t, ch, "a file appearing in a new directory")
@@ -87,11 +86,7 @@ func TestBusyNeighbour(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.yaml")
 	os.WriteFile(p, []byte("a"), 0o644)
-	ch := make(chan struct{}, 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go Files(ctx, []string{p}, time.Hour, func() { ch <- struct{}{} })
-	time.Sleep(50 * time.Millisecond)
+	ch := watching(t, time.Hour, p)
 
 	stop := make(chan struct{})
 	done := make(chan struct{})

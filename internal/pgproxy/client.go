@@ -739,9 +739,7 @@ func (c *client) passPlain(raw []byte) bool {
 		ends = eClose
 	case 'T', 'n':
 		ends = eDescribe
-	case 'C', 'I':
-		ends = eExecute
-	case 's':
+	case 'C', 'I', 's':
 		ends = eExecute
 	default:
 		return false

@@ -71,7 +71,6 @@ func follow(ctx context.Context, paths []string, poll time.Duration, onChange fu
 	quiet := time.NewTimer(settle)
 	quiet.Stop()
 	defer quiet.Stop()
-	var pending <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,13 +82,12 @@ func follow(ctx context.Context, paths []string, poll time.Duration, onChange fu
 			}
 			if relevant(names, ev.Name) {
 				quiet.Reset(settle)
-				pending = quiet.C
 			}
 			continue
-		case <-pending:
+		case <-quiet.C:
 		case <-tick.C:
 		}
-		pending = nil
+		quiet.Stop() // a poll compares too: no settle is pending after it
 		if fp := fingerprint(paths); fp != last {
 			last = fp
 			onChange()

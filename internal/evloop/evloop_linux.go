@@ -72,6 +72,8 @@ type Loop struct {
 	after   func()
 	end     func()
 	ending  bool
+	drained bool // set by the handler being served (Drained)
+	widened bool // a Want in this batch added events to a registered source
 }
 
 // New makes a loop; Start starts its goroutine. tick (which may be nil)
@@ -181,6 +183,10 @@ func (s *Source) Want(mask uint32) error {
 		op = unix.EPOLL_CTL_DEL
 	case s.mask == 0:
 		op = unix.EPOLL_CTL_ADD
+	case mask&^s.mask != 0:
+		// epoll_ctl does not wake the netpoller for a descriptor still
+		// on the ready list from the last wait (see run).
+		s.l.widened = true
 	}
 	s.mask = mask
 	return rawsys.EpollCtl(s.l.epfd, op, s.FD, &unix.EpollEvent{Events: mask, Fd: int32(s.FD), Pad: s.gen})
@@ -231,64 +237,91 @@ func (l *Loop) source(fd int) *Source {
 
 func (l *Loop) run() {
 	defer close(l.done)
-	// One closure for every wait: a closure per wait would be two
-	// allocations per batch.
-	n := 0
-	wait := func(uintptr) bool {
-		n = rawsys.EpollWait(l.epfd, l.events)
-		return n > 0
-	}
-	for {
-		n = 0
-		err := l.rc.Read(wait)
-		if err != nil {
-			l.teardown()
-			return
-		}
-		l.now = time.Now().UnixNano()
-		commands, tick := false, false
-		for i := 0; i < n; i++ {
-			ev := l.events[i]
-			switch int(ev.Fd) {
-			case l.eventfd:
-				commands = true
-			case l.timerfd:
-				tick = true
-			default:
-				// The generation check drops an event for a descriptor
-				// closed earlier in the batch whose number was reused.
-				if s := l.source(int(ev.Fd)); s != nil && s.gen == ev.Pad && s.mask != 0 {
-					s.h.Event(ev.Events)
-				}
+	// One Read for the loop's life, the batches served inside it: a
+	// readiness report that reaches the netpoller while a batch is served
+	// is kept for the next wait, where a new Read would clear it.
+	l.rc.Read(func(uintptr) bool {
+		for {
+			n := rawsys.EpollWait(l.epfd, l.events)
+			if n == 0 {
+				return false // park on the netpoller
+			}
+			settled := l.serve(n)
+			if l.ending {
+				return true
+			}
+			if settled && n < len(l.events) {
+				// Nothing of the batch is left for level-triggered epoll
+				// to report again, and no interest was widened (epoll_ctl
+				// does not wake the netpoller for a descriptor still on
+				// the ready list from this wait, where a level-triggered
+				// report leaves it): whatever is ready next is new, and
+				// its wake-up reaches the netpoller, so the wait that
+				// would find nothing is skipped.
+				return false
 			}
 		}
-		if tick {
-			var b [8]byte
-			rawsys.Read(l.timerfd, b[:])
-			if l.tick != nil {
-				l.tick()
-			}
-		}
-		if commands {
-			var b [8]byte
-			rawsys.Read(l.eventfd, b[:])
-			l.mu.Lock()
-			q := l.queue
-			l.queue = nil
-			l.mu.Unlock()
-			for _, f := range q {
-				f()
-			}
-		}
-		if l.after != nil {
-			l.after()
-		}
-		if l.ending {
-			l.teardown()
-			return
-		}
-	}
+	})
+	l.teardown()
 }
+
+// serve serves a batch of n events, then the tick, the queued functions
+// and the after function; true when every handler of the batch reported
+// its descriptor drained (Drained).
+func (l *Loop) serve(n int) (settled bool) {
+	l.now = time.Now().UnixNano()
+	settled = true
+	l.widened = false
+	commands, tick := false, false
+	for i := 0; i < n; i++ {
+		ev := l.events[i]
+		switch int(ev.Fd) {
+		case l.eventfd:
+			commands = true
+		case l.timerfd:
+			tick = true
+		default:
+			// The generation check drops an event for a descriptor
+			// closed earlier in the batch whose number was reused.
+			if s := l.source(int(ev.Fd)); s != nil && s.gen == ev.Pad && s.mask != 0 {
+				l.drained = false
+				s.h.Event(ev.Events)
+				settled = settled && l.drained
+			}
+		}
+	}
+	if tick {
+		var b [8]byte
+		rawsys.Read(l.timerfd, b[:])
+		if l.tick != nil {
+			l.tick()
+		}
+	}
+	if commands {
+		var b [8]byte
+		rawsys.Read(l.eventfd, b[:])
+		l.mu.Lock()
+		q := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		for _, f := range q {
+			f()
+		}
+	}
+	if l.after != nil {
+		l.after()
+	}
+	return settled && !l.widened
+}
+
+// Drained tells the loop, from a handler, that the event it serves has
+// left nothing that level-triggered epoll would report again: it read its
+// descriptor until a short read or EAGAIN, the event carried no hang-up or
+// error, and what it still wants (Out after a send that got EAGAIN) is not
+// ready now. When every handler of a batch says so, the loop parks without
+// the epoll_wait that would find nothing (one system call per wake-up).
+// A handler that does not call it costs that wait, nothing else.
+func (l *Loop) Drained() { l.drained = true }
 
 // teardown stops Do, runs end and closes the loop's descriptors.
 func (l *Loop) teardown() {

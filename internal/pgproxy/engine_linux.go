@@ -268,18 +268,21 @@ func (ec *eclient) clientEvent(ev uint32) {
 	if ec.ended {
 		return
 	}
+	drained := ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0
 	if ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
 		if ec.handback || ec.full() {
 			// Not reading (only hang-ups were asked for).
-			if ev&(evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
+			if !drained {
 				ec.gone()
 				return
 			}
+			drained = false
 		} else {
 			// Read even while blocked (waiting for a server connection):
 			// the bytes wait in ec.in, and the interest does not change
 			// twice per wait.
-			data, scratch, err := ec.e.recv(ec.src.FD, ec.in)
+			data, scratch, all, err := ec.e.recv(ec.src.FD, ec.in)
+			drained = drained && all
 			switch {
 			case err == errAgain:
 			case err != nil:
@@ -294,6 +297,9 @@ func (ec *eclient) clientEvent(ev uint32) {
 		}
 	}
 	ec.settle()
+	if drained {
+		ec.e.l.Drained()
+	}
 }
 
 // serverEvent serves the socket of the server connection held.
@@ -305,8 +311,12 @@ func (ec *eclient) serverEvent(ev uint32) {
 	if ev&evloop.Out != 0 {
 		ec.flushServer() // settle goes on with what waited for it
 	}
-	if ec.srv == s && ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
-		data, scratch, err := ec.e.recv(s.fd, ec.sin)
+	drained := ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0
+	if ec.srv != s {
+		drained = false
+	} else if ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
+		data, scratch, all, err := ec.e.recv(s.fd, ec.sin)
+		drained = drained && all
 		switch {
 		case err == errAgain:
 		case err != nil:
@@ -319,6 +329,9 @@ func (ec *eclient) serverEvent(ev uint32) {
 		}
 	}
 	ec.settle()
+	if drained {
+		ec.e.l.Drained()
+	}
 }
 
 func (ec *eclient) serverFailed(s *server, err error) {
@@ -884,8 +897,9 @@ var errAgain = errors.New("no data")
 
 // recv reads fd once, into the scratch buffer when nothing is pending,
 // else after the pending bytes (grown as needed). data is everything not
-// handled yet.
-func (e *engine) recv(fd int, pending []byte) (data []byte, scratch bool, err error) {
+// handled yet; all reports that the read left the socket empty (a short
+// read, or none ready).
+func (e *engine) recv(fd int, pending []byte) (data []byte, scratch, all bool, err error) {
 	buf := e.scratch
 	if len(pending) > 0 {
 		if need := 16 << 10; cap(pending)-len(pending) < need {
@@ -901,16 +915,16 @@ func (e *engine) recv(fd int, pending []byte) (data []byte, scratch bool, err er
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return nil, false, errAgain
+			return nil, false, true, errAgain
 		case err != nil:
-			return nil, false, err
+			return nil, false, false, err
 		case n == 0:
-			return nil, false, io.EOF
+			return nil, false, false, io.EOF
 		}
 		if len(pending) == 0 {
-			return buf[:n], true, nil
+			return buf[:n], true, n < len(buf), nil
 		}
-		return pending[:len(pending)+n], false, nil
+		return pending[:len(pending)+n], false, n < len(buf), nil
 	}
 }
 

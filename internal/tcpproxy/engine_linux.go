@@ -151,18 +151,25 @@ func (e *Engine) handle(h *half, events uint32) {
 	// A hang-up is not the end of the data: the socket may still hold
 	// bytes to read, so it is handled by reading, and only while reading
 	// from this side is wanted.
+	drained := events&(unix.EPOLLHUP|unix.EPOLLRDHUP) == 0
 	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && h.src.Mask()&unix.EPOLLIN != 0 {
-		e.read(h)
+		drained = e.read(h) && drained
 		if p.closed {
 			return
 		}
+	} else if events&unix.EPOLLIN != 0 {
+		drained = false
 	}
 	e.update(p)
+	if drained && !p.closed {
+		e.loop.Drained()
+	}
 }
 
 // read takes what fd has (one read: a short read means drained, and the
-// level-triggered epoll reports any rest) and writes it on to the peer.
-func (e *Engine) read(h *half) {
+// level-triggered epoll reports any rest) and writes it on to the peer;
+// true when it left the socket empty.
+func (e *Engine) read(h *half) (all bool) {
 	p := h.p
 	n, err := rawsys.Recv(h.fd, e.buf)
 	switch {
@@ -172,7 +179,10 @@ func (e *Engine) read(h *half) {
 			h.count(n)
 		}
 		e.write(h.peer, e.buf[:n])
-	case err == unix.EAGAIN || err == unix.EINTR:
+		return n < len(e.buf)
+	case err == unix.EAGAIN:
+		return true
+	case err == unix.EINTR:
 	case err != nil:
 		e.finish(p, isReset(err))
 	default: // EOF: pass the half-close on once the peer has its bytes
@@ -181,6 +191,7 @@ func (e *Engine) read(h *half) {
 			shutWrite(h.peer)
 		}
 	}
+	return false
 }
 
 // write sends b to h, keeping what the socket does not take for EPOLLOUT.

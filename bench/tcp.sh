@@ -71,10 +71,13 @@ if [ -n "${ALT:-}" ]; then
 fi
 res="$work/results"; : > "$res"
 
+# The targets' order turns round by round: the same build run twice (an
+# A/A test with ALT=) came out 10% apart at -P 1 in a fixed order.
 for round in $(seq 1 "$ROUNDS"); do
+  read -r -a order <<< "$(turn "$round" "${targets[@]}")"
   for P in 1 16; do
     n=$REQUESTS; [ "$P" = 16 ] && n=$((REQUESTS * 4))
-    for tgt in "${targets[@]}"; do
+    for tgt in "${order[@]}"; do
       before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")
       out=$(redis-benchmark -h 127.0.0.1 -p "${port[$tgt]}" -c "$CLIENTS" -n "$n" -P "$P" -t set,get --csv -q 2>/dev/null || true)
       after=0; [ "$tgt" != direct ] && after=$(ticks "${pid[$tgt]}")

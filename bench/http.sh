@@ -79,14 +79,8 @@ if [ "${GOROUTINE:-}" = 1 ]; then
   ATTACHE_HTTP_FAST_PATH=goroutine GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
   waitport "$GP"
 fi
-# ALT=path/to/attache: another build as one more target, "alt" (an A/B
-# test of a change in one run: build the other into a file outside bin/).
-if [ -n "${ALT:-}" ]; then
-  XP=$(freeport); XADM=$(freeport)
-  sed -e "s/127.0.0.1:$ADM/127.0.0.1:$XADM/" -e "s/127.0.0.1:$AP/127.0.0.1:$XP/" "$work/attache.yaml" > "$work/alt.yaml"
-  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
-  waitport "$XP"
-fi
+# ALT=path/to/attache: another build as one more target (start_alt).
+if [ -n "${ALT:-}" ]; then start_alt "$AP" "$ADM"; fi
 waitport "$AP"; waitport "$NP"; waitport "$HP"
 sleep 1
 NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")

@@ -43,3 +43,14 @@ turn() {
   local k=$(( ($1 - 1) % ($# - 1) )); shift
   echo "${@:$((k + 1))}" "${@:1:$k}"
 }
+
+# start_alt PORT ADMIN_PORT: starts the build named by ALT as one more
+# target, "alt" (an A/B test of a change in one run: build the other into
+# a file outside bin/), with $work/attache.yaml's listener PORT and admin
+# ADMIN_PORT moved to free ones; sets XP (its listener) and XPID.
+start_alt() {
+  XP=$(freeport); local xadm; xadm=$(freeport)
+  sed -e "s/127.0.0.1:$1/127.0.0.1:$XP/" -e "s/127.0.0.1:$2/127.0.0.1:$xadm/" "$work/attache.yaml" > "$work/alt.yaml"
+  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
+  waitport "$XP"
+}

@@ -116,13 +116,9 @@ else
   echo "bench: skipping attache: its configuration with a postgres listener is rejected:" >&2
   sed 's/^/  /' "$work/validate.log" >&2
 fi
-# ALT=path/to/attache: another build as one more target, "alt", in the same
-# run (an A/B test of a change: build the other into a file outside bin/).
+# ALT=path/to/attache: another build as one more target (start_alt).
 if [ -n "${ALT:-}" ]; then
-  XP=$(freeport); XADM=$(freeport)
-  sed -e "s/127.0.0.1:$AP/127.0.0.1:$XP/" -e "s/127.0.0.1:$ADM/127.0.0.1:$XADM/" "$work/attache.yaml" > "$work/alt.yaml"
-  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
-  waitport "$XP"
+  start_alt "$AP" "$ADM"
   port[alt]=$XP; pid[alt]=$XPID; targets+=(alt)
 fi
 sleep 1

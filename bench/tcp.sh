@@ -60,13 +60,9 @@ idle_rss=$(rss "$APID")
 declare -A port=([direct]=$RP [attache]=$AP [haproxy]=$HP [socat]=$SP)
 declare -A pid=([attache]=$APID [haproxy]=$HPID [socat]=$SPID)
 targets=(direct attache haproxy socat)
-# ALT=path/to/attache: another build as one more target, "alt", in the same
-# run (an A/B test of a change: build the other into a file outside bin/).
+# ALT=path/to/attache: another build as one more target (start_alt).
 if [ -n "${ALT:-}" ]; then
-  XP=$(freeport); XADM=$(freeport)
-  sed -e "s/127.0.0.1:$AP/127.0.0.1:$XP/" -e "s/127.0.0.1:$ADM/127.0.0.1:$XADM/" "$work/attache.yaml" > "$work/alt.yaml"
-  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
-  waitport "$XP"
+  start_alt "$AP" "$ADM"
   port[alt]=$XP; pid[alt]=$XPID; targets+=(alt)
 fi
 res="$work/results"; : > "$res"

@@ -15,9 +15,9 @@ import (
 	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
-// echo serves accepted connections in the loop: what it reads it writes
-// back, and it closes at EOF.
-func echo(t *testing.T, l *Loop, c net.Conn) {
+// serveConn moves c's socket into the loop, served by h (given its
+// Source) for In and RdHup.
+func serveConn(t *testing.T, l *Loop, c net.Conn, h func(s *Source, ev uint32)) {
 	t.Helper()
 	fd, err := DupFD(c)
 	if err != nil {
@@ -26,19 +26,26 @@ func echo(t *testing.T, l *Loop, c net.Conn) {
 	c.Close()
 	l.Do(func() {
 		var s *Source
-		buf := make([]byte, 4096)
-		s = l.Add(fd, HandlerFunc(func(ev uint32) {
-			n, err := rawsys.Recv(s.FD, buf)
-			switch {
-			case n > 0:
-				rawsys.SendAll(s.FD, buf[:n])
-			case err == unix.EAGAIN:
-			default:
-				s.Close(false)
-			}
-		}))
+		s = l.Add(fd, HandlerFunc(func(ev uint32) { h(s, ev) }))
 		if err := s.Want(In | RdHup); err != nil {
 			t.Error(err)
+		}
+	})
+}
+
+// echo serves accepted connections in the loop: what it reads it writes
+// back, and it closes at EOF.
+func echo(t *testing.T, l *Loop, c net.Conn) {
+	t.Helper()
+	buf := make([]byte, 4096)
+	serveConn(t, l, c, func(s *Source, ev uint32) {
+		n, err := rawsys.Recv(s.FD, buf)
+		switch {
+		case n > 0:
+			rawsys.SendAll(s.FD, buf[:n])
+		case err == unix.EAGAIN:
+		default:
+			s.Close(false)
 		}
 	})
 }
@@ -264,31 +271,25 @@ func TestLoopDrainedWakesForDataDuringBatch(t *testing.T) {
 	l := drainLoop(t)
 	a, srv := pair(t)
 	defer a.Close()
-	fd, _ := DupFD(srv)
-	srv.Close()
 	inBatch := make(chan struct{})
 	written := make(chan struct{})
-	l.Do(func() {
-		var s *Source
-		first := true
-		s = l.Add(fd, HandlerFunc(func(uint32) {
-			buf := make([]byte, 64)
-			for {
-				n, err := rawsys.Recv(s.FD, buf)
-				if n <= 0 || err != nil {
-					break
-				}
-				rawsys.SendAll(s.FD, buf[:n])
+	first := true
+	serveConn(t, l, srv, func(s *Source, _ uint32) {
+		buf := make([]byte, 64)
+		for {
+			n, err := rawsys.Recv(s.FD, buf)
+			if n <= 0 || err != nil {
+				break
 			}
-			l.Drained()
-			if first {
-				first = false
-				close(inBatch)
-				<-written
-				time.Sleep(20 * time.Millisecond) // the byte is in the socket
-			}
-		}))
-		s.Want(In | RdHup)
+			rawsys.SendAll(s.FD, buf[:n])
+		}
+		l.Drained()
+		if first {
+			first = false
+			close(inBatch)
+			<-written
+			time.Sleep(20 * time.Millisecond) // the byte is in the socket
+		}
 	})
 	a.Write([]byte("1"))
 	<-inBatch
@@ -306,21 +307,15 @@ func TestLoopDrainedThenWidened(t *testing.T) {
 	l := drainLoop(t)
 	a, srv := pair(t)
 	defer a.Close()
-	fd, _ := DupFD(srv)
-	srv.Close()
-	l.Do(func() {
-		var s *Source
-		s = l.Add(fd, HandlerFunc(func(ev uint32) {
-			if ev&Out != 0 {
-				rawsys.SendAll(s.FD, []byte("w"))
-				s.Want(In | RdHup)
-				return
-			}
-			rawsys.Recv(s.FD, make([]byte, 64))
-			l.Drained()
-			s.Want(In | Out | RdHup)
-		}))
-		s.Want(In | RdHup)
+	serveConn(t, l, srv, func(s *Source, ev uint32) {
+		if ev&Out != 0 {
+			rawsys.SendAll(s.FD, []byte("w"))
+			s.Want(In | RdHup)
+			return
+		}
+		rawsys.Recv(s.FD, make([]byte, 64))
+		l.Drained()
+		s.Want(In | Out | RdHup)
 	})
 	a.Write([]byte("x"))
 	readByte(t, a, 'w')
@@ -332,17 +327,11 @@ func TestLoopUndrainedReported(t *testing.T) {
 	l := drainLoop(t)
 	a, srv := pair(t)
 	defer a.Close()
-	fd, _ := DupFD(srv)
-	srv.Close()
-	l.Do(func() {
-		var s *Source
-		s = l.Add(fd, HandlerFunc(func(uint32) {
-			b := make([]byte, 1)
-			if n, _ := rawsys.Recv(s.FD, b); n == 1 {
-				rawsys.SendAll(s.FD, b)
-			}
-		}))
-		s.Want(In | RdHup)
+	serveConn(t, l, srv, func(s *Source, _ uint32) {
+		b := make([]byte, 1)
+		if n, _ := rawsys.Recv(s.FD, b); n == 1 {
+			rawsys.SendAll(s.FD, b)
+		}
 	})
 	a.Write([]byte("abc"))
 	for _, c := range []byte("abc") {
@@ -359,26 +348,20 @@ func TestLoopDrainedEchoConcurrent(t *testing.T) {
 	for i := range conns {
 		a, srv := pair(t)
 		defer a.Close()
-		fd, _ := DupFD(srv)
-		srv.Close()
-		l.Do(func() {
-			var s *Source
-			buf := make([]byte, 4096)
-			s = l.Add(fd, HandlerFunc(func(ev uint32) {
-				n, err := rawsys.Recv(s.FD, buf)
-				switch {
-				case n > 0:
-					rawsys.SendAll(s.FD, buf[:n])
-					if n < len(buf) {
-						l.Drained()
-					}
-				case err == unix.EAGAIN:
+		buf := make([]byte, 4096)
+		serveConn(t, l, srv, func(s *Source, _ uint32) {
+			n, err := rawsys.Recv(s.FD, buf)
+			switch {
+			case n > 0:
+				rawsys.SendAll(s.FD, buf[:n])
+				if n < len(buf) {
 					l.Drained()
-				default:
-					s.Close(false)
 				}
-			}))
-			s.Want(In | RdHup)
+			case err == unix.EAGAIN:
+				l.Drained()
+			default:
+				s.Close(false)
+			}
 		})
 		go func() {
 			got := make([]byte, 1)

@@ -267,7 +267,7 @@ func (l *Loop) run() {
 
 // serve serves a batch of n events, then the tick, the queued functions
 // and the after function; true when every handler of the batch reported
-// its descriptor drained (Drained).
+// its descriptor drained (Drained) and no Want widened an interest.
 func (l *Loop) serve(n int) (settled bool) {
 	l.now = time.Now().UnixNano()
 	settled = true

@@ -268,11 +268,12 @@ func (ec *eclient) clientEvent(ev uint32) {
 	if ec.ended {
 		return
 	}
-	drained := ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0
+	hup := ev&(evloop.Hup|evloop.Err|evloop.RdHup) != 0
+	drained := !hup
 	if ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
 		if ec.handback || ec.full() {
 			// Not reading (only hang-ups were asked for).
-			if !drained {
+			if hup {
 				ec.gone()
 				return
 			}

@@ -663,10 +663,19 @@ func (ec *eclient) attach(s *server) bool {
 		hs := ec.e.l.Add(s.fd, (*serverSide)(ec))
 		ec.ssrc = hs
 		s.home, s.hsrc = ec.e, hs
+		pl := ec.c.pool
 		s.idleH = evloop.HandlerFunc(func(uint32) {
 			// Readable while nobody here holds it: an idle server closing
-			// (the pool's peek sees it), or it is another's now. Stop
-			// watching it; the next transaction here adds it again.
+			// (a FATAL from pg_terminate_backend, a server shutting down),
+			// closed at once as pgbouncer does, so that no client gets it;
+			// or it is another's now: stop watching it, the next
+			// transaction here adds it again.
+			if pl.dropClosing(s) {
+				hs.Release()
+				s.close()
+				return
+			}
+			s.watched.Store(false)
 			hs.Want(0)
 		})
 	default: // another engine's home: in this set while held only
@@ -695,6 +704,9 @@ func (ec *eclient) dropServer(s *server) {
 		// set). Whoever else takes it meanwhile reads it while the idle
 		// handler at most stops watching it.
 		src.Handle(s.idleH.(evloop.Handler))
+		if src.Want(evloop.In|evloop.RdHup) == nil {
+			s.watched.Store(true)
+		}
 	} else {
 		ec.ssrc.Release()
 	}
@@ -861,6 +873,7 @@ func (ec *eclient) handBack() {
 		ec.ssrc.Release()
 		if s.home == ec.e {
 			s.home, s.hsrc, s.idleH = nil, nil, nil
+			s.watched.Store(false)
 		}
 		ec.ssrc, ec.srv = nil, nil
 		if len(ec.sin) > 0 {

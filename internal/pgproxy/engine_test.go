@@ -192,6 +192,100 @@ func TestEngine(t *testing.T) {
 		inEngine(t, p, 3, 2)
 	})
 
+	t.Run("one server connection between the clients of two engines", func(t *testing.T) {
+		// The server stays in the epoll set of the engine that first held
+		// it (its home) while it is idle; a client of the other engine
+		// reads it meanwhile, and the home engine stops watching it.
+		prev := runtime.GOMAXPROCS(2)
+		defer runtime.GOMAXPROCS(prev)
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		if runtime.GOOS == "linux" && len(p.engines) != 2 {
+			t.Fatalf("engines: got %d, want 2", len(p.engines))
+		}
+		conns := []*pgx.Conn{connect(t, addr, "app", "app-pw", ""), connect(t, addr, "app", "app-pw", "")} // one per engine, in turn
+		pids := func(rounds int) map[int]bool {
+			seen := map[int]bool{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for i, conn := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for r := range rounds {
+						tx, err := conn.Begin(ctx)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						var pid, n int
+						if err := tx.QueryRow(ctx, "SELECT pg_backend_pid(), $1::int", i*1000+r).Scan(&pid, &n); err != nil || n != i*1000+r {
+							t.Errorf("client %d round %d: got %d %v", i, r, n, err)
+							tx.Rollback(ctx)
+							return
+						}
+						if err := tx.Commit(ctx); err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						seen[pid] = true
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			return seen
+		}
+		first := pids(200)
+		if len(first) != 1 {
+			t.Fatalf("backends: got %v, want one server connection for both clients", first)
+		}
+		// Terminated while idle in the pool: the next transaction, on
+		// either engine, gets a new one.
+		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+		for pid := range first {
+			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Either its home engine watches it and drops it, or (the other
+		// engine held it last) the pool looks before it hands it out.
+		time.Sleep(100 * time.Millisecond) // for the FATAL; well under peekAfter
+		second := pids(50)
+		for pid := range second {
+			if first[pid] {
+				t.Errorf("the terminated backend %d served again", pid)
+			}
+		}
+		if st := p.Stats()[0]; st.ServersOpened != 2 || st.ServersOpen != 1 {
+			t.Errorf("servers opened %d, open %d: want 2 and 1", st.ServersOpened, st.ServersOpen)
+		}
+		inEngine(t, p, 2, 0)
+	})
+
+	t.Run("a server connection that closes while idle is dropped at once", func(t *testing.T) {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		conn := connect(t, addr, "app", "app-pw", "")
+		var pid, next int
+		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+			t.Fatal(err)
+		}
+		// Well before peekAfter, the pool's own look at an idle server.
+		for deadline := time.Now().Add(peekAfter / 2); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the terminated idle server connection is still open after %v", peekAfter/2)
+			}
+		}
+		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&next); err != nil || next == pid {
+			t.Errorf("the next statement: backend %d %v, want a new one", next, err)
+		}
+		inEngine(t, p, 1, 0)
+	})
+
 	t.Run("server terminated mid-transaction, then the pool goes on", func(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
 		tx := terminatedInTransaction(t, f, connect(t, addr, "app", "app-pw", ""))

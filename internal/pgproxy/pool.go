@@ -49,6 +49,10 @@ type server struct {
 	home  *engine
 	hsrc  any // *evloop.Source
 	idleH any // its evloop.Handler while no client of home holds it
+	// watched: home's set watches fd for a close while the connection is
+	// idle (its idle handler then takes it out of the pool at once); the
+	// pool looks at any other idle connection before handing it out.
+	watched atomic.Bool
 }
 
 // socketFD returns the descriptor of a plain socket connection, or -1.
@@ -226,10 +230,10 @@ func (q *waitQueue) remove(w *waiter) {
 
 var errWaitTimeout = errors.New("query_wait_timeout")
 
-// peekAfter is how long a server connection must have been idle before it
-// is checked for a pending close (one recvfrom) on the way out: a server
-// that restarts kills connections idle for longer than this, and a busy
-// pool hands connections back and forth much faster.
+// peekAfter is how long a server connection that its home engine watches
+// while idle (server.watched) must have been idle before it is checked for
+// a pending close (one recvfrom) on the way out anyway; any other is
+// checked every time, since nothing else would see its server's FATAL.
 const peekAfter = 500 * time.Millisecond
 
 // recheckEvery is how often a client waiting for a server connection of a
@@ -456,7 +460,7 @@ func (pl *pool) takeNow(addr string) (s *server, connect bool, r *route) {
 			s := r.idle[n-1]
 			r.idle = r.idle[:n-1]
 			pl.mu.Unlock()
-			if !pl.p.keep(s.addr) || time.Since(s.idleSince) > peekAfter && !s.alive() {
+			if !pl.p.keep(s.addr) || (!s.watched.Load() || time.Since(s.idleSince) > peekAfter) && !s.alive() {
 				pl.discard(s)
 				continue
 			}
@@ -808,6 +812,26 @@ func (pl *pool) maintain(now time.Time) {
 			pl.release(s, true)
 		}()
 	}
+}
+
+// dropClosing takes s out of the pool when it is idle there and no longer
+// alive (readable: about to close), for its caller to close it.
+func (pl *pool) dropClosing(s *server) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	r := pl.routes[s.route]
+	if r == nil {
+		return false
+	}
+	i := slices.Index(r.idle, s)
+	if i < 0 || s.alive() {
+		return false
+	}
+	r.idle = slices.Delete(r.idle, i, i+1)
+	r.open--
+	pl.grantLocked(s.route)
+	pl.p.log.Debug("idle server connection closed by the server", "server", s.addr, "user", pl.user, "database", pl.db)
+	return true
 }
 
 // dropIdle closes the idle server connections of a route.

@@ -263,27 +263,37 @@ func TestEngine(t *testing.T) {
 		inEngine(t, p, 2, 0)
 	})
 
-	t.Run("a server connection that closes while idle is dropped at once", func(t *testing.T) {
-		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
-		conn := connect(t, addr, "app", "app-pw", "")
-		var pid, next int
-		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
-		if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
-			t.Fatal(err)
-		}
-		// Well before peekAfter, the pool's own look at an idle server.
-		for deadline := time.Now().Add(peekAfter / 2); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the terminated idle server connection is still open after %v", peekAfter/2)
+	t.Run("a server connection that closes while idle is not handed out", func(t *testing.T) {
+		for _, noEngine := range []bool{false, true} {
+			addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, NoEngine: noEngine})
+			conn := connect(t, addr, "app", "app-pw", "")
+			var pid, next int
+			if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
+			if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+				t.Fatal(err)
+			}
+			if noEngine {
+				// Nothing watches it: the pool peeks before handing it out.
+				time.Sleep(100 * time.Millisecond) // for the FATAL; well under peekAfter
+			} else {
+				// Its engine closes it, well before peekAfter (after
+				// which the pool would look at it itself).
+				for deadline := time.Now().Add(peekAfter / 2); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the terminated idle server connection is still open after %v", peekAfter/2)
+					}
+				}
+			}
+			if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&next); err != nil || next == pid {
+				t.Errorf("no engine %v: the next statement: backend %d %v, want a new one", noEngine, next, err)
+			}
+			if !noEngine {
+				inEngine(t, p, 1, 0)
 			}
 		}
-		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&next); err != nil || next == pid {
-			t.Errorf("the next statement: backend %d %v, want a new one", next, err)
-		}
-		inEngine(t, p, 1, 0)
 	})
 
 	t.Run("server terminated mid-transaction, then the pool goes on", func(t *testing.T) {

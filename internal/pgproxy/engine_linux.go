@@ -76,8 +76,27 @@ type engine struct {
 }
 
 // tickEvery is how often waiting clients are checked for
-// query_wait_timeout, reserve_pool_timeout and their route.
+// query_wait_timeout, reserve_pool_timeout and their route, unless one of
+// those timeouts is short enough to need a finer tick (tickFor).
 const tickEvery = 50 * time.Millisecond
+
+// tickFor is the engines' tick for cfg: tickEvery, or half the shortest
+// wait timeout when that is less (1 ms at the finest), so that a timeout
+// fires within half its length of when it is due, as the goroutine
+// path's timers do at once.
+func tickFor(cfg *Config) time.Duration {
+	d := tickEvery
+	limits := []time.Duration{cfg.QueryWaitTimeout}
+	if cfg.ReservePoolSize > 0 {
+		limits = append(limits, cfg.ReservePoolTimeout)
+	}
+	for _, t := range limits {
+		if t > 0 && t/2 < d {
+			d = max(t/2, time.Millisecond)
+		}
+	}
+	return d
+}
 
 // maxBuffered bounds what an engine queues for one socket before it stops
 // reading the other side.
@@ -87,7 +106,7 @@ func newEngines(p *Proxy, n int) []*engine {
 	var es []*engine
 	for range n {
 		e := &engine{p: p, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, effects: map[string]pgsql.Effect{}}
-		l, err := evloop.New(tickEvery, e.tick, e.after, e.end)
+		l, err := evloop.New(tickFor(&p.cfg), e.tick, e.after, e.end)
 		if err != nil {
 			break // evloop.ErrNoLoop elsewhere; never on Linux
 		}

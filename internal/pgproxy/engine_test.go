@@ -333,3 +333,48 @@ func terminatedInTransaction(t *testing.T, f *fixture, conn *pgx.Conn) pgx.Tx {
 	}
 	return tx
 }
+
+// TestServerRestart: PostgreSQL restarts under attache (a fast shutdown
+// terminates every session). Clients that were idle go on with their next
+// statement on new server connections, as through pgbouncer; a client
+// inside a transaction is told 08006 and disconnected, as the server
+// itself would have done. No subtests: the restarted server belongs to
+// the test that started it.
+func TestServerRestart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, engine := range []bool{true, false} {
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 3, NoEngine: !engine})
+		idle := make([]*pgx.Conn, 5)
+		before := map[int]bool{}
+		for i := range idle {
+			idle[i] = connect(t, addr, "app", "app-pw", "")
+			before[backendPID(t, idle[i])] = true
+		}
+		busy := connect(t, addr, "app", "app-pw", "")
+		tx, err := busy.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		f.pg.Restart(t)
+		for i, c := range idle {
+			var n, pid int
+			if err := c.QueryRow(ctx, "SELECT $1::int, pg_backend_pid()", i).Scan(&n, &pid); err != nil || n != i {
+				t.Errorf("engine %v: idle client %d after the restart: got %d %v", engine, i, n, err)
+			} else if before[pid] {
+				t.Errorf("engine %v: idle client %d after the restart: served by backend %d, of before it", engine, i, pid)
+			}
+		}
+		_, err = tx.Exec(ctx, "SELECT 1")
+		var pe *pgconn.PgError
+		if err == nil || (errors.As(err, &pe) && pe.Code != "08006") {
+			t.Errorf("engine %v: the transaction across the restart: got %v, want 08006", engine, err)
+		}
+		if st := p.Stats()[0]; st.ServersOpen > 3 {
+			t.Errorf("engine %v: servers open after the restart: %d, want at most the pool size", engine, st.ServersOpen)
+		}
+	}
+}

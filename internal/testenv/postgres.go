@@ -24,8 +24,9 @@ type PG struct {
 	Dir      string // data directory
 	Bin      string // directory of the server binaries
 
-	root string // holds Dir, the Unix socket (trust auth) and postgres.log
-	stop func()
+	root     string // holds Dir, the Unix socket (trust auth) and postgres.log
+	settings []string
+	stop     func()
 }
 
 // pgBin finds the newest installed PostgreSQL server binaries.
@@ -107,11 +108,14 @@ func initdb(t testing.TB, pg *PG) {
 	}
 }
 
-// start runs the server of pg.Dir on a free loopback port and waits until
-// it takes connections.
+// start runs the server of pg.Dir on a free loopback port (pg.Addr's, once
+// it has one) and waits until it takes connections.
 func (pg *PG) start(t testing.TB, settings ...string) {
 	t.Helper()
-	pg.Addr = FreePort(t)
+	if pg.Addr == "" {
+		pg.Addr = FreePort(t)
+	}
+	pg.settings = settings
 	_, port, _ := net.SplitHostPort(pg.Addr)
 	args := []string{"-D", pg.Dir, "-p", port, "-k", pg.root, "-c", "listen_addresses=127.0.0.1",
 		"-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"}
@@ -138,6 +142,15 @@ func (pg *PG) start(t testing.TB, settings ...string) {
 // Stop shuts the server down (fast shutdown, by its PID) and waits for it
 // to exit. It is safe to call more than once.
 func (pg *PG) Stop() { pg.stop() }
+
+// Restart stops the server (a fast shutdown, which terminates every
+// session) and starts it again on the same port with the same settings.
+// t must be the test that started it, whose end stops it (not a subtest).
+func (pg *PG) Restart(t testing.TB) {
+	t.Helper()
+	pg.stop()
+	pg.start(t, pg.settings...)
+}
 
 // Log returns the server's log so far.
 func (pg *PG) Log() string {

@@ -25,6 +25,17 @@ func TestPostgresHarness(t *testing.T) {
 	if _, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:wrong@%s/postgres?sslmode=disable", pg.User, pg.Addr)); err == nil {
 		t.Error("wrong password accepted")
 	}
+	addr := pg.Addr
+	pg.Restart(t)
+	if pg.Addr != addr {
+		t.Errorf("restarted on %s, want %s", pg.Addr, addr)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("a session survived the restart")
+	}
+	if got := pg.SQL(t, "SELECT 1"); got != "1" {
+		t.Errorf("after the restart: got %q", got)
+	}
 }
 
 // TestPostgresPair: the standby streams from the primary, replays its

@@ -689,9 +689,10 @@ func (ec *eclient) attach(s *server) bool {
 			// closed at once as pgbouncer does, so that no client gets it;
 			// or it is another's now: stop watching it, the next
 			// transaction here adds it again.
-			if pl.dropClosing(s) {
+			if pl.takeClosing(s) {
 				hs.Release()
-				s.close()
+				pl.discard(s)
+				pl.p.log.Debug("idle server connection closed by the server", "server", s.addr, "user", pl.user, "database", pl.db)
 				return
 			}
 			s.watched.Store(false)

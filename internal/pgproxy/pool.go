@@ -814,9 +814,9 @@ func (pl *pool) maintain(now time.Time) {
 	}
 }
 
-// dropClosing takes s out of the pool when it is idle there and no longer
-// alive (readable: about to close), for its caller to close it.
-func (pl *pool) dropClosing(s *server) bool {
+// takeClosing takes s out of idle when it is idle there and no longer
+// alive (readable: about to close), for its caller to discard it.
+func (pl *pool) takeClosing(s *server) bool {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	r := pl.routes[s.route]
@@ -828,9 +828,6 @@ func (pl *pool) dropClosing(s *server) bool {
 		return false
 	}
 	r.idle = slices.Delete(r.idle, i, i+1)
-	r.open--
-	pl.grantLocked(s.route)
-	pl.p.log.Debug("idle server connection closed by the server", "server", s.addr, "user", pl.user, "database", pl.db)
 	return true
 }
 

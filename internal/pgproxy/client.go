@@ -779,6 +779,12 @@ func (c *client) maybeRelease(s *server) bool {
 	if len(c.q) > 0 {
 		return false
 	}
+	if !c.gone && (c.p.cfg.Mode == SessionMode || c.pinned != "" || c.txStatus != 'I') {
+		// The client keeps s. Checked before unflushed: a wake there
+		// would send a Sync whose answer is still owed when the client
+		// leaves, and s would be closed instead of reset and reused.
+		return false
+	}
 	if c.unflushed {
 		// serve is writing to s: it sends a Sync when done (flushServer),
 		// whose ReadyForQuery brings us back here.
@@ -786,14 +792,8 @@ func (c *client) maybeRelease(s *server) bool {
 		return false
 	}
 	if c.txStatus != 'I' {
-		if c.gone {
-			c.detach(s, false) // never returned inside a transaction
-			return true
-		}
-		return false
-	}
-	if !c.gone && (c.p.cfg.Mode == SessionMode || c.pinned != "") {
-		return false
+		c.detach(s, false) // the client left: never returned inside a transaction
+		return true
 	}
 	dirty := c.pinned != "" || c.p.cfg.Mode == SessionMode
 	if c.gone && dirty && !c.reset {

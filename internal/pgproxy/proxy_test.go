@@ -670,6 +670,18 @@ func TestPostgres(t *testing.T) {
 		if got := backendPID(t, b); got != pid {
 			t.Errorf("session mode did not reuse the server connection: pid %d then %d", pid, got)
 		}
+		// A client that leaves right after its last answer: the server
+		// is reset and reused every time, never closed (a relay that
+		// answered before serve finished writing once left a Sync owed).
+		b.Close(ctx)
+		for i := range 30 {
+			c := connect(t, addr, "app", "app-pw", "")
+			got := backendPID(t, c)
+			c.Close(ctx)
+			if got != pid {
+				t.Fatalf("client %d: session mode did not reuse the server connection: pid %d then %d", i, pid, got)
+			}
+		}
 	})
 }
 

@@ -886,8 +886,16 @@ func (c *client) leave() {
 	if s == nil {
 		return
 	}
-	if len(c.q) > 0 || c.txStatus != 'I' || c.unflushed {
+	internalOnly := !slices.ContainsFunc(c.q, func(e entry) bool { return e.kind != eInternal })
+	if !internalOnly || c.txStatus != 'I' || c.unflushed || len(c.q) > 0 && c.eng != nil {
 		c.detach(s, false)
+		return
+	}
+	if len(c.q) > 0 {
+		// Only attache's own Sync is owed (sent when the relay saw the
+		// last answer before serve finished writing): its ReadyForQuery
+		// releases s.
+		c.startRelayLocked(s)
 		return
 	}
 	if c.eng != nil {

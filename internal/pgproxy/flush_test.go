@@ -49,7 +49,7 @@ func typeName(m any) string { return fmt.Sprintf("%T", m) }
 // so a Bind of that statement works even when another client took a
 // server connection in between.
 func testFlushKeepsServer(t *testing.T, f *fixture) {
-	addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
+	addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 2})
 	a := rawLogin(t, addr)
 	a.FE.Send(&pgproto3.Parse{Query: "SELECT 41 + 1"})
 	a.FE.Send(&pgproto3.Describe{ObjectType: 'S'})
@@ -71,4 +71,29 @@ func testFlushKeepsServer(t *testing.T, f *fixture) {
 	a.FE.Send(&pgproto3.Sync{})
 	a.FE.Flush()
 	expect(t, a, &pgproto3.BindComplete{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+
+	// Clients that leave right after the ReadyForQuery of such a batch
+	// give their server connection back: the next one reuses it, no
+	// connection is opened (b still holds the other).
+	a.FE.Send(&pgproto3.Terminate{})
+	a.FE.Flush()
+	opened := p.Stats()[0].ServersOpened
+	for range 20 {
+		c := rawLogin(t, addr)
+		c.FE.Send(&pgproto3.Parse{Query: "SELECT 1"})
+		c.FE.Send(&pgproto3.Flush{})
+		c.FE.Flush()
+		expect(t, c, &pgproto3.ParseComplete{})
+		c.FE.Send(&pgproto3.Bind{})
+		c.FE.Send(&pgproto3.Execute{})
+		c.FE.Send(&pgproto3.Sync{})
+		c.FE.Flush()
+		expect(t, c, &pgproto3.BindComplete{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+		c.FE.Send(&pgproto3.Terminate{})
+		c.FE.Flush()
+		c.Conn.Close()
+	}
+	if n := p.Stats()[0].ServersOpened; n != opened {
+		t.Fatalf("servers opened: %d after 20 clients left, want %d (the connection reused)", n, opened)
+	}
 }

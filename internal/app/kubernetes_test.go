@@ -121,6 +121,13 @@ func TestKubernetesDiscovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The API server outlives the test (go test -count=N): leave no object.
+	t.Cleanup(func() {
+		k.Client.CoreV1().Services(ns).Delete(ctx, "users", metav1.DeleteOptions{})
+		for _, name := range []string{"users-test", "orders-test"} {
+			k.Client.DiscoveryV1().EndpointSlices(ns).Delete(ctx, name, metav1.DeleteOptions{})
+		}
+	})
 	port, ips := loopbackEchoes(t, "a", "b", "c")
 	yes, no := ptr(true), ptr(false)
 	endpoint := func(name string, ready, serving, terminating *bool) discoveryv1.Endpoint {

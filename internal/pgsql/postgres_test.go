@@ -52,9 +52,12 @@ func TestClassifyAgainstPostgres(t *testing.T) {
 		{"explain analyze create temp table as", "EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1", false, temp("t")},
 		{"temp view", "CREATE TEMP VIEW v AS SELECT 1", false, temp("v")},
 		{"temp sequence", "CREATE TEMP SEQUENCE s", false, temp("s")},
+		// Each lock its own key: a session's lock goes only when its
+		// backend has exited, after the client closed, so a try on the key
+		// of the case before may find it still held.
 		{"advisory lock", "SELECT pg_advisory_lock(7)", true, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
-		{"try advisory lock shared", "SELECT pg_try_advisory_lock_shared(7)", true, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
-		{"xact advisory lock", "SELECT pg_advisory_xact_lock(7)", true, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
+		{"try advisory lock shared", "SELECT pg_try_advisory_lock_shared(8)", true, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
+		{"xact advisory lock", "SELECT pg_advisory_xact_lock(9)", true, "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"},
 		{"listen", "LISTEN attache_ch", true, "SELECT count(*) > 0 FROM pg_listening_channels()"},
 		{"prepare", "PREPARE q AS SELECT 1", true, "SELECT count(*) > 0 FROM pg_prepared_statements"},
 		{"cursor with hold", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", true, "SELECT count(*) > 0 FROM pg_cursors WHERE name = 'c'"},

@@ -886,8 +886,8 @@ func (c *client) leave() {
 	if s == nil {
 		return
 	}
-	internalOnly := !slices.ContainsFunc(c.q, func(e entry) bool { return e.kind != eInternal })
-	if !internalOnly || c.txStatus != 'I' || c.unflushed || len(c.q) > 0 && c.eng != nil {
+	owed := slices.ContainsFunc(c.q, func(e entry) bool { return e.kind != eInternal }) // to the client
+	if owed || c.txStatus != 'I' || c.unflushed || len(c.q) > 0 && c.eng != nil {
 		c.detach(s, false)
 		return
 	}

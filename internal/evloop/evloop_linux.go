@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -46,8 +47,10 @@ type Source struct {
 }
 
 // Loop is one goroutine serving descriptors over a level-triggered epoll
-// set. Its own epoll descriptor is registered with Go's netpoller, so an
-// idle loop parks its goroutine rather than blocking a thread.
+// set. It waits for events in one of two ways (run): parked in Go's
+// netpoller, its epoll descriptor registered there, so that an idle loop
+// holds no thread; or, while events come close together and one of its
+// Threads is free, blocked in epoll_wait on its own thread.
 //
 // Every method but Do and Stop belongs to the loop goroutine (handlers,
 // functions passed to Do, the tick and after-batch functions).
@@ -55,8 +58,7 @@ type Loop struct {
 	epfd    int
 	eventfd int
 	timerfd int
-	rc      syscall.RawConn
-	file    *os.File
+	threads *Threads
 
 	mu      sync.Mutex
 	queue   []func()
@@ -64,16 +66,18 @@ type Loop struct {
 	done    chan struct{}
 
 	// owned by the loop goroutine
-	sources []*Source // by descriptor: an event's lookup is an index, not a hash
-	gen     int32
-	events  []unix.EpollEvent
-	now     int64
-	tick    func()
-	after   func()
-	end     func()
-	ending  bool
-	drained bool // set by the handler being served (Drained)
-	widened bool // a Want in this batch added events to a registered source
+	sources  []*Source // by descriptor: an event's lookup is an index, not a hash
+	gen      int32
+	events   []unix.EpollEvent
+	now      int64
+	tick     func()
+	after    func()
+	end      func()
+	ending   bool
+	onThread bool // waiting in block, not parked
+	traffic  bool // the batch being served had more than the tick
+	drained  bool // set by the handler being served (Drained)
+	widened  bool // a Want in this batch added events to a registered source
 }
 
 // New makes a loop; Start starts its goroutine. tick (which may be nil)
@@ -116,15 +120,17 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 			return fail(err)
 		}
 	}
+	// For the netpoller (park), which registers a duplicate of it: the
+	// flag belongs to the open file, and epoll_wait ignores it.
 	if err := unix.SetNonblock(epfd, true); err != nil {
-		return fail(err)
-	}
-	l.file = os.NewFile(uintptr(epfd), "attache-epoll")
-	if l.rc, err = l.file.SyscallConn(); err != nil {
 		return fail(err)
 	}
 	return l, nil
 }
+
+// SetThreads lets the loop wait on a thread of its own while one of t is
+// free; call it before Start. Without, it always parks.
+func (l *Loop) SetThreads(t *Threads) { l.threads = t }
 
 // Start starts the loop goroutine; once.
 func (l *Loop) Start() { go l.run() }
@@ -235,19 +241,83 @@ func (l *Loop) source(fd int) *Source {
 	return l.sources[fd]
 }
 
+// How a loop waits (run):
+//   - blockFor: how long a loop on its own thread waits for the next event
+//     before it gives the thread back and parks.
+//   - yieldEvery: how often a loop on its own thread that is never idle
+//     for blockFor goes through the scheduler (runtime.Gosched): the
+//     scheduler's monitor preempts, with a signal, a goroutine that has
+//     not been through it for 10 ms, and goroutines readied onto the
+//     loop's processor wait for it. A yield costs a wake-up of an idle
+//     thread (Gosched's wakep), so not more often than that.
+const (
+	blockFor   = 5 // milliseconds
+	yieldEvery = 9 * time.Millisecond
+)
+
+// run serves until the loop ends, waiting in one of two ways:
+//
+//   - Parked (park): the loop's epoll descriptor is registered in Go's
+//     netpoller, and with nothing ready the goroutine parks there. An idle
+//     loop costs nothing, but each wake-up costs the runtime's polls (a
+//     non-blocking one, the blocking one) besides the loop's own.
+//   - On its own thread (block): the loop blocks in epoll_wait itself, one
+//     system call per wake-up. The epoll descriptor is then out of the
+//     netpoller, or every event would also wake the thread polling it. The
+//     goroutine keeps its processor while it waits, which is why the loop
+//     needs a free one of its Threads for this.
+//
+// A parked loop goes to its own thread when it wakes within blockFor of
+// parking and a thread is free; it parks again after blockFor without an
+// event.
 func (l *Loop) run() {
 	defer close(l.done)
-	// One Read for the loop's life, the batches served inside it: a
-	// readiness report that reaches the netpoller while a batch is served
-	// is kept for the next wait, where a new Read would clear it.
-	l.rc.Read(func(uintptr) bool {
+	for !l.ending {
+		if !l.park() {
+			continue
+		}
+		l.block()
+		l.threads.give()
+	}
+	l.teardown()
+}
+
+// park serves events while parked in Go's netpoller, until the loop ends
+// or, true, it took a thread to go on with (see run).
+func (l *Loop) park() (threaded bool) {
+	// One registration, and one Read, for the whole stay: a readiness
+	// report that reaches the netpoller while a batch is served is kept
+	// for the next wait, where a new Read would clear it.
+	fd, err := unix.FcntlInt(uintptr(l.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		// Out of descriptors: wait here, through the scheduler (which
+		// lets the processor go), and try again.
+		if n, _ := unix.EpollWait(l.epfd, l.events, 10); n > 0 {
+			l.serve(n)
+		}
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "attache-epoll")
+	defer f.Close() // which takes it out of the netpoller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var parked int64 // when the goroutine last parked
+	rc.Read(func(uintptr) bool {
 		for {
 			n := rawsys.EpollWait(l.epfd, l.events)
 			if n == 0 {
+				parked = time.Now().UnixNano()
 				return false // park on the netpoller
 			}
+			woke := parked
 			settled := l.serve(n)
 			if l.ending {
+				return true
+			}
+			if l.traffic && woke != 0 && l.now-woke < blockFor*int64(time.Millisecond) && l.threads.take() {
+				threaded = true
 				return true
 			}
 			if settled && n < len(l.events) {
@@ -258,11 +328,43 @@ func (l *Loop) run() {
 				// report leaves it): whatever is ready next is new, and
 				// its wake-up reaches the netpoller, so the wait that
 				// would find nothing is skipped.
+				parked = l.now
 				return false
 			}
 		}
 	})
-	l.teardown()
+	return threaded
+}
+
+// block serves events waiting in epoll_wait on the goroutine's thread,
+// until none comes for blockFor or the loop ends.
+func (l *Loop) block() {
+	l.onThread = true
+	defer func() { l.onThread = false }()
+	yielded := time.Now().UnixNano()
+	busy := yielded // when a batch last had more than the tick
+	for {
+		n, err := rawsys.EpollWaitFor(l.epfd, l.events, blockFor)
+		switch {
+		case err != nil: // EINTR: a signal, such as the scheduler's preemption
+		case n == 0:
+			return
+		default:
+			l.serve(n)
+			if l.ending {
+				return
+			}
+			if l.traffic {
+				busy = l.now
+			} else if l.now-busy >= blockFor*int64(time.Millisecond) {
+				return // a tick shorter than blockFor is not traffic
+			}
+			if l.now-yielded > int64(yieldEvery) {
+				yielded = l.now
+				runtime.Gosched()
+			}
+		}
+	}
 }
 
 // serve serves a batch of n events, then the tick, the queued functions
@@ -273,16 +375,18 @@ func (l *Loop) serve(n int) (settled bool) {
 	settled = true
 	l.widened = false
 	commands, tick := false, false
+	l.traffic = false
 	for i := 0; i < n; i++ {
 		ev := l.events[i]
 		switch int(ev.Fd) {
 		case l.eventfd:
-			commands = true
+			commands, l.traffic = true, true
 		case l.timerfd:
 			tick = true
 		default:
 			// The generation check drops an event for a descriptor
 			// closed earlier in the batch whose number was reused.
+			l.traffic = true
 			if s := l.source(int(ev.Fd)); s != nil && s.gen == ev.Pad && s.mask != 0 {
 				l.drained = false
 				s.h.Event(ev.Events)
@@ -338,7 +442,7 @@ func (l *Loop) teardown() {
 		l.end()
 	}
 	unix.Close(l.timerfd)
-	l.file.Close() // the epoll descriptor
+	unix.Close(l.epfd)
 }
 
 // DupFD returns a duplicate of c's socket descriptor (close-on-exec; it

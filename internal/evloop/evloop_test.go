@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -377,5 +378,169 @@ func TestLoopDrainedEchoConcurrent(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestThreads(t *testing.T) {
+	var none *Threads
+	if none.take() {
+		t.Fatal("nil Threads: take true, want false")
+	}
+	if NewThreads(0).take() || NewThreads(-1).take() {
+		t.Fatal("no threads: take true, want false")
+	}
+	th := NewThreads(1)
+	if !th.take() {
+		t.Fatal("first take: false, want true")
+	}
+	if th.take() {
+		t.Fatal("second take of one: true, want false")
+	}
+	th.give()
+	if !th.take() {
+		t.Fatal("take after give: false, want true")
+	}
+}
+
+// roundTrips writes a byte to c and reads it back, n times in a row.
+func roundTrips(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		readByte(t, c, byte(i))
+	}
+}
+
+// A loop with a free thread takes it while events come close together,
+// serves sockets, ticks and Do there, and gives it back when idle, parking
+// again, from where new data still wakes it; Stop ends it while it waits
+// on its thread.
+func TestLoopOnThread(t *testing.T) {
+	th := NewThreads(1)
+	var ticksOnThread atomic.Int64
+	var l *Loop
+	l, err := New(time.Millisecond, func() {
+		if l.onThread {
+			ticksOnThread.Add(1)
+		}
+	}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetThreads(th)
+	l.Start()
+	a, srv := pair(t)
+	defer a.Close()
+	var servedOnThread atomic.Int64
+	buf := make([]byte, 64)
+	serveConn(t, l, srv, func(s *Source, _ uint32) {
+		if l.onThread {
+			servedOnThread.Add(1)
+		}
+		if n, _ := rawsys.Recv(s.FD, buf); n > 0 {
+			rawsys.SendAll(s.FD, buf[:n])
+		}
+		l.Drained()
+	})
+	roundTrips(t, a, 200)
+	if servedOnThread.Load() == 0 {
+		t.Fatal("200 round trips in a row: none served on the loop's own thread")
+	}
+	if ticksOnThread.Load() == 0 {
+		roundTrips(t, a, 200) // at least 1 ms of them on the thread
+		if ticksOnThread.Load() == 0 {
+			t.Fatal("no tick ran on the loop's own thread")
+		}
+	}
+	ran := make(chan bool, 1)
+	l.Do(func() { ran <- l.onThread })
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Do did not run")
+	}
+
+	// Idle: the thread is given back, and the parked loop still wakes.
+	deadline := time.Now().Add(5 * time.Second)
+	for th.free.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle loop kept its thread")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	roundTrips(t, a, 1)
+
+	roundTrips(t, a, 100)
+	l.Stop()
+	select {
+	case <-l.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not end a loop on its thread")
+	}
+	if got := th.free.Load(); got != 1 {
+		t.Fatalf("threads free after the loop ended: got %d, want 1", got)
+	}
+}
+
+// Two busy loops sharing one thread: one at a time has it, and both
+// serve every byte.
+func TestLoopsShareThreads(t *testing.T) {
+	th := NewThreads(1)
+	var onThread, most atomic.Int64
+	errs := make(chan error, 2)
+	for range 2 {
+		l, err := New(0, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.SetThreads(th)
+		l.Start()
+		defer func() { l.Stop(); <-l.Done() }()
+		a, srv := pair(t)
+		defer a.Close()
+		buf := make([]byte, 64)
+		was := false
+		serveConn(t, l, srv, func(s *Source, _ uint32) {
+			if l.onThread != was {
+				was = l.onThread
+				if was {
+					n := onThread.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+				} else {
+					onThread.Add(-1)
+				}
+			}
+			if n, _ := rawsys.Recv(s.FD, buf); n > 0 {
+				rawsys.SendAll(s.FD, buf[:n])
+			}
+			l.Drained()
+		})
+		go func() {
+			got := make([]byte, 1)
+			for i := range 500 {
+				if _, err := a.Write([]byte{byte(i)}); err != nil {
+					errs <- err
+					return
+				}
+				a.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(a, got); err != nil || got[0] != byte(i) {
+					errs <- fmt.Errorf("round %d: got %q, %v", i, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := most.Load(); m > 1 {
+		t.Fatalf("loops on their own thread at once: %d, want at most 1", m)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/admin"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/tcpproxy"
@@ -57,6 +58,9 @@ type App struct {
 	metrics *metrics.Metrics
 	pool    *listener.Pool
 	engines *tcpproxy.Engines // nil where there is no epoll
+	// threads are the event loops' threads of the process, shared by
+	// every postgres listener's engines (evloop.Threads).
+	threads *evloop.Threads
 
 	mu       sync.Mutex // serialises apply
 	gen      atomic.Pointer[generation]
@@ -101,6 +105,7 @@ func New(opts Options) (*App, error) {
 	}
 	a.pool = listener.NewPool(a.log)
 	a.engines = tcpproxy.NewEngines(runtime.GOMAXPROCS(0))
+	a.threads = evloop.NewThreads(runtime.GOMAXPROCS(0) - 1)
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
 	ln, err := net.Listen("tcp", cfg.Admin.Address)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -48,19 +47,17 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		AuthQuery:            pc.Auth.Query,
 		AuthUser:             pc.Auth.User,
 		Log:                  a.log.With("listener", lc.Name),
+		Threads:              a.threads,
 		Dial: func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
 			if ep != nil {
 				conn, err := up.DialEndpoint(ctx, ep)
-				if err != nil {
-					return nil, "", err
-				}
-				return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
+				return conn, ep.Addr, err
 			}
 			conn, ep, err := up.Dial(ctx, 0)
 			if err != nil {
 				return nil, "", err
 			}
-			return &trackedConn{Conn: conn, untrack: ep.Track(conn)}, ep.Addr, nil
+			return conn, ep.Addr, nil
 		},
 		MaxLag:  pc.MaxReplicationLag.D(),
 		Cluster: up,
@@ -187,25 +184,6 @@ func serverTLS(t *config.PostgresTLS) (func(addr string) *tls.Config, error) {
 		c.InsecureSkipVerify = true // libpq's allow/prefer/require: encrypted, not authenticated
 		return func(string) *tls.Config { return c }, nil
 	}
-}
-
-// trackedConn releases the endpoint's tracking on Close, and keeps the
-// socket reachable for the pool's liveness peek.
-type trackedConn struct {
-	net.Conn
-	untrack func()
-}
-
-func (c *trackedConn) Close() error {
-	c.untrack()
-	return c.Conn.Close()
-}
-
-func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.New("not a socket")
 }
 
 var (

@@ -111,6 +111,7 @@ func newEngines(p *Proxy, n int) []*engine {
 			break // evloop.ErrNoLoop elsewhere; never on Linux
 		}
 		e.l = l
+		l.SetThreads(p.cfg.Threads)
 		l.Start()
 		es = append(es, e)
 	}
@@ -154,7 +155,7 @@ type eclient struct {
 	e    *engine
 	c    *client
 	src  *evloop.Source // the client socket (a duplicate, the engine's own)
-	ssrc *evloop.Source // srv's socket (srv.conn's own descriptor)
+	ssrc *evloop.Source // srv's socket (srv.fd)
 	srv  *server        // the server connection read and written here
 	in   []byte         // client bytes not consumed yet
 	sin  []byte         // server bytes not handled yet
@@ -622,7 +623,9 @@ func (ec *eclient) open(s *server, acquire bool) {
 		}
 	}
 	if err == nil {
-		perr = ec.c.applyParams(s)
+		if perr = s.goConn(); perr == nil {
+			perr = ec.c.applyParams(s)
+		}
 	}
 	if !ec.e.l.Do(func() { ec.opened(s, err, perr) }) {
 		if err == nil {
@@ -667,11 +670,12 @@ func (ec *eclient) attach(s *server) bool {
 	c.mu.Lock()
 	c.hold(s)
 	c.mu.Unlock()
-	if s.fd < 0 || s.fe.ReadBufferLen() != 0 {
+	if s.fd < 0 || s.conn != nil && s.fe.ReadBufferLen() != 0 {
 		ec.blocked = false
 		ec.handback = true
 		return false
 	}
+	s.dropConn() // the socket is this loop's alone while it holds s
 	ec.srv = s
 	switch src, _ := s.hsrc.(*evloop.Source); {
 	case s.home == ec.e && src != nil:
@@ -890,6 +894,12 @@ func (ec *eclient) gone() {
 func (ec *eclient) handBack() {
 	c := ec.c
 	if s := ec.srv; s != nil {
+		if err := s.goConn(); err != nil {
+			ec.handback = false
+			ec.serverFailed(s, err) // 08006, and the client is closed
+			ec.settle()
+			return
+		}
 		ec.ssrc.Release()
 		if s.home == ec.e {
 			s.home, s.hsrc, s.idleH = nil, nil, nil

@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/attache-proxy/attache/internal/evloop"
 )
 
 // inEngine checks that clients were served by an engine and how many were
@@ -192,13 +194,69 @@ func TestEngine(t *testing.T) {
 		inEngine(t, p, 3, 2)
 	})
 
+	t.Run("a server connection's net.Conn only while goroutines use it", func(t *testing.T) {
+		// An engine reads its own descriptor of the socket, and the
+		// goroutine path's net.Conn (in Go's netpoller, where each server
+		// message would also wake the thread polling it) is closed
+		// meanwhile, and made again for a goroutine user: here one server
+		// connection between an engine client and a pinned client.
+		if runtime.GOOS != "linux" {
+			t.Skip("engines are Linux only")
+		}
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		conn := connect(t, addr, "app", "app-pw", "")
+		pid := func(c *pgx.Conn) int {
+			t.Helper()
+			var pid int
+			if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			return pid
+		}
+		hasConn := func() bool {
+			t.Helper()
+			idle := idleConns(p)
+			if len(idle) != 1 {
+				t.Fatalf("idle server connections: got %d, want 1", len(idle))
+			}
+			return idle[0]
+		}
+		first := pid(conn)
+		if hasConn() {
+			t.Error("after an engine's transaction: the server connection has a net.Conn")
+		}
+		pinned := connect(t, addr, "app", "app-pw", "")
+		if _, err := pinned.Exec(ctx, "SET application_name = 'pinned'"); err != nil {
+			t.Fatal(err)
+		}
+		if got := pid(pinned); got != first {
+			t.Errorf("pinned client's backend: got %d, want %d (the one server connection)", got, first)
+		}
+		pinned.Close(ctx) // reset, and back to the pool
+		for deadline := time.Now().Add(5 * time.Second); len(idleConns(p)) == 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the pinned client's server connection did not come back")
+			}
+		}
+		if !hasConn() {
+			t.Error("after the goroutine path's use: no net.Conn")
+		}
+		if got := pid(conn); got != first {
+			t.Errorf("engine client's backend after the pinned one: got %d, want %d", got, first)
+		}
+		if hasConn() {
+			t.Error("back in an engine: the server connection kept its net.Conn")
+		}
+	})
+
 	t.Run("one server connection between the clients of two engines", func(t *testing.T) {
 		// The server stays in the epoll set of the engine that first held
 		// it (its home) while it is idle; a client of the other engine
-		// reads it meanwhile, and the home engine stops watching it.
+		// reads it meanwhile, and the home engine stops watching it. One
+		// thread for two engines: one may wait on it while the other parks.
 		prev := runtime.GOMAXPROCS(2)
 		defer runtime.GOMAXPROCS(prev)
-		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, Engines: 2, Threads: evloop.NewThreads(1)})
 		if runtime.GOOS == "linux" && len(p.engines) != 2 {
 			t.Fatalf("engines: got %d, want 2", len(p.engines))
 		}
@@ -377,4 +435,23 @@ func TestServerRestart(t *testing.T) {
 			t.Errorf("engine %v: servers open after the restart: %d, want at most the pool size", engine, st.ServersOpen)
 		}
 	}
+}
+
+// idleConns returns, for each idle server connection of p's pools,
+// whether it has its net.Conn (read while it is idle: nobody else's then).
+func idleConns(p *Proxy) []bool {
+	p.mu.Lock()
+	pools := p.poolsLocked()
+	p.mu.Unlock()
+	var idle []bool
+	for _, pl := range pools {
+		pl.mu.Lock()
+		for _, r := range pl.routes {
+			for _, s := range r.idle {
+				idle = append(idle, s.conn != nil)
+			}
+		}
+		pl.mu.Unlock()
+	}
+	return idle
 }

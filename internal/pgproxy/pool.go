@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -25,8 +26,14 @@ import (
 // server is one logged-in server connection. While a client holds it, only
 // that client's goroutines use it; in the pool, only the pool.
 type server struct {
+	// The socket is held two ways. fd is attache's own descriptor of it
+	// (-1: none, a TLS connection), which an engine reads and writes. conn
+	// is the goroutine path's, registered in Go's netpoller; while an
+	// engine has the connection it is closed and nil (dropConn), since
+	// every event on a socket in the netpoller wakes the thread polling
+	// it, and goConn makes it again for the next goroutine user.
 	conn      net.Conn
-	fd        int       // conn's socket, for an engine; -1: none (TLS)
+	fd        int
 	w         io.Writer // conn, raw where it can be
 	fe        *pgproto3.Frontend
 	addr      string
@@ -53,11 +60,35 @@ type server struct {
 	// idle (its idle handler then takes it out of the pool at once); the
 	// pool looks at any other idle connection before handing it out.
 	watched atomic.Bool
+
+	untrack func() // its endpoint's tracking (trackedServer), or nil
+	fdMu    sync.Mutex
+	closed  bool // fd closed, or being closed: not to be shut down
 }
 
-// socketFD returns the descriptor of a plain socket connection, or -1.
-// It stays conn's: valid until conn is closed.
-func socketFD(conn net.Conn) int {
+// trackedServer is a server connection as its cluster endpoint tracks it
+// (upstream.Endpoint.Track): closing it, when the endpoint turns
+// unhealthy, shuts the socket down both ways, so that whoever holds the
+// connection (an engine, a goroutine, the pool's idle watch) fails on it
+// and closes it as a lost server. Safe from any goroutine at any time.
+type trackedServer server
+
+func (t *trackedServer) Close() error {
+	s := (*server)(t)
+	if s.fd < 0 {
+		return s.conn.Close() // TLS: the goroutine path's alone
+	}
+	s.fdMu.Lock()
+	defer s.fdMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	return syscall.Shutdown(s.fd, syscall.SHUT_RDWR)
+}
+
+// dupSocket returns a descriptor of its own of a plain socket connection
+// (non-blocking, as Go made it), or -1.
+func dupSocket(conn net.Conn) int {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return -1
@@ -67,8 +98,50 @@ func socketFD(conn net.Conn) int {
 		return -1
 	}
 	fd := -1
-	rc.Control(func(f uintptr) { fd = int(f) })
+	rc.Control(func(f uintptr) { fd, _ = dupFD(int(f)) })
 	return fd
+}
+
+// dupFD duplicates fd, close-on-exec.
+func dupFD(fd int) (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	d, err := syscall.Dup(fd)
+	if err != nil {
+		return -1, err
+	}
+	syscall.CloseOnExec(d)
+	return d, nil
+}
+
+// goConn makes sure the goroutine path has its net.Conn of the socket
+// (see server), after an engine had it.
+func (s *server) goConn() error {
+	if s.conn != nil {
+		return nil
+	}
+	d, err := dupFD(s.fd)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(d), "attache-server")
+	conn, err := net.FileConn(f) // its own duplicate, in the netpoller
+	f.Close()
+	if err != nil {
+		return err
+	}
+	s.conn, s.w = conn, rawsys.NewWriter(conn)
+	s.fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
+	return nil
+}
+
+// dropConn closes the goroutine path's net.Conn, leaving the socket to an
+// engine's fd: nothing may be buffered in fe.
+func (s *server) dropConn() {
+	if s.conn != nil && s.fd >= 0 {
+		s.conn.Close()
+		s.conn = nil
+	}
 }
 
 func (s *server) send(msg pgproto3.FrontendMessage) {
@@ -122,22 +195,12 @@ func (s *server) exec(sql string) error {
 // and nothing unread (an idle server sends nothing unless it is about to
 // close, like a FATAL from pg_terminate_backend).
 func (s *server) alive() bool {
-	sc, ok := s.conn.(syscall.Conn)
-	if !ok {
-		return true
+	if s.fd < 0 {
+		return true // TLS: it is read for its next client anyway
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := true
-	rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true
-	})
-	return alive
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(s.fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
 }
 
 // clearApplied forgets the parameters clients set on s (after RESET ALL or
@@ -147,13 +210,31 @@ func (s *server) clearApplied() {
 	s.akey = ""
 }
 
-// close says Terminate and closes. It does not touch wbuf: a client
+// close says Terminate and closes; once. It does not touch wbuf: a client
 // goroutine may still be writing there.
 func (s *server) close() {
-	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.fdMu.Lock()
+	closed := s.closed
+	s.closed = true
+	s.fdMu.Unlock()
+	if closed {
+		return
+	}
+	if s.untrack != nil {
+		defer s.untrack()
+	}
 	b, _ := (&pgproto3.Terminate{}).Encode(nil)
-	s.conn.Write(b)
-	s.conn.Close()
+	if s.conn != nil {
+		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		s.conn.Write(b)
+		s.conn.Close()
+	} else {
+		// Non-blocking: a full socket does without the courtesy.
+		syscall.Sendto(s.fd, b, syscall.MSG_DONTWAIT, nil)
+	}
+	if s.fd >= 0 {
+		syscall.Close(s.fd)
+	}
 }
 
 // pool holds the server connections of one (database, user), by route:
@@ -288,10 +369,13 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	if fe.ReadBufferLen() == 0 {
 		fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
 	}
-	s := &server{conn: conn, fd: socketFD(conn), w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	s := &server{conn: conn, fd: dupSocket(conn), w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	if ep != nil {
 		s.route = ep.Addr
+	}
+	if e := pl.p.endpoint(addr); e != nil {
+		s.untrack = e.Track((*trackedServer)(s))
 	}
 	if cfg.Target == TargetPrimary && sess.Params["in_hot_standby"] == "on" {
 		s.close()
@@ -443,6 +527,12 @@ func (pl *pool) acquire() (*server, error) {
 		}
 		if s == nil && err == nil {
 			continue // the route stopped being the target while we waited
+		}
+		if err == nil {
+			if err = s.goConn(); err != nil { // after an engine had it
+				pl.discard(s)
+				s = nil
+			}
 		}
 		return s, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 	"github.com/attache-proxy/attache/internal/userlist"
@@ -72,8 +73,8 @@ type Config struct {
 
 	// Dial connects to ep, or with ep nil (TargetAny) to the endpoint of
 	// the cluster its policy chooses, and returns the address as
-	// configured (host:port). The connection's Close must release
-	// whatever tracking Dial set up.
+	// configured (host:port). A server connection to an endpoint of
+	// Cluster is tracked there (upstream.Endpoint.Track) for its life.
 	Dial func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error)
 	// Target is which endpoints server connections go to; roles and lag
 	// are read from Cluster, which every Target but TargetAny needs.
@@ -90,9 +91,14 @@ type Config struct {
 
 	// NoEngine serves every client with goroutines. By default, in
 	// transaction mode without server TLS, plain-TCP clients are served
-	// after login by epoll engines, one per GOMAXPROCS (Linux only; see
-	// docs/postgres.md).
+	// after login by epoll engines (Linux only; see docs/postgres.md):
+	// Engines of them, or GOMAXPROCS-1 (at least one) when 0.
 	NoEngine bool
+	Engines  int
+	// Threads are the process's threads for event loops (see
+	// evloop.Threads), shared with its other listeners; nil: the Proxy's
+	// own, for GOMAXPROCS-1 loops.
+	Threads *evloop.Threads
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -134,8 +140,17 @@ func New(cfg Config) *Proxy {
 		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
 	p.stmts.byText = map[stmtKey]*stmt{}
 	p.SetUsers(cfg.Users)
+	if cfg.Threads == nil {
+		p.cfg.Threads = evloop.NewThreads(runtime.GOMAXPROCS(0) - 1)
+	}
+	if cfg.Engines <= 0 {
+		// One processor is left to the goroutines (logins, TLS, the
+		// goroutine path, the admin server) and to what waits on a
+		// thread of its own would take from them (evloop.Threads).
+		p.cfg.Engines = max(runtime.GOMAXPROCS(0)-1, 1)
+	}
 	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && !cfg.NoEngine {
-		p.engines = newEngines(p, runtime.GOMAXPROCS(0))
+		p.engines = newEngines(p, p.cfg.Engines)
 	}
 	go p.maintain()
 	return p

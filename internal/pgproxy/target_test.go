@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,10 +126,13 @@ func TestRoute(t *testing.T) {
 }
 
 // cutDialer dials one server and keeps the connections, so that a test
-// can cut them as a dead server would (no FATAL, the socket gone).
+// can cut them as a dead server would (no FATAL, the socket gone). It
+// keeps a descriptor of each socket and shuts it down: attache holds
+// descriptors of its own, and closes the net.Conn it dialed while an
+// engine has the connection.
 type cutDialer struct {
-	mu    sync.Mutex
-	conns []net.Conn
+	mu  sync.Mutex
+	fds []int
 }
 
 func (d *cutDialer) dial(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
@@ -138,7 +142,7 @@ func (d *cutDialer) dial(ctx context.Context, ep *upstream.Endpoint) (net.Conn, 
 	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", ep.Addr)
 	if err == nil {
 		d.mu.Lock()
-		d.conns = append(d.conns, c)
+		d.fds = append(d.fds, dupSocket(c))
 		d.mu.Unlock()
 	}
 	return c, ep.Addr, err
@@ -147,10 +151,11 @@ func (d *cutDialer) dial(ctx context.Context, ep *upstream.Endpoint) (net.Conn, 
 func (d *cutDialer) cut() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, c := range d.conns {
-		c.Close()
+	for _, fd := range d.fds {
+		syscall.Shutdown(fd, syscall.SHUT_RDWR)
+		syscall.Close(fd)
 	}
-	d.conns = nil
+	d.fds = nil
 }
 
 // TestPrimaryTarget, with a real server as the primary of a cluster
@@ -209,6 +214,43 @@ func TestPrimaryTarget(t *testing.T) {
 		}
 		if got := f.pg.SQL(t, "SELECT string_agg(id::text, ',' ORDER BY id) FROM fo"); got != "1,4" {
 			t.Errorf("rows: got %s, want 1,4 (the cut transaction rolled back)", got)
+		}
+	})
+
+	t.Run("an endpoint turned unhealthy loses its server connections", func(t *testing.T) {
+		// The endpoint tracks every server connection to it and shuts
+		// them down when its checks fail: one held by a client inside a
+		// transaction (read by an engine) and one idle in the pool.
+		addr, p := serve(t, Config{})
+		inTx := connect(t, addr, "app", "app-pw", "")
+		idle := connect(t, addr, "app", "app-pw", "")
+		tx, err := inTx.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := idle.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		if st := p.Stats()[0]; st.ServersOpen != 2 {
+			t.Fatalf("server connections open: got %d, want 2", st.ServersOpen)
+		}
+		observe(c, f.pg.Addr, nil) // unhealthy
+		observe(c, f.pg.Addr, &asPrimary)
+		for deadline := time.Now().Add(5 * time.Second); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("server connections of the unhealthy endpoint still open: %+v", p.Stats()[0])
+			}
+		}
+		_, err = tx.Exec(ctx, "SELECT 1")
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "08006" {
+			t.Errorf("inside a transaction whose server connection was shut down: got %v, want SQLSTATE 08006", err)
+		}
+		if _, err := idle.Exec(ctx, "SELECT 1"); err != nil {
+			t.Errorf("a client between transactions, on a new server connection: %v", err)
 		}
 	})
 

@@ -47,10 +47,11 @@ turn() {
 # start_alt PORT ADMIN_PORT: starts the build named by ALT as one more
 # target, "alt" (an A/B test of a change in one run: build the other into
 # a file outside bin/), with $work/attache.yaml's listener PORT and admin
-# ADMIN_PORT moved to free ones; sets XP (its listener) and XPID.
+# ADMIN_PORT moved to free ones, at GOMAXPROCS=$ALT_PROCS, else $PROCS
+# (the script's, 1 unless it sets one); sets XP (its listener) and XPID.
 start_alt() {
   XP=$(freeport); local xadm; xadm=$(freeport)
   sed -e "s/127.0.0.1:$1/127.0.0.1:$XP/" -e "s/127.0.0.1:$2/127.0.0.1:$xadm/" "$work/attache.yaml" > "$work/alt.yaml"
-  GOMAXPROCS=1 "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
+  GOMAXPROCS=${ALT_PROCS:-${PROCS:-1}} "$ALT" run --config "$work/alt.yaml" 2>"$work/alt.log" & XPID=$!; pids+=($XPID)
   waitport "$XP"
 }

@@ -3,8 +3,10 @@
 # 100 clients, in the protocol modes -M simple, extended and prepared,
 # against one private PostgreSQL directly, through pgbouncer (transaction
 # mode, pool 20, one process) and through attache (protocol: postgres,
-# transaction mode, pool 20, GOMAXPROCS=1), interleaved round by round so
-# that machine noise hits every target alike. Clients authenticate with
+# transaction mode, pool 20, GOMAXPROCS=2: one engine, whose loop waits on
+# a thread of its own while busy, and a processor for everything else;
+# docs/postgres.md), interleaved round by round so that machine noise hits
+# every target alike. Clients authenticate with
 # SCRAM-SHA-256 everywhere, and the poolers log into the server with it.
 # Prints the median TPS, its ratio to direct, the median average latency and
 # each pooler's CPU time per transaction (from /proc/PID/stat, over the
@@ -16,6 +18,7 @@
 #   TESTS=tpcb MODES=extended bench/pg.sh      # one row
 #   VERBOSE=1 bench/pg.sh                      # and every run's figures
 #   ALT=/tmp/attache-old bench/pg.sh           # and another build, as "alt"
+#   ALT=... ALT_PROCS=1 bench/pg.sh            # at another GOMAXPROCS
 #
 # -M extended sends Parse/Bind/Execute with the unnamed statement: every
 # pooler in transaction mode handles it. -M prepared uses named
@@ -36,6 +39,7 @@ CLIENTS=${CLIENTS:-100}
 POOL=${POOL:-20}
 MODES=${MODES:-simple extended prepared}
 TESTS=${TESTS:-select tpcb}
+PROCS=${PROCS:-2} # attache's GOMAXPROCS (and ALT's): one engine at 2
 
 . bench/lib.sh
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n | tail -1)
@@ -109,7 +113,7 @@ targets=(direct pgbouncer)
 declare -A port=([direct]=$PGP [pgbouncer]=$BP [attache]=$AP)
 declare -A pid=([pgbouncer]=$BPID)
 if bin/attache validate --config "$work/attache.yaml" >"$work/validate.log" 2>&1; then
-  GOMAXPROCS=1 bin/attache run --config "$work/attache.yaml" 2>"$work/attache.log" & APID=$!; pids+=($APID)
+  GOMAXPROCS=$PROCS bin/attache run --config "$work/attache.yaml" 2>"$work/attache.log" & APID=$!; pids+=($APID)
   waitport "$AP"
   pid[attache]=$APID; targets+=(attache)
 else
@@ -182,7 +186,7 @@ med() { sort -n | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)]; else prin
 col() { awk -v g="$1" -v s="$2" -v m="$3" -v c="$4" '$1==g && $2==s && $3==m {print $c}' "$res" | med; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
-echo "pgbench, $CLIENTS clients, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread"
+echo "pgbench, $CLIENTS clients, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread (attache: one engine, GOMAXPROCS=$PROCS)"
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), pgbouncer $bver"
 [ "$bouncer_prepared" = no ] && echo "(pgbouncer $bver has no max_prepared_statements: its -M prepared rows are skipped)"
 printf "%-7s %-9s %-9s %9s %9s %12s %8s %10s %9s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx user-part

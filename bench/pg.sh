@@ -17,6 +17,12 @@
 #   ROUNDS=5 DURATION=20 MODES="simple extended" bench/pg.sh
 #   TESTS=tpcb MODES=extended bench/pg.sh      # one row
 #   VERBOSE=1 bench/pg.sh                      # and every run's figures
+#   RATE=1500 TESTS=tpcb bench/pg.sh           # at a fixed rate (pgbench -R)
+#
+# At a fixed rate below what every target reaches, the targets do the
+# same work at the same pace, so their CPU per transaction compares their
+# cost per transaction alone; at full speed it also follows how many
+# events each wake-up finds, which moves with the TPS of the run.
 #   ALT=/tmp/attache-old bench/pg.sh           # and another build, as "alt"
 #   ALT=... ALT_PROCS=1 bench/pg.sh            # at another GOMAXPROCS
 #
@@ -141,6 +147,7 @@ res="$work/results"; : > "$res"
 run() {
   local tgt=$1 test=$2 mode=$3 flags=()
   [ "$test" = select ] && flags+=(-S)
+  [ -n "${RATE:-}" ] && flags+=(-R "$RATE")
   : > "$work/out"; : > "$work/ticks"
   { "$pgbin/pgbench" -h 127.0.0.1 -p "${port[$tgt]}" -U postgres -n -c "$CLIENTS" -j "$CLIENTS" -T "$DURATION" -P 1 \
       -M "$mode" "${flags[@]}" bench 2>&1 || true; } |
@@ -186,7 +193,7 @@ med() { sort -n | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)]; else prin
 col() { awk -v g="$1" -v s="$2" -v m="$3" -v c="$4" '$1==g && $2==s && $3==m {print $c}' "$res" | med; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
-echo "pgbench, $CLIENTS clients, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread (attache: one engine, GOMAXPROCS=$PROCS)"
+echo "pgbench, $CLIENTS clients${RATE:+ at $RATE transactions/s}, scale $SCALE, ${DURATION}s runs, median of $ROUNDS interleaved rounds; poolers: transaction mode, pool $POOL, one thread (attache: one engine, GOMAXPROCS=$PROCS)"
 echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), pgbouncer $bver"
 [ "$bouncer_prepared" = no ] && echo "(pgbouncer $bver has no max_prepared_statements: its -M prepared rows are skipped)"
 printf "%-7s %-9s %-9s %9s %9s %12s %8s %10s %9s\n" test mode target tps vs-direct vs-pgbouncer lat-ms cpu-us/tx user-part

@@ -246,10 +246,10 @@ func (l *Loop) source(fd int) *Source {
 //     before it gives the thread back and parks.
 //   - yieldEvery: how often a loop on its own thread that is never idle
 //     for blockFor goes through the scheduler (runtime.Gosched): the
-//     scheduler's monitor preempts, with a signal, a goroutine that has
-//     not been through it for 10 ms, and goroutines readied onto the
-//     loop's processor wait for it. A yield costs a wake-up of an idle
-//     thread (Gosched's wakep), so not more often than that.
+//     scheduler's monitor preempts a goroutine that has not been through
+//     it for 10 ms, and takes the processor of one in a system call then,
+//     needed or not. A yield costs a wake-up of an idle thread (Gosched's
+//     wakep), so not more often than that.
 const (
 	blockFor   = 5 // milliseconds
 	yieldEvery = 9 * time.Millisecond
@@ -264,8 +264,10 @@ const (
 //   - On its own thread (block): the loop blocks in epoll_wait itself, one
 //     system call per wake-up. The epoll descriptor is then out of the
 //     netpoller, or every event would also wake the thread polling it. The
-//     goroutine keeps its processor while it waits, which is why the loop
-//     needs a free one of its Threads for this.
+//     goroutine keeps its processor while it waits, unless the scheduler's
+//     monitor hands it to goroutines that have none, and it takes it back
+//     at once when it wakes if nobody did; which is why the loop needs a
+//     free one of its Threads for this (see Threads).
 //
 // A parked loop goes to its own thread when it wakes within blockFor of
 // parking and a thread is free; it parks again after blockFor without an
@@ -344,7 +346,9 @@ func (l *Loop) block() {
 	yielded := time.Now().UnixNano()
 	busy := yielded // when a batch last had more than the tick
 	for {
-		n, err := rawsys.EpollWaitFor(l.epfd, l.events, blockFor)
+		// Through the scheduler: while the loop waits, its processor can
+		// be handed to goroutines that have none (see Threads).
+		n, err := unix.EpollWait(l.epfd, l.events, blockFor)
 		switch {
 		case err != nil: // EINTR: a signal, such as the scheduler's preemption
 		case n == 0:

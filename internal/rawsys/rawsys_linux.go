@@ -68,20 +68,6 @@ func EpollWait(epfd int, events []unix.EpollEvent) int {
 	return int(n)
 }
 
-// EpollWaitFor waits up to msec milliseconds for events on epfd and
-// returns how many are ready (0: none came). It blocks the thread without
-// telling Go's scheduler, so the goroutine keeps its processor while it
-// waits: only for an event loop that has a processor to spare (see
-// evloop.Threads). A signal (the scheduler's preemption among them) ends
-// the wait early with EINTR.
-func EpollWaitFor(epfd int, events []unix.EpollEvent, msec int) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), uintptr(msec), 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
 // Read reads from fd into b with one read: for an event loop's own
 // eventfd and timerfd, which never block.
 //

@@ -324,6 +324,29 @@ FROM orders o JOIN customers c ON c.id = o.customer_id
 WHERE o.status = 'open' AND o.created_at > $1 -- recent
 ORDER BY o.created_at DESC LIMIT 50`
 
+// The statements of one pgbench TPC-B transaction with the simple
+// protocol, as the engine classifies them.
+var tpcb = []string{
+	"BEGIN;",
+	"UPDATE pgbench_accounts SET abalance = abalance + -4352 WHERE aid = 83453;",
+	"SELECT abalance FROM pgbench_accounts WHERE aid = 83453;",
+	"UPDATE pgbench_tellers SET tbalance = tbalance + -4352 WHERE tid = 37;",
+	"UPDATE pgbench_branches SET bbalance = bbalance + -4352 WHERE bid = 4;",
+	"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (37, 4, 83453, -4352, CURRENT_TIMESTAMP);",
+	"END;",
+}
+
+// BenchmarkClassifyTPCB is one TPC-B transaction's statements.
+func BenchmarkClassifyTPCB(b *testing.B) {
+	for b.Loop() {
+		for _, q := range tpcb {
+			if Classify(q).Pin != "" {
+				b.Fatal(q)
+			}
+		}
+	}
+}
+
 func BenchmarkClassify(b *testing.B) {
 	for _, bc := range []struct{ name, sql string }{
 		{"select200", benchSelect},

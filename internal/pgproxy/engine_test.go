@@ -205,14 +205,6 @@ func TestEngine(t *testing.T) {
 		}
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1})
 		conn := connect(t, addr, "app", "app-pw", "")
-		pid := func(c *pgx.Conn) int {
-			t.Helper()
-			var pid int
-			if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-				t.Fatal(err)
-			}
-			return pid
-		}
 		hasConn := func() bool {
 			t.Helper()
 			idle := idleConns(p)
@@ -221,7 +213,7 @@ func TestEngine(t *testing.T) {
 			}
 			return idle[0]
 		}
-		first := pid(conn)
+		first := backendPID(t, conn)
 		if hasConn() {
 			t.Error("after an engine's transaction: the server connection has a net.Conn")
 		}
@@ -229,7 +221,7 @@ func TestEngine(t *testing.T) {
 		if _, err := pinned.Exec(ctx, "SET application_name = 'pinned'"); err != nil {
 			t.Fatal(err)
 		}
-		if got := pid(pinned); got != first {
+		if got := backendPID(t, pinned); got != first {
 			t.Errorf("pinned client's backend: got %d, want %d (the one server connection)", got, first)
 		}
 		pinned.Close(ctx) // reset, and back to the pool
@@ -241,7 +233,7 @@ func TestEngine(t *testing.T) {
 		if !hasConn() {
 			t.Error("after the goroutine path's use: no net.Conn")
 		}
-		if got := pid(conn); got != first {
+		if got := backendPID(t, conn); got != first {
 			t.Errorf("engine client's backend after the pinned one: got %d, want %d", got, first)
 		}
 		if hasConn() {

@@ -2,11 +2,9 @@ package evloop
 
 import (
 	"errors"
-	"net"
 	"os"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -290,7 +288,7 @@ func (l *Loop) park() (threaded bool) {
 	// One registration, and one Read, for the whole stay: a readiness
 	// report that reaches the netpoller while a batch is served is kept
 	// for the next wait, where a new Read would clear it.
-	fd, err := unix.FcntlInt(uintptr(l.epfd), unix.F_DUPFD_CLOEXEC, 0)
+	fd, err := Dup(l.epfd)
 	if err != nil {
 		// Out of descriptors: wait here, through the scheduler (which
 		// lets the processor go), and try again.
@@ -448,37 +446,6 @@ func (l *Loop) teardown() {
 	unix.Close(l.timerfd)
 	unix.Close(l.epfd)
 }
-
-// DupFD returns a duplicate of c's socket descriptor (close-on-exec; it
-// stays non-blocking, as Go made it). c must be a plain *net.TCPConn or
-// *net.UnixConn; closing c afterwards leaves the duplicate open and out of
-// Go's netpoller.
-func DupFD(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errNotSocket
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
-}
-
-// Conn gives a released descriptor back to Go as a net.Conn, consuming
-// fd (it is closed here, the net.Conn holds a duplicate).
-func Conn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "attache-socket")
-	defer f.Close()
-	return net.FileConn(f)
-}
-
-var errNotSocket = errors.New("not a socket")
 
 // ErrNoLoop is returned by New where there is no epoll; never on Linux.
 var ErrNoLoop = errors.New("no epoll on this platform")

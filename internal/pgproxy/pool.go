@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -86,47 +86,17 @@ func (t *trackedServer) Close() error {
 	return syscall.Shutdown(s.fd, syscall.SHUT_RDWR)
 }
 
-// dupSocket returns a descriptor of its own of a plain socket connection
-// (non-blocking, as Go made it), or -1.
-func dupSocket(conn net.Conn) int {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return -1
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1
-	}
-	fd := -1
-	rc.Control(func(f uintptr) { fd, _ = dupFD(int(f)) })
-	return fd
-}
-
-// dupFD duplicates fd, close-on-exec.
-func dupFD(fd int) (int, error) {
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	d, err := syscall.Dup(fd)
-	if err != nil {
-		return -1, err
-	}
-	syscall.CloseOnExec(d)
-	return d, nil
-}
-
 // goConn makes sure the goroutine path has its net.Conn of the socket
 // (see server), after an engine had it.
 func (s *server) goConn() error {
 	if s.conn != nil {
 		return nil
 	}
-	d, err := dupFD(s.fd)
+	d, err := evloop.Dup(s.fd)
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(d), "attache-server")
-	conn, err := net.FileConn(f) // its own duplicate, in the netpoller
-	f.Close()
+	conn, err := evloop.Conn(d) // a duplicate of d, in the netpoller
 	if err != nil {
 		return err
 	}
@@ -369,7 +339,11 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	if fe.ReadBufferLen() == 0 {
 		fe = pgproto3.NewFrontend(rawsys.NewReader(conn), conn)
 	}
-	s := &server{conn: conn, fd: dupSocket(conn), w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
+	fd, err := evloop.DupFD(conn)
+	if err != nil {
+		fd = -1 // not a plain socket (TLS): the goroutine path's alone
+	}
+	s := &server{conn: conn, fd: fd, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
 		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
 	if ep != nil {
 		s.route = ep.Addr

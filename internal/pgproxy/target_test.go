@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -140,12 +141,18 @@ func (d *cutDialer) dial(ctx context.Context, ep *upstream.Endpoint) (net.Conn, 
 		return nil, "", errors.New("a role target dials a chosen endpoint")
 	}
 	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", ep.Addr)
-	if err == nil {
-		d.mu.Lock()
-		d.fds = append(d.fds, dupSocket(c))
-		d.mu.Unlock()
+	if err != nil {
+		return nil, "", err
 	}
-	return c, ep.Addr, err
+	fd, err := evloop.DupFD(c)
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	d.mu.Lock()
+	d.fds = append(d.fds, fd)
+	d.mu.Unlock()
+	return c, ep.Addr, nil
 }
 
 func (d *cutDialer) cut() {

@@ -225,11 +225,7 @@ func TestEngine(t *testing.T) {
 			t.Errorf("pinned client's backend: got %d, want %d (the one server connection)", got, first)
 		}
 		pinned.Close(ctx) // reset, and back to the pool
-		for deadline := time.Now().Add(5 * time.Second); len(idleConns(p)) == 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the pinned client's server connection did not come back")
-			}
-		}
+		waitFor(t, 5*time.Second, "the pinned client's server connection to come back", func() bool { return len(idleConns(p)) != 0 })
 		if !hasConn() {
 			t.Error("after the goroutine path's use: no net.Conn")
 		}
@@ -331,11 +327,7 @@ func TestEngine(t *testing.T) {
 			} else {
 				// Its engine closes it, well before peekAfter (after
 				// which the pool would look at it itself).
-				for deadline := time.Now().Add(peekAfter / 2); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatalf("the terminated idle server connection is still open after %v", peekAfter/2)
-					}
-				}
+				waitFor(t, peekAfter/2, "the terminated idle server connection to close", func() bool { return p.Stats()[0].ServersOpen == 0 })
 			}
 			if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&next); err != nil || next == pid {
 				t.Errorf("no engine %v: the next statement: backend %d %v, want a new one", noEngine, next, err)

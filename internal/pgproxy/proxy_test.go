@@ -627,7 +627,7 @@ func TestPostgres(t *testing.T) {
 		conn := connect(t, addr, "app", "app-pw", "")
 		backendPID(t, conn)
 		// The pool grows to min_pool_size and, idle, stays there.
-		waitFor(t, "min_pool_size connections", func() bool { return p.Stats()[0].ServersOpen == 3 })
+		waitFor(t, 15*time.Second, "min_pool_size connections", func() bool { return p.Stats()[0].ServersOpen == 3 })
 		// Above the minimum, idle connections close.
 		// Four transactions open at once, each holding a server connection
 		// until all have begun (no sleeps: logins are slow under -race).
@@ -648,7 +648,7 @@ func TestPostgres(t *testing.T) {
 		if n := p.Stats()[0].ServersOpened; n < 4 {
 			t.Fatalf("servers opened: %d, want 4 for 4 transactions at once", n)
 		}
-		waitFor(t, "idle connections above min_pool_size to close", func() bool { return p.Stats()[0].ServersOpen == 3 })
+		waitFor(t, 15*time.Second, "idle connections above min_pool_size to close", func() bool { return p.Stats()[0].ServersOpen == 3 })
 	})
 
 	t.Run("session mode", func(t *testing.T) {
@@ -691,13 +691,13 @@ func md5Secret(user, password string) string {
 	return "md5" + hex.EncodeToString(h[:])
 }
 
-// waitFor polls cond for up to 15 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor polls cond until it holds, failing the test when it still does
+// not after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up after %v waiting for %s", within, what)
 		}
 	}
-	t.Fatalf("gave up waiting for %s", what)
 }

@@ -246,11 +246,7 @@ func TestPrimaryTarget(t *testing.T) {
 		}
 		observe(c, f.pg.Addr, nil) // unhealthy
 		observe(c, f.pg.Addr, &asPrimary)
-		for deadline := time.Now().Add(5 * time.Second); p.Stats()[0].ServersOpen != 0; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("server connections of the unhealthy endpoint still open: %+v", p.Stats()[0])
-			}
-		}
+		waitFor(t, 5*time.Second, "the unhealthy endpoint's server connections to close", func() bool { return p.Stats()[0].ServersOpen == 0 })
 		_, err = tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08006" {
@@ -299,11 +295,7 @@ func TestPrimaryTarget(t *testing.T) {
 		observe(c, dead, &asPrimary)
 		done := make(chan error, 1)
 		go func() { _, err := conn.Exec(ctx, "INSERT INTO fo VALUES (15)"); done <- err }()
-		for deadline := time.Now().Add(10 * time.Second); p.Stats()[0].LoginErrors < 2; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no connect attempts to the dead primary: %+v", p.Stats()[0])
-			}
-		}
+		waitFor(t, 10*time.Second, "connect attempts to the dead primary", func() bool { return p.Stats()[0].LoginErrors >= 2 })
 		select {
 		case err := <-done:
 			t.Fatalf("the transaction did not wait: %v", err)
@@ -357,11 +349,7 @@ func TestPrimaryTarget(t *testing.T) {
 		}
 		observe(c, f.pg.Addr, ptr(asStandby(0))) // no longer the primary, still up
 		defer observe(c, f.pg.Addr, &asPrimary)
-		for deadline := time.Now().Add(10 * time.Second); p.Stats()[0].ServersOpen != 0; time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("idle connections of the old primary still open: %+v", p.Stats()[0])
-			}
-		}
+		waitFor(t, 10*time.Second, "the old primary's idle connections to close", func() bool { return p.Stats()[0].ServersOpen == 0 })
 	})
 
 	t.Run("read-only server retired", func(t *testing.T) {

@@ -249,7 +249,7 @@ func (l *Loop) source(fd int) *Source {
 //     needed or not. A yield costs a wake-up of an idle thread (Gosched's
 //     wakep), so not more often than that.
 const (
-	blockFor   = 5 // milliseconds
+	blockFor   = 5 * time.Millisecond
 	yieldEvery = 9 * time.Millisecond
 )
 
@@ -316,7 +316,7 @@ func (l *Loop) park() (threaded bool) {
 			if l.ending {
 				return true
 			}
-			if l.traffic && woke != 0 && l.now-woke < blockFor*int64(time.Millisecond) && l.threads.take() {
+			if l.traffic && woke != 0 && l.now-woke < int64(blockFor) && l.threads.take() {
 				threaded = true
 				return true
 			}
@@ -346,7 +346,7 @@ func (l *Loop) block() {
 	for {
 		// Through the scheduler: while the loop waits, its processor can
 		// be handed to goroutines that have none (see Threads).
-		n, err := unix.EpollWait(l.epfd, l.events, blockFor)
+		n, err := unix.EpollWait(l.epfd, l.events, int(blockFor.Milliseconds()))
 		switch {
 		case err != nil: // EINTR: a signal, such as the scheduler's preemption
 		case n == 0:
@@ -358,7 +358,7 @@ func (l *Loop) block() {
 			}
 			if l.traffic {
 				busy = l.now
-			} else if l.now-busy >= blockFor*int64(time.Millisecond) {
+			} else if l.now-busy >= int64(blockFor) {
 				return // a tick shorter than blockFor is not traffic
 			}
 			if l.now-yielded > int64(yieldEvery) {

@@ -394,13 +394,7 @@ func TestServerRestart(t *testing.T) {
 			before[backendPID(t, idle[i])] = true
 		}
 		busy := connect(t, addr, "app", "app-pw", "")
-		tx, err := busy.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		tx := inTransaction(t, busy)
 		f.pg.Restart(t)
 		for i, c := range idle {
 			var n, pid int
@@ -410,7 +404,7 @@ func TestServerRestart(t *testing.T) {
 				t.Errorf("engine %v: idle client %d after the restart: served by backend %d, of before it", engine, i, pid)
 			}
 		}
-		_, err = tx.Exec(ctx, "SELECT 1")
+		_, err := tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if err == nil || (errors.As(err, &pe) && pe.Code != "08006") {
 			t.Errorf("engine %v: the transaction across the restart: got %v, want 08006", engine, err)

@@ -107,6 +107,20 @@ func backendPID(t *testing.T, conn *pgx.Conn) int {
 	return pid
 }
 
+// inTransaction begins a transaction on conn and runs a statement in it,
+// so that its client holds a server connection until the transaction ends.
+func inTransaction(t *testing.T, conn *pgx.Conn) pgx.Tx {
+	t.Helper()
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 func TestPostgres(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -454,10 +468,7 @@ func TestPostgres(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, QueryWaitTimeout: 300 * time.Millisecond})
 		holder := connect(t, addr, "app", "app-pw", "")
 		waiter := connect(t, addr, "app", "app-pw", "")
-		tx, _ := holder.Begin(ctx)
-		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		tx := inTransaction(t, holder)
 		_, err := waiter.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08P01" || pe.Message != "query_wait_timeout" {
@@ -556,11 +567,8 @@ func TestPostgres(t *testing.T) {
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, ReservePoolSize: 1, ReservePoolTimeout: 100 * time.Millisecond})
 		holder := connect(t, addr, "app", "app-pw", "")
 		other := connect(t, addr, "app", "app-pw", "")
-		tx, _ := holder.Begin(ctx)
+		tx := inTransaction(t, holder)
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
 		var n int
 		if err := other.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
 			t.Fatalf("through the reserve: got %d %v", n, err)

@@ -231,13 +231,7 @@ func TestPrimaryTarget(t *testing.T) {
 		addr, p := serve(t, Config{})
 		inTx := connect(t, addr, "app", "app-pw", "")
 		idle := connect(t, addr, "app", "app-pw", "")
-		tx, err := inTx.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
-			t.Fatal(err)
-		}
+		tx := inTransaction(t, inTx)
 		if _, err := idle.Exec(ctx, "SELECT 1"); err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +241,7 @@ func TestPrimaryTarget(t *testing.T) {
 		observe(c, f.pg.Addr, nil) // unhealthy
 		observe(c, f.pg.Addr, &asPrimary)
 		waitFor(t, 5*time.Second, "the unhealthy endpoint's server connections to close", func() bool { return p.Stats()[0].ServersOpen == 0 })
-		_, err = tx.Exec(ctx, "SELECT 1")
+		_, err := tx.Exec(ctx, "SELECT 1")
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "08006" {
 			t.Errorf("inside a transaction whose server connection was shut down: got %v, want SQLSTATE 08006", err)
@@ -334,12 +328,7 @@ func TestPrimaryTarget(t *testing.T) {
 		conns := []*pgx.Conn{connect(t, addr, "app", "app-pw", ""), connect(t, addr, "app", "app-pw", "")}
 		txs := []pgx.Tx{}
 		for _, c := range conns {
-			tx, err := c.Begin(ctx) // hold two server connections at once
-			if err != nil {
-				t.Fatal(err)
-			}
-			tx.Exec(ctx, "SELECT 1")
-			txs = append(txs, tx)
+			txs = append(txs, inTransaction(t, c)) // hold two server connections at once
 		}
 		for _, tx := range txs {
 			tx.Commit(ctx)

@@ -309,7 +309,7 @@ func (pl *pool) routeLocked(addr string) *route {
 // connect dials and logs in a new server connection to ep (nil: the one
 // Dial chooses).
 func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
-	cfg := pl.p.cfg
+	cfg := &pl.p.cfg
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
 	defer cancel()
 	conn, addr, err := cfg.Dial(ctx, ep)
@@ -746,7 +746,7 @@ func (pl *pool) release(s *server, reusable bool) { pl.releaseBy(s, reusable, ni
 // releaseBy is release by engine by's loop goroutine (nil: another one):
 // a waiter of the same engine is handed s without a trip through Do.
 func (pl *pool) releaseBy(s *server, reusable bool, by *engine) {
-	cfg := pl.p.cfg
+	cfg := &pl.p.cfg
 	var now time.Time
 	if by != nil {
 		now = by.now()
@@ -811,7 +811,7 @@ func (pl *pool) welcomeParams() (map[string]string, error) {
 // longer eligible, and opens servers up to min_pool_size on the eligible
 // routes of pools that have had clients.
 func (pl *pool) maintain(now time.Time) {
-	cfg := pl.p.cfg
+	cfg := &pl.p.cfg
 	pl.mu.Lock()
 	addrs := slices.Collect(maps.Keys(pl.routes))
 	pl.mu.Unlock()

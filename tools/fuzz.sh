@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run every fuzz target of the module, one after another, each for
+# FUZZTIME (default 30s; CI uses a few seconds). A target is any
+# `func FuzzXxx(f *testing.F)` in a _test.go file; new ones are found
+# without editing this script.
+#
+#   tools/fuzz.sh [PACKAGE_PATTERN ...]   (default ./...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t=${FUZZTIME:-30s}
+pkgs=("$@")
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+n=0
+for pkg in $(go list "${pkgs[@]}"); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for name in $(grep -ho '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' "$dir"/*_test.go 2>/dev/null | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/' | sort -u); do
+		echo "fuzz: $pkg $name for $t"
+		go test -run '^$' -fuzz "^$name\$" -fuzztime "$t" "$pkg"
+		n=$((n + 1))
+	done
+done
+echo "fuzz: $n targets ran"
+[ "$n" -gt 0 ]

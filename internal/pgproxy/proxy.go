@@ -282,8 +282,7 @@ func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn) {
 		p.clients.Add(-1)
 		// Read the startup packet so that the client reads our refusal.
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		be := pgproto3.NewBackend(conn, conn)
-		if _, err := be.ReceiveStartupMessage(); err == nil {
+		if _, err := readStartup(conn); err == nil {
 			writeError(conn, "FATAL", "53300", "no more connections allowed (max_client_connections)")
 		}
 		return
@@ -319,24 +318,30 @@ const startupTimeout = 60 * time.Second
 const maxMessage = 1 << 30
 
 // startup negotiates TLS, reads the StartupMessage, authenticates the
-// client and greets it. It returns nil, nil for a cancel request.
+// client and greets it. It returns nil, nil for a cancel request. Until
+// the client is logged in, no message of more than PostgreSQL's own
+// limits for the startup phase is read (maxStartupPacket, maxPasswordMsg,
+// maxSASLMsg).
 func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	conn.SetDeadline(time.Now().Add(startupTimeout))
 	// Raw reads (internal/rawsys), counted: an engine takes the client
 	// only if the Backend holds nothing it has not decoded.
 	wire := &wireCount{r: rawsys.NewReader(conn)}
-	be := pgproto3.NewBackend(wire, conn)
+	var r io.Reader = wire
 	tlsDone := false
-	var sm *pgproto3.StartupMessage
+	var sm *startupMsg
 	for sm == nil {
-		msg, err := be.ReceiveStartupMessage()
+		sp, err := readStartup(r)
 		if err != nil {
-			writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
+			if errors.Is(err, errUnsupportedProtocol) {
+				writeError(conn, "FATAL", "0A000", err.Error())
+			} else {
+				writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
+			}
 			return nil, err
 		}
-		wire.seen(msg)
-		switch m := msg.(type) {
-		case *pgproto3.SSLRequest:
+		switch sp.code {
+		case codeSSL:
 			if tlsDone || p.cfg.ClientTLS == nil {
 				if _, err := conn.Write([]byte{'N'}); err != nil {
 					return nil, err
@@ -350,29 +355,38 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			if err := tc.Handshake(); err != nil {
 				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
-			conn, tlsDone = tc, true
-			be = pgproto3.NewBackend(conn, conn)
-		case *pgproto3.GSSEncRequest:
+			conn, r, tlsDone = tc, tc, true
+		case codeGSSEnc:
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, err
 			}
-		case *pgproto3.CancelRequest:
-			p.cancel(m.ProcessID, m.SecretKey)
+		case codeCancel:
+			p.cancel(sp.pid, sp.secret)
 			return nil, nil
-		case *pgproto3.StartupMessage:
-			sm = m
+		default:
+			sm = sp
 		}
 	}
+	wire.used = wire.read // readStartup reads exactly its packets
+	if sm.minor() > 0 || len(sm.options) > 0 {
+		// As PostgreSQL does: the newest minor version attache speaks
+		// (3.0) and the protocol options it does not know (all of them);
+		// the client goes on with 3.0 or disconnects.
+		if err := send(conn, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: sm.options}); err != nil {
+			return nil, err
+		}
+	}
+	be := pgproto3.NewBackend(r, conn)
 	if p.cfg.RequireTLS && !tlsDone {
 		writeError(conn, "FATAL", "28000", "SSL required")
 		return nil, errors.New("client without TLS refused (client_tls mode require)")
 	}
-	user, db := sm.Parameters["user"], sm.Parameters["database"]
+	user, db := sm.params["user"], sm.params["database"]
 	if db == "" {
 		db = user
 	}
 	params := map[string]string{}
-	for k, v := range sm.Parameters {
+	for k, v := range sm.params {
 		switch {
 		case k == "user" || k == "database":
 		case canonical(k) != "":
@@ -386,7 +400,6 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		writeError(conn, "FATAL", "28000", "no PostgreSQL user name specified in startup packet")
 		return nil, errors.New("no user name")
 	}
-	be.SetMaxBodyLen(maxMessage)
 	secret, known := (*p.users.Load())[user]
 	if !known && p.cfg.AuthUser != "" {
 		var err error
@@ -398,9 +411,15 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	}
 	cred, err := p.authenticate(conn, be, user, secret, known, wire.seen)
 	if err != nil {
-		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		var long *pgproto3.ExceededMaxBodyLenErr
+		if errors.As(err, &long) {
+			writeError(conn, "FATAL", "08P01", fmt.Sprintf("invalid message length: %d bytes in an authentication message, at most %d", long.ActualBodyLen+4, long.MaxExpectedBodyLen+4))
+		} else {
+			writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		}
 		return nil, err
 	}
+	be.SetMaxBodyLen(maxMessage) // logged in: PostgreSQL's own limit from now on
 	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, pkey: paramsKey(params), stmts: map[string]*stmt{}, txStatus: 'I',
 		buffered: !tlsDone && wire.read != wire.used}
 	c.pool = p.pool(db, user)
@@ -443,6 +462,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 			return nil, err
 		}
 		be.SetAuthType(pgproto3.AuthTypeMD5Password)
+		be.SetMaxBodyLen(maxPasswordMsg - 4)
 		msg, err := be.Receive()
 		if err != nil {
 			return nil, err
@@ -466,6 +486,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASL)
+	be.SetMaxBodyLen(maxSASLMsg - 4)
 	msg, err := be.Receive()
 	if err != nil {
 		return nil, err
@@ -484,6 +505,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
+	be.SetMaxBodyLen(maxSASLMsg - 4)
 	if msg, err = be.Receive(); err != nil {
 		return nil, err
 	}

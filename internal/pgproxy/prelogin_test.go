@@ -208,3 +208,84 @@ func TestProtocol32Client(t *testing.T) {
 		t.Fatalf("got %d, %v, want 42", n, err)
 	}
 }
+
+// FuzzAuthenticate feeds what a client sends after its startup packet
+// (password messages, SASLInitialResponse, SASLResponse, anything) to
+// attache's side of the authentication, for a user with a plain, an md5
+// and no secret: it never panics, never logs the client in, and never
+// reads a message longer than the startup phase's limits.
+func FuzzAuthenticate(f *testing.F) {
+	const md5Secret = "md5" + "0123456789abcdef0123456789abcdef"
+	p := New(Config{NoEngine: true, Users: map[string]string{"u": "pw", "m": md5Secret},
+		Dial: func(context.Context, *upstream.Endpoint) (net.Conn, string, error) { return nil, "", io.EOF }})
+	f.Cleanup(p.Close)
+	initial := func(data string) []byte {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(data)))
+		return message('p', scramMechanism+"\x00"+string(n[:])+data)
+	}
+	for _, s := range scramSeeds() {
+		f.Add(byte(0), append(initial(string(s)), message('p', string(s))...))
+	}
+	f.Add(byte(1), message('p', "md5abc\x00"))
+	f.Add(byte(2), append(initial("n,,n=,r=abc"), message('p', "c=biws,r=abc,p=AAAA")...))
+	f.Add(byte(0), header('p', 0x40000003))
+	f.Add(byte(0), append(initial("n,,n=,r=abc"), header('p', 0x40000003)...))
+	f.Add(byte(1), header('p', maxPasswordMsg+1))
+	f.Add(byte(0), message('X', ""))
+	f.Fuzz(func(t *testing.T, who byte, in []byte) {
+		user := [...]string{"u", "m", "nobody"}[int(who)%3]
+		secret, known := (*p.users.Load())[user]
+		srv, cl := net.Pipe()
+		defer cl.Close()
+		go io.Copy(io.Discard, cl)
+		go func() {
+			cl.Write(in)
+			cl.Close()
+		}()
+		var longest int
+		be := pgproto3.NewBackend(srv, srv)
+		_, err := p.authenticate(srv, be, user, secret, known, func(m pgproto3.FrontendMessage) {
+			b, _ := m.Encode(nil)
+			longest = max(longest, len(b)-1)
+		})
+		srv.Close()
+		if err == nil {
+			t.Fatalf("user %q logged in with %q", user, in)
+		}
+		if longest > maxPasswordMsg {
+			t.Errorf("read a message of %d bytes, want at most %d", longest, maxPasswordMsg)
+		}
+	})
+}
+
+// FuzzParseStartup parses startup packet bodies (after the length word)
+// as attache reads them before anything else: it never panics, and what
+// it accepts as a StartupMessage is protocol 3 with no _pq_ parameter
+// left among the ordinary ones.
+func FuzzParseStartup(f *testing.F) {
+	for _, b := range [][]byte{
+		startupPacket(pgproto3.ProtocolVersionNumber, "user\x00u\x00database\x00d\x00\x00"),
+		startupPacket(3<<16|2, "user\x00u\x00_pq_.x\x00y\x00\x00"),
+		startupPacket(80877103, ""),
+		startupPacket(80877102, "\x00\x00\x00\x01\x00\x00\x00\x02"),
+		startupPacket(4<<16, "\x00"),
+		startupPacket(pgproto3.ProtocolVersionNumber, "user\x00u\x00\x00x"),
+	} {
+		f.Add(b[4:])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sp, err := parseStartup(body)
+		if err != nil || !sp.startup() {
+			return
+		}
+		if sp.code>>16 != 3 {
+			t.Errorf("accepted protocol %d.%d", sp.code>>16, sp.minor())
+		}
+		for k := range sp.params {
+			if strings.HasPrefix(k, pqOptPrefix) {
+				t.Errorf("protocol option %q among the parameters", k)
+			}
+		}
+	})
+}

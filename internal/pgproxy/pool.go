@@ -48,7 +48,7 @@ type server struct {
 	prepared  *lru
 	wbuf      []byte
 	route     string // the endpoint of the pool's route; "" under TargetAny
-	retire    bool   // close it rather than pool it (the server turned read-only)
+	retire    bool   // close it rather than pool it (the server turned read-only, a cancel was sent to it)
 
 	// The engine whose epoll set keeps fd while the connection is in the
 	// pool (so that the next transaction there costs no epoll_ctl), and

@@ -573,7 +573,12 @@ func (p *Proxy) forget(c *client) {
 }
 
 // cancel forwards a cancel request, with the server's own key, to the
-// server connection serving the client that key was issued to, if any.
+// server connection serving the client the key was issued to, and only
+// while it runs a statement of that client's: a cancel for a client
+// without a server connection, or with nothing in flight, is dropped. The
+// server connection is then retired (closed rather than pooled when the
+// client gives it back), since the request may reach the server after
+// the statement ended: it must find nobody else's statement there.
 func (p *Proxy) cancel(key uint32, secret []byte) {
 	p.mu.Lock()
 	c := p.keys[key]
@@ -584,8 +589,13 @@ func (p *Proxy) cancel(key uint32, secret []byte) {
 	}
 	c.mu.Lock()
 	srv := c.srv
+	running := srv != nil && c.running()
+	if running {
+		srv.retire = true
+	}
 	c.mu.Unlock()
-	if srv == nil {
+	if !running {
+		p.log.Debug("cancel request for a client with no statement running", "user", c.user, "database", c.db)
 		return
 	}
 	conn, err := net.DialTimeout("tcp", srv.addr, p.cfg.ServerConnectTimeout)

@@ -2,6 +2,7 @@ package pgproxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -126,5 +127,52 @@ func TestServerRestartBetweenQueries(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// noSuchDatabase is a server that answers every startup as PostgreSQL
+// does for a database that does not exist.
+func noSuchDatabase(t *testing.T) string {
+	return testenv.Serve(t, nil, func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := readStartup(c); err != nil {
+			return
+		}
+		send(c, errorResponse("FATAL", "3D000", "database does not exist"))
+	})
+}
+
+// TestFailedLoginsLeaveNoPools: logins to databases that do not exist,
+// by a user the auth query would look up (before authenticating) or by a
+// user of the users file, leave no pool behind; before, each database
+// name tried left one for good.
+func TestFailedLoginsLeaveNoPools(t *testing.T) {
+	t.Parallel()
+	srv := noSuchDatabase(t)
+	p := New(Config{Users: map[string]string{"auth": "pw", "u": "pw"}, AuthUser: "auth", AuthQuery: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+		PoolSize: 2, NoEngine: true,
+		Dial: func(ctx context.Context, _ *upstream.Endpoint) (net.Conn, string, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", srv)
+			return c, srv, err
+		}})
+	t.Cleanup(p.Close)
+	addr := testenv.Serve(t, nil, func(c net.Conn) { p.ServeConn(context.Background(), c) })
+	for _, user := range []string{"looked-up", "u"} {
+		for i := range 5 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:pw@%s/nope_%d?sslmode=disable", user, addr, i))
+			cancel()
+			if err == nil {
+				conn.Close(context.Background())
+				t.Fatalf("user %s, database nope_%d: got a session, want a failed login", user, i)
+			}
+		}
+	}
+	p.mu.Lock()
+	n := len(p.pools)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Errorf("got %d pools after 10 failed logins, want 0", n)
 	}
 }

@@ -224,6 +224,7 @@ type pool struct {
 	used    bool // a client came: keep min_pool_size
 	closed  bool
 	cred    *serverCred // from a client's login; see credentials
+	refs    int         // references taken by Proxy.pool (guarded by the Proxy's mu)
 
 	st counters
 

@@ -263,6 +263,8 @@ func (p *Proxy) endpoint(addr string) *upstream.Endpoint {
 	return nil
 }
 
+// pool returns the pool of (db, user), made if needed, with a reference
+// taken for the caller, who gives it back with unref.
 func (p *Proxy) pool(db, user string) *pool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,7 +274,34 @@ func (p *Proxy) pool(db, user string) *pool {
 		pl = newPool(p, db, user)
 		p.pools[k] = pl
 	}
+	pl.refs++
 	return pl
+}
+
+// unref gives back a reference taken by pool. A pool that nobody refers
+// to and that never logged in to a server, holding no connection and no
+// waiter, is forgotten: what logins to a database that does not exist
+// leave (the auth query runs before the client is authenticated), which
+// would otherwise pile up one pool per name tried.
+func (p *Proxy) unref(pl *pool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pl.refs--; pl.refs > 0 {
+		return
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.welcome != nil || pl.waiting.head != nil {
+		return
+	}
+	for _, r := range pl.routes {
+		if r.open > 0 || len(r.idle) > 0 {
+			return
+		}
+	}
+	if k := (poolKey{pl.db, pl.user}); p.pools[k] == pl {
+		delete(p.pools, k)
+	}
 }
 
 // ServeConn serves one client connection until it ends.
@@ -427,6 +456,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	welcome, err := c.pool.welcomeParams()
 	if err != nil {
 		c.fail(err)
+		p.unref(c.pool)
 		return nil, err
 	}
 	buf := (&pgproto3.AuthenticationOk{}).Encode
@@ -441,6 +471,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	out, _ = (&pgproto3.BackendKeyData{ProcessID: c.key, SecretKey: c.secret[:]}).Encode(out)
 	out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
 	if _, err := conn.Write(out); err != nil {
+		p.forget(c)
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
@@ -564,12 +595,15 @@ func (p *Proxy) register(c *client) {
 	}
 }
 
+// forget takes back what register and startup gave c: its cancel key and
+// its reference to its pool.
 func (p *Proxy) forget(c *client) {
 	p.mu.Lock()
 	if p.keys[c.key] == c {
 		delete(p.keys, c.key)
 	}
 	p.mu.Unlock()
+	p.unref(c.pool)
 }
 
 // cancel forwards a cancel request, with the server's own key, to the

@@ -357,10 +357,15 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	// only if the Backend holds nothing it has not decoded.
 	wire := &wireCount{r: rawsys.NewReader(conn)}
 	var r io.Reader = wire
-	tlsDone := false
+	tlsDone, sslAsked, gssAsked := false, false, false
 	var sm *startupMsg
 	for sm == nil {
 		sp, err := readStartup(r)
+		if err == nil && (sp.code == codeSSL && sslAsked || sp.code == codeGSSEnc && gssAsked) {
+			// PostgreSQL takes one of each: a client asking again would
+			// keep the connection going round before login.
+			err = errors.New("request for encryption made twice")
+		}
 		if err != nil {
 			if errors.Is(err, errUnsupportedProtocol) {
 				writeError(conn, "FATAL", "0A000", err.Error())
@@ -371,6 +376,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		}
 		switch sp.code {
 		case codeSSL:
+			sslAsked = true
 			if tlsDone || p.cfg.ClientTLS == nil {
 				if _, err := conn.Write([]byte{'N'}); err != nil {
 					return nil, err
@@ -386,6 +392,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			}
 			conn, r, tlsDone = tc, tc, true
 		case codeGSSEnc:
+			gssAsked = true
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, err
 			}

@@ -2,11 +2,15 @@ package pgproxy
 
 import (
 	"encoding/base64"
+	"errors"
+	"net"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // serverFirst is a server-first-message extending c's nonce.
@@ -139,4 +143,37 @@ func FuzzParseVerifier(f *testing.F) {
 			t.Errorf("%q: accepted %+v", s, v)
 		}
 	})
+}
+
+// TestLoginMessageLimit: a server that announces a huge message during
+// attache's login is refused at once; before, attache reserved the
+// announced length (up to 1 GiB) and waited for it.
+func TestLoginMessageLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		typ  byte
+		n    uint32
+	}{
+		{"authentication request of 1 GiB", 'R', 0x3ffffff0},
+		{"notice of 1 GiB", 'N', 0x3ffffff0},
+		{"parameter status of 2 MiB", 'S', 2 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv, cl := net.Pipe()
+			defer srv.Close()
+			go func() {
+				if _, err := readStartup(srv); err == nil {
+					srv.Write(header(tc.typ, tc.n))
+				}
+			}()
+			cl.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err := Login(cl, "u", "d", "pw", nil)
+			var long *pgproto3.ExceededMaxBodyLenErr
+			if !errors.As(err, &long) {
+				t.Errorf("got %v, want the message refused for its length", err)
+			}
+		})
+	}
 }

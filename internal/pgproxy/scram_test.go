@@ -3,8 +3,8 @@ package pgproxy
 import (
 	"encoding/base64"
 	"errors"
-	"net"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"

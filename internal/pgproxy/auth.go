@@ -61,6 +61,7 @@ func (pl *pool) credentials() (credentials, error) {
 // a NULL secret.
 func (p *Proxy) lookup(db, user string) (secret string, known bool, err error) {
 	pl := p.pool(db, p.cfg.AuthUser)
+	defer p.unref(pl)
 	s, err := pl.acquire()
 	if err != nil {
 		return "", false, err

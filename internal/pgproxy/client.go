@@ -481,6 +481,12 @@ func (c *client) enqueue(e entry) {
 	}
 }
 
+// running reports whether a statement of the client's is in flight on its
+// server connection: a response owed to the client. Called with mu held.
+func (c *client) running() bool {
+	return slices.ContainsFunc(c.q, func(e entry) bool { return e.kind != eInternal })
+}
+
 // drop forgets an entry whose message the server skipped: a statement it
 // was to prepare is not prepared.
 func (c *client) drop(s *server, e entry) {
@@ -886,8 +892,7 @@ func (c *client) leave() {
 	if s == nil {
 		return
 	}
-	owed := slices.ContainsFunc(c.q, func(e entry) bool { return e.kind != eInternal }) // to the client
-	if owed || c.txStatus != 'I' || c.unflushed || len(c.q) > 0 && c.eng != nil {
+	if c.running() || c.txStatus != 'I' || c.unflushed || len(c.q) > 0 && c.eng != nil {
 		c.detach(s, false)
 		return
 	}

@@ -43,11 +43,19 @@ type credentials struct {
 	scram    *scramKeys
 }
 
+// maxLoginMessage bounds one server message during a login.
+const maxLoginMessage = 1 << 20
+
 var errOnlySCRAMKey = errors.New("the server asks for a password, and attache holds only a SCRAM key for this user (SCRAM pass-through needs scram-sha-256 on the server)")
 
 func login(conn net.Conn, user, database string, cred credentials, params map[string]string) (*Session, error) {
 	password := cred.password
 	fe := pgproto3.NewFrontend(conn, conn)
+	// A server's messages before ReadyForQuery are small (libpq takes
+	// authentication requests of up to 2000 bytes, other short messages
+	// of up to 30000): a server announcing more is not waited for.
+	fe.SetMaxBodyLen(maxLoginMessage)
+	defer fe.SetMaxBodyLen(maxMessage)
 	startup := &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": user, "database": database}}
 	for k, v := range params {
 		startup.Parameters[k] = v

@@ -48,7 +48,7 @@ type server struct {
 	prepared  *lru
 	wbuf      []byte
 	route     string // the endpoint of the pool's route; "" under TargetAny
-	retire    bool   // close it rather than pool it (the server turned read-only)
+	retire    bool   // close it rather than pool it (the server turned read-only, a cancel was sent to it)
 
 	// The engine whose epoll set keeps fd while the connection is in the
 	// pool (so that the next transaction there costs no epoll_ctl), and
@@ -224,6 +224,7 @@ type pool struct {
 	used    bool // a client came: keep min_pool_size
 	closed  bool
 	cred    *serverCred // from a client's login; see credentials
+	refs    int         // references taken by Proxy.pool (guarded by the Proxy's mu)
 
 	st counters
 
@@ -309,29 +310,45 @@ func (pl *pool) routeLocked(addr string) *route {
 // connect dials and logs in a new server connection to ep (nil: the one
 // Dial chooses).
 func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
+	s, _, err := pl.connectAt(ep, routeOf(ep))
+	return s, err
+}
+
+// routeOf is the route of the server connections to ep: its address, or
+// "" for nil (TargetAny, where Dial chooses).
+func routeOf(ep *upstream.Endpoint) string {
+	if ep == nil {
+		return ""
+	}
+	return ep.Addr
+}
+
+// connectAt is connect, for the pool's route given (an endpoint's
+// address, or "" under TargetAny), reporting the address dialled (""
+// when the dial itself failed).
+func (pl *pool) connectAt(ep *upstream.Endpoint, route string) (*server, string, error) {
 	cfg := &pl.p.cfg
+	cred, err := pl.credentials()
+	if err != nil {
+		return nil, "", fmt.Errorf("login as %q to database %q: %w", pl.user, pl.db, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ServerConnectTimeout)
 	defer cancel()
 	conn, addr, err := cfg.Dial(ctx, ep)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	dl, _ := ctx.Deadline()
 	conn.SetDeadline(dl)
 	if cfg.ServerTLS != nil {
 		if conn, err = startTLS(conn, cfg.ServerTLS(addr), cfg.ServerTLSRequired); err != nil {
-			return nil, fmt.Errorf("server %s: %w", addr, err)
+			return nil, addr, fmt.Errorf("server %s: %w", addr, err)
 		}
-	}
-	cred, err := pl.credentials()
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)
 	}
 	sess, err := login(conn, pl.user, pl.db, cred, nil)
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)
+		return nil, addr, fmt.Errorf("server %s: login as %q to database %q: %w", addr, pl.user, pl.db, err)
 	}
 	conn.SetDeadline(time.Time{})
 	now := time.Now()
@@ -344,16 +361,13 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 		fd = -1 // not a plain socket (TLS): the goroutine path's alone
 	}
 	s := &server{conn: conn, fd: fd, w: rawsys.NewWriter(conn), fe: fe, addr: addr, pid: sess.PID, secret: sess.Secret, init: sess.Params,
-		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1))}
-	if ep != nil {
-		s.route = ep.Addr
-	}
+		params: maps.Clone(sess.Params), applied: map[string]string{}, created: now, idleSince: now, prepared: newLRU(max(cfg.MaxPrepared, 1)), route: route}
 	if e := pl.p.endpoint(addr); e != nil {
 		s.untrack = e.Track((*trackedServer)(s))
 	}
 	if cfg.Target == TargetPrimary && sess.Params["in_hot_standby"] == "on" {
 		s.close()
-		return nil, fmt.Errorf("server %s: %w", addr, errStandby)
+		return nil, addr, fmt.Errorf("server %s: %w", addr, errStandby)
 	}
 	pl.mu.Lock()
 	if pl.welcome == nil {
@@ -361,7 +375,7 @@ func (pl *pool) connect(ep *upstream.Endpoint) (*server, error) {
 	}
 	pl.mu.Unlock()
 	pl.st.serversOpened.Add(1)
-	return s, nil
+	return s, addr, nil
 }
 
 // startTLS asks the server for TLS. With required false a server that
@@ -470,8 +484,9 @@ func (pl *pool) acquire() (*server, error) {
 	defer func() { pl.st.observeWait(time.Since(start)) }()
 	var tm waitTimers
 	defer tm.stop()
+	var tried []string // endpoints whose connect just failed
 	for {
-		ep, err := pl.p.route()
+		ep, err := pl.p.route(tried...)
 		if err != nil {
 			var we *waitError
 			if !errors.As(err, &we) {
@@ -491,8 +506,15 @@ func (pl *pool) acquire() (*server, error) {
 			s, err = pl.connectCounted(ep)
 			if err != nil && cfg.Target != TargetAny && transient(err) {
 				// The endpoint may have died since its last check (a
-				// primary going down): ask for the route again rather
-				// than fail a transaction that has not started.
+				// primary going down, a standby restarting): ask for the
+				// route again rather than fail a transaction that has not
+				// started; at once when another endpoint fits, else after
+				// a pause.
+				tried = append(tried, ep.Addr)
+				if next, rerr := pl.p.route(tried...); rerr == nil && next != nil && !slices.Contains(tried, next.Addr) {
+					continue
+				}
+				tried = tried[:0]
 				if perr := pl.pause(&tm, start, err.Error()); perr != nil {
 					return nil, perr
 				}
@@ -682,14 +704,27 @@ func transient(err error) bool {
 var errStandby = errors.New("server is a hot standby (in_hot_standby = on)")
 
 // connectCounted connects to ep for a slot already counted in its route.
+// Under TargetAny (ep nil) with a cluster, a login that fails in a way
+// that may not last (see transient: a server shutting down or starting
+// up, a connection refused or reset) is tried at once on each other
+// endpoint the cluster's policy gives, before the slot is given back: a
+// server restarting costs no client its connection while another one can
+// serve it.
 func (pl *pool) connectCounted(ep *upstream.Endpoint) (*server, error) {
-	s, err := pl.connect(ep)
-	if err != nil {
-		addr := ""
-		if ep != nil {
-			addr = ep.Addr
+	s, addr, err := pl.connectAt(ep, routeOf(ep))
+	if err != nil && ep == nil && addr != "" && pl.p.cfg.Cluster != nil && transient(err) {
+		tried := []string{addr}
+		for err != nil && transient(err) {
+			next := pl.p.cfg.Cluster.Pick(0, func(e *upstream.Endpoint) bool { return slices.Contains(tried, e.Addr) })
+			if next == nil {
+				break
+			}
+			tried = append(tried, next.Addr)
+			s, _, err = pl.connectAt(next, "")
 		}
-		pl.giveBack(addr)
+	}
+	if err != nil {
+		pl.giveBack(routeOf(ep))
 		pl.st.serverLoginErrors.Add(1)
 	}
 	return s, err

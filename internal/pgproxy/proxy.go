@@ -263,6 +263,8 @@ func (p *Proxy) endpoint(addr string) *upstream.Endpoint {
 	return nil
 }
 
+// pool returns the pool of (db, user), made if needed, with a reference
+// taken for the caller, who gives it back with unref.
 func (p *Proxy) pool(db, user string) *pool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,7 +274,34 @@ func (p *Proxy) pool(db, user string) *pool {
 		pl = newPool(p, db, user)
 		p.pools[k] = pl
 	}
+	pl.refs++
 	return pl
+}
+
+// unref gives back a reference taken by pool. A pool that nobody refers
+// to and that never logged in to a server, holding no connection and no
+// waiter, is forgotten: what logins to a database that does not exist
+// leave (the auth query runs before the client is authenticated), which
+// would otherwise pile up one pool per name tried.
+func (p *Proxy) unref(pl *pool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pl.refs--; pl.refs > 0 {
+		return
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.welcome != nil || pl.waiting.head != nil {
+		return
+	}
+	for _, r := range pl.routes {
+		if r.open > 0 || len(r.idle) > 0 {
+			return
+		}
+	}
+	if k := (poolKey{pl.db, pl.user}); p.pools[k] == pl {
+		delete(p.pools, k)
+	}
 }
 
 // ServeConn serves one client connection until it ends.
@@ -282,8 +311,7 @@ func (p *Proxy) ServeConn(ctx context.Context, conn net.Conn) {
 		p.clients.Add(-1)
 		// Read the startup packet so that the client reads our refusal.
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		be := pgproto3.NewBackend(conn, conn)
-		if _, err := be.ReceiveStartupMessage(); err == nil {
+		if _, err := readStartup(conn); err == nil {
 			writeError(conn, "FATAL", "53300", "no more connections allowed (max_client_connections)")
 		}
 		return
@@ -319,24 +347,36 @@ const startupTimeout = 60 * time.Second
 const maxMessage = 1 << 30
 
 // startup negotiates TLS, reads the StartupMessage, authenticates the
-// client and greets it. It returns nil, nil for a cancel request.
+// client and greets it. It returns nil, nil for a cancel request. Until
+// the client is logged in, no message of more than PostgreSQL's own
+// limits for the startup phase is read (maxStartupPacket, maxPasswordMsg,
+// maxSASLMsg).
 func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	conn.SetDeadline(time.Now().Add(startupTimeout))
 	// Raw reads (internal/rawsys), counted: an engine takes the client
 	// only if the Backend holds nothing it has not decoded.
 	wire := &wireCount{r: rawsys.NewReader(conn)}
-	be := pgproto3.NewBackend(wire, conn)
-	tlsDone := false
-	var sm *pgproto3.StartupMessage
+	var r io.Reader = wire
+	tlsDone, sslAsked, gssAsked := false, false, false
+	var sm *startupMsg
 	for sm == nil {
-		msg, err := be.ReceiveStartupMessage()
+		sp, err := readStartup(r)
+		if err == nil && (sp.code == codeSSL && sslAsked || sp.code == codeGSSEnc && gssAsked) {
+			// PostgreSQL takes one of each: a client asking again would
+			// keep the connection going round before login.
+			err = errors.New("request for encryption made twice")
+		}
 		if err != nil {
-			writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
+			if errors.Is(err, errUnsupportedProtocol) {
+				writeError(conn, "FATAL", "0A000", err.Error())
+			} else {
+				writeError(conn, "FATAL", "08P01", "invalid startup packet: "+err.Error())
+			}
 			return nil, err
 		}
-		wire.seen(msg)
-		switch m := msg.(type) {
-		case *pgproto3.SSLRequest:
+		switch sp.code {
+		case codeSSL:
+			sslAsked = true
 			if tlsDone || p.cfg.ClientTLS == nil {
 				if _, err := conn.Write([]byte{'N'}); err != nil {
 					return nil, err
@@ -350,29 +390,39 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 			if err := tc.Handshake(); err != nil {
 				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
-			conn, tlsDone = tc, true
-			be = pgproto3.NewBackend(conn, conn)
-		case *pgproto3.GSSEncRequest:
+			conn, r, tlsDone = tc, tc, true
+		case codeGSSEnc:
+			gssAsked = true
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, err
 			}
-		case *pgproto3.CancelRequest:
-			p.cancel(m.ProcessID, m.SecretKey)
+		case codeCancel:
+			p.cancel(sp.pid, sp.secret)
 			return nil, nil
-		case *pgproto3.StartupMessage:
-			sm = m
+		default:
+			sm = sp
 		}
 	}
+	wire.used = wire.read // readStartup reads exactly its packets
+	if sm.minor() > 0 || len(sm.options) > 0 {
+		// As PostgreSQL does: the newest minor version attache speaks
+		// (3.0) and the protocol options it does not know (all of them);
+		// the client goes on with 3.0 or disconnects.
+		if err := send(conn, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: sm.options}); err != nil {
+			return nil, err
+		}
+	}
+	be := pgproto3.NewBackend(r, conn)
 	if p.cfg.RequireTLS && !tlsDone {
 		writeError(conn, "FATAL", "28000", "SSL required")
 		return nil, errors.New("client without TLS refused (client_tls mode require)")
 	}
-	user, db := sm.Parameters["user"], sm.Parameters["database"]
+	user, db := sm.params["user"], sm.params["database"]
 	if db == "" {
 		db = user
 	}
 	params := map[string]string{}
-	for k, v := range sm.Parameters {
+	for k, v := range sm.params {
 		switch {
 		case k == "user" || k == "database":
 		case canonical(k) != "":
@@ -386,7 +436,6 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 		writeError(conn, "FATAL", "28000", "no PostgreSQL user name specified in startup packet")
 		return nil, errors.New("no user name")
 	}
-	be.SetMaxBodyLen(maxMessage)
 	secret, known := (*p.users.Load())[user]
 	if !known && p.cfg.AuthUser != "" {
 		var err error
@@ -398,9 +447,15 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	}
 	cred, err := p.authenticate(conn, be, user, secret, known, wire.seen)
 	if err != nil {
-		writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		var long *pgproto3.ExceededMaxBodyLenErr
+		if errors.As(err, &long) {
+			writeError(conn, "FATAL", "08P01", fmt.Sprintf("invalid message length: %d bytes in an authentication message, at most %d", long.ActualBodyLen+4, long.MaxExpectedBodyLen+4))
+		} else {
+			writeError(conn, "FATAL", "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		}
 		return nil, err
 	}
+	be.SetMaxBodyLen(maxMessage) // logged in: PostgreSQL's own limit from now on
 	c := &client{p: p, conn: conn, be: be, user: user, db: db, params: params, pkey: paramsKey(params), stmts: map[string]*stmt{}, txStatus: 'I',
 		buffered: !tlsDone && wire.read != wire.used}
 	c.pool = p.pool(db, user)
@@ -408,6 +463,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	welcome, err := c.pool.welcomeParams()
 	if err != nil {
 		c.fail(err)
+		p.unref(c.pool)
 		return nil, err
 	}
 	buf := (&pgproto3.AuthenticationOk{}).Encode
@@ -422,6 +478,7 @@ func (p *Proxy) startup(conn net.Conn) (*client, error) {
 	out, _ = (&pgproto3.BackendKeyData{ProcessID: c.key, SecretKey: c.secret[:]}).Encode(out)
 	out, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(out)
 	if _, err := conn.Write(out); err != nil {
+		p.forget(c)
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
@@ -443,6 +500,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 			return nil, err
 		}
 		be.SetAuthType(pgproto3.AuthTypeMD5Password)
+		be.SetMaxBodyLen(maxPasswordMsg - 4)
 		msg, err := be.Receive()
 		if err != nil {
 			return nil, err
@@ -466,6 +524,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASL)
+	be.SetMaxBodyLen(maxSASLMsg - 4)
 	msg, err := be.Receive()
 	if err != nil {
 		return nil, err
@@ -484,6 +543,7 @@ func (p *Proxy) authenticate(conn net.Conn, be *pgproto3.Backend, user, secret s
 		return nil, err
 	}
 	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
+	be.SetMaxBodyLen(maxSASLMsg - 4)
 	if msg, err = be.Receive(); err != nil {
 		return nil, err
 	}
@@ -542,16 +602,24 @@ func (p *Proxy) register(c *client) {
 	}
 }
 
+// forget takes back what register and startup gave c: its cancel key and
+// its reference to its pool.
 func (p *Proxy) forget(c *client) {
 	p.mu.Lock()
 	if p.keys[c.key] == c {
 		delete(p.keys, c.key)
 	}
 	p.mu.Unlock()
+	p.unref(c.pool)
 }
 
 // cancel forwards a cancel request, with the server's own key, to the
-// server connection serving the client that key was issued to, if any.
+// server connection serving the client the key was issued to, and only
+// while it runs a statement of that client's: a cancel for a client
+// without a server connection, or with nothing in flight, is dropped. The
+// server connection is then retired (closed rather than pooled when the
+// client gives it back), since the request may reach the server after
+// the statement ended: it must find nobody else's statement there.
 func (p *Proxy) cancel(key uint32, secret []byte) {
 	p.mu.Lock()
 	c := p.keys[key]
@@ -562,8 +630,13 @@ func (p *Proxy) cancel(key uint32, secret []byte) {
 	}
 	c.mu.Lock()
 	srv := c.srv
+	running := srv != nil && c.running()
+	if running {
+		srv.retire = true
+	}
 	c.mu.Unlock()
-	if srv == nil {
+	if !running {
+		p.log.Debug("cancel request for a client with no statement running", "user", c.user, "database", c.db)
 		return
 	}
 	conn, err := net.DialTimeout("tcp", srv.addr, p.cfg.ServerConnectTimeout)

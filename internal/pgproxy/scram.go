@@ -20,6 +20,14 @@ import (
 
 const scramMechanism = "SCRAM-SHA-256"
 
+// maxSCRAMIterations caps the iteration count a server may ask attache to
+// derive a key with (PBKDF2, whose cost grows with the count): 244 times
+// PostgreSQL's default scram_iterations (4096), about a second of one CPU
+// at most per server login. A server asking for more (hostile or
+// misconfigured) is refused rather than let pin a CPU. pgx allows up to
+// 10,000,000; libpq does not cap it.
+const maxSCRAMIterations = 1_000_000
+
 func hmacSHA256(key, msg []byte) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write(msg)
@@ -93,6 +101,9 @@ func (c *scramClient) final(serverFirst []byte) ([]byte, error) {
 	iter, err := strconv.Atoi(i)
 	if err != nil || iter < 1 {
 		return nil, errors.New("SCRAM: bad iteration count")
+	}
+	if iter > maxSCRAMIterations {
+		return nil, fmt.Errorf("SCRAM: the server asks for %d iterations, more than attache does (%d)", iter, maxSCRAMIterations)
 	}
 	var clientKey, serverKey []byte
 	if k := c.keys; k != nil {

@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"cmp"
 	"container/list"
 	"fmt"
 	"strings"
@@ -50,13 +51,24 @@ type stmtKey struct {
 	oids  string
 }
 
-// registry interns statements by text. Entries live as long as the Proxy;
-// their number is bounded by the distinct statements applications send.
+// registry interns statements by text, so that clients sending the same
+// text share one server-side name. It holds at most maxBytes of text
+// (maxRegistryBytes when 0): past that it starts again empty. Statements
+// handed out stay valid (names are never reused); a text asked for again
+// gets a new name, prepared again on the servers.
 type registry struct {
-	mu     sync.Mutex
-	next   uint64
-	byText map[stmtKey]*stmt
+	mu       sync.Mutex
+	next     uint64
+	byText   map[stmtKey]*stmt
+	bytes    int // of the texts in byText
+	maxBytes int
 }
+
+// maxRegistryBytes bounds the statement texts a Proxy keeps interned: the
+// distinct statements of applications fit many times over, and a client
+// sending ever new texts (literals inlined, or on purpose) does not make
+// attache keep them all after it left.
+const maxRegistryBytes = 64 << 20
 
 func (r *registry) get(query string, oids []uint32) *stmt {
 	k := stmtKey{query: query}
@@ -67,6 +79,12 @@ func (r *registry) get(query string, oids []uint32) *stmt {
 	defer r.mu.Unlock()
 	s := r.byText[k]
 	if s == nil {
+		size := len(query) + len(k.oids)
+		if r.bytes+size > cmp.Or(r.maxBytes, maxRegistryBytes) {
+			clear(r.byText)
+			r.bytes = 0
+		}
+		r.bytes += size
 		r.next++
 		s = &stmt{id: r.next, name: fmt.Sprintf("attache_%d", r.next), query: query, oids: append([]uint32(nil), oids...)}
 		r.byText[k] = s

@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/attache-proxy/attache/internal/upstream"
@@ -62,18 +63,25 @@ const routeRetry = 25 * time.Millisecond
 // route chooses the endpoint of a client's next server connection: nil
 // for TargetAny (Dial chooses), a *waitError when none fits now, a
 // *upstream.SplitBrainError when the target needs the primary and two
-// endpoints claim it. It reads atomics only.
-func (p *Proxy) route() (*upstream.Endpoint, error) {
+// endpoints claim it. Standbys at the addresses in avoid (where a connect
+// just failed) are passed over while another one fits; the primary, being
+// the only one, is not. It reads atomics only.
+func (p *Proxy) route(avoid ...string) (*upstream.Endpoint, error) {
 	switch p.cfg.Target {
 	case TargetPrimary:
 		return p.primary()
 	case TargetStandby:
-		if e := p.standby(); e != nil {
+		if e := p.standby(avoid); e != nil {
 			return e, nil
+		}
+		if len(avoid) > 0 {
+			if e := p.standby(nil); e != nil {
+				return e, nil
+			}
 		}
 		return nil, &waitError{p.noStandby()}
 	case TargetPreferStandby:
-		if e := p.standby(); e != nil {
+		if e := p.standby(avoid); e != nil {
 			return e, nil
 		}
 		return p.primary()
@@ -99,10 +107,13 @@ func (p *Proxy) noStandby() string {
 	return fmt.Sprintf("cluster %q: no healthy standby", p.cfg.Cluster.Name())
 }
 
-// standby picks an eligible standby by the cluster's balance policy.
-func (p *Proxy) standby() *upstream.Endpoint {
+// standby picks an eligible standby by the cluster's balance policy, none
+// of those at the addresses in avoid.
+func (p *Proxy) standby(avoid []string) *upstream.Endpoint {
 	now := time.Now()
-	return p.cfg.Cluster.Pick(0, func(e *upstream.Endpoint) bool { return !p.eligibleStandby(e, now) })
+	return p.cfg.Cluster.Pick(0, func(e *upstream.Endpoint) bool {
+		return !p.eligibleStandby(e, now) || slices.Contains(avoid, e.Addr)
+	})
 }
 
 // eligibleStandby: a routable standby whose lag is within MaxLag. Unknown

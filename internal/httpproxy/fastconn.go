@@ -288,9 +288,15 @@ func (fc *fastConn) proxy(route *Route) int {
 	}
 	c := x.cluster
 	defer c.inflight.Add(-1)
-	if err := h.admit(c); err != nil {
+	wait, err := h.admit(c)
+	if err != nil {
 		return fc.fail(err)
 	}
+	if wait && !c.slots.wait(nil, fc.deadline) {
+		x.timedOut.Store(true)
+		return fc.fail(fmt.Errorf("waiting for a connection: %w", context.DeadlineExceeded))
+	}
+	defer c.slots.release()
 	policy := route.retry
 	replayable := fc.body.done
 	length := r.length

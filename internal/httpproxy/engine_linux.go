@@ -562,6 +562,12 @@ func (c *econn) nextTry() {
 func (c *econn) connect() {
 	e := c.e
 	u, reused := e.get(c.ep), true
+	for u != nil && !c.idem && u.peerClosed() {
+		// A request that must not run twice takes no connection the
+		// upstream has closed already (its close not yet reported).
+		u.kill()
+		u = e.get(c.ep)
+	}
 	if u == nil {
 		reused = false
 		var err error
@@ -1073,6 +1079,15 @@ func (e *engine) dropIdle(u *eup) {
 		}
 	}
 	u.kill()
+}
+
+// peerClosed reports whether the upstream closed an idle connection, or
+// sent on it what nobody asked: a non-blocking peek finds anything but
+// nothing.
+func (u *eup) peerClosed() bool {
+	var b [1]byte
+	_, _, err := unix.Recvfrom(u.src.FD, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err != unix.EAGAIN
 }
 
 func (u *eup) kill() {

@@ -410,7 +410,7 @@ func (fc *fastConn) send(ep *upstream.Endpoint, _ int) (int, error, bool) {
 	}
 	ep.AddActive(1)
 	for {
-		uc, reused, err := pool.get(fc.start, deadline)
+		uc, reused, err := pool.get(fc.start, deadline, !idempotent(fc.req.method, &fc.req))
 		if err != nil {
 			ep.AddActive(-1)
 			return 0, err, false

@@ -48,6 +48,12 @@ func configLimits(set Limits) Limits {
 // endpoints balanced by picker, with limits lim.
 func newPathProxy(t testing.TB, path Path, endpoints []string, route config.Route, picker string, lim Limits) *proxyEnv {
 	t.Helper()
+	return newVersionProxy(t, path, endpoints, route, picker, lim, "auto")
+}
+
+// newVersionProxy is newPathProxy with the cluster's HTTP version.
+func newVersionProxy(t testing.TB, path Path, endpoints []string, route config.Route, picker string, lim Limits, version string) *proxyEnv {
+	t.Helper()
 	pk, err := balance.New(picker)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +65,7 @@ func newPathProxy(t testing.TB, path Path, endpoints []string, route config.Rout
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute,
+	c := NewCluster(ClusterOptions{Upstream: up, Version: version, MaxIdle: 64, IdleTimeout: time.Minute,
 		ConnectTimeout: time.Second, Limits: lim})
 	route.Match.Prefix = "/"
 	route.Name = "l/0"
@@ -378,6 +384,77 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 				t.Errorf("POSTs the backends received: got %d, want %d (acknowledged; %d failed)", got, want, postFailed.Load())
 			}
 			t.Logf("POSTs acknowledged %d, failed %d", postAcked.Load(), postFailed.Load())
+		})
+	}
+}
+
+// TestRefusedConnectRedispatched: with one of two endpoints refusing and
+// no retries configured, every request reaches the other one, a POST
+// with a body too large to buffer too (nothing of it was sent), on every
+// path and over HTTP/1.1 and h2c upstreams; the refused try shows in
+// x-attache-attempts.
+func TestRefusedConnectRedispatched(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	body := strings.Repeat("b", 200<<10)
+	cases := []struct {
+		name    string
+		path    Path
+		version string
+	}{
+		{"engine", PathEngine, "auto"},
+		{"goroutine", PathGoroutine, "auto"},
+		{"net_http", PathNetHTTP, "auto"},
+		{"net_http_h2c", PathNetHTTP, "h2c"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got, _ := io.ReadAll(r.Body)
+				fmt.Fprintf(w, "echo:%s", got)
+			})}
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+			bl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(bl)
+			t.Cleanup(func() { srv.Close() })
+			px := newVersionProxy(t, tc.path, []string{refused, bl.Addr().String()}, config.Route{}, "round_robin", Limits{}, tc.version)
+			c := &http.Client{}
+			defer c.CloseIdleConnections()
+			redispatched := 0
+			for i := range 8 {
+				want := "echo:"
+				var resp *http.Response
+				var err error
+				if i%2 == 0 {
+					resp, err = c.Get("http://" + px.addr + "/g")
+				} else {
+					want += body
+					resp, err = c.Post("http://"+px.addr+"/p", "text/plain", strings.NewReader(body))
+				}
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || string(got) != want {
+					t.Fatalf("request %d: got %d, %d bytes (%v), reason %q; want 200 and the echo", i, resp.StatusCode, len(got), err, resp.Header.Get("X-Attache-Reason"))
+				}
+				if resp.Header.Get("X-Attache-Attempts") == "2" {
+					redispatched++
+				}
+			}
+			if redispatched == 0 {
+				t.Errorf("requests with 2 attempts: got 0, want some (round robin over a refusing endpoint)")
+			}
 		})
 	}
 }

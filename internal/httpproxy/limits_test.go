@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -456,5 +457,104 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 				t.Errorf("requests with 2 attempts: got 0, want some (round robin over a refusing endpoint)")
 			}
 		})
+	}
+}
+
+// TestPooledCloseBeforeAnswer: a request sent on a pooled connection that
+// the upstream closes before answering (it read the request, then closed)
+// is sent again on a new connection, in one attempt and whatever the retry
+// policy, when it is idempotent (RFC 9110: PUT and DELETE too) and its body
+// can be sent again (none, or one buffered for retries: Go's Transport's
+// rule); a POST is not sent twice: it fails with attache's 502 and the
+// backend saw it once.
+func TestPooledCloseBeforeAnswer(t *testing.T) {
+	// Buffers bodies, but retries on nothing the stale connection gives.
+	buffering := &config.Retries{Attempts: 2, On: []string{"connect_failure"}, BudgetPercent: 20, MaxBuffer: 64 << 10,
+		Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}}
+	cases := []struct {
+		method  string
+		body    string
+		retries *config.Retries
+		resent  bool
+	}{
+		{"GET", "", nil, true},
+		{"DELETE", "", nil, true},
+		{"PUT", "body", buffering, true},
+		{"POST", "body", nil, false},
+		{"POST", "body", buffering, false},
+	}
+	for _, p := range requestPaths {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s/%s/retries=%v", p.name, tc.method, tc.retries != nil), func(t *testing.T) {
+				t.Parallel()
+				var seen atomic.Int64 // requests of tc.method the backend read
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						go func() { // answers the first request, closes on the second
+							defer c.Close()
+							br := bufio.NewReader(c)
+							for i := 0; ; i++ {
+								r, err := http.ReadRequest(br)
+								if err != nil {
+									return
+								}
+								io.Copy(io.Discard, r.Body)
+								if r.Method == tc.method {
+									seen.Add(1)
+								}
+								if i == 1 {
+									return
+								}
+								io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+							}
+						}()
+					}
+				}()
+				px := newPathProxy(t, p.path, []string{ln.Addr().String()}, config.Route{Retries: tc.retries}, "first", Limits{})
+				cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+				defer cl.CloseIdleConnections()
+				do := func() answer {
+					var sent io.Reader
+					if tc.body != "" {
+						sent = strings.NewReader(tc.body)
+					}
+					req, _ := http.NewRequest(tc.method, "http://"+px.addr+"/x", sent)
+					resp, err := cl.Do(req)
+					if err != nil {
+						return answer{err: err}
+					}
+					defer resp.Body.Close()
+					body, _ := io.ReadAll(resp.Body)
+					return answer{status: resp.StatusCode, reason: resp.Header.Get("X-Attache-Reason"),
+						attempts: resp.Header.Get("X-Attache-Attempts"), body: string(body)}
+				}
+				if a := do(); a.status != http.StatusOK || a.body != "ok" {
+					t.Fatalf("first request: got %v, want 200 ok", a)
+				}
+				a := do() // on the pooled connection, which the backend closes
+				switch {
+				case tc.resent && (a.status != http.StatusOK || a.body != "ok" || a.attempts != "1"):
+					t.Errorf("second request: got %v, want 200 ok in 1 attempt", a)
+				case !tc.resent && a.status != http.StatusBadGateway:
+					t.Errorf("second request: got %v, want attache's 502", a)
+				}
+				want := int64(2)
+				if tc.resent {
+					want = 3
+				}
+				if got := seen.Load(); got != want {
+					t.Errorf("%s requests the backend read: got %d, want %d", tc.method, got, want)
+				}
+			})
+		}
 	}
 }

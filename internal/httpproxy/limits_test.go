@@ -558,3 +558,61 @@ func TestPooledCloseBeforeAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestRedispatchDecision: afterTry redispatches a try that could not
+// connect at once (no backoff), for any method and retry policy and past
+// an exhausted budget and max_retries, until each endpoint was tried once;
+// not a failure after the connection, not after the route timeout, not
+// with one endpoint.
+func TestRedispatchDecision(t *testing.T) {
+	refused := &connectError{fmt.Errorf("dial tcp: %w", io.ErrUnexpectedEOF)}
+	cases := []struct {
+		name      string
+		endpoints int
+		errs      []error // the tries' errors, in turn
+		idem      bool
+		timedOut  bool
+		want      []bool // redispatched after each
+	}{
+		{"refused, POST, no policy", 2, []error{refused}, false, false, []bool{true}},
+		{"refused at each endpoint", 3, []error{refused, refused, refused}, true, false, []bool{true, true, false}},
+		{"one endpoint", 1, []error{refused}, true, false, []bool{false}},
+		{"reset after connecting", 2, []error{io.ErrUnexpectedEOF}, true, false, []bool{false}},
+		{"route timed out", 2, []error{refused}, true, true, []bool{false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pk, _ := balance.New("round_robin")
+			up := upstream.New(upstream.Options{Name: "c", Picker: pk, ConnectTimeout: time.Second})
+			var ts []upstream.Target
+			for i := range tc.endpoints {
+				ts = append(ts, upstream.Target{Addr: fmt.Sprintf("127.0.0.1:%d", 1+i), Weight: 1})
+			}
+			up.SetEndpoints(ts)
+			c := NewCluster(ClusterOptions{Upstream: up, Limits: Limits{MaxRetries: 1}})
+			c.retrying.Store(100) // budget and max_retries spent
+			h := &Handler{}
+			x := &exchange{route: &Route{}, cluster: c}
+			x.timedOut.Store(tc.timedOut)
+			var st tryState
+			seen := map[*upstream.Endpoint]bool{}
+			for i, err := range tc.errs {
+				ep, nerr := h.nextTry(x, &st)
+				if nerr != nil {
+					t.Fatalf("try %d: %v", i+1, nerr)
+				}
+				if seen[ep] {
+					t.Errorf("try %d: endpoint %s again, want another", i+1, ep.Addr)
+				}
+				seen[ep] = true
+				retry, backoff, _ := h.afterTry(x, &st, ep, 0, err, false, 1, tc.idem, false)
+				if got := retry && st.redispatch; got != tc.want[i] || got && backoff != 0 {
+					t.Errorf("after try %d: redispatch %v (retry %v, backoff %v), want %v at once", i+1, got, retry, backoff, tc.want[i])
+				}
+				if !retry {
+					break
+				}
+			}
+		})
+	}
+}

@@ -666,8 +666,9 @@ func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error)
 // A try that could not connect sent nothing: it is redispatched (retry
 // with st.redispatch set) to another endpoint at once, whatever the
 // method, body and retry policy, outside the budget and max_retries, as
-// HAProxy's option redispatch, until each endpoint was tried once; the
-// caller then starts the next try without waiting or counting a retry.
+// HAProxy's option redispatch, until each endpoint was tried once (then,
+// and with one endpoint, the retry policy decides); the caller then starts
+// the next try without waiting or counting a retry.
 func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, status int, err error, perTryTimedOut bool, maxTries int, idem, ended bool) (retry bool, backoff time.Duration, _ error) {
 	c := x.cluster
 	policy := x.route.retry
@@ -679,7 +680,7 @@ func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, sta
 	if !isConnect && !isClientError(err) {
 		c.opts.Upstream.RecordResponse(ep, ok)
 	}
-	if isConnect && !x.timedOut.Load() && !ended && st.redispatchN < len(c.opts.Upstream.Endpoints()) {
+	if isConnect && !x.timedOut.Load() && !ended && st.redispatchN < len(c.opts.Upstream.Endpoints())-1 {
 		st.redispatchN++
 		st.redispatch = true
 		st.lastErr = err

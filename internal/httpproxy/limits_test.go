@@ -286,13 +286,13 @@ func TestRetryLimitsAlone(t *testing.T) {
 
 // TestGracefulShutdownLosesNothing: one of two backends shut down
 // gracefully (http.Server.Shutdown: its listener closed, idle connections
-// closed, those in flight finished) under a load of GETs and POSTs costs
-// no GET: refused connects are redispatched at once, outside the retry
+// closed, those in flight finished) and later started again on its
+// address, under a load of GETs and POSTs, costs no GET: refused connects are redispatched at once, outside the retry
 // budget and max_retries, and GETs on pooled connections it closed are
 // sent again. No POST is sent twice: the backends counted as many as were
 // acknowledged, and a POST that failed got attache's own 502 or 503.
 func TestGracefulShutdownLosesNothing(t *testing.T) {
-	const workers, total, stopAt = 16, 3000, 600
+	const workers, total, stopAt, restartAt = 16, 3000, 600, 1800
 	for _, p := range requestPaths {
 		t.Run(p.name, func(t *testing.T) {
 			var posts atomic.Int64 // POSTs the backends received
@@ -321,6 +321,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 			var sent, getFailed, postAcked, postFailed atomic.Int64
 			var failures sync.Map // what failed, for the message
 			stopped := make(chan error, 1)
+			restarted := make(chan *http.Server, 1) // on the same address
 			var wg sync.WaitGroup
 			for w := range workers {
 				wg.Add(1)
@@ -338,6 +339,17 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 								ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 								defer cancel()
 								stopped <- srvs[0].Shutdown(ctx)
+								for sent.Load() < restartAt {
+									time.Sleep(time.Millisecond)
+								}
+								ln, err := net.Listen("tcp", addrs[0])
+								if err != nil {
+									restarted <- nil
+									return
+								}
+								srv := &http.Server{Handler: srvs[0].Handler}
+								go srv.Serve(ln)
+								restarted <- srv
 							}()
 						}
 						post := (w+i)%4 == 0
@@ -371,6 +383,11 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 			wg.Wait()
 			if err := <-stopped; err != nil {
 				t.Errorf("shutdown: %v", err)
+			}
+			if srv := <-restarted; srv == nil {
+				t.Errorf("the backend could not listen again on %s", addrs[0])
+			} else {
+				srv.Close()
 			}
 			failures.Range(func(k, _ any) bool {
 				if s := k.(string); strings.HasPrefix(s, "GET") || !strings.HasPrefix(s, "POST 502") && !strings.HasPrefix(s, "POST 503") {

@@ -14,12 +14,13 @@ import (
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
-// Limits are Envoy-style circuit-breaking thresholds; over any of them a
-// request is refused at once with 503 and x-attache-overloaded: true.
-// Zero means no limit.
+// Limits are Envoy-style circuit-breaking thresholds. Each works alone;
+// zero means no limit. A request over MaxConnections waits for a
+// connection (pending); one over MaxPending, MaxRequests or MaxRetries is
+// refused at once with 503 and x-attache-overloaded: true.
 type Limits struct {
-	MaxConnections int // connections the cluster may hold (approximated by requests in flight over HTTP/1.1)
-	MaxPending     int // requests waiting beyond MaxConnections
+	MaxConnections int // upstream connections in use at once (requests over HTTP/2)
+	MaxPending     int // requests waiting for a connection when MaxConnections are in use
 	MaxRequests    int // requests in flight
 	MaxRetries     int // retries in flight
 }
@@ -52,13 +53,16 @@ type Cluster struct {
 	transports map[string]*http.Transport
 	pools      map[*upstream.Endpoint]*connPool // the fast path's, per endpoint
 
-	inflight atomic.Int64
+	inflight atomic.Int64 // admitted requests, pending ones included
 	retrying atomic.Int64
+	slots    connSlots // max_connections and the requests pending for one
 }
 
 // NewCluster returns the HTTP side of opts.Upstream.
 func NewCluster(opts ClusterOptions) *Cluster {
-	return &Cluster{opts: opts, transports: map[string]*http.Transport{}, pools: map[*upstream.Endpoint]*connPool{}}
+	c := &Cluster{opts: opts, transports: map[string]*http.Transport{}, pools: map[*upstream.Endpoint]*connPool{}}
+	c.slots.max = int64(opts.Limits.MaxConnections)
+	return c
 }
 
 // Name returns the cluster name.

@@ -212,6 +212,8 @@ type econn struct {
 	maxTries     int
 	idem         bool
 	admitted     bool  // counted in the cluster's inflight
+	slot         bool  // holds a connection slot of the cluster
+	queued       bool  // waiting for a connection slot (in the cluster's slots.waiting)
 	backoffUntil int64 // waiting to retry
 	closeAfter   bool
 	bytesOut     int64
@@ -493,7 +495,8 @@ func (c *econn) begin(h *Handler, route *Route) {
 		c.deadline = c.start + int64(route.timeout)
 	}
 	c.admitted = true
-	if err := h.admit(x.cluster); err != nil {
+	wait, err := h.admit(x.cluster)
+	if err != nil {
 		c.fail(err)
 		return
 	}
@@ -501,7 +504,42 @@ func (c *econn) begin(h *Handler, route *Route) {
 	c.maxTries = policy.maxTries(r.length <= 0 || policy.buffers(r.length))
 	c.idem = idempotent(r.method, r)
 	e.arm(c)
+	if wait {
+		c.queued = true // the tick polls for a slot
+		return
+	}
+	c.slot = true
 	c.nextTry()
+}
+
+// pendingSlot takes a connection slot for a queued request when one is
+// free and starts its first try.
+func (c *econn) pendingSlot() {
+	s := &c.x.cluster.slots
+	if !s.tryAcquire() {
+		return
+	}
+	s.waiting.Add(-1)
+	c.queued, c.slot = false, true
+	c.nextTry()
+}
+
+// leave gives back what the request holds of its cluster: its count in
+// flight, its connection slot or its place among the pending.
+func (c *econn) leave() {
+	cl := c.x.cluster
+	if c.admitted {
+		cl.inflight.Add(-1)
+		c.admitted = false
+	}
+	if c.slot {
+		cl.slots.release()
+		c.slot = false
+	}
+	if c.queued {
+		cl.slots.waiting.Add(-1)
+		c.queued = false
+	}
 }
 
 // nextTry starts the next try, or answers when there is none.
@@ -524,6 +562,12 @@ func (c *econn) nextTry() {
 func (c *econn) connect() {
 	e := c.e
 	u, reused := e.get(c.ep), true
+	for u != nil && !c.idem && u.peerClosed() {
+		// A request that must not run twice takes no connection the
+		// upstream has closed already (its close not yet reported).
+		u.kill()
+		u = e.get(c.ep)
+	}
 	if u == nil {
 		reused = false
 		var err error
@@ -556,11 +600,14 @@ func (c *econn) tryFailed(err error, perTry bool) {
 	}
 	c.ep.AddActive(-1)
 	retry, backoff, err := c.h.afterTry(&c.x, &c.ts, c.ep, 0, err, perTry, c.maxTries, c.idem, c.expired())
-	if !retry {
+	switch {
+	case !retry:
 		c.fail(err)
-		return
+	case c.ts.redispatch:
+		c.nextTry() // nothing was sent: at once, not a retry
+	default:
+		c.wait(backoff)
 	}
-	c.wait(backoff)
 }
 
 // expired reports (and records in x) that the route timeout has passed.
@@ -622,10 +669,7 @@ func (c *econn) answer(status int, reason string, over bool, attempts int, msg s
 // from rbuf, and the next one, or the close.
 func (c *econn) finish(now int64) {
 	e := c.e
-	if c.admitted {
-		c.x.cluster.inflight.Add(-1)
-		c.admitted = false
-	}
+	c.leave()
 	e.disarm(c)
 	c.active = false
 	c.h.record(&c.x, c.status, time.Duration(now-c.start), c.bytesOut, c.accessFields)
@@ -659,10 +703,7 @@ func (c *econn) abort() {
 			c.backoffUntil = 0
 			c.x.cluster.retrying.Add(-1)
 		}
-		if c.admitted {
-			c.x.cluster.inflight.Add(-1)
-			c.admitted = false
-		}
+		c.leave()
 		c.active = false
 		if c.status == 0 {
 			c.status = 499
@@ -1040,6 +1081,15 @@ func (e *engine) dropIdle(u *eup) {
 	u.kill()
 }
 
+// peerClosed reports whether the upstream closed an idle connection, or
+// sent on it what nobody asked: a non-blocking peek finds anything but
+// nothing.
+func (u *eup) peerClosed() bool {
+	var b [1]byte
+	_, _, err := unix.Recvfrom(u.src.FD, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err != unix.EAGAIN
+}
+
 func (u *eup) kill() {
 	u.dead = true
 	u.c = nil
@@ -1162,6 +1212,11 @@ func (e *engine) tick() {
 			if now >= c.backoffUntil {
 				c.backedOff()
 			}
+		case c.queued && c.deadline > 0 && now >= c.deadline:
+			c.x.timedOut.Store(true)
+			c.fail(fmt.Errorf("waiting for a connection: %w", context.DeadlineExceeded))
+		case c.queued:
+			c.pendingSlot()
 		case c.deadline > 0 && now >= c.deadline:
 			c.x.timedOut.Store(true)
 			c.tryFailed(fmt.Errorf("route timeout: %w", context.DeadlineExceeded), false)

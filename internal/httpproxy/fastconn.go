@@ -288,9 +288,15 @@ func (fc *fastConn) proxy(route *Route) int {
 	}
 	c := x.cluster
 	defer c.inflight.Add(-1)
-	if err := h.admit(c); err != nil {
+	wait, err := h.admit(c)
+	if err != nil {
 		return fc.fail(err)
 	}
+	if wait && !c.slots.wait(nil, fc.deadline) {
+		x.timedOut.Store(true)
+		return fc.fail(fmt.Errorf("waiting for a connection: %w", context.DeadlineExceeded))
+	}
+	defer c.slots.release()
 	policy := route.retry
 	replayable := fc.body.done
 	length := r.length
@@ -404,7 +410,7 @@ func (fc *fastConn) send(ep *upstream.Endpoint, _ int) (int, error, bool) {
 	}
 	ep.AddActive(1)
 	for {
-		uc, reused, err := pool.get(fc.start, deadline)
+		uc, reused, err := pool.get(fc.start, deadline, !idempotent(fc.req.method, &fc.req))
 		if err != nil {
 			ep.AddActive(-1)
 			return 0, err, false

@@ -70,8 +70,10 @@ func (l *lazyDeadline) set(d time.Time, slack time.Duration, apply func(time.Tim
 func (uc *upConn) setDeadline(d time.Time) { uc.deadline.set(d, deadlineSlack, uc.c.SetDeadline) }
 
 // get returns an idle connection (reused true) or dials a new one, by
-// deadline at the latest; now is about the current time.
-func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err error) {
+// deadline at the latest; now is about the current time. once: the
+// request must not run twice, so an idle connection the upstream has
+// already closed is not taken (checked, at the cost of a read).
+func (p *connPool) get(now, deadline time.Time, once bool) (uc *upConn, reused bool, err error) {
 	p.mu.Lock()
 	for len(p.conns) > 0 {
 		uc = p.conns[len(p.conns)-1]
@@ -82,6 +84,11 @@ func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err er
 			continue
 		}
 		p.mu.Unlock()
+		if once && uc.peerClosed() {
+			uc.c.Close()
+			p.mu.Lock()
+			continue
+		}
 		return uc, true, nil
 	}
 	p.mu.Unlock()
@@ -95,6 +102,19 @@ func (p *connPool) get(now, deadline time.Time) (uc *upConn, reused bool, err er
 		return nil, false, &connectError{err}
 	}
 	return &upConn{c: c, br: bufio.NewReaderSize(rawsys.NewReader(c), upReadBuf), bw: bufio.NewWriterSize(rawsys.NewWriter(c), upWriteBuf)}, false, nil
+}
+
+// peerClosed reports whether the upstream closed an idle connection, or
+// sent on it what nobody asked: a read that may not wait finds anything
+// but nothing. The read deadline is then what it was.
+func (uc *upConn) peerClosed() bool {
+	if uc.br.Buffered() > 0 {
+		return true
+	}
+	uc.c.SetReadDeadline(time.Now())
+	_, err := uc.br.Peek(1)
+	uc.c.SetReadDeadline(uc.deadline.at)
+	return !isTimeout(err)
 }
 
 // put returns a connection whose exchange ended cleanly at now.

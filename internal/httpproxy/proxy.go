@@ -438,6 +438,14 @@ func idempotent(method string, h headerGetter) bool {
 	return h.Get("Idempotency-Key") != "" || h.Get("X-Idempotency-Key") != ""
 }
 
+// hasIdempotencyKey reports whether h has a key the Transport takes for
+// idempotency (it looks for the field's presence, empty or not).
+func hasIdempotencyKey(h http.Header) bool {
+	_, a := h["Idempotency-Key"]
+	_, b := h["X-Idempotency-Key"]
+	return a || b
+}
+
 // headerGetter is what routing and retry decisions read of request
 // headers: http.Header on the net/http path, the parsed head on the fast
 // path.
@@ -452,9 +460,19 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := x.cluster
 	policy := x.route.retry
 	defer c.inflight.Add(-1)
-	if err := t.h.admit(c); err != nil {
+	wait, err := t.h.admit(c)
+	if err != nil {
 		return nil, err
 	}
+	if wait && !c.slots.wait(req.Context().Done(), time.Time{}) {
+		return nil, req.Context().Err()
+	}
+	slot := true // given back when the response body closes, or here on failure
+	defer func() {
+		if slot {
+			c.slots.release()
+		}
+	}()
 
 	// A body is replayable when there is none, or when it is read whole
 	// here, under the size limit, on a route that retries. (Even a POST
@@ -484,6 +502,10 @@ func (t *tries) RoundTrip(req *http.Request) (*http.Response, error) {
 		x.stop() // headers are in: the route timeout is met
 	}
 	st.resp.Header.Set("X-Attache-Attempts", strconv.Itoa(x.attempts))
+	if c.slots.max > 0 {
+		st.resp.Body = &releaseBody{ReadCloser: st.resp.Body, release: c.slots.release}
+		slot = false
+	}
 	return st.resp, nil
 }
 
@@ -502,17 +524,25 @@ func (p *retryPolicy) maxTries(replayable bool) int {
 }
 
 // admit counts a request in flight on c (the caller always undoes it with
-// c.inflight.Add(-1)) and refuses it over the thresholds.
-func (h *Handler) admit(c *Cluster) error {
+// c.inflight.Add(-1)) and refuses it over the thresholds. An admitted
+// request holds a connection slot (wait false: the caller gives it back
+// with c.slots.release at the end of the response) or is pending, counted
+// in c.slots.waiting (wait true: the caller takes its slot with
+// c.slots.wait, or the engine polls c.slots.tryAcquire and then leaves
+// waiting, or gives up and leaves waiting).
+func (h *Handler) admit(c *Cluster) (wait bool, err error) {
 	lim := c.opts.Limits
-	n := c.inflight.Add(1)
-	switch {
-	case lim.MaxRequests > 0 && n > int64(lim.MaxRequests):
-		return overloaded(h.obs, c, "max_requests")
-	case lim.MaxConnections > 0 && lim.MaxPending > 0 && n > int64(lim.MaxConnections+lim.MaxPending):
-		return overloaded(h.obs, c, "max_pending")
+	if n := c.inflight.Add(1); lim.MaxRequests > 0 && n > int64(lim.MaxRequests) {
+		return false, overloaded(h.obs, c, "max_requests")
 	}
-	return nil
+	if c.slots.tryAcquire() {
+		return false, nil
+	}
+	if w := c.slots.waiting.Add(1); lim.MaxPending > 0 && w > int64(lim.MaxPending) {
+		c.slots.waiting.Add(-1)
+		return false, overloaded(h.obs, c, "max_pending")
+	}
+	return true, nil
 }
 
 // tryer is how one wire path (net/http's or the fast path) sends a try;
@@ -546,6 +576,9 @@ func (h *Handler) runTries(x *exchange, t tryer, maxTries int, idem bool) error 
 		if err == nil {
 			t.discard()
 		}
+		if st.redispatch {
+			continue // at once, and not a retry
+		}
 		c := x.cluster
 		c.retrying.Add(1)
 		t.sleep(backoff)
@@ -562,6 +595,12 @@ type tryState struct {
 	n       int                  // endpoints tried, in buf
 	more    []*upstream.Endpoint // all of them, past len(buf)
 	lastErr error
+	// redispatch: the last try could not connect, so nothing of the
+	// request was sent, and the next goes to another endpoint at once
+	// (afterTry sets it, nextTry clears it). Redispatched tries count in
+	// try (x-attache-attempts) but not against the retry policy.
+	redispatch  bool
+	redispatchN int // redispatches so far
 }
 
 // tried returns the endpoints tried since the last round. (No slice of
@@ -611,6 +650,7 @@ func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error)
 		}
 		return nil, errBreakerOpen
 	}
+	st.redispatch = false
 	st.try++
 	x.attempts, x.endpoint = st.try, ep.Addr
 	return ep, nil
@@ -622,6 +662,13 @@ func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error)
 // nil, and counts itself in the cluster's retrying while it waits), or
 // the end, with the error to answer (nil: the try's response is the
 // answer). err is the try's own error either way. ended: the client went away or the route timed out.
+//
+// A try that could not connect sent nothing: it is redispatched (retry
+// with st.redispatch set) to another endpoint at once, whatever the
+// method, body and retry policy, outside the budget and max_retries, as
+// HAProxy's option redispatch, until each endpoint was tried once (then,
+// and with one endpoint, the retry policy decides); the caller then starts
+// the next try without waiting or counting a retry.
 func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, status int, err error, perTryTimedOut bool, maxTries int, idem, ended bool) (retry bool, backoff time.Duration, _ error) {
 	c := x.cluster
 	policy := x.route.retry
@@ -633,7 +680,14 @@ func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, sta
 	if !isConnect && !isClientError(err) {
 		c.opts.Upstream.RecordResponse(ep, ok)
 	}
-	retry = st.try < maxTries && !x.timedOut.Load() && !ended
+	if isConnect && !x.timedOut.Load() && !ended && st.redispatchN < len(c.opts.Upstream.Endpoints())-1 {
+		st.redispatchN++
+		st.redispatch = true
+		st.lastErr = err
+		return true, 0, err
+	}
+	tries := st.try - st.redispatchN // tries the retry policy counts
+	retry = tries < maxTries && !x.timedOut.Load() && !ended
 	if retry {
 		if err != nil {
 			retry = policy.retriableError(err, perTryTimedOut) && (isConnect || idem || policy.nonIdempotent) && !isClientError(err)
@@ -655,7 +709,7 @@ func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, sta
 	if h.obs.Retry != nil {
 		h.obs.Retry(c.Name())
 	}
-	return true, policy.backoff(st.try + 1), err
+	return true, policy.backoff(tries + 1), err
 }
 
 // stdTry is a try through net/http's Transport.
@@ -732,9 +786,24 @@ func (t *tries) try(req *http.Request, x *exchange, ep *upstream.Endpoint, body 
 	if x.hostFrom {
 		out.Host = hostForUpstream(ep.Addr, x.cluster.scheme())
 	}
-	if body != nil {
+	switch {
+	case body != nil:
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.ContentLength = int64(len(body))
+		// The Transport may then send it again on a new connection when
+		// a pooled one turns out closed (and over HTTP/2, after GOAWAY).
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	case out.Body != nil && out.Body != http.NoBody:
+		// A streamed body stays open when the Transport fails before
+		// sending it (a connect failure): the request is redispatched
+		// with it. ReverseProxy closes it at the end.
+		out.Body = io.NopCloser(out.Body)
+	}
+	if (out.Method == http.MethodPut || out.Method == http.MethodDelete) && !hasIdempotencyKey(out.Header) {
+		// Idempotent by RFC 9110 but not by the Transport's own rule: an
+		// empty key (never sent) makes it send the request again when a
+		// pooled connection turns out closed, as it does for a GET.
+		out.Header["Idempotency-Key"] = nil
 	}
 	ep.AddActive(1)
 	resp, err = x.cluster.transport(ep).RoundTrip(out)

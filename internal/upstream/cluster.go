@@ -187,8 +187,10 @@ var ErrNoEndpoints = errors.New("no endpoints")
 // Dial connects to one endpoint chosen by the balance policy, with key as
 // the hash key for ring_hash. A failed attempt is retried on the next
 // endpoint the policy gives, until every endpoint was tried once, before the
-// caller sees an error. When no endpoint is routable, all are tried (panic
-// mode: a connection that may fail beats a certain refusal).
+// caller sees an error. When no endpoint is routable, or every routable one
+// failed (one that has just gone away, not yet seen by health checks), the
+// others are tried too (panic mode: a connection that may fail beats a
+// certain refusal).
 //
 // The caller should Track the connection on the returned endpoint, so that
 // it is counted and closed if the endpoint turns unhealthy.
@@ -199,9 +201,11 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 	}
 	cands := c.candidates(eps, nil)
 	var errs []error
+	tried := make([]bool, len(eps))
 	i := c.opts.Picker.Pick(cands, key)
 	for tries := 0; i >= 0 && tries < len(eps); tries++ {
 		cands[i].Usable = false
+		tried[i] = true
 		e := eps[i]
 		conn, err := c.dialOne(ctx, e)
 		c.recordConnect(e, err)
@@ -212,7 +216,9 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		if ctx.Err() != nil {
 			break
 		}
-		i = nextUsable(cands, i)
+		if i = nextUsable(cands, i); i < 0 {
+			i = nextUntried(tried, i)
+		}
 	}
 	return nil, nil, fmt.Errorf("cluster %q: every endpoint failed: %w", c.opts.Name, errors.Join(errs...))
 }
@@ -308,6 +314,17 @@ func (c *Cluster) RecordConnect(e *Endpoint, err error) { c.recordConnect(e, err
 func nextUsable(cands []balance.Candidate, i int) int {
 	for k := 1; k < len(cands); k++ {
 		if j := (i + k) % len(cands); cands[j].Usable {
+			return j
+		}
+	}
+	return -1
+}
+
+// nextUntried returns the first endpoint not tried after i in list order,
+// or -1.
+func nextUntried(tried []bool, i int) int {
+	for k := 1; k <= len(tried); k++ {
+		if j := (i + k + len(tried)) % len(tried); !tried[j] {
 			return j
 		}
 	}

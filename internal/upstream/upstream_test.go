@@ -282,3 +282,41 @@ func TestPick(t *testing.T) {
 		t.Errorf("lone endpoint skipped: got %s, want none", ep.Addr)
 	}
 }
+
+// TestDialFallsBackWhenRoutableFail: when every routable endpoint refuses
+// (one that has just gone away, health checks not yet aware), Dial tries
+// the others before failing, as in panic mode.
+func TestDialFallsBackWhenRoutableFail(t *testing.T) {
+	cases := []struct {
+		name  string
+		other func(e *Endpoint, now time.Time) // makes the live endpoint unroutable
+	}{
+		{"unhealthy", func(e *Endpoint, _ time.Time) { e.ObserveCheck(false, Thresholds{Healthy: 1, Unhealthy: 1}) }},
+		{"ejected", func(e *Endpoint, now time.Time) {
+			e.connectResult(false, now, OutlierPolicy{ConsecutiveFailures: 1, BaseEjectionTime: time.Minute}, true)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up, down := listen(t)
+			p, _ := balance.New("first")
+			c := New(Options{Name: "c", Picker: p, ConnectTimeout: time.Second, HasHealthCheck: true})
+			c.SetEndpoints([]Target{{Addr: down}, {Addr: up}})
+			eps := c.Endpoints()
+			eps[0].ObserveCheck(true, Thresholds{Healthy: 1, Unhealthy: 1})
+			eps[1].ObserveCheck(true, Thresholds{Healthy: 1, Unhealthy: 1})
+			tc.other(eps[1], time.Now())
+			if c.Routable(eps[1], time.Now()) {
+				t.Fatalf("the live endpoint is routable; the test needs it not to be")
+			}
+			conn, ep, err := c.Dial(context.Background(), 0)
+			if err != nil {
+				t.Fatalf("Dial: got %v, want a connection to %s", err, up)
+			}
+			conn.Close()
+			if ep.Addr != up {
+				t.Errorf("endpoint: got %s, want %s", ep.Addr, up)
+			}
+		})
+	}
+}

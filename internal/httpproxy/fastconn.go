@@ -59,8 +59,9 @@ type fastConn struct {
 	state  atomic.Int32
 
 	readDeadline lazyDeadline
-	slowHead     func() // sets the read deadline for the rest of a head
-	headTimed    bool   // slowHead set it for this head
+	slowHead     func()    // sets the read deadline for the rest of a head
+	headTimed    bool      // slowHead set it for this head
+	headStart    time.Time // when the pending head began (the accept, for the first); zero: none
 
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
@@ -102,8 +103,9 @@ type bodyState struct {
 }
 
 // newFastConn starts the fast path of c, whose first bytes, already read
-// (by the engine), are pre.
-func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
+// (by the engine), are pre; the head pending in them, or the first head,
+// began at headStart (zero: none pending).
+func newFastConn(s *Server, c net.Conn, pre []byte, headStart time.Time) *fastConn {
 	src := rawsys.NewReader(c)
 	if len(pre) > 0 {
 		src = io.MultiReader(bytes.NewReader(pre), src)
@@ -113,12 +115,17 @@ func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
 	fc.remote = c.RemoteAddr().String()
 	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
-	// A head that has begun must arrive within net/http's
-	// ReadHeaderTimeout, whatever the idle timeout.
+	fc.headStart = headStart
+	// A head that has begun (and the first one, from the accept) must
+	// arrive within net/http's ReadHeaderTimeout, whatever the idle
+	// timeout.
 	fc.slowHead = func() {
 		if !fc.headTimed {
 			fc.headTimed = true
-			fc.setReadDeadline(time.Now().Add(readHeaderTimeout))
+			if fc.headStart.IsZero() {
+				fc.headStart = time.Now()
+			}
+			fc.setReadDeadline(fc.headStart.Add(s.headerTimeout))
 		}
 	}
 	return fc
@@ -135,7 +142,10 @@ func clientKeys(remote string) (ip, ipKey string, key uint64) {
 }
 
 // readHeaderTimeout bounds the arrival of a request head once it has
-// begun, as the net/http server's ReadHeaderTimeout does.
+// begun, and of the first one from the accept (a connection that sends
+// nothing is closed then, not after idle_timeout), as the net/http
+// server's ReadHeaderTimeout and HAProxy's timeout http-request do. The
+// deadline of a head carries over a hand-off from one path to the next.
 const readHeaderTimeout = 30 * time.Second
 
 // serve runs the connection's requests until it closes, or until a request
@@ -154,7 +164,9 @@ func (fc *fastConn) serve() (handedOff bool) {
 			if (fc.s.closing.Load() || fc.s.draining.Load()) && fc.state.Load() != connNew {
 				return false
 			}
-			if fc.s.idle > 0 {
+			if !fc.headStart.IsZero() { // no request yet: the first head is due
+				fc.setReadDeadline(fc.headStart.Add(fc.s.headerTimeout))
+			} else if fc.s.idle > 0 {
 				now := fc.end // the end of the last request: a clock read spared
 				if now.IsZero() {
 					now = time.Now()
@@ -172,14 +184,23 @@ func (fc *fastConn) serve() (handedOff bool) {
 		}
 		fc.headTimed = false
 		n, bare, err := readHead(fc.br, fc.slowHead)
-		if errors.Is(err, bufio.ErrBufferFull) || err == nil && bare {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if fc.headStart.IsZero() {
+				fc.headStart = time.Now() // net/http reads the rest by this head's deadline
+			}
 			return true
 		}
 		if err != nil {
 			return false
 		}
 		b, _ := fc.br.Peek(n)
-		v, why := fc.req.parse(string(b))
+		var v verdict
+		var why string
+		if bare {
+			v, why = fc.req.parseBare(b) // checked here too: only net/http serves it
+		} else {
+			v, why = fc.req.parse(string(b))
+		}
 		if v == reject {
 			fc.badRequest(why)
 			return false
@@ -196,6 +217,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 			return true
 		}
 		fc.br.Discard(n + 2)
+		fc.headStart = time.Time{}
 		if fc.req.chunked || fc.req.length > 0 {
 			fc.setReadDeadline(time.Time{}) // a body may take its time
 		}
@@ -894,7 +916,8 @@ func relayChunks(w *bufio.Writer, src *bufio.Reader, chunked bool, count *int64)
 var errChunk = errors.New("malformed chunked encoding")
 
 // readChunkSize reads a chunk-size line strictly: hex digits (at most 15,
-// so that it cannot overflow), optional extensions, CRLF.
+// so that it cannot overflow), optional whitespace and extensions without
+// controls (bounded by br's buffer), CRLF.
 func readChunkSize(br *bufio.Reader) (int64, error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
@@ -911,6 +934,9 @@ func readChunkSize(br *bufio.Reader) (int64, error) {
 	}
 	line = line[:len(line)-2]
 	if i := indexByte(line, ';'); i >= 0 {
+		if !validValue(line[i:]) {
+			return 0, errChunk // a control (a bare CR) in an extension
+		}
 		line = line[:i]
 	}
 	for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
@@ -964,8 +990,9 @@ func readCRLF(br *bufio.Reader) error {
 	return nil
 }
 
-// skipTrailers reads the trailer section up to its blank line, copying the
-// trailer lines to w when w is not nil.
+// skipTrailers reads the trailer section up to its blank line, checking
+// each line (validTrailer) and copying the trailer lines to w when w is
+// not nil.
 func skipTrailers(br *bufio.Reader, w *bufio.Writer) error {
 	for n := 0; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -975,7 +1002,7 @@ func skipTrailers(br *bufio.Reader, w *bufio.Writer) error {
 		if len(line) == 2 {
 			return nil
 		}
-		if indexByte(line, ':') <= 0 || !validValue(string(line[:len(line)-2])) {
+		if !validTrailer(line[:len(line)-2]) {
 			return errChunk
 		}
 		if w != nil {

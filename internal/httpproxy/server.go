@@ -30,6 +30,10 @@ type Server struct {
 	handler atomic.Pointer[Handler]
 	idle    time.Duration
 	fast    bool
+	// headerTimeout bounds the arrival of a request head, from the accept
+	// for the first one (net/http's ReadHeaderTimeout), on every path and
+	// across hand-offs: readHeaderTimeout.
+	headerTimeout time.Duration
 	eng     *engines // nil: the goroutine fast path serves
 
 	draining atomic.Bool
@@ -55,13 +59,13 @@ const (
 // NewServer starts a server; idle is the keep-alive idle timeout.
 func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
 	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: path != PathNetHTTP,
-		conns: map[*fastConn]struct{}{}}
+		headerTimeout: readHeaderTimeout, conns: map[*fastConn]struct{}{}}
 	if path == PathEngine {
 		s.eng = newEngines(s, log)
 	}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.Load().ServeHTTP(w, r) }),
-		ReadHeaderTimeout: readHeaderTimeout,
+		ReadHeaderTimeout: s.headerTimeout,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
@@ -85,15 +89,21 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		return
 	}
 	var pre []byte
+	headStart := time.Now() // the accept: the first head is due from now
 	if s.eng != nil {
 		var served bool
-		if c, pre, served = s.eng.serve(c); served && c == nil {
+		var engineHead time.Time
+		if c, pre, engineHead, served = s.eng.serve(c); served && c == nil {
 			return // closed by the engine
 		}
 		// c was not for the engine, or the engine handed it over at a
-		// request boundary with what it had read.
+		// request boundary with what it had read, and the head pending in
+		// that keeps the deadline it had.
+		if served {
+			headStart = engineHead
+		}
 	}
-	fc := newFastConn(s, c, pre)
+	fc := newFastConn(s, c, pre, headStart)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -110,8 +120,12 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	fc.setReadDeadline(time.Time{}) // net/http keeps its own
-	s.handOff(&prereadConn{Conn: c, br: fc.br})
+	fc.setReadDeadline(time.Time{}) // net/http keeps its own, for the heads after this one
+	pc := &prereadConn{Conn: c, br: fc.br}
+	if !fc.headStart.IsZero() {
+		pc.headDeadline = fc.headStart.Add(s.headerTimeout)
+	}
+	s.handOff(pc)
 }
 
 // handOff gives c to the net/http server and waits until it is closed.
@@ -125,10 +139,25 @@ func (s *Server) handOff(c net.Conn) {
 	}
 }
 
-// prereadConn is a connection whose first bytes were read into br.
+// prereadConn is a connection whose first bytes were read into br, and
+// whose pending head, if any, is due by headDeadline.
 type prereadConn struct {
 	net.Conn
-	br *bufio.Reader
+	br           *bufio.Reader
+	headDeadline time.Time // zero: none
+}
+
+// SetReadDeadline keeps the deadline of the head pending at the hand-off:
+// net/http's first call (its read-header deadline for that head) is held
+// to headDeadline, so that a slow head does not get its timeout twice.
+func (c *prereadConn) SetReadDeadline(t time.Time) error {
+	if d := c.headDeadline; !d.IsZero() {
+		c.headDeadline = time.Time{}
+		if t.IsZero() || t.After(d) {
+			t = d
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *prereadConn) Read(p []byte) (int, error) {

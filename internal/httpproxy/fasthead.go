@@ -366,7 +366,9 @@ func validHost(s string) bool {
 	return true
 }
 
-func trimOWS(s string) string {
+// trimOWS trims optional whitespace (RFC 9110 5.6.3: SP and HTAB only, so
+// that a trailing control is left for validValue to see).
+func trimOWS[T string | []byte](s T) T {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}
@@ -448,6 +450,9 @@ func (r *respHead) parse(head []byte) bool {
 		}
 		r.status = r.status*10 + int(c-'0')
 	}
+	if r.status < 100 {
+		return false // RFC 9110 15: 100 to 599 (and 600-999 read as their class); 0xx is none
+	}
 	if len(line) > 13 {
 		r.reason = line[13:]
 		if !validValue(r.reason) {
@@ -465,7 +470,7 @@ func (r *respHead) parse(head []byte) bool {
 		if colon <= 0 || !isToken(line[:colon]) {
 			return false
 		}
-		name, value := string(line[:colon]), bytes.TrimSpace(line[colon+1:])
+		name, value := string(line[:colon]), trimOWS(line[colon+1:])
 		if !validValue(value) {
 			return false // a bare CR or LF, a NUL: never relayed to the app
 		}

@@ -193,8 +193,8 @@ func checkResponse(resp *http.Response, c *Cluster) error {
 		}
 		return nil
 	}
-	if resp.ProtoMinor > 1 || !validValue(resp.Status) {
-		return errors.New("malformed upstream response head: status line")
+	if resp.ProtoMinor > 1 || resp.StatusCode < 100 || resp.StatusCode > 999 || !validValue(resp.Status) {
+		return errors.New("malformed upstream response head: status line") // (a status under 100 would panic in WriteHeader)
 	}
 	for k, vs := range resp.Header {
 		if !isToken(k) {

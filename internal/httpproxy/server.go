@@ -30,11 +30,12 @@ type Server struct {
 	handler atomic.Pointer[Handler]
 	idle    time.Duration
 	fast    bool
+	eng     *engines // nil: the goroutine fast path serves
+
 	// headerTimeout bounds the arrival of a request head, from the accept
 	// for the first one (net/http's ReadHeaderTimeout), on every path and
 	// across hand-offs: readHeaderTimeout.
 	headerTimeout time.Duration
-	eng     *engines // nil: the goroutine fast path serves
 
 	draining atomic.Bool
 	closing  atomic.Bool

@@ -337,12 +337,15 @@ func isToken[T string | []byte](s T) bool {
 	return true
 }
 
-// tokenChar reports whether c is an RFC 9110 tchar.
+// tokenChar reports whether c is an RFC 9110 tchar: ALPHA, DIGIT or one
+// of !#$%&'*+-.^_`|~ (a bit each in tcharLo for 0-63, tcharHi for 64-127;
+// TestTokenChar checks them against that definition).
 func tokenChar(c byte) bool {
-	if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-		return true
+	const tcharLo, tcharHi = 0x3ff6cfa00000000, 0x57ffffffc7fffffe
+	if c < 64 {
+		return tcharLo>>c&1 != 0
 	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+	return c < 128 && tcharHi>>(c-64)&1 != 0
 }
 
 // validValue rejects control characters other than tab (a bare CR or LF
@@ -550,13 +553,36 @@ func validTrailerField[T string | []byte](name, value T) bool {
 // forbiddenTrailer reports whether a trailer field of that name is
 // refused, ASCII case-insensitively.
 func forbiddenTrailer[T string | []byte](name T) bool {
-	if len(name) > len("proxy-authorization") {
-		return false
+	var fs []string
+	switch len(name) {
+	case 2:
+		fs = []string{"te"}
+	case 4:
+		fs = []string{"host"}
+	case 5:
+		fs = []string{"range", "realm"}
+	case 6:
+		fs = []string{"expect", "pragma"}
+	case 7:
+		fs = []string{"trailer", "upgrade"}
+	case 10:
+		fs = []string{"connection", "keep-alive"}
+	case 12:
+		fs = []string{"content-type", "max-forwards"}
+	case 13:
+		fs = []string{"authorization", "cache-control", "content-range"}
+	case 14:
+		fs = []string{"content-length"}
+	case 16:
+		fs = []string{"content-encoding", "proxy-connection", "www-authenticate"}
+	case 17:
+		fs = []string{"transfer-encoding"}
+	case 18:
+		fs = []string{"proxy-authenticate"}
+	case 19:
+		fs = []string{"proxy-authorization"}
 	}
-	for _, f := range [...]string{"authorization", "cache-control", "connection", "content-encoding", "content-length",
-		"content-range", "content-type", "expect", "host", "keep-alive", "max-forwards", "pragma", "proxy-authenticate",
-		"proxy-authorization", "proxy-connection", "range", "realm", "te", "trailer", "transfer-encoding", "upgrade",
-		"www-authenticate"} {
+	for _, f := range fs {
 		if asciiEqualFold(name, f) {
 			return true
 		}

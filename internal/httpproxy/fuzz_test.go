@@ -131,3 +131,21 @@ func FuzzRequestTrailers(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseHeads: the per-request parsing of the fast paths (a
+// request head, a response head, a chunked body scanned), whose checks
+// must stay one pass over the bytes.
+func BenchmarkParseHeads(b *testing.B) {
+	req := "GET /api/v1/items?id=42 HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: bench/1.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nX-Request-Id: 0123456789abcdef\r\nCookie: session=abcdef0123456789; theme=dark\r\n"
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nDate: Mon, 07 Dec 2026 16:00:00 GMT\r\nServer: nginx\r\nCache-Control: no-cache\r\n")
+	body := []byte("5;a=b\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Checksum: 1234\r\n\r\n")
+	var h reqHead
+	var r respHead
+	b.ReportAllocs()
+	for b.Loop() {
+		h.parse(req)
+		r.parse(resp)
+		var cs chunkScan
+		cs.scan(body)
+	}
+}

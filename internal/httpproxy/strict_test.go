@@ -454,3 +454,34 @@ func decodeChunked(s string, size int) (int, error) {
 		}
 	}
 }
+
+// TestTokenChar checks tokenChar's bit sets against RFC 9110's tchar.
+func TestTokenChar(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		want := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
+		if got := tokenChar(b); got != want {
+			t.Errorf("tokenChar(%q): got %v, want %v", b, got, want)
+		}
+	}
+}
+
+// TestForbiddenTrailer checks forbiddenTrailer against its list, in any
+// case, and a few names it must let pass.
+func TestForbiddenTrailer(t *testing.T) {
+	for _, name := range []string{"authorization", "cache-control", "connection", "content-encoding", "content-length",
+		"content-range", "content-type", "expect", "host", "keep-alive", "max-forwards", "pragma", "proxy-authenticate",
+		"proxy-authorization", "proxy-connection", "range", "realm", "te", "trailer", "transfer-encoding", "upgrade",
+		"www-authenticate"} {
+		for _, n := range []string{name, strings.ToUpper(name), http.CanonicalHeaderKey(name)} {
+			if !forbiddenTrailer(n) || !forbiddenTrailer([]byte(n)) {
+				t.Errorf("forbiddenTrailer(%q): got false, want true", n)
+			}
+		}
+	}
+	for _, n := range []string{"", "t", "x-te", "hosts", "grpc-status", "x-checksum", "server-timing", "content-lengths"} {
+		if forbiddenTrailer(n) {
+			t.Errorf("forbiddenTrailer(%q): got true, want false", n)
+		}
+	}
+}

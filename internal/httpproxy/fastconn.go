@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -62,6 +63,7 @@ type fastConn struct {
 	slowHead     func()    // sets the read deadline for the rest of a head
 	headTimed    bool      // slowHead set it for this head
 	headStart    time.Time // when the pending head began (the accept, for the first); zero: none
+	large        []byte    // a head too large for br, read whole to be checked before net/http takes it
 
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
@@ -188,7 +190,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 			if fc.headStart.IsZero() {
 				fc.headStart = time.Now() // net/http reads the rest by this head's deadline
 			}
-			return true
+			return fc.checkLargeHead()
 		}
 		if err != nil {
 			return false
@@ -222,6 +224,52 @@ func (fc *fastConn) serve() (handedOff bool) {
 			fc.setReadDeadline(time.Time{}) // a body may take its time
 		}
 		if !fc.serveRequest(h, route) {
+			return false
+		}
+	}
+}
+
+// maxLargeHead is the most of a head too large for the fast path that is
+// read to be checked: net/http's DefaultMaxHeaderBytes and the 4 KiB it
+// allows over it. A longer head goes on unread: net/http answers 431.
+const maxLargeHead = http.DefaultMaxHeaderBytes + 4<<10
+
+// checkLargeHead reads a head that does not fit br whole into fc.large,
+// by its read-header deadline, and checks it as any other before net/http
+// takes it with those bytes (true), or answers a 400 (false: close).
+func (fc *fastConn) checkLargeHead() bool {
+	b, _ := fc.br.Peek(fc.br.Buffered())
+	fc.large = append(make([]byte, 0, 2*len(b)), b...)
+	fc.br.Discard(len(b))
+	for from := 0; ; {
+		n, bare := headEnd(fc.large[from:])
+		if n >= 0 {
+			n += from
+			var v verdict
+			var why string
+			if bare {
+				v, why = fc.req.parseBare(fc.large[:n])
+			} else {
+				v, why = fc.req.parse(string(fc.large[:n]))
+			}
+			fc.req = reqHead{} // its fields are large: not kept
+			if v == reject {
+				fc.badRequest(why)
+				return false
+			}
+			return true
+		}
+		if len(fc.large) >= maxLargeHead {
+			return true
+		}
+		// The end searched for again from the last 3 bytes, which may
+		// begin it: O(n) over a head sent a byte at a time.
+		from = max(0, len(fc.large)-3)
+		fc.slowHead()
+		fc.large = slices.Grow(fc.large, 4<<10)
+		m, err := fc.br.Read(fc.large[len(fc.large):cap(fc.large)])
+		fc.large = fc.large[:len(fc.large)+m]
+		if err != nil {
 			return false
 		}
 	}

@@ -123,6 +123,11 @@ type reqHead struct {
 	expect  bool // Expect: 100-continue
 }
 
+// maxFields bounds the fields of a request head (HAProxy allows 101 by
+// default): a head of 1 MiB, net/http's limit, could otherwise hold a
+// quarter of a million, each an entry of h.fields.
+const maxFields = 500
+
 // verdict is what the fast path does with a request head.
 type verdict int
 
@@ -239,6 +244,9 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 			h.expect = !h.http10
 		case fUpgrade:
 			odd = true
+		}
+		if len(h.fields) == maxFields {
+			return reject, "too many header fields"
 		}
 		h.fields = append(h.fields, field{name: name, value: value, kind: k})
 	}

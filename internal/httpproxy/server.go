@@ -122,7 +122,7 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		return
 	}
 	fc.setReadDeadline(time.Time{}) // net/http keeps its own, for the heads after this one
-	pc := &prereadConn{Conn: c, br: fc.br}
+	pc := &prereadConn{Conn: c, pre: fc.large, br: fc.br}
 	if !fc.headStart.IsZero() {
 		pc.headDeadline = fc.headStart.Add(s.headerTimeout)
 	}
@@ -140,10 +140,11 @@ func (s *Server) handOff(c net.Conn) {
 	}
 }
 
-// prereadConn is a connection whose first bytes were read into br, and
-// whose pending head, if any, is due by headDeadline.
+// prereadConn is a connection whose first bytes were read into pre and
+// then br, and whose pending head, if any, is due by headDeadline.
 type prereadConn struct {
 	net.Conn
+	pre          []byte
 	br           *bufio.Reader
 	headDeadline time.Time // zero: none
 }
@@ -162,6 +163,11 @@ func (c *prereadConn) SetReadDeadline(t time.Time) error {
 }
 
 func (c *prereadConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
 	if c.br != nil && c.br.Buffered() > 0 {
 		return c.br.Read(p)
 	}

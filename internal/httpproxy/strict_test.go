@@ -155,6 +155,9 @@ func TestFramingBeforeHandOff(t *testing.T) {
 		{"bare LF head", "POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n"},
 		{"bare LF head, CRLF lines", "POST / HTTP/1.1\r\nHost: a\r\n" + both + "\n0\r\n\r\n"},
 		{"head over 4 KiB", "POST / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 5000) + "\r\n" + both + "\r\n0\r\n\r\n"},
+		{"head over 8 KiB", "POST / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 9000) + "\r\n" + both + "\r\n0\r\n\r\n"},
+		{"head over 64 KiB, bare LFs", "POST / HTTP/1.1\nHost: a\nX-Big: " + strings.Repeat("b", 70000) + "\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\r\n\r\n"},
+		{"too many fields", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X:1\r\n", 600) + "\r\n"},
 		{"TE gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"},
 		{"TE chunked, gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"},
 		{"TE identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n"},
@@ -169,9 +172,6 @@ func TestFramingBeforeHandOff(t *testing.T) {
 		{"HTTP/3.0", "GET / HTTP/3.0\r\nHost: a\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "head over 4 KiB" && fastPathUnderTest() != PathEngine {
-				t.Skip("only the engine reads a head over 4 KiB whole before net/http does")
-			}
 			_, br := raw(t, p.addr, tc.req)
 			resp, body := readResp(t, br, "POST")
 			if resp.StatusCode != http.StatusBadRequest {
@@ -194,10 +194,13 @@ func TestHandOffStillServed(t *testing.T) {
 		{"bare LF head", "GET /bare HTTP/1.1\nHost: a\n\n", "/bare"},
 		{"CRLF then bare LF", "GET /mixed HTTP/1.1\r\nHost: a\r\n\n", "/mixed"},
 		{"HTTP/1.2", "GET /minor HTTP/1.2\r\nHost: a\r\n\r\n", "/minor"},
+		{"head over 8 KiB", "GET /big HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("b", 9000) + "\r\n\r\n", "/big"},
+		{"head over 64 KiB, bare LFs", "GET /bigbare HTTP/1.1\nHost: a\nX-Big: " + strings.Repeat("b", 70000) + "\n\n", "/bigbare"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, br := raw(t, p.addr, tc.req)
-			if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 || resp.Header.Get("X-Path") != tc.want {
+			resp, _ := readResp(t, br, "GET")
+			if resp.StatusCode != 200 || resp.Header.Get("X-Path") != tc.want {
 				t.Errorf("got %d for %q, want 200 for %q", resp.StatusCode, resp.Header.Get("X-Path"), tc.want)
 			}
 		})

@@ -180,6 +180,30 @@ func (b *checkedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// checkedTrailers is a response body from net/http's Transport whose
+// trailers, once it has ended, are held to validTrailerField as the fast
+// paths hold theirs: a refused one is a read error, which cuts the
+// response (ReverseProxy aborts the app's connection) before the trailers
+// are sent on.
+type checkedTrailers struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (b *checkedTrailers) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for k, vs := range b.resp.Trailer {
+			for _, v := range vs {
+				if !validTrailerField(k, v) {
+					return n, fmt.Errorf("upstream trailer field %q: %w", k, errChunk)
+				}
+			}
+		}
+	}
+	return n, err
+}
+
 // checkResponse holds a response net/http's Transport read from an
 // HTTP/1.x upstream to the rules the fast path's parser applies: token
 // names, values without controls, a reason without controls, HTTP/1.0 or
@@ -812,6 +836,8 @@ func (t *tries) try(req *http.Request, x *exchange, ep *upstream.Endpoint, body 
 	if err == nil {
 		if err = checkResponse(resp, x.cluster); err != nil {
 			resp.Body.Close() // unread: the connection closes
+		} else if resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = &checkedTrailers{ReadCloser: resp.Body, resp: resp}
 		}
 	}
 	if err != nil {

@@ -488,3 +488,43 @@ func TestForbiddenTrailer(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseTrailers: a response trailer field that frames, routes or
+// authenticates, or is malformed, never reaches the app: the response is
+// cut (the app's connection closes before its end, or before its head when
+// the engine read it whole at once), on every path.
+func TestResponseTrailers(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nok\r\n0\r\n"
+	for _, tc := range []struct {
+		name, trailers string
+		ok             bool
+	}{
+		{"plain", "X-T: 1\r\n", true},
+		{"Content-Length", "Content-Length: 5\r\n", false},
+		{"Host", "Host: b\r\n", false},
+		{"space in name", "X T: 1\r\n", false},
+		{"control in value", "X-T: 1\x1b\r\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eachPath(t, func(t *testing.T, fast bool) {
+				addr, _ := headBackend(t, head+tc.trailers+"\r\n")
+				p := newProxy(t, fast, []string{addr}, config.Route{})
+				_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					if tc.ok {
+						t.Fatalf("reading the response head: %v", err)
+					}
+					return // cut before its head (the engine had it all in one read)
+				}
+				body, err := io.ReadAll(resp.Body)
+				switch {
+				case tc.ok && (err != nil || string(body) != "ok"):
+					t.Errorf("got %q, %v; want ok", body, err)
+				case !tc.ok && err == nil:
+					t.Errorf("got the whole response (trailers %v), want it cut", resp.Trailer)
+				}
+			})
+		})
+	}
+}

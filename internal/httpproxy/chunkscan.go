@@ -4,16 +4,19 @@ import "errors"
 
 // chunkScan follows a chunked body as it passes through unchanged (the
 // engine relays chunked responses byte for byte), to find where it ends
-// and to check its framing strictly: hex sizes of at most 15 digits,
-// extensions without control characters, CRLF line ends, at most 100
-// trailer lines of at most 4 KiB each. Its zero value is at the start of a
-// body.
+// and to check its framing strictly, by the rules of readChunkSize and
+// skipTrailers: hex sizes of at most 15 digits, then only whitespace up to
+// the extensions, extensions without control characters, CRLF line ends,
+// at most 100 trailer lines of at most 4 KiB each, each a field
+// validTrailer accepts. Its zero value is at the start of a body.
 type chunkScan struct {
 	state  uint8
+	ext    bool  // the size line's extensions have begun (a ';' was seen)
 	left   int64 // data bytes left of the current chunk
 	digits int
-	line   int // bytes of the current size or trailer line
-	lines  int // trailer lines
+	line   int      // bytes of the current size or trailer line
+	lines  int      // trailer lines
+	name   [19]byte // the start of the current trailer field's name: as long as the longest forbidden one
 }
 
 const (
@@ -24,7 +27,8 @@ const (
 	csDataCR         // after the data: CR expected
 	csDataLF         // LF expected
 	csTrailer        // at the start of a trailer line (or the final CRLF)
-	csInLine         // in a trailer line, until CR
+	csName           // in a trailer field's name, until ':'
+	csValue          // in a trailer field's value, until CR
 	csLineLF         // CR of a trailer line seen
 	csEndLF          // CR of the final blank line seen
 	csDone
@@ -58,6 +62,10 @@ func (s *chunkScan) scan(b []byte) (n int, done bool, err error) {
 				s.state = csSizeLF
 			case c < ' ' && c != '\t' || c == 0x7f:
 				return n, false, errChunkScan
+			case c == ';':
+				s.ext = true
+			case !s.ext && c != ' ' && c != '\t':
+				return n, false, errChunkScan // not a digit, not an extension
 			}
 			if s.line++; s.line > 4096 {
 				return n, false, errChunkScan
@@ -66,7 +74,7 @@ func (s *chunkScan) scan(b []byte) (n int, done bool, err error) {
 			if c != '\n' {
 				return n, false, errChunkScan
 			}
-			s.digits, s.line = 0, 0
+			s.digits, s.line, s.ext = 0, 0, false
 			if s.left == 0 {
 				s.state = csTrailer
 			} else {
@@ -99,13 +107,28 @@ func (s *chunkScan) scan(b []byte) (n int, done bool, err error) {
 				return n, false, errChunkScan
 			}
 			s.line = 0
-			s.state = csInLine
+			s.state = csName
 			continue
-		case csInLine:
+		case csName:
+			switch {
+			case c == ':':
+				if s.line == 0 || s.line <= len(s.name) && forbiddenTrailer(s.name[:s.line]) {
+					return n, false, errChunkScan
+				}
+				s.state = csValue
+			case !tokenChar(c):
+				return n, false, errChunkScan // obs-fold, a space before the colon, a control
+			case s.line < len(s.name):
+				s.name[s.line] = c
+			}
+			if s.line++; s.line > 4096 {
+				return n, false, errChunkScan
+			}
+		case csValue:
 			switch {
 			case c == '\r':
 				s.state = csLineLF
-			case c == '\n':
+			case c < ' ' && c != '\t' || c == 0x7f:
 				return n, false, errChunkScan
 			}
 			if s.line++; s.line > 4096 {

@@ -88,25 +88,27 @@ func (es *engines) start() {
 }
 
 // handback is what the engine gives back of a connection: its descriptor
-// (-1: closed) and the bytes read from it and not served.
+// (-1: closed), the bytes read from it and not served, and when the head
+// pending in them began (0: none), whose read-header timeout runs on.
 type handback struct {
-	fd  int
-	pre []byte
+	fd        int
+	pre       []byte
+	headStart int64
 }
 
 // serve moves c into an engine and returns when the engine has closed it
-// (nil) or handed it back (a net.Conn of the same socket and what was read
-// from it). served is false, and c returned untouched, when c is not for
-// the engine.
-func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, served bool) {
+// (nil) or handed it back (a net.Conn of the same socket, what was read
+// from it, and when the head pending in that began: zero when none).
+// served is false, and c returned untouched, when c is not for the engine.
+func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Time, served bool) {
 	es.once.Do(es.start)
 	tc, ok := c.(*net.TCPConn)
 	if !ok || len(es.loops) == 0 {
-		return c, nil, false
+		return c, nil, time.Time{}, false
 	}
 	fd, err := evloop.DupFD(tc)
 	if err != nil {
-		return c, nil, false
+		return c, nil, time.Time{}, false
 	}
 	ec := &econn{fd: fd, done: make(chan handback, 1)}
 	ec.remote = c.RemoteAddr().String()
@@ -118,17 +120,20 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, served bool) {
 	defer es.open.Add(-1)
 	if !e.l.Do(func() { e.add(ec) }) {
 		unix.Close(fd)
-		return nil, nil, true
+		return nil, nil, time.Time{}, true
 	}
 	hb := <-ec.done
 	if hb.fd < 0 {
-		return nil, nil, true
+		return nil, nil, time.Time{}, true
 	}
 	nc, err := evloop.Conn(hb.fd)
 	if err != nil {
-		return nil, nil, true
+		return nil, nil, time.Time{}, true
 	}
-	return nc, hb.pre, true
+	if hb.headStart > 0 {
+		headStart = time.Unix(0, hb.headStart)
+	}
+	return nc, hb.pre, headStart, true
 }
 
 // closeIdle closes, on each loop, the connections between requests that a
@@ -191,7 +196,7 @@ type econn struct {
 	closing   bool // close once out is written
 	eof       bool // the app has closed its side
 	lastRead  int64
-	headStart int64 // when the pending head began; 0: none
+	headStart int64 // when the pending head began (the accept, for the first); 0: none
 
 	lastHost     string
 	lastLoopback bool
@@ -263,6 +268,7 @@ func (e *engine) add(c *econn) {
 	c.src = e.l.Add(c.fd, c)
 	e.conns[c] = struct{}{}
 	c.lastRead = e.l.Now()
+	c.headStart = c.lastRead // the first head is due from the accept, not after idle_timeout
 	if n := len(e.spare); n > 0 {
 		c.rbuf, e.spare = e.spare[n-1][:0], e.spare[:n-1]
 	} else {
@@ -370,7 +376,9 @@ func (c *econn) process() {
 	s := c.e.s
 	for !c.active && !c.pending() && !c.closing && c.src.FD >= 0 {
 		if len(c.rbuf) == 0 {
-			c.headStart = 0
+			if c.served {
+				c.headStart = 0 // between requests: idle
+			}
 			if s.draining.Load() && c.served || c.eof {
 				c.close()
 			}
@@ -391,16 +399,23 @@ func (c *econn) process() {
 			}
 			return
 		}
-		if bare || n > cliReadBuf {
-			c.handOff()
-			return
-		}
 		// The head is parsed in place, its strings over rbuf: the bytes of
 		// a request stay where they are until it ends (reads append after
 		// them; finish moves the next request down only after the access
 		// log), and nothing keeps a string of it past that (lastHost is a
-		// copy). No allocation per request, so no GC under load.
-		v, why := c.req.parse(unsafe.String(&c.rbuf[0], n))
+		// copy). No allocation per request, so no GC under load. Every
+		// head is checked before it is handed on, whatever takes it.
+		var v verdict
+		var why string
+		if bare {
+			v, why = c.req.parseBare(c.rbuf[:n])
+		} else {
+			v, why = c.req.parse(unsafe.String(&c.rbuf[0], n))
+		}
+		if v != reject && (bare || n > cliReadBuf) {
+			c.handOff()
+			return
+		}
 		if v == reject {
 			c.out = appendBadRequest(c.out, why)
 			c.closing = true
@@ -447,7 +462,7 @@ func (c *econn) handOff() {
 	c.src.Release()
 	c.src.FD = -1
 	c.forget()
-	c.done <- handback{fd: fd, pre: pre}
+	c.done <- handback{fd: fd, pre: pre, headStart: c.headStart}
 }
 
 // close closes the connection between requests (or after abort).
@@ -1236,7 +1251,7 @@ func (e *engine) tick() {
 		if c.active || c.pending() {
 			continue
 		}
-		if c.headStart > 0 && now-c.headStart > int64(readHeaderTimeout) || c.headStart == 0 && idle > 0 && now-c.lastRead > idle {
+		if c.headStart > 0 && now-c.headStart > int64(e.s.headerTimeout) || c.headStart == 0 && idle > 0 && now-c.lastRead > idle {
 			c.close()
 		}
 	}

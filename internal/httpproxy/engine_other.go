@@ -5,6 +5,7 @@ package httpproxy
 import (
 	"log/slog"
 	"net"
+	"time"
 )
 
 // engines: there is no event-loop engine without epoll; the goroutine
@@ -13,6 +14,8 @@ type engines struct{}
 
 func newEngines(*Server, *slog.Logger) *engines { return nil }
 
-func (*engines) serve(c net.Conn) (net.Conn, []byte, bool) { return c, nil, false }
-func (*engines) closeIdle(bool) int                        { return 0 }
-func (*engines) stop()                                     {}
+func (*engines) serve(c net.Conn) (net.Conn, []byte, time.Time, bool) {
+	return c, nil, time.Time{}, false
+}
+func (*engines) closeIdle(bool) int { return 0 }
+func (*engines) stop()              {}

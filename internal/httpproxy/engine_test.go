@@ -348,7 +348,7 @@ func TestChunkScan(t *testing.T) {
 	good := []string{
 		"0\r\n\r\n",
 		"5\r\nhello\r\n0\r\n\r\n",
-		"5;ext=\"x\"\r\nhello\r\nA \r\n0123456789\r\n0\r\nTrailer: v\r\nOther: w\r\n\r\n",
+		"5;ext=\"x\"\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-Trailer: v\r\nOther: w\r\n\r\n",
 		"fffff\r\n" + strings.Repeat("z", 0xfffff) + "\r\n0\r\n\r\n",
 	}
 	for _, body := range good {

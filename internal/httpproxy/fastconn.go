@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -59,8 +60,10 @@ type fastConn struct {
 	state  atomic.Int32
 
 	readDeadline lazyDeadline
-	slowHead     func() // sets the read deadline for the rest of a head
-	headTimed    bool   // slowHead set it for this head
+	slowHead     func()    // sets the read deadline for the rest of a head
+	headTimed    bool      // slowHead set it for this head
+	headStart    time.Time // when the pending head began (the accept, for the first); zero: none
+	large        []byte    // a head too large for br, read whole to be checked before net/http takes it
 
 	// Host of the previous request and whether it is loopback: the same on
 	// every request of a connection, and net.ParseIP allocates.
@@ -102,8 +105,9 @@ type bodyState struct {
 }
 
 // newFastConn starts the fast path of c, whose first bytes, already read
-// (by the engine), are pre.
-func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
+// (by the engine), are pre; the head pending in them, or the first head,
+// began at headStart (zero: none pending).
+func newFastConn(s *Server, c net.Conn, pre []byte, headStart time.Time) *fastConn {
 	src := rawsys.NewReader(c)
 	if len(pre) > 0 {
 		src = io.MultiReader(bytes.NewReader(pre), src)
@@ -113,12 +117,17 @@ func newFastConn(s *Server, c net.Conn, pre []byte) *fastConn {
 	fc.remote = c.RemoteAddr().String()
 	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
-	// A head that has begun must arrive within net/http's
-	// ReadHeaderTimeout, whatever the idle timeout.
+	fc.headStart = headStart
+	// A head that has begun (and the first one, from the accept) must
+	// arrive within net/http's ReadHeaderTimeout, whatever the idle
+	// timeout.
 	fc.slowHead = func() {
 		if !fc.headTimed {
 			fc.headTimed = true
-			fc.setReadDeadline(time.Now().Add(readHeaderTimeout))
+			if fc.headStart.IsZero() {
+				fc.headStart = time.Now()
+			}
+			fc.setReadDeadline(fc.headStart.Add(s.headerTimeout))
 		}
 	}
 	return fc
@@ -135,7 +144,10 @@ func clientKeys(remote string) (ip, ipKey string, key uint64) {
 }
 
 // readHeaderTimeout bounds the arrival of a request head once it has
-// begun, as the net/http server's ReadHeaderTimeout does.
+// begun, and of the first one from the accept (a connection that sends
+// nothing is closed then, not after idle_timeout), as the net/http
+// server's ReadHeaderTimeout and HAProxy's timeout http-request do. The
+// deadline of a head carries over a hand-off from one path to the next.
 const readHeaderTimeout = 30 * time.Second
 
 // serve runs the connection's requests until it closes, or until a request
@@ -154,7 +166,9 @@ func (fc *fastConn) serve() (handedOff bool) {
 			if (fc.s.closing.Load() || fc.s.draining.Load()) && fc.state.Load() != connNew {
 				return false
 			}
-			if fc.s.idle > 0 {
+			if !fc.headStart.IsZero() { // no request yet: the first head is due
+				fc.setReadDeadline(fc.headStart.Add(fc.s.headerTimeout))
+			} else if fc.s.idle > 0 {
 				now := fc.end // the end of the last request: a clock read spared
 				if now.IsZero() {
 					now = time.Now()
@@ -172,14 +186,23 @@ func (fc *fastConn) serve() (handedOff bool) {
 		}
 		fc.headTimed = false
 		n, bare, err := readHead(fc.br, fc.slowHead)
-		if errors.Is(err, bufio.ErrBufferFull) || err == nil && bare {
-			return true
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if fc.headStart.IsZero() {
+				fc.headStart = time.Now() // net/http reads the rest by this head's deadline
+			}
+			return fc.checkLargeHead()
 		}
 		if err != nil {
 			return false
 		}
 		b, _ := fc.br.Peek(n)
-		v, why := fc.req.parse(string(b))
+		var v verdict
+		var why string
+		if bare {
+			v, why = fc.req.parseBare(b) // checked here too: only net/http serves it
+		} else {
+			v, why = fc.req.parse(string(b))
+		}
 		if v == reject {
 			fc.badRequest(why)
 			return false
@@ -196,10 +219,57 @@ func (fc *fastConn) serve() (handedOff bool) {
 			return true
 		}
 		fc.br.Discard(n + 2)
+		fc.headStart = time.Time{}
 		if fc.req.chunked || fc.req.length > 0 {
 			fc.setReadDeadline(time.Time{}) // a body may take its time
 		}
 		if !fc.serveRequest(h, route) {
+			return false
+		}
+	}
+}
+
+// maxLargeHead is the most of a head too large for the fast path that is
+// read to be checked: net/http's DefaultMaxHeaderBytes and the 4 KiB it
+// allows over it. A longer head goes on unread: net/http answers 431.
+const maxLargeHead = http.DefaultMaxHeaderBytes + 4<<10
+
+// checkLargeHead reads a head that does not fit br whole into fc.large,
+// by its read-header deadline, and checks it as any other before net/http
+// takes it with those bytes (true), or answers a 400 (false: close).
+func (fc *fastConn) checkLargeHead() bool {
+	b, _ := fc.br.Peek(fc.br.Buffered())
+	fc.large = append(make([]byte, 0, 2*len(b)), b...)
+	fc.br.Discard(len(b))
+	for from := 0; ; {
+		n, bare := headEnd(fc.large[from:])
+		if n >= 0 {
+			n += from
+			var v verdict
+			var why string
+			if bare {
+				v, why = fc.req.parseBare(fc.large[:n])
+			} else {
+				v, why = fc.req.parse(string(fc.large[:n]))
+			}
+			fc.req = reqHead{} // its fields are large: not kept
+			if v == reject {
+				fc.badRequest(why)
+				return false
+			}
+			return true
+		}
+		if len(fc.large) >= maxLargeHead {
+			return true
+		}
+		// The end searched for again from the last 3 bytes, which may
+		// begin it: O(n) over a head sent a byte at a time.
+		from = max(0, len(fc.large)-3)
+		fc.slowHead()
+		fc.large = slices.Grow(fc.large, 4<<10)
+		m, err := fc.br.Read(fc.large[len(fc.large):cap(fc.large)])
+		fc.large = fc.large[:len(fc.large)+m]
+		if err != nil {
 			return false
 		}
 	}
@@ -900,7 +970,8 @@ func relayChunks(w *bufio.Writer, src *bufio.Reader, chunked bool, count *int64)
 var errChunk = errors.New("malformed chunked encoding")
 
 // readChunkSize reads a chunk-size line strictly: hex digits (at most 15,
-// so that it cannot overflow), optional extensions, CRLF.
+// so that it cannot overflow), optional whitespace and extensions without
+// controls (bounded by br's buffer), CRLF.
 func readChunkSize(br *bufio.Reader) (int64, error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
@@ -917,6 +988,9 @@ func readChunkSize(br *bufio.Reader) (int64, error) {
 	}
 	line = line[:len(line)-2]
 	if i := indexByte(line, ';'); i >= 0 {
+		if !validValue(line[i:]) {
+			return 0, errChunk // a control (a bare CR) in an extension
+		}
 		line = line[:i]
 	}
 	for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
@@ -970,8 +1044,9 @@ func readCRLF(br *bufio.Reader) error {
 	return nil
 }
 
-// skipTrailers reads the trailer section up to its blank line, copying the
-// trailer lines to w when w is not nil.
+// skipTrailers reads the trailer section up to its blank line, checking
+// each line (validTrailer) and copying the trailer lines to w when w is
+// not nil.
 func skipTrailers(br *bufio.Reader, w *bufio.Writer) error {
 	for n := 0; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -981,7 +1056,7 @@ func skipTrailers(br *bufio.Reader, w *bufio.Writer) error {
 		if len(line) == 2 {
 			return nil
 		}
-		if indexByte(line, ':') <= 0 || !validValue(string(line[:len(line)-2])) {
+		if !validTrailer(line[:len(line)-2]) {
 			return errChunk
 		}
 		if w != nil {

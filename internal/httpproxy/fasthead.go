@@ -123,6 +123,11 @@ type reqHead struct {
 	expect  bool // Expect: 100-continue
 }
 
+// maxFields bounds the fields of a request head (HAProxy allows 101 by
+// default): a head of 1 MiB, net/http's limit, could otherwise hold a
+// quarter of a million, each an entry of h.fields.
+const maxFields = 500
+
 // verdict is what the fast path does with a request head.
 type verdict int
 
@@ -153,29 +158,41 @@ func (h *reqHead) listed(name string) bool {
 }
 
 // parse reads raw (a head up to and including the CRLF ending its last
-// line, without the blank line). The checks that decide how the body is
-// framed are strict (a request smuggled past them would be read
-// differently by the upstream); anything valid but unusual is left to
-// net/http.
+// line, without the blank line). Every check runs before the verdict, a
+// hand-off included: the request line, field names (tokens, so no
+// obs-fold) and values (RFC 9110 5.5: no control character but tab), and
+// the framing (RFC 9112 6.1, 6.3: one Content-Length, or one
+// Transfer-Encoding that is exactly chunked, never both), so that nothing
+// the fast path refuses reaches net/http by another door. Anything valid
+// but unusual (Upgrade, Expect other than 100-continue, odd targets,
+// HTTP/1.2 and later minors, the HTTP/2 preface) is left to net/http.
 func (h *reqHead) parse(raw string) (verdict, string) {
 	*h = reqHead{raw: raw, fields: h.fields[:0], tokens: h.tokens[:0], length: -1}
 	line, rest, _ := strings.Cut(raw, "\r\n")
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || !isToken(method) {
-		return handOff, ""
+		return reject, "malformed request line"
 	}
-	switch proto {
-	case "HTTP/1.1":
-	case "HTTP/1.0":
+	odd := false // valid, for net/http
+	switch {
+	case proto == "HTTP/1.1":
+	case proto == "HTTP/1.0":
 		h.http10 = true
+	case len(proto) == 8 && strings.HasPrefix(proto, "HTTP/1.") && '2' <= proto[7] && proto[7] <= '9':
+		odd = true
+	case method == "PRI" && target == "*" && proto == "HTTP/2.0" && rest == "":
+		return handOff, "" // the HTTP/2 connection preface
 	default:
-		return handOff, ""
+		return reject, "unsupported protocol version"
 	}
 	h.method, h.target = method, target
 	h.path, _, _ = strings.Cut(target, "?")
 	if !plainTarget(target, len(h.path)) {
-		return handOff, ""
+		if !validTarget(target) {
+			return reject, "malformed request target"
+		}
+		odd = true
 	}
 	hosts, keepAlive, teOther := 0, false, false
 	for rest != "" {
@@ -222,11 +239,14 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 			}
 		case fExpect:
 			if !strings.EqualFold(value, "100-continue") {
-				return handOff, ""
+				odd = true // net/http answers 417
 			}
 			h.expect = !h.http10
 		case fUpgrade:
-			return handOff, ""
+			odd = true
+		}
+		if len(h.fields) == maxFields {
+			return reject, "too many header fields"
 		}
 		h.fields = append(h.fields, field{name: name, value: value, kind: k})
 	}
@@ -236,7 +256,7 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 	case h.http10 && (h.chunked || teOther):
 		return reject, "Transfer-Encoding in HTTP/1.0" // RFC 9112 6.1: faulty framing
 	case teOther:
-		return handOff, ""
+		return reject, "Transfer-Encoding other than chunked" // RFC 9112 6.3; net/http refuses it too
 	case hosts > 1:
 		return reject, "more than one Host"
 	case hosts == 0 && !h.http10:
@@ -247,7 +267,39 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 	if h.http10 && !keepAlive {
 		h.close = true
 	}
+	if odd {
+		return handOff, ""
+	}
 	return serveFast, ""
+}
+
+// parseBare checks a head whose lines end in bare LFs, as headEnd reports
+// it (up to its last line, without that line's LF), by parse's rules; such
+// a head is only ever handed off (net/http reads bare LFs), so this
+// allocates, off the fast path. A bare CR left after the CRLFs are read as
+// line ends is a control character in its line, refused as parse refuses
+// it.
+func (h *reqHead) parseBare(raw []byte) (verdict, string) {
+	s := strings.ReplaceAll(strings.TrimSuffix(string(raw), "\r"), "\r\n", "\n")
+	s = strings.ReplaceAll(s, "\n", "\r\n") + "\r\n"
+	if v, why := h.parse(s); v == reject {
+		return v, why
+	}
+	return handOff, ""
+}
+
+// validTarget reports whether a request target that is not a plain path
+// has no byte net/http would refuse in it either: controls, space, DEL.
+func validTarget(target string) bool {
+	if target == "" {
+		return false
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // plainTarget reports whether target is an origin-form path whose bytes are
@@ -281,25 +333,32 @@ func pathChar(c byte) bool {
 }
 
 // isToken reports whether s is an RFC 9110 token.
-func isToken(s string) bool {
-	if s == "" {
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		if strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
+		if !tokenChar(s[i]) {
 			return false
 		}
 	}
 	return true
 }
 
+// tokenChar reports whether c is an RFC 9110 tchar: ALPHA, DIGIT or one
+// of !#$%&'*+-.^_`|~ (a bit each in tcharLo for 0-63, tcharHi for 64-127;
+// TestTokenChar checks them against that definition).
+func tokenChar(c byte) bool {
+	const tcharLo, tcharHi = 0x3ff6cfa00000000, 0x57ffffffc7fffffe
+	if c < 64 {
+		return tcharLo>>c&1 != 0
+	}
+	return c < 128 && tcharHi>>(c-64)&1 != 0
+}
+
 // validValue rejects control characters other than tab (a bare CR or LF
-// among them).
-func validValue(s string) bool {
+// among them), as RFC 9110 5.5 field values and reason phrases do.
+func validValue[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -318,7 +377,9 @@ func validHost(s string) bool {
 	return true
 }
 
-func trimOWS(s string) string {
+// trimOWS trims optional whitespace (RFC 9110 5.6.3: SP and HTAB only, so
+// that a trailing control is left for validValue to see).
+func trimOWS[T string | []byte](s T) T {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}
@@ -377,8 +438,11 @@ type respHead struct {
 	close   bool // the upstream closes after this response
 }
 
-// parseResponse parses a response head (up to and including the CRLF of
-// its last header line).
+// parse parses a response head (up to and including the CRLF of its last
+// header line) strictly, by the rules reqHead.parse applies to requests:
+// a status line of HTTP/1.x, three digits and a reason without controls;
+// token names (no obs-fold); values without controls but tab; one framing.
+// false: the head is not relayed (502, and the connection closes).
 func (r *respHead) parse(head []byte) bool {
 	*r = respHead{head: head, lines: r.lines[:0], tokens: r.tokens[:0], length: -1}
 	eol := bytes.Index(head, []byte("\r\n"))
@@ -397,8 +461,14 @@ func (r *respHead) parse(head []byte) bool {
 		}
 		r.status = r.status*10 + int(c-'0')
 	}
+	if r.status < 100 {
+		return false // RFC 9110 15: 100 to 599 (and 600-999 read as their class); 0xx is none
+	}
 	if len(line) > 13 {
 		r.reason = line[13:]
+		if !validValue(r.reason) {
+			return false
+		}
 	}
 	keepAlive := false
 	for off := eol + 2; off < len(head); {
@@ -408,10 +478,13 @@ func (r *respHead) parse(head []byte) bool {
 		}
 		line := head[off : off+e]
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(string(line[:colon])) { // no allocation: converted for the call only
+		if colon <= 0 || !isToken(line[:colon]) {
 			return false
 		}
-		name, value := string(line[:colon]), bytes.TrimSpace(line[colon+1:])
+		name, value := string(line[:colon]), trimOWS(line[colon+1:])
+		if !validValue(value) {
+			return false // a bare CR or LF, a NUL: never relayed to the app
+		}
 		keep := true
 		switch fieldKind(name) {
 		case fLength:
@@ -468,4 +541,79 @@ func (r *respHead) listed(line []byte) bool {
 		}
 	}
 	return false
+}
+
+// validTrailer reports whether line (a trailer line without its CRLF) is
+// a field a trailer section may carry: a token name (no obs-fold), a value
+// without controls, and none of the fields that frame, route or
+// authenticate a message (RFC 9110 6.5.1; net/http's list of trailers it
+// refuses to declare).
+func validTrailer(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	return colon > 0 && validTrailerField(line[:colon], line[colon+1:])
+}
+
+// validTrailerField is validTrailer of a field read already.
+func validTrailerField[T string | []byte](name, value T) bool {
+	return isToken(name) && validValue(value) && !forbiddenTrailer(name)
+}
+
+// forbiddenTrailer reports whether a trailer field of that name is
+// refused, ASCII case-insensitively.
+func forbiddenTrailer[T string | []byte](name T) bool {
+	var fs []string
+	switch len(name) {
+	case 2:
+		fs = []string{"te"}
+	case 4:
+		fs = []string{"host"}
+	case 5:
+		fs = []string{"range", "realm"}
+	case 6:
+		fs = []string{"expect", "pragma"}
+	case 7:
+		fs = []string{"trailer", "upgrade"}
+	case 10:
+		fs = []string{"connection", "keep-alive"}
+	case 12:
+		fs = []string{"content-type", "max-forwards"}
+	case 13:
+		fs = []string{"authorization", "cache-control", "content-range"}
+	case 14:
+		fs = []string{"content-length"}
+	case 16:
+		fs = []string{"content-encoding", "proxy-connection", "www-authenticate"}
+	case 17:
+		fs = []string{"transfer-encoding"}
+	case 18:
+		fs = []string{"proxy-authenticate"}
+	case 19:
+		fs = []string{"proxy-authorization"}
+	}
+	for _, f := range fs {
+		if asciiEqualFold(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII, over bytes or a string.
+func asciiEqualFold[T string | []byte](s T, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], t[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }

@@ -130,15 +130,107 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, x, start)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	// net/http cancels an HTTP/1.x request's context when it reads the end
+	// of the stream, which a client that half-closed after its request
+	// sends too: it still gets its response, as on the fast path (the
+	// route timeout and a failed write to the client still end it).
+	// HTTP/2 cancels a stream's context on RST_STREAM: that one holds.
+	parent := r.Context()
+	if r.ProtoMajor == 1 {
+		parent = context.WithoutCancel(parent)
+	}
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	if route.timeout > 0 {
 		t := time.AfterFunc(route.timeout, func() { x.timedOut.Store(true); cancel() })
 		x.stop = t.Stop
 		defer t.Stop()
 	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
+	}
 	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 	h.done(r, rw, x, start)
+}
+
+// checkedBody is a chunked HTTP/1.x request body on the net/http path,
+// held to the fast path's rules: a read error (net/http's reader refused
+// a chunk or a trailer line) and a trailer field validTrailerField
+// refuses are the client's errors, answered with a 400. (net/http reads
+// an obs-fold in a trailer as a space, which RFC 9112 5.2 also allows.)
+type checkedBody struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (b *checkedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		for k, vs := range b.r.Trailer {
+			for _, v := range vs {
+				if !validTrailerField(k, v) {
+					return n, &clientError{fmt.Errorf("trailer field %q: %w", k, errChunk)}
+				}
+			}
+		}
+	case err != nil:
+		err = &clientError{err}
+	}
+	return n, err
+}
+
+// checkedTrailers is a response body from net/http's Transport whose
+// trailers, once it has ended, are held to validTrailerField as the fast
+// paths hold theirs: a refused one is a read error, which cuts the
+// response (ReverseProxy aborts the app's connection) before the trailers
+// are sent on.
+type checkedTrailers struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (b *checkedTrailers) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		for k, vs := range b.resp.Trailer {
+			for _, v := range vs {
+				if !validTrailerField(k, v) {
+					return n, fmt.Errorf("upstream trailer field %q: %w", k, errChunk)
+				}
+			}
+		}
+	}
+	return n, err
+}
+
+// checkResponse holds a response net/http's Transport read from an
+// HTTP/1.x upstream to the rules the fast path's parser applies: token
+// names, values without controls, a reason without controls, HTTP/1.0 or
+// 1.1 from a cleartext HTTP/1.1 cluster. (net/http already refuses bare
+// CRs, LFs and NULs; it reads an obs-fold as a space, which RFC 9112 5.2
+// also allows a proxy.)
+func checkResponse(resp *http.Response, c *Cluster) error {
+	if resp.ProtoMajor != 1 {
+		if c.plainHTTP1() {
+			return fmt.Errorf("malformed upstream response head: %s from an HTTP/1.1 upstream", resp.Proto)
+		}
+		return nil
+	}
+	if resp.ProtoMinor > 1 || resp.StatusCode < 100 || resp.StatusCode > 999 || !validValue(resp.Status) {
+		return errors.New("malformed upstream response head: status line") // (a status under 100 would panic in WriteHeader)
+	}
+	for k, vs := range resp.Header {
+		if !isToken(k) {
+			return fmt.Errorf("malformed upstream response head: field name %q", k)
+		}
+		for _, v := range vs {
+			if !validValue(v) {
+				return fmt.Errorf("malformed upstream response head: field %q", k)
+			}
+		}
+	}
+	return nil
 }
 
 func (h *Handler) done(r *http.Request, rw *statusWriter, x *exchange, start time.Time) {
@@ -809,6 +901,13 @@ func (t *tries) try(req *http.Request, x *exchange, ep *upstream.Endpoint, body 
 	resp, err = x.cluster.transport(ep).RoundTrip(out)
 	if timer != nil {
 		timer.Stop()
+	}
+	if err == nil {
+		if err = checkResponse(resp, x.cluster); err != nil {
+			resp.Body.Close() // unread: the connection closes
+		} else if resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body = &checkedTrailers{ReadCloser: resp.Body, resp: resp}
+		}
 	}
 	if err != nil {
 		ep.AddActive(-1)

@@ -32,6 +32,11 @@ type Server struct {
 	fast    bool
 	eng     *engines // nil: the goroutine fast path serves
 
+	// headerTimeout bounds the arrival of a request head, from the accept
+	// for the first one (net/http's ReadHeaderTimeout), on every path and
+	// across hand-offs: readHeaderTimeout.
+	headerTimeout time.Duration
+
 	draining atomic.Bool
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -55,13 +60,13 @@ const (
 // NewServer starts a server; idle is the keep-alive idle timeout.
 func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
 	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: path != PathNetHTTP,
-		conns: map[*fastConn]struct{}{}}
+		headerTimeout: readHeaderTimeout, conns: map[*fastConn]struct{}{}}
 	if path == PathEngine {
 		s.eng = newEngines(s, log)
 	}
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.Load().ServeHTTP(w, r) }),
-		ReadHeaderTimeout: readHeaderTimeout,
+		ReadHeaderTimeout: s.headerTimeout,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
@@ -85,15 +90,21 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		return
 	}
 	var pre []byte
+	headStart := time.Now() // the accept: the first head is due from now
 	if s.eng != nil {
 		var served bool
-		if c, pre, served = s.eng.serve(c); served && c == nil {
+		var engineHead time.Time
+		if c, pre, engineHead, served = s.eng.serve(c); served && c == nil {
 			return // closed by the engine
 		}
 		// c was not for the engine, or the engine handed it over at a
-		// request boundary with what it had read.
+		// request boundary with what it had read, and the head pending in
+		// that keeps the deadline it had.
+		if served {
+			headStart = engineHead
+		}
 	}
-	fc := newFastConn(s, c, pre)
+	fc := newFastConn(s, c, pre, headStart)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -110,8 +121,12 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	fc.setReadDeadline(time.Time{}) // net/http keeps its own
-	s.handOff(&prereadConn{Conn: c, br: fc.br})
+	fc.setReadDeadline(time.Time{}) // net/http keeps its own, for the heads after this one
+	pc := &prereadConn{Conn: c, pre: fc.large, br: fc.br}
+	if !fc.headStart.IsZero() {
+		pc.headDeadline = fc.headStart.Add(s.headerTimeout)
+	}
+	s.handOff(pc)
 }
 
 // handOff gives c to the net/http server and waits until it is closed.
@@ -125,13 +140,34 @@ func (s *Server) handOff(c net.Conn) {
 	}
 }
 
-// prereadConn is a connection whose first bytes were read into br.
+// prereadConn is a connection whose first bytes were read into pre and
+// then br, and whose pending head, if any, is due by headDeadline.
 type prereadConn struct {
 	net.Conn
-	br *bufio.Reader
+	pre          []byte
+	br           *bufio.Reader
+	headDeadline time.Time // zero: none
+}
+
+// SetReadDeadline keeps the deadline of the head pending at the hand-off:
+// net/http's first call (its read-header deadline for that head) is held
+// to headDeadline, so that a slow head does not get its timeout twice.
+func (c *prereadConn) SetReadDeadline(t time.Time) error {
+	if d := c.headDeadline; !d.IsZero() {
+		c.headDeadline = time.Time{}
+		if t.IsZero() || t.After(d) {
+			t = d
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *prereadConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
 	if c.br != nil && c.br.Buffered() > 0 {
 		return c.br.Read(p)
 	}

@@ -37,9 +37,11 @@ func (ids *reqIDs) requestID(r *reqHead) string {
 // appendRequestHead appends the head of r as sent upstream to ep: the
 // route's rewrite and header edits, the cluster's credentials, hop-by-hop
 // and Connection-listed headers dropped, X-Forwarded-* (the app at
-// clientIP), X-Request-Id and traceparent added when absent (recorded in
-// ids), and the body framing (a length, framingChunked or framingNone),
-// up to and including the blank line.
+// clientIP: the X-Forwarded-For the app sent is replaced, not extended, as
+// net/http's path does, since attache trusts no hop before its peer),
+// X-Request-Id and traceparent added when absent (recorded in ids), and
+// the body framing (a length, framingChunked or framingNone), up to and
+// including the blank line.
 func appendRequestHead(b []byte, r *reqHead, x *exchange, epAddr, clientIP string, ids *reqIDs, framing int64) []byte {
 	rt := x.route
 	creds := x.cluster.opts.Credentials // nil: none
@@ -65,9 +67,6 @@ func appendRequestHead(b []byte, r *reqHead, x *exchange, epAddr, clientIP strin
 	for i := range r.fields {
 		f := &r.fields[i]
 		switch f.kind {
-		case fXFF:
-			b = append(b, f.value...)
-			b = append(b, ", "...)
 		case fRequestID:
 			hasID = hasID || f.value != ""
 		case fTraceparent:

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,11 @@ type Options struct {
 	Username, Password string // AUTH to the shards
 	Observer           Observer
 	Log                *slog.Logger
+
+	// TLS, when set, gives the client TLS configuration for a shard's
+	// address: every shard connection is TLS then. Such a pool serves its
+	// clients by goroutines (the epoll engine has no TLS).
+	TLS func(addr string) *tls.Config
 
 	goroutines bool // tests: serve every client by goroutines, not engines
 }
@@ -100,7 +106,7 @@ func NewPool(o Options) (*Pool, error) {
 	p.life.conns = map[net.Conn]struct{}{}
 	for i, sh := range o.Shards {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
-			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
+			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password, o.TLS),
 			onFail: p.serverFailed, onOK: p.serverOK, runs: &p.runs}
 		if o.Observer.Request != nil {
 			s.observe = o.Observer.Request(s.name)
@@ -645,13 +651,14 @@ func (p *Pool) result(s *server, reply []byte, err error, d time.Duration) []byt
 	return reply
 }
 
-// Ping checks one shard with PING (AUTH first when configured).
-func Ping(ctx context.Context, addr, username, password string) error {
+// Ping checks one shard with PING, through TLS when tlsFor is set (as
+// Options.TLS), AUTH first when configured.
+func Ping(ctx context.Context, addr, username, password string, tlsFor func(string) *tls.Config) error {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(time.Second)
 	}
-	conn, err := dialer(addr, time.Until(dl), username, password)()
+	conn, err := dialer(addr, time.Until(dl), username, password, tlsFor)()
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package redisproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -221,15 +222,25 @@ func (s *server) ok() {
 	}
 }
 
-// dialer returns a dial func that connects, authenticates and checks the
-// reply before handing the connection over.
-func dialer(addr string, connectTimeout time.Duration, username, password string) func() (net.Conn, error) {
+// dialer returns a dial func that connects (through TLS when tlsFor is
+// set: tlsFor gives the client configuration for the address, verification
+// included), authenticates and checks the reply before handing the
+// connection over. connectTimeout bounds all of it.
+func dialer(addr string, connectTimeout time.Duration, username, password string, tlsFor func(string) *tls.Config) func() (net.Conn, error) {
 	return func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
 		conn, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
+		}
+		if tlsFor != nil {
+			tc := tls.Client(conn, tlsFor(addr))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			conn = tc
 		}
 		if password == "" {
 			return conn, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -140,4 +141,72 @@ func counterValue(t *testing.T, addr string) int64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestClosedBeforeReply: the shard closes a connection that holds a
+// pipelined INCR and GET it has not run (CLIENT PAUSE WRITE holds the
+// INCR, and the GET behind it; CLIENT KILL closes the connection). The GET
+// is sent again on a new connection and answered; the INCR fails and is
+// not sent again: the counter is untouched.
+func TestClosedBeforeReply(t *testing.T) { forPaths(t, testClosedBeforeReply) }
+
+func testClosedBeforeReply(t *testing.T, via func(*Options)) {
+	shard := testenv.Redis(t)
+	p := pool(t, []string{shard}, via)
+	rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
+	defer rdb.Close()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	admin := redis.NewClient(&redis.Options{Addr: shard, Protocol: 2, DisableIdentity: true})
+	defer admin.Close()
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", "10000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Do(ctx, "CLIENT", "UNPAUSE")
+	type result struct {
+		incr error
+		get  string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		pipe := rdb.Pipeline()
+		incr := pipe.Incr(ctx, "counter")
+		get := pipe.Get(ctx, "k")
+		pipe.Exec(ctx)
+		v, err := get.Result()
+		res <- result{incr.Err(), v, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := admin.Info(ctx, "clients").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(info, "blocked_clients:0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the INCR was not held by CLIENT PAUSE within 10s:\n%s", info)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.get != "v" || r.err != nil {
+		t.Errorf("GET in flight: got %q, %v; want \"v\" (sent again)", r.get, r.err)
+	}
+	if r.incr == nil || !strings.Contains(r.incr.Error(), "before the reply") {
+		t.Errorf("INCR in flight: got %v, want an error saying the connection closed before the reply", r.incr)
+	}
+	if v, err := admin.Get(ctx, "counter").Result(); !errors.Is(err, redis.Nil) {
+		t.Errorf("counter: got %q, %v; want none (the INCR never ran and was not sent again)", v, err)
+	}
 }

@@ -265,7 +265,7 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	}
 	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS, rt.creds)
 	if cc.Redis != nil {
-		if rt.redis, err = a.buildRedisPool(cc); err != nil {
+		if rt.redis, err = a.buildRedisPool(cc, opts.TLS); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -327,9 +327,10 @@ func failoverHook(f *config.OnFailover) *failover.Hook {
 		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 }
 
-// checker returns the active health checker of a type. The amqp check goes
-// through the cluster's TLS when it has one (amqps); tcp only connects; the
-// postgres check also learns each endpoint's role and replication lag.
+// checker returns the active health checker of a type. The amqp and redis
+// checks go through the cluster's TLS when it has one (amqps, Redis TLS);
+// tcp only connects; the postgres check also learns each endpoint's role
+// and replication lag.
 func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.ClusterRedis) health.Checker {
 	plain := (&net.Dialer{}).DialContext
 	switch hc.Type {
@@ -348,7 +349,7 @@ func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.
 			user, pass = r.Username, r.Password
 		}
 		return health.CheckerFunc(func(ctx context.Context, addr string) error {
-			return redisproxy.Ping(ctx, addr, user, pass)
+			return redisproxy.Ping(ctx, addr, user, pass, opts.TLS)
 		})
 	case "http":
 		tr := &http.Transport{DisableKeepAlives: true, DialContext: plain}

@@ -98,9 +98,10 @@ func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *h
 	})
 }
 
-func (a *App) buildRedisPool(cc config.Cluster) (*redisproxy.Pool, error) {
+func (a *App) buildRedisPool(cc config.Cluster, tlsFor func(string) *tls.Config) (*redisproxy.Pool, error) {
 	r := cc.Redis
 	o := redisproxy.Options{
+		TLS:     tlsFor,
 		Cluster: cc.Name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
 		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),

@@ -109,6 +109,9 @@ func (c *Config) validate() Errors {
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
 			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
 		}
+		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" {
+			v.redisCluster(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
+		}
 		if l.Postgres != nil && l.Protocol != "postgres" {
 			v.errorf(p+".postgres", "only for protocol postgres")
 		} else if l.Postgres != nil {

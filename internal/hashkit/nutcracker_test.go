@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,9 @@ func TestAgainstNutcracker(t *testing.T) {
 		name, hash, dist, tag string
 		names                 []string // optional server names
 		weights               []int
+		// descending: the servers are written in descending order of
+		// their names, never in the order nutcracker sorts them into.
+		descending bool
 	}
 	var pools []pool
 	for _, h := range Names {
@@ -94,15 +98,26 @@ func TestAgainstNutcracker(t *testing.T) {
 		pool{name: "fnv1a_64/ketama/25", hash: "fnv1a_64", dist: "ketama", weights: equal25},
 		pool{name: "md5/ketama/25/weights", hash: "md5", dist: "ketama", weights: mixed25},
 	)
-	// modula is not in this matrix yet: Debian's nutcracker 0.5.0 places
-	// modula keys on a rotation of the configured order that changes with
-	// the servers' (random) ports, unlike upstream master's modula_update;
-	// the placement from master is pinned by TestGoldenPlacement.
+	// Server order: nutcracker sorts the servers by name (shorter first,
+	// then bytewise) when it loads its configuration, and modula indexes
+	// that sorted list; the names below are written out of that order.
+	pools = append(pools,
+		pool{name: "fnv1a_64/modula/unnamed/descending", hash: "fnv1a_64", dist: "modula", weights: []int{1, 1, 1}, descending: true},
+		pool{name: "fnv1a_64/modula/unnamed/weights/descending", hash: "fnv1a_64", dist: "modula", weights: []int{3, 1, 2}, descending: true},
+		pool{name: "md5/modula/unnamed/random-ports", hash: "md5", dist: "modula", weights: equal25},
+		pool{name: "fnv1a_64/modula/named", hash: "fnv1a_64", dist: "modula", names: []string{"shard10", "shard2", "s9", "shard1"}, weights: []int{1, 1, 1, 1}},
+		pool{name: "crc32a/modula/named/weights", hash: "crc32a", dist: "modula", names: []string{"b", "aa", "a", "B"}, weights: []int{2, 1, 3, 1}},
+		pool{name: "murmur/ketama/named/shuffled", hash: "murmur", dist: "ketama", names: []string{"shard10", "shard2", "s9", "shard1"}, weights: []int{1, 2, 1, 3}},
+		pool{name: "fnv1a_64/ketama/unnamed/weights/descending", hash: "fnv1a_64", dist: "ketama", weights: []int{3, 1, 2}, descending: true},
+	)
 	for _, p := range pools {
 		t.Run(p.name, func(t *testing.T) {
 			shards := make([]string, len(p.weights))
 			for i := range shards {
 				shards[i] = testenv.Redis(t)
+			}
+			if p.descending {
+				slices.SortFunc(shards, func(a, b string) int { return -nameCompare(a, b) })
 			}
 			listen := testenv.FreePort(t)
 			var conf strings.Builder
@@ -169,4 +184,13 @@ func TestAgainstNutcracker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nameCompare is nutcracker's string_compare: the shorter string first,
+// then bytewise.
+func nameCompare(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	return strings.Compare(a, b)
 }

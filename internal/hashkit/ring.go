@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Server is one configured shard as twemproxy sees it.
@@ -54,12 +55,15 @@ type point struct {
 const pointsPerServer = 160
 
 // Build makes the ring for a distribution over servers, using the live
-// ones only.
+// ones only. Servers are taken in twemproxy's order, not the configured
+// one: nutcracker sorts its servers by name when it loads its
+// configuration (see NameOrder), and modula indexes that sorted list. The
+// Ring still answers with configured positions.
 func Build(dist string, servers []Server) (*Ring, error) {
 	r := &Ring{dist: dist, total: len(servers)}
 	totalWeight := 0
-	for i, s := range servers {
-		if s.Live {
+	for _, i := range NameOrder(servers) {
+		if s := servers[i]; s.Live {
 			r.live = append(r.live, i)
 			totalWeight += s.Weight
 		}
@@ -104,6 +108,25 @@ func Build(dist string, servers []Server) (*Ring, error) {
 		return nil, fmt.Errorf("unknown distribution %q (want ketama, modula or random)", dist)
 	}
 	return r, nil
+}
+
+// NameOrder returns the positions of servers in the order nutcracker
+// keeps them (conf_validate_server sorts with string_compare): shorter
+// names first, then bytewise. Configured order breaks ties, which
+// nutcracker refuses (servers with the same name).
+func NameOrder(servers []Server) []int {
+	order := make([]int, len(servers))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		x, y := servers[a].Name, servers[b].Name
+		if len(x) != len(y) {
+			return len(x) - len(y)
+		}
+		return strings.Compare(x, y)
+	})
+	return order
 }
 
 // Points returns the number of ketama points (for tests and status).

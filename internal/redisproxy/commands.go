@@ -18,6 +18,9 @@ type spec struct {
 	kind              kind
 	first, last, step int
 	name              string // upper case
+	// readOnly: Redis flags the command readonly, so sending it again
+	// after a connection closed before its reply cannot change data.
+	readOnly bool
 }
 
 // commands is the whitelist. Anything else gets an -ERR naming the command
@@ -61,8 +64,31 @@ var commands = func() map[string]spec {
 	add(spec{kind: fanout, first: 1, last: -1, step: 1}, "MGET", "DEL", "UNLINK", "EXISTS", "TOUCH")
 	add(spec{kind: fanout, first: 1, last: -1, step: 2}, "MSET")
 	add(spec{kind: script}, "EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO")
+	for _, n := range readOnly {
+		s, ok := m[n]
+		if !ok {
+			panic("redisproxy: readOnly lists " + n + ", which is not proxied")
+		}
+		s.readOnly = true
+		m[n] = s
+	}
 	return m
 }()
+
+// readOnly lists the proxied commands Redis flags readonly (COMMAND INFO):
+// the ones a lost connection may resend.
+var readOnly = []string{
+	"GET", "STRLEN", "GETRANGE", "SUBSTR", "GETBIT", "BITCOUNT", "BITPOS", "BITFIELD_RO",
+	"EXPIRETIME", "PEXPIRETIME", "TTL", "PTTL", "TYPE", "DUMP", "SORT_RO",
+	"HGET", "HMGET", "HEXISTS", "HGETALL", "HKEYS", "HVALS", "HLEN", "HSTRLEN", "HSCAN", "HRANDFIELD",
+	"LLEN", "LRANGE", "LINDEX", "LPOS",
+	"SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD", "SRANDMEMBER", "SSCAN", "SINTER", "SUNION", "SDIFF",
+	"ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX",
+	"ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZSCORE", "ZMSCORE", "ZRANK", "ZREVRANK", "ZSCAN", "ZRANDMEMBER",
+	"GEODIST", "GEOHASH", "GEOPOS", "GEOSEARCH", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO",
+	"XLEN", "XRANGE", "XREVRANGE", "XPENDING", "PFCOUNT",
+	"MGET", "EXISTS", "EVAL_RO", "EVALSHA_RO",
+}
 
 // why explains, in the -ERR reply, why a command cannot be proxied.
 var why = map[string]string{

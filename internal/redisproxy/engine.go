@@ -14,9 +14,10 @@ type engines struct {
 }
 
 // engine returns the engine for client session n; nil where there is none
-// (not Linux, or the pool serves clients by goroutines).
+// (not Linux, or the pool serves clients by goroutines, or its shards are
+// reached through TLS, which the engine's raw sockets cannot speak).
 func (p *Pool) engine(n int) *engine {
-	if p.opts.goroutines {
+	if p.opts.goroutines || p.opts.TLS != nil {
 		return nil
 	}
 	p.engines.once.Do(func() {

@@ -90,7 +90,12 @@ type esconn struct {
 	dialing bool
 	src     fdReader
 	rd      *resp.Reader
-	out     []byte     // commands not written yet
+	// out holds the commands of pending from head on, in order: those up
+	// to written went out, the rest wait for the socket. A command's bytes
+	// are kept until its reply, to be sent again on a new connection.
+	out     []byte
+	head    int
+	written int
 	pending fifo[ereq] // sent or queued, awaiting replies in order
 	last    int64      // when a reply last came (or the first request went)
 	dirty   bool
@@ -102,6 +107,9 @@ type ereq struct {
 	sl    *slot
 	i     int // part index
 	start int64
+	n     int  // its bytes in out
+	again bool // read-only (part.again)
+	sent  bool // was on a connection that closed before its reply
 }
 
 func newEngine(p *Pool) (*engine, error) {
@@ -166,7 +174,7 @@ func (e *engine) teardown() {
 				sc.fd = -1
 				sc.s.conns.Add(-1)
 			}
-			sc.pending, sc.out, sc.rd = fifo[ereq]{}, nil, nil
+			sc.pending, sc.out, sc.rd, sc.head, sc.written = fifo[ereq]{}, nil, nil, 0, 0
 		}
 	}
 }
@@ -179,7 +187,7 @@ func (e *engine) flush() {
 			sc := e.dirtyS[len(e.dirtyS)-1]
 			e.dirtyS = e.dirtyS[:len(e.dirtyS)-1]
 			sc.dirty = false
-			if sc.fd >= 0 && len(sc.out) > 0 {
+			if sc.fd >= 0 && len(sc.out) > sc.written {
 				e.writeServer(sc)
 			}
 		}
@@ -464,7 +472,7 @@ func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
 		sc.last = e.loop.Now()
 		e.armTimer()
 	}
-	sc.pending.push(ereq{c: c, sl: sl, i: i, start: e.loop.Now()})
+	sc.pending.push(ereq{c: c, sl: sl, i: i, start: e.loop.Now(), n: len(pt.raw), again: pt.again})
 	sc.out = append(sc.out, pt.raw...)
 	switch {
 	case sc.fd >= 0:
@@ -474,12 +482,13 @@ func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
 	}
 }
 
-// dial connects (and authenticates) on another goroutine; what is queued
-// meanwhile is written once connected.
+// dial connects (and authenticates) on another goroutine, dialling again
+// within the shard's window while it refuses (server.connect); what is
+// queued meanwhile is written once connected.
 func (e *engine) dial(sc *esconn) {
 	sc.dialing = true
 	go func() {
-		conn, err := sc.s.dial()
+		conn, err := sc.s.connect()
 		fd := -1
 		if err == nil {
 			fd, err = evloop.DupFD(conn)
@@ -494,7 +503,7 @@ func (e *engine) dial(sc *esconn) {
 func (e *engine) connected(sc *esconn, fd int, err error) {
 	sc.dialing = false
 	if err != nil {
-		e.failConn(sc, err)
+		e.failConn(sc, err, failAll)
 		return
 	}
 	sc.fd = fd
@@ -503,7 +512,7 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 	sc.s.conns.Add(1)
 	sc.es = e.loop.Add(fd, evloop.HandlerFunc(func(ev uint32) { e.serverEvent(sc, ev) }))
 	if err := sc.es.Want(evloop.In | evloop.RdHup); err != nil {
-		e.failConn(sc, err)
+		e.failConn(sc, err, failSent)
 		return
 	}
 	sc.last = time.Now().UnixNano()
@@ -512,10 +521,10 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 
 func (e *engine) serverEvent(sc *esconn, events uint32) {
 	if events&unix.EPOLLERR != 0 {
-		e.failConn(sc, rawsys.SockError(sc.fd))
+		e.failConn(sc, rawsys.SockError(sc.fd), resendReads)
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(sc.out) > 0 {
+	if events&unix.EPOLLOUT != 0 && len(sc.out) > sc.written {
 		e.markServer(sc)
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) == 0 {
@@ -531,14 +540,15 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 			case err == io.EOF:
 				err = errors.New("connection closed")
 			}
-			e.failConn(sc, err)
+			e.failConn(sc, err, resendReads)
 			return
 		}
 		if sc.pending.len() == 0 {
-			e.failConn(sc, errors.New("reply to no command"))
+			e.failConn(sc, errors.New("reply to no command"), failSent)
 			return
 		}
 		r := sc.pending.pop()
+		e.answered(sc, r.n)
 		sc.last = e.loop.Now()
 		sc.s.ok()
 		e.complete(r.c, r.sl, r.i, e.p.result(sc.s, raw, nil, time.Duration(e.loop.Now()-r.start)))
@@ -548,35 +558,58 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 // writeServer writes sc's queued commands, keeping what the socket does not
 // take for EPOLLOUT.
 func (e *engine) writeServer(sc *esconn) {
-	switch n, err := rawsys.SendAll(sc.fd, sc.out); err {
+	n, err := rawsys.SendAll(sc.fd, sc.out[sc.written:])
+	sc.written += n
+	switch err {
 	case nil:
 	case unix.EAGAIN:
-		sc.out = append(sc.out[:0], sc.out[n:]...)
 		e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT)
 		return
 	default:
-		e.failConn(sc, err)
+		e.failConn(sc, err, resendReads)
 		return
-	}
-	// Server connections are few and carry every client's commands: their
-	// buffer is kept up to a larger size than a client's.
-	sc.out = sc.out[:0]
-	if cap(sc.out) > 1<<20 {
-		sc.out = nil
 	}
 	e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP)
 }
 
-func (e *engine) serverMask(sc *esconn, m uint32) {
-	if err := sc.es.Want(m); err != nil {
-		e.failConn(sc, err)
+// answered drops the n bytes of the command whose reply came from out.
+func (e *engine) answered(sc *esconn, n int) {
+	sc.head += n
+	switch {
+	case sc.head == len(sc.out):
+		// Server connections are few and carry every client's commands:
+		// their buffer is kept up to a larger size than a client's.
+		sc.out, sc.head, sc.written = sc.out[:0], 0, 0
+		if cap(sc.out) > 1<<20 {
+			sc.out = nil
+		}
+	case sc.head >= 64<<10 && 2*sc.head >= len(sc.out):
+		k := copy(sc.out, sc.out[sc.head:])
+		sc.out, sc.written, sc.head = sc.out[:k], sc.written-sc.head, 0
 	}
 }
 
-// failConn closes sc and fails everything in flight and queued on it with
-// an error naming the shard, as the goroutine path does; the next request
-// dials again.
-func (e *engine) failConn(sc *esconn, err error) {
+func (e *engine) serverMask(sc *esconn, m uint32) {
+	if err := sc.es.Want(m); err != nil {
+		e.failConn(sc, err, failSent)
+	}
+}
+
+// What failConn does with the requests of a failed connection.
+type failMode int
+
+const (
+	failAll     failMode = iota // the shard cannot be reached: fail everything
+	failSent                    // fail what went out, send the rest on a new connection
+	resendReads                 // also send again the read-only commands that went out (once)
+)
+
+// failConn closes sc and fails requests in flight and queued on it with an
+// error naming the shard, as the goroutine path does: every one with
+// failAll, else the ones that went out (a write may have run: it is never
+// sent twice), except, with resendReads, read-only commands sent for the
+// first time. The requests kept are dialled for again at once, in order.
+func (e *engine) failConn(sc *esconn, err error, mode failMode) {
 	s := sc.s
 	if sc.fd >= 0 {
 		sc.es.Close(false)
@@ -584,12 +617,30 @@ func (e *engine) failConn(sc *esconn, err error) {
 		sc.rd = nil
 		s.conns.Add(-1)
 	}
-	sc.out = sc.out[:0]
 	s.failed(err)
 	msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
-	for sc.pending.len() > 0 {
+	if sc.written > 0 {
+		msg = fmt.Errorf("shard %s (%s): %w before the reply", s.name, s.addr, err)
+	}
+	// Kept commands move down in out, in order; pending is rotated.
+	from, to := sc.head, 0
+	for range sc.pending.len() {
 		r := sc.pending.pop()
-		e.complete(r.c, r.sl, r.i, e.p.result(s, nil, msg, time.Duration(e.loop.Now()-r.start)))
+		start := from
+		from += r.n
+		went := start < sc.written
+		keep := mode != failAll && (!went || mode == resendReads && r.again && !r.sent)
+		if !keep {
+			e.complete(r.c, r.sl, r.i, e.p.result(s, nil, msg, time.Duration(e.loop.Now()-r.start)))
+			continue
+		}
+		r.sent = r.sent || went
+		to += copy(sc.out[to:], sc.out[start:from])
+		sc.pending.push(r)
+	}
+	sc.out, sc.head, sc.written = sc.out[:to], 0, 0
+	if sc.pending.len() > 0 && !sc.dialing {
+		e.dial(sc)
 	}
 }
 
@@ -616,7 +667,7 @@ func (e *engine) sweep() {
 				continue
 			}
 			if e.loop.Now()-sc.last > timeout {
-				e.failConn(sc, fmt.Errorf("no reply within %v", e.p.opts.Timeout))
+				e.failConn(sc, fmt.Errorf("no reply within %v", e.p.opts.Timeout), failSent)
 				continue
 			}
 			busy = true

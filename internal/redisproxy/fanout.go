@@ -33,7 +33,7 @@ func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) plan 
 			j++
 		}
 		if j == len(parts) {
-			parts = append(parts, part{s: s})
+			parts = append(parts, part{s: s, again: ss.readOnly})
 			counts = append(counts, 0)
 		}
 		counts[j]++

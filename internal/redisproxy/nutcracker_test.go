@@ -17,19 +17,45 @@ import (
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
-// TestSwapNutcrackerForAttache is the migration the issue promises: 100,000
-// keys written through the real nutcracker are all read back through
-// attache with the same server list, and keys written through attache are
-// found by nutcracker. No re-sharding.
+// TestSwapNutcrackerForAttache is the migration the issue promises: keys
+// written through the real nutcracker are all read back through attache
+// with the same server list, and keys written through attache are found by
+// nutcracker. No re-sharding, whatever the distribution and whatever the
+// order the servers are written in (nutcracker sorts them by name).
 func TestSwapNutcrackerForAttache(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 100,000 keys through nutcracker")
 	}
 	bin := testenv.Binary(t, "nutcracker", "nutcracker")
-	shards := []string{testenv.Redis(t), testenv.Redis(t), testenv.Redis(t)}
+	for _, tc := range []struct {
+		name, dist string
+		names      []string // server names, "" for none
+		weights    []int
+		n          int
+	}{
+		{"ketama", "ketama", []string{"shard0", "", ""}, []int{1, 1, 2}, 100000},
+		{"modula/named/shuffled", "modula", []string{"shard10", "shard2", "s9"}, []int{1, 2, 1}, 20000},
+		{"modula/mixed/shuffled", "modula", []string{"", "zz", ""}, []int{1, 1, 1}, 20000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			swap(t, bin, tc.dist, tc.names, tc.weights, tc.n)
+		})
+	}
+}
+
+// swap runs the migration of TestSwapNutcrackerForAttache over n keys.
+func swap(t *testing.T, bin, dist string, names []string, weights []int, n int) {
+	shards := make([]string, len(names))
+	for i := range shards {
+		shards[i] = testenv.Redis(t)
+	}
 	listen := testenv.FreePort(t)
-	conf := fmt.Sprintf("pool:\n  listen: %s\n  hash: fnv1a_64\n  distribution: ketama\n  hash_tag: \"{}\"\n  redis: true\n  servers:\n   - %s:1 shard0\n   - %s:1\n   - %s:2\n",
-		listen, shards[0], shards[1], shards[2])
+	conf := fmt.Sprintf("pool:\n  listen: %s\n  hash: fnv1a_64\n  distribution: %s\n  hash_tag: \"{}\"\n  redis: true\n  servers:\n", listen, dist)
+	var opts []Shard
+	for i, s := range shards {
+		conf += fmt.Sprintf("   - %s:%d %s\n", s, weights[i], names[i])
+		opts = append(opts, Shard{Addr: s, Name: names[i], Weight: weights[i]})
+	}
 	file := filepath.Join(t.TempDir(), "nutcracker.yml")
 	os.WriteFile(file, []byte(conf), 0o644)
 	_, statsPort, _ := net.SplitHostPort(testenv.FreePort(t))
@@ -44,14 +70,14 @@ func TestSwapNutcrackerForAttache(t *testing.T) {
 	testenv.WaitTCP(t, listen, 5*time.Second)
 
 	p := pool(t, nil, func(o *Options) {
-		o.Shards = []Shard{{Addr: shards[0], Name: "shard0", Weight: 1}, {Addr: shards[1], Weight: 1}, {Addr: shards[2], Weight: 2}}
+		o.Shards = opts
+		o.Distribution = dist
 	})
 	attache := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
 	at := client(attache)
 	defer at.Close()
 	ctx := context.Background()
 
-	const n = 100000
 	key := func(i int) string {
 		switch i % 4 {
 		case 0:

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,11 @@ type Options struct {
 	Observer           Observer
 	Log                *slog.Logger
 
+	// TLS, when set, gives the client TLS configuration for a shard's
+	// address: every shard connection is TLS then. Such a pool serves its
+	// clients by goroutines (the epoll engine has no TLS).
+	TLS func(addr string) *tls.Config
+
 	goroutines bool // tests: serve every client by goroutines, not engines
 }
 
@@ -76,6 +82,7 @@ type Pool struct {
 
 	life   life
 	runs   sync.WaitGroup // serverConn goroutines (goroutine path)
+	quit   chan struct{}  // closed when Close cuts the server connections
 	closed chan struct{}  // closed when Close has finished
 }
 
@@ -95,13 +102,19 @@ func NewPool(o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards)), closed: make(chan struct{})}
+	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards)), quit: make(chan struct{}), closed: make(chan struct{})}
+	// A shard that refuses connections is dialled again for as long as a
+	// reply may take (timeout), or connect_timeout without one.
+	window := o.Timeout
+	if window <= 0 {
+		window = o.ConnectTimeout
+	}
 	p.life.idle = make(chan struct{})
 	p.life.conns = map[net.Conn]struct{}{}
 	for i, sh := range o.Shards {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
-			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password),
-			onFail: p.serverFailed, onOK: p.serverOK, runs: &p.runs}
+			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password, o.TLS),
+			window: window, quit: p.quit, onFail: p.serverFailed, onOK: p.serverOK, runs: &p.runs}
 		if o.Observer.Request != nil {
 			s.observe = o.Observer.Request(s.name)
 		}
@@ -151,6 +164,7 @@ func (p *Pool) Close(drain time.Duration) {
 	}
 	l.mu.Unlock()
 	p.engines.once.Do(func() {}) // no engine starts from now on
+	close(p.quit)
 	for _, e := range p.engines.all {
 		e.stop()
 	}
@@ -318,7 +332,9 @@ type session struct {
 	n      int
 	authed bool
 	upper  [24]byte // the command name, upper-cased
-	one    [1]part  // the parts of a single-shard plan
+	// readOnly: the command being planned may be sent again (part.again)
+	readOnly bool
+	one      [1]part // the parts of a single-shard plan
 
 	// scratch of fanout, valid until the next command
 	parts   []part
@@ -343,6 +359,9 @@ type plan struct {
 type part struct {
 	s   *server
 	raw []byte
+	// again: the command is read-only, so it may be sent once more on a
+	// new connection when the shard closed the first before replying.
+	again bool
 }
 
 // ServeConn serves one client until it quits or its connection breaks. A
@@ -442,7 +461,7 @@ func (ss *session) start(pl plan) reply {
 	p := ss.h.Pool
 	if len(pl.parts) == 1 {
 		s := pl.parts[0].s
-		r := newRequest(append([]byte(nil), pl.parts[0].raw...))
+		r := newRequest(append([]byte(nil), pl.parts[0].raw...), pl.parts[0].again)
 		s.conn(ss.n).send(r)
 		return reply{done: r.done, out: func() []byte { return p.result(s, r.reply, r.err, time.Since(r.start)) }}
 	}
@@ -452,7 +471,7 @@ func (ss *session) start(pl plan) reply {
 	var wg sync.WaitGroup
 	for i, pt := range pl.parts {
 		shards[i] = pt.s
-		reqs[i] = newRequest(append([]byte(nil), pt.raw...))
+		reqs[i] = newRequest(append([]byte(nil), pt.raw...), pt.again)
 		pt.s.conn(ss.n).send(reqs[i])
 		wg.Add(1)
 		go func() { <-reqs[i].done; wg.Done() }()
@@ -489,6 +508,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 		up = bytes.ToUpper(args[0])
 	}
 	sp, ok := commands[string(up)]
+	ss.readOnly = sp.readOnly
 	if !*authed && (!ok || sp.kind != local) {
 		return errReply("NOAUTH Authentication required.")
 	}
@@ -629,7 +649,7 @@ func (ss *session) forward(key, raw []byte) plan {
 	if s == nil {
 		return errReply("ERR attache: no live shard in cluster %s", p.opts.Cluster)
 	}
-	ss.one[0] = part{s: s, raw: raw}
+	ss.one[0] = part{s: s, raw: raw, again: ss.readOnly}
 	return plan{parts: ss.one[:]}
 }
 
@@ -645,25 +665,17 @@ func (p *Pool) result(s *server, reply []byte, err error, d time.Duration) []byt
 	return reply
 }
 
-// Ping checks one shard with PING (AUTH first when configured).
-func Ping(ctx context.Context, addr, username, password string) error {
+// Ping checks one shard: it connects as the pool does, through TLS when
+// tlsFor is set (as Options.TLS), with AUTH when configured, and wants
+// +PONG to a PING.
+func Ping(ctx context.Context, addr, username, password string, tlsFor func(string) *tls.Config) error {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(time.Second)
 	}
-	conn, err := dialer(addr, time.Until(dl), username, password)()
+	conn, err := dialer(addr, time.Until(dl), username, password, tlsFor)()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	conn.SetDeadline(dl)
-	conn.Write([]byte("*1\r\n$4\r\nPING\r\n"))
-	r, err := resp.NewReader(conn).ReadReply()
-	if err != nil {
-		return err
-	}
-	if string(r) != "+PONG\r\n" {
-		return fmt.Errorf("PING: %q", r)
-	}
-	return nil
+	return conn.Close()
 }

@@ -2,9 +2,12 @@ package redisproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,10 +24,12 @@ type request struct {
 	err   error
 	start time.Time
 	done  chan struct{}
+	again bool // read-only: may be sent once more (part.again)
+	sent  bool // was on a connection that closed before its reply
 }
 
-func newRequest(raw []byte) *request {
-	return &request{raw: raw, start: time.Now(), done: make(chan struct{})}
+func newRequest(raw []byte, again bool) *request {
+	return &request{raw: raw, start: time.Now(), done: make(chan struct{}), again: again}
 }
 
 func (r *request) finish(reply []byte, err error) {
@@ -87,49 +92,97 @@ func (sc *serverConn) send(r *request) {
 	}
 }
 
-// run owns one connection: it dials on the first request, and on any
-// failure fails everything in flight and queued, and stops, so that the
-// next request dials again.
+// run owns the connection: it dials on the first request (again while the
+// shard refuses, within its redial window: nothing has been sent), serves
+// until the connection fails, and then dials again while there is work:
+// the read-only requests that were in flight on a connection the shard
+// closed go first, once; every other request in flight fails (a write may
+// have run: it is never sent twice). It stops when nothing is queued, so
+// that the next request starts it again.
 func (sc *serverConn) run(in, pending chan *request) {
 	s := sc.s
-	fail := func(err error) {
-		sc.mu.Lock()
-		if sc.in == in {
-			sc.in = nil
+	var again []*request
+	for {
+		conn, err := s.connect()
+		if err == nil {
+			err = sc.adopt(conn)
 		}
-		closed := sc.closed
-		sc.mu.Unlock()
-		if closed {
-			err = errClosed // not the shard's failure
-		} else {
-			s.failed(err)
+		if err != nil {
+			sc.fail(in, again, err)
+			return
 		}
-		msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
-		for {
-			select {
-			case r := <-pending:
-				r.finish(nil, msg)
-			case r := <-in:
-				r.finish(nil, msg)
-			default:
-				return
-			}
+		again = sc.serve(conn, in, pending, again)
+		if !sc.more(in, again) {
+			return
 		}
 	}
-	conn, err := s.dial()
-	if err != nil {
-		fail(err)
-		return
-	}
+}
+
+// adopt makes conn the connection that close closes; an error if the pool
+// closed meanwhile.
+func (sc *serverConn) adopt(conn net.Conn) error {
 	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	if sc.closed {
-		sc.mu.Unlock()
 		conn.Close()
-		fail(errClosed)
-		return
+		return errClosed
 	}
 	sc.conn = conn
+	return nil
+}
+
+// more reports whether run has work for another connection; if not, the
+// next request starts a new run (the check and the reset are under sc.mu,
+// where send pushes).
+func (sc *serverConn) more(in chan *request, again []*request) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.closed || len(again) > 0 || len(in) > 0 {
+		return true // closed: the next connect fails them
+	}
+	if sc.in == in {
+		sc.in = nil
+	}
+	return false
+}
+
+// fail fails the requests to resend and everything queued, and stops
+// taking requests on in.
+func (sc *serverConn) fail(in chan *request, again []*request, err error) {
+	s := sc.s
+	sc.mu.Lock()
+	if sc.in == in {
+		sc.in = nil
+	}
+	closed := sc.closed
 	sc.mu.Unlock()
+	if closed {
+		err = errClosed // not the shard's failure
+	} else {
+		s.failed(err)
+	}
+	msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
+	for _, r := range again {
+		r.finish(nil, msg)
+	}
+	for {
+		select {
+		case r := <-in:
+			r.finish(nil, msg)
+		default:
+			return
+		}
+	}
+}
+
+// serve writes the requests to resend and then what in brings on conn,
+// and a reader goroutine matches the replies, until conn fails. It
+// returns the requests to send again on a new connection: those read-only
+// requests in flight that had not been sent before, when the shard closed
+// the connection (not on a timeout, where resending would double the
+// wait). The other requests in flight fail.
+func (sc *serverConn) serve(conn net.Conn, in, pending chan *request, again []*request) []*request {
+	s := sc.s
 	s.conns.Add(1)
 	defer s.conns.Add(-1)
 	defer conn.Close()
@@ -154,20 +207,26 @@ func (sc *serverConn) run(in, pending chan *request) {
 		}
 	}()
 	bw := bufio.NewWriterSize(conn, 16<<10)
-	for {
+	write := func(r *request) {
+		bw.Write(r.raw)
+		pending <- r
+	}
+	var err error
+	for _, r := range again {
+		write(r)
+	}
+	if n := len(again); n > 0 {
+		outstanding.Add(int64(n))
+		err = bw.Flush()
+	}
+	for err == nil {
 		select {
-		case err := <-readerDone:
-			conn.Close()
-			if errors.Is(err, net.ErrClosed) {
-				err = errors.New("connection closed")
-			}
-			fail(err)
-			return
+		case err = <-readerDone:
+			readerDone <- err
 		case r := <-in:
 			n := 0
 			for {
-				bw.Write(r.raw)
-				pending <- r
+				write(r)
 				n++
 				select {
 				case r = <-in:
@@ -180,23 +239,53 @@ func (sc *serverConn) run(in, pending chan *request) {
 			if s.timeout > 0 {
 				conn.SetReadDeadline(time.Now().Add(s.timeout))
 			}
-			if err := bw.Flush(); err != nil {
-				conn.Close()
-				fail(<-readerDone)
-				return
+			err = bw.Flush()
+		}
+	}
+	conn.Close()
+	err = <-readerDone // the reader has stopped: pending is ours
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+		err = errors.New("connection closed")
+	}
+	sc.mu.Lock()
+	if sc.closed {
+		err = errClosed // not the shard's failure
+	} else {
+		s.failed(err)
+	}
+	sc.mu.Unlock()
+	var timeout net.Error
+	resend := !errors.As(err, &timeout) || !timeout.Timeout()
+	msg := fmt.Errorf("shard %s (%s): %w before the reply", s.name, s.addr, err)
+	again = again[:0]
+	for {
+		select {
+		case r := <-pending:
+			if resend && r.again && !r.sent {
+				r.sent = true
+				again = append(again, r)
+			} else {
+				r.finish(nil, msg)
 			}
+		default:
+			return again
 		}
 	}
 }
 
 // server is one shard.
 type server struct {
-	index    int
-	addr     string
-	name     string // ketama name
-	weight   int
-	timeout  time.Duration
-	dial     func() (net.Conn, error)
+	index   int
+	addr    string
+	name    string // ketama name
+	weight  int
+	timeout time.Duration
+	dial    func() (net.Conn, error)
+	// window is how long connect dials again while the shard refuses;
+	// down is set once a window ran out, until a dial succeeds.
+	window   time.Duration
+	down     atomic.Bool
+	quit     <-chan struct{} // closed when the pool closes
 	conns    atomic.Int64
 	failures atomic.Int32 // consecutive, for auto_eject_hosts
 	sc       []*serverConn
@@ -221,9 +310,52 @@ func (s *server) ok() {
 	}
 }
 
-// dialer returns a dial func that connects, authenticates and checks the
-// reply before handing the connection over.
-func dialer(addr string, connectTimeout time.Duration, username, password string) func() (net.Conn, error) {
+// The backoff of connect: a shard that restarts is back within
+// redialMax of accepting again.
+const (
+	redialFirst = 5 * time.Millisecond
+	redialMax   = 100 * time.Millisecond
+)
+
+// connect dials the shard, and while the dial fails dials again with a
+// short backoff for up to the shard's window, so that a shard restarting
+// costs its queued requests (none of which has sent a byte) a wait rather
+// than an error. Once a window has run out the shard is down, and connect
+// tries once, until a dial succeeds again. The pool closing ends the wait.
+func (s *server) connect() (net.Conn, error) {
+	start := time.Now()
+	wait := redialFirst
+	for {
+		select {
+		case <-s.quit:
+			return nil, errClosed
+		default:
+		}
+		conn, err := s.dial()
+		if err == nil {
+			s.down.Store(false)
+			return conn, nil
+		}
+		if s.down.Load() || time.Since(start)+wait > s.window {
+			s.down.Store(true)
+			return nil, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-s.quit:
+			t.Stop()
+			return nil, errClosed
+		}
+		wait = min(2*wait, redialMax)
+	}
+}
+
+// dialer returns a dial func that connects (through TLS when tlsFor is
+// set: tlsFor gives the client configuration for the address, verification
+// included) and greets the shard (hello) before handing the connection
+// over. connectTimeout bounds all of it.
+func dialer(addr string, connectTimeout time.Duration, username, password string, tlsFor func(string) *tls.Config) func() (net.Conn, error) {
 	return func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
@@ -231,27 +363,57 @@ func dialer(addr string, connectTimeout time.Duration, username, password string
 		if err != nil {
 			return nil, err
 		}
-		if password == "" {
-			return conn, nil
-		}
-		args := [][]byte{[]byte("AUTH"), []byte(password)}
-		if username != "" {
-			args = [][]byte{[]byte("AUTH"), []byte(username), []byte(password)}
-		}
-		conn.SetDeadline(time.Now().Add(connectTimeout))
-		if _, err := conn.Write(resp.AppendCommand(nil, args...)); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		reply, err := resp.NewReader(conn).ReadReply()
-		if err != nil || len(reply) == 0 || reply[0] != '+' {
-			conn.Close()
-			if err == nil {
-				err = fmt.Errorf("AUTH refused: %s", reply)
+		if tlsFor != nil {
+			tc := tls.Client(conn, tlsFor(addr))
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
+			conn = tc
+		}
+		if err := hello(conn, connectTimeout, username, password); err != nil {
+			conn.Close()
 			return nil, err
 		}
 		conn.SetDeadline(time.Time{})
 		return conn, nil
 	}
+}
+
+// hello authenticates on a new shard connection when there is a password,
+// and sends PING: a shard that answers anything but +PONG, such as a
+// restarted Redis still loading its data (-LOADING, which every command
+// would get), is not connected to yet.
+func hello(conn net.Conn, timeout time.Duration, username, password string) error {
+	var out []byte
+	if password != "" {
+		args := [][]byte{[]byte("AUTH"), []byte(password)}
+		if username != "" {
+			args = [][]byte{[]byte("AUTH"), []byte(username), []byte(password)}
+		}
+		out = resp.AppendCommand(out, args...)
+	}
+	out = resp.AppendCommand(out, []byte("PING"))
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write(out); err != nil {
+		return err
+	}
+	rd := resp.NewReader(conn)
+	if password != "" {
+		reply, err := rd.ReadReply()
+		if err != nil {
+			return err
+		}
+		if len(reply) == 0 || reply[0] != '+' {
+			return fmt.Errorf("AUTH refused: %s", bytes.TrimSpace(reply))
+		}
+	}
+	reply, err := rd.ReadReply()
+	if err != nil {
+		return err
+	}
+	if string(reply) != "+PONG\r\n" {
+		return fmt.Errorf("PING: %s", bytes.TrimSpace(reply))
+	}
+	return conn.SetDeadline(time.Time{})
 }

@@ -2,11 +2,14 @@
 GO      ?= go
 BIN     ?= bin/attache
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+PKG     := github.com/attache-proxy/attache/internal/cli
+LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT)
 
 .PHONY: build test test-short bench lint fuzz clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/attache-proxy/attache/internal/cli.Version=$(VERSION)" -o $(BIN) ./cmd/attache
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/attache
 
 # The whole suite: unit, component and integration tests against real
 # servers (redis-server, RabbitMQ). Missing servers skip locally and fail

@@ -159,11 +159,31 @@ func Build(o Options) (v1.ImageIndex, error) {
 			return nil, err
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        img,
+			Add:        plainImage{img},
 			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: p.Arch}},
 		})
 	}
 	return idx, nil
+}
+
+// plainImage describes itself in the index as buildkit and docker save do:
+// go-containerregistry would add an artifactType (the config's media type),
+// which is meant for artifacts and referrers, not for a runnable image.
+type plainImage struct{ v1.Image }
+
+func (p plainImage) Descriptor() (*v1.Descriptor, error) {
+	var d v1.Descriptor
+	var err error
+	if d.MediaType, err = p.MediaType(); err != nil {
+		return nil, err
+	}
+	if d.Size, err = p.Size(); err != nil {
+		return nil, err
+	}
+	if d.Digest, err = p.Digest(); err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 func buildImage(o Options, p Platform, ca []byte) (v1.Image, error) {

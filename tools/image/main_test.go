@@ -220,6 +220,9 @@ func ociImage(t *testing.T, dir string) v1.Image {
 		im.Manifests[0].Platform.OS != "linux" || im.Manifests[0].Platform.Architecture != runtime.GOARCH {
 		t.Fatalf("platform index: got %+v, want one linux/%s image", im.Manifests, runtime.GOARCH)
 	}
+	if at := im.Manifests[0].ArtifactType; at != "" {
+		t.Errorf("image descriptor: got artifactType %q, want none (an image, not an artifact)", at)
+	}
 	img, err := idx.Image(im.Manifests[0].Digest)
 	if err != nil {
 		t.Fatal(err)

@@ -392,3 +392,32 @@ func TestDockerManifestOrder(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestDockerfile: the Dockerfile builds the image make image assembles, so
+// its final stage must agree on user, entrypoint, binary path and stop
+// signal, and its binary must be static and trimmed.
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	final := text[strings.LastIndex(text, "\nFROM "):]
+	for _, want := range []string{
+		"\nFROM gcr.io/distroless/static-debian12:nonroot\n",
+		"\nCOPY --from=build /out/attache /" + binaryPath + "\n",
+		"\nUSER 65532:65532\n",
+		"\nSTOPSIGNAL SIGTERM\n",
+		"\nENTRYPOINT [\"/" + binaryPath + "\"]\n",
+		"org.opencontainers.image.source=\"" + sourceURL + "\"",
+	} {
+		if !strings.Contains(final, want) {
+			t.Errorf("final stage: got no %q", strings.TrimSpace(want))
+		}
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "cli.Version=${VERSION}", "cli.Commit=${COMMIT}"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("build stage: got no %q", want)
+		}
+	}
+}

@@ -67,16 +67,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return ErrUsage
 }
 
-func version() string {
-	if Version != "dev" {
-		return Version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return Version
-}
-
 // parse parses flags that may come before, between or after positional
 // arguments, and returns the positional ones.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {

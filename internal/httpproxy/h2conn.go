@@ -162,6 +162,10 @@ func (h *h2Conn) Read(p []byte) (int, error) {
 func (h *h2Conn) next() error {
 	hdr, err := h.br.Peek(9)
 	if err != nil {
+		if h.br.Buffered() > 0 {
+			h.inspect = false // a partial frame, then an error: the server's to see
+			return nil
+		}
 		return err
 	}
 	length := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
@@ -174,8 +178,9 @@ func (h *h2Conn) next() error {
 		h.inspect = false // FRAME_SIZE_ERROR
 	case typ == frameSettings && flags&flagAck == 0 || typ == frameHeaders || typ == frameContinuation:
 		h.buf = append(h.buf[:0], make([]byte, 9+length)...)
-		if _, err := io.ReadFull(h.br, h.buf); err != nil {
-			return err
+		if n, err := io.ReadFull(h.br, h.buf); err != nil {
+			h.out, h.inspect = h.buf[:n], false
+			return nil
 		}
 		h.out = h.filter(h.buf, typ, flags, stream)
 		return nil

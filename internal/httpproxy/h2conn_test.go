@@ -376,6 +376,7 @@ func FuzzH2Conn(f *testing.F) {
 		fr.WriteData(1, false, []byte("x"))
 		fr.WritePing(false, [8]byte{})
 	}))
+	f.Add([]byte("0")) // a frame header cut short
 	f.Fuzz(func(t *testing.T, frames []byte) {
 		in := append([]byte(clientPreface), frames...)
 		h := newH2Conn(nil, bufio.NewReaderSize(bytes.NewReader(in), 64))

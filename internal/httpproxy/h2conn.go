@@ -86,11 +86,14 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // HTTP/2 frame types and flags the filter reads (RFC 9113 6).
 const (
+	frameData         = 0x0
 	frameHeaders      = 0x1
+	frameRSTStream    = 0x3
 	frameSettings     = 0x4
 	frameContinuation = 0x9
 
 	flagAck        = 0x1
+	flagEndStream  = 0x1
 	flagEndHeaders = 0x4
 	flagPadded     = 0x8
 	flagPriority   = 0x20
@@ -111,7 +114,13 @@ var rejectField = []byte{0x00, 0x01, 'X', 0x00}
 //   - a header block with a connection-specific field or a TE other than
 //     "trailers" (RFC 9113 8.2.2: malformed) is followed by a CONTINUATION
 //     frame holding rejectField, so that the server resets the stream with
-//     PROTOCOL_ERROR; it would answer 400 instead.
+//     PROTOCOL_ERROR; it would answer 400 instead;
+//   - a request whose DATA ends the stream short of its content-length
+//     (RFC 9113 8.1.1: malformed) has END_STREAM taken off its last frame
+//     and an empty HEADERS frame without END_STREAM appended, trailers that
+//     do not end the stream, which the server resets with PROTOCOL_ERROR;
+//     it would hand the handler a body that fails part way. (The server
+//     resets a stream that sends more than its content-length itself.)
 //
 // The header blocks are decoded by a shadow HPACK decoder kept in step
 // with the server's. When a frame is one the server will refuse (too
@@ -127,8 +136,16 @@ type h2Conn struct {
 	inspect bool
 	dec     *hpack.Decoder
 	block   blockCheck
-	stream  uint32 // the stream of the header block being read; 0: none
+	stream  uint32           // the stream of the header block being read; 0: none
+	endStr  bool             // that block's HEADERS frame ends its stream
+	bodies  map[uint32]int64 // streams with a content-length: the bytes still due
+	hdr     [9]byte
+	after   []byte // bytes to give once the frame passing through has passed
 }
+
+// maxBodies bounds the streams whose content-length the filter follows
+// (net/http's server allows 250 at once); others go unchecked.
+const maxBodies = 1000
 
 // newH2Conn filters c, whose bytes (from the preface on) br reads.
 func newH2Conn(c net.Conn, br *bufio.Reader) *h2Conn {
@@ -139,6 +156,10 @@ func newH2Conn(c net.Conn, br *bufio.Reader) *h2Conn {
 
 func (h *h2Conn) Read(p []byte) (int, error) {
 	for len(h.out) == 0 && h.pass == 0 && h.inspect {
+		if h.after != nil {
+			h.out, h.after = h.after, nil
+			break
+		}
 		if h.err != nil {
 			return 0, h.err
 		}
@@ -176,6 +197,10 @@ func (h *h2Conn) next() error {
 		h.inspect = false // the server's connection error
 	case length > h2MaxFrameSize:
 		h.inspect = false // FRAME_SIZE_ERROR
+	case typ == frameData && h.bodies[stream] > 0:
+		return h.data(length, flags, stream)
+	case typ == frameRSTStream:
+		delete(h.bodies, stream)
 	case typ == frameSettings && flags&flagAck == 0 || typ == frameHeaders || typ == frameContinuation:
 		h.buf = append(h.buf[:0], make([]byte, 9+length)...)
 		if n, err := io.ReadFull(h.br, h.buf); err != nil {
@@ -186,6 +211,39 @@ func (h *h2Conn) next() error {
 		return nil
 	}
 	h.pass = 9 + length
+	return nil
+}
+
+// data lets a DATA frame of a stream with a content-length pass through,
+// counting its bytes; when it ends the stream short of that length, it
+// does not, and trailers that do not end it follow.
+func (h *h2Conn) data(length int, flags byte, stream uint32) error {
+	n := length
+	if flags&flagPadded != 0 {
+		b, err := h.br.Peek(10)
+		if err != nil || length < 1 || int(b[9]) >= length {
+			h.inspect = false // the server's error
+			h.pass = 9 + length
+			return nil
+		}
+		n -= 1 + int(b[9])
+	}
+	due := h.bodies[stream] - int64(n)
+	h.pass = 9 + length
+	if due <= 0 {
+		delete(h.bodies, stream) // in full, or the server's error
+		return nil
+	}
+	if flags&flagEndStream == 0 {
+		h.bodies[stream] = due
+		return nil
+	}
+	delete(h.bodies, stream)
+	h.br.Read(h.hdr[:]) // Peeked: no error
+	h.hdr[4] &^= flagEndStream
+	h.out, h.pass = h.hdr[:], length
+	h.after = []byte{0, 0, 0, frameHeaders, flagEndHeaders, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h.after[5:], stream)
 	return nil
 }
 
@@ -201,8 +259,14 @@ func (h *h2Conn) filter(f []byte, typ, flags byte, stream uint32) []byte {
 		return f[:9+len(payload)]
 	}
 	if typ == frameHeaders {
-		h.block = blockCheck{}
-		h.stream = stream
+		h.block = blockCheck{length: -1}
+		h.stream, h.endStr = stream, flags&flagEndStream != 0
+		if due, ok := h.bodies[stream]; ok && h.endStr { // trailers
+			delete(h.bodies, stream)
+			if due > 0 {
+				f[4] &^= flagEndStream
+			}
+		}
 		if flags&flagPadded != 0 {
 			if len(payload) < 1 || int(payload[0]) >= len(payload) {
 				h.inspect = false
@@ -233,8 +297,17 @@ func (h *h2Conn) filter(f []byte, typ, flags byte, stream uint32) []byte {
 		h.inspect = false
 		return f
 	}
-	if !h.block.forbidden || h.block.invalid {
-		return f // the server answers, or rejects the block itself
+	if h.block.invalid {
+		return f // the server rejects the block itself
+	}
+	if !h.block.forbidden {
+		if _, seen := h.bodies[stream]; h.block.length > 0 && !h.endStr && !seen && len(h.bodies) < maxBodies {
+			if h.bodies == nil {
+				h.bodies = map[uint32]int64{}
+			}
+			h.bodies[stream] = h.block.length
+		}
+		return f
 	}
 	f[4] &^= flagEndHeaders
 	var cont [9]byte
@@ -269,9 +342,10 @@ func lastSettings(p []byte) []byte {
 // blockCheck judges the fields of one request header block as the shadow
 // decoder emits them.
 type blockCheck struct {
-	regular   bool // a regular field was seen
-	invalid   bool // a field net/http's server rejects itself
-	forbidden bool // a field HTTP/2 forbids and the server would accept
+	length    int64 // content-length; -1: none, or not one valid value
+	regular   bool  // a regular field was seen
+	invalid   bool  // a field net/http's server rejects itself
+	forbidden bool  // a field HTTP/2 forbids and the server would accept
 }
 
 // connectionFields are the connection-specific fields HTTP/2 forbids
@@ -291,6 +365,12 @@ func (b *blockCheck) field(f hpack.HeaderField) {
 		b.invalid = true
 	case connectionFields[f.Name] || f.Name == "te" && f.Value != "trailers":
 		b.forbidden = true
+	case f.Name == "content-length":
+		n, ok := parseLength(f.Value)
+		if !ok || b.length != -1 {
+			n = -2 // left to the server
+		}
+		b.length = n
 	}
 }
 

@@ -78,6 +78,11 @@ func (h *h2Client) get(extra ...string) []byte {
 	return h.block(append([]string{":method", "GET", ":scheme", "http", ":path", "/", ":authority", "a", "x-id", "1"}, extra...)...)
 }
 
+// post is the header block of a POST of / with a content-length.
+func (h *h2Client) post(length string) []byte {
+	return h.block(":method", "POST", ":scheme", "http", ":path", "/", ":authority", "a", "content-length", length)
+}
+
 // event reads frames until one a test waits for and describes it:
 // "settings", "settings ack", "status N", "data N", "rst CODE", "goaway
 // CODE", "closed", or "error ...". Window updates and pings are skipped.
@@ -189,6 +194,33 @@ func TestH2Conformance(t *testing.T) {
 		}, want: []string{"rst PROTOCOL_ERROR"}, after: true},
 		{name: "unknown pseudo-header", send: func(h *h2Client) { headers(1, h.get(":foo", "1"), true)(h) },
 			want: []string{"rst PROTOCOL_ERROR"}, after: true},
+		{name: "DATA short of content-length", send: func(h *h2Client) {
+			headers(1, h.post("10"), false)(h)
+			h.fr.WriteData(1, true, []byte("abc"))
+		}, want: []string{"rst PROTOCOL_ERROR"}, after: true},
+		{name: "padded DATA short of content-length", send: func(h *h2Client) {
+			headers(1, h.post("10"), false)(h)
+			h.fr.WriteData(1, false, []byte("abc"))
+			h.fr.WriteDataPadded(1, true, []byte("def"), make([]byte, 4))
+		}, want: []string{"rst PROTOCOL_ERROR"}, after: true},
+		{name: "trailers short of content-length", send: func(h *h2Client) {
+			headers(1, h.post("10"), false)(h)
+			h.fr.WriteData(1, false, []byte("abc"))
+			headers(1, h.block("x-trailer", "1"), true)(h)
+		}, want: []string{"rst PROTOCOL_ERROR"}, after: true},
+		{name: "HEADERS ending the stream, content-length 0", send: func(h *h2Client) { headers(1, h.post("0"), true)(h) },
+			want: []string{"status 200"}, after: true},
+		{name: "DATA in full over padded frames", send: func(h *h2Client) {
+			headers(1, h.post("6"), false)(h)
+			h.fr.WriteDataPadded(1, false, []byte("abc"), make([]byte, 2))
+			h.fr.WriteData(1, false, []byte("def"))
+			h.fr.WriteData(1, true, nil)
+		}, want: []string{"status 200", "data 11"}, after: true},
+		{name: "DATA and trailers in full", send: func(h *h2Client) {
+			headers(1, h.post("3"), false)(h)
+			h.fr.WriteData(1, false, []byte("abc"))
+			headers(1, h.block("x-trailer", "1"), true)(h)
+		}, want: []string{"status 200", "data 8"}, after: true},
 		{name: "DATA above content-length", send: func(h *h2Client) {
 			headers(1, h.block(":method", "POST", ":scheme", "http", ":path", "/", ":authority", "a", "content-length", "2"), false)(h)
 			h.fr.WriteData(1, true, []byte("abc"))
@@ -375,6 +407,14 @@ func FuzzH2Conn(f *testing.F) {
 	f.Add(seed(func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
 		fr.WriteData(1, false, []byte("x"))
 		fr.WritePing(false, [8]byte{})
+	}))
+	f.Add(seed(func(fr *http2.Framer, enc *hpack.Encoder, hb *bytes.Buffer) {
+		for _, kv := range [][2]string{{":method", "POST"}, {":path", "/"}, {"content-length", "10"}} {
+			enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+		fr.WriteDataPadded(1, false, []byte("abc"), []byte{0})
+		fr.WriteData(1, true, []byte("def"))
 	}))
 	f.Add([]byte("0")) // a frame header cut short
 	f.Fuzz(func(t *testing.T, frames []byte) {

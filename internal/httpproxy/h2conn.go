@@ -3,6 +3,7 @@ package httpproxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -83,6 +84,27 @@ func httpVersion(v []byte) bool {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// h2Secure reports whether a TLS connection may carry HTTP/2 (RFC 9113
+// 9.2): TLS 1.3, or TLS 1.2 with an ephemeral key exchange and an AEAD
+// cipher (every other suite Go offers is on RFC 7540's list of prohibited
+// ones). net/http's server checks this only on a *tls.Conn, which it does
+// not get (see Server.handOff).
+func h2Secure(st *tls.ConnectionState) bool {
+	switch {
+	case st.Version >= tls.VersionTLS13:
+		return true
+	case st.Version < tls.VersionTLS12:
+		return false
+	}
+	switch st.CipherSuite {
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+		return true
+	}
+	return false
+}
 
 // HTTP/2 frame types and flags the filter reads (RFC 9113 6).
 const (

@@ -253,24 +253,34 @@ func TestH2Conformance(t *testing.T) {
 }
 
 // TestH2TLSFollowsALPN: over TLS the protocol is the one ALPN chose; a
-// connection that speaks the other is closed unanswered.
+// connection that speaks the other, or h2 on a TLS 1.2 suite HTTP/2
+// prohibits, is closed unanswered.
 func TestH2TLSFollowsALPN(t *testing.T) {
 	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
 	addr := serveTLS(t, p.srv)
+	cbc := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
 	for _, tc := range []struct {
-		name  string
-		alpn  []string
-		send  string
-		reply string // what the response begins with; "": closed unanswered
+		name   string
+		alpn   []string
+		send   string
+		reply  string   // what the response begins with; "": closed unanswered
+		suites []uint16 // TLS 1.2 with these
 	}{
-		{"h2 speaking HTTP/1.1", []string{"h2"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", ""},
-		{"http/1.1 speaking h2", []string{"http/1.1"}, clientPreface, ""},
-		{"no ALPN speaking h2", nil, clientPreface, ""},
-		{"http/1.1 speaking HTTP/1.1", []string{"http/1.1"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200"},
-		{"no ALPN speaking HTTP/1.0", nil, "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 200"},
+		{"h2 speaking HTTP/1.1", []string{"h2"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "", nil},
+		{"http/1.1 speaking h2", []string{"http/1.1"}, clientPreface, "", nil},
+		{"no ALPN speaking h2", nil, clientPreface, "", nil},
+		{"http/1.1 speaking HTTP/1.1", []string{"http/1.1"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200", nil},
+		{"no ALPN speaking HTTP/1.0", nil, "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 200", nil},
+		{"h2 on a TLS 1.2 CBC suite", []string{"h2"}, clientPreface, "", cbc},
+		{"http/1.1 on a TLS 1.2 CBC suite", []string{"http/1.1"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200", cbc},
+		{"h2 on TLS 1.2 GCM", []string{"h2"}, clientPreface, "\x00\x00", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: tc.alpn})
+			cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: tc.alpn}
+			if tc.suites != nil {
+				cfg.MaxVersion, cfg.CipherSuites = tls.VersionTLS12, tc.suites
+			}
+			c, err := tls.Dial("tcp", addr, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -133,7 +133,7 @@ type tlsStateKey struct{}
 // server and waits until it is closed. How c begins decides what net/http
 // gets (see readGreeting): HTTP/2 through the frame filter h2Conn, HTTP/1
 // as it came; a connection that speaks neither, or over TLS not what ALPN
-// chose, is closed without an answer. A TLS connection is given as
+// chose, or h2 over TLS too weak for it, is closed without an answer. A TLS connection is given as
 // cleartext so that the filter can sit under net/http's HTTP/2 server
 // (which takes only a *tls.Conn as TLS); its state reaches requests
 // through the connection's context.
@@ -145,7 +145,7 @@ func (s *Server) handOff(c net.Conn, br *bufio.Reader) {
 	if tc, ok := c.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		state = &st
-		if (st.NegotiatedProtocol == "h2") != (g == greetHTTP2) {
+		if (st.NegotiatedProtocol == "h2") != (g == greetHTTP2) || g == greetHTTP2 && !h2Secure(&st) {
 			g = greetOther
 		}
 	}

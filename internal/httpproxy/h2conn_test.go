@@ -457,3 +457,43 @@ func filtersFrames(b []byte) bool {
 	}
 	return false
 }
+
+// TestH2CUpgradeIgnored: an HTTP/1.1 request asking to upgrade to h2c
+// (deprecated by RFC 9113 3.1) is served as HTTP/1.1 and reaches the
+// upstream without the upgrade: a backend that switched would leave the
+// app talking HTTP/2 to it directly, past attache's routes and filters.
+// Other upgrade tokens pass.
+func TestH2CUpgradeIgnored(t *testing.T) {
+	be, _ := serveBackend(t, func(c net.Conn, r *http.Request) bool {
+		if up := r.Header.Get("Upgrade"); up != "" {
+			fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", up)
+			return false
+		}
+		body := "upgrade=" + r.Header.Get("Upgrade") + ";settings=" + r.Header.Get("Http2-Settings")
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	for _, fast := range []bool{true, false} {
+		p := newProxy(t, fast, []string{be}, config.Route{})
+		for _, tc := range []struct {
+			upgrade, want string
+		}{
+			{"h2c", "HTTP/1.1 200 OK"},
+			{"H2C", "HTTP/1.1 200 OK"},
+			{"websocket", "HTTP/1.1 101 Switching Protocols"},
+			{"h2c, websocket", "HTTP/1.1 101 Switching Protocols"},
+		} {
+			c, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: "+tc.upgrade+"\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("fast %v, Upgrade: %s: %v", fast, tc.upgrade, err)
+			}
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 100))
+			if got := "HTTP/1.1 " + resp.Status; got != tc.want || resp.StatusCode == 200 && string(body) != "upgrade=;settings=" {
+				t.Errorf("fast %v, Upgrade: %s: got %s %q, want %s, no upgrade upstream", fast, tc.upgrade, got, body, tc.want)
+			}
+			c.Close()
+		}
+	}
+}

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Server is the HTTP server of one listener. It lives across reloads: a
@@ -65,6 +68,7 @@ func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
 			if r.TLS == nil { // net/http sees TLS connections as cleartext (see handOff)
 				r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
 			}
+			dropH2CUpgrade(r.Header)
 			s.handler.Load().ServeHTTP(w, r)
 		}),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -124,6 +128,28 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		return
 	}
 	s.handOff(c, fc.br)
+}
+
+// dropH2CUpgrade takes an upgrade to h2c (deprecated by RFC 9113 3.1) out
+// of a request's headers, with HTTP2-Settings, so that it is served as it
+// came. Passed on, it would let a backend that switches protocols carry
+// the app's HTTP/2 past attache's routes and filters (h2c smuggling).
+func dropH2CUpgrade(h http.Header) {
+	if !httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") {
+		return
+	}
+	var keep []string
+	for _, v := range h["Upgrade"] {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !strings.EqualFold(t, "h2c") {
+				keep = append(keep, t)
+			}
+		}
+	}
+	h.Del("Http2-Settings")
+	if h.Del("Upgrade"); len(keep) > 0 {
+		h.Set("Upgrade", strings.Join(keep, ", "))
+	}
 }
 
 // tlsStateKey is the context key of a TLS connection's state.

@@ -20,12 +20,15 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 
 // TestH2spec runs h2spec (built by tools/build.sh) against a listener in
 // the clear (h2c with prior knowledge, through the engine and the fast
-// path as a real listener is) and over TLS (h2 by ALPN), each routed to a
-// backend: every test must pass (strict ones included), none skipped.
+// path as a real listener is, and on the net/http path) and over TLS (h2
+// by ALPN), each routed to a backend: every test must pass, strict ones
+// included, none skipped.
 func TestH2spec(t *testing.T) {
 	bin := testenv.Tool(t, "h2spec")
-	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	echo := newEcho(t).addr
+	p := newProxy(t, true, []string{echo}, config.Route{})
 	tlsAddr := serveTLS(t, p.srv)
+	netHTTP := newProxy(t, false, []string{echo}, config.Route{})
 	for _, tc := range []struct {
 		name string
 		addr string
@@ -33,6 +36,7 @@ func TestH2spec(t *testing.T) {
 	}{
 		{"h2c", p.addr, nil},
 		{"h2 over TLS", tlsAddr, []string{"-t", "-k"}},
+		{"h2c on the net/http path", netHTTP.addr, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host, port, _ := net.SplitHostPort(tc.addr)

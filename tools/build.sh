@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build the real servers the integration tests run (kube-apiserver, etcd,
-# consul) from their Go modules, once, into a cache outside the repo keyed by
-# version. A cached binary is never rebuilt. Each server has its own build
-# module here (tools/k8s, tools/etcd, tools/consul) so the project's go.mod
-# never sees their dependency graphs.
+# Build the real servers and tools the integration tests run (kube-apiserver,
+# etcd, consul, h2spec) from their Go modules, once, into a cache outside the
+# repo keyed by version. A cached binary is never rebuilt. Each has its own
+# build module here (tools/k8s, tools/etcd, tools/consul, tools/h2spec) so the
+# project's go.mod never sees their dependency graphs.
 #
-#   tools/build.sh [k8s|etcd|consul ...]   (default: all)
+#   tools/build.sh [k8s|etcd|consul|h2spec ...]   (default: all)
 #   prints nothing but progress; binaries land in $(tools/build.sh --dir)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,6 +14,7 @@ cache="${ATTACHE_TOOLS:-$HOME/.cache/attache-tools}"
 K8S=v1.34.4
 ETCD=v3.6.4
 CONSUL=v1.22.7
+H2SPEC=v2.2.1
 
 if [ "${1:-}" = --dir ]; then echo "$cache/bin"; exit 0; fi
 mkdir -p "$cache/bin"
@@ -44,11 +45,16 @@ consul() {
 		"-s -w -X github.com/hashicorp/consul/version.GitCommit=$CONSUL"
 }
 
+h2spec() {
+	build h2spec $H2SPEC h2spec github.com/summerwind/h2spec/cmd/h2spec \
+		"-s -w -X main.VERSION=${H2SPEC#v} -X main.COMMIT=$H2SPEC"
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s consul)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s consul h2spec)
 for t in "${targets[@]}"; do
 	case $t in
-	k8s | etcd | consul) "$t" ;;
-	*) echo "tools: unknown target $t (k8s, etcd, consul)" >&2; exit 2 ;;
+	k8s | etcd | consul | h2spec) "$t" ;;
+	*) echo "tools: unknown target $t (k8s, etcd, consul, h2spec)" >&2; exit 2 ;;
 	esac
 done

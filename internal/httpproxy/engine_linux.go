@@ -416,6 +416,10 @@ func (c *econn) process() {
 			c.handOff()
 			return
 		}
+		if v == reject && !c.served && notHTTP(c.rbuf[:n]) {
+			c.close() // not HTTP at all: no answer (see notHTTP)
+			return
+		}
 		if v == reject {
 			c.out = appendBadRequest(c.out, why)
 			c.closing = true

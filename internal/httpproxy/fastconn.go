@@ -204,7 +204,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 			v, why = fc.req.parse(string(b))
 		}
 		if v == reject {
-			fc.badRequest(why)
+			fc.badRequest(why, b)
 			return false
 		}
 		h := fc.s.handler.Load()
@@ -254,7 +254,7 @@ func (fc *fastConn) checkLargeHead() bool {
 			}
 			fc.req = reqHead{} // its fields are large: not kept
 			if v == reject {
-				fc.badRequest(why)
+				fc.badRequest(why, fc.large[:n])
 				return false
 			}
 			return true
@@ -454,8 +454,13 @@ func (fc *fastConn) writeError(status int, reason string, over, attempts bool, m
 	return status
 }
 
-// badRequest answers a malformed request; the connection then closes.
-func (fc *fastConn) badRequest(why string) {
+// badRequest answers a malformed request, whose head is head; the
+// connection then closes. A connection whose first bytes are not HTTP at
+// all gets no answer (see notHTTP).
+func (fc *fastConn) badRequest(why string, head []byte) {
+	if fc.state.Load() == connNew && notHTTP(head) {
+		return
+	}
 	fc.bw.Write(appendBadRequest(fc.bw.AvailableBuffer(), why))
 	fc.bw.Flush()
 	fc.h = fc.s.handler.Load()

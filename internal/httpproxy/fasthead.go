@@ -128,6 +128,10 @@ type reqHead struct {
 // quarter of a million, each an entry of h.fields.
 const maxFields = 500
 
+// unsupportedVersion is the reason for a request of an HTTP version other
+// than 1.x: answered 505, as net/http does, where other rejects get 400.
+const unsupportedVersion = "unsupported protocol version"
+
 // verdict is what the fast path does with a request head.
 type verdict int
 
@@ -184,7 +188,7 @@ func (h *reqHead) parse(raw string) (verdict, string) {
 	case method == "PRI" && target == "*" && proto == "HTTP/2.0" && rest == "":
 		return handOff, "" // the HTTP/2 connection preface
 	default:
-		return reject, "unsupported protocol version"
+		return reject, unsupportedVersion
 	}
 	h.method, h.target = method, target
 	h.path, _, _ = strings.Cut(target, "?")

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Server is the HTTP server of one listener. It lives across reloads: a
@@ -23,7 +26,8 @@ import (
 // read, to the goroutine fast path (fastConn) for anything else. The fast
 // path serves the rest of plain HTTP/1.1 and hands the connection in turn
 // to the net/http server for HTTP/2, upgrades and routes to TLS or HTTP/2
-// upstreams. TLS connections go to net/http directly.
+// upstreams. TLS connections go to net/http directly. What net/http is
+// given depends on how the connection begins (see handOff).
 type Server struct {
 	srv     *http.Server
 	ln      *chanListener
@@ -65,14 +69,27 @@ func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
 		s.eng = newEngines(s, log)
 	}
 	s.srv = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.Load().ServeHTTP(w, r) }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.TLS == nil { // net/http sees TLS connections as cleartext (see handOff)
+				r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+			}
+			dropH2CUpgrade(r.Header)
+			s.handler.Load().ServeHTTP(w, r)
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*trackedConn); ok && tc.tls != nil {
+				return context.WithValue(ctx, tlsStateKey{}, tc.tls)
+			}
+			return ctx
+		},
 		ReadHeaderTimeout: s.headerTimeout,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: h2MaxFrameSize, MaxDecoderHeaderTableSize: h2HeaderTableSize},
 	}
-	// HTTP/1.1 and HTTP/2: h2c in the clear (prior knowledge or upgrade
-	// from the app), h2 by ALPN on TLS listeners.
+	// HTTP/1.1 and HTTP/2: h2c in the clear (prior knowledge), h2 by ALPN
+	// on TLS listeners; both reach net/http as unencrypted HTTP/2.
 	s.srv.Protocols.SetHTTP1(true)
 	s.srv.Protocols.SetHTTP2(true)
 	s.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -86,7 +103,7 @@ func (s *Server) Update(h *Handler) { s.handler.Store(h) }
 // ServeConn serves c and returns when it is closed.
 func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 	if _, isTLS := c.(*tls.Conn); isTLS || !s.fast {
-		s.handOff(c)
+		s.handOff(c, bufio.NewReader(c), nil, time.Now().Add(s.headerTimeout))
 		return
 	}
 	var pre []byte
@@ -121,17 +138,76 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	fc.setReadDeadline(time.Time{}) // net/http keeps its own, for the heads after this one
-	pc := &prereadConn{Conn: c, pre: fc.large, br: fc.br}
+	var due time.Time // the pending head's deadline
 	if !fc.headStart.IsZero() {
-		pc.headDeadline = fc.headStart.Add(s.headerTimeout)
+		due = fc.headStart.Add(s.headerTimeout)
 	}
-	s.handOff(pc)
+	s.handOff(c, fc.br, fc.large, due)
 }
 
-// handOff gives c to the net/http server and waits until it is closed.
-func (s *Server) handOff(c net.Conn) {
-	tc := &trackedConn{Conn: c, done: make(chan struct{})}
+// dropH2CUpgrade takes an upgrade to h2c (deprecated by RFC 9113 3.1) out
+// of a request's headers, with HTTP2-Settings, so that it is served as it
+// came. Passed on, it would let a backend that switches protocols carry
+// the app's HTTP/2 past attache's routes and filters (h2c smuggling).
+func dropH2CUpgrade(h http.Header) {
+	if !httpguts.HeaderValuesContainsToken(h["Upgrade"], "h2c") {
+		return
+	}
+	var keep []string
+	for _, v := range h["Upgrade"] {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !strings.EqualFold(t, "h2c") {
+				keep = append(keep, t)
+			}
+		}
+	}
+	h.Del("Http2-Settings")
+	if h.Del("Upgrade"); len(keep) > 0 {
+		h.Set("Upgrade", strings.Join(keep, ", "))
+	}
+}
+
+// tlsStateKey is the context key of a TLS connection's state.
+type tlsStateKey struct{}
+
+// handOff gives c, whose bytes from here on are pre and then what br
+// reads, to the net/http server and waits until it is closed; the head
+// pending in them is due by due (zero: none pending). How c begins decides
+// what net/http gets (see readGreeting): HTTP/2 through the frame filter
+// h2Conn, HTTP/1 as it came; a connection that speaks neither, or over TLS
+// not what ALPN chose, or h2 over TLS too weak for it, is closed without
+// an answer. pre is a whole HTTP/1 head the fast path read and checked. A
+// TLS connection is given as cleartext so that the filter can sit under
+// net/http's HTTP/2 server (which takes only a *tls.Conn as TLS); its
+// state reaches requests through the connection's context.
+func (s *Server) handOff(c net.Conn, br *bufio.Reader, pre []byte, due time.Time) {
+	g, err := greetHTTP1, error(nil)
+	if len(pre) == 0 {
+		if due.IsZero() {
+			c.SetReadDeadline(time.Now().Add(s.headerTimeout))
+		} else {
+			c.SetReadDeadline(due)
+		}
+		g, err = readGreeting(br)
+	}
+	c.SetReadDeadline(time.Time{}) // net/http keeps its own, held to due
+	var state *tls.ConnectionState
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		state = &st
+		if (st.NegotiatedProtocol == "h2") != (g == greetHTTP2) || g == greetHTTP2 && !h2Secure(&st) {
+			g = greetOther
+		}
+	}
+	var hc net.Conn = &prereadConn{Conn: c, pre: pre, br: br, headDeadline: due}
+	switch {
+	case err != nil || g == greetOther:
+		c.Close()
+		return
+	case g == greetHTTP2:
+		hc = newH2Conn(c, br)
+	}
+	tc := &trackedConn{Conn: hc, tls: state, done: make(chan struct{})}
 	select {
 	case s.ln.conns <- tc:
 		<-tc.done
@@ -259,6 +335,7 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 // trackedConn closes done when the HTTP server closes the connection.
 type trackedConn struct {
 	net.Conn
+	tls  *tls.ConnectionState // nil: cleartext
 	once sync.Once
 	done chan struct{}
 }

@@ -238,11 +238,17 @@ func appendError(b []byte, status int, reason string, over bool, attempts int, c
 	return b
 }
 
-// appendBadRequest appends the 400 of a malformed request, after which
-// the connection closes.
+// appendBadRequest appends the 400 (505 for another HTTP version) of a
+// malformed request, after which the connection closes.
 func appendBadRequest(b []byte, why string) []byte {
-	msg := "400 Bad Request: " + why
-	b = append(b, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	status := "400 Bad Request"
+	if why == unsupportedVersion {
+		status = "505 HTTP Version Not Supported"
+	}
+	msg := status + ": " + why
+	b = append(b, "HTTP/1.1 "...)
+	b = append(b, status...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(msg)), 10)
 	b = append(b, "\r\n\r\n"...)
 	return append(b, msg...)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -33,28 +32,10 @@ type ConsulAgent struct {
 	stop func()
 }
 
-// consulBin finds the consul binary that tools/build.sh builds:
-// $ATTACHE_TOOLS/bin/consul, then ~/.cache/attache-tools/bin/consul, then
-// PATH.
+// consulBin finds the consul binary that tools/build.sh builds (see Tool).
 func consulBin(t testing.TB) string {
 	t.Helper()
-	var cands []string
-	if d := os.Getenv("ATTACHE_TOOLS"); d != "" {
-		cands = append(cands, filepath.Join(d, "bin", "consul"))
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		cands = append(cands, filepath.Join(h, ".cache", "attache-tools", "bin", "consul"))
-	}
-	for _, c := range cands {
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
-			return c
-		}
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p
-	}
-	Unavailable(t, "consul not found in %s or PATH: build it with tools/build.sh consul", strings.Join(cands, ", "))
-	return ""
+	return Tool(t, "consul")
 }
 
 // Consul starts a dev agent (server, leader of its own datacenter "dc1",

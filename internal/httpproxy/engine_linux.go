@@ -416,7 +416,7 @@ func (c *econn) process() {
 			c.handOff()
 			return
 		}
-		if v == reject && !c.served && notHTTP(c.rbuf[:n]) {
+		if v == reject && notHTTP(c.rbuf[:n]) {
 			c.close() // not HTTP at all: no answer (see notHTTP)
 			return
 		}

@@ -455,10 +455,10 @@ func (fc *fastConn) writeError(status int, reason string, over, attempts bool, m
 }
 
 // badRequest answers a malformed request, whose head is head; the
-// connection then closes. A connection whose first bytes are not HTTP at
-// all gets no answer (see notHTTP).
+// connection then closes. A head that is not HTTP at all gets no answer
+// (see notHTTP).
 func (fc *fastConn) badRequest(why string, head []byte) {
-	if fc.state.Load() == connNew && notHTTP(head) {
+	if notHTTP(head) {
 		return
 	}
 	fc.bw.Write(appendBadRequest(fc.bw.AvailableBuffer(), why))

@@ -78,10 +78,10 @@ func classifyGreeting(b []byte) (g greeting, ok bool) {
 	return greetHTTP1, true
 }
 
-// notHTTP reports whether a connection that begins with b speaks neither
-// HTTP/1 nor HTTP/2, as classifyGreeting tells: the fast paths close such
-// a connection without an answer, as handOff does, rather than answer 400
-// (an HTTP/2 client that sent a bad preface would read it as a frame).
+// notHTTP reports whether a head b is neither HTTP/1 nor the HTTP/2
+// preface, as classifyGreeting tells: the fast paths close its connection
+// without an answer, as handOff does, rather than answer 400 (an HTTP/2
+// client that sent a bad preface would read it as a frame).
 func notHTTP(b []byte) bool {
 	g, ok := classifyGreeting(b)
 	return ok && g == greetOther

@@ -1,12 +1,14 @@
 package redisproxy
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,8 +43,8 @@ func testBadClientsCannotBreakSharedConnection(t *testing.T, via func(*Options))
 		{"unbalanced quote", "GET \"k\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"},
 		{"text after a closing quote", "GET 'k'x\r\n", "-ERR Protocol error: unbalanced quotes in request\r\n"},
 		{"NUL in an inline command", "GET k\x00\r\n", "-ERR Protocol error: too big inline request\r\n"},
-		{"CR and another byte", "*2\rx$3\ryGET\r\n$1\r\nkab", "$1\r\nv\r\n"},
-		{"quoted inline", "GET \"\\x6b\"\r\n", "$1\r\nv\r\n"},
+		{"CR and another byte", "*2\rx$3\ryGET\r\n$1\r\nkabQUIT\r\n", "$1\r\nv\r\n+OK\r\n"},
+		{"quoted inline", "GET \"\\x6b\"\r\nQUIT\r\n", "$1\r\nv\r\n+OK\r\n"},
 	}
 
 	var wg sync.WaitGroup
@@ -114,8 +116,8 @@ func innocentGets(t *testing.T, addr string, done <-chan struct{}) (failures, ge
 }
 
 // badClient sends in on a new connection and returns all it gets back
-// until the connection is closed (or after one reply, for a command that
-// is answered).
+// until the connection is closed (a reset, when the server closed with
+// input unread, counts as closed).
 func badClient(t *testing.T, addr, in string) string {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -129,14 +131,37 @@ func badClient(t *testing.T, addr, in string) string {
 	for {
 		reply, err := r.ReadReply()
 		if err != nil {
-			if err != io.EOF {
+			if err != io.EOF && !errors.Is(err, syscall.ECONNRESET) {
 				all = append(all, "<"+err.Error()+">"...)
 			}
 			return string(all)
 		}
 		all = append(all, reply...)
-		if reply[0] != '-' {
-			return string(all)
+	}
+}
+
+// TestUnauthenticatedLimits: before AUTH on a listener with a password, a
+// command of more than 10 arguments or a bulk of more than 16384 bytes
+// gets Redis's error and the connection is closed, before the bulk is
+// buffered; after AUTH (in the same write) the limits are lifted.
+func TestUnauthenticatedLimits(t *testing.T) { forPaths(t, testUnauthenticatedLimits) }
+
+func testUnauthenticatedLimits(t *testing.T, via func(*Options)) {
+	shard := testenv.Redis(t)
+	addr := serve(t, &Handler{Pool: pool(t, []string{shard}, via), Password: "s3cret", Log: slog.New(slog.DiscardHandler)})
+	big := strings.Repeat("x", 100000)
+	set := string(resp.AppendCommand(nil, []byte("SET"), []byte("k"), []byte(big)))
+	for _, tc := range []struct{ name, in, want string }{
+		{"huge bulk", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$150000000\r\n" + big, "-ERR Protocol error: unauthenticated bulk length\r\n"},
+		{"bulk over 16384", set, "-ERR Protocol error: unauthenticated bulk length\r\n"},
+		{"11 arguments", "*11\r\n", "-ERR Protocol error: unauthenticated multibulk length\r\n"},
+		{"after a failed AUTH", "*2\r\n$4\r\nAUTH\r\n$5\r\nwrong\r\n" + set,
+			"-WRONGPASS invalid username-password pair or user is disabled.\r\n-ERR Protocol error: unauthenticated bulk length\r\n"},
+		{"after AUTH", "*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n" + set + "*2\r\n$6\r\nSTRLEN\r\n$1\r\nk\r\n*1\r\n$4\r\nQUIT\r\n",
+			"+OK\r\n+OK\r\n:100000\r\n+OK\r\n"},
+	} {
+		if got := badClient(t, addr, tc.in); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

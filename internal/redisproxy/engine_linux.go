@@ -231,6 +231,7 @@ func (e *engine) addClient(c *eclient) {
 	} else {
 		c.rd = resp.NewReader(&c.src)
 	}
+	c.rd.RequireAuth(!c.authed)
 	if n := len(e.freeOut); n > 0 {
 		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
 	}
@@ -282,7 +283,7 @@ func (e *engine) readClient(c *eclient) {
 		if len(args) == 0 {
 			continue
 		}
-		e.exec(c, c.dispatch(args, raw))
+		e.exec(c, c.serve(c.rd, args, raw))
 	}
 }
 

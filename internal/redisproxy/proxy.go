@@ -410,6 +410,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 
 	rd := resp.NewReader(c)
 	ss := &session{h: h, n: n, authed: h.Password == ""}
+	rd.RequireAuth(!ss.authed)
 	for {
 		args, raw, err := rd.ReadCommand()
 		if err != nil {
@@ -422,7 +423,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 		if len(args) == 0 {
 			continue
 		}
-		rp := ss.start(ss.dispatch(args, raw))
+		rp := ss.start(ss.serve(rd, args, raw))
 		replies <- rp
 		if rp.quit {
 			return
@@ -472,6 +473,19 @@ func ready(b []byte) plan { return plan{ready: b} }
 
 func errReply(format string, a ...any) plan {
 	return ready(resp.AppendError(nil, fmt.Sprintf(format, a...)))
+}
+
+// serve plans a command read from rd, and lifts rd's limits for a client
+// that has not authenticated once it has.
+func (ss *session) serve(rd *resp.Reader, args [][]byte, raw []byte) plan {
+	if ss.authed {
+		return ss.dispatch(args, raw)
+	}
+	pl := ss.dispatch(args, raw)
+	if ss.authed {
+		rd.RequireAuth(false)
+	}
+	return pl
 }
 
 func (ss *session) dispatch(args [][]byte, raw []byte) plan {

@@ -1,0 +1,98 @@
+package resp
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+)
+
+// chunks is an io.Reader that returns one chunk per Read.
+type chunks struct{ parts [][]byte }
+
+func (c *chunks) Read(b []byte) (int, error) {
+	if len(c.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, c.parts[0])
+	if c.parts[0] = c.parts[0][n:]; len(c.parts[0]) == 0 {
+		c.parts = c.parts[1:]
+	}
+	return n, nil
+}
+
+// TestTrickledCommandIsParsedOnce: a command of 40,000 arguments that
+// arrives one argument per read is parsed in steps linear in its size
+// (each length line and bulk once), not from its first byte on every read.
+func TestTrickledCommandIsParsedOnce(t *testing.T) {
+	const n = 40000
+	src := &chunks{parts: [][]byte{[]byte(fmt.Sprintf("*%d\r\n", n))}}
+	for i := 0; i < n; i++ {
+		src.parts = append(src.parts, []byte("$5\r\nabcde\r\n"))
+	}
+	r := NewReader(src)
+	args, _, err := r.ReadCommand()
+	if err != nil || len(args) != n {
+		t.Fatalf("got %d args, %v; want %d", len(args), err, n)
+	}
+	if r.steps > 3*n {
+		t.Errorf("got %d parse steps for %d arguments, want at most %d", r.steps, n, 3*n)
+	}
+}
+
+// TestBufferShrinksAfterLargeCommand: the buffer grown for a large
+// command is given back once the command has been read.
+func TestBufferShrinksAfterLargeCommand(t *testing.T) {
+	big := string(AppendCommand(nil, []byte("SET"), []byte("k"), bytes.Repeat([]byte("x"), 1<<20)))
+	for _, tc := range []struct {
+		name, in string
+		read     func(r *Reader) error
+	}{
+		{"command", big + "*1\r\n$4\r\nPING\r\n", func(r *Reader) error { _, _, err := r.ReadCommand(); return err }},
+		{"reply", "$1048576\r\n" + strings.Repeat("x", 1<<20) + "\r\n+OK\r\n", func(r *Reader) error { _, err := r.ReadReply(); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tc.in))
+			if err := tc.read(r); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.buf) < 1<<20 {
+				t.Fatalf("buffer %d after a 1 MiB message, want it grown", len(r.buf))
+			}
+			if err := tc.read(r); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.buf) > maxKeep {
+				t.Errorf("got a buffer of %d after the large message, want at most %d", len(r.buf), maxKeep)
+			}
+		})
+	}
+}
+
+// TestQueryBufferLimit: a command larger than the query buffer limit ends
+// the read with ErrQueryBuffer, and the buffer never exceeds the limit.
+func TestQueryBufferLimit(t *testing.T) {
+	in := AppendCommand(nil, []byte("SET"), []byte("k"), bytes.Repeat([]byte("x"), 200<<10))
+	r := NewReader(bytes.NewReader(in))
+	r.maxQuery = 64 << 10
+	if _, _, err := r.ReadCommand(); err != ErrQueryBuffer {
+		t.Errorf("got %v, want ErrQueryBuffer", err)
+	}
+	if len(r.buf) > 64<<10 {
+		t.Errorf("got a buffer of %d, want at most %d", len(r.buf), 64<<10)
+	}
+}
+
+// TestLargeBulkGrowsOnce: a large bulk's buffer is made its declared size
+// when the bytes start to come, not doubled past it.
+func TestLargeBulkGrowsOnce(t *testing.T) {
+	in := AppendCommand(nil, []byte("SET"), []byte("k"), bytes.Repeat([]byte("x"), 3<<20))
+	r := NewReader(bytes.NewReader(in))
+	if _, _, err := r.ReadCommand(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.buf) > len(in)+minReadSize {
+		t.Errorf("got a buffer of %d for a command of %d, want at most %d", len(r.buf), len(in), len(in)+minReadSize)
+	}
+}

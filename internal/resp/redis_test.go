@@ -83,6 +83,8 @@ var redisCases = []struct {
 	{name: "unauthenticated 11 args", in: "*11\r\n", err: "unauthenticated multibulk length", unauth: true},
 	{name: "unauthenticated 16384 bytes", in: "*1\r\n$16384\r\n", unauth: true},
 	{name: "unauthenticated 16385 bytes", in: "*1\r\n$16385\r\n", err: "unauthenticated bulk length", unauth: true},
+	{name: "unauthenticated count over INT_MAX", in: "*2147483648\r\n", err: "invalid multibulk length", unauth: true},
+	{name: "unauthenticated count over attache's limit", in: "*1070000\r\n", err: "unauthenticated multibulk length", unauth: true},
 	{name: "unauthenticated bad length first", in: "*1\r\n$016385\r\n", err: "invalid bulk length", unauth: true},
 }
 

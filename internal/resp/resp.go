@@ -324,11 +324,13 @@ func (r *Reader) parseMultibulk(b []byte) (int, error) {
 		if err != nil || next == 0 {
 			return 0, err
 		}
-		switch {
+		switch { // Redis 7 takes up to INT_MAX; attache, as Redis 6, MaxArgs
+		case count > math.MaxInt32:
+			return 0, protoErr("invalid multibulk length")
+		case count > r.maxArgs && r.maxArgs < MaxArgs:
+			return 0, protoErr("unauthenticated multibulk length")
 		case count > MaxArgs:
 			return 0, protoErr("invalid multibulk length")
-		case count > r.maxArgs:
-			return 0, protoErr("unauthenticated multibulk length")
 		}
 		c.multi, c.left, c.bulk, c.pos = true, count, -1, next
 		c.canonical = b[next-1] == '\n'

@@ -384,6 +384,23 @@ func (r *Reader) parseMultibulk(b []byte) (int, error) {
 // its CR arrives).
 func (r *Reader) lengthLine(b []byte, what string) (n int64, length int, err error) {
 	r.steps++
+	// The usual line, "*2\r\n" or "$3\r\n", without the general scan:
+	// a number of at most 18 digits, no sign, no leading zero.
+	if len(b) >= 4 && '1' <= b[1] && b[1] <= '9' && (what != "bulk" || b[0] == '$') {
+		v := int64(b[1] - '0')
+		i := 2
+		for ; i < len(b) && i < 19 && '0' <= b[i] && b[i] <= '9'; i++ {
+			v = v*10 + int64(b[i]-'0')
+		}
+		if i+1 < len(b) && b[i] == '\r' {
+			return v, i + 2, nil
+		}
+	}
+	return r.lengthLineSlow(b, what)
+}
+
+// lengthLineSlow is lengthLine for every other line.
+func (r *Reader) lengthLineSlow(b []byte, what string) (n int64, length int, err error) {
 	w := b[:min(len(b), 2+lenDigits)]
 	cr := bytes.IndexByte(w, '\r')
 	if nul := bytes.IndexByte(w, 0); nul >= 0 && (cr < 0 || nul < cr) {

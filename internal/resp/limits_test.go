@@ -96,3 +96,29 @@ func TestLargeBulkGrowsOnce(t *testing.T) {
 		t.Errorf("got a buffer of %d for a command of %d, want at most %d", len(r.buf), len(in), len(in)+minReadSize)
 	}
 }
+
+// TestTrickledReplyIsParsedOnce: an array reply of 40,000 elements, nested
+// ones among them, arriving one element per read is parsed in steps linear
+// in its size, and whole.
+func TestTrickledReplyIsParsedOnce(t *testing.T) {
+	const n = 40000
+	src := &chunks{parts: [][]byte{[]byte(fmt.Sprintf("*%d\r\n", n))}}
+	var all []byte
+	for i := 0; i < n; i++ {
+		el := []byte("$5\r\nabcde\r\n")
+		if i%100 == 0 {
+			el = []byte("*2\r\n:1\r\n*-1\r\n")
+		}
+		src.parts = append(src.parts, el)
+		all = append(all, el...)
+	}
+	want := append([]byte(fmt.Sprintf("*%d\r\n", n)), all...)
+	r := NewReader(src)
+	got, err := r.ReadReply()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, %v; want the %d of the reply", len(got), err, len(want))
+	}
+	if r.steps > 3*n {
+		t.Errorf("got %d parse steps for %d elements, want at most %d", r.steps, n, 3*n)
+	}
+}

@@ -65,6 +65,7 @@ type Reader struct {
 	args       [][]byte
 
 	cmd   command // the command being read, from buf[start]
+	reply reply   // the reply being read, from buf[start]
 	enc   []byte  // a command re-encoded as a canonical multibulk
 	words []byte  // the arguments of an inline command, unquoted
 
@@ -84,6 +85,12 @@ type command struct {
 	bulk      int64 // length of the next bulk; -1: its line is not read yet
 	canonical bool  // every line ended in CRLF: the bytes can be forwarded as they are
 	offs      []int // start and end of each argument, from start
+}
+
+// reply is the parse state of the reply at buf[start].
+type reply struct {
+	pos  int     // bytes of complete elements and array headers, from start
+	open []int64 // elements still to read of each array open, outermost first
 }
 
 // NewReader returns a Reader on rd, with Redis's limits for an
@@ -109,6 +116,7 @@ func (r *Reader) Reset(rd io.Reader) {
 	}
 	r.rd, r.start, r.end = rd, 0, 0
 	r.cmd = command{offs: r.cmd.offs[:0]}
+	r.reply = reply{open: r.reply.open[:0]}
 	clear(r.args[:cap(r.args)])
 	r.args = r.args[:0]
 	r.RequireAuth(false)
@@ -179,7 +187,7 @@ func (r *Reader) finishCommand(n int) (args [][]byte, raw []byte, err error) {
 func (r *Reader) ReadReply() ([]byte, error) {
 	r.shrink()
 	for {
-		n, err := parseReply(r.buf[r.start:r.end], 0)
+		n, err := r.resumeReply(r.buf[r.start:r.end])
 		if err != nil {
 			return nil, err
 		}
@@ -601,67 +609,114 @@ func line(b []byte) (content, total int, ok bool) {
 }
 
 // parseReply returns the length of the complete reply at b's start, 0
-// when more bytes are needed.
+// when more bytes are needed; depth is the nesting of b's start.
 func parseReply(b []byte, depth int) (int, error) {
+	n, elems, err := replyHead(b)
+	if err != nil || n == 0 || elems == 0 {
+		return n, err
+	}
+	if depth >= MaxDepth {
+		return 0, protoErr("reply nested too deeply")
+	}
+	pos := n
+	for i := int64(0); i < elems; i++ {
+		m, err := parseReply(b[pos:], depth+1)
+		if err != nil || m == 0 {
+			return 0, err
+		}
+		pos += m
+	}
+	return pos, nil
+}
+
+// resumeReply parses the reply at b's start from where the last call
+// stopped (r.reply), so that a large array arriving over many reads is
+// parsed once; it returns the reply's length once it is complete.
+func (r *Reader) resumeReply(b []byte) (int, error) {
+	st := &r.reply
+	for {
+		if st.pos >= len(b) {
+			return 0, nil
+		}
+		n, elems, err := replyHead(b[st.pos:])
+		if err != nil || n == 0 {
+			return 0, err
+		}
+		r.steps++
+		st.pos += n
+		if elems > 0 {
+			if len(st.open) >= MaxDepth {
+				return 0, protoErr("reply nested too deeply")
+			}
+			st.open = append(st.open, elems)
+			continue
+		}
+		for len(st.open) > 0 { // an element is complete: close the arrays it completes
+			top := len(st.open) - 1
+			if st.open[top]--; st.open[top] > 0 {
+				break
+			}
+			st.open = st.open[:top]
+		}
+		if len(st.open) == 0 {
+			n, st.pos = st.pos, 0
+			return n, nil
+		}
+	}
+}
+
+// replyHead reads the element at b's start: a complete scalar reply (or
+// null or empty array), with elems 0, or the header line of an array of
+// elems elements. n is its length, 0 when more bytes are needed.
+func replyHead(b []byte) (n int, elems int64, err error) {
 	if len(b) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	c, t, ok := line(b)
 	if !ok {
 		switch {
 		case (b[0] == '$' || b[0] == '*' || b[0] == ':') && len(b) > 32:
-			return 0, protoErr("invalid length line")
+			return 0, 0, protoErr("invalid length line")
 		case len(b) > MaxInline:
-			return 0, protoErr("status line too long")
+			return 0, 0, protoErr("status line too long")
 		}
-		return 0, nil
+		return 0, 0, nil
 	}
 	if c < 0 {
-		return 0, protoErr("line not terminated by CRLF")
+		return 0, 0, protoErr("line not terminated by CRLF")
 	}
 	switch b[0] {
 	case '+', '-':
-		return t, nil
+		return t, 0, nil
 	case ':':
 		if _, valid := ParseInt(b[1:c]); !valid {
-			return 0, protoErr("invalid integer")
+			return 0, 0, protoErr("invalid integer")
 		}
-		return t, nil
+		return t, 0, nil
 	case '$':
 		size, valid := ParseInt(b[1:c])
 		if !valid || size < -1 || size > MaxBulk {
-			return 0, protoErr("invalid bulk length")
+			return 0, 0, protoErr("invalid bulk length")
 		}
 		if size == -1 {
-			return t, nil
+			return t, 0, nil
 		}
 		if int64(len(b)-t) < size+2 {
-			return 0, nil
+			return 0, 0, nil
 		}
 		end := t + int(size)
 		if b[end] != '\r' || b[end+1] != '\n' {
-			return 0, protoErr("bulk string not terminated by CRLF")
+			return 0, 0, protoErr("bulk string not terminated by CRLF")
 		}
-		return end + 2, nil
+		return end + 2, 0, nil
 	case '*':
 		count, valid := ParseInt(b[1:c])
 		if !valid || count < -1 || count > MaxArgs {
-			return 0, protoErr("invalid multibulk length")
+			return 0, 0, protoErr("invalid multibulk length")
 		}
-		if depth >= MaxDepth {
-			return 0, protoErr("reply nested too deeply")
-		}
-		pos := t
-		for i := int64(0); i < count; i++ {
-			n, err := parseReply(b[pos:], depth+1)
-			if err != nil || n == 0 {
-				return 0, err
-			}
-			pos += n
-		}
-		return pos, nil
+		return t, max(count, 0), nil
 	}
-	return 0, protoErr("unknown reply type '%c'", b[0])
+	return 0, 0, protoErr("unknown reply type '%c'", b[0])
 }
 
 // ArrayHeader returns the element count of an array reply and the length

@@ -84,9 +84,9 @@ func TestQueryBufferLimit(t *testing.T) {
 	}
 }
 
-// TestLargeBulkGrowsOnce: a large bulk's buffer is made its declared size
-// when the bytes start to come, not doubled past it.
-func TestLargeBulkGrowsOnce(t *testing.T) {
+// TestLargeBulkBufferFitsIt: the buffer of a large bulk ends at its size,
+// not doubled past it.
+func TestLargeBulkBufferFitsIt(t *testing.T) {
 	in := AppendCommand(nil, []byte("SET"), []byte("k"), bytes.Repeat([]byte("x"), 3<<20))
 	r := NewReader(bytes.NewReader(in))
 	if _, _, err := r.ReadCommand(); err != nil {
@@ -120,5 +120,19 @@ func TestTrickledReplyIsParsedOnce(t *testing.T) {
 	}
 	if r.steps > 3*n {
 		t.Errorf("got %d parse steps for %d elements, want at most %d", r.steps, n, 3*n)
+	}
+}
+
+// TestDeclaredLengthOnlyGrowsWithBytes: a bulk declared at 512 MB whose
+// bytes trickle in grows the buffer with the bytes received, not to the
+// declared size.
+func TestDeclaredLengthOnlyGrowsWithBytes(t *testing.T) {
+	in := "*1\r\n$536870912\r\n" + strings.Repeat("x", 100<<10)
+	r := NewReader(strings.NewReader(in))
+	if _, _, err := r.ReadCommand(); err != io.ErrUnexpectedEOF {
+		t.Fatalf("got %v, want unexpected EOF", err)
+	}
+	if len(r.buf) > 2*len(in) {
+		t.Errorf("got a buffer of %d for %d bytes received, want at most %d", len(r.buf), len(in), 2*len(in))
 	}
 }

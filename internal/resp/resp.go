@@ -252,9 +252,9 @@ func (r *Reader) fill(need int) error {
 }
 
 // makeRoom makes room after end: it moves the message at start to the
-// front, or grows the buffer (to need at once when it is known, so that a
-// large bulk is not copied at every doubling) up to the query buffer
-// limit.
+// front, or doubles the buffer, up to the query buffer limit and to need
+// when that is known (a large bulk's buffer ends at its size), never more:
+// memory follows the bytes that arrive, not a declared length.
 func (r *Reader) makeRoom(need int) error {
 	if r.start > 0 {
 		r.end = copy(r.buf, r.buf[r.start:r.end])
@@ -264,7 +264,10 @@ func (r *Reader) makeRoom(need int) error {
 	if int64(r.end) >= r.maxQuery {
 		return ErrQueryBuffer
 	}
-	size := max(2*len(r.buf), need)
+	size := 2 * len(r.buf)
+	if need > len(r.buf) && need < size {
+		size = need
+	}
 	if int64(size) > r.maxQuery {
 		size = int(r.maxQuery)
 	}

@@ -68,6 +68,19 @@ func TestBufferShrinksAfterLargeCommand(t *testing.T) {
 			}
 		})
 	}
+	t.Run("many arguments", func(t *testing.T) {
+		in := "*100000\r\n" + strings.Repeat("$1\r\nx\r\n", 100000) + "*1\r\n$4\r\nPING\r\n"
+		r := NewReader(strings.NewReader(in))
+		for range 2 {
+			if _, _, err := r.ReadCommand(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if cap(r.args) > maxKeepArgs || cap(r.cmd.offs) > 2*maxKeepArgs {
+			t.Errorf("got room for %d args and %d offsets after the large command, want at most %d and %d",
+				cap(r.args), cap(r.cmd.offs), maxKeepArgs, 2*maxKeepArgs)
+		}
+	})
 }
 
 // TestQueryBufferLimit: a command larger than the query buffer limit ends
@@ -134,5 +147,20 @@ func TestDeclaredLengthOnlyGrowsWithBytes(t *testing.T) {
 	}
 	if len(r.buf) > 2*len(in) {
 		t.Errorf("got a buffer of %d for %d bytes received, want at most %d", len(r.buf), len(in), 2*len(in))
+	}
+}
+
+// TestResetGivesBackLargeBuffers: a Reader reused for another connection
+// keeps no buffer grown for the last one.
+func TestResetGivesBackLargeBuffers(t *testing.T) {
+	in := "*100000\r\n" + strings.Repeat("$1\r\nx\r\n", 100000)
+	r := NewReader(strings.NewReader(in))
+	if _, _, err := r.ReadCommand(); err != nil {
+		t.Fatal(err)
+	}
+	r.Reset(strings.NewReader(""))
+	if len(r.buf) > maxKeep || cap(r.args) > maxKeepArgs || cap(r.cmd.offs) > 2*maxKeepArgs {
+		t.Errorf("after Reset: got a buffer of %d and room for %d args, %d offsets; want at most %d, %d, %d",
+			len(r.buf), cap(r.args), cap(r.cmd.offs), maxKeep, maxKeepArgs, 2*maxKeepArgs)
 	}
 }

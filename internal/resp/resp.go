@@ -27,6 +27,8 @@ const (
 	// maxKeep is the buffer a Reader keeps between commands; a larger one
 	// (grown for a large command) is given back once that command is read.
 	maxKeep = 64 << 10
+	// maxKeepArgs is the argument slice a Reader keeps between commands.
+	maxKeepArgs = 1024
 	// lenDigits is the longest number string2ll takes (LONG_STR_SIZE-1).
 	lenDigits = 20
 )
@@ -105,20 +107,12 @@ func NewReader(rd io.Reader) *Reader {
 // buffer unless that grew large: one Reader can serve many connections in
 // turn. The limits go back to those of an authenticated client.
 func (r *Reader) Reset(rd io.Reader) {
-	if len(r.buf) > maxKeep {
-		r.buf = make([]byte, minReadSize)
-	}
-	if cap(r.enc) > maxKeep {
-		r.enc = nil
-	}
-	if cap(r.words) > maxKeep {
-		r.words = nil
-	}
 	r.rd, r.start, r.end = rd, 0, 0
 	r.cmd = command{offs: r.cmd.offs[:0]}
 	r.reply = reply{open: r.reply.open[:0]}
 	clear(r.args[:cap(r.args)])
 	r.args = r.args[:0]
+	r.shrink()
 	r.RequireAuth(false)
 }
 
@@ -202,11 +196,23 @@ func (r *Reader) ReadReply() ([]byte, error) {
 	}
 }
 
-// shrink gives back a buffer grown for a large message once what is left
-// in it is small (as Redis's clientsCronResizeQueryBuffer does). It runs
+// shrink gives back a buffer (and argument slices) grown for a large
+// message once what is left in it is small (as Redis's clientsCronResizeQueryBuffer does). It runs
 // before a message is read: the slices of the last one stay valid until
 // then.
 func (r *Reader) shrink() {
+	if cap(r.args) > maxKeepArgs {
+		r.args = nil
+	}
+	if r.cmd.pos == 0 && cap(r.cmd.offs) > 2*maxKeepArgs {
+		r.cmd.offs = nil
+	}
+	if cap(r.enc) > maxKeep {
+		r.enc = nil
+	}
+	if cap(r.words) > maxKeep {
+		r.words = nil
+	}
 	if len(r.buf) <= maxKeep || r.end-r.start > minReadSize {
 		return
 	}

@@ -91,6 +91,17 @@ var redisCases = []struct {
 // readAll reads commands until an error; it returns them (args joined by
 // "|") and the protocol error's text ("" at the end of the input).
 func readAll(r *Reader) (cmds []string, perr string, err error) {
+	all, perr, err := readCmds(r)
+	for _, args := range all {
+		cmds = append(cmds, string(bytes.Join(args, []byte("|"))))
+	}
+	return cmds, perr, err
+}
+
+// readCmds reads commands until an error, checking that each one's raw
+// bytes are the canonical multibulk of its args; it returns copies of
+// them, and the protocol error's text ("" at the end of the input).
+func readCmds(r *Reader) (cmds [][][]byte, perr string, err error) {
 	for {
 		args, raw, err := r.ReadCommand()
 		var pe *ProtocolError
@@ -102,18 +113,17 @@ func readAll(r *Reader) (cmds []string, perr string, err error) {
 		case err != nil:
 			return cmds, "", err
 		}
-		var s []string
-		for _, a := range args {
-			s = append(s, string(a))
-		}
-		// raw is a canonical multibulk of the same args
 		if len(args) > 0 {
 			back, _, err := NewReader(bytes.NewReader(raw)).ReadCommand()
 			if err != nil || !equalArgs(back, args) || !bytes.Equal(raw, AppendCommand(nil, args...)) {
 				return cmds, "", errors.New("raw is not the canonical multibulk of args: " + string(raw))
 			}
 		}
-		cmds = append(cmds, strings.Join(s, "|"))
+		cp := [][]byte{}
+		for _, a := range args {
+			cp = append(cp, bytes.Clone(a))
+		}
+		cmds = append(cmds, cp)
 	}
 }
 

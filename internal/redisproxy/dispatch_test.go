@@ -2,6 +2,7 @@ package redisproxy
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -57,5 +58,26 @@ func TestDispatchAsRedis(t *testing.T) {
 				t.Errorf("authenticated afterwards: got %v, want %v", ss.authed, tc.after)
 			}
 		})
+	}
+}
+
+// TestFanoutScratchShrinks: the key scratch a session grew for an MGET of
+// many keys is not kept for the commands after it.
+func TestFanoutScratchShrinks(t *testing.T) {
+	p := pool(t, []string{"127.0.0.1:1", "127.0.0.1:2"}) // never dialled
+	ss := &session{h: &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}, authed: true}
+	mget := func(n int) plan {
+		args := [][]byte{[]byte("MGET")}
+		for i := range n {
+			args = append(args, []byte(fmt.Sprint("k", i)))
+		}
+		return ss.dispatch(args, nil)
+	}
+	if pl := mget(100000); len(pl.parts) != 2 {
+		t.Fatalf("got %d parts, want 2", len(pl.parts))
+	}
+	mget(10)
+	if c := cap(ss.fan.keyPart); c > 4096 {
+		t.Errorf("got key scratch of %d after a 10-key MGET, want at most 4096", c)
 	}
 }

@@ -326,7 +326,7 @@ func (e *engine) newSlot() *slot {
 
 func (e *engine) freeSlot(sl *slot) {
 	*sl = slot{buf: keep(sl.buf), arena: keep(sl.arena), span: sl.span[:0],
-		shards: sl.shards[:0], fan: fan{keyPart: sl.fan.keyPart[:0]}}
+		shards: sl.shards[:0], fan: fan{keyPart: keepKeys(sl.fan.keyPart)}}
 	clear(sl.shards[:cap(sl.shards)])
 	e.free = append(e.free, sl)
 }

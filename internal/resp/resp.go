@@ -2,9 +2,12 @@
 // commands as argument slices into the read buffer, replies as the raw
 // bytes of one complete reply, ready to be forwarded as they are.
 //
-// Memory is bounded by what actually arrives, never by a length a peer
-// declares: a "$1000000000" header allocates nothing until the bytes come,
-// and every length is checked against limits first.
+// Commands are taken exactly as Redis takes them (ReadCommand), so that
+// what a proxy forwards on a shared server connection never makes the
+// server fail it. Memory is bounded by what actually arrives, never by a
+// length a peer declares: a "$1000000000" header allocates nothing until
+// the bytes come, every length is checked against limits first, and
+// buffers grown for a large message are given back after it.
 package resp
 
 import (
@@ -20,7 +23,7 @@ import (
 const (
 	MaxBulk     = 512 << 20 // proto-max-bulk-len
 	MaxArgs     = 1 << 20   // multibulk length (Redis 7 takes up to INT_MAX; older ones this)
-	MaxInline   = 64 << 10  // PROTO_INLINE_MAX_SIZE: inline command, and a length line without CR
+	MaxInline   = 64 << 10  // PROTO_INLINE_MAX_SIZE: an inline command (or status reply) without LF
 	MaxQuery    = 1 << 30   // client-query-buffer-limit
 	MaxDepth    = 128       // nesting of array replies
 	minReadSize = 4 << 10

@@ -43,3 +43,22 @@ func BenchmarkReadCommand(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadReply: replies read from a shard connection, per reply.
+func BenchmarkReadReply(b *testing.B) {
+	for _, bc := range []struct{ name, reply string }{
+		{"bulk", "$5\r\nvalue\r\n"},
+		{"MGET 10", "*10\r\n" + strings.Repeat("$5\r\nvalue\r\n", 9) + "$-1\r\n"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := NewReader(&loop{data: []byte(strings.Repeat(bc.reply, 64))})
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.reply)))
+			for b.Loop() {
+				if _, err := r.ReadReply(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -164,3 +164,24 @@ func TestResetGivesBackLargeBuffers(t *testing.T) {
 			len(r.buf), cap(r.args), cap(r.cmd.offs), maxKeep, maxKeepArgs, 2*maxKeepArgs)
 	}
 }
+
+// TestArgumentsSurviveBufferMoves: the arguments of a command parsed
+// before the buffer is compacted or grown (the command still arriving)
+// are those of the command.
+func TestArgumentsSurviveBufferMoves(t *testing.T) {
+	var want [][]byte
+	for i := range 3000 {
+		want = append(want, []byte(fmt.Sprintf("arg-%d-%s", i, strings.Repeat("y", i%37))))
+	}
+	first := AppendCommand(nil, []byte("PING"))
+	in := append(append(first, AppendCommand(nil, want...)...), first...)
+	for _, size := range []int{1, 7, 100, 4000, 5000} {
+		r := NewReader(&chunks{parts: split(in, size)})
+		for i, w := range [][][]byte{{[]byte("PING")}, want, {[]byte("PING")}} {
+			args, _, err := r.ReadCommand()
+			if err != nil || !equalArgs(args, w) {
+				t.Fatalf("chunks of %d, command %d: got %d args, %v; want the %d sent", size, i, len(args), err, len(w))
+			}
+		}
+	}
+}

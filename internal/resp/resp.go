@@ -89,7 +89,7 @@ type command struct {
 	left      int64 // elements still to read
 	bulk      int64 // length of the next bulk; -1: its line is not read yet
 	canonical bool  // every line ended in CRLF: the bytes can be forwarded as they are
-	offs      []int // start and end of each argument, from start
+	offs      []int // inline: start and end of each argument in words
 }
 
 // reply is the parse state of the reply at buf[start].
@@ -163,14 +163,7 @@ func (r *Reader) ReadCommand() (args [][]byte, raw []byte, err error) {
 // moves past it.
 func (r *Reader) finishCommand(n int) (args [][]byte, raw []byte, err error) {
 	c := &r.cmd
-	b := r.buf[r.start : r.start+n]
-	if c.multi {
-		r.args = r.args[:0]
-		for i := 0; i < len(c.offs); i += 2 {
-			r.args = append(r.args, b[c.offs[i]:c.offs[i+1]])
-		}
-	}
-	raw = b
+	raw = r.buf[r.start : r.start+n]
 	if !c.canonical {
 		r.enc = AppendCommand(r.enc[:0], r.args...)
 		raw = r.enc
@@ -183,6 +176,14 @@ func (r *Reader) finishCommand(n int) (args [][]byte, raw []byte, err error) {
 // ReadReply reads one complete reply and returns its raw bytes.
 func (r *Reader) ReadReply() ([]byte, error) {
 	r.shrink()
+	// The usual reply, a scalar already in the buffer, without the state.
+	if r.reply.pos == 0 {
+		if n, elems, err := replyHead(r.buf[r.start:r.end]); err == nil && n > 0 && elems == 0 {
+			raw := r.buf[r.start : r.start+n]
+			r.start += n
+			return raw, nil
+		}
+	}
 	for {
 		n, err := r.resumeReply(r.buf[r.start:r.end])
 		if err != nil {
@@ -204,7 +205,15 @@ func (r *Reader) ReadReply() ([]byte, error) {
 // before a message is read: the slices of the last one stay valid until
 // then.
 func (r *Reader) shrink() {
-	if cap(r.args) > maxKeepArgs {
+	if len(r.buf) > maxKeep || cap(r.args) > maxKeepArgs || cap(r.cmd.offs) > 2*maxKeepArgs ||
+		cap(r.enc) > maxKeep || cap(r.words) > maxKeep {
+		r.shrinkSlow()
+	}
+}
+
+// shrinkSlow is shrink once something grew.
+func (r *Reader) shrinkSlow() {
+	if r.cmd.pos == 0 && cap(r.args) > maxKeepArgs {
 		r.args = nil
 	}
 	if r.cmd.pos == 0 && cap(r.cmd.offs) > 2*maxKeepArgs {
@@ -219,7 +228,20 @@ func (r *Reader) shrink() {
 	if len(r.buf) <= maxKeep || r.end-r.start > minReadSize {
 		return
 	}
-	nb := make([]byte, minReadSize)
+	r.moveTo(make([]byte, minReadSize))
+}
+
+// moveTo moves the message at start to the front of nb (which may be
+// r.buf) and makes it the buffer. The arguments of a multibulk parsed so
+// far are slices of the buffer up to its end: their offsets are their
+// capacities, and they are pointed at the new place.
+func (r *Reader) moveTo(nb []byte) {
+	if r.cmd.multi {
+		for i, a := range r.args {
+			off := cap(r.buf) - cap(a) - r.start
+			r.args[i] = nb[off : off+len(a)]
+		}
+	}
 	r.end = copy(nb, r.buf[r.start:r.end])
 	r.start, r.buf = 0, nb
 }
@@ -266,8 +288,7 @@ func (r *Reader) fill(need int) error {
 // memory follows the bytes that arrive, not a declared length.
 func (r *Reader) makeRoom(need int) error {
 	if r.start > 0 {
-		r.end = copy(r.buf, r.buf[r.start:r.end])
-		r.start = 0
+		r.moveTo(r.buf)
 		return nil
 	}
 	if int64(r.end) >= r.maxQuery {
@@ -280,9 +301,7 @@ func (r *Reader) makeRoom(need int) error {
 	if int64(size) > r.maxQuery {
 		size = int(r.maxQuery)
 	}
-	nb := make([]byte, size)
-	copy(nb, r.buf[:r.end])
-	r.buf = nb
+	r.moveTo(make([]byte, size))
 	return nil
 }
 
@@ -383,7 +402,7 @@ func (r *Reader) parseMultibulk(b []byte) (int, error) {
 		end := c.pos + int(c.bulk)
 		// Redis skips the two bytes after a bulk, whatever they are.
 		c.canonical = c.canonical && b[end] == '\r' && b[end+1] == '\n'
-		c.offs = append(c.offs, c.pos, end)
+		r.args = append(r.args, b[c.pos:end])
 		c.pos, c.bulk = end+2, -1
 		c.left--
 		r.steps++

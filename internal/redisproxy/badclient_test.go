@@ -2,6 +2,7 @@ package redisproxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -163,5 +164,55 @@ func testUnauthenticatedLimits(t *testing.T, via func(*Options)) {
 		if got := badClient(t, addr, tc.in); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestLargeReplyKeepsSharedConnection: a reply of more than 1M elements
+// (LRANGE of a long list) reaches the client that asked for it, and the
+// server connection it shares with an innocent client pipelining GETs is
+// not failed.
+func TestLargeReplyKeepsSharedConnection(t *testing.T) {
+	forPaths(t, testLargeReplyKeepsSharedConnection)
+}
+
+func testLargeReplyKeepsSharedConnection(t *testing.T, via func(*Options)) {
+	shard := testenv.Redis(t)
+	const n = 1100000
+	if _, err := testenv.RedisCommand(shard, "EVAL", "local t = {} for i = 1, 1000 do t[i] = 'x' end for i = 1, ARGV[1] / 1000 do redis.call('RPUSH', KEYS[1], unpack(t)) end", "1", "big", fmt.Sprint(n)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.RedisCommand(shard, "SET", "k", "v")
+	p := pool(t, []string{shard}, via, func(o *Options) { o.ServerConnections = 1; o.Timeout = 30 * time.Second })
+	addr := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})
+
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	failures, gets := 0, 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		failures, gets = innocentGets(t, addr, done)
+	}()
+	for range runtime.GOMAXPROCS(0) + 1 { // one of them shares the innocent client's server connection
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		c.Write([]byte("*4\r\n$6\r\nLRANGE\r\n$3\r\nbig\r\n$1\r\n0\r\n$2\r\n-1\r\n"))
+		reply, err := resp.NewReader(c).ReadReply()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := fmt.Sprintf("*%d\r\n", n)
+		if !strings.HasPrefix(string(reply), head) || len(reply) != len(head)+n*len("$1\r\nx\r\n") {
+			t.Fatalf("LRANGE: got %d bytes (%q...), want %d elements", len(reply), reply[:min(len(reply), 40)], n)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if failures != 0 || gets == 0 {
+		t.Errorf("the innocent client: got %d failed GETs of %d, want 0 of more than 0", failures, gets)
 	}
 }

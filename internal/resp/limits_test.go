@@ -185,3 +185,29 @@ func TestArgumentsSurviveBufferMoves(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeRepliesAreRead: a reply of more elements than a command may
+// have, or larger than the query buffer limit, is read: the client asked
+// for it, and failing it would fail every request on the shared server
+// connection it came on.
+func TestLargeRepliesAreRead(t *testing.T) {
+	for _, tc := range []struct {
+		name, reply string
+		maxQuery    int64
+	}{
+		{"2M elements", "*2000000\r\n" + strings.Repeat(":1\r\n", 2000000), MaxQuery},
+		{"over the query buffer limit", "$204800\r\n" + strings.Repeat("x", 200<<10) + "\r\n", 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tc.reply + "+OK\r\n"))
+			r.maxQuery = tc.maxQuery
+			got, err := r.ReadReply()
+			if err != nil || len(got) != len(tc.reply) {
+				t.Fatalf("got %d bytes, %v; want the %d of the reply", len(got), err, len(tc.reply))
+			}
+			if got, err := r.ReadReply(); err != nil || string(got) != "+OK\r\n" {
+				t.Errorf("the reply after: got %q, %v; want +OK", got, err)
+			}
+		})
+	}
+}

@@ -153,7 +153,7 @@ func (r *Reader) ReadCommand() (args [][]byte, raw []byte, err error) {
 		if n > 0 {
 			return r.finishCommand(n)
 		}
-		if err := r.fill(r.need()); err != nil {
+		if err := r.fill(r.need(), r.maxQuery); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -194,7 +194,7 @@ func (r *Reader) ReadReply() ([]byte, error) {
 			r.start += n
 			return raw, nil
 		}
-		if err := r.fill(0); err != nil {
+		if err := r.fill(0, math.MaxInt64); err != nil {
 			return nil, err
 		}
 	}
@@ -258,13 +258,16 @@ func (r *Reader) need() int {
 
 // fill reads more bytes, moving or growing the buffer as needed; need is
 // the length the message at start will have at least. The buffer never
-// grows beyond the query buffer limit.
-func (r *Reader) fill(need int) error {
+// grows beyond limit: the query buffer limit for commands; none for
+// replies, whose size a client asked for (failing a large one would fail
+// every request on a shared server connection; Redis's own output buffer
+// limit for normal clients is none too).
+func (r *Reader) fill(need int, limit int64) error {
 	if r.start > 0 && r.start == r.end {
 		r.start, r.end = 0, 0
 	}
 	if r.end == len(r.buf) {
-		if err := r.makeRoom(need); err != nil {
+		if err := r.makeRoom(need, limit); err != nil {
 			return err
 		}
 	}
@@ -286,20 +289,20 @@ func (r *Reader) fill(need int) error {
 // front, or doubles the buffer, up to the query buffer limit and to need
 // when that is known (a large bulk's buffer ends at its size), never more:
 // memory follows the bytes that arrive, not a declared length.
-func (r *Reader) makeRoom(need int) error {
+func (r *Reader) makeRoom(need int, limit int64) error {
 	if r.start > 0 {
 		r.moveTo(r.buf)
 		return nil
 	}
-	if int64(r.end) >= r.maxQuery {
+	if int64(r.end) >= limit {
 		return ErrQueryBuffer
 	}
 	size := 2 * len(r.buf)
 	if need > len(r.buf) && need < size {
 		size = need
 	}
-	if int64(size) > r.maxQuery {
-		size = int(r.maxQuery)
+	if int64(size) > limit {
+		size = int(limit)
 	}
 	r.moveTo(make([]byte, size))
 	return nil
@@ -742,7 +745,7 @@ func replyHead(b []byte) (n int, elems int64, err error) {
 		return end + 2, 0, nil
 	case '*':
 		count, valid := ParseInt(b[1:c])
-		if !valid || count < -1 || count > MaxArgs {
+		if !valid || count < -1 { // any count: memory follows the bytes
 			return 0, 0, protoErr("invalid multibulk length")
 		}
 		return t, max(count, 0), nil

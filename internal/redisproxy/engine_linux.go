@@ -239,6 +239,7 @@ func (e *engine) addClient(c *eclient) {
 	} else {
 		c.rd = resp.NewReader(&c.src)
 	}
+	c.rd.RequireAuth(!c.authed)
 	if n := len(e.freeOut); n > 0 {
 		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
 	}
@@ -290,7 +291,7 @@ func (e *engine) readClient(c *eclient) {
 		if len(args) == 0 {
 			continue
 		}
-		e.exec(c, c.dispatch(args, raw))
+		e.exec(c, c.serve(c.rd, args, raw))
 	}
 }
 
@@ -333,7 +334,7 @@ func (e *engine) newSlot() *slot {
 
 func (e *engine) freeSlot(sl *slot) {
 	*sl = slot{buf: keep(sl.buf), arena: keep(sl.arena), span: sl.span[:0],
-		shards: sl.shards[:0], fan: fan{keyPart: sl.fan.keyPart[:0]}}
+		shards: sl.shards[:0], fan: fan{keyPart: keepKeys(sl.fan.keyPart)}}
 	clear(sl.shards[:cap(sl.shards)])
 	e.free = append(e.free, sl)
 }

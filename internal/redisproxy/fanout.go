@@ -22,7 +22,7 @@ func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) plan 
 	if len(args) < 2 || sp.step == 2 && (len(args)-1)%2 != 0 {
 		return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
 	}
-	parts, counts, keyPart := ss.parts[:0], ss.counts[:0], ss.fan.keyPart[:0]
+	parts, counts, keyPart := ss.parts[:0], ss.counts[:0], keepKeys(ss.fan.keyPart)
 	for i := 1; i < len(args); i += sp.step {
 		s := h.Pool.shardFor(args[i])
 		if s == nil {
@@ -69,6 +69,15 @@ func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) plan 
 		start = counts[j]
 	}
 	return plan{parts: parts, fan: &ss.fan}
+}
+
+// keepKeys returns k emptied for reuse, or nil if a command of many keys
+// grew it: a session or a free slot keeps no large scratch.
+func keepKeys(k []int32) []int32 {
+	if cap(k) > 4096 {
+		return nil
+	}
+	return k[:0]
 }
 
 // merge appends to dst the client's reply made from the parts' results

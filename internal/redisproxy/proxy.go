@@ -9,13 +9,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,6 +429,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 
 	rd := resp.NewReader(c)
 	ss := &session{h: h, n: n, authed: h.Password == ""}
+	rd.RequireAuth(!ss.authed)
 	for {
 		args, raw, err := rd.ReadCommand()
 		if err != nil {
@@ -441,7 +442,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 		if len(args) == 0 {
 			continue
 		}
-		rp := ss.start(ss.dispatch(args, raw))
+		rp := ss.start(ss.serve(rd, args, raw))
 		replies <- rp
 		if rp.quit {
 			return
@@ -493,9 +494,24 @@ func errReply(format string, a ...any) plan {
 	return ready(resp.AppendError(nil, fmt.Sprintf(format, a...)))
 }
 
+// serve plans a command read from rd, and lifts rd's limits for a client
+// that has not authenticated once it has.
+func (ss *session) serve(rd *resp.Reader, args [][]byte, raw []byte) plan {
+	if ss.authed {
+		return ss.dispatch(args, raw)
+	}
+	pl := ss.dispatch(args, raw)
+	if ss.authed {
+		rd.RequireAuth(false)
+	}
+	return pl
+}
+
 func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 	h := ss.h
 	authed := &ss.authed
+	// A name longer than ss.upper is no command attache knows: it is not
+	// copied (it may be a bulk of any length).
 	up := ss.upper[:0]
 	if len(args[0]) <= len(ss.upper) {
 		for _, c := range args[0] {
@@ -504,8 +520,6 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 			}
 			up = append(up, c)
 		}
-	} else {
-		up = bytes.ToUpper(args[0])
 	}
 	sp, ok := commands[string(up)]
 	ss.readOnly = sp.readOnly
@@ -517,7 +531,7 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 		if reason, ok := why[name]; ok {
 			return errReply("ERR attache: %s is not supported through a sharding proxy: %s", name, reason)
 		}
-		return errReply("ERR attache: unsupported command '%s'", args[0])
+		return errReply("ERR attache: unsupported command '%s'", args[0][:min(len(args[0]), 128)])
 	}
 	switch sp.kind {
 	case local:
@@ -556,10 +570,15 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 func keysOf(sp spec, args [][]byte) ([][]byte, error) {
 	if sp.kind == script {
 		if len(args) < 3 {
-			return nil, errors.New("ERR wrong number of arguments for script")
+			return nil, fmt.Errorf("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
 		}
-		n, err := strconv.Atoi(string(args[2]))
-		if err != nil || n < 0 || 3+n > len(args) {
+		n, ok := resp.ParseInt(args[2]) // as Redis reads numkeys
+		switch {
+		case !ok:
+			return nil, errors.New("ERR value is not an integer or out of range")
+		case n < 0:
+			return nil, errors.New("ERR Number of keys can't be negative")
+		case n > int64(len(args)-3):
 			return nil, errors.New("ERR Number of keys can't be greater than number of args")
 		}
 		return args[3 : 3+n], nil
@@ -601,7 +620,12 @@ func (h *Handler) local(name string, args [][]byte, authed *bool) plan {
 		if h.Password == "" {
 			return errReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 		}
-		if len(args) < 2 || len(args) > 3 || string(args[len(args)-1]) != h.Password {
+		switch {
+		case len(args) < 2:
+			return errReply("ERR wrong number of arguments for 'auth' command")
+		case len(args) > 3:
+			return errReply("ERR syntax error")
+		case !h.passwordOK(args[1:]):
 			return errReply("WRONGPASS invalid username-password pair or user is disabled.")
 		}
 		*authed = true
@@ -613,7 +637,7 @@ func (h *Handler) local(name string, args [][]byte, authed *bool) plan {
 		}
 		for i := 2; i+1 < len(args); i++ {
 			if bytes.EqualFold(args[i], []byte("AUTH")) && i+2 < len(args) {
-				if h.Password != "" && string(args[i+2]) != h.Password {
+				if h.Password != "" && !h.passwordOK(args[i+1:i+3]) {
 					return errReply("WRONGPASS invalid username-password pair or user is disabled.")
 				}
 				*authed = true
@@ -640,6 +664,18 @@ func (h *Handler) local(name string, args [][]byte, authed *bool) plan {
 		return ready(b)
 	}
 	return errReply("ERR attache: unsupported command '%s'", name)
+}
+
+// passwordOK reports whether [username] password (args) is the default
+// user's password, as Redis with requirepass checks it: the only user is
+// "default". The comparison takes the same time whatever the bytes.
+func (h *Handler) passwordOK(args [][]byte) bool {
+	user := []byte("default")
+	if len(args) == 2 {
+		user, args = args[0], args[1:]
+	}
+	pass := subtle.ConstantTimeCompare(args[0], []byte(h.Password)) == 1
+	return pass && string(user) == "default"
 }
 
 // forward sends raw to the shard of key (any shard for a nil key).

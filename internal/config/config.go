@@ -165,7 +165,7 @@ type RouteMatch struct {
 	Regex   string            `yaml:"regex"` // on the path, anchored
 	Host    string            `yaml:"host"`  // exact, or "*.example.com"
 	Methods []string          `yaml:"methods"`
-	Headers map[string]string `yaml:"headers"` // exact values
+	Headers map[string]string `yaml:"headers" secret:"true"` // exact values
 }
 
 // RouteTarget is one cluster of a split.
@@ -206,7 +206,7 @@ type Rewrite struct {
 
 // HeaderOps adds and removes request headers.
 type HeaderOps struct {
-	Add    map[string]string `yaml:"add"`
+	Add    map[string]string `yaml:"add" secret:"true"`
 	Remove []string          `yaml:"remove"`
 }
 
@@ -261,9 +261,9 @@ type Cluster struct {
 // runs with ATTACHE_CLUSTER, ATTACHE_OLD_PRIMARY and ATTACHE_NEW_PRIMARY
 // in its environment; Webhook is POSTed the same as JSON. Either or both.
 type OnFailover struct {
-	Command []string `yaml:"command"` // argv, not a shell line
-	Webhook string   `yaml:"webhook"` // http:// or https:// URL
-	Timeout Duration `yaml:"timeout"` // default 10s
+	Command []string `yaml:"command" secret:"args"` // argv, not a shell line
+	Webhook string   `yaml:"webhook" secret:"url"`  // http:// or https:// URL
+	Timeout Duration `yaml:"timeout"`               // default 10s
 }
 
 // Credentials are added to every request sent to an HTTP cluster,

@@ -137,6 +137,8 @@ func (c *Config) validate() Errors {
 			v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
 		}
 	}
+	v.unusedFields()
+	v.wireValues()
 	return v.errs
 }
 
@@ -376,8 +378,8 @@ func (v *validator) discovery(p string, d *Discovery) {
 		if c.Datacenter != "" && !consulName.MatchString(c.Datacenter) {
 			v.errorf(cp+".datacenter", "%q: not a Consul datacenter name", c.Datacenter)
 		}
-		if strings.ContainsAny(c.Token, " \t\r\n") {
-			v.errorf(cp+".token", "must not contain spaces or line breaks")
+		if strings.ContainsAny(c.Token, " \t\r\n") || !validHeaderValue(c.Token) {
+			v.errorf(cp+".token", "must not contain spaces, line breaks or control characters (it is sent as a header)")
 		}
 	}
 	if f := d.File; f != nil {

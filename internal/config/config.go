@@ -51,10 +51,13 @@ type Config struct {
 	lines map[string]int
 }
 
-// Admin is the admin HTTP server.
+// Admin is the admin HTTP server. Address AdminOff runs none.
 type Admin struct {
 	Address string `yaml:"address"`
 }
+
+// AdminOff as admin.address runs no admin server.
+const AdminOff = "off"
 
 // Log selects the log format and level.
 type Log struct {
@@ -299,12 +302,14 @@ type KubernetesAPI struct {
 
 // The defaults of kubernetes_api. The path and host filters are kubectl
 // proxy's (--accept-paths, --reject-paths, --accept-hosts), with
-// portforward rejected as well as exec and attach.
+// portforward and the proxy subresources of nodes, pods and services
+// rejected as well as exec and attach (see docs/kubernetes.md).
 const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 var (
 	DefaultKubeAcceptPaths = []string{`^.*`}
-	DefaultKubeRejectPaths = []string{`^/api/.*/pods/.*/exec`, `^/api/.*/pods/.*/attach`, `^/api/.*/pods/.*/portforward`}
+	DefaultKubeRejectPaths = []string{`^/api/.*/pods/.*/exec`, `^/api/.*/pods/.*/attach`, `^/api/.*/pods/.*/portforward`,
+		`^/api/.*/nodes/.*/proxy`, `^/api/.*/pods/.*/proxy`, `^/api/.*/services/.*/proxy`}
 	DefaultKubeAcceptHosts = []string{`^localhost$`, `^127\.0\.0\.1$`, `^\[::1\]$`}
 )
 

@@ -71,6 +71,7 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
 		{"default idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 1h}]\nclusters: [{name: c, endpoints: [\"h:1\"], balance: round_robin}]"},
 		{"redis auth for a redis check", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: redis}, redis: {username: u, password: p}}]"},
+		{"admin off", "admin: {address: \"off\"}\nlisteners: [{name: l, address: \"127.0.0.1:9901\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"},
 		{"pg check fields", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u, database: d, password: p}}]"},
 	} {
 		if _, err := Parse([]byte(tc.yaml), noEnv); err != nil {

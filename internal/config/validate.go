@@ -63,7 +63,9 @@ func (v *validator) oneOf(path, what, value string, set []string) {
 
 func (c *Config) validate() Errors {
 	v := &validator{c: c}
-	v.address("admin.address", c.Admin.Address)
+	if c.Admin.Address != AdminOff {
+		v.address("admin.address", c.Admin.Address)
+	}
 	v.oneOf("log.level", "log level", c.Log.Level, logLevels)
 	v.oneOf("log.format", "log format", c.Log.Format, logFormats)
 	if c.DrainTimeout < 0 {
@@ -82,7 +84,7 @@ func (c *Config) validate() Errors {
 
 	listeners := map[string]bool{}
 	addresses := map[string]string{}
-	if !strings.HasSuffix(c.Admin.Address, ":0") { // port 0: any free port
+	if !strings.HasSuffix(c.Admin.Address, ":0") && c.Admin.Address != AdminOff { // port 0: any free port
 		addresses[c.Admin.Address] = "admin.address"
 	}
 	for i, l := range c.Listeners {

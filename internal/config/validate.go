@@ -252,7 +252,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if f.Webhook != "" {
 			if u, err := url.Parse(f.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				v.errorf(fp+".webhook", "want an http:// or https:// URL, got %q", f.Webhook)
+				v.errorf(fp+".webhook", "want an http:// or https:// URL, got %q", RedactURL(f.Webhook)) // it may hold a token
 			}
 		}
 		if f.Timeout <= 0 {

@@ -107,6 +107,10 @@ clusters:
 	if _, err := Parse(out, noEnv); err != nil {
 		t.Errorf("the rendered config does not load again: %v\n%s", err, out)
 	}
+	_, err = Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {webhook: \"ftp://u:pw-s3cret@x/path-s3cret\"}}]"), noEnv)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad webhook: got %v, want an error without the URL's user and path (reload errors are logged and shown in /status)", err)
+	}
 	if c.Clusters[0].OnFailover.Command[2] != "cmd-s3cret" {
 		t.Errorf("the running config changed: got %q", c.Clusters[0].OnFailover.Command)
 	}

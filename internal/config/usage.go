@@ -142,6 +142,9 @@ func (v *validator) postgresTLSFields(p string, pg *ListenerPostgres) {
 			}
 		}
 	}
+	if t := pg.ClientTLS; t != nil && (t.Mode == "allow" || t.Mode == "prefer") && t.CertFile == "" && t.KeyFile == "" {
+		v.errorf(p+".client_tls.cert_file", "required with mode %s: without a certificate no client gets TLS", t.Mode)
+	}
 	t := pg.ServerTLS
 	if t == nil {
 		return

@@ -81,6 +81,7 @@ func (v *validator) unusedFields() {
 		}
 		if !protos["redis"] {
 			v.redisFields(p+".redis", cl, protos)
+			v.endpointWeights(p, cl)
 		}
 	}
 }
@@ -102,6 +103,20 @@ func (v *validator) redisFields(p string, cl *Cluster, protos map[string]bool) {
 			continue
 		}
 		v.errorf(p+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", protoList(protos))
+	}
+}
+
+// endpointWeights refuses weights a balance policy does not read
+// (round_robin and first take endpoints in turn or in order; a redis ring
+// reads them, so only clusters without a redis listener come here).
+func (v *validator) endpointWeights(p string, cl *Cluster) {
+	if cl.Balance != "round_robin" && cl.Balance != "first" {
+		return
+	}
+	for j, e := range cl.Endpoints {
+		if e.Weight != 1 {
+			v.errorf(fmt.Sprintf("%s.endpoints[%d]", p, j), "weight %d is not used by balance %s; use weighted, random, least_request, p2c or ring_hash", e.Weight, cl.Balance)
+		}
 	}
 }
 

@@ -38,6 +38,8 @@ func TestUnusedFields(t *testing.T) {
 		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
 		{"listener tls on postgres", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, tls: {cert_file: " + crt + ", key_file: " + key + "}, postgres: {auth: {users_file: " + users + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].tls: PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead (line 1)"},
 		{"sticky name with client_ip", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip, name: x}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky.name: not used with by: client_ip"},
+		{"weight with round_robin", tcp + "clusters: [{name: c, endpoints: [\"h:1\", \"h:2 weight=3\"]}]", "clusters[0].endpoints[1]: weight 3 is not used by balance round_robin; use weighted, random, least_request, p2c or ring_hash (line 2)"},
+		{"weight with first", tcp + "clusters: [{name: c, balance: first, endpoints: [\"h:1:2\"]}]", "clusters[0].endpoints[0]: weight 2 is not used by balance first"},
 		{"pg client tls prefer without cert", pg + "client_tls: {}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode prefer: without a certificate no client gets TLS (line 1)"},
 		{"pg client tls allow without cert", pg + "client_tls: {mode: allow}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode allow"},
 		{"pg client tls disabled cert", pg + "client_tls: {mode: disable, cert_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: not used with mode disable"},
@@ -73,6 +75,8 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
 		{"default idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 1h}]\nclusters: [{name: c, endpoints: [\"h:1\"], balance: round_robin}]"},
 		{"redis auth for a redis check", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: redis}, redis: {username: u, password: p}}]"},
+		{"weights on a redis ring", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1:3 a\", \"h:2:1 b\"]}]"},
+		{"weights with weighted", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, balance: weighted, endpoints: [\"h:1 weight=3\"]}]"},
 		{"admin off", "admin: {address: \"off\"}\nlisteners: [{name: l, address: \"127.0.0.1:9901\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"},
 		{"pg check fields", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u, database: d, password: p}}]"},
 	} {

@@ -141,6 +141,9 @@ func (v *validator) listenerFields(p string, l Listener) {
 		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
 			v.errorf(fmt.Sprintf("%s.routes[%d].sticky.name", p, i), "not used with by: client_ip")
 		}
+		if r.Sticky != nil && len(r.To) == 1 {
+			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
+		}
 	}
 	if pg := l.Postgres; pg != nil {
 		v.postgresTLSFields(p+".postgres", pg)

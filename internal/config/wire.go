@@ -33,6 +33,9 @@ func (v *validator) wireValues() {
 		if t := cl.TLS; t != nil && cl.KubernetesAPI == nil {
 			v.serverName(p+".tls.server_name", t.ServerName)
 		}
+		if k := cl.KubernetesAPI; k != nil {
+			v.serverName(p+".kubernetes_api.host", k.Host) // the endpoint and the name verified
+		}
 		if h := cl.HealthCheck; h != nil {
 			hp := p + ".health_check"
 			if h.Type == "http" && strings.HasPrefix(h.Path, "/") && !validRequestTarget(h.Path) {

@@ -40,6 +40,7 @@ func TestWireValues(t *testing.T) {
 		{"cluster sni", tcp + `clusters: [{name: c, endpoints: ["h:1"], tls: {server_name: "a b\n"}}]`, `clusters[0].tls.server_name: "a b\n": want a DNS name or an IP address (line 2)`},
 		{"pg sni", pg + `server_tls: {mode: verify-full, server_name: "db/x"}` + pgEnd, `listeners[0].postgres.server_tls.server_name: "db/x": want a DNS name or an IP address`},
 		{"pg reset query NUL", pg + `server_reset_query: "DISCARD ALL\0"` + pgEnd, `listeners[0].postgres.server_reset_query: "DISCARD ALL\x00": must not contain NUL`},
+		{"kubernetes_api host", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\n" + `clusters: [{name: c, kubernetes_api: {host: "api/x", port: 443}}]`, `clusters[0].kubernetes_api.host: "api/x": want a DNS name or an IP address (line 2)`},
 		{"consul token NUL", tcp + `clusters: [{name: c, discovery: {consul: {service: s, token: "t\0"}}}]`, "clusters[0].discovery.consul.token: must not contain spaces, line breaks or control characters (it is sent as a header)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

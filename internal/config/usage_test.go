@@ -86,3 +86,23 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestUnusedDefaultsMatch: the defaults the unused-field checks compare
+// with are the ones applyDefaults fills in.
+func TestUnusedDefaultsMatch(t *testing.T) {
+	t.Parallel()
+	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Clusters[0]
+	if *cl.Redis != defaultRedis {
+		t.Errorf("redis: got %+v, want %+v", *cl.Redis, defaultRedis)
+	}
+	if *cl.OutlierDetection != defaultOutlier {
+		t.Errorf("outlier_detection: got %+v, want %+v", *cl.OutlierDetection, defaultOutlier)
+	}
+	if *cl.HTTP != defaultClusterHTTP {
+		t.Errorf("http: got %+v, want %+v", *cl.HTTP, defaultClusterHTTP)
+	}
+}

@@ -8,7 +8,6 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -67,8 +66,9 @@ type App struct {
 	draining atomic.Bool
 	lastErr  atomic.Pointer[string] // the last failed reload's errors, or nil
 
-	admin     *http.Server
-	adminAddr string
+	admin     *http.Server           // nil with admin.address off
+	adminAddr atomic.Pointer[string] // nil until the admin server listens
+	adminStop chan struct{}          // ends the retries of a taken admin port
 }
 
 // New loads the configuration, binds every listener and the admin server,
@@ -108,23 +108,62 @@ func New(opts Options) (*App, error) {
 	a.threads = evloop.NewThreads(runtime.GOMAXPROCS(0) - 1)
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
-	ln, err := net.Listen("tcp", cfg.Admin.Address)
-	if err != nil {
-		return nil, fmt.Errorf("admin server: %w", err)
-	}
-	a.adminAddr = ln.Addr().String()
 	if err := a.apply(cfg); err != nil {
-		ln.Close()
 		a.engines.Close()
 		return nil, err
 	}
 	a.metrics.ReloadSuccessful.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
 	a.metrics.Reloads.WithLabelValues("success").Inc()
-	a.admin = &http.Server{Handler: admin.Handler(a, a.metrics.Registry), ReadHeaderTimeout: 10 * time.Second}
-	go a.admin.Serve(ln)
-	a.log.Info("attache started", "admin", a.adminAddr, "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
+	a.startAdmin(cfg.Admin.Address)
+	a.log.Info("attache started", "admin", a.AdminAddr(), "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
 	return a, nil
+}
+
+// adminRetry is how often a taken admin port is tried again.
+const adminRetry = 2 * time.Second
+
+// startAdmin serves the admin endpoints on addr, or nothing when addr is
+// config.AdminOff. A port that cannot be bound (another attache holds it)
+// never stops the data path: the listeners serve, the error is logged, and
+// the bind is retried every adminRetry until it succeeds or Shutdown.
+func (a *App) startAdmin(addr string) {
+	if addr == config.AdminOff {
+		return
+	}
+	a.admin = &http.Server{Handler: admin.Handler(a, a.metrics.Registry), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		a.serveAdmin(ln)
+		return
+	}
+	a.log.Error("admin server cannot listen; the listeners serve without it, and the address is tried again",
+		"address", addr, "retry_every", adminRetry, "error", err)
+	a.adminStop = make(chan struct{})
+	go func() {
+		t := time.NewTicker(adminRetry)
+		defer t.Stop()
+		for {
+			select {
+			case <-a.adminStop:
+				return
+			case <-t.C:
+			}
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				a.serveAdmin(ln)
+				a.log.Info("admin server listening", "address", a.AdminAddr())
+				return
+			}
+		}
+	}()
+}
+
+// serveAdmin serves the admin server on ln. After Shutdown, Serve closes
+// ln at once.
+func (a *App) serveAdmin(ln net.Listener) {
+	addr := ln.Addr().String()
+	a.adminAddr.Store(&addr)
+	go a.admin.Serve(ln)
 }
 
 func (a *App) setLevel(cfg *config.Config) {
@@ -141,8 +180,14 @@ func (a *App) setLevel(cfg *config.Config) {
 // Log returns the app's logger.
 func (a *App) Log() *slog.Logger { return a.log }
 
-// AdminAddr returns the bound admin address.
-func (a *App) AdminAddr() string { return a.adminAddr }
+// AdminAddr returns the bound admin address, or "" while there is no
+// admin server listening.
+func (a *App) AdminAddr() string {
+	if p := a.adminAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // ListenerAddr returns the bound address of the named listener, or "".
 func (a *App) ListenerAddr(name string) string {
@@ -166,7 +211,11 @@ func (a *App) Reload() error {
 	}
 	cfg, err := config.Load(a.opts.ConfigPath, a.opts.LookupEnv)
 	if err == nil {
+		old := a.gen.Load().cfg.Admin.Address
 		err = a.apply(cfg)
+		if err == nil && cfg.Admin.Address != old {
+			a.log.Warn("admin.address changed; the admin server moves at the next restart", "address", a.AdminAddr(), "configured", cfg.Admin.Address)
+		}
 	}
 	if err != nil {
 		msg := err.Error()
@@ -243,8 +292,13 @@ wait:
 	}
 	g.stop(nil)
 	a.mu.Unlock()
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	a.admin.Shutdown(sctx)
+	if a.adminStop != nil {
+		close(a.adminStop)
+	}
+	if a.admin != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		a.admin.Shutdown(sctx)
+	}
 	a.log.Info("stopped")
 }

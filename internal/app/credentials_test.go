@@ -224,7 +224,7 @@ clusters:
 // TestKubernetesAPIAmbassador runs a kubernetes_api cluster against an
 // HTTPS stand-in for the API server found through the injected
 // KUBERNETES_SERVICE_HOST/PORT: the token goes as a bearer token, exec,
-// attach and portforward and foreign Host headers are refused by attache
+// attach, portforward and proxy (in any spelling) and foreign Host headers are refused by attache
 // itself, and a watch streams past the route timeout.
 func TestKubernetesAPIAmbassador(t *testing.T) {
 	t.Parallel()
@@ -276,6 +276,15 @@ clusters:
 		"/api/v1/namespaces/default/pods/web-1/portforward",
 		"//api/v1/namespaces/default/pods/web-1/exec",
 		"/api/v1/namespaces/default/pods/x/../web-1/exec",
+		// Encoded spellings, and the proxy subresources.
+		"/api/v1/namespaces/default/pods/web-1%2Fexec",
+		"/api/v1/namespaces/default/pods/web-1/%65xec",
+		"/api/v1/namespaces/default/pods/web-1%252Fexec",
+		"/api/v1/namespaces/def%0Aault/pods/web-1/exec",
+		"/api/v1/namespaces/default/pods/web-1/EXEC",
+		"/api/v1/nodes/n1/proxy/run/default/web-1/c",
+		"/api/v1/namespaces/default/pods/web-1/proxy/",
+		"/api/v1/namespaces/default/services/api:80/proxy/",
 	} {
 		resp, body := httpGet(t, &http.Client{}, base+p, nil)
 		if resp.StatusCode != 403 || resp.Header.Get("X-Attache-Reason") != "path rejected" {

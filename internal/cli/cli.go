@@ -32,7 +32,8 @@ Usage:
   attache run --config FILE [--log-level LEVEL]   run with a configuration file
   attache validate --config FILE                  check a configuration file
   attache forward LISTEN UPSTREAM [--tls] [--sni NAME] [--ca FILE] [--admin ADDR]
-                                                  forward one port (socat, done right)
+                                                  forward one port (socat, done right);
+                                                  no admin server without --admin
   attache demo [--listen ADDR] [--once]           run a built-in example
   attache version                                 print the version
 

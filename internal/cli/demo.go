@@ -68,7 +68,10 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	proxy := a.ListenerAddr("web")
+	proxy, admin := a.ListenerAddr("web"), a.AdminAddr()
+	if admin == "" { // the port is taken: the admin server comes up once it is free
+		admin = cfg.Admin.Address
+	}
 	fmt.Fprintf(stdout, "attache demo: a TCP load balancer on %s in front of two local HTTP backends (%s).\n\n", proxy, strings.Join(backends, ", "))
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 1; i <= 4; i++ {
@@ -90,7 +93,7 @@ Try:
   curl -s http://%[2]s/metrics     Prometheus metrics
   curl -s http://%[2]s/config      the running configuration
 Press Ctrl-C to drain and stop.
-`, proxy, a.AdminAddr())
+`, proxy, admin)
 	if *once {
 		a.Shutdown(context.Background())
 		return nil

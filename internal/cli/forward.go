@@ -16,13 +16,14 @@ import (
 // forwardCmd is the one-line socat case: listen on LISTEN, forward to
 // UPSTREAM, optionally originating TLS with verification. It builds the same
 // configuration a file would hold, so it gets the same checks, health
-// reporting and metrics.
+// reporting and metrics. There is no admin server unless --admin asks for
+// one, so that several forwards run side by side on one host.
 func forwardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("forward", stderr)
 	useTLS := fs.Bool("tls", false, "originate TLS to UPSTREAM, verifying its certificate")
 	sni := fs.String("sni", "", "server `name` to send and verify (default: UPSTREAM's host)")
 	ca := fs.String("ca", "", "CA `file` to verify UPSTREAM with (default: system roots)")
-	adminAddr := fs.String("admin", config.DefaultAdminAddress, "admin server `address`")
+	adminAddr := fs.String("admin", "", "serve the admin endpoints on `address` (default: no admin server, so that forwards run side by side)")
 	level := fs.String("log-level", "", "log level: debug, info, warn or error")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -47,8 +48,12 @@ func forwardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		cluster["tls"] = t
 	}
+	admin := *adminAddr
+	if admin == "" {
+		admin = config.AdminOff
+	}
 	doc := map[string]any{
-		"admin":     map[string]any{"address": *adminAddr},
+		"admin":     map[string]any{"address": admin},
 		"listeners": []any{map[string]any{"name": "forward", "address": listenAddr(pos[0]), "cluster": "upstream"}},
 		"clusters":  []any{cluster},
 	}
@@ -57,7 +62,11 @@ func forwardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "forwarding %s -> %s (tls: %v); admin on http://%s/\n", cfg.Listeners[0].Address, pos[1], *useTLS, *adminAddr)
+	fmt.Fprintf(stdout, "forwarding %s -> %s (tls: %v)", cfg.Listeners[0].Address, pos[1], *useTLS)
+	if *adminAddr != "" {
+		fmt.Fprintf(stdout, "; admin on http://%s/", *adminAddr)
+	}
+	fmt.Fprintln(stdout)
 	return serve(ctx, app.Options{Config: cfg, LogLevel: *level, LogOutput: stderr})
 }
 

@@ -51,10 +51,13 @@ type Config struct {
 	lines map[string]int
 }
 
-// Admin is the admin HTTP server.
+// Admin is the admin HTTP server. Address AdminOff runs none.
 type Admin struct {
 	Address string `yaml:"address"`
 }
+
+// AdminOff as admin.address runs no admin server.
+const AdminOff = "off"
 
 // Log selects the log format and level.
 type Log struct {
@@ -165,7 +168,7 @@ type RouteMatch struct {
 	Regex   string            `yaml:"regex"` // on the path, anchored
 	Host    string            `yaml:"host"`  // exact, or "*.example.com"
 	Methods []string          `yaml:"methods"`
-	Headers map[string]string `yaml:"headers"` // exact values
+	Headers map[string]string `yaml:"headers" secret:"true"` // exact values
 }
 
 // RouteTarget is one cluster of a split.
@@ -206,7 +209,7 @@ type Rewrite struct {
 
 // HeaderOps adds and removes request headers.
 type HeaderOps struct {
-	Add    map[string]string `yaml:"add"`
+	Add    map[string]string `yaml:"add" secret:"true"`
 	Remove []string          `yaml:"remove"`
 }
 
@@ -261,9 +264,9 @@ type Cluster struct {
 // runs with ATTACHE_CLUSTER, ATTACHE_OLD_PRIMARY and ATTACHE_NEW_PRIMARY
 // in its environment; Webhook is POSTed the same as JSON. Either or both.
 type OnFailover struct {
-	Command []string `yaml:"command"` // argv, not a shell line
-	Webhook string   `yaml:"webhook"` // http:// or https:// URL
-	Timeout Duration `yaml:"timeout"` // default 10s
+	Command []string `yaml:"command" secret:"args"` // argv, not a shell line
+	Webhook string   `yaml:"webhook" secret:"url"`  // http:// or https:// URL
+	Timeout Duration `yaml:"timeout"`               // default 10s
 }
 
 // Credentials are added to every request sent to an HTTP cluster,
@@ -299,12 +302,14 @@ type KubernetesAPI struct {
 
 // The defaults of kubernetes_api. The path and host filters are kubectl
 // proxy's (--accept-paths, --reject-paths, --accept-hosts), with
-// portforward rejected as well as exec and attach.
+// portforward and the proxy subresources of nodes, pods and services
+// rejected as well as exec and attach (see docs/kubernetes.md).
 const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 var (
 	DefaultKubeAcceptPaths = []string{`^.*`}
-	DefaultKubeRejectPaths = []string{`^/api/.*/pods/.*/exec`, `^/api/.*/pods/.*/attach`, `^/api/.*/pods/.*/portforward`}
+	DefaultKubeRejectPaths = []string{`^/api/.*/pods/.*/exec`, `^/api/.*/pods/.*/attach`, `^/api/.*/pods/.*/portforward`,
+		`^/api/.*/nodes/.*/proxy`, `^/api/.*/pods/.*/proxy`, `^/api/.*/services/.*/proxy`}
 	DefaultKubeAcceptHosts = []string{`^localhost$`, `^127\.0\.0\.1$`, `^\[::1\]$`}
 )
 

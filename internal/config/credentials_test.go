@@ -131,7 +131,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 			{"endpoint", cl.Endpoints[0].Address, "10.96.0.1:443"},
 			{"ca", cl.TLS.CAFile, ca},
 			{"token", cl.Credentials.BearerTokenFile, token},
-			{"reject", strings.Join(k.RejectPaths, ","), `^/api/.*/pods/.*/exec,^/api/.*/pods/.*/attach,^/api/.*/pods/.*/portforward`},
+			{"reject", strings.Join(k.RejectPaths, ","), `^/api/.*/pods/.*/exec,^/api/.*/pods/.*/attach,^/api/.*/pods/.*/portforward,^/api/.*/nodes/.*/proxy,^/api/.*/pods/.*/proxy,^/api/.*/services/.*/proxy`},
 			{"accept", strings.Join(k.AcceptPaths, ","), `^.*`},
 			{"hosts", strings.Join(k.AcceptHosts, ","), `^localhost$,^127\.0\.0\.1$,^\[::1\]$`},
 		} {

@@ -63,7 +63,9 @@ func (v *validator) oneOf(path, what, value string, set []string) {
 
 func (c *Config) validate() Errors {
 	v := &validator{c: c}
-	v.address("admin.address", c.Admin.Address)
+	if c.Admin.Address != AdminOff {
+		v.address("admin.address", c.Admin.Address)
+	}
 	v.oneOf("log.level", "log level", c.Log.Level, logLevels)
 	v.oneOf("log.format", "log format", c.Log.Format, logFormats)
 	if c.DrainTimeout < 0 {
@@ -82,7 +84,7 @@ func (c *Config) validate() Errors {
 
 	listeners := map[string]bool{}
 	addresses := map[string]string{}
-	if !strings.HasSuffix(c.Admin.Address, ":0") { // port 0: any free port
+	if !strings.HasSuffix(c.Admin.Address, ":0") && c.Admin.Address != AdminOff { // port 0: any free port
 		addresses[c.Admin.Address] = "admin.address"
 	}
 	for i, l := range c.Listeners {
@@ -140,6 +142,8 @@ func (c *Config) validate() Errors {
 			v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
 		}
 	}
+	v.unusedFields()
+	v.wireValues()
 	return v.errs
 }
 
@@ -251,7 +255,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if f.Webhook != "" {
 			if u, err := url.Parse(f.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				v.errorf(fp+".webhook", "want an http:// or https:// URL, got %q", f.Webhook)
+				v.errorf(fp+".webhook", "want an http:// or https:// URL, got %q", RedactURL(f.Webhook)) // it may hold a token
 			}
 		}
 		if f.Timeout <= 0 {
@@ -379,8 +383,8 @@ func (v *validator) discovery(p string, d *Discovery) {
 		if c.Datacenter != "" && !consulName.MatchString(c.Datacenter) {
 			v.errorf(cp+".datacenter", "%q: not a Consul datacenter name", c.Datacenter)
 		}
-		if strings.ContainsAny(c.Token, " \t\r\n") {
-			v.errorf(cp+".token", "must not contain spaces or line breaks")
+		if strings.ContainsAny(c.Token, " \t\r\n") || !validHeaderValue(c.Token) {
+			v.errorf(cp+".token", "must not contain spaces, line breaks or control characters (it is sent as a header)")
 		}
 	}
 	if f := d.File; f != nil {

@@ -15,16 +15,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -64,7 +67,9 @@ func (h *Hook) Run(ctx context.Context, ev Event) (output string, err error) {
 	}
 	if h.Webhook != "" {
 		if err := h.post(ctx, ev); err != nil {
-			errs = append(errs, fmt.Errorf("webhook %s: %w", h.Webhook, err))
+			// The URL may hold a token (in its user, path or query): it is
+			// logged redacted, as /config shows it.
+			errs = append(errs, fmt.Errorf("webhook %s: %w", config.RedactURL(h.Webhook), err))
 		}
 	}
 	if len(errs) > 0 {
@@ -109,6 +114,9 @@ func (h *Hook) post(ctx context.Context, ev Event) error {
 		client = http.DefaultClient
 	}
 	resp, err := client.Do(req)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return ue.Err // without the URL
+	}
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"regexp"
 	"strings"
@@ -15,27 +16,56 @@ import (
 // a request is refused unless its path matches an accept pattern and no
 // reject pattern, and its Host (without the port) matches an accept-host
 // pattern. The patterns are unanchored regular expressions, as kubectl's
-// are; a reject pattern is also tried on the cleaned path, so that
-// "//api/v1/../v1/namespaces/x/pods/y/exec" cannot slip past "^/api/".
+// are, compiled with (?s) so that "." also matches a newline (a %0A in
+// the path); reject patterns also ignore case.
+//
+// Paths are matched decoded (r.URL.Path: %2F is a "/"), as the API server
+// routes them. So that no spelling of a rejected path gets through, a
+// path with a control character is refused, and the path, its cleaned
+// form ("//", "." and ".." segments resolved) and both decoded once more
+// must each match an accept pattern and no reject pattern.
 type Filter struct {
 	acceptPaths, rejectPaths, acceptHosts []*regexp.Regexp
 }
 
 // NewFilter compiles k's patterns (validated already).
 func NewFilter(k config.KubernetesAPI) *Filter {
-	compile := func(res []string) []*regexp.Regexp {
+	compile := func(flags string, res []string) []*regexp.Regexp {
 		out := make([]*regexp.Regexp, len(res))
 		for i, re := range res {
-			out[i] = regexp.MustCompile(re)
+			out[i] = regexp.MustCompile(flags + re)
 		}
 		return out
 	}
-	return &Filter{acceptPaths: compile(k.AcceptPaths), rejectPaths: compile(k.RejectPaths), acceptHosts: compile(k.AcceptHosts)}
+	return &Filter{acceptPaths: compile("(?s)", k.AcceptPaths), rejectPaths: compile("(?is)", k.RejectPaths), acceptHosts: compile("", k.AcceptHosts)}
 }
 
-func anyMatch(res []*regexp.Regexp, s string) bool {
+func anyMatch(res []*regexp.Regexp, forms ...string) bool {
 	for _, re := range res {
-		if re.MatchString(s) {
+		for _, s := range forms {
+			if re.MatchString(s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// eachMatched reports whether every form matches some pattern.
+func eachMatched(res []*regexp.Regexp, forms ...string) bool {
+	for _, s := range forms {
+		if !anyMatch(res, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasControl reports whether p holds a byte below 0x20 or DEL: no
+// Kubernetes object name or API path has one.
+func hasControl(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
 			return true
 		}
 	}
@@ -54,10 +84,16 @@ func (f *Filter) refuse(p, host string) (reason, detail string) {
 			host = "[" + h + "]" // as kubectl matches it: ^\[::1\]$
 		}
 	}
+	forms := []string{p, path.Clean("/" + p)}
+	if u, err := url.PathUnescape(p); err == nil && u != p {
+		forms = append(forms, u, path.Clean("/"+u))
+	}
 	switch {
-	case anyMatch(f.rejectPaths, p) || anyMatch(f.rejectPaths, path.Clean("/"+p)):
+	case hasControl(p):
+		return "path rejected", fmt.Sprintf("path %q holds a control character", p)
+	case anyMatch(f.rejectPaths, forms...):
 		return "path rejected", fmt.Sprintf("path %s matches reject_paths", p)
-	case !anyMatch(f.acceptPaths, p):
+	case !eachMatched(f.acceptPaths, forms...):
 		return "path rejected", fmt.Sprintf("path %s matches no accept_paths", p)
 	case !anyMatch(f.acceptHosts, host):
 		return "host rejected", fmt.Sprintf("host %q matches no accept_hosts", host)

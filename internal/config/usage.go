@@ -1,0 +1,256 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+)
+
+// clusterFieldUse is who reads an optional cluster field: the listener
+// protocols whose traffic it shapes. A field set where none of them uses
+// its cluster would be accepted and ignored; validate refuses it instead.
+// set reports a value other than the default, so that the rendered
+// configuration (/config, defaults included) can be loaded again.
+var clusterFieldUse = []struct {
+	field string
+	by    []string // listener protocols
+	why   string
+	set   func(cl *Cluster) bool
+}{
+	{"balance", []string{"tcp", "http", "postgres"}, "a redis cluster picks shards by key hash (redis.distribution)",
+		func(cl *Cluster) bool { return cl.Balance != DefaultBalance }},
+	{"outlier_detection", []string{"tcp", "http", "postgres"}, "a redis cluster ejects shards with redis.auto_eject_hosts",
+		func(cl *Cluster) bool { return cl.OutlierDetection != nil && *cl.OutlierDetection != defaultOutlier }},
+	{"http", []string{"http"}, "it is how HTTP requests are sent",
+		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
+	{"circuit_breaker", []string{"http"}, "its limits count HTTP requests and connections of the HTTP pool",
+		func(cl *Cluster) bool { return cl.CircuitBreaker != nil }},
+}
+
+var (
+	defaultOutlier = OutlierDetection{ConsecutiveFailures: DefaultOutlierFailures,
+		BaseEjectionTime: Duration(DefaultOutlierEjection), MaxEjectionPercent: DefaultOutlierMaxPercent}
+	defaultClusterHTTP = ClusterHTTP{Version: "auto", MaxIdlePerEndpoint: DefaultMaxIdlePerEndpoint, IdleTimeout: Duration(DefaultHTTPIdleTimeout)}
+	defaultRedis       = ClusterRedis{Hash: "fnv1a_64", Distribution: "ketama", ServerFailureLimit: 2,
+		ServerRetryTimeout: Duration(30 * time.Second), ServerConnections: 1, Timeout: Duration(2 * time.Second)}
+)
+
+// unusedFields refuses every field the file sets on a listener or cluster
+// whose protocol never reads it. Clusters no listener uses are skipped.
+func (v *validator) unusedFields() {
+	c := v.c
+	uses := map[string]map[string]bool{} // cluster -> listener protocols
+	use := func(cluster, proto string) {
+		if uses[cluster] == nil {
+			uses[cluster] = map[string]bool{}
+		}
+		uses[cluster][proto] = true
+	}
+	for i, l := range c.Listeners {
+		v.listenerFields(fmt.Sprintf("listeners[%d]", i), l)
+		if l.Protocol != "http" {
+			use(l.Cluster, l.Protocol)
+			continue
+		}
+		for _, r := range l.Routes {
+			for _, t := range r.To {
+				use(t.Cluster, "http")
+			}
+		}
+	}
+	for i := range c.Clusters {
+		cl := &c.Clusters[i]
+		p := fmt.Sprintf("clusters[%d]", i)
+		v.healthCheckFields(p+".health_check", cl)
+		protos := uses[cl.Name]
+		if len(protos) == 0 {
+			continue
+		}
+		for _, f := range clusterFieldUse {
+			if f.set(cl) && !usedBy(protos, f.by) {
+				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), f.why)
+			}
+		}
+		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
+			v.errorf(p+".outlier_detection.consecutive_5xx", "not used by %s listeners (it counts HTTP responses)", protoList(protos))
+		}
+		if h := cl.HTTP; h != nil && h.Version == "h2c" && cl.TLS != nil && cl.KubernetesAPI == nil {
+			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
+		}
+		if !protos["redis"] {
+			v.redisFields(p+".redis", cl, protos)
+			v.endpointWeights(p, cl)
+		}
+	}
+}
+
+// redisFields refuses a redis block on a cluster no redis listener uses:
+// its sharding settings do nothing there. username and password stay
+// allowed for a redis health check, which AUTHs with them.
+func (v *validator) redisFields(p string, cl *Cluster, protos map[string]bool) {
+	if cl.Redis == nil {
+		return
+	}
+	redisCheck := cl.HealthCheck != nil && cl.HealthCheck.Type == "redis"
+	got, def := reflect.ValueOf(*cl.Redis), reflect.ValueOf(defaultRedis)
+	for i, name := range yamlNames(got.Type()) {
+		if got.Field(i).Equal(def.Field(i)) {
+			continue
+		}
+		if (name == "username" || name == "password") && redisCheck {
+			continue
+		}
+		v.errorf(p+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", protoList(protos))
+	}
+}
+
+// endpointWeights refuses weights a balance policy does not read
+// (round_robin and first take endpoints in turn or in order; a redis ring
+// reads them, so only clusters without a redis listener come here).
+func (v *validator) endpointWeights(p string, cl *Cluster) {
+	if cl.Balance != "round_robin" && cl.Balance != "first" {
+		return
+	}
+	for j, e := range cl.Endpoints {
+		if e.Weight != 1 {
+			v.errorf(fmt.Sprintf("%s.endpoints[%d]", p, j), "weight %d is not used by balance %s; use weighted, random, least_request, p2c or ring_hash", e.Weight, cl.Balance)
+		}
+	}
+}
+
+// listenerFields refuses fields of other protocols on a listener.
+func (v *validator) listenerFields(p string, l Listener) {
+	switch l.Protocol {
+	case "redis", "postgres":
+		if l.IdleTimeout != Duration(DefaultIdleTimeout) {
+			v.errorf(p+".idle_timeout", "not used by %s listeners (only tcp and http listeners close idle clients)", l.Protocol)
+		}
+	}
+	if l.Protocol != "http" && l.AccessLog != "" {
+		v.errorf(p+".access_log", "only for protocol http")
+	}
+	if l.Protocol == "http" && l.Cluster != "" && !routesTo(l.Routes, l.Cluster) {
+		v.errorf(p+".cluster", "not used when routes are given (cluster alone is one catch-all route); remove it or the routes")
+	}
+	if l.Protocol == "postgres" && l.TLS != nil {
+		v.errorf(p+".tls", "PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead")
+	}
+	for i, r := range l.Routes {
+		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
+			v.errorf(fmt.Sprintf("%s.routes[%d].sticky.name", p, i), "not used with by: client_ip")
+		}
+		if r.Sticky != nil && len(r.To) == 1 {
+			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
+		}
+	}
+	if pg := l.Postgres; pg != nil {
+		v.postgresTLSFields(p+".postgres", pg)
+	}
+}
+
+// postgresTLSFields refuses TLS settings a mode does not read, above all a
+// ca_file or server_name that would look like verification and is not.
+func (v *validator) postgresTLSFields(p string, pg *ListenerPostgres) {
+	if t := pg.ClientTLS; t != nil && t.Mode == "disable" {
+		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+			if f.val != "" {
+				v.errorf(p+".client_tls."+f.name, "not used with mode disable")
+			}
+		}
+	}
+	if t := pg.ClientTLS; t != nil && (t.Mode == "allow" || t.Mode == "prefer") && t.CertFile == "" && t.KeyFile == "" {
+		v.errorf(p+".client_tls.cert_file", "required with mode %s: without a certificate no client gets TLS", t.Mode)
+	}
+	t := pg.ServerTLS
+	if t == nil {
+		return
+	}
+	tp := p + ".server_tls"
+	switch t.Mode {
+	case "disable":
+		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}, {"server_name", t.ServerName}} {
+			if f.val != "" {
+				v.errorf(tp+"."+f.name, "not used with mode disable")
+			}
+		}
+	case "allow", "prefer", "require":
+		if t.CAFile != "" {
+			v.errorf(tp+".ca_file", "not used with mode %s, which does not check the server's certificate; use mode verify-ca or verify-full", t.Mode)
+		}
+	}
+	if t.ServerName != "" && t.Mode != "verify-full" && t.Mode != "disable" {
+		v.errorf(tp+".server_name", "only used by mode verify-full (mode %s does not check the host name)", t.Mode)
+	}
+}
+
+// healthCheckFields refuses the settings of one check type on another.
+func (v *validator) healthCheckFields(p string, cl *Cluster) {
+	h := cl.HealthCheck
+	if h == nil {
+		return
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+		typ  string
+	}{
+		{"path", h.Path != "", "http"},
+		{"host", h.Host != "", "http"},
+		{"expect_status", len(h.ExpectStatus) > 0, "http"},
+		{"user", h.User != "", "postgres"},
+		{"database", h.Database != "", "postgres"},
+		{"password", h.Password != "", "postgres"},
+	} {
+		if f.set && h.Type != f.typ {
+			e := Error{Path: p + "." + f.name, Line: v.c.Line(p + "." + f.name), Msg: fmt.Sprintf("not used by a %s check (only type %s)", h.Type, f.typ)}
+			if h.Type == "redis" && f.name == "password" {
+				e.Hint = "a redis check uses redis.username and redis.password"
+			}
+			v.errs = append(v.errs, e)
+		}
+	}
+}
+
+// routesTo reports whether a route sends requests to cluster.
+func routesTo(routes []Route, cluster string) bool {
+	for _, r := range routes {
+		for _, t := range r.To {
+			if t.Cluster == cluster {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func usedBy(protos map[string]bool, by []string) bool {
+	for _, b := range by {
+		if protos[b] {
+			return true
+		}
+	}
+	return false
+}
+
+// protoList names the protocols of a set, sorted: "redis and tcp".
+func protoList(protos map[string]bool) string {
+	var s []string
+	for p := range protos {
+		s = append(s, p)
+	}
+	sort.Strings(s)
+	return strings.Join(s, " and ")
+}
+
+// yamlNames are the yaml keys of a struct type's fields.
+func yamlNames(t reflect.Type) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}

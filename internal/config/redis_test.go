@@ -15,9 +15,9 @@ func TestRedisClusterFields(t *testing.T) {
 	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"balance", redis + "clusters: [{name: c, endpoints: [\"h:1\"], balance: least_request}]",
-			`clusters[0].balance: not used by a Redis cluster (listener "l" shards it: keys pick the shard) (line 2)`},
+			`clusters[0].balance: not used by redis listeners`},
 		{"outlier_detection", redis + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_failures: 3}}]",
-			`clusters[0].outlier_detection: not used by a Redis cluster (listener "l" shards it: use redis.auto_eject_hosts) (line 2)`},
+			`clusters[0].outlier_detection: not used by redis listeners`},
 		{"same name", redis + "clusters: [{name: c, endpoints: [\"h:1:1 a\", \"h:2:1 a\"]}]",
 			`clusters[0].endpoints[1]: shard name "a" is also endpoints[0]'s (nutcracker refuses it: both would take the same ring points) (line 2)`},
 		{"name equals an address", redis + "clusters: [{name: c, endpoints: [\"h:1\", \"g:2:1 h:1\"]}]",

@@ -112,7 +112,7 @@ func (c *Config) validate() Errors {
 			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
 		}
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" {
-			v.redisCluster(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
+			v.redisCluster(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl)
 		}
 		if l.Postgres != nil && l.Protocol != "postgres" {
 			v.errorf(p+".postgres", "only for protocol postgres")

@@ -28,10 +28,12 @@
 #   sent, ok, failed        requests (reads and writes; probes included)
 #   term/kill               failed in flight at a SIGTERM / SIGKILL of a
 #                           backend (tcp: on a connection open at the kill)
-#   down                    failed while a killed backend was down (from
-#                           the kill to 3 s after it was back; expected for
-#                           redis: the keys of a dead shard)
-#   other                   every other failure: should be 0
+#   down                    redis: failed while a shard was down (from the
+#                           kill to 3 s after it was back) with attache's
+#                           error naming that shard, or the shard's LOADING
+#   other                   every other failure: should be 0 (tcp and http
+#                           have another endpoint; postgres transactions
+#                           wait for the promoted standby)
 #   w-acked, lost, dup      acknowledged writes; of those, missing from the
 #                           backends afterwards; ids stored more than once
 #                           (http POST ids, redis INCR of fresh keys,
@@ -46,6 +48,10 @@
 #   DURATION=10 RELOADS=20 PROTOCOLS=redis bench/soak.sh
 #   KEEP=/tmp/soak bench/soak.sh               # keep logs and fault logs there
 #   RATE=400 WORKERS=8 ROTATIONS=3             # per protocol (defaults)
+#   RELOAD_CHANGE=listener bench/soak.sh       # the files differ in max_connections
+#                                              # only (cluster: connect_timeout only)
+#   FAULTS="reload kill" bench/soak.sh         # only these (of reload rotate kill;
+#                                              # kill is the failovers for postgres)
 #
 # Loopback only; every process is stopped by PID. Needs redis-server,
 # PostgreSQL 15+ server binaries, openssl and curl (Debian packages
@@ -58,13 +64,20 @@ ROTATIONS=${ROTATIONS:-3}
 PROTOCOLS=${PROTOCOLS:-tcp http redis postgres}
 WORKERS=${WORKERS:-8}
 RATE=${RATE:-400}
+FAULTS=${FAULTS:-reload rotate kill}
+RELOAD_CHANGE=${RELOAD_CHANGE:-both} # what the two files differ in: listener | cluster | both
+has() { [[ " $FAULTS " == *" $1 "* ]]; }
 
 . bench/lib.sh
 require redis-server:redis-server openssl:openssl curl:curl
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n | tail -1)
 [ -x "$pgbin/initdb" ] || { require initdb:postgresql; pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -t/ -k5 -n | tail -1); }
 
+declare -A bport bpid pgport pgpid
 keep() {
+  # A smart shutdown (SIGTERM) waits for sessions, which may wait for a
+  # synchronous standby that is gone: PostgreSQL gets a fast one.
+  for p in "${pgpid[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; find "$work" -maxdepth 2 \( -name '*.log' -o -name row -o -name '*.yaml' \) -exec cp --parents {} "$KEEP" \; 2>/dev/null || true; fi
   cleanup
 }
@@ -86,12 +99,16 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nex
 
 # now: microseconds since the epoch, times 1000 (nanoseconds for the log).
 now() { local t=${EPOCHREALTIME/./}; echo "${t}000"; }
+sleep_us() { sleep "$(($1 / 1000000)).$(printf %06d $(($1 % 1000000)))"; }
 # ev KIND [ARG]: a fault log line for an instant event.
 ev() { local t; t=$(now); echo "$t $t $*" >> "$faults"; }
 
 # rotate: a new key and certificate for the listener, swapped in at once
 # through the ..data symlink, as a Kubernetes Secret volume does.
 rotate() {
+  # Probes must have a chance to see each certificate: 1.5 s at least.
+  local since=$(( ${EPOCHREALTIME/./} - ${last_rotate:-0} ))
+  if [ "$since" -lt 1500000 ]; then sleep_us $((1500000 - since)); fi
   cert_n=$((cert_n + 1))
   local v="$tlsdir/..v$cert_n" cn="soak-$proto-$cert_n"
   mkdir -p "$v"
@@ -103,10 +120,11 @@ rotate() {
   mv -T "$tlsdir/..data.tmp" "$tlsdir/..data"
   [ -e "$tlsdir/tls.crt" ] || { ln -s ..data/tls.crt "$tlsdir/tls.crt"; ln -s ..data/tls.key "$tlsdir/tls.key"; }
   ev cert "$cn"
+  last_rotate=${EPOCHREALTIME/./}
 }
 
 # Backends of tcp, http and redis, by name: port and PID.
-declare -A bport bpid
+
 start_backend() {
   local n=$1 p=${bport[$1]}
   case $proto in
@@ -133,7 +151,7 @@ up_backend() { start_backend "$1"; ev up "$1"; }
 
 # PostgreSQL: data directories n1 and n2; prim and stby name the current
 # primary and standby.
-declare -A pgport pgpid
+
 pg() { "$pgbin/psql" -X -q -tA -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2"; }
 pg_start() {
   "${asuser[@]}" "$pgbin/postgres" -D "$dir/$1" -p "${pgport[$1]}" -k "$dir" -c listen_addresses=127.0.0.1 \
@@ -163,9 +181,14 @@ pg_clone() {
 pg_failover() {
   local t0 sig=INT
   [ "$1" = kill ] && sig=KILL
+  # The kill ends when the postmaster's children are gone too: after a
+  # SIGKILL they serve their sessions until they notice its death.
+  local kids k
+  kids=$(pgrep -P "${pgpid[$prim]}" || true)
   t0=$(now)
   kill -"$sig" "${pgpid[$prim]}" 2>/dev/null || true
   wait "${pgpid[$prim]}" 2>/dev/null || true
+  for k in $kids; do for _ in $(seq 1 100); do kill -0 "$k" 2>/dev/null || break; sleep 0.05; done; done
   echo "$t0 $(now) kill-$1 pg" >> "$faults"
   t0=$(now)
   "${asuser[@]}" "$pgbin/pg_ctl" promote -w -t 60 -D "$dir/$stby" >>"$dir/promote.log" 2>&1
@@ -181,7 +204,7 @@ pg_failover() {
 at() {
   local target=$((t_start + $1 * DURATION * 1000)) d
   d=$((target - ${EPOCHREALTIME/./}))
-  if [ "$d" -gt 0 ]; then sleep "$((d / 1000000)).$(printf %06d $((d % 1000000)))"; fi
+  if [ "$d" -gt 0 ]; then sleep_us "$d"; fi
 }
 
 # reloads: RELOADS reloads spread over DURATION, alternating the two
@@ -189,7 +212,7 @@ at() {
 reloads() {
   local i gap=$((DURATION * 950000 / (RELOADS + 1)))
   for i in $(seq 1 "$RELOADS"); do
-    sleep "$((gap / 1000000)).$(printf %06d $((gap % 1000000)))"
+    sleep_us "$gap"
     if [ $((i % 2)) = 1 ]; then cp "$dir/b.yaml" "$dir/next.yaml"; else cp "$dir/a.yaml" "$dir/next.yaml"; fi
     mv -f "$dir/next.yaml" "$dir/attache.yaml"
     if [ $((i % 4)) -lt 2 ]; then
@@ -206,7 +229,6 @@ config() {
   {
     echo "admin: {address: \"127.0.0.1:$ADM\"}"
     echo "log: {level: info}"
-    echo "drain_timeout: 2s"
     echo "listeners:"
     echo "  - name: soak"
     echo "    address: 127.0.0.1:$AP"
@@ -246,7 +268,10 @@ config() {
         echo "    health_check: {type: postgres, interval: 1s, timeout: 1s, user: postgres, password: \"$PGPASSWORD\"}" ;;
     esac
   } > "$dir/a.yaml"
-  sed -e 's/max_connections: 10000/max_connections: 9999/' -e 's/connect_timeout: 5s/connect_timeout: 4s/' "$dir/a.yaml" > "$dir/b.yaml"
+  local diff=()
+  [ "$RELOAD_CHANGE" = cluster ] || diff+=(-e 's/max_connections: 10000/max_connections: 9999/')
+  [ "$RELOAD_CHANGE" = listener ] || diff+=(-e 's/connect_timeout: 5s/connect_timeout: 4s/')
+  sed "${diff[@]}" "$dir/a.yaml" > "$dir/b.yaml"
   cmp -s "$dir/a.yaml" "$dir/b.yaml" && { echo "soak: the two configurations are the same"; exit 1; }
   cp "$dir/a.yaml" "$dir/attache.yaml"
 }
@@ -271,8 +296,9 @@ setup() {
       echo "host replication all 127.0.0.1/32 scram-sha-256" >> "$dir/n1/pg_hba.conf"
       prim=n1; stby=n2
       pg_start n1
-      pg "${pgport[n1]}" "CREATE TABLE soak (id bigint NOT NULL); CREATE INDEX ON soak (id)"
       pg_clone n2 n1
+      # After the clone: with synchronous_standby_names a commit waits for a standby.
+      pg "${pgport[n1]}" "CREATE TABLE soak (id bigint NOT NULL); CREATE INDEX ON soak (id)"
       flags+=(-pg-servers "127.0.0.1:${pgport[n1]},127.0.0.1:${pgport[n2]}") ;;
   esac
 }
@@ -281,8 +307,9 @@ setup() {
 faults_schedule() {
   local k
   (
-    for k in $(seq 1 "$ROTATIONS"); do echo "$((k * 1000 / (ROTATIONS + 1) + 20)) rotate"; done
-    if [ "$proto" = postgres ]; then echo "200 failover term"; echo "600 failover kill"
+    if has rotate; then for k in $(seq 1 "$ROTATIONS"); do echo "$((k * 1000 / (ROTATIONS + 1) + 20)) rotate"; done; fi
+    if ! has kill; then :
+    elif [ "$proto" = postgres ]; then echo "200 failover term"; echo "600 failover kill"
     else echo "200 kill ${victims[0]} TERM"; echo "300 up ${victims[0]}"; echo "500 kill ${victims[1]} KILL"; echo "600 up ${victims[1]}"; fi
   ) | sort -n
 }
@@ -304,7 +331,8 @@ run_protocol() {
   "$work/soak" load -proto "$proto" -addr "127.0.0.1:$AP" -admin "127.0.0.1:$ADM" -ca "$work/ca.crt" \
     -faults "$faults" -failures "$dir/failures.log" -duration "${DURATION}s" -workers "$WORKERS" -rate "$RATE" "${flags[@]}" \
     >"$dir/row" 2>"$dir/driver.log" & DPID=$!; pids+=($DPID)
-  reloads & RPID=$!; pids+=($RPID)
+  RPID=
+  if has reload; then reloads & RPID=$!; pids+=($RPID); fi
   while read -r when what a b; do
     at "$when"
     case $what in
@@ -314,7 +342,7 @@ run_protocol() {
       failover) pg_failover "$a" ;;
     esac
   done < <(faults_schedule)
-  wait "$RPID" || true
+  [ -z "$RPID" ] || wait "$RPID" || true
   ev done
   local rc=0
   wait "$DPID" || rc=$?
@@ -325,6 +353,7 @@ run_protocol() {
   kill "$APID" 2>/dev/null || true
   wait "$APID" 2>/dev/null || true
   for p in "${ppids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pgpid[@]}"; do kill -INT "$p" 2>/dev/null || true; done
   for p in "${ppids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 
@@ -332,7 +361,7 @@ failed=()
 : > "$work/rows"
 for proto in $PROTOCOLS; do run_protocol "$proto"; done
 echo
-echo "soak: ${DURATION}s per protocol, $RELOADS reloads, $ROTATIONS certificate rotations, rate $RATE/s, $WORKERS clients"
+echo "soak: ${DURATION}s per protocol, $RELOADS reloads, $ROTATIONS certificate rotations, rate $RATE/s, $WORKERS clients, faults: $FAULTS"
 "$work/soak" header
 cat "$work/rows"
 if [ ${#failed[@]} -gt 0 ]; then echo "missed the aim: ${failed[*]}"; exit 1; fi

@@ -50,7 +50,6 @@ type worker interface {
 type driver struct {
 	opt   options
 	tls   *tls.Config
-	cn    atomic.Pointer[string] // the CN of the last server certificate seen
 	ids   atomic.Int64
 	sent  atomic.Int64
 	ok    atomic.Int64
@@ -88,8 +87,7 @@ func (d *driver) record(start time.Time, write bool, id int64, err error) {
 	}
 }
 
-// tlsConfig verifies the listener's certificate against the soak CA and
-// remembers the CN of each certificate it accepts.
+// tlsConfig verifies the listener's certificate against the soak CA.
 func (d *driver) tlsConfig() *tls.Config {
 	pem, err := os.ReadFile(d.opt.ca)
 	if err != nil {
@@ -99,17 +97,7 @@ func (d *driver) tlsConfig() *tls.Config {
 	if !pool.AppendCertsFromPEM(pem) {
 		log.Fatalf("%s: no certificate", d.opt.ca)
 	}
-	return &tls.Config{
-		RootCAs:    pool,
-		ServerName: d.opt.serverName,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) > 0 {
-				cn := cs.PeerCertificates[0].Subject.CommonName
-				d.cn.Store(&cn)
-			}
-			return nil
-		},
-	}
+	return &tls.Config{RootCAs: pool, ServerName: d.opt.serverName}
 }
 
 func runLoad(args []string) int {
@@ -141,7 +129,7 @@ func runLoad(args []string) int {
 	d := &driver{opt: o}
 	d.tls = d.tlsConfig()
 	var newWorker func() (worker, error)
-	var probe func() error
+	var probe func(*tls.Config) error
 	var check func() (missing, dup int, note string, err error)
 	switch o.proto {
 	case "tcp":
@@ -184,7 +172,7 @@ func runLoad(args []string) int {
 		log.Printf("%s: check: %v", o.proto, err)
 		missing, dup = -1, -1
 	}
-	c := classify(d.fails, events, o.slack, o.grace)
+	c := classify(d.fails, events, o.slack, o.grace, expectedDown(o.proto))
 	if o.failLog != "" {
 		writeFailures(o.failLog, d.fails)
 	}
@@ -228,19 +216,25 @@ func (d *driver) work(newWorker func() (worker, error), end time.Time, seed uint
 
 // probe makes a new TLS connection every probeEvery until end, and notes
 // each new certificate CN it sees. Its requests count as reads.
-func (d *driver) probe(probe func() error, end time.Time) {
+func (d *driver) probe(probe func(*tls.Config) error, end time.Time) {
 	for time.Now().Before(end) {
-		start := time.Now()
-		err := probe()
-		d.record(start, false, 0, err)
-		if err == nil {
-			if cn := d.cn.Load(); cn != nil {
-				d.mu.Lock()
-				if len(d.seen) == 0 || d.seen[len(d.seen)-1] != *cn {
-					d.seen = append(d.seen, *cn)
-				}
-				d.mu.Unlock()
+		var cn atomic.Pointer[string]
+		cfg := d.tls.Clone()
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 {
+				cn.Store(&cs.PeerCertificates[0].Subject.CommonName)
 			}
+			return nil
+		}
+		start := time.Now()
+		err := probe(cfg)
+		d.record(start, false, 0, err)
+		if seen := cn.Load(); err == nil && seen != nil {
+			d.mu.Lock()
+			if len(d.seen) == 0 || d.seen[len(d.seen)-1] != *seen {
+				d.seen = append(d.seen, *seen)
+			}
+			d.mu.Unlock()
 		}
 		time.Sleep(d.opt.probeEvery)
 	}
@@ -313,7 +307,7 @@ type classes struct {
 	otherNear                       map[string]int // the fault last before each other failure
 }
 
-func classify(fails []result, events []event, slack, grace time.Duration) classes {
+func classify(fails []result, events []event, slack, grace time.Duration, expected func(error, event) bool) classes {
 	c := classes{otherErrs: map[string]int{}, downErrs: map[string]int{}, otherNear: map[string]int{}}
 	for _, f := range fails {
 		c.failed++
@@ -328,7 +322,7 @@ func classify(fails []result, events []event, slack, grace time.Duration) classe
 			}
 			continue
 		}
-		if whileDown(f, events, grace) {
+		if whileDown(f, events, grace, expected) {
 			c.down++
 			c.downErrs[short(f.err)]++
 			continue
@@ -338,6 +332,21 @@ func classify(fails []result, events []event, slack, grace time.Duration) classe
 		c.otherNear[nearest(f, events)]++
 	}
 	return c
+}
+
+// expectedDown says which failures a dead backend explains for a
+// protocol: for redis, attache's error naming the dead shard, or the
+// shard's own LOADING while it reads its append-only file back. Nothing
+// else: tcp and http have another endpoint, postgres transactions wait
+// for the promoted standby.
+func expectedDown(proto string) func(error, event) bool {
+	if proto != "redis" {
+		return func(error, event) bool { return false }
+	}
+	return func(err error, e event) bool {
+		s := err.Error()
+		return strings.Contains(s, "shard "+e.arg+" ") || strings.HasPrefix(s, "LOADING")
+	}
 }
 
 // inFlightAt is the kind of the kill a request was in flight at, or "".
@@ -351,10 +360,11 @@ func inFlightAt(f result, events []event, slack time.Duration) string {
 }
 
 // whileDown: the request ran while a killed backend was down, from the
-// kill to grace after its "up".
-func whileDown(f result, events []event, grace time.Duration) bool {
+// kill to grace after its "up", and its error is one expected of a
+// request to that backend.
+func whileDown(f result, events []event, grace time.Duration, expected func(error, event) bool) bool {
 	for i, e := range events {
-		if e.kind != "kill-term" && e.kind != "kill-kill" {
+		if e.kind != "kill-term" && e.kind != "kill-kill" || !expected(f.err, e) {
 			continue
 		}
 		back := time.Now()

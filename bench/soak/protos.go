@@ -25,10 +25,10 @@ const opTimeout = 10 * time.Second
 // requests; since is when it was opened, so a request on a connection
 // spliced to a backend that was killed counts as in flight at the kill.
 // No writes: the check has nothing to count.
-func (d *driver) tcp() (func() (worker, error), func() error, func() (int, int, string, error)) {
-	newWorker := func() (worker, error) { return &tcpWorker{d: d}, nil }
-	probe := func() error {
-		w := &tcpWorker{d: d}
+func (d *driver) tcp() (func() (worker, error), func(*tls.Config) error, func() (int, int, string, error)) {
+	newWorker := func() (worker, error) { return &tcpWorker{d: d, cfg: d.tls}, nil }
+	probe := func(cfg *tls.Config) error {
+		w := &tcpWorker{d: d, cfg: cfg}
 		defer w.close()
 		_, _, _, err := w.do(rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano()))))
 		return err
@@ -39,6 +39,7 @@ func (d *driver) tcp() (func() (worker, error), func() error, func() (int, int, 
 
 type tcpWorker struct {
 	d      *driver
+	cfg    *tls.Config
 	conn   net.Conn
 	r      *bufio.Reader
 	opened time.Time
@@ -51,7 +52,7 @@ func (w *tcpWorker) do(rnd *rand.Rand) (bool, int64, time.Time, error) {
 	}
 	if w.conn == nil {
 		w.opened = time.Now()
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: opTimeout}, "tcp", w.d.opt.addr, w.d.tls)
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: opTimeout}, "tcp", w.d.opt.addr, w.cfg)
 		if err != nil {
 			return false, 0, w.opened, fmt.Errorf("dial: %w", err)
 		}
@@ -87,7 +88,7 @@ func (w *tcpWorker) close() {
 // over HTTP/1.1 keep-alive and half over h2 (ALPN). A write is
 // acknowledged by 200 "stored ID"; the check counts the ids in the
 // backends' logs.
-func (d *driver) http() (func() (worker, error), func() error, func() (int, int, string, error)) {
+func (d *driver) http() (func() (worker, error), func(*tls.Config) error, func() (int, int, string, error)) {
 	h1 := &http.Client{Timeout: opTimeout, Transport: &http.Transport{TLSClientConfig: d.tls.Clone(), MaxIdleConnsPerHost: 64}}
 	h2 := &http.Client{Timeout: opTimeout, Transport: &http.Transport{TLSClientConfig: d.tls.Clone(), ForceAttemptHTTP2: true}}
 	n := 0
@@ -98,8 +99,8 @@ func (d *driver) http() (func() (worker, error), func() error, func() (int, int,
 		}
 		return &httpWorker{d: d, cl: h1}, nil
 	}
-	probe := func() error {
-		tr := &http.Transport{TLSClientConfig: d.tls.Clone(), DisableKeepAlives: true}
+	probe := func(cfg *tls.Config) error {
+		tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}
 		defer tr.CloseIdleConnections()
 		return (&httpWorker{d: d, cl: &http.Client{Timeout: opTimeout, Transport: tr}}).get()
 	}
@@ -193,14 +194,14 @@ func (d *driver) compare(counts map[int64]int) (int, int, string, error) {
 // own retries off, so that a duplicate is attache's. The check reads every
 // shard directly: an acknowledged key on no shard is lost, a key above 1
 // or on two shards is duplicated.
-func (d *driver) redis() (func() (worker, error), func() error, func() (int, int, string, error)) {
+func (d *driver) redis() (func() (worker, error), func(*tls.Config) error, func() (int, int, string, error)) {
 	cl := redis.NewClient(&redis.Options{
 		Addr: d.opt.addr, TLSConfig: d.tls.Clone(), Protocol: 2, DisableIdentity: true,
 		MaxRetries: -1, PoolSize: d.opt.workers, DialTimeout: opTimeout, ReadTimeout: opTimeout, WriteTimeout: opTimeout,
 	})
 	newWorker := func() (worker, error) { return &redisWorker{d: d, cl: cl}, nil }
-	probe := func() error {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: opTimeout}, "tcp", d.opt.addr, d.tls)
+	probe := func(cfg *tls.Config) error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: opTimeout}, "tcp", d.opt.addr, cfg)
 		if err != nil {
 			return fmt.Errorf("dial: %w", err)
 		}
@@ -289,12 +290,12 @@ func (d *driver) checkShards() (int, int, string, error) {
 // id into soak (acknowledged by the INSERT's success: autocommit), half a
 // count of an acknowledged id (which must be 1). The table has no unique
 // key, so the check on the primary finds duplicates by count.
-func (d *driver) postgres() (func() (worker, error), func() error, func() (int, int, string, error)) {
+func (d *driver) postgres() (func() (worker, error), func(*tls.Config) error, func() (int, int, string, error)) {
 	newWorker := func() (worker, error) { return &pgWorker{d: d}, nil }
-	probe := func() error {
+	probe := func(cfg *tls.Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		c, err := d.pgConnect(ctx)
+		c, err := d.pgConnect(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -330,13 +331,13 @@ func (d *driver) postgres() (func() (worker, error), func() error, func() (int, 
 	return newWorker, probe, check
 }
 
-func (d *driver) pgConnect(ctx context.Context) (*pgx.Conn, error) {
+func (d *driver) pgConnect(ctx context.Context, tc *tls.Config) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/%s?sslmode=require&connect_timeout=10", d.opt.pgUser, d.opt.addr, d.opt.pgDatabase))
 	if err != nil {
 		return nil, err
 	}
 	cfg.Password = d.opt.pgPassword
-	cfg.TLSConfig = d.tls.Clone()
+	cfg.TLSConfig = tc
 	cfg.Fallbacks = nil
 	return pgx.ConnectConfig(ctx, cfg)
 }
@@ -385,7 +386,7 @@ func (w *pgWorker) do(rnd *rand.Rand) (write bool, id int64, since time.Time, er
 		id = w.d.nextID()
 	}
 	if w.conn == nil {
-		if w.conn, err = w.d.pgConnect(ctx); err != nil {
+		if w.conn, err = w.d.pgConnect(ctx, w.d.tls.Clone()); err != nil {
 			w.conn = nil
 			return write, id, time.Time{}, fmt.Errorf("connect: %w", err)
 		}

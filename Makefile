@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/attache
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test test-short bench lint fuzz clean
+.PHONY: build test test-short bench soak lint fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/attache-proxy/attache/internal/cli.Version=$(VERSION)" -o $(BIN) ./cmd/attache
@@ -21,6 +21,12 @@ test-short:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/...
 	bench/tcp.sh
+
+# Load through attache while it reloads, rotates certificates and loses
+# backends; prints lost and duplicated writes per protocol (bench/soak.sh;
+# DURATION=60 per protocol, PROTOCOLS="tcp http redis postgres").
+soak: build
+	bench/soak.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -176,7 +176,7 @@ func runLoad(args []string) int {
 	if o.failLog != "" {
 		writeFailures(o.failLog, d.fails)
 	}
-	rotated := rotations(events)
+	rotated := rotations(events, end)
 	reloads := adminCounters(o.admin)
 	fmt.Println(d.row(c, missing, dup, rotated, reloads))
 	d.details(c, note, rotated, reloads)
@@ -406,11 +406,12 @@ func short(err error) string {
 var digits = regexp.MustCompile(`[0-9]+`)
 
 // rotations are the CNs of the certificates the script rotated in, the
-// first one included, in order.
-func rotations(events []event) []string {
+// first one included, in order, leaving out those rotated less than a
+// second before until (the end of the load: no probe could see them).
+func rotations(events []event, until time.Time) []string {
 	var cns []string
 	for _, e := range events {
-		if e.kind == "cert" {
+		if e.kind == "cert" && e.t1.Before(until.Add(-time.Second)) {
 			cns = append(cns, e.arg)
 		}
 	}

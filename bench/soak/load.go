@@ -364,26 +364,38 @@ func inFlightAt(f result, events []event, slack time.Duration) string {
 // request to that backend.
 func whileDown(f result, events []event, grace time.Duration, expected func(error, event) bool) bool {
 	for i, e := range events {
-		if e.kind != "kill-term" && e.kind != "kill-kill" || !expected(f.err, e) {
-			continue
-		}
-		back := time.Now()
-		for _, u := range events[i+1:] {
-			if u.kind == "up" && u.arg == e.arg {
-				back = u.t1
-				break
-			}
-		}
-		if !f.end.Before(e.t0) && f.start.Before(back.Add(grace)) {
+		if (e.kind == "kill-term" || e.kind == "kill-kill") && expected(f.err, e) && overlaps(f, e.t0, backAt(events, i).Add(grace)) {
 			return true
 		}
 	}
 	return false
 }
 
-// nearest names the last fault that began within 2 s before a failure
-// ended ("reload", "rotate", ...), or "none".
+// backAt is when the backend killed by events[i] was back: its next "up",
+// or now.
+func backAt(events []event, i int) time.Time {
+	for _, u := range events[i+1:] {
+		if u.kind == "up" && u.arg == events[i].arg {
+			return u.t1
+		}
+	}
+	return time.Now()
+}
+
+// overlaps: the request ran at some time between from and to.
+func overlaps(f result, from, to time.Time) bool {
+	return !f.end.Before(from) && f.start.Before(to)
+}
+
+// nearest names what was going on at a failure: a killed backend being
+// down ("s1 down"), else the last fault that began within 2 s before it
+// ended ("reload", "cert", ...), else "none".
 func nearest(f result, events []event) string {
+	for i, e := range events {
+		if (e.kind == "kill-term" || e.kind == "kill-kill") && overlaps(f, e.t0, backAt(events, i)) {
+			return e.arg + " down"
+		}
+	}
 	best := "none"
 	for _, e := range events {
 		if e.kind == "done" || e.t0.After(f.end) || f.end.Sub(e.t0) > 2*time.Second {
@@ -511,7 +523,7 @@ func (d *driver) details(c classes, note string, rotated []string, rc reloadCoun
 		show("down", c.downErrs)
 	}
 	if c.other > 0 {
-		log.Printf("%s: %d failed outside kills (last fault before each: %v):", p, c.other, c.otherNear)
+		log.Printf("%s: %d failed unexpectedly (what was going on: %v):", p, c.other, c.otherNear)
 		show("other", c.otherErrs)
 	}
 }

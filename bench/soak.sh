@@ -11,9 +11,9 @@
 #     Secret style ..data symlink swap, a new key and certificate from a
 #     CA made here); a probe opens a new TLS connection every 300 ms and
 #     must see every certificate, in order;
-#   - tcp, http, redis: stops one backend gracefully (SIGTERM) at 20% and
-#     restarts it at 30%, kills another (SIGKILL) at 50% and restarts it at
-#     60%. tcp: two echo servers; http: two Go servers that append each
+#   - tcp, http, redis: stops one backend gracefully (SIGTERM) at 15% and
+#     restarts it at 25%, kills another (SIGKILL) at 40% and restarts it at
+#     50%. tcp: two echo servers; http: two Go servers that append each
 #     POSTed id to a file before answering; redis: three shards
 #     (appendonly, appendfsync always, so an acknowledged write survives
 #     its server's SIGKILL);
@@ -310,7 +310,7 @@ faults_schedule() {
     if has rotate; then for k in $(seq 1 "$ROTATIONS"); do echo "$((k * 1000 / (ROTATIONS + 1) + 20)) rotate"; done; fi
     if ! has kill; then :
     elif [ "$proto" = postgres ]; then echo "200 failover term"; echo "600 failover kill"
-    else echo "200 kill ${victims[0]} TERM"; echo "300 up ${victims[0]}"; echo "500 kill ${victims[1]} KILL"; echo "600 up ${victims[1]}"; fi
+    else echo "150 kill ${victims[0]} TERM"; echo "250 up ${victims[0]}"; echo "400 kill ${victims[1]} KILL"; echo "500 up ${victims[1]}"; fi
   ) | sort -n
 }
 

@@ -6,7 +6,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 PKG     := github.com/attache-proxy/attache/internal/cli
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT)
 
-.PHONY: build image test test-short bench lint fuzz clean
+.PHONY: build image test test-short bench soak lint fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/attache
@@ -42,6 +42,12 @@ test-short:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/...
 	bench/tcp.sh
+
+# Load through attache while it reloads, rotates certificates and loses
+# backends; prints lost and duplicated writes per protocol (bench/soak.sh;
+# DURATION=60 per protocol, PROTOCOLS="tcp http redis postgres").
+soak: build
+	bench/soak.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

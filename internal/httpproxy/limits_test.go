@@ -16,6 +16,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -504,39 +505,26 @@ func TestPooledCloseBeforeAnswer(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%s/%s/retries=%v", p.name, tc.method, tc.retries != nil), func(t *testing.T) {
 				t.Parallel()
-				var seen atomic.Int64 // requests of tc.method the backend read
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { ln.Close() })
-				go func() {
-					for {
-						c, err := ln.Accept()
+				var seen atomic.Int64                               // requests of tc.method the backend read
+				backend := testenv.Serve(t, nil, func(c net.Conn) { // answers the first request, closes on the second
+					defer c.Close()
+					br := bufio.NewReader(c)
+					for i := 0; ; i++ {
+						r, err := http.ReadRequest(br)
 						if err != nil {
 							return
 						}
-						go func() { // answers the first request, closes on the second
-							defer c.Close()
-							br := bufio.NewReader(c)
-							for i := 0; ; i++ {
-								r, err := http.ReadRequest(br)
-								if err != nil {
-									return
-								}
-								io.Copy(io.Discard, r.Body)
-								if r.Method == tc.method {
-									seen.Add(1)
-								}
-								if i == 1 {
-									return
-								}
-								io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-							}
-						}()
+						io.Copy(io.Discard, r.Body)
+						if r.Method == tc.method {
+							seen.Add(1)
+						}
+						if i == 1 {
+							return
+						}
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 					}
-				}()
-				px := newPathProxy(t, p.path, []string{ln.Addr().String()}, config.Route{Retries: tc.retries}, "first", Limits{})
+				})
+				px := newPathProxy(t, p.path, []string{backend}, config.Route{Retries: tc.retries}, "first", Limits{})
 				cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 				defer cl.CloseIdleConnections()
 				do := func() answer {

@@ -9,27 +9,13 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // echoServer echoes every connection until the test ends.
 func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
+	return testenv.Serve(t, nil, func(c net.Conn) { defer c.Close(); io.Copy(c, c) })
 }
 
 // TestRefusedConnectRedispatched: with one of two endpoints refusing (its

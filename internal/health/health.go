@@ -190,7 +190,12 @@ func check(ctx context.Context, c *upstream.Cluster, eps []*upstream.Endpoint, c
 						"from", old.String(), "to", rep.Role.String())
 				}
 			}
-			if e.ObserveCheck(err == nil, p.Thresholds) {
+			wasEjected := e.Ejected(time.Now())
+			changed := e.ObserveCheck(err == nil, p.Thresholds)
+			if wasEjected && !e.Ejected(time.Now()) {
+				log.Info("endpoint ejection ended by a passing health check", "cluster", c.Name(), "endpoint", e.Addr)
+			}
+			if changed {
 				log.Info("endpoint health changed", "cluster", c.Name(), "endpoint", e.Addr,
 					"health", e.Health().String(), "error", err)
 				if onChange != nil {

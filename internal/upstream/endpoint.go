@@ -112,7 +112,11 @@ func (e *Endpoint) Active() int64 { return e.active.Load() }
 // ObserveCheck applies one active health-check result and reports whether
 // the health changed. When the endpoint turns unhealthy, every connection
 // tracked on it is closed, so that clients reconnect to a healthy endpoint
-// rather than wait on a dead one.
+// rather than wait on a dead one. A pass that leaves the endpoint healthy
+// ends an outlier ejection at once and resets the consecutive-failure
+// counts, as does a turn to healthy (Envoy's
+// successful_active_health_check_uneject_host): a backend that came back
+// takes traffic again without waiting out base_ejection_time.
 func (e *Endpoint) ObserveCheck(ok bool, th Thresholds) (changed bool) {
 	e.mu.Lock()
 	old := e.Health()
@@ -138,6 +142,10 @@ func (e *Endpoint) ObserveCheck(ok bool, th Thresholds) (changed bool) {
 		}
 	}
 	e.health.Store(int32(next))
+	if ok && next == Healthy && (old != Healthy || e.ejectedUntil.Load() != 0) {
+		e.ejectedUntil.Store(0)
+		e.connFails, e.respFails = 0, 0
+	}
 	var closing []io.Closer
 	if next == Unhealthy && old != Unhealthy {
 		for c := range e.conns {

@@ -79,6 +79,10 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], health_check: {}}]
 	}{
 		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"drain_timeout", c.DrainTimeout.D(), 30 * time.Second},
+		{"drain_min", c.DrainMin.D(), 5 * time.Second},
+		{"probes", c.Probes, (*Probes)(nil)},
+		{"listener ready", l.Ready, "require"},
+		{"cluster ready", cl.Ready, "require"},
 		{"protocol", l.Protocol, "tcp"},
 		{"max_connections", l.MaxConnections, DefaultMaxConnections},
 		{"idle_timeout", l.IdleTimeout.D(), time.Hour},
@@ -155,6 +159,16 @@ func TestBadValues(t *testing.T) {
 		{"client cert needs ca", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {require_client_cert: true}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "needs client_ca_file"},
 		{"tls version", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {min_version: \"1.4\"}}]", `unknown TLS version "1.4"`},
 		{"cipher", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {cipher_suites: [RC4]}}]", `clusters[0].tls.cipher_suites[0]: unknown cipher suite "RC4"`},
+		{"probes no address", "probes: {}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: required (line 1)"},
+		{"probes bad address", "probes: {address: \"0.0.0.0\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `probes.address: "0.0.0.0": want host:port (line 1)`},
+		{"probes unknown key", "probes: {adress: \"0.0.0.0:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.adress: unknown field"},
+		{"probes admin clash", "admin: {address: \"127.0.0.1:9902\"}\nprobes: {address: \"127.0.0.1:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: address 127.0.0.1:9902 is already used by admin.address (line 2)"},
+		{"probes listener clash", "probes: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].address: address 127.0.0.1:7000 is already used by probes.address"},
+		{"drain_min negative", "drain_min: -1s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be negative (line 1)"},
+		{"drain_min over timeout", "drain_timeout: 2s\ndrain_min: 3s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be longer than drain_timeout (2s) (line 2)"},
+		{"drain_min duration", "drain_min: 5\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `drain_min: invalid duration "5"`},
+		{"listener ready", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, ready: ignored}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].ready: unknown ready mode "ignored" (line 1); did you mean "ignore"?`},
+		{"cluster ready", base + "clusters: [{name: c, endpoints: [\"h:1\"], ready: optional}]", `clusters[0].ready: unknown ready mode "optional" (line 2); want one of ["require" "ignore"]`},
 		{"admin clash", "admin: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "already used by admin.address"},
 		{"dup cluster", base + "clusters: [{name: c, endpoints: [\"h:1\"]}, {name: c, endpoints: [\"h:2\"]}]", `duplicate cluster name "c"`},
 		{"bad name", "listeners: [{name: \"a b\", address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `"a b": use letters`},
@@ -502,4 +516,30 @@ func FuzzParseEndpoints(f *testing.F) {
 			seen[e.Address] = true
 		}
 	})
+}
+
+// TestDrainMinDefault: drain_min defaults to 5s, or to drain_timeout when
+// that is shorter, so that a short drain_timeout alone stays valid.
+func TestDrainMinDefault(t *testing.T) {
+	const rest = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       time.Duration
+	}{
+		{"default", "", DefaultDrainMin},
+		{"short drain_timeout", "drain_timeout: 2s\n", 2 * time.Second},
+		{"zero drain_timeout", "drain_timeout: 0s\n", 0},
+		{"given", "drain_min: 1s\n", time.Second},
+		{"off", "drain_min: 0s\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml+rest), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.DrainMin.D(); got != tc.want {
+				t.Errorf("drain_min: got %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

@@ -41,16 +41,16 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	Admin        Admin      `yaml:"admin"`
-	Probes       *Probes    `yaml:"probes"` // nil: no probe server
-	Log          Log        `yaml:"log"`
-	DrainTimeout Duration   `yaml:"drain_timeout"`
+	Admin        Admin    `yaml:"admin"`
+	Probes       *Probes  `yaml:"probes"` // nil: no probe server
+	Log          Log      `yaml:"log"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
 	// DrainMin is how long listeners keep accepting after SIGTERM even
 	// when no connection is open: a classic sidecar is signalled together
 	// with its application, which still connects while it drains.
-	DrainMin Duration `yaml:"drain_min"`
-	Listeners    []Listener `yaml:"listeners"`
-	Clusters     []Cluster  `yaml:"clusters"`
+	DrainMin  Duration   `yaml:"drain_min"`
+	Listeners []Listener `yaml:"listeners"`
+	Clusters  []Cluster  `yaml:"clusters"`
 
 	// lines maps field paths ("clusters[1].balance") to the line they were
 	// written on; it lets later checks name the line of a value.

@@ -47,6 +47,10 @@ type Options struct {
 	// plane accepts (the Kubernetes API refuses loopback endpoints) onto
 	// loopback listeners. nil: net.Dialer.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// lookupHost, when set, resolves the host names of static endpoints
+	// for /ready; for tests that must not ask a DNS server. nil:
+	// net.DefaultResolver.
+	lookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 // App is a running attache.
@@ -193,6 +197,14 @@ func (a *App) AdminAddr() string {
 		return *p
 	}
 	return ""
+}
+
+// lookupHost resolves a static endpoint's host name for /ready.
+func (a *App) lookupHost(ctx context.Context, host string) ([]string, error) {
+	if a.opts.lookupHost != nil {
+		return a.opts.lookupHost(ctx, host)
+	}
+	return net.DefaultResolver.LookupHost(ctx, host)
 }
 
 // ProbesAddr returns the bound probe server address, or "" while there is

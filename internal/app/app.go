@@ -265,6 +265,35 @@ func (a *App) Reload() error {
 	return nil
 }
 
+// drain waits at least minimum and then until no connection is open, for
+// at most timeout in all, or until ctx ends.
+func (a *App) drain(ctx context.Context, minimum, timeout time.Duration) {
+	a.log.Info("draining", "minimum", minimum, "timeout", timeout, "open_connections", a.pool.Active())
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var least <-chan time.Time // nil once the minimum is over
+	if minimum > 0 {
+		t := time.NewTimer(minimum)
+		defer t.Stop()
+		least = t.C
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for least != nil || a.pool.Active() > 0 {
+		select {
+		case <-deadline.C:
+			a.log.Warn("drain timeout; closing the remaining connections", "open_connections", a.pool.Active())
+			return
+		case <-ctx.Done():
+			a.log.Warn("second signal; closing the remaining connections", "open_connections", a.pool.Active())
+			return
+		case <-least:
+			least = nil
+		case <-tick.C:
+		}
+	}
+}
+
 // warnMoves logs the admin and probe addresses a reload changed: the
 // servers keep their addresses until the next restart (they are not part
 // of a generation, and a probe server that moved would fail the kubelet's
@@ -302,11 +331,13 @@ func (a *App) Run(ctx, hard context.Context) error {
 	return nil
 }
 
-// Shutdown stops being ready at once, keeps serving the application's
-// connections, new ones included, for drain_timeout, and returns as soon as
-// none is open (or when ctx ends). Then it closes the listeners and stops
-// every background task. Open connections left at the end are cut when the
-// process exits.
+// Shutdown stops being ready at once and keeps serving the application's
+// connections, new ones included: for drain_min in any case (a classic
+// sidecar gets SIGTERM together with its application, which still
+// connects while it drains), then until none is open, for drain_timeout
+// in all (counted from the start). ctx ending cuts either wait short. Then
+// it closes the listeners and stops every background task. Open
+// connections left at the end are cut when the process exits.
 func (a *App) Shutdown(ctx context.Context) {
 	a.draining.Store(true)
 	a.metrics.Draining.Set(1)
@@ -316,24 +347,7 @@ func (a *App) Shutdown(ctx context.Context) {
 			l.http.Drain()
 		}
 	}
-	drain := g.cfg.DrainTimeout.D()
-	a.log.Info("draining", "timeout", drain, "open_connections", a.pool.Active())
-	deadline := time.NewTimer(drain)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for a.pool.Active() > 0 {
-		select {
-		case <-deadline.C:
-			a.log.Warn("drain timeout; closing the remaining connections", "open_connections", a.pool.Active())
-			break wait
-		case <-ctx.Done():
-			a.log.Warn("second signal; closing the remaining connections", "open_connections", a.pool.Active())
-			break wait
-		case <-tick.C:
-		}
-	}
+	a.drain(ctx, g.cfg.DrainMin.D(), g.cfg.DrainTimeout.D())
 	a.pool.Close()
 	a.engines.Close()
 	a.mu.Lock()

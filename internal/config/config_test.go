@@ -164,6 +164,8 @@ func TestBadValues(t *testing.T) {
 		{"probes unknown key", "probes: {adress: \"0.0.0.0:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.adress: unknown field"},
 		{"probes admin clash", "admin: {address: \"127.0.0.1:9902\"}\nprobes: {address: \"127.0.0.1:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: address 127.0.0.1:9902 is already used by admin.address (line 2)"},
 		{"probes listener clash", "probes: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].address: address 127.0.0.1:7000 is already used by probes.address"},
+		{"probes wildcard admin port", "probes: {address: \"0.0.0.0:9901\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: 0.0.0.0:9901 binds every address, so its port is taken by admin.address 127.0.0.1:9901 (line 1)"},
+		{"probes wildcard listener port", "probes: {address: \":7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: :7000 binds every address, so its port is taken by listeners[0] 127.0.0.1:7000 (line 1)"},
 		{"drain_min negative", "drain_min: -1s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be negative (line 1)"},
 		{"drain_min over timeout", "drain_timeout: 2s\ndrain_min: 3s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be longer than drain_timeout (2s) (line 2)"},
 		{"drain_min duration", "drain_min: 5\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `drain_min: invalid duration "5"`},

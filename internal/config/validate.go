@@ -98,6 +98,8 @@ func (c *Config) validate() Errors {
 	if c.Probes != nil && v.address("probes.address", c.Probes.Address) && !strings.HasSuffix(c.Probes.Address, ":0") {
 		if other, dup := addresses[c.Probes.Address]; dup {
 			v.errorf("probes.address", "address %s is already used by %s", c.Probes.Address, other)
+		} else if other := c.portTakenBy(c.Probes.Address); other != "" {
+			v.errorf("probes.address", "%s binds every address, so its port is taken by %s", c.Probes.Address, other)
 		}
 		addresses[c.Probes.Address] = "probes.address"
 	}
@@ -426,6 +428,24 @@ func (v *validator) name(path, name, what string, seen map[string]bool) {
 }
 
 // address checks a host:port to listen on and reports whether it is valid.
+// portTakenBy names the admin address or listener whose port a wildcard
+// address (0.0.0.0, [::] or no host) would also bind, or "".
+func (c *Config) portTakenBy(wildcard string) string {
+	host, port, _ := net.SplitHostPort(wildcard)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return ""
+	}
+	if _, p, err := net.SplitHostPort(c.Admin.Address); err == nil && p == port {
+		return "admin.address " + c.Admin.Address
+	}
+	for i, l := range c.Listeners {
+		if _, p, err := net.SplitHostPort(l.Address); err == nil && p == port {
+			return fmt.Sprintf("listeners[%d] %s", i, l.Address)
+		}
+	}
+	return ""
+}
+
 func (v *validator) address(path, addr string) bool {
 	if addr == "" {
 		v.errorf(path, "required")

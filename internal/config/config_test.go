@@ -37,6 +37,15 @@ func TestGoodFile(t *testing.T) {
 	if got := c.DrainTimeout.D(); got != 10*time.Second {
 		t.Errorf("drain_timeout: got %v, want 10s", got)
 	}
+	if got := c.DrainMin.D(); got != 3*time.Second {
+		t.Errorf("drain_min: got %v, want 3s", got)
+	}
+	if c.Probes == nil || c.Probes.Address != "0.0.0.0:9902" {
+		t.Errorf("probes: got %+v, want address 0.0.0.0:9902", c.Probes)
+	}
+	if got := c.Cluster("srv").Ready; got != ReadyIgnore {
+		t.Errorf("clusters srv ready: got %q, want ignore", got)
+	}
 }
 
 func TestEndpointForms(t *testing.T) {
@@ -319,6 +328,9 @@ func TestMarshalRedactedRoundTrip(t *testing.T) {
 	}
 	if got, want := c2.Clusters[0].Endpoints[1].String(), "redis-b.example:6379 weight=3"; got != want {
 		t.Errorf("endpoint after round trip: got %q, want %q", got, want)
+	}
+	if !reflect.DeepEqual(c2.Probes, c.Probes) || c2.DrainMin != c.DrainMin || c2.Cluster("srv").Ready != ReadyIgnore {
+		t.Errorf("after round trip: got probes %+v, drain_min %v, srv ready %q; want %+v, %v, ignore", c2.Probes, c2.DrainMin, c2.Cluster("srv").Ready, c.Probes, c.DrainMin)
 	}
 }
 

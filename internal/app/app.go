@@ -130,7 +130,9 @@ func New(opts Options) (*App, error) {
 		a.startServer("admin server", a.admin, cfg.Admin.Address, &a.adminAddr)
 	}
 	if cfg.Probes != nil {
-		a.probes = &http.Server{Handler: admin.ProbeHandler(a), ReadHeaderTimeout: 10 * time.Second}
+		// Reachable from the pod network: small requests, short timeouts.
+		a.probes = &http.Server{Handler: admin.ProbeHandler(a), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10}
 		a.startServer("probe server", a.probes, cfg.Probes.Address, &a.probesAddr)
 	}
 	a.log.Info("attache started", "admin", a.AdminAddr(), "probes", a.ProbesAddr(), "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))

@@ -15,11 +15,7 @@ import (
 // bound on every address) and returns code and body.
 func (h *harness) probe(method, path string) (int, string) {
 	h.t.Helper()
-	_, port, err := net.SplitHostPort(h.app.ProbesAddr())
-	if err != nil {
-		h.t.Fatalf("probe server address %q: %v", h.app.ProbesAddr(), err)
-	}
-	req, _ := http.NewRequest(method, "http://127.0.0.1:"+port+path, nil)
+	req, _ := http.NewRequest(method, h.probeURL(path), nil)
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
@@ -27,6 +23,16 @@ func (h *harness) probe(method, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// probeURL is the URL of path on the probe server, through 127.0.0.1.
+func (h *harness) probeURL(path string) string {
+	h.t.Helper()
+	_, port, err := net.SplitHostPort(h.app.ProbesAddr())
+	if err != nil {
+		h.t.Fatalf("probe server address %q: %v", h.app.ProbesAddr(), err)
+	}
+	return "http://127.0.0.1:" + port + path
 }
 
 // TestProbeServer: the probe server binds beyond loopback, answers GET and
@@ -66,6 +72,13 @@ clusters: [{name: up, endpoints: ["%s"]}]
 				t.Errorf("%s %s: got %d %q, want %d %q", tc.method, tc.path, code, body, tc.code, tc.body)
 			}
 		})
+	}
+	big, _ := http.NewRequest("GET", h.probeURL("/health"), nil)
+	big.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(big); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB of headers: got %v, %v; want 431", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	if code, _ := h.admin("GET", "/started"); code != 200 {
 		t.Errorf("admin /started: got %d, want 200", code)

@@ -1,8 +1,10 @@
 // Package admin serves attache's admin HTTP endpoints: /health (the process
-// is alive), /ready (traffic can flow), /metrics (Prometheus), /config (the
-// running configuration, secrets redacted), /status (JSON state of every
-// listener, cluster and endpoint) and POST /reload. It listens on loopback
-// unless the configuration says otherwise.
+// is alive), /ready (traffic can flow), /started (every listener bound, the
+// first configuration applied), /metrics (Prometheus), /config (the running
+// configuration, secrets redacted), /status (JSON state of every listener,
+// cluster and endpoint) and POST /reload. It listens on loopback unless the
+// configuration says otherwise. The probe server (ProbeHandler) serves the
+// first three only, read-only, for a kubelet on another address.
 package admin
 
 import (
@@ -22,6 +24,9 @@ type Source interface {
 	// is missing. When ok, reasons may hold notes on a degraded state that
 	// still serves (a discovery source that cannot be read).
 	Ready() (ok bool, reasons []string)
+	// Started reports whether every listener is bound and the first
+	// configuration applied.
+	Started() bool
 	// ConfigYAML renders the running configuration, secrets redacted.
 	ConfigYAML() ([]byte, error)
 	// Status returns a JSON-encodable snapshot of the runtime.
@@ -33,22 +38,7 @@ type Source interface {
 // Handler returns the admin mux.
 func Handler(src Source, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		ok, reasons := src.Ready()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "not ready:\n%s\n", strings.Join(reasons, "\n"))
-			return
-		}
-		fmt.Fprintln(w, "ready")
-		for _, r := range reasons {
-			fmt.Fprintln(w, r)
-		}
-	})
+	probes(mux, src, true)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
 		b, err := src.ConfigYAML()
@@ -75,7 +65,53 @@ func Handler(src Source, reg *prometheus.Registry) http.Handler {
 		fmt.Fprintln(w, "reloaded")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "attache admin: /health /ready /metrics /config /status, POST /reload")
+		fmt.Fprintln(w, "attache admin: /health /ready /started /metrics /config /status, POST /reload")
 	})
 	return mux
+}
+
+// ProbeHandler returns the probe server's mux: GET (and HEAD) /health,
+// /ready and /started, as on the admin server, and nothing else: any other
+// path is 404, any other method 405. It changes nothing and reveals no
+// configuration (/ready says "not ready" without the reasons, which name
+// clusters and endpoints; the admin server's /ready has them), so it may
+// listen where the kubelet reaches it.
+func ProbeHandler(src Source) http.Handler {
+	mux := http.NewServeMux()
+	probes(mux, src, false)
+	return mux
+}
+
+// probes adds the probe endpoints to mux; detail adds /ready's reasons.
+func probes(mux *http.ServeMux, src Source, detail bool) {
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		ok, reasons := src.Ready()
+		if !detail {
+			reasons = nil
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok && !detail {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready:\n%s\n", strings.Join(reasons, "\n"))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+		for _, r := range reasons {
+			fmt.Fprintln(w, r)
+		}
+	})
+	mux.HandleFunc("GET /started", func(w http.ResponseWriter, _ *http.Request) {
+		if !src.Started() {
+			http.Error(w, "not started", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "started")
+	})
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// plane accepts (the Kubernetes API refuses loopback endpoints) onto
 	// loopback listeners. nil: net.Dialer.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// lookupHost, when set, resolves the host names of static endpoints
+	// for /ready; for tests that must not ask a DNS server. nil:
+	// net.DefaultResolver.
+	lookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 // App is a running attache.
@@ -66,9 +70,13 @@ type App struct {
 	draining atomic.Bool
 	lastErr  atomic.Pointer[string] // the last failed reload's errors, or nil
 
-	admin     *http.Server           // nil with admin.address off
-	adminAddr atomic.Pointer[string] // nil until the admin server listens
-	adminStop chan struct{}          // ends the retries of a taken admin port
+	started atomic.Bool // every listener bound, the first configuration applied
+
+	admin      *http.Server           // nil with admin.address off
+	adminAddr  atomic.Pointer[string] // nil until the admin server listens
+	probes     *http.Server           // nil without probes
+	probesAddr atomic.Pointer[string] // nil until the probe server listens
+	serveStop  chan struct{}          // ends the retries of taken admin and probe ports
 }
 
 // New loads the configuration, binds every listener and the admin server,
@@ -115,55 +123,59 @@ func New(opts Options) (*App, error) {
 	a.metrics.ReloadSuccessful.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
 	a.metrics.Reloads.WithLabelValues("success").Inc()
-	a.startAdmin(cfg.Admin.Address)
-	a.log.Info("attache started", "admin", a.AdminAddr(), "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
+	a.started.Store(true)
+	a.serveStop = make(chan struct{})
+	if cfg.Admin.Address != config.AdminOff {
+		a.admin = &http.Server{Handler: admin.Handler(a, a.metrics.Registry), ReadHeaderTimeout: 10 * time.Second}
+		a.startServer("admin server", a.admin, cfg.Admin.Address, &a.adminAddr)
+	}
+	if cfg.Probes != nil {
+		// Reachable from the pod network: small requests, short timeouts.
+		a.probes = &http.Server{Handler: admin.ProbeHandler(a), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8 << 10}
+		a.startServer("probe server", a.probes, cfg.Probes.Address, &a.probesAddr)
+	}
+	a.log.Info("attache started", "admin", a.AdminAddr(), "probes", a.ProbesAddr(), "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
 	return a, nil
 }
 
-// adminRetry is how often a taken admin port is tried again.
+// adminRetry is how often a taken admin or probe port is tried again.
 const adminRetry = 2 * time.Second
 
-// startAdmin serves the admin endpoints on addr, or nothing when addr is
-// config.AdminOff. A port that cannot be bound (another attache holds it)
-// never stops the data path: the listeners serve, the error is logged, and
-// the bind is retried every adminRetry until it succeeds or Shutdown.
-func (a *App) startAdmin(addr string) {
-	if addr == config.AdminOff {
-		return
+// startServer serves srv (the admin or the probe server) on addr and
+// stores the bound address in bound. A port that cannot be bound (another
+// attache holds it) never stops the data path: the listeners serve, the
+// error is logged, and the bind is retried every adminRetry until it
+// succeeds or Shutdown.
+func (a *App) startServer(what string, srv *http.Server, addr string, bound *atomic.Pointer[string]) {
+	serve := func(ln net.Listener) {
+		got := ln.Addr().String()
+		bound.Store(&got)
+		go srv.Serve(ln) // after Shutdown, Serve closes ln at once
 	}
-	a.admin = &http.Server{Handler: admin.Handler(a, a.metrics.Registry), ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", addr)
 	if err == nil {
-		a.serveAdmin(ln)
+		serve(ln)
 		return
 	}
-	a.log.Error("admin server cannot listen; the listeners serve without it, and the address is tried again",
+	a.log.Error(what+" cannot listen; the listeners serve without it, and the address is tried again",
 		"address", addr, "retry_every", adminRetry, "error", err)
-	a.adminStop = make(chan struct{})
 	go func() {
 		t := time.NewTicker(adminRetry)
 		defer t.Stop()
 		for {
 			select {
-			case <-a.adminStop:
+			case <-a.serveStop:
 				return
 			case <-t.C:
 			}
 			if ln, err := net.Listen("tcp", addr); err == nil {
-				a.serveAdmin(ln)
-				a.log.Info("admin server listening", "address", a.AdminAddr())
+				serve(ln)
+				a.log.Info(what+" listening", "address", ln.Addr().String())
 				return
 			}
 		}
 	}()
-}
-
-// serveAdmin serves the admin server on ln. After Shutdown, Serve closes
-// ln at once.
-func (a *App) serveAdmin(ln net.Listener) {
-	addr := ln.Addr().String()
-	a.adminAddr.Store(&addr)
-	go a.admin.Serve(ln)
 }
 
 func (a *App) setLevel(cfg *config.Config) {
@@ -189,6 +201,27 @@ func (a *App) AdminAddr() string {
 	return ""
 }
 
+// lookupHost resolves a static endpoint's host name for /ready.
+func (a *App) lookupHost(ctx context.Context, host string) ([]string, error) {
+	if a.opts.lookupHost != nil {
+		return a.opts.lookupHost(ctx, host)
+	}
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+// ProbesAddr returns the bound probe server address, or "" while there is
+// no probe server listening.
+func (a *App) ProbesAddr() string {
+	if p := a.probesAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Started reports whether every listener is bound and the first
+// configuration applied (the startup probe's /started).
+func (a *App) Started() bool { return a.started.Load() }
+
 // ListenerAddr returns the bound address of the named listener, or "".
 func (a *App) ListenerAddr(name string) string {
 	g := a.gen.Load()
@@ -211,10 +244,10 @@ func (a *App) Reload() error {
 	}
 	cfg, err := config.Load(a.opts.ConfigPath, a.opts.LookupEnv)
 	if err == nil {
-		old := a.gen.Load().cfg.Admin.Address
+		old := a.gen.Load().cfg
 		err = a.apply(cfg)
-		if err == nil && cfg.Admin.Address != old {
-			a.log.Warn("admin.address changed; the admin server moves at the next restart", "address", a.AdminAddr(), "configured", cfg.Admin.Address)
+		if err == nil {
+			a.warnMoves(old, cfg)
 		}
 	}
 	if err != nil {
@@ -234,6 +267,56 @@ func (a *App) Reload() error {
 	return nil
 }
 
+// drain waits at least minimum and then until no connection is open, for
+// at most timeout in all, or until ctx ends.
+func (a *App) drain(ctx context.Context, minimum, timeout time.Duration) {
+	a.log.Info("draining", "minimum", minimum, "timeout", timeout, "open_connections", a.pool.Active())
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	var least <-chan time.Time // nil once the minimum is over
+	if minimum > 0 {
+		t := time.NewTimer(minimum)
+		defer t.Stop()
+		least = t.C
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for least != nil || a.pool.Active() > 0 {
+		select {
+		case <-deadline.C:
+			a.log.Warn("drain timeout; closing the remaining connections", "open_connections", a.pool.Active())
+			return
+		case <-ctx.Done():
+			a.log.Warn("second signal; closing the remaining connections", "open_connections", a.pool.Active())
+			return
+		case <-least:
+			least = nil
+		case <-tick.C:
+		}
+	}
+}
+
+// warnMoves logs the admin and probe addresses a reload changed: the
+// servers keep their addresses until the next restart (they are not part
+// of a generation, and a probe server that moved would fail the kubelet's
+// probes, whose port is fixed in the pod spec).
+func (a *App) warnMoves(old, cfg *config.Config) {
+	if cfg.Admin.Address != old.Admin.Address {
+		a.log.Warn("admin.address changed; the admin server moves at the next restart", "address", a.AdminAddr(), "configured", cfg.Admin.Address)
+	}
+	if was, now := probesAddress(old), probesAddress(cfg); was != now {
+		a.log.Warn("probes.address changed; the probe server changes at the next restart", "address", a.ProbesAddr(), "configured", now)
+	}
+}
+
+// probesAddress is cfg's probes.address, or "off".
+func probesAddress(cfg *config.Config) string {
+	if cfg.Probes == nil {
+		return "off"
+	}
+	return cfg.Probes.Address
+}
+
 // Run follows changes of the configuration file until ctx ends, then drains:
 // see Shutdown. hard, when it ends, cuts the drain short.
 func (a *App) Run(ctx, hard context.Context) error {
@@ -250,11 +333,13 @@ func (a *App) Run(ctx, hard context.Context) error {
 	return nil
 }
 
-// Shutdown stops being ready at once, keeps serving the application's
-// connections, new ones included, for drain_timeout, and returns as soon as
-// none is open (or when ctx ends). Then it closes the listeners and stops
-// every background task. Open connections left at the end are cut when the
-// process exits.
+// Shutdown stops being ready at once and keeps serving the application's
+// connections, new ones included: for drain_min in any case (a classic
+// sidecar gets SIGTERM together with its application, which still
+// connects while it drains), then until none is open, for drain_timeout
+// in all (counted from the start). ctx ending cuts either wait short. Then
+// it closes the listeners and stops every background task. Open
+// connections left at the end are cut when the process exits.
 func (a *App) Shutdown(ctx context.Context) {
 	a.draining.Store(true)
 	a.metrics.Draining.Set(1)
@@ -264,24 +349,7 @@ func (a *App) Shutdown(ctx context.Context) {
 			l.http.Drain()
 		}
 	}
-	drain := g.cfg.DrainTimeout.D()
-	a.log.Info("draining", "timeout", drain, "open_connections", a.pool.Active())
-	deadline := time.NewTimer(drain)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for a.pool.Active() > 0 {
-		select {
-		case <-deadline.C:
-			a.log.Warn("drain timeout; closing the remaining connections", "open_connections", a.pool.Active())
-			break wait
-		case <-ctx.Done():
-			a.log.Warn("second signal; closing the remaining connections", "open_connections", a.pool.Active())
-			break wait
-		case <-tick.C:
-		}
-	}
+	a.drain(ctx, g.cfg.DrainMin.D(), g.cfg.DrainTimeout.D())
 	a.pool.Close()
 	a.engines.Close()
 	a.mu.Lock()
@@ -292,13 +360,13 @@ wait:
 	}
 	g.stop(nil)
 	a.mu.Unlock()
-	if a.adminStop != nil {
-		close(a.adminStop)
-	}
-	if a.admin != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		a.admin.Shutdown(sctx)
+	close(a.serveStop)
+	for _, srv := range []*http.Server{a.admin, a.probes} {
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			srv.Shutdown(sctx)
+			cancel()
+		}
 	}
 	a.log.Info("stopped")
 }

@@ -445,6 +445,7 @@ func TestDrain(t *testing.T) {
 	cfg, err := config.Parse([]byte(yamlf(`
 admin: {address: "127.0.0.1:0"}
 drain_timeout: 30s
+drain_min: 0s
 listeners: [{name: l, address: "127.0.0.1:0", cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
 `, backend)), nil)

@@ -51,6 +51,7 @@ type clusterRT struct {
 	watch  *failover.Watcher // clusters with a postgres check
 	creds  *credentials.Set  // nil: none
 	disc   *discoveryState   // clusters with discovery only
+	names  *resolveState     // static clusters of host names without a health check only
 	cancel context.CancelFunc
 }
 
@@ -281,11 +282,15 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 		}
 		// Static endpoints are in place before the first connection.
 		rt.up.SetEndpoints(static)
+		rt.names = newResolveState(cc)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.cancel = cancel
 	start := func() {
+		if rt.names != nil {
+			go rt.names.run(ctx, a.lookupHost, config.DefaultDNSRefresh)
+		}
 		if src != nil {
 			updates := a.metrics.DiscoveryUpdates.WithLabelValues(cc.Name, rt.disc.source)
 			go src.Run(ctx, func(ts []upstream.Target) {

@@ -625,6 +625,7 @@ func TestHTTPDrainClosesIdleKeepAlive(t *testing.T) {
 	cfg, err := config.Parse([]byte(yamlf(`
 admin: {address: "127.0.0.1:0"}
 drain_timeout: 30s
+drain_min: 0s
 listeners: [{name: l, address: "127.0.0.1:0", protocol: http, cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
 `, b.addr)), nil)

@@ -15,11 +15,14 @@ import (
 )
 
 // Ready is true when the configuration is loaded, attache is not draining,
-// and every cluster has at least one endpoint that can take traffic. The
-// reasons name what is missing; after them come notes that do not fail
-// readiness: a discovery source that cannot be read while its last known
-// endpoints serve (see docs/discovery.md), so reasons may be non-empty
-// when ok is true.
+// and every cluster that counts (see ignoredForReady) has at least one
+// endpoint that can take traffic: one it knows of (discovery found it, or
+// the static list names a host that resolves) that is not ejected and
+// passes its health check, if any. The reasons name what is missing; after
+// them come notes that do not fail readiness: a discovery source that
+// cannot be read while its last known endpoints serve (see
+// docs/discovery.md), and what is missing in clusters with ready: ignore,
+// so reasons may be non-empty when ok is true.
 func (a *App) Ready() (bool, []string) {
 	reasons, notes := a.readiness()
 	return len(reasons) == 0, append(reasons, notes...)
@@ -33,43 +36,91 @@ func (a *App) readiness() (reasons, notes []string) {
 	if g == nil {
 		return append(reasons, "no configuration loaded"), nil
 	}
+	ignored := ignoredForReady(g.cfg)
 	now := time.Now()
 	for _, name := range sortedKeys(g.clusters) {
-		rt := g.clusters[name]
-		c := rt.up
-		eps := c.Endpoints()
-		var note string
-		if rt.disc != nil {
-			note = rt.disc.note(name, len(eps))
-		}
-		if len(eps) == 0 {
-			if note != "" {
-				reasons = append(reasons, note)
-			} else {
-				reasons = append(reasons, fmt.Sprintf("cluster %q: no endpoints (discovery has found none yet)", name))
-			}
+		missing, cnotes := clusterReadiness(name, g.clusters[name], now)
+		notes = append(notes, cnotes...)
+		if !ignored[name] {
+			reasons = append(reasons, missing...)
 			continue
 		}
-		if note != "" {
-			notes = append(notes, note)
-		}
-		var states []string
-		ok := false
-		for _, e := range eps {
-			if c.Routable(e, now) {
-				ok = true
-				break
-			}
-			states = append(states, e.Addr+" "+endpointState(c, e, now))
-		}
-		if !ok {
-			reasons = append(reasons, fmt.Sprintf("cluster %q: no healthy endpoint (%s)", name, strings.Join(states, ", ")))
-		}
-		if err := c.SplitBrain(); err != nil {
-			reasons = append(reasons, err.Error())
+		for _, m := range missing {
+			notes = append(notes, m+" (ready: ignore)")
 		}
 	}
 	return reasons, notes
+}
+
+// clusterReadiness returns what keeps one cluster from taking traffic, and
+// notes on a degraded state that still serves.
+func clusterReadiness(name string, rt *clusterRT, now time.Time) (missing, notes []string) {
+	c := rt.up
+	eps := c.Endpoints()
+	var note string
+	if rt.disc != nil {
+		note = rt.disc.note(name, len(eps))
+	}
+	if len(eps) == 0 {
+		if note != "" {
+			return []string{note}, nil
+		}
+		return []string{fmt.Sprintf("cluster %q: no endpoints (discovery has found none yet)", name)}, nil
+	}
+	if note != "" {
+		notes = append(notes, note)
+	}
+	if rt.names != nil {
+		if r := rt.names.unresolved(name); r != "" {
+			missing = append(missing, r)
+		}
+	}
+	var states []string
+	ok := false
+	for _, e := range eps {
+		if c.Routable(e, now) {
+			ok = true
+			break
+		}
+		states = append(states, e.Addr+" "+endpointState(c, e, now))
+	}
+	if !ok {
+		missing = append(missing, fmt.Sprintf("cluster %q: no healthy endpoint (%s)", name, strings.Join(states, ", ")))
+	}
+	if err := c.SplitBrain(); err != nil {
+		missing = append(missing, err.Error())
+	}
+	return missing, notes
+}
+
+// ignoredForReady returns the clusters /ready leaves out: those with
+// ready: ignore, and those every listener that uses them (directly or in
+// a route) has ready: ignore. A cluster no listener uses still counts.
+func ignoredForReady(cfg *config.Config) map[string]bool {
+	required := map[string]bool{}
+	used := map[string]bool{}
+	for _, l := range cfg.Listeners {
+		clusters := []string{l.Cluster}
+		for _, r := range l.Routes {
+			for _, t := range r.To {
+				clusters = append(clusters, t.Cluster)
+			}
+		}
+		for _, c := range clusters {
+			if c == "" {
+				continue
+			}
+			used[c] = true
+			if l.Ready != config.ReadyIgnore {
+				required[c] = true
+			}
+		}
+	}
+	ignored := map[string]bool{}
+	for _, cc := range cfg.Clusters {
+		ignored[cc.Name] = cc.Ready == config.ReadyIgnore || (used[cc.Name] && !required[cc.Name])
+	}
+	return ignored
 }
 
 // learnsRoles reports whether the cluster's health check learns endpoint

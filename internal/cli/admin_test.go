@@ -130,7 +130,7 @@ func TestAdminPortTaken(t *testing.T) {
 
 	listen := testenv.FreePort(t)
 	file := filepath.Join(t.TempDir(), "attache.yaml")
-	os.WriteFile(file, []byte("admin: {address: \""+admin+"\"}\nlisteners: [{name: l, address: \""+listen+"\", cluster: c}]\nclusters: [{name: c, endpoints: [\""+up+"\"]}]\n"), 0o644)
+	os.WriteFile(file, []byte("admin: {address: \""+admin+"\"}\ndrain_min: 0s\nlisteners: [{name: l, address: \""+listen+"\", cluster: c}]\nclusters: [{name: c, endpoints: [\""+up+"\"]}]\n"), 0o644)
 	var logs syncBuffer
 	running(t, []string{"run", "--config", file}, io.Discard, &logs)
 	fwd := testenv.FreePort(t)

@@ -1,5 +1,5 @@
-// Package cli is attache's command line: run, validate, forward, demo and
-// version. Run is main without the process: arguments, streams and a
+// Package cli is attache's command line: run, validate, forward, demo,
+// probe and version. Run is main without the process: arguments, streams and a
 // context in, an error out.
 package cli
 
@@ -35,6 +35,9 @@ Usage:
                                                   forward one port (socat, done right);
                                                   no admin server without --admin
   attache demo [--listen ADDR] [--once]           run a built-in example
+  attache probe ready|health|started [--admin ADDR]
+                                                  exit 0 when the admin server (default
+                                                  127.0.0.1:9901) or probe server says so
   attache version                                 print the version
 
 Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT drains and
@@ -57,6 +60,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return forwardCmd(ctx, rest, stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, rest, stdout, stderr)
+	case "probe":
+		return probeCmd(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "attache", version())
 		return nil

@@ -125,7 +125,7 @@ func TestRunSignals(t *testing.T) {
 	defer backend.Close()
 	admin := testenv.FreePort(t)
 	file := filepath.Join(t.TempDir(), "attache.yaml")
-	os.WriteFile(file, []byte("admin: {address: \""+admin+"\"}\nlisteners: [{name: l, address: \""+testenv.FreePort(t)+"\", cluster: c}]\nclusters: [{name: c, endpoints: [\""+backend.Addr().String()+"\"]}]\n"), 0o644)
+	os.WriteFile(file, []byte("admin: {address: \""+admin+"\"}\ndrain_min: 0s\nlisteners: [{name: l, address: \""+testenv.FreePort(t)+"\", cluster: c}]\nclusters: [{name: c, endpoints: [\""+backend.Addr().String()+"\"]}]\n"), 0o644)
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), []string{"run", "--config", file}, io.Discard, io.Discard) }()
 	testenv.WaitTCP(t, admin, 5*time.Second)

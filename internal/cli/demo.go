@@ -52,6 +52,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"name": "web-backends", "endpoints": backends, "balance": "round_robin",
 			"health_check": map[string]any{"type": "tcp", "interval": "1s", "timeout": "500ms"}}},
 		"drain_timeout": "2s",
+		"drain_min":     "0s",
 	}
 	b, _ := yaml.Marshal(doc)
 	cfg, err := config.Parse(b, os.LookupEnv)

@@ -54,6 +54,7 @@ func forwardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	doc := map[string]any{
 		"admin":     map[string]any{"address": admin},
+		"drain_min": "0s", // a forward at a terminal exits as soon as its connections end
 		"listeners": []any{map[string]any{"name": "forward", "address": listenAddr(pos[0]), "cluster": "upstream"}},
 		"clusters":  []any{cluster},
 	}

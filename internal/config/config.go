@@ -19,6 +19,7 @@ import (
 const (
 	DefaultAdminAddress        = "127.0.0.1:9901"
 	DefaultDrainTimeout        = 30 * time.Second
+	DefaultDrainMin            = 5 * time.Second
 	DefaultMaxConnections      = 10000
 	DefaultIdleTimeout         = time.Hour
 	DefaultConnectTimeout      = 5 * time.Second
@@ -40,11 +41,16 @@ const (
 
 // Config is the whole configuration file.
 type Config struct {
-	Admin        Admin      `yaml:"admin"`
-	Log          Log        `yaml:"log"`
-	DrainTimeout Duration   `yaml:"drain_timeout"`
-	Listeners    []Listener `yaml:"listeners"`
-	Clusters     []Cluster  `yaml:"clusters"`
+	Admin        Admin    `yaml:"admin"`
+	Probes       *Probes  `yaml:"probes"` // nil: no probe server
+	Log          Log      `yaml:"log"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// DrainMin is how long listeners keep accepting after SIGTERM even
+	// when no connection is open: a classic sidecar is signalled together
+	// with its application, which still connects while it drains.
+	DrainMin  Duration   `yaml:"drain_min"`
+	Listeners []Listener `yaml:"listeners"`
+	Clusters  []Cluster  `yaml:"clusters"`
 
 	// lines maps field paths ("clusters[1].balance") to the line they were
 	// written on; it lets later checks name the line of a value.
@@ -58,6 +64,20 @@ type Admin struct {
 
 // AdminOff as admin.address runs no admin server.
 const AdminOff = "off"
+
+// Probes is the read-only probe server for the kubelet: GET /health,
+// /ready and /started only, on an address the kubelet can reach.
+type Probes struct {
+	Address string `yaml:"address"`
+}
+
+// ReadyIgnore as a listener's or cluster's ready leaves its clusters out
+// of /ready (they are listed as notes); ReadyRequire, the default, counts
+// them.
+const (
+	ReadyRequire = "require"
+	ReadyIgnore  = "ignore"
+)
 
 // Log selects the log format and level.
 type Log struct {
@@ -81,6 +101,8 @@ type Listener struct {
 	Password string `yaml:"password" secret:"true"`
 	// PostgreSQL listeners only.
 	Postgres *ListenerPostgres `yaml:"postgres"`
+	// Ready is require (its clusters count for /ready) or ignore.
+	Ready string `yaml:"ready"`
 }
 
 // ListenerPostgres pools PostgreSQL server connections the way pgbouncer
@@ -257,6 +279,7 @@ type Cluster struct {
 	OnFailover       *OnFailover       `yaml:"on_failover"`
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
+	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
 }
 
 // OnFailover tells someone that another endpoint became the primary of a
@@ -494,10 +517,16 @@ func (c *Config) applyDefaults() {
 	if c.DrainTimeout == 0 && !c.has("drain_timeout") {
 		c.DrainTimeout = Duration(DefaultDrainTimeout)
 	}
+	if c.DrainMin == 0 && !c.has("drain_min") {
+		c.DrainMin = Duration(min(DefaultDrainMin, c.DrainTimeout.D()))
+	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		if l.Protocol == "" {
 			l.Protocol = "tcp"
+		}
+		if l.Ready == "" {
+			l.Ready = ReadyRequire
 		}
 		if l.MaxConnections == 0 && !c.has(fmt.Sprintf("listeners[%d].max_connections", i)) {
 			l.MaxConnections = DefaultMaxConnections
@@ -547,6 +576,9 @@ func (c *Config) applyDefaults() {
 		}
 		if cl.Balance == "" {
 			cl.Balance = DefaultBalance
+		}
+		if cl.Ready == "" {
+			cl.Ready = ReadyRequire
 		}
 		if cl.ConnectTimeout == 0 && !c.has(fmt.Sprintf("clusters[%d].connect_timeout", i)) {
 			cl.ConnectTimeout = Duration(DefaultConnectTimeout)

@@ -37,6 +37,15 @@ func TestGoodFile(t *testing.T) {
 	if got := c.DrainTimeout.D(); got != 10*time.Second {
 		t.Errorf("drain_timeout: got %v, want 10s", got)
 	}
+	if got := c.DrainMin.D(); got != 3*time.Second {
+		t.Errorf("drain_min: got %v, want 3s", got)
+	}
+	if c.Probes == nil || c.Probes.Address != "0.0.0.0:9902" {
+		t.Errorf("probes: got %+v, want address 0.0.0.0:9902", c.Probes)
+	}
+	if got := c.Cluster("srv").Ready; got != ReadyIgnore {
+		t.Errorf("clusters srv ready: got %q, want ignore", got)
+	}
 }
 
 func TestEndpointForms(t *testing.T) {
@@ -79,6 +88,10 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], health_check: {}}]
 	}{
 		{"admin.address", c.Admin.Address, "127.0.0.1:9901"},
 		{"drain_timeout", c.DrainTimeout.D(), 30 * time.Second},
+		{"drain_min", c.DrainMin.D(), 5 * time.Second},
+		{"probes", c.Probes, (*Probes)(nil)},
+		{"listener ready", l.Ready, "require"},
+		{"cluster ready", cl.Ready, "require"},
 		{"protocol", l.Protocol, "tcp"},
 		{"max_connections", l.MaxConnections, DefaultMaxConnections},
 		{"idle_timeout", l.IdleTimeout.D(), time.Hour},
@@ -155,6 +168,18 @@ func TestBadValues(t *testing.T) {
 		{"client cert needs ca", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {require_client_cert: true}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "needs client_ca_file"},
 		{"tls version", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {min_version: \"1.4\"}}]", `unknown TLS version "1.4"`},
 		{"cipher", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {cipher_suites: [RC4]}}]", `clusters[0].tls.cipher_suites[0]: unknown cipher suite "RC4"`},
+		{"probes no address", "probes: {}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: required (line 1)"},
+		{"probes bad address", "probes: {address: \"0.0.0.0\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `probes.address: "0.0.0.0": want host:port (line 1)`},
+		{"probes unknown key", "probes: {adress: \"0.0.0.0:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.adress: unknown field"},
+		{"probes admin clash", "admin: {address: \"127.0.0.1:9902\"}\nprobes: {address: \"127.0.0.1:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: address 127.0.0.1:9902 is already used by admin.address (line 2)"},
+		{"probes listener clash", "probes: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].address: address 127.0.0.1:7000 is already used by probes.address"},
+		{"probes wildcard admin port", "probes: {address: \"0.0.0.0:9901\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: 0.0.0.0:9901 binds every address, so its port is taken by admin.address 127.0.0.1:9901 (line 1)"},
+		{"probes wildcard listener port", "probes: {address: \":7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: :7000 binds every address, so its port is taken by listeners[0] 127.0.0.1:7000 (line 1)"},
+		{"drain_min negative", "drain_min: -1s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be negative (line 1)"},
+		{"drain_min over timeout", "drain_timeout: 2s\ndrain_min: 3s\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "drain_min: must not be longer than drain_timeout (2s) (line 2)"},
+		{"drain_min duration", "drain_min: 5\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `drain_min: invalid duration "5"`},
+		{"listener ready", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, ready: ignored}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].ready: unknown ready mode "ignored" (line 1); did you mean "ignore"?`},
+		{"cluster ready", base + "clusters: [{name: c, endpoints: [\"h:1\"], ready: optional}]", `clusters[0].ready: unknown ready mode "optional" (line 2); want one of ["require" "ignore"]`},
 		{"admin clash", "admin: {address: \"127.0.0.1:7000\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "already used by admin.address"},
 		{"dup cluster", base + "clusters: [{name: c, endpoints: [\"h:1\"]}, {name: c, endpoints: [\"h:2\"]}]", `duplicate cluster name "c"`},
 		{"bad name", "listeners: [{name: \"a b\", address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `"a b": use letters`},
@@ -303,6 +328,9 @@ func TestMarshalRedactedRoundTrip(t *testing.T) {
 	}
 	if got, want := c2.Clusters[0].Endpoints[1].String(), "redis-b.example:6379 weight=3"; got != want {
 		t.Errorf("endpoint after round trip: got %q, want %q", got, want)
+	}
+	if !reflect.DeepEqual(c2.Probes, c.Probes) || c2.DrainMin != c.DrainMin || c2.Cluster("srv").Ready != ReadyIgnore {
+		t.Errorf("after round trip: got probes %+v, drain_min %v, srv ready %q; want %+v, %v, ignore", c2.Probes, c2.DrainMin, c2.Cluster("srv").Ready, c.Probes, c.DrainMin)
 	}
 }
 
@@ -502,4 +530,30 @@ func FuzzParseEndpoints(f *testing.F) {
 			seen[e.Address] = true
 		}
 	})
+}
+
+// TestDrainMinDefault: drain_min defaults to 5s, or to drain_timeout when
+// that is shorter, so that a short drain_timeout alone stays valid.
+func TestDrainMinDefault(t *testing.T) {
+	const rest = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       time.Duration
+	}{
+		{"default", "", DefaultDrainMin},
+		{"short drain_timeout", "drain_timeout: 2s\n", 2 * time.Second},
+		{"zero drain_timeout", "drain_timeout: 0s\n", 0},
+		{"given", "drain_min: 1s\n", time.Second},
+		{"off", "drain_min: 0s\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml+rest), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.DrainMin.D(); got != tc.want {
+				t.Errorf("drain_min: got %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

@@ -33,6 +33,7 @@ var (
 	TLSVersions      = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	logFormats       = []string{"text", "json"}
+	readyModes       = []string{ReadyRequire, ReadyIgnore}
 	namePattern      = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 )
 
@@ -71,6 +72,12 @@ func (c *Config) validate() Errors {
 	if c.DrainTimeout < 0 {
 		v.errorf("drain_timeout", "must not be negative")
 	}
+	switch {
+	case c.DrainMin < 0:
+		v.errorf("drain_min", "must not be negative")
+	case c.DrainMin > c.DrainTimeout && c.DrainTimeout >= 0:
+		v.errorf("drain_min", "must not be longer than drain_timeout (%v)", c.DrainTimeout.D())
+	}
 	if len(c.Listeners) == 0 {
 		v.errorf("listeners", "at least one listener is required")
 	}
@@ -79,6 +86,7 @@ func (c *Config) validate() Errors {
 	for i, cl := range c.Clusters {
 		p := fmt.Sprintf("clusters[%d]", i)
 		v.name(p+".name", cl.Name, "cluster", clusters)
+		v.oneOf(p+".ready", "ready mode", cl.Ready, readyModes)
 		v.cluster(p, &cl)
 	}
 
@@ -86,6 +94,14 @@ func (c *Config) validate() Errors {
 	addresses := map[string]string{}
 	if !strings.HasSuffix(c.Admin.Address, ":0") && c.Admin.Address != AdminOff { // port 0: any free port
 		addresses[c.Admin.Address] = "admin.address"
+	}
+	if c.Probes != nil && v.address("probes.address", c.Probes.Address) && !strings.HasSuffix(c.Probes.Address, ":0") {
+		if other, dup := addresses[c.Probes.Address]; dup {
+			v.errorf("probes.address", "address %s is already used by %s", c.Probes.Address, other)
+		} else if other := c.portTakenBy(c.Probes.Address); other != "" {
+			v.errorf("probes.address", "%s binds every address, so its port is taken by %s", c.Probes.Address, other)
+		}
+		addresses[c.Probes.Address] = "probes.address"
 	}
 	for i, l := range c.Listeners {
 		p := fmt.Sprintf("listeners[%d]", i)
@@ -97,6 +113,7 @@ func (c *Config) validate() Errors {
 			addresses[l.Address] = p + ".address"
 		}
 		v.oneOf(p+".protocol", "protocol", l.Protocol, Protocols)
+		v.oneOf(p+".ready", "ready mode", l.Ready, readyModes)
 		switch {
 		case l.Protocol == "http":
 			v.httpListener(p, &l, clusters)
@@ -411,6 +428,24 @@ func (v *validator) name(path, name, what string, seen map[string]bool) {
 }
 
 // address checks a host:port to listen on and reports whether it is valid.
+// portTakenBy names the admin address or listener whose port a wildcard
+// address (0.0.0.0, [::] or no host) would also bind, or "".
+func (c *Config) portTakenBy(wildcard string) string {
+	host, port, _ := net.SplitHostPort(wildcard)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return ""
+	}
+	if _, p, err := net.SplitHostPort(c.Admin.Address); err == nil && p == port {
+		return "admin.address " + c.Admin.Address
+	}
+	for i, l := range c.Listeners {
+		if _, p, err := net.SplitHostPort(l.Address); err == nil && p == port {
+			return fmt.Sprintf("listeners[%d] %s", i, l.Address)
+		}
+	}
+	return ""
+}
+
 func (v *validator) address(path, addr string) bool {
 	if addr == "" {
 		v.errorf(path, "required")

@@ -145,3 +145,24 @@ func TestTLSFastServed(t *testing.T) {
 		})
 	})
 }
+
+// TestTLSDrainClosesIdle: a drain closes idle keep-alive connections
+// over TLS, as it does in the clear.
+func TestTLSDrainClosesIdle(t *testing.T) {
+	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	addr := serveTLS(t, p.srv)
+	var idle []*bufio.Reader
+	for _, alpn := range [][]string{{"http/1.1"}, nil} {
+		_, br := rawTLS(t, addr, alpn, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, _ := readResp(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("ALPN %v: got %d, want 200", alpn, resp.StatusCode)
+		}
+		idle = append(idle, br)
+	}
+	p.srv.Drain()
+	for i, br := range idle {
+		if !tlsClosed(br) {
+			t.Errorf("connection %d: left open by the drain", i)
+		}
+	}
+}

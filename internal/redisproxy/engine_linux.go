@@ -146,14 +146,75 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 		return false
 	}
 	c.Close()
-	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
+	cl := &eclient{session: session{h: h, p: e.p, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
 	cl.src.fd = fd
 	if !e.loop.Do(func() { e.addClient(cl) }) {
 		unix.Close(fd) // the pool is closed
+		e.p.leave()
 		return true
 	}
-	<-cl.done
+	<-cl.done // closeClient counted it out of its last pool
 	return true
+}
+
+// moveClients moves the clients at a command boundary to the pool that
+// replaced e's (Pool.Replace); the others move when they reach one.
+func (e *engine) moveClients() {
+	e.loop.Do(func() {
+		for c := range e.clients {
+			if e.idle(c) {
+				e.move(c)
+			}
+		}
+	})
+}
+
+// idle reports whether c is at a command boundary: nothing in flight,
+// every reply written, no command buffered whole.
+func (e *engine) idle(c *eclient) bool {
+	return !c.closed && !c.closing && !c.readDone && !c.paused && !c.dirty && c.slots.len() == 0 && len(c.out) == 0
+}
+
+// move hands idle client c, its buffers and session, to an engine of the
+// pool that replaced e's; false (c stays) when there is none, or when that
+// pool serves by goroutines (TLS shards): c is then served here until it
+// leaves or the drain ends.
+func (e *engine) move(c *eclient) bool {
+	if e.p.next.Load() == nil {
+		return false
+	}
+	q := e.p.successor()
+	if q == nil {
+		return false
+	}
+	to := q.engine(c.n)
+	if to == nil {
+		q.leave()
+		return false
+	}
+	delete(e.clients, c)
+	c.es.Release()
+	c.es = nil
+	c.p.leave()
+	c.p = q
+	if !to.loop.Do(func() { to.adopt(c) }) {
+		c.closed = true
+		unix.Close(c.fd)
+		close(c.done)
+		q.leave()
+	}
+	return true
+}
+
+// adopt serves client c that moved from another engine.
+func (e *engine) adopt(c *eclient) {
+	e.clients[c] = struct{}{}
+	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
+	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
+		e.closeClient(c)
+		return
+	}
+	e.move(c) // e's pool was replaced too
 }
 
 // stop makes the engine close its clients and server connections, and
@@ -247,7 +308,9 @@ func (e *engine) addClient(c *eclient) {
 	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
 	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
 		e.closeClient(c)
+		return
 	}
+	e.move(c) // a client that came as its pool was replaced
 }
 
 func (e *engine) clientEvent(c *eclient, events uint32) {
@@ -420,6 +483,9 @@ func (e *engine) finishClient(c *eclient) {
 		e.closeClient(c)
 		return
 	}
+	if e.idle(c) && e.move(c) {
+		return
+	}
 	var m uint32
 	if !c.paused && !c.closing && !c.readDone {
 		m = unix.EPOLLIN | unix.EPOLLRDHUP
@@ -447,6 +513,7 @@ func (e *engine) closeClient(c *eclient) {
 		unix.Close(c.fd)
 	}
 	close(c.done)
+	c.p.leave()
 	// Nothing reads or writes a closed client's buffers again: they serve
 	// the next clients, so that connection churn makes little garbage.
 	if len(e.freeR) < maxFree {

@@ -471,8 +471,12 @@ type part struct {
 func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	p := h.Pool
 	if !p.enter() {
-		c.Close()
-		return
+		// The pool was replaced and has closed since the listener took c
+		// (a TLS handshake may take a while): c goes to the new pool.
+		if p = p.successor(); p == nil {
+			c.Close()
+			return
+		}
 	}
 	n := int(h.sessions.Add(1))
 	if e := p.engine(n); e != nil && e.serve(h, n, c) {

@@ -120,3 +120,24 @@ func pipelineUntil(c *redis.Client, key string, stop <-chan struct{}, done *atom
 	}
 	return nil
 }
+
+// TestReplaceLateClient: a client the listener took for a pool that has
+// been replaced and closed since (a TLS handshake may take a while) is
+// served by the new pool, not closed.
+func TestReplaceLateClient(t *testing.T) { forPaths(t, testReplaceLateClient) }
+
+func testReplaceLateClient(t *testing.T, via func(*Options)) {
+	shard := testenv.Redis(t)
+	old, next := pool(t, []string{shard}, via), pool(t, []string{shard}, via)
+	old.Replace(next, time.Minute) // no client: returns at once
+	addr := serve(t, &Handler{Pool: old, Log: slog.New(slog.DiscardHandler)})
+	rdb := client(addr)
+	defer rdb.Close()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "late", "v", 0).Err(); err != nil {
+		t.Fatalf("SET: got %v, want OK", err)
+	}
+	if v, err := rdb.Get(ctx, "late").Result(); err != nil || v != "v" {
+		t.Errorf("GET: got %q %v, want \"v\"", v, err)
+	}
+}

@@ -65,6 +65,8 @@ type eclient struct {
 	closed   bool
 	dirty    bool
 	done     chan struct{}
+	// moveTo: c left the engine for this pool, which serves by goroutines
+	moveTo *Pool
 }
 
 // slot is one reply a client is owed. Its slices are kept when it is
@@ -153,7 +155,18 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 		e.p.leave()
 		return true
 	}
-	<-cl.done // closeClient counted it out of its last pool
+	<-cl.done // closeClient counted it out of its last pool, or it moved
+	if q := cl.moveTo; q != nil {
+		conn, err := evloop.Conn(cl.fd)
+		if err != nil {
+			q.leave()
+			return true
+		}
+		g := &gclient{c: conn, p: q}
+		q.track(g, true)
+		defer g.leaveAll()
+		h.serveGoroutines(g, n, cl.authed)
+	}
 	return true
 }
 
@@ -176,9 +189,9 @@ func (e *engine) idle(c *eclient) bool {
 }
 
 // move hands idle client c, its buffers and session, to an engine of the
-// pool that replaced e's; false (c stays) when there is none, or when that
-// pool serves by goroutines (TLS shards): c is then served here until it
-// leaves or the drain ends.
+// pool that replaced e's, or to its ServeConn goroutine when that pool
+// serves by goroutines (TLS shards), once no partial command is buffered;
+// false (c stays) when there is no such pool or a command is partly read.
 func (e *engine) move(c *eclient) bool {
 	if e.p.next.Load() == nil {
 		return false
@@ -188,7 +201,7 @@ func (e *engine) move(c *eclient) bool {
 		return false
 	}
 	to := q.engine(c.n)
-	if to == nil {
+	if to == nil && c.rd.Buffered() > 0 {
 		q.leave()
 		return false
 	}
@@ -197,6 +210,11 @@ func (e *engine) move(c *eclient) bool {
 	c.es = nil
 	c.p.leave()
 	c.p = q
+	if to == nil {
+		c.closed, c.moveTo = true, q
+		close(c.done)
+		return true
+	}
 	if !to.loop.Do(func() { to.adopt(c) }) {
 		c.closed = true
 		unix.Close(c.fd)

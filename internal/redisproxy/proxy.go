@@ -485,7 +485,7 @@ func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	g := &gclient{c: c, p: p}
 	p.track(g, true)
 	defer g.leaveAll()
-	h.serveGoroutines(g, n)
+	h.serveGoroutines(g, n, h.Password == "")
 }
 
 // reply is one reply owed to the client, in order (goroutine path).
@@ -496,9 +496,10 @@ type reply struct {
 	quit  bool
 }
 
-// serveGoroutines serves c with a reader (this goroutine) and a writer
+// serveGoroutines serves g's connection (authed: the session has
+// authenticated already) with a reader (this goroutine) and a writer
 // goroutine; requests go through serverConn goroutines.
-func (h *Handler) serveGoroutines(g *gclient, n int) {
+func (h *Handler) serveGoroutines(g *gclient, n int, authed bool) {
 	c := g.c
 	defer c.Close()
 	replies := make(chan reply, maxQueued) // pipelined replies owed; a full queue pauses reading
@@ -530,7 +531,7 @@ func (h *Handler) serveGoroutines(g *gclient, n int) {
 	defer func() { close(replies); <-writerDone }()
 
 	rd := resp.NewReader(c)
-	ss := &session{h: h, p: g.p, n: n, authed: h.Password == ""}
+	ss := &session{h: h, p: g.p, n: n, authed: authed}
 	g.mu.Lock()
 	g.move() // a client that came as its pool was replaced
 	g.mu.Unlock()

@@ -18,18 +18,32 @@ import (
 // changed the cluster) hands its clients to the new pool at command
 // boundaries: a client pipelining INCRs and GETs and an idle client keep
 // their connections, see no error, and the old pool closes (its shard
-// connections and goroutines gone) long before its drain ends.
-func TestReplaceMovesClients(t *testing.T) { forPaths(t, testReplaceMovesClients) }
+// connections and goroutines gone) long before its drain ends. The
+// clients have authenticated to attache, and stay so on the new pool.
+func TestReplaceMovesClients(t *testing.T) {
+	goroutines := func(o *Options) { o.goroutines = true }
+	for _, tc := range []struct {
+		name      string
+		old, next func(*Options)
+	}{
+		{"engine", nil, nil},
+		{"goroutines", goroutines, goroutines},
+		// a new pool whose shards use TLS: no engine
+		{"engine to goroutines", nil, goroutines},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testReplaceMovesClients(t, tc.old, tc.next) })
+	}
+}
 
-func testReplaceMovesClients(t *testing.T, via func(*Options)) {
+func testReplaceMovesClients(t *testing.T, viaOld, viaNext func(*Options)) {
 	shard := testenv.Redis(t)
-	old := pool(t, []string{shard}, via)
-	addr := serve(t, &Handler{Pool: old, Log: slog.New(slog.DiscardHandler)})
+	old := pool(t, []string{shard}, viaOld)
+	addr := serve(t, &Handler{Pool: old, Password: "secret", Log: slog.New(slog.DiscardHandler)})
 	ctx := context.Background()
 	var dials atomic.Int64
 	newClient := func() *redis.Client {
 		return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1,
-			Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			Password: "secret", Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				dials.Add(1)
 				return (&net.Dialer{}).DialContext(ctx, network, addr)
 			}})
@@ -46,7 +60,7 @@ func testReplaceMovesClients(t *testing.T, via func(*Options)) {
 	eventually(t, "the client to pipeline", func() bool { return done.Load() >= 2 })
 	dialled := dials.Load()
 
-	next := pool(t, []string{shard}, via)
+	next := pool(t, []string{shard}, viaNext)
 	closed := make(chan struct{})
 	go func() { old.Replace(next, time.Minute); close(closed) }()
 	eventually(t, "the replaced pool to close with its clients moved", func() bool {

@@ -178,10 +178,15 @@ func (g *generation) stop(keep *generation) {
 		if c.http != nil {
 			c.http.Close()
 		}
-		// The clients it serves stay until they leave or the drain ends,
-		// as on the listeners; a new connection gets the new pool.
+		// A new connection gets the new pool; the clients it serves move
+		// to the cluster's new pool at a command boundary (a dropped
+		// cluster's stay until they leave or the drain ends).
 		if c.redis != nil {
-			go c.redis.Close(g.cfg.DrainTimeout.D())
+			var next *redisproxy.Pool
+			if keep != nil && keep.clusters[name] != nil {
+				next = keep.clusters[name].redis
+			}
+			go c.redis.Replace(next, g.cfg.DrainTimeout.D())
 		}
 	}
 	for name, l := range g.listeners {

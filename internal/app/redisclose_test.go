@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,16 +31,15 @@ func redisClient(addr string) *redis.Client {
 }
 
 // TestRedisReloadClosesPools: each reload that changes the Redis cluster
-// builds a new pool; the old one serves its client until it leaves and
-// then closes its connections to the shard, so reloads do not pile them
-// up.
+// builds a new pool; the old one hands its client to the new one and
+// closes its connections to the shard, so reloads do not pile them up.
 func TestRedisReloadClosesPools(t *testing.T) {
 	t.Parallel()
 	shard := testenv.Redis(t)
 	h := start(t, redisCfg(shard, time.Second, "30s"), nil)
 	ctx := context.Background()
 	addr := h.addr("cache")
-	first := redisClient(addr) // stays on the first pool throughout
+	first := redisClient(addr) // connected throughout
 	defer first.Close()
 	if err := first.Set(ctx, "k", "v0", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -57,13 +58,13 @@ func TestRedisReloadClosesPools(t *testing.T) {
 			t.Fatalf("the first client after reload %d: %q %v", i, v, err)
 		}
 	}
-	// the first pool (its client is still there) and the current one
+	// at most the current pool and one still closing
 	perPool := runtime.GOMAXPROCS(0)
 	eventually(t, 10*time.Second, "the dropped pools to close their shard connections", func() bool {
 		return testenv.RedisClients(t, shard) <= 2*perPool
 	})
 	first.Close()
-	eventually(t, 10*time.Second, "the first pool to close once its client left", func() bool {
+	eventually(t, 10*time.Second, "only the current pool to be left", func() bool {
 		return testenv.RedisClients(t, shard) <= perPool
 	})
 }
@@ -88,4 +89,97 @@ func TestRedisShutdownCutsClients(t *testing.T) {
 	if err := c.Set(context.Background(), "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRedisReloadMovesClients: a reload that changes the Redis cluster
+// (a new pool) breaks no client: clients pipelining INCRs and GETs
+// through attache while the cluster changes, with a drain much shorter
+// than the test, see no error and no connection closed (each dials once),
+// and the replaced pools close their shard connections.
+func TestRedisReloadMovesClients(t *testing.T) {
+	t.Parallel()
+	shard := testenv.Redis(t)
+	h := start(t, redisCfg(shard, time.Second, "200ms"), nil)
+	addr := h.addr("cache")
+	const workers = 4
+	var dials, done atomic.Int64
+	stop := make(chan struct{})
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		c := redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1, PoolSize: 1,
+			Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dials.Add(1)
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			}})
+		defer c.Close()
+		go func() { errs <- pipelineUntil(c, fmt.Sprint("moves", w), stop, &done) }()
+	}
+	progress := func(n int64) {
+		from := done.Load()
+		eventually(t, 10*time.Second, "the clients to finish more pipelines", func() bool { return done.Load() >= from+n })
+	}
+	progress(workers)
+	dialled := dials.Load() // go-redis may open more than PoolSize at first
+	perPool := runtime.GOMAXPROCS(0)
+	current := fmt.Sprintf(`attache_redis_server_connections{cluster="shards",shard=%q}`, shard)
+	for i := 1; i <= 3; i++ {
+		h.rewrite(redisCfg(shard, time.Duration(i+1)*time.Second, "200ms"))
+		if code, body := h.admin("POST", "/reload"); code != 200 {
+			t.Fatalf("reload %d: %d %s", i, code, body)
+		}
+		// The clients are on the new pool and the old one has closed
+		// its shard connections (before the fix: once the drain cut the
+		// clients and they dialled again).
+		eventually(t, 10*time.Second, "the clients on the new pool and the old pool closed", func() bool {
+			return h.metric(current) != "0" && h.metric(current) != "" && testenv.RedisClients(t, shard) <= perPool
+		})
+		progress(2 * workers)
+	}
+	close(stop)
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Errorf("client: %v", err)
+		}
+	}
+	if n := dials.Load(); n != dialled {
+		t.Errorf("got %d client connections, want %d (none closed by the reloads)", n, dialled)
+	}
+}
+
+// pipelineUntil pipelines INCRs and GETs of its own key until stop is
+// closed, checking each reply; it counts the pipelines done.
+func pipelineUntil(c *redis.Client, key string, stop <-chan struct{}, done *atomic.Int64) error {
+	ctx := context.Background()
+	if err := c.Del(ctx, key).Err(); err != nil {
+		return fmt.Errorf("DEL %s: %w", key, err)
+	}
+	var want int64
+	for i := 0; i < 100000; i++ {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		pipe := c.Pipeline()
+		var incrs []*redis.IntCmd
+		var gets []*redis.StringCmd
+		for j := 0; j < 20; j++ {
+			incrs = append(incrs, pipe.Incr(ctx, key))
+			gets = append(gets, pipe.Get(ctx, key))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("pipeline %d of %s: %w", i, key, err)
+		}
+		for j := range incrs {
+			want++
+			if got := incrs[j].Val(); got != want {
+				return fmt.Errorf("pipeline %d of %s: INCR got %d, want %d", i, key, got, want)
+			}
+			if got := gets[j].Val(); got != fmt.Sprint(want) {
+				return fmt.Errorf("pipeline %d of %s: GET got %q, want %d", i, key, got, want)
+			}
+		}
+		done.Add(1)
+	}
+	return nil
 }

@@ -41,7 +41,7 @@ func TestDispatchAsRedis(t *testing.T) {
 		{name: "eval no numkeys", authed: true, after: true, cmd: "EVAL s", want: "-ERR wrong number of arguments for 'eval' command"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ss := &session{h: h, authed: tc.authed}
+			ss := &session{h: h, p: h.Pool, authed: tc.authed}
 			var args [][]byte
 			for _, a := range strings.Fields(tc.cmd) {
 				args = append(args, []byte(a))
@@ -65,7 +65,7 @@ func TestDispatchAsRedis(t *testing.T) {
 // many keys is not kept for the commands after it.
 func TestFanoutScratchShrinks(t *testing.T) {
 	p := pool(t, []string{"127.0.0.1:1", "127.0.0.1:2"}) // never dialled
-	ss := &session{h: &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}, authed: true}
+	ss := &session{h: &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}, p: p, authed: true}
 	mget := func(n int) plan {
 		args := [][]byte{[]byte("MGET")}
 		for i := range n {

@@ -38,6 +38,15 @@ func (p *Pool) engine(n int) *engine {
 	return p.engines.all[n%len(p.engines.all)]
 }
 
+// moveEngineClients has p's engines move their clients to p's successor
+// at command boundaries; no engine starts after it.
+func (p *Pool) moveEngineClients() {
+	p.engines.once.Do(func() {}) // orders the reads of all after its writes
+	for _, e := range p.engines.all {
+		e.moveClients()
+	}
+}
+
 // errNoEngine: the platform has no epoll.
 var errNoEngine = errors.New("no epoll engine on this platform")
 

@@ -65,6 +65,8 @@ type eclient struct {
 	closed   bool
 	dirty    bool
 	done     chan struct{}
+	// moveTo: c left the engine for this pool, which serves by goroutines
+	moveTo *Pool
 }
 
 // slot is one reply a client is owed. Its slices are kept when it is
@@ -146,14 +148,91 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 		return false
 	}
 	c.Close()
-	cl := &eclient{session: session{h: h, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
+	cl := &eclient{session: session{h: h, p: e.p, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
 	cl.src.fd = fd
 	if !e.loop.Do(func() { e.addClient(cl) }) {
 		unix.Close(fd) // the pool is closed
+		e.p.leave()
 		return true
 	}
-	<-cl.done
+	<-cl.done // closeClient counted it out of its last pool, or it moved
+	if q := cl.moveTo; q != nil {
+		conn, err := evloop.Conn(cl.fd)
+		if err != nil {
+			q.leave()
+			return true
+		}
+		g := &gclient{c: conn, p: q}
+		q.track(g, true)
+		defer g.leaveAll()
+		h.serveGoroutines(g, n, cl.authed)
+	}
 	return true
+}
+
+// moveClients moves the clients at a command boundary to the pool that
+// replaced e's (Pool.Replace); the others move when they reach one.
+func (e *engine) moveClients() {
+	e.loop.Do(func() {
+		for c := range e.clients {
+			if e.idle(c) {
+				e.move(c)
+			}
+		}
+	})
+}
+
+// idle reports whether c is at a command boundary: nothing in flight,
+// every reply written, no command buffered whole.
+func (e *engine) idle(c *eclient) bool {
+	return !c.closed && !c.closing && !c.readDone && !c.paused && !c.dirty && c.slots.len() == 0 && len(c.out) == 0
+}
+
+// move hands idle client c, its buffers and session, to an engine of the
+// pool that replaced e's, or to its ServeConn goroutine when that pool
+// serves by goroutines (TLS shards), once no partial command is buffered;
+// false (c stays) when there is no such pool or a command is partly read.
+func (e *engine) move(c *eclient) bool {
+	if e.p.next.Load() == nil {
+		return false
+	}
+	q := e.p.successor()
+	if q == nil {
+		return false
+	}
+	to := q.engine(c.n)
+	if to == nil && c.rd.Buffered() > 0 {
+		q.leave()
+		return false
+	}
+	delete(e.clients, c)
+	c.es.Release()
+	c.es = nil
+	c.p.leave()
+	c.p = q
+	if to == nil {
+		c.closed, c.moveTo = true, q
+		close(c.done)
+		return true
+	}
+	if !to.loop.Do(func() { to.adopt(c) }) {
+		c.closed = true
+		unix.Close(c.fd)
+		close(c.done)
+		q.leave()
+	}
+	return true
+}
+
+// adopt serves client c that moved from another engine.
+func (e *engine) adopt(c *eclient) {
+	e.clients[c] = struct{}{}
+	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
+	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
+		e.closeClient(c)
+		return
+	}
+	e.move(c) // e's pool was replaced too
 }
 
 // stop makes the engine close its clients and server connections, and
@@ -247,7 +326,9 @@ func (e *engine) addClient(c *eclient) {
 	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
 	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
 		e.closeClient(c)
+		return
 	}
+	e.move(c) // a client that came as its pool was replaced
 }
 
 func (e *engine) clientEvent(c *eclient, events uint32) {
@@ -420,6 +501,9 @@ func (e *engine) finishClient(c *eclient) {
 		e.closeClient(c)
 		return
 	}
+	if e.idle(c) && e.move(c) {
+		return
+	}
 	var m uint32
 	if !c.paused && !c.closing && !c.readDone {
 		m = unix.EPOLLIN | unix.EPOLLRDHUP
@@ -447,6 +531,7 @@ func (e *engine) closeClient(c *eclient) {
 		unix.Close(c.fd)
 	}
 	close(c.done)
+	c.p.leave()
 	// Nothing reads or writes a closed client's buffers again: they serve
 	// the next clients, so that connection churn makes little garbage.
 	if len(e.freeR) < maxFree {

@@ -13,3 +13,5 @@ func newEngine(*Pool) (*engine, error) { return nil, errNoEngine }
 func (e *engine) serve(*Handler, int, net.Conn) bool { return false }
 
 func (e *engine) stop() {}
+
+func (e *engine) moveClients() {}

@@ -18,15 +18,14 @@ type fan struct {
 // MSET +OK when every shard said OK (not atomic across shards). The plan's
 // parts and fan live in the session's scratch until the next command.
 func (ss *session) fanout(name string, sp spec, args [][]byte, raw []byte) plan {
-	h := ss.h
 	if len(args) < 2 || sp.step == 2 && (len(args)-1)%2 != 0 {
 		return errReply("ERR wrong number of arguments for '%s' command", bytes.ToLower(args[0]))
 	}
 	parts, counts, keyPart := ss.parts[:0], ss.counts[:0], keepKeys(ss.fan.keyPart)
 	for i := 1; i < len(args); i += sp.step {
-		s := h.Pool.shardFor(args[i])
+		s := ss.p.shardFor(args[i])
 		if s == nil {
-			return errReply("ERR attache: no live shard in cluster %s", h.Pool.opts.Cluster)
+			return errReply("ERR attache: no live shard in cluster %s", ss.p.opts.Cluster)
 		}
 		j := 0
 		for j < len(parts) && parts[j].s != s {

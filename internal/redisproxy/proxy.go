@@ -81,16 +81,17 @@ type Pool struct {
 	nextRetry atomic.Int64
 
 	life   life
-	runs   sync.WaitGroup // serverConn goroutines (goroutine path)
-	quit   chan struct{}  // closed when Close cuts the server connections
-	closed chan struct{}  // closed when Close has finished
+	next   atomic.Pointer[Pool] // set by Replace: where clients move
+	runs   sync.WaitGroup       // serverConn goroutines (goroutine path)
+	quit   chan struct{}        // closed when Close cuts the server connections
+	closed chan struct{}        // closed when Close has finished
 }
 
 // life counts the clients a pool serves, for Close.
 type life struct {
 	mu      sync.Mutex
 	clients int
-	conns   map[net.Conn]struct{} // goroutine-path clients, cut at the deadline
+	conns   map[*gclient]struct{} // goroutine-path clients, cut at the deadline
 	closing bool                  // Close was called
 	shut    bool                  // the drain is over: no client is taken
 	idle    chan struct{}         // closed once closing with no client
@@ -110,7 +111,7 @@ func NewPool(o Options) (*Pool, error) {
 		window = o.ConnectTimeout
 	}
 	p.life.idle = make(chan struct{})
-	p.life.conns = map[net.Conn]struct{}{}
+	p.life.conns = map[*gclient]struct{}{}
 	for i, sh := range o.Shards {
 		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
 			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password, o.TLS),
@@ -159,8 +160,8 @@ func (p *Pool) Close(drain time.Duration) {
 	t.Stop()
 	l.mu.Lock()
 	l.shut = true
-	for c := range l.conns {
-		c.Close()
+	for g := range l.conns {
+		g.c.Close()
 	}
 	l.mu.Unlock()
 	p.engines.once.Do(func() {}) // no engine starts from now on
@@ -179,6 +180,45 @@ func (p *Pool) Close(drain time.Duration) {
 	p.runs.Wait()
 	<-l.idle // the clients cut have gone
 	close(p.closed)
+}
+
+// Replace ends the pool as Close does, for a reload that built next in
+// its place (same cluster, new settings): each client moves to next at its
+// first command boundary (nothing in flight for it), and an idle client at
+// once, so that no client connection is closed; the session state that
+// stays with it (AUTH to attache, database 0) is the same on every pool.
+// Only a client that never reaches a boundary within drain is cut. A nil
+// next is Close.
+func (p *Pool) Replace(next *Pool, drain time.Duration) {
+	if next != nil {
+		p.next.Store(next)
+		p.life.mu.Lock()
+		gs := make([]*gclient, 0, len(p.life.conns))
+		for g := range p.life.conns {
+			gs = append(gs, g)
+		}
+		p.life.mu.Unlock()
+		for _, g := range gs {
+			g.mu.Lock()
+			if g.busy == 0 {
+				g.move()
+			}
+			g.mu.Unlock()
+		}
+		p.moveEngineClients()
+	}
+	p.Close(drain)
+}
+
+// successor enters the pool a client of p moves to: the newest live pool
+// of those that replaced it; nil when there is none.
+func (p *Pool) successor() *Pool {
+	for q := p.next.Load(); q != nil; q = q.next.Load() {
+		if q.next.Load() == nil && q.enter() {
+			return q
+		}
+	}
+	return nil
 }
 
 // enter counts a new client; false once the pool is shut.
@@ -203,18 +243,73 @@ func (p *Pool) leave() {
 
 // track records a goroutine-path client connection (false: forgets it),
 // so that the end of the drain can cut it.
-func (p *Pool) track(c net.Conn, on bool) {
+func (p *Pool) track(g *gclient, on bool) {
 	l := &p.life
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case !on:
-		delete(l.conns, c)
+		delete(l.conns, g)
 	case l.shut:
-		c.Close()
+		g.c.Close()
 	default:
-		l.conns[c] = struct{}{}
+		l.conns[g] = struct{}{}
 	}
+}
+
+// gclient is a goroutine-path client: the pool it is counted in and uses
+// (which changes when it moves, see Replace), and the replies it is owed.
+type gclient struct {
+	c    net.Conn
+	mu   sync.Mutex
+	p    *Pool
+	busy int // replies owed: requests in flight on p
+}
+
+// begin is a command read: it returns the pool to plan it on, after
+// moving to a successor when nothing is in flight.
+func (g *gclient) begin() *Pool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.busy == 0 {
+		g.move()
+	}
+	g.busy++
+	return g.p
+}
+
+// end is a reply written; the last one owed lets the client move.
+func (g *gclient) end() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.busy--
+	if g.busy == 0 {
+		g.move()
+	}
+}
+
+// move goes to the pool that replaced g's, if any. g.mu is held and
+// nothing is in flight.
+func (g *gclient) move() {
+	if g.p.next.Load() == nil {
+		return
+	}
+	q := g.p.successor()
+	if q == nil {
+		return
+	}
+	g.p.track(g, false)
+	g.p.leave()
+	q.track(g, true)
+	g.p = q
+}
+
+// leaveAll forgets g in the pool it ends on.
+func (g *gclient) leaveAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.p.track(g, false)
+	g.p.leave()
 }
 
 // idleCheck closes idle when closing and no client is left. l.mu is held.
@@ -329,6 +424,7 @@ type Handler struct {
 // are.
 type session struct {
 	h      *Handler
+	p      *Pool // the pool its commands go to
 	n      int
 	authed bool
 	upper  [24]byte // the command name, upper-cased
@@ -375,17 +471,21 @@ type part struct {
 func (h *Handler) ServeConn(ctx context.Context, c net.Conn) {
 	p := h.Pool
 	if !p.enter() {
-		c.Close()
-		return
+		// The pool was replaced and has closed since the listener took c
+		// (a TLS handshake may take a while): c goes to the new pool.
+		if p = p.successor(); p == nil {
+			c.Close()
+			return
+		}
 	}
-	defer p.leave()
 	n := int(h.sessions.Add(1))
 	if e := p.engine(n); e != nil && e.serve(h, n, c) {
-		return
+		return // the engine counted it out
 	}
-	p.track(c, true)
-	defer p.track(c, false)
-	h.serveGoroutines(c, n)
+	g := &gclient{c: c, p: p}
+	p.track(g, true)
+	defer g.leaveAll()
+	h.serveGoroutines(g, n, h.Password == "")
 }
 
 // reply is one reply owed to the client, in order (goroutine path).
@@ -396,9 +496,11 @@ type reply struct {
 	quit  bool
 }
 
-// serveGoroutines serves c with a reader (this goroutine) and a writer
+// serveGoroutines serves g's connection (authed: the session has
+// authenticated already) with a reader (this goroutine) and a writer
 // goroutine; requests go through serverConn goroutines.
-func (h *Handler) serveGoroutines(c net.Conn, n int) {
+func (h *Handler) serveGoroutines(g *gclient, n int, authed bool) {
+	c := g.c
 	defer c.Close()
 	replies := make(chan reply, maxQueued) // pipelined replies owed; a full queue pauses reading
 	writerDone := make(chan struct{})
@@ -414,6 +516,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 			} else {
 				bw.Write(rp.ready)
 			}
+			g.end()
 			if rp.quit || len(replies) == 0 {
 				if bw.Flush() != nil || rp.quit {
 					c.Close()
@@ -428,7 +531,10 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 	defer func() { close(replies); <-writerDone }()
 
 	rd := resp.NewReader(c)
-	ss := &session{h: h, n: n, authed: h.Password == ""}
+	ss := &session{h: h, p: g.p, n: n, authed: authed}
+	g.mu.Lock()
+	g.move() // a client that came as its pool was replaced
+	g.mu.Unlock()
 	rd.RequireAuth(!ss.authed)
 	for {
 		args, raw, err := rd.ReadCommand()
@@ -442,6 +548,7 @@ func (h *Handler) serveGoroutines(c net.Conn, n int) {
 		if len(args) == 0 {
 			continue
 		}
+		ss.p = g.begin()
 		rp := ss.start(ss.serve(rd, args, raw))
 		replies <- rp
 		if rp.quit {
@@ -459,7 +566,7 @@ func (ss *session) start(pl plan) reply {
 	if pl.parts == nil {
 		return reply{ready: pl.ready, quit: pl.quit}
 	}
-	p := ss.h.Pool
+	p := ss.p
 	if len(pl.parts) == 1 {
 		s := pl.parts[0].s
 		r := newRequest(append([]byte(nil), pl.parts[0].raw...), pl.parts[0].again)
@@ -554,9 +661,9 @@ func (ss *session) dispatch(args [][]byte, raw []byte) plan {
 		if len(keys) == 0 { // a script with no keys: any shard
 			return ss.forward(nil, raw)
 		}
-		s := h.Pool.shardFor(keys[0])
+		s := ss.p.shardFor(keys[0])
 		for _, k := range keys[1:] {
-			if h.Pool.shardFor(k) != s {
+			if ss.p.shardFor(k) != s {
 				return errReply("ERR attache: the keys of %s hash to different shards; use a hash tag", name)
 			}
 		}
@@ -680,7 +787,7 @@ func (h *Handler) passwordOK(args [][]byte) bool {
 
 // forward sends raw to the shard of key (any shard for a nil key).
 func (ss *session) forward(key, raw []byte) plan {
-	p := ss.h.Pool
+	p := ss.p
 	s := p.shardFor(key)
 	if s == nil {
 		return errReply("ERR attache: no live shard in cluster %s", p.opts.Cluster)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -179,11 +180,14 @@ func (g *generation) stop(keep *generation) {
 			c.http.Close()
 		}
 		// A new connection gets the new pool; the clients it serves move
-		// to the cluster's new pool at a command boundary (a dropped
-		// cluster's stay until they leave or the drain ends).
+		// to the cluster's new pool at a command boundary. A dropped
+		// cluster's clients, and those of a cluster whose listeners
+		// changed (a client cannot tell which listener it came through,
+		// and one re-pointed must not stay on the old cluster's keys),
+		// stay until they leave or the drain ends.
 		if c.redis != nil {
 			var next *redisproxy.Pool
-			if keep != nil && keep.clusters[name] != nil {
+			if keep != nil && keep.clusters[name] != nil && slices.Equal(redisListeners(g.cfg, name), redisListeners(keep.cfg, name)) {
 				next = keep.clusters[name].redis
 			}
 			go c.redis.Replace(next, g.cfg.DrainTimeout.D())
@@ -469,4 +473,16 @@ func counters(a *App, cluster string) tcpproxy.Counters {
 		ToUpstream:   func(n int) { up.Add(float64(n)) },
 		FromUpstream: func(n int) { down.Add(float64(n)) },
 	}
+}
+
+// redisListeners returns the names of cfg's redis listeners that shard
+// over cluster, in config order.
+func redisListeners(cfg *config.Config, cluster string) []string {
+	var names []string
+	for _, l := range cfg.Listeners {
+		if l.Protocol == "redis" && l.Cluster == cluster {
+			names = append(names, l.Name)
+		}
+	}
+	return names
 }

@@ -183,3 +183,60 @@ func pipelineUntil(c *redis.Client, key string, stop <-chan struct{}, done *atom
 	}
 	return nil
 }
+
+// TestRedisReloadRepointedListener: a reload that points a listener at
+// another cluster, while its old cluster stays (changed, so with a new
+// pool) for another listener, does not move the listener's clients to the
+// old cluster's new pool: they stay on the old pool until the drain ends,
+// and a new connection shards over the new cluster.
+func TestRedisReloadRepointedListener(t *testing.T) {
+	t.Parallel()
+	a, b := testenv.Redis(t), testenv.Redis(t)
+	cfg := func(cluster string, timeout time.Duration) string {
+		return yamlf(`
+drain_timeout: 200ms
+listeners:
+  - {name: cache, address: "127.0.0.1:0", protocol: redis, cluster: %s}
+  - {name: other, address: "127.0.0.2:0", protocol: redis, cluster: a}
+clusters:
+  - name: a
+    endpoints: ["%s"]
+    redis: {server_connections: 1, timeout: %s}
+  - name: b
+    endpoints: ["%s"]
+    redis: {server_connections: 1}
+`, cluster, a, timeout, b)
+	}
+	h := start(t, cfg("a", time.Second), nil)
+	ctx := context.Background()
+	for addr, v := range map[string]string{a: "a", b: "b"} {
+		c := redisClient(addr)
+		if err := c.Set(ctx, "where", v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	old := redisClient(h.addr("cache"))
+	defer old.Close()
+	if got, err := old.Get(ctx, "where").Result(); got != "a" {
+		t.Fatalf("before the reload: got %q (%v), want a", got, err)
+	}
+	h.rewrite(cfg("b", 2*time.Second))
+	if code, body := h.admin("POST", "/reload"); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	// The old client is cut when the drain ends (before the fix it moved to
+	// cluster a's new pool and kept reading a's keys for good).
+	eventually(t, 10*time.Second, "the old client's connection closed by the drain", func() bool {
+		got, err := old.Get(ctx, "where").Result()
+		if err == nil && got != "a" {
+			t.Fatalf("old client: got %q, want a until the drain ends", got)
+		}
+		return err != nil
+	})
+	fresh := redisClient(h.addr("cache"))
+	defer fresh.Close()
+	if got, err := fresh.Get(ctx, "where").Result(); got != "b" {
+		t.Fatalf("a new connection: got %q (%v), want b", got, err)
+	}
+}

@@ -7,6 +7,7 @@
 # command (from /proc/PID/stat).
 #
 #   bench/redis.sh               # ROUNDS=3 REQUESTS=100000 by default
+#   ALT=/tmp/attache-old bench/redis.sh   # and another build, as "alt"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -48,6 +49,8 @@ sleep 1
 declare -A port=([direct]=$S0 [nutcracker]=$NP [attache]=$AP)
 declare -A pid=([nutcracker]=$NPID [attache]=$APID)
 targets=(direct nutcracker attache)
+# ALT=path/to/attache: another build as one more target (start_alt).
+if [ -n "${ALT:-}" ]; then start_alt "$AP" "$ADM"; port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
 res="$work/results"; : > "$res"
 mget="MGET"; for i in $(seq 1 10); do mget="$mget key:__rand_int__"; done
 for round in $(seq 1 "$ROUNDS"); do

@@ -30,7 +30,8 @@ type Source interface {
 	Started() bool
 	// ConfigYAML renders the running configuration, secrets redacted.
 	ConfigYAML() ([]byte, error)
-	// Status returns a JSON-encodable snapshot of the runtime.
+	// Status returns a JSON-encodable snapshot of the runtime. GET /
+	// renders its JSON; the keys the page reads are app.Status's.
 	Status() any
 	// Reload loads the configuration file again.
 	Reload() error

@@ -2,7 +2,8 @@
 // is alive), /ready (traffic can flow), /started (every listener bound, the
 // first configuration applied), /metrics (Prometheus), /config (the running
 // configuration, secrets redacted), /status (JSON state of every listener,
-// cluster and endpoint) and POST /reload. It listens on loopback unless the
+// cluster and endpoint), GET / (the same snapshot as an HTML page) and POST
+// /reload. It listens on loopback unless the
 // configuration says otherwise. The probe server (ProbeHandler) serves the
 // first three only, read-only, for a kubelet on another address.
 package admin
@@ -29,7 +30,8 @@ type Source interface {
 	Started() bool
 	// ConfigYAML renders the running configuration, secrets redacted.
 	ConfigYAML() ([]byte, error)
-	// Status returns a JSON-encodable snapshot of the runtime.
+	// Status returns a JSON-encodable snapshot of the runtime. GET /
+	// renders its JSON; the keys the page reads are app.Status's.
 	Status() any
 	// Reload loads the configuration file again.
 	Reload() error
@@ -64,9 +66,7 @@ func Handler(src Source, reg *prometheus.Registry) http.Handler {
 		}
 		fmt.Fprintln(w, "reloaded")
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "attache admin: /health /ready /started /metrics /config /status, POST /reload")
-	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { servePage(w, src) })
 	return mux
 }
 

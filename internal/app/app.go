@@ -69,6 +69,7 @@ type App struct {
 	gen      atomic.Pointer[generation]
 	draining atomic.Bool
 	lastErr  atomic.Pointer[string] // the last failed reload's errors, or nil
+	reloads  reloadLog              // the last reloads, for /status
 
 	started atomic.Bool // every listener bound, the first configuration applied
 
@@ -250,6 +251,7 @@ func (a *App) Reload() error {
 			a.warnMoves(old, cfg)
 		}
 	}
+	a.reloads.add(time.Now(), err)
 	if err != nil {
 		msg := err.Error()
 		a.lastErr.Store(&msg)

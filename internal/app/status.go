@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,6 +155,76 @@ type Status struct {
 	ActiveConnections int64            `json:"active_connections"`
 	Listeners         []ListenerStatus `json:"listeners"`
 	Clusters          []ClusterStatus  `json:"clusters"`
+	Certificates      []CertStatus     `json:"certificates,omitempty"`
+	Reloads           []ReloadStatus   `json:"reloads,omitempty"` // newest first
+}
+
+// CertStatus is one loaded TLS certificate in /status.
+type CertStatus struct {
+	Owner    string    `json:"owner"` // "listener NAME" | "cluster NAME"
+	File     string    `json:"file"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// ReloadStatus is one configuration reload in /status.
+type ReloadStatus struct {
+	At    time.Time `json:"at"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+// reloadLogSize is how many reloads /status keeps.
+const reloadLogSize = 10
+
+// reloadLog keeps the last reloadLogSize reload results.
+type reloadLog struct {
+	mu   sync.Mutex
+	ring []ReloadStatus // oldest first
+}
+
+func (l *reloadLog) add(at time.Time, err error) {
+	r := ReloadStatus{At: at, OK: err == nil}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ring) == reloadLogSize {
+		l.ring = append(l.ring[:0], l.ring[1:]...)
+	}
+	l.ring = append(l.ring, r)
+}
+
+// last returns the kept reloads, newest first.
+func (l *reloadLog) last() []ReloadStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]ReloadStatus, 0, len(l.ring))
+	for i := len(l.ring) - 1; i >= 0; i-- {
+		out = append(out, l.ring[i])
+	}
+	return out
+}
+
+// certificates returns the loaded listener and cluster client
+// certificates of g, listeners first, in configuration order.
+func (g *generation) certificates() []CertStatus {
+	var out []CertStatus
+	for _, lc := range g.cfg.Listeners {
+		if rt := g.listeners[lc.Name]; rt != nil && rt.tls != nil {
+			for _, e := range rt.tls.Expiry() {
+				out = append(out, CertStatus{Owner: "listener " + lc.Name, File: e.File, NotAfter: e.NotAfter})
+			}
+		}
+	}
+	for _, cc := range g.cfg.Clusters {
+		if rt := g.clusters[cc.Name]; rt != nil && rt.tls != nil {
+			for _, e := range rt.tls.Expiry() {
+				out = append(out, CertStatus{Owner: "cluster " + cc.Name, File: e.File, NotAfter: e.NotAfter})
+			}
+		}
+	}
+	return out
 }
 
 // ListenerStatus is one listener in /status.
@@ -252,6 +323,8 @@ func (a *App) Status() any {
 		}
 		s.Clusters = append(s.Clusters, cs)
 	}
+	s.Certificates = g.certificates()
+	s.Reloads = a.reloads.last()
 	return s
 }
 
@@ -290,6 +363,8 @@ var (
 		"1 while the latest read of the cluster's discovery source failed and its last known endpoints serve.", []string{"cluster", "source"}, nil)
 	descSplitBrain = prometheus.NewDesc("attache_cluster_split_brain",
 		"1 while more than one endpoint of the cluster claims to be primary; postgres checks only.", []string{"cluster"}, nil)
+	descCertExpiry = prometheus.NewDesc("attache_tls_certificate_expiry_seconds",
+		"Unix time of the NotAfter of a loaded listener or cluster client certificate.", []string{"owner", "file"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -303,6 +378,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLag
 	ch <- descSplitBrain
 	ch <- descStale
+	ch <- descCertExpiry
 	describePostgres(ch)
 }
 
@@ -349,6 +425,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		if rt.pg != nil {
 			collectPostgres(ch, name, rt.pg)
 		}
+	}
+	for _, cert := range g.certificates() {
+		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(cert.NotAfter.Unix()), cert.Owner, cert.File)
 	}
 	ready, _ := c.app.Ready()
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(ready))

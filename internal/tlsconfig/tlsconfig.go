@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
 )
@@ -124,6 +125,28 @@ func (c *Client) ForAddr(addr string) *tls.Config {
 // Files returns the files to watch.
 func (c *Client) Files() []string {
 	return nonEmpty(c.cfg.CAFile, c.cfg.CertFile, c.cfg.KeyFile)
+}
+
+// Expiry is when a loaded certificate file stops being valid.
+type Expiry struct {
+	File     string
+	NotAfter time.Time
+}
+
+// Expiry returns the NotAfter of the listener's certificate as last
+// loaded (a failed reload keeps the previous one, so this is what
+// handshakes present).
+func (s *Server) Expiry() []Expiry { return expiry(s.cur.Load(), s.cfg.CertFile) }
+
+// Expiry returns the NotAfter of the client certificate as last loaded;
+// none without cert_file.
+func (c *Client) Expiry() []Expiry { return expiry(c.cur.Load(), c.cfg.CertFile) }
+
+func expiry(tc *tls.Config, file string) []Expiry {
+	if tc == nil || len(tc.Certificates) == 0 || tc.Certificates[0].Leaf == nil {
+		return nil
+	}
+	return []Expiry{{File: file, NotAfter: tc.Certificates[0].Leaf.NotAfter}}
 }
 
 func loadPool(file string) (*x509.CertPool, error) {

@@ -1,0 +1,74 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/attache-proxy/attache/internal/config"
+)
+
+// ReadConfig validates a configuration file's content with the same rules
+// as attache validate and returns the Facts the sidecar's spec needs.
+// Problems that only the pod can fix (the kubernetes_api cluster's token,
+// CA and KUBERNETES_SERVICE_* variables, which exist only in a pod) are
+// not counted; every other problem is returned as config.Errors.
+func ReadConfig(data []byte) (Facts, error) {
+	_, err := config.Parse(data, os.LookupEnv)
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		var left config.Errors
+		for _, e := range errs {
+			if !strings.Contains(e.Path, ".kubernetes_api") {
+				left = append(left, e)
+			}
+		}
+		if len(left) > 0 {
+			return Facts{}, left
+		}
+	} else if err != nil {
+		return Facts{}, err
+	}
+	return facts(data)
+}
+
+// facts reads the few fields Facts needs; data has been validated.
+func facts(data []byte) (Facts, error) {
+	var c struct {
+		Admin    struct{ Address string } `yaml:"admin"`
+		Probes   struct{ Address string } `yaml:"probes"`
+		Clusters []struct {
+			KubernetesAPI *yaml.Node `yaml:"kubernetes_api"`
+			Discovery     struct {
+				Kubernetes *struct{ Kubeconfig string } `yaml:"kubernetes"`
+			} `yaml:"discovery"`
+		} `yaml:"clusters"`
+	}
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return Facts{}, fmt.Errorf("inject: config: %w", err)
+	}
+	var f Facts
+	if c.Admin.Address != config.DefaultAdminAddress {
+		f.Admin = c.Admin.Address
+	}
+	if c.Probes.Address != "" {
+		_, port, err := net.SplitHostPort(c.Probes.Address)
+		if err != nil {
+			return Facts{}, fmt.Errorf("inject: config: probes.address: %w", err)
+		}
+		if f.ProbePort, err = strconv.Atoi(port); err != nil {
+			return Facts{}, fmt.Errorf("inject: config: probes.address: port %q", port)
+		}
+	}
+	for _, cl := range c.Clusters {
+		if cl.KubernetesAPI != nil || (cl.Discovery.Kubernetes != nil && cl.Discovery.Kubernetes.Kubeconfig == "") {
+			f.NeedsToken = true
+		}
+	}
+	return f, nil
+}

@@ -182,6 +182,7 @@ func injectPodSpec(spec *yaml.Node, opts Options) {
 		list = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 		set(spec, want, list)
 	}
+	list.Style &^= yaml.FlowStyle // a flow list would print the sidecar on one line
 	switch i := indexNamed(list, Name); {
 	case i >= 0:
 		list.Content[i] = c
@@ -195,6 +196,7 @@ func injectPodSpec(spec *yaml.Node, opts Options) {
 		volumes = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 		set(spec, "volumes", volumes)
 	}
+	volumes.Style &^= yaml.FlowStyle
 	putNamed(volumes, volumeName, mapping(
 		"name", volumeName,
 		"configMap", mapping("name", opts.ConfigMap)))

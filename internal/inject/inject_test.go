@@ -42,6 +42,7 @@ var goldenCases = []goldenCase{
 	{name: "multidoc"},
 	{name: "list"},
 	{name: "injected"},
+	{name: "flow"},
 	{name: "classic", opts: Options{Classic: true}},
 	{name: "config", opts: Options{ConfigMap: "api-attache"}, cfg: "config.attache.yaml"},
 }

@@ -43,6 +43,8 @@ var goldenCases = []goldenCase{
 	{name: "list"},
 	{name: "injected"},
 	{name: "flow"},
+	{name: "moved"},
+	{name: "replicaset"},
 	{name: "classic", opts: Options{Classic: true}},
 	{name: "config", opts: Options{ConfigMap: "api-attache"}, cfg: "config.attache.yaml"},
 }

@@ -19,7 +19,10 @@ import (
 // CA and KUBERNETES_SERVICE_* variables, which exist only in a pod) are
 // not counted; every other problem is returned as config.Errors.
 func ReadConfig(data []byte) (Facts, error) {
-	_, err := config.Parse(data, os.LookupEnv)
+	cfg, err := config.Parse(data, os.LookupEnv)
+	if err == nil {
+		return factsOf(cfg)
+	}
 	var errs config.Errors
 	if errors.As(err, &errs) {
 		var left config.Errors
@@ -31,13 +34,48 @@ func ReadConfig(data []byte) (Facts, error) {
 		if len(left) > 0 {
 			return Facts{}, left
 		}
-	} else if err != nil {
-		return Facts{}, err
+		return facts(data)
 	}
-	return facts(data)
+	return Facts{}, err
 }
 
-// facts reads the few fields Facts needs; data has been validated.
+// factsOf takes Facts from a parsed configuration (environment variables
+// expanded).
+func factsOf(cfg *config.Config) (Facts, error) {
+	var f Facts
+	if cfg.Admin.Address != config.DefaultAdminAddress {
+		f.Admin = cfg.Admin.Address
+	}
+	if cfg.Probes != nil && cfg.Probes.Address != "" {
+		var err error
+		if f.ProbePort, err = port(cfg.Probes.Address); err != nil {
+			return Facts{}, err
+		}
+	}
+	for _, cl := range cfg.Clusters {
+		if cl.KubernetesAPI != nil || (cl.Discovery != nil && cl.Discovery.Kubernetes != nil && cl.Discovery.Kubernetes.Kubeconfig == "") {
+			f.NeedsToken = true
+		}
+	}
+	return f, nil
+}
+
+func port(addr string) (int, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("inject: config: probes.address: %w", err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return 0, fmt.Errorf("inject: config: probes.address: port %q", p)
+	}
+	return n, nil
+}
+
+// facts reads the few fields Facts needs from a configuration whose only
+// problems are the kubernetes_api ones ReadConfig leaves to the pod
+// (Parse returns no configuration then); environment variables are not
+// expanded here.
 func facts(data []byte) (Facts, error) {
 	var c struct {
 		Admin    struct{ Address string } `yaml:"admin"`
@@ -57,12 +95,9 @@ func facts(data []byte) (Facts, error) {
 		f.Admin = c.Admin.Address
 	}
 	if c.Probes.Address != "" {
-		_, port, err := net.SplitHostPort(c.Probes.Address)
-		if err != nil {
-			return Facts{}, fmt.Errorf("inject: config: probes.address: %w", err)
-		}
-		if f.ProbePort, err = strconv.Atoi(port); err != nil {
-			return Facts{}, fmt.Errorf("inject: config: probes.address: port %q", port)
+		var err error
+		if f.ProbePort, err = port(c.Probes.Address); err != nil {
+			return Facts{}, err
 		}
 	}
 	for _, cl := range c.Clusters {

@@ -145,6 +145,7 @@ func TestFacts(t *testing.T) {
 		{"default admin", "listeners: [{name: a, address: 127.0.0.1:1, cluster: c}]\nclusters: [{name: c, endpoints: [\"127.0.0.1:2\"]}]\n", Facts{}},
 		{"admin elsewhere", "admin: {address: 127.0.0.1:9911}\nlisteners: [{name: a, address: 127.0.0.1:1, cluster: c}]\nclusters: [{name: c, endpoints: [\"127.0.0.1:2\"]}]\n", Facts{Admin: "127.0.0.1:9911"}},
 		{"probe server", "probes: {address: 0.0.0.0:9902}\nlisteners: [{name: a, address: 127.0.0.1:1, cluster: c}]\nclusters: [{name: c, endpoints: [\"127.0.0.1:2\"]}]\n", Facts{ProbePort: 9902}},
+		{"probe port from the environment", "probes: {address: \"0.0.0.0:${ATTACHE_INJECT_TEST_PORT:-9903}\"}\nlisteners: [{name: a, address: 127.0.0.1:1, cluster: c}]\nclusters: [{name: c, endpoints: [\"127.0.0.1:2\"]}]\n", Facts{ProbePort: 9903}},
 		{"kubernetes discovery", "listeners: [{name: a, address: 127.0.0.1:1, cluster: c}]\nclusters: [{name: c, discovery: {kubernetes: {service: s, namespace: n, port: http}}}]\n", Facts{NeedsToken: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package cli is attache's command line: run, validate, forward, demo,
-// probe and version. Run is main without the process: arguments, streams and a
+// probe, inject and version. Run is main without the process: arguments, streams and a
 // context in, an error out.
 package cli
 
@@ -38,6 +38,9 @@ Usage:
   attache probe ready|health|started [--admin ADDR]
                                                   exit 0 when the admin server (default
                                                   127.0.0.1:9901) or probe server says so
+  attache inject FILE|- [--config FILE] [--configmap NAME] [--image IMAGE] [--classic]
+                                                  print Kubernetes manifests with the
+                                                  attache sidecar added
   attache version                                 print the version
 
 Signals: SIGHUP reloads the configuration; SIGTERM or SIGINT drains and
@@ -62,6 +65,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return demoCmd(ctx, rest, stdout, stderr)
 	case "probe":
 		return probeCmd(rest, stdout, stderr)
+	case "inject":
+		return injectCmd(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "attache", version())
 		return nil

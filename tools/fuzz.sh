@@ -15,7 +15,17 @@ for pkg in $(go list "${pkgs[@]}"); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for name in $(grep -ho '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' "$dir"/*_test.go 2>/dev/null | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/' | sort -u); do
 		echo "fuzz: $pkg $name for $t"
-		go test -run '^$' -fuzz "^$name\$" -fuzztime "$t" "$pkg"
+		# A finding writes its failing input; a run that failed without
+		# one (Go's coordinator can time out waiting for a worker on a
+		# loaded machine: "context deadline exceeded") is run once more.
+		if ! out=$(go test -run '^$' -fuzz "^$name\$" -fuzztime "$t" "$pkg" 2>&1); then
+			echo "$out"
+			case $out in *"Failing input written"*) exit 1 ;; esac
+			echo "fuzz: $name failed without a failing input; running it again"
+			go test -run '^$' -fuzz "^$name\$" -fuzztime "$t" "$pkg"
+		else
+			echo "$out" | tail -2
+		fi
 		n=$((n + 1))
 	done
 done

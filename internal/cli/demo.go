@@ -57,11 +57,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "attache demo: the demo reads /status and /metrics from the admin server; --admin off is not supported")
 		return ErrUsage
 	}
-	listenAt, err := demoAddr("listener", *listen, set["listen"], stdout)
+	listenAt, err := demoAddr("listener", listenAddr(*listen), set["listen"], stdout)
 	if err != nil {
 		return err
 	}
-	adminAt, err := demoAddr("admin server", *adminFlag, set["admin"], stdout)
+	adminAt, err := demoAddr("admin server", listenAddr(*adminFlag), set["admin"], stdout)
 	if err != nil {
 		return err
 	}
@@ -87,14 +87,15 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if a.AdminAddr() == "" || a.ListenerAddr(demoListener) == "" {
 		a.Shutdown(context.Background())
-		return fmt.Errorf("attache demo: the listener (%s) or the admin server (%s) could not listen", listenAt, adminAt)
+		return fmt.Errorf("demo: the listener (%s) or the admin server (%s) could not listen", listenAt, adminAt)
 	}
 	d := &demoRun{
-		out:    stdout,
-		proxy:  a.ListenerAddr(demoListener),
-		admin:  a.AdminAddr(),
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
-		flaky:  flaky, doomed: doomed,
+		out:        stdout,
+		proxy:      a.ListenerAddr(demoListener),
+		admin:      a.AdminAddr(),
+		client:     &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
+		flaky:      flaky,
+		doomed:     doomed,
 		ejectAfter: cfg.Clusters[0].OutlierDetection.ConsecutiveFailures,
 		once:       *once,
 	}
@@ -102,6 +103,9 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	d.client.CloseIdleConnections() // so that the drain does not wait for them
 	if err != nil || *once {
 		a.Shutdown(context.Background())
+		if ctx.Err() != nil {
+			return nil // stopped during the demonstration
+		}
 		return err
 	}
 	return runApp(ctx, a, stderr)

@@ -257,7 +257,7 @@ GET /healthz every %v, and ejects a backend after %d refused connections in a ro
 		return err
 	}
 
-	metrics, err := d.get("/metrics")
+	metrics, err := d.settledMetrics(ctx)
 	if err != nil {
 		return err
 	}
@@ -299,6 +299,26 @@ func (d *demoRun) tryThese() {
 		fmt.Fprintln(d.out, "--once: attache stops now; without it, it keeps running for these.")
 	} else {
 		fmt.Fprintln(d.out, "attache keeps running (backend-b stays down); Ctrl-C drains and stops it.")
+	}
+}
+
+// settledMetrics returns the /metrics page once it has counted every
+// answer the client read: attache counts a request when it has written
+// the response, which the client may read first.
+func (d *demoRun) settledMetrics(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(demoOutageLimit)
+	for {
+		m, err := d.get("/metrics")
+		if err != nil {
+			return "", err
+		}
+		n, _ := strconv.Atoi(metricValue(m, "attache_http_requests_total", `code="2xx"`))
+		if n >= d.answered || time.Now().After(deadline) {
+			return m, nil
+		}
+		if err := pause(ctx, demoRequestPause); err != nil {
+			return "", err
+		}
 	}
 }
 
@@ -396,8 +416,13 @@ func (d *demoRun) outage(ctx context.Context) error {
 }
 
 func (d *demoRun) outageDone(sent, answered int) error {
-	d.say("during the outage: %d requests, %d answered 200 OK; those sent to backend-b went to backend-a",
-		d.sent-sent, d.answered-answered)
+	m, err := d.get("/metrics")
+	if err != nil {
+		return err
+	}
+	refused := metricValue(m, "attache_cluster_connect_errors_total", `endpoint="`+d.doomed.addr+`"`)
+	d.say("during the outage: %d requests, %d answered 200 OK; attache sent the %s tries backend-b refused to backend-a",
+		d.sent-sent, d.answered-answered, refused)
 	return nil
 }
 

@@ -69,7 +69,6 @@ func TestDemoOnce(t *testing.T) {
 	q := regexp.QuoteMeta
 	find(`attache_cluster_health_transitions_total\{[^}]*endpoint="` + q(dead) + `",health="unhealthy"\} 1`)
 	find(`attache_cluster_endpoint_healthy\{[^}]*endpoint="` + q(dead) + `"\} 0`)
-	find(`attache_cluster_connect_errors_total\{[^}]*endpoint="` + q(dead) + `"\} [1-9]`)
 
 	// Where to look next: the status page on the admin server, and curl.
 	admin := find(`Status page: http://(127\.0\.0\.1:\d+)/\n`)[1]

@@ -34,7 +34,9 @@ Usage:
   attache forward LISTEN UPSTREAM [--tls] [--sni NAME] [--ca FILE] [--admin ADDR]
                                                   forward one port (socat, done right);
                                                   no admin server without --admin
-  attache demo [--listen ADDR] [--once]           run a built-in example
+  attache demo [--listen ADDR] [--admin ADDR] [--once]
+                                                  show retries, health checks and ejection
+                                                  in front of two local backends
   attache probe ready|health|started [--admin ADDR]
                                                   exit 0 when the admin server (default
                                                   127.0.0.1:9901) or probe server says so

@@ -3,6 +3,7 @@ package app
 import (
 	"strings"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 )
 
@@ -22,4 +23,13 @@ func (a *App) peerRejected(owner string) func(*tlsconfig.Rejection) {
 		a.log.Warn("TLS peer refused: its certificate presents none of the names in match_san",
 			"owner", owner, "peer", r.Peer, "presented", presented, "expected", strings.Join(r.Expected, " "))
 	}
+}
+
+// peerNames is a match_san list as /status shows it: "uri:…", "dns:…".
+func peerNames(ms []config.SANMatch) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.String())
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -123,6 +124,22 @@ clusters:
     tls: {ca_file: %[3]s, match_san: [{uri: "%[6]s"}, {dns: orders.shop.svc}]}
   - {name: app, endpoints: ["%[7]s"]}
 `, crt, key, p.caFile, orders, payments, spiffeOrders, plain, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)), nil)
+
+	_, body := h.admin("GET", "/status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	if got := strings.Join(st.Listeners[2].PeerNames, " "); got != "uri_prefix:spiffe://cluster.local/ns/shop/" {
+		t.Errorf("/status listener in match_san: got %q", got)
+	}
+	if got := strings.Join(st.Clusters[1].PeerNames, " "); got != "uri:"+spiffeOrders+" dns:orders.shop.svc" {
+		t.Errorf("/status cluster impostor match_san: got %q", got)
+	}
+	if _, page := h.admin("GET", "/"); !strings.Contains(page, "yes, peers uri_prefix:spiffe://cluster.local/ns/shop/") ||
+		!strings.Contains(page, "TLS peers uri:"+spiffeOrders+" dns:orders.shop.svc") {
+		t.Errorf("status page: match_san missing from\n%s", page)
+	}
 
 	// origination
 	if got, err := ask(h.addr("to-orders"), "hi"); err != nil || got != "hi" {

@@ -235,6 +235,8 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
+	// PeerNames is tls.match_san: the client identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 	// PostgreSQL listeners: one entry per (database, user) pool, the
 	// content of pgbouncer's SHOW POOLS and SHOW STATS.
 	Pools []pgproxy.PoolStats `json:"postgres_pools,omitempty"`
@@ -248,6 +250,8 @@ type ClusterStatus struct {
 	Shards    []redisproxy.ShardStatus `json:"redis_shards,omitempty"`
 	Discovery *DiscoveryStatus         `json:"discovery,omitempty"`
 	Endpoints []EndpointStatus         `json:"endpoints"`
+	// PeerNames is tls.match_san: the server identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 }
 
 // DiscoveryStatus is a cluster's discovery source in /status.
@@ -288,6 +292,9 @@ func (a *App) Status() any {
 	}
 	for _, lc := range g.cfg.Listeners {
 		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
+		if lc.TLS != nil {
+			ls.PeerNames = peerNames(lc.TLS.MatchSAN)
+		}
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
 		}
@@ -300,6 +307,9 @@ func (a *App) Status() any {
 	for _, cc := range g.cfg.Clusters {
 		c := g.clusters[cc.Name].up
 		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
+		if cc.TLS != nil {
+			cs.PeerNames = peerNames(cc.TLS.MatchSAN)
+		}
 		if b := g.clusters[cc.Name].http.Breaker(); b != nil {
 			cs.Breaker = b.State().String()
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/attache-proxy/attache/internal/testenv"
 )
@@ -345,5 +346,50 @@ clusters: [{name: pg, endpoints: ["%[6]s"]}]
 	want := fmt.Sprintf(`owner="listener wrong server_tls" peer=%s presented="uri:spiffe://cluster.local/ns/data/sa/postgres ip:127.0.0.1" expected="uri:spiffe://cluster.local/ns/data/sa/replica dns:replica.data.svc"`, pg.Addr)
 	if !strings.Contains(h.logs.String(), want) {
 		t.Errorf("no log line with %s", want)
+	}
+}
+
+// TestMatchSANRedis: a sharded redis cluster's tls checks the shards'
+// names for commands and for the redis health check alike: the shard's
+// certificate holds the IP 127.0.0.1, which one cluster expects and the
+// other does not.
+func TestMatchSANRedis(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedisTLS(t, "127.0.0.1", false)
+	h := start(t, yamlf(`
+listeners:
+  - {name: good, address: "%[4]s", protocol: redis, cluster: good}
+  - {name: bad, address: "%[5]s", protocol: redis, cluster: bad}
+clusters:
+  - name: good
+    endpoints: ["%[1]s:1 shard0"]
+    health_check: {type: redis, interval: 200ms, timeout: 150ms}
+    tls: {ca_file: %[2]s, match_san: [{ip: 127.0.0.1}]}
+  - name: bad
+    endpoints: ["%[1]s:1 shard0"]
+    health_check: {type: redis, interval: 200ms, timeout: 150ms}
+    tls: {ca_file: %[2]s, match_san: [{dns: %[3]s}]}
+`, r.Addr, r.CAFile, "redis.cache.svc", testenv.FreePort(t), testenv.FreePort(t)), nil)
+	for cluster, want := range map[string]string{"good": "1", "bad": "0"} {
+		m := `attache_cluster_endpoint_healthy{cluster="` + cluster + `",endpoint="` + r.Addr + `"}`
+		eventually(t, 10*time.Second, m+" "+want, func() bool { return h.metric(m) == want })
+	}
+	ctx := context.Background()
+	for l, wantOK := range map[string]bool{"good": true, "bad": false} {
+		rdb := redis.NewClient(&redis.Options{Addr: h.addr(l), DisableIdentity: true, MaxRetries: -1})
+		err := rdb.Set(ctx, "k", "v", 0).Err()
+		rdb.Close()
+		if (err == nil) != wantOK {
+			t.Errorf("SET through listener %s: got %v, want ok=%v", l, err, wantOK)
+		}
+	}
+	// The health check refuses the shard every 200ms: each time counted,
+	// the same refusal logged again only after a while.
+	m := `attache_tls_peer_rejections_total{owner="cluster bad"}`
+	eventually(t, 10*time.Second, m+" at least 5", func() bool { n, _ := strconv.Atoi(h.metric(m)); return n >= 5 })
+	want := `owner="cluster bad" peer=` + r.Addr + ` presented=ip:127.0.0.1 expected=dns:redis.cache.svc`
+	lines := strings.Count(h.logs.String(), want)
+	if n, _ := strconv.Atoi(h.metric(m)); lines == 0 || lines >= n {
+		t.Errorf("log lines with %s: got %d for %d refusals, want at least 1 and fewer than the refusals", want, lines, n)
 	}
 }

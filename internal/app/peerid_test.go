@@ -103,7 +103,7 @@ func TestMatchSANTCP(t *testing.T) {
 	payments := p.tlsEcho(spiffePayments, "payments.shop.svc")
 	plain, _ := echoServer(t, "app")
 	crt, key := p.files("attache", "127.0.0.1")
-	h := start(t, yamlf(`
+	text := yamlf(`
 listeners:
   - {name: to-orders, address: "%[8]s", cluster: orders}
   - {name: to-impostor, address: "%[9]s", cluster: impostor}
@@ -124,7 +124,8 @@ clusters:
     endpoints: ["%[5]s"]
     tls: {ca_file: %[3]s, match_san: [{uri: "%[6]s"}, {dns: orders.shop.svc}]}
   - {name: app, endpoints: ["%[7]s"]}
-`, crt, key, p.caFile, orders, payments, spiffeOrders, plain, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)), nil)
+`, crt, key, p.caFile, orders, payments, spiffeOrders, plain, testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t))
+	h := start(t, text, nil)
 
 	_, body := h.admin("GET", "/status")
 	var st Status
@@ -184,6 +185,16 @@ clusters:
 	}
 	if _, err := p.tlsAsk(h.addr("in"), "again", "spiffe://cluster.local/ns/other/sa/frontend"); err == nil {
 		t.Error("after rotation, client of another namespace was served")
+	}
+
+	// a reload that changes match_san applies to the next handshake
+	h.rewrite(strings.Replace(text, "spiffe://cluster.local/ns/shop/", "spiffe://cluster.local/ns/other/", 1))
+	eventually(t, 10*time.Second, "the reloaded match_san", func() bool {
+		got, err := p.tlsAsk(h.addr("in"), "reloaded", "spiffe://cluster.local/ns/other/sa/frontend")
+		return err == nil && got == "app:reloaded"
+	})
+	if _, err := p.tlsAsk(h.addr("in"), "reloaded", "spiffe://cluster.local/ns/shop/sa/frontend"); err == nil {
+		t.Error("after the reload, a client of the namespace no longer listed was served")
 	}
 }
 

@@ -306,3 +306,32 @@ func TestServerMatchSAN(t *testing.T) {
 		t.Error("after rotation: client of another namespace was served")
 	}
 }
+
+// FuzzMatcherURI: a certificate URI accepted by a prefix entry starts
+// with the prefix and has no dot segment or escape; one accepted by an
+// exact entry is that entry. Names never panics and stays bounded.
+func FuzzMatcherURI(f *testing.F) {
+	for _, s := range []string{spiffeOrders, "spiffe://cluster.local/ns/shop/../x", "spiffe://cluster.local/ns/shop/%2e%2e/x", "spiffe://cluster.local/ns/shop", "a:b"} {
+		f.Add(s)
+	}
+	const prefix = "spiffe://cluster.local/ns/shop/"
+	m := NewMatcher([]config.SANMatch{{URIPrefix: prefix}, {URI: "spiffe://cluster.local/ns/data/sa/db"}})
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return
+		}
+		c := &x509.Certificate{URIs: []*url.URL{u}, DNSNames: []string{raw}}
+		if m.Check("p", c) == nil {
+			s := u.String()
+			if s != "spiffe://cluster.local/ns/data/sa/db" && (!strings.HasPrefix(s, prefix) || strings.Contains(s, "%") || strings.Contains(s, "/../") || strings.Contains(s, "/./") || strings.HasSuffix(s, "/..") || strings.HasSuffix(s, "/.")) {
+				t.Errorf("accepted %q", s)
+			}
+		}
+		for _, n := range Names(c) {
+			if len(n) > 4*256+16 {
+				t.Errorf("name of %d bytes", len(n))
+			}
+		}
+	})
+}

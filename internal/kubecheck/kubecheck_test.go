@@ -1,11 +1,14 @@
 package kubecheck
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/attache-proxy/attache/internal/inject"
 )
 
 func load(t testing.TB, names ...string) []File {
@@ -196,5 +199,38 @@ func TestFileFields(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
+// TestInjectOutput checks what attache inject writes: every workload kind
+// it handles, native sidecars, httpGet and exec probes, the token volume.
+func TestInjectOutput(t *testing.T) {
+	t.Parallel()
+	inputs, _ := filepath.Glob("../inject/testdata/*.in.yaml")
+	if len(inputs) == 0 {
+		t.Fatal("no inject inputs")
+	}
+	for _, cfg := range []string{
+		"probes: {address: \"0.0.0.0:9902\"}\nlisteners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]\n",
+		"admin: {address: \"127.0.0.1:9911\"}\nlisteners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: k}]\nclusters: [{name: k, kubernetes_api: {}}]\n",
+	} {
+		facts, err := inject.ReadConfig([]byte(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range inputs {
+			data, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			if err := inject.Inject(bytes.NewReader(data), &out, inject.Options{Image: "attache:dev", Config: []byte(cfg), Facts: facts}); err != nil {
+				t.Fatalf("%s: %v", in, err)
+			}
+			r := Check([]File{{Name: in, Data: out.Bytes()}})
+			if got := lines(r); len(got) > 0 || len(r.Sidecars) == 0 {
+				t.Errorf("%s: sidecars %d, problems:\n%s\n%s", in, len(r.Sidecars), strings.Join(got, "\n"), out.String())
+			}
+		}
 	}
 }

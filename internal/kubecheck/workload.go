@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -149,6 +150,11 @@ func (s *sidecar) check() {
 		return // config.Parse has reported it
 	}
 	fs := readFields(&root, s.env)
+	if v, f := fs.value("drain_min", ""); !s.ct.init && f != nil && f.known {
+		if d, err := time.ParseDuration(v); err == nil && d == 0 {
+			s.add(s.o.problem(Warning, s.ct.path, s.ct.node, "a classic sidecar with drain_min: %s exits at SIGTERM when no connection is open, cutting the application's egress while it drains", v))
+		}
+	}
 	s.files(fs)
 	s.probes(fs)
 	s.token(fs)
@@ -166,6 +172,8 @@ func (s *sidecar) placement() {
 			n, p = s.ct.node, s.ct.path
 		}
 		s.add(s.o.problem(Error, p, n, "an init container without restartPolicy: Always must exit before the next one starts, and attache runs until it is stopped, so the pod never starts; set restartPolicy: Always (a native sidecar, Kubernetes 1.29+)"))
+	case !s.ct.init && rp != nil:
+		s.add(s.o.problem(Error, s.ct.path+".restartPolicy", rp, "only init containers take restartPolicy (the API server refuses it here); move attache to initContainers for a native sidecar"))
 	case !s.ct.init && (s.o.kind == "Job" || s.o.kind == "CronJob"):
 		s.add(s.o.problem(Error, s.ct.path, s.ct.node, "a classic sidecar in a Job keeps running after the application exits, so the Job never completes; make it a native sidecar (initContainers with restartPolicy: Always)"))
 	case !s.ct.init:

@@ -111,6 +111,11 @@ func TestBad(t *testing.T) {
 		{"no-mount.yaml", []string{
 			"bad/no-mount.yaml: document 2 (Deployment/web): spec.template.spec.initContainers[0].volumeMounts: the config is read from /etc/attache/attache.yaml but nothing is mounted at /etc/attache (line 23)",
 		}},
+		{"no-mount-bad-config.yaml", []string{ // the config is found anyway, and checked
+			`bad/no-mount-bad-config.yaml: document 1 (ConfigMap/web-attache): data.attache.yaml: clusters[0].balance: unknown policy "roundrobin" (line 17); did you mean "round_robin"?`,
+			"bad/no-mount-bad-config.yaml: document 2 (Deployment/web): warning: spec.template.spec.initContainers[0]: no startupProbe: the application starts as soon as attache's process does, before its listeners are bound; probe /started (line 31)",
+			"bad/no-mount-bad-config.yaml: document 2 (Deployment/web): spec.template.spec.initContainers[0].volumeMounts: the config is read from /etc/attache/attache.yaml but nothing is mounted at /etc/attache (line 37)",
+		}},
 		{"ports.yaml", []string{
 			"bad/ports.yaml: document 2 (Pod/web): spec.containers[0].ports[0].containerPort: 7000 is also attache's listeners[0].address (127.0.0.1:7000): containers of a pod share its ports (line 23)",
 			"bad/ports.yaml: document 2 (Pod/web): spec.containers[0].ports[1].containerPort: 9901 is also attache's admin.address (127.0.0.1:9901): containers of a pod share its ports (line 23)",

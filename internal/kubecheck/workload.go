@@ -118,20 +118,27 @@ func (s *sidecar) check() {
 		return
 	}
 	s.env = s.containerEnv()
-	m := s.mountFor(cfgPath)
-	if m == nil {
+	var src source
+	wired := true // the config is found where --config points
+	if m := s.mountFor(cfgPath); m == nil {
 		mn, mp := s.mountsNode()
 		s.add(s.o.problem(Error, mp, mn, "the config is read from %s but nothing is mounted at %s", cfgPath, path.Dir(cfgPath)))
-		return
+		src, wired = s.guessConfig(cfgPath), false
+	} else {
+		src = s.lookupFile(m, cfgPath)
 	}
-	src := s.lookupFile(m, cfgPath)
 	switch {
+	case !wired && src.obj == nil:
+		return
+	case !wired:
 	case src.skip != "":
 		s.add(s.o.problem(Warning, src.volPath, src.volNode, "the config %s comes from %s, which cannot be checked here", cfgPath, src.skip))
 		return
 	case src.missing != "":
 		s.add(s.o.problem(Error, argPath, argNode, "the config is read from %s, but %s", cfgPath, src.missing))
-		return
+		if src, wired = s.guessConfig(cfgPath), false; src.obj == nil {
+			return
+		}
 	case src.absent != "":
 		p := s.o.problem(Error, src.refPath, src.refNode, "%s is not in the given files, so the config (%s) cannot be checked", src.absent, cfgPath)
 		p.Hint = "give the file that holds it too (for a kustomization: kubectl kustomize DIR | attache validate -)"
@@ -155,10 +162,46 @@ func (s *sidecar) check() {
 			s.add(s.o.problem(Warning, s.ct.path, s.ct.node, "a classic sidecar with drain_min: %s exits at SIGTERM when no connection is open, cutting the application's egress while it drains", v))
 		}
 	}
-	s.files(fs)
+	if wired {
+		s.files(fs) // else every mount is suspect, and reported above
+	}
 	s.probes(fs)
 	s.token(fs)
 	s.ports(fs)
+}
+
+// guessConfig finds the configuration when --config does not lead to it:
+// the only key named like the file in a ConfigMap or Secret that a volume
+// of the pod projects (and that is among the files), so that its own
+// problems are reported too. Its obj is nil when there is none, or more
+// than one.
+func (s *sidecar) guessConfig(cfgPath string) source {
+	var found []source
+	for _, v := range s.volumes {
+		refs, _ := volumeRefs(v)
+		for _, r := range refs {
+			key := path.Base(cfgPath)
+			for _, it := range items(r.items) {
+				if path.Base(scalar(get(it, "path"))) == key {
+					key = scalar(get(it, "key"))
+				}
+			}
+			o, _ := s.find(r.kind, r.name, s.o.namespace)
+			if o == nil {
+				continue
+			}
+			for _, dk := range dataKeys(r.kind) {
+				if n := get(get(o.node, dk.field), key); n != nil {
+					found = append(found, source{obj: o, key: key, dataNode: n, dataPath: dk.field + "." + key, base64: dk.base64})
+					break
+				}
+			}
+		}
+	}
+	if len(found) != 1 {
+		return source{}
+	}
+	return found[0]
 }
 
 // placement: a native sidecar needs restartPolicy Always; a classic one

@@ -243,3 +243,34 @@ func TestInjectOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployManifests checks the manifests shipped in deploy/kubernetes
+// together, as `attache validate deploy/kubernetes/*.yaml
+// deploy/kubernetes/*/*.yaml` does: no errors.
+func TestDeployManifests(t *testing.T) {
+	t.Parallel()
+	var files []File
+	for _, glob := range []string{"../../deploy/kubernetes/*.yaml", "../../deploy/kubernetes/*/*.yaml"} {
+		names, _ := filepath.Glob(glob)
+		for _, n := range names {
+			data, err := os.ReadFile(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if IsManifest(data) {
+				files = append(files, File{Name: strings.TrimPrefix(n, "../../"), Data: data})
+			}
+		}
+	}
+	if len(files) == 0 {
+		t.Fatal("no manifests in deploy/kubernetes")
+	}
+	r := Check(files)
+	for _, p := range r.Problems {
+		if p.Severity == Error {
+			t.Error(p)
+		} else {
+			t.Log(p)
+		}
+	}
+}

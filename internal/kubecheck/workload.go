@@ -766,13 +766,14 @@ func (s *sidecar) token(fs *fields) {
 			needs = append(needs, need{f.path, f.value})
 		}
 	}
-	if len(needs) == 0 {
+	i := slices.IndexFunc(needs, func(nd need) bool {
+		// Elsewhere, or on a volume of the container's own: files checks it.
+		return under(path.Clean(nd.file), config.DefaultServiceAccountDir) && s.mountFor(path.Clean(nd.file)) == nil
+	})
+	if i < 0 {
 		return
 	}
-	nd := needs[0]
-	if !under(path.Clean(nd.file), config.DefaultServiceAccountDir) || s.mountFor(path.Clean(nd.file)) != nil {
-		return // on a volume of its own: files checks it
-	}
+	nd := needs[i]
 	if am := get(s.spec, "automountServiceAccountToken"); am != nil {
 		if scalar(am) == "false" {
 			s.add(s.o.problem(Error, s.sp+".automountServiceAccountToken", am, "false, and the attache container mounts nothing at %s, but %s reads the service-account token there; mount a projected token volume in the attache container (attache inject does)", config.DefaultServiceAccountDir, nd.why))

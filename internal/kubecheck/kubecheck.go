@@ -17,6 +17,7 @@ package kubecheck
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -165,15 +166,33 @@ type checker struct {
 
 func (c *checker) add(p Problem) { c.probs = append(c.probs, p) }
 
-// find is the object kind/name in namespace ns ("" matches ""), and the
-// objects of that name in other namespaces when there is none.
-func (c *checker) find(kind, name, ns string) (*object, []*object) {
+// find is the object kind/name in from's namespace ("" matches ""), and
+// the objects of that name in other namespaces when there is none. Of
+// several, the one nearest to from wins: in its file, then in its
+// directory (a kustomization's), then the first given.
+func (c *checker) find(kind, name string, from *object) (*object, []*object) {
+	var best *object
 	var others []*object
-	for _, o := range c.index[kind+"/"+name] {
-		if o.namespace == ns {
-			return o, nil
+	rank := func(o *object) int {
+		switch {
+		case o.file == from.file:
+			return 0
+		case filepath.Dir(o.file) == filepath.Dir(from.file):
+			return 1
 		}
-		others = append(others, o)
+		return 2
+	}
+	for _, o := range c.index[kind+"/"+name] {
+		if o.namespace != from.namespace {
+			others = append(others, o)
+			continue
+		}
+		if best == nil || rank(o) < rank(best) {
+			best = o
+		}
+	}
+	if best != nil {
+		return best, nil
 	}
 	return nil, others
 }

@@ -274,3 +274,24 @@ func TestDeployManifests(t *testing.T) {
 		}
 	}
 }
+
+// TestNearest: two kustomization directories with a ConfigMap of the same
+// name; each workload is checked against the one beside it.
+func TestNearest(t *testing.T) {
+	t.Parallel()
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers:\n  - {name: attache, image: attache:dev, restartPolicy: Always, args: [run, --config, /c/a.yaml], startupProbe: {exec: {command: [/attache, probe, started]}}, volumeMounts: [{name: c, mountPath: /c}]}\n  containers: [{name: app, image: app}]\n  volumes: [{name: c, configMap: {name: cm}}]\n"
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata:\n  a.yaml: |\n    listeners: [{name: l, address: '127.0.0.1:1', cluster: %s}]\n    clusters: [{name: c, endpoints: ['h:1']}]\n"
+	files := []File{
+		{Name: "a/cm.yaml", Data: []byte(strings.Replace(cm, "%s", "x", 1))},
+		{Name: "b/cm.yaml", Data: []byte(strings.Replace(cm, "%s", "c", 1))},
+		{Name: "b/pod.yaml", Data: []byte(pod)},
+	}
+	if got := lines(Check(files)); len(got) > 0 {
+		t.Errorf("b alone: %q", got)
+	}
+	files = append(files, File{Name: "a/pod.yaml", Data: []byte(pod)})
+	want := []string{`a/cm.yaml: document 1 (ConfigMap/cm): data.a.yaml: listeners[0].cluster: unknown cluster "x" (line 6); did you mean "c"?`}
+	if got := lines(Check(files)); !slices.Equal(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}

@@ -186,7 +186,7 @@ func (s *sidecar) guessConfig(cfgPath string) source {
 					key = scalar(get(it, "key"))
 				}
 			}
-			o, _ := s.find(r.kind, r.name, s.o.namespace)
+			o, _ := s.find(r.kind, r.name, s.o)
 			if o == nil {
 				continue
 			}
@@ -289,9 +289,9 @@ func (s *sidecar) containerEnv() *envLookup {
 		var o *object
 		switch {
 		case get(ef, "configMapRef") != nil:
-			o, _ = s.find("ConfigMap", scalar(get(get(ef, "configMapRef"), "name")), s.o.namespace)
+			o, _ = s.find("ConfigMap", scalar(get(get(ef, "configMapRef"), "name")), s.o)
 		case get(ef, "secretRef") != nil:
-			o, _ = s.find("Secret", scalar(get(get(ef, "secretRef"), "name")), s.o.namespace)
+			o, _ = s.find("Secret", scalar(get(get(ef, "secretRef"), "name")), s.o)
 		}
 		if o == nil {
 			e.open = true
@@ -452,7 +452,7 @@ func (s *sidecar) lookupFile(m *mount, file string) source {
 				continue
 			}
 		}
-		o, others := s.find(r.kind, r.name, s.o.namespace)
+		o, others := s.find(r.kind, r.name, s.o)
 		if o == nil {
 			a := fmt.Sprintf("%s %q", r.kind, r.name)
 			if len(others) > 0 {
@@ -789,7 +789,7 @@ func (s *sidecar) token(fs *fields) {
 	if sa == "" {
 		sa, saNode, saPath = "default", s.spec, s.sp
 	}
-	o, _ := s.find("ServiceAccount", sa, s.o.namespace)
+	o, _ := s.find("ServiceAccount", sa, s.o)
 	if o == nil || scalar(get(o.node, "automountServiceAccountToken")) != "false" {
 		return
 	}

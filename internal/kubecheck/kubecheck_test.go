@@ -95,9 +95,9 @@ func TestBad(t *testing.T) {
 			"bad/env-unset.yaml: document 1 (ConfigMap/cfg): data.attache.yaml: listeners[0].address: environment variable PORT is not set (line 7)",
 		}},
 		{"file-unmounted.yaml", []string{
-			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[0].tls.cert_file names /etc/tls/tls.crt but nothing is mounted at /etc/tls (line 30)",
-			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[0].tls.key_file names /etc/tls/tls.key but nothing is mounted at /etc/tls (line 30)",
-			`bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[1].postgres.auth.users_file is "users.txt", a relative path: give an absolute path on a volume (line 30)`,
+			`bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[1].postgres.auth.users_file is "users.txt", a relative path: give an absolute path on a volume (line 32)`,
+			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[0].tls.cert_file and listeners[0].tls.key_file name files in /etc/tls but nothing is mounted there (line 32)",
+			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: clusters[2].discovery.file.path names /srv/endpoints.yaml but nothing is mounted at /srv (line 32)",
 		}},
 		{"list-namespace.yaml", []string{
 			`bad/list-namespace.yaml: document 1 (Deployment/web): items[1].spec.template.spec.volumes[0].configMap.name: ConfigMap "cfg" of namespace "staging" (there is one in namespace "prod", bad/list-namespace.yaml, document 1) is not in the given files, so the config (/etc/attache/attache.yaml) cannot be checked (line 22); give the file that holds it too (for a kustomization: kubectl kustomize DIR | attache validate -)`,

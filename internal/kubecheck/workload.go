@@ -581,6 +581,23 @@ var imageFiles = []string{"/etc/ssl/certs/ca-certificates.crt"}
 // and in its ConfigMap or Secret when that is among the files. Files in
 // the service-account directory are left to token.
 func (s *sidecar) files(fs *fields) {
+	var dirs []string               // directories with nothing mounted, in order
+	unmounted := map[string][]*field{} // by directory
+	defer func() {
+		mn, mp := s.mountsNode()
+		for _, dir := range dirs {
+			fields := unmounted[dir]
+			if len(fields) == 1 {
+				s.add(s.o.problem(Error, mp, mn, "%s names %s but nothing is mounted at %s", fields[0].path, path.Clean(fields[0].value), dir))
+				continue
+			}
+			names := make([]string, len(fields))
+			for i, f := range fields {
+				names[i] = f.path
+			}
+			s.add(s.o.problem(Error, mp, mn, "%s and %s name files in %s but nothing is mounted there", strings.Join(names[:len(names)-1], ", "), names[len(names)-1], dir))
+		}
+	}()
 	for _, f := range fs.order {
 		if !f.file || !f.known || f.value == "" || slices.Contains(imageFiles, f.value) {
 			continue
@@ -596,8 +613,11 @@ func (s *sidecar) files(fs *fields) {
 			if under(file, config.DefaultServiceAccountDir) {
 				continue
 			}
-			mn, mp := s.mountsNode()
-			s.add(s.o.problem(Error, mp, mn, "%s names %s but nothing is mounted at %s", f.path, file, path.Dir(file)))
+			dir := path.Dir(file)
+			if unmounted[dir] == nil {
+				dirs = append(dirs, dir)
+			}
+			unmounted[dir] = append(unmounted[dir], f)
 			continue
 		}
 		if src := s.lookupFile(m, file); src.missing != "" {

@@ -581,7 +581,7 @@ var imageFiles = []string{"/etc/ssl/certs/ca-certificates.crt"}
 // and in its ConfigMap or Secret when that is among the files. Files in
 // the service-account directory are left to token.
 func (s *sidecar) files(fs *fields) {
-	var dirs []string               // directories with nothing mounted, in order
+	var dirs []string                  // directories with nothing mounted, in order
 	unmounted := map[string][]*field{} // by directory
 	defer func() {
 		mn, mp := s.mountsNode()

@@ -37,6 +37,7 @@ type sidecar struct {
 	mounts  []mount
 	volumes map[string]volume
 	env     *envLookup
+	warned  map[*mount]bool // subPath warnings given
 }
 
 // mount is one volumeMount of the attache container.
@@ -85,7 +86,7 @@ func (c *checker) workload(o *object) {
 	for _, ct := range found[1:] {
 		c.add(o.problem(Error, ct.path, ct.node, "a second attache container (the first is %s): their listeners would take the same ports", found[0].path))
 	}
-	s := &sidecar{checker: c, o: o, spec: spec, sp: sp, ct: found[0], all: all}
+	s := &sidecar{checker: c, o: o, spec: spec, sp: sp, ct: found[0], all: all, warned: map[*mount]bool{}}
 	s.check()
 }
 
@@ -126,6 +127,7 @@ func (s *sidecar) check() {
 		src, wired = s.guessConfig(cfgPath), false
 	} else {
 		src = s.lookupFile(m, cfgPath)
+		s.subPath(m, "the config")
 	}
 	switch {
 	case !wired && src.obj == nil:
@@ -623,7 +625,22 @@ func (s *sidecar) files(fs *fields) {
 		if src := s.lookupFile(m, file); src.missing != "" {
 			s.add(s.o.problem(Error, m.path, m.node, "%s names %s, but %s", f.path, file, src.missing))
 		}
+		s.subPath(m, f.path)
 	}
+}
+
+// subPath warns, once per mount, that a ConfigMap or Secret mounted with
+// subPath is never updated: attache follows changes to its config and
+// files, and would not see an edit or a renewed certificate.
+func (s *sidecar) subPath(m *mount, what string) {
+	if m.subPath == "" || s.warned[m] {
+		return
+	}
+	if refs, _ := volumeRefs(s.volumes[m.name]); len(refs) == 0 {
+		return
+	}
+	s.warned[m] = true
+	s.add(s.o.problem(Warning, m.path+".subPath", get(m.node, "subPath"), "%s is mounted with subPath, which the kubelet never updates: attache will not see a change until the pod restarts; mount the directory", what))
 }
 
 // probeFor is the probe server path each probe should ask.

@@ -78,6 +78,9 @@ func TestBad(t *testing.T) {
 			"bad/classic-drain.yaml: document 2 (Deployment/web): warning: spec.template.spec.containers[1]: a classic sidecar with drain_min: 0s exits at SIGTERM when no connection is open, cutting the application's egress while it drains (line 20)",
 			"bad/classic-drain.yaml: document 2 (Deployment/web): spec.template.spec.containers[1].restartPolicy: only init containers take restartPolicy (the API server refuses it here); move attache to initContainers for a native sidecar (line 22)",
 		}},
+		{"config-aliases.yaml", []string{
+			"bad/config-aliases.yaml: document 1 (ConfigMap/cfg): data.attache.yaml: the configuration expands to more than 100000 YAML nodes through its aliases (line 5)",
+		}},
 		{"config-base64.yaml", []string{
 			`bad/config-base64.yaml: document 1 (Secret/cfg): data.attache.yaml: clusters[0].balance: unknown policy "roundrobin" (line 4 of the value, which starts on line 5); did you mean "round_robin"?`,
 		}},

@@ -153,8 +153,12 @@ func (s *sidecar) check() {
 		s.add(src.obj.problem(Error, src.dataPath, src.dataNode, "%v", err))
 		return
 	}
-	s.validateConfig(src, text, lines)
 	var root yaml.Node
+	if err := yaml.Unmarshal(text, &root); err == nil && expandedSize(&root, map[*yaml.Node]int{}) > maxConfigNodes {
+		s.add(src.obj.problem(Error, src.dataPath, src.dataNode, "the configuration expands to more than %d YAML nodes through its aliases", maxConfigNodes))
+		return
+	}
+	s.validateConfig(src, text, lines)
 	if yaml.Unmarshal(text, &root) != nil {
 		return // config.Parse has reported it
 	}
@@ -170,6 +174,37 @@ func (s *sidecar) check() {
 	s.probes(fs)
 	s.token(fs)
 	s.ports(fs)
+}
+
+// maxConfigNodes bounds an embedded configuration with its aliases
+// expanded: the decoders follow aliases, so a few lines of YAML could
+// otherwise make them visit billions of nodes.
+const maxConfigNodes = 100000
+
+// expandedSize is the number of nodes under n with aliases expanded,
+// counted once per node (memo), so in time linear in the document; it
+// stops growing past maxConfigNodes.
+func expandedSize(n *yaml.Node, memo map[*yaml.Node]int) int {
+	if n == nil {
+		return 0
+	}
+	if v, ok := memo[n]; ok {
+		return v
+	}
+	memo[n] = maxConfigNodes + 1 // a cycle counts as too large
+	size := 1
+	if n.Kind == yaml.AliasNode {
+		size += expandedSize(n.Alias, memo)
+	}
+	for _, c := range n.Content {
+		if size > maxConfigNodes {
+			break
+		}
+		size += expandedSize(c, memo)
+	}
+	size = min(size, maxConfigNodes+1)
+	memo[n] = size
+	return size
 }
 
 // guessConfig finds the configuration when --config does not lead to it:

@@ -79,6 +79,13 @@ spec:
 		t.Errorf("bad: stderr\n%s\nwant\n%s", errs, want)
 	}
 
+	// Warnings alone pass.
+	warn := write("warn.yaml", strings.Replace(strings.Replace(deploy, "MOUNT", "/etc/attache", 1), "startupProbe: {httpGet: {path: /started, port: 9902}}", "readinessProbe: {httpGet: {path: /ready, port: 9902}}", 1))
+	code, out, errs = run(warn, cm)
+	if code != 0 || !strings.HasSuffix(errs, "attache validate: 0 errors, 1 warning, 0 notes\n") || !strings.Contains(out, ": ok (config from ConfigMap/web-attache key attache.yaml)") {
+		t.Errorf("warnings: exit %d\n%s%s", code, out, errs)
+	}
+
 	// The ConfigMap is not given: an error that says how to give it.
 	code, _, errs = run(good)
 	if code != 1 || !strings.Contains(errs, `ConfigMap "web-attache" is not in the given files`) {

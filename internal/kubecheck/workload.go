@@ -154,12 +154,16 @@ func (s *sidecar) check() {
 		return
 	}
 	var root yaml.Node
-	if err := yaml.Unmarshal(text, &root); err == nil && expandedSize(&root, map[*yaml.Node]int{}) > maxConfigNodes {
-		s.add(src.obj.problem(Error, src.dataPath, src.dataNode, "the configuration expands to more than %d YAML nodes through its aliases", maxConfigNodes))
+	syntaxErr := yaml.Unmarshal(text, &root)
+	if syntaxErr == nil && expandedSize(&root, map[*yaml.Node]int{}) > maxConfigNodes {
+		if !s.validated[src.dataNode] {
+			s.validated[src.dataNode] = true
+			s.add(src.obj.problem(Error, src.dataPath, src.dataNode, "the configuration expands to more than %d YAML nodes through its aliases", maxConfigNodes))
+		}
 		return
 	}
 	s.validateConfig(src, text, lines)
-	if yaml.Unmarshal(text, &root) != nil {
+	if syntaxErr != nil {
 		return // config.Parse has reported it
 	}
 	fs := readFields(&root, s.env)

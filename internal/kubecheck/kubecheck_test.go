@@ -46,6 +46,7 @@ func TestGood(t *testing.T) {
 		{"good/daemonset.yaml", "ConfigMap/agent-attache key attache.yaml", nil},
 		{"good/job.yaml", "ConfigMap/job-attache key attache.yaml", nil},
 		{"good/cronjob.yaml", "Secret/nightly-attache key attache.yaml", nil},
+		{"good/replicaset.yaml", "ConfigMap/rs-attache key attache.yaml", nil},
 		{"good/pod.yaml", "ConfigMap/pod-attache key config.yaml", []string{
 			"good/pod.yaml: document 2 (Pod/classic): note: spec.containers[1]: a classic sidecar: attache gets SIGTERM together with the application and keeps accepting for drain_min (5s by default); a native sidecar (initContainers with restartPolicy: Always, Kubernetes 1.29+) is stopped after it (line 23)",
 			"good/pod.yaml: document 2 (Pod/classic): warning: spec.containers[1].volumeMounts[0].subPath: the config is mounted with subPath, which the kubelet never updates: attache will not see a change until the pod restarts; mount the directory (line 28)",

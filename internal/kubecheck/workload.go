@@ -467,6 +467,24 @@ func volumeRefs(v volume) ([]volumeRef, string) {
 	return nil, "a volume with no source"
 }
 
+// projectedOther reports whether a projected volume's serviceAccountToken,
+// clusterTrustBundle or downwardAPI source writes the file at p.
+func projectedOther(v volume, p string) bool {
+	for _, src := range items(get(get(v.node, "projected"), "sources")) {
+		for _, k := range []string{"serviceAccountToken", "clusterTrustBundle"} {
+			if t := get(src, k); t != nil && path.Clean(scalar(get(t, "path"))) == p {
+				return true
+			}
+		}
+		for _, it := range items(get(get(src, "downwardAPI"), "items")) {
+			if path.Clean(scalar(get(it, "path"))) == p {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // lookupFile finds what holds file, which lies on mount m.
 func (s *sidecar) lookupFile(m *mount, file string) source {
 	v := s.volumes[m.name]
@@ -476,6 +494,10 @@ func (s *sidecar) lookupFile(m *mount, file string) source {
 	refs, skip := volumeRefs(v)
 	if skip != "" {
 		src.skip = skip
+		return src
+	}
+	if projectedOther(v, inVol) {
+		src.skip = "a projected token or downward API file"
 		return src
 	}
 	var missing, absent []string

@@ -121,9 +121,10 @@ func Check(files []File) Report {
 		c.objs = append(c.objs, objs...)
 		c.probs = append(c.probs, probs...)
 	}
+	c.kustomizeNamespaces()
 	for _, o := range c.objs {
 		switch o.kind {
-		case "ConfigMap", "Secret", "ServiceAccount":
+		case "ConfigMap", "Secret", "ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding":
 			k := o.kind + "/" + o.name
 			c.index[k] = append(c.index[k], o)
 		}
@@ -195,6 +196,31 @@ func (c *checker) find(kind, name string, from *object) (*object, []*object) {
 		return best, nil
 	}
 	return nil, others
+}
+
+// clusterScoped kinds take no namespace from a kustomization.
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"CustomResourceDefinition": true, "PersistentVolume": true, "StorageClass": true, "PriorityClass": true,
+	"MutatingWebhookConfiguration": true, "ValidatingWebhookConfiguration": true, "Kustomization": true}
+
+// kustomizeNamespaces gives the objects of the files a Kustomization among
+// the files lists in resources its namespace, as kustomize build does, so
+// that they are matched as they will be applied.
+func (c *checker) kustomizeNamespaces() {
+	for _, k := range c.objs {
+		ns := scalar(get(k.node, "namespace"))
+		if k.kind != "Kustomization" || ns == "" {
+			continue
+		}
+		for _, r := range strs(get(k.node, "resources")) {
+			file := filepath.Join(filepath.Dir(k.file), r)
+			for _, o := range c.objs {
+				if filepath.Clean(o.file) == file && !clusterScoped[o.kind] {
+					o.namespace = ns
+				}
+			}
+		}
+	}
 }
 
 // where names an object's place: `deploy/cm.yaml, document 1`.

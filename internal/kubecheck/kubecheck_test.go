@@ -104,6 +104,9 @@ func TestBad(t *testing.T) {
 			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[0].tls.cert_file and listeners[0].tls.key_file name files in /etc/tls but nothing is mounted there (line 32)",
 			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: clusters[2].discovery.file.path names /srv/endpoints.yaml but nothing is mounted at /srv (line 32)",
 		}},
+		{"kustomize-rbac/", []string{ // with the kustomization's namespace applied
+			`bad/kustomize-rbac/app.yaml: document 2 (Deployment/frontend): spec.template.spec.serviceAccountName: clusters[0].discovery.kubernetes watches EndpointSlices in namespace "shop", but what the files bind to ServiceAccount "frontend" (RoleBinding/slices (bad/kustomize-rbac/rbac.yaml, document 3)) does not allow list and watch on endpointslices (discovery.k8s.io) there (line 19)`,
+		}},
 		{"list-namespace.yaml", []string{
 			`bad/list-namespace.yaml: document 1 (Deployment/web): items[1].spec.template.spec.volumes[0].configMap.name: ConfigMap "cfg" of namespace "staging" (there is one in namespace "prod", bad/list-namespace.yaml, document 1) is not in the given files, so the config (/etc/attache/attache.yaml) cannot be checked (line 22); give the file that holds it too (for a kustomization: kubectl kustomize DIR | attache validate -)`,
 		}},
@@ -169,7 +172,15 @@ func TestBad(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			r := Check(load(t, "bad/"+tc.file))
+			names := []string{"bad/" + tc.file}
+			if strings.HasSuffix(tc.file, "/") { // a directory: every file in it
+				paths, _ := filepath.Glob(filepath.Join("testdata", "bad", tc.file, "*.yaml"))
+				names = nil
+				for _, p := range paths {
+					names = append(names, strings.TrimPrefix(p, "testdata/"))
+				}
+			}
+			r := Check(load(t, names...))
 			if got := lines(r); !slices.Equal(got, tc.want) {
 				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}

@@ -177,6 +177,7 @@ func (s *sidecar) check() {
 	}
 	s.probes(fs)
 	s.token(fs)
+	s.rbac(fs)
 	s.ports(fs)
 }
 
@@ -892,6 +893,101 @@ func (s *sidecar) token(fs *fields) {
 		return
 	}
 	s.add(s.o.problem(Error, saPath, saNode, "ServiceAccount %q (%s) has automountServiceAccountToken: false, and neither the pod sets it true nor the attache container mounts anything at %s, but %s reads the service-account token there", sa, where(o), config.DefaultServiceAccountDir, nd.why))
+}
+
+// rbac checks, for each Kubernetes discovery of the pod's own API server,
+// that the RBAC objects among the files let the pod's ServiceAccount list
+// and watch EndpointSlices in the namespace it names. When the files bind
+// nothing to the ServiceAccount, or a bound role is not among them, the
+// RBAC is elsewhere and nothing is said.
+func (s *sidecar) rbac(fs *fields) {
+	sa := scalar(get(s.spec, "serviceAccountName"))
+	saNode, saPath := get(s.spec, "serviceAccountName"), s.sp+".serviceAccountName"
+	if sa == "" {
+		sa, saNode, saPath = "default", s.spec, s.sp
+	}
+	var bindings []*object
+	for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
+		for key, objs := range s.index {
+			if !strings.HasPrefix(key, kind+"/") {
+				continue
+			}
+			for _, b := range objs {
+				for _, subj := range items(get(b.node, "subjects")) {
+					ns := scalar(get(subj, "namespace"))
+					if ns == "" && kind == "RoleBinding" {
+						ns = b.namespace
+					}
+					if scalar(get(subj, "kind")) == "ServiceAccount" && scalar(get(subj, "name")) == sa && ns == s.o.namespace {
+						bindings = append(bindings, b)
+						break
+					}
+				}
+			}
+		}
+	}
+	if len(bindings) == 0 {
+		return
+	}
+	slices.SortFunc(bindings, func(a, b *object) int { return strings.Compare(where(a), where(b)) })
+	reported := map[string]bool{} // namespaces
+	for i := range fs.count("clusters") {
+		kp := fmt.Sprintf("clusters[%d].discovery.kubernetes", i)
+		if fs.get(kp) == nil {
+			continue
+		}
+		if kc, _ := fs.value(kp+".kubeconfig", ""); kc != "" {
+			continue
+		}
+		ns, f := fs.value(kp+".namespace", "")
+		if f == nil || !f.known || ns == "" || reported[ns] {
+			continue
+		}
+		allowed, unknown := false, false
+		var names []string
+		for _, b := range bindings {
+			names = append(names, fmt.Sprintf("%s (%s)", b.id(), where(b)))
+			if b.kind == "RoleBinding" && b.namespace != ns {
+				continue
+			}
+			ref := get(b.node, "roleRef")
+			kind, name := scalar(get(ref, "kind")), scalar(get(ref, "name"))
+			var role *object
+			for _, r := range s.index[kind+"/"+name] {
+				if kind == "ClusterRole" || r.namespace == b.namespace {
+					role = r
+				}
+			}
+			if role == nil {
+				unknown = true
+				continue
+			}
+			if allowsEndpointSlices(role.node) {
+				allowed = true
+			}
+		}
+		if !allowed && !unknown {
+			reported[ns] = true
+			s.add(s.o.problem(Error, saPath, saNode, "%s watches EndpointSlices in namespace %q, but what the files bind to ServiceAccount %q (%s) does not allow list and watch on endpointslices (discovery.k8s.io) there",
+				kp, ns, sa, strings.Join(names, ", ")))
+		}
+	}
+}
+
+// allowsEndpointSlices reports whether a Role's or ClusterRole's rules
+// allow list and watch on EndpointSlices.
+func allowsEndpointSlices(role *yaml.Node) bool {
+	has := func(list []string, v string) bool { return slices.Contains(list, v) || slices.Contains(list, "*") }
+	list, watch := false, false
+	for _, r := range items(get(role, "rules")) {
+		if !has(strs(get(r, "apiGroups")), "discovery.k8s.io") || !has(strs(get(r, "resources")), "endpointslices") {
+			continue
+		}
+		verbs := strs(get(r, "verbs"))
+		list = list || has(verbs, "list")
+		watch = watch || has(verbs, "watch")
+	}
+	return list && watch
 }
 
 // ports checks that no other container of the pod declares a port that

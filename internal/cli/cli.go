@@ -30,7 +30,7 @@ owns every connection to the outside.
 
 Usage:
   attache run --config FILE [--log-level LEVEL]   run with a configuration file
-  attache validate [--config FILE] [FILE|-]...   check configuration files and Kubernetes
+  attache validate [--config FILE] [FILE|-]...    check configuration files and Kubernetes
                                                   manifests that run attache
   attache forward LISTEN UPSTREAM [--tls] [--sni NAME] [--ca FILE] [--admin ADDR]
                                                   forward one port (socat, done right);

@@ -131,6 +131,9 @@ func TestBad(t *testing.T) {
 		{"probe-exec-admin.yaml", []string{
 			"bad/probe-exec-admin.yaml: document 2 (Pod/web): spec.initContainers[0].startupProbe.exec.command: asks 127.0.0.1:9901, where nothing listens: the admin server is at 127.0.0.1:9911 and there is no probes.address (line 21)",
 		}},
+		{"probe-exec-path.yaml", []string{
+			`bad/probe-exec-path.yaml: document 2 (Deployment/web): warning: spec.template.spec.initContainers[0].startupProbe.exec.command[0]: "attache" is looked up in PATH, which does not hold / where attache's image has the binary; use /attache (line 23)`,
+		}},
 		{"probe-exec-shell.yaml", []string{
 			"bad/probe-exec-shell.yaml: document 2 (Pod/web): spec.initContainers[0].startupProbe.exec.command: want /attache probe ready|health|started [--admin ADDR]: the image has no shell or curl (line 21)",
 		}},

@@ -763,6 +763,9 @@ func (s *sidecar) probes(fs *fields) {
 				continue
 			}
 			which = cmd[2]
+			if !strings.Contains(cmd[0], "/") {
+				s.add(s.o.problem(Warning, pp+".exec.command[0]", items(cn)[0], "%q is looked up in PATH, which does not hold / where attache's image has the binary; use /attache", cmd[0]))
+			}
 			asked := config.DefaultAdminAddress
 			for i := 3; i < len(cmd); i++ {
 				if v, ok := strings.CutPrefix(strings.TrimLeft(cmd[i], "-"), "admin="); ok {

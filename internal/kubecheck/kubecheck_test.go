@@ -110,6 +110,9 @@ func TestBad(t *testing.T) {
 		{"list-namespace.yaml", []string{
 			`bad/list-namespace.yaml: document 1 (Deployment/web): items[1].spec.template.spec.volumes[0].configMap.name: ConfigMap "cfg" of namespace "staging" (there is one in namespace "prod", bad/list-namespace.yaml, document 1) is not in the given files, so the config (/etc/attache/attache.yaml) cannot be checked (line 22); give the file that holds it too (for a kustomization: kubectl kustomize DIR | attache validate -)`,
 		}},
+		{"mount-at-file.yaml", []string{
+			"bad/mount-at-file.yaml: document 2 (Pod/web): spec.initContainers[0].args[2]: the config is read from /etc/attache/attache.yaml, but spec.initContainers[0].volumeMounts[0] mounts a volume there, which makes it a directory; mount the directory above it, or give subPath (line 19)",
+		}},
 		{"no-attache.yaml", []string{
 			`bad/no-attache.yaml: no workload with an attache container (one named "attache", or running an attache image)`,
 		}},

@@ -497,6 +497,10 @@ func (s *sidecar) lookupFile(m *mount, file string) source {
 		src.skip = skip
 		return src
 	}
+	if inVol == "" {
+		src.missing = fmt.Sprintf("%s mounts a volume there, which makes it a directory; mount the directory above it, or give subPath", s.o.prefix+m.path)
+		return src
+	}
 	if projectedOther(v, inVol) {
 		src.skip = "a projected token or downward API file"
 		return src

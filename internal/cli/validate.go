@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/kubecheck"
@@ -31,7 +32,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	if *cfgFile != "" && !validateConfig(*cfgFile, stdout, stderr) {
 		failed = true
 	}
-	var manifests []kubecheck.File
+	var manifests, configs []kubecheck.File
 	stdinRead := false
 	for _, name := range pos {
 		var data []byte
@@ -56,9 +57,18 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		case kubecheck.IsManifest(data):
 			manifests = append(manifests, kubecheck.File{Name: name, Data: data})
 		default:
-			if !reportConfig(name, data, stdout, stderr) {
-				failed = true
-			}
+			configs = append(configs, kubecheck.File{Name: name, Data: data})
+		}
+	}
+	// A file a kustomization among the manifests generates a ConfigMap
+	// from is checked as that ConfigMap's content, in the pod it serves.
+	generated := map[string]bool{}
+	for _, g := range kubecheck.GeneratedFrom(manifests) {
+		generated[g] = true
+	}
+	for _, f := range configs {
+		if !generated[filepath.Clean(f.Name)] && !reportConfig(f.Name, f.Data, stdout, stderr) {
+			failed = true
 		}
 	}
 	if len(manifests) > 0 && !validateManifests(manifests, stdout, stderr) {

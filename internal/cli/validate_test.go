@@ -109,3 +109,18 @@ spec:
 		t.Errorf("stdin: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// TestValidateKustomize: a configuration file that a kustomization's
+// configMapGenerator reads is checked as the ConfigMap's content, where the
+// files it names are mounted, not as a file of this machine.
+func TestValidateKustomize(t *testing.T) {
+	files, _ := filepath.Glob("../kubecheck/testdata/kustomize/good/*.yaml")
+	if len(files) != 3 {
+		t.Fatalf("files %q", files)
+	}
+	var out, errb bytes.Buffer
+	err := Run(context.Background(), append([]string{"validate"}, files...), &out, &errb)
+	if code := ExitCode(err, &errb); code != 0 || !strings.Contains(out.String(), "ok (config from ConfigMap/web-attache key attache.yaml)") {
+		t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}

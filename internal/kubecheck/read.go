@@ -21,6 +21,8 @@ type object struct {
 	kind      string
 	name      string
 	namespace string
+	generated bool                  // made by a kustomization's generator (file, doc: the kustomization's)
+	sources   map[*yaml.Node]string // of a generated object: the file each value was read from
 }
 
 // id is Kind/name, as kubectl prints it.
@@ -35,6 +37,10 @@ func (o *object) id() string {
 // problem makes a Problem about o at path (relative to the object).
 func (o *object) problem(sev Severity, path string, n *yaml.Node, format string, args ...any) Problem {
 	p := Problem{File: o.file, Doc: o.doc, Object: o.id(), Severity: sev, Msg: fmt.Sprintf(format, args...)}
+	if f, ok := o.sources[n]; ok { // a value read from a file: the file is the value
+		p.File, p.Doc, p.Object = f, 0, ""
+		return p
+	}
 	if path != "" {
 		p.Path = o.prefix + path
 	} else {

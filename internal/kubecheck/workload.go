@@ -632,6 +632,8 @@ func (s *sidecar) validateConfig(src source, text []byte, literal bool) {
 		}
 		p.Hint = e.Hint
 		switch {
+		case src.obj.sources[src.dataNode] != "":
+			p.Line = e.Line
 		case e.Line > 0 && literal:
 			p.Line = src.dataNode.Line + e.Line
 		case e.Line > 0:

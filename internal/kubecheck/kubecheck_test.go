@@ -104,6 +104,10 @@ func TestBad(t *testing.T) {
 			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: listeners[0].tls.cert_file and listeners[0].tls.key_file name files in /etc/tls but nothing is mounted there (line 32)",
 			"bad/file-unmounted.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts: clusters[2].discovery.file.path names /srv/endpoints.yaml but nothing is mounted at /srv (line 32)",
 		}},
+		{"kustomize-escape.yaml", []string{
+			`bad/kustomize-escape.yaml: document 1 (Kustomization/(no name)): configMapGenerator[0].files: "../../etc/passwd" is outside the kustomization's directory (kustomize refuses it too) (line 4)`,
+			`bad/kustomize-escape.yaml: document 1 (Kustomization/(no name)): configMapGenerator[0].files: "/etc/hostname" is outside the kustomization's directory (kustomize refuses it too) (line 4)`,
+		}},
 		{"kustomize-rbac/", []string{ // with the kustomization's namespace applied
 			`bad/kustomize-rbac/app.yaml: document 2 (Deployment/frontend): spec.template.spec.serviceAccountName: clusters[0].discovery.kubernetes watches EndpointSlices in namespace "shop", but what the files bind to ServiceAccount "frontend" (RoleBinding/slices (bad/kustomize-rbac/rbac.yaml, document 3)) does not allow list and watch on endpointslices (discovery.k8s.io) there (line 19)`,
 		}},

@@ -69,6 +69,10 @@ func (c *checker) generate(k *object, kind string, gen *yaml.Node, ns, field str
 		if !ok {
 			key, file = filepath.Base(f), f
 		}
+		if filepath.IsAbs(file) || !filepath.IsLocal(file) {
+			c.add(k.problem(Error, fmt.Sprintf("%s[%d].files", field, i), gen, "%q is outside the kustomization's directory (kustomize refuses it too)", file))
+			continue
+		}
 		src := filepath.Join(filepath.Dir(k.file), file)
 		b, err := readBounded(src)
 		if err != nil {

@@ -164,8 +164,8 @@ func TestBad(t *testing.T) {
 			"bad/restart-policy.yaml: document 2 (Pod/web): spec.initContainers[0].restartPolicy: an init container without restartPolicy: Always must exit before the next one starts, and attache runs until it is stopped, so the pod never starts; set restartPolicy: Always (a native sidecar, Kubernetes 1.29+) (line 18)",
 		}},
 		{"secret-key.yaml", []string{
-			`bad/secret-key.yaml: document 3 (Pod/web): spec.initContainers[0].volumeMounts[0]: clusters[0].tls.ca_file names /etc/attache/ca.pem, but ConfigMap "cfg" (bad/secret-key.yaml, document 1) has no key "ca.pem" (it has attache.yaml) (line 31)`,
-			`bad/secret-key.yaml: document 3 (Pod/web): spec.initContainers[0].volumeMounts[1]: clusters[0].tls.key_file names /etc/tls/tls.key, but Secret "tls" (bad/secret-key.yaml, document 2) has no key "tls.key" (it has tls.crt) (line 32)`,
+			`bad/secret-key.yaml: document 3 (Pod/web): spec.initContainers[0].volumeMounts[0]: clusters[0].tls.ca_file names /etc/attache/ca.pem, but ConfigMap "cfg" (bad/secret-key.yaml, document 1) has no key "ca.pem" (it has attache.yaml) (line 32)`,
+			`bad/secret-key.yaml: document 3 (Pod/web): spec.initContainers[0].volumeMounts[1]: listeners[0].tls.key_file and clusters[0].tls.key_file name /etc/tls/tls.key, but Secret "tls" (bad/secret-key.yaml, document 2) has no key "tls.key" (it has tls.crt) (line 33)`,
 		}},
 		{"token-pod.yaml", []string{
 			"bad/token-pod.yaml: document 2 (Pod/web): spec.automountServiceAccountToken: false, and the attache container mounts nothing at /var/run/secrets/kubernetes.io/serviceaccount, but clusters[0].kubernetes_api reads the service-account token there; mount a projected token volume in the attache container (attache inject does) (line 18)",

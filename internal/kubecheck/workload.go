@@ -651,23 +651,25 @@ var imageFiles = []string{"/etc/ssl/certs/ca-certificates.crt"}
 // and in its ConfigMap or Secret when that is among the files. Files in
 // the service-account directory are left to token.
 func (s *sidecar) files(fs *fields) {
-	var dirs []string                  // directories with nothing mounted, in order
-	unmounted := map[string][]*field{} // by directory
-	defer func() {
-		mn, mp := s.mountsNode()
-		for _, dir := range dirs {
-			fields := unmounted[dir]
-			if len(fields) == 1 {
-				s.add(s.o.problem(Error, mp, mn, "%s names %s but nothing is mounted at %s", fields[0].path, path.Clean(fields[0].value), dir))
-				continue
+	// Fields are grouped: one problem per directory with nothing mounted,
+	// and per file missing from its ConfigMap or Secret.
+	type group struct {
+		m      *mount // nil: nothing mounted at dir
+		dir    string
+		file   string // the (first) file
+		why    string // what is wrong with it on m
+		fields []string
+	}
+	var groups []*group
+	find := func(g group) *group {
+		for _, x := range groups {
+			if x.m == g.m && x.dir == g.dir && (g.m == nil || x.file == g.file && x.why == g.why) {
+				return x
 			}
-			names := make([]string, len(fields))
-			for i, f := range fields {
-				names[i] = f.path
-			}
-			s.add(s.o.problem(Error, mp, mn, "%s and %s name files in %s but nothing is mounted there", strings.Join(names[:len(names)-1], ", "), names[len(names)-1], dir))
 		}
-	}()
+		groups = append(groups, &g)
+		return &g
+	}
 	for _, f := range fs.order {
 		if !f.file || !f.known || f.value == "" || slices.Contains(imageFiles, f.value) {
 			continue
@@ -680,21 +682,40 @@ func (s *sidecar) files(fs *fields) {
 		file := path.Clean(f.value)
 		m := s.mountFor(file)
 		if m == nil {
-			if under(file, config.DefaultServiceAccountDir) {
-				continue
+			if !under(file, config.DefaultServiceAccountDir) {
+				g := find(group{dir: path.Dir(file), file: file})
+				g.fields = append(g.fields, f.path)
 			}
-			dir := path.Dir(file)
-			if unmounted[dir] == nil {
-				dirs = append(dirs, dir)
-			}
-			unmounted[dir] = append(unmounted[dir], f)
 			continue
 		}
 		if src := s.lookupFile(m, file); src.missing != "" {
-			s.add(s.o.problem(Error, m.path, m.node, "%s names %s, but %s", f.path, file, src.missing))
+			g := find(group{m: m, file: file, why: src.missing})
+			g.fields = append(g.fields, f.path)
 		}
 		s.subPath(m, f.path)
 	}
+	mn, mp := s.mountsNode()
+	for _, g := range groups {
+		names := g.fields[0]
+		if n := len(g.fields); n > 1 {
+			names = strings.Join(g.fields[:n-1], ", ") + " and " + g.fields[n-1]
+		}
+		switch {
+		case g.m != nil:
+			s.add(s.o.problem(Error, g.m.path, g.m.node, "%s %s %s, but %s", names, verb(len(g.fields)), g.file, g.why))
+		case len(g.fields) == 1:
+			s.add(s.o.problem(Error, mp, mn, "%s names %s but nothing is mounted at %s", names, g.file, g.dir))
+		default:
+			s.add(s.o.problem(Error, mp, mn, "%s name files in %s but nothing is mounted there", names, g.dir))
+		}
+	}
+}
+
+func verb(n int) string {
+	if n == 1 {
+		return "names"
+	}
+	return "name"
 }
 
 // subPath warns, once per mount, that a ConfigMap or Secret mounted with

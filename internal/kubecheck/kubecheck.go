@@ -6,8 +6,10 @@
 // configuration names lies on a volume, probes reach the probe server (or
 // run `attache probe`), a native sidecar has restartPolicy: Always, the
 // service-account token is there for Kubernetes discovery and the
-// kubernetes_api cluster, and no other container claims a port attache
-// listens on.
+// kubernetes_api cluster, RBAC among the files lets Kubernetes discovery
+// watch EndpointSlices, and no other container claims a port attache
+// listens on. A kustomization.yaml among the files is applied as far as
+// matching needs: its namespace, and the objects its generators make.
 //
 // Manifests are read as yaml.v3 nodes, so each Problem names its file,
 // document, field path and line; errors in an embedded configuration are
@@ -111,7 +113,9 @@ func (r Report) Errors() int {
 // in another file). A ConfigMap or Secret that the configuration is
 // mounted from must be among the files: otherwise the configuration cannot
 // be checked, which is an Error. Secrets and ConfigMaps of other volumes
-// (certificates a controller writes) are checked only when present.
+// (certificates a controller writes) are checked only when present. The
+// files a Kustomization's generators name are read from disk, relative to
+// the Kustomization's file and never outside its directory.
 func Check(files []File) Report {
 	c := &checker{index: map[string][]*object{}, validated: map[any]bool{}}
 	order := map[string]int{}

@@ -263,7 +263,15 @@ func TestInjectOutput(t *testing.T) {
 				t.Fatalf("%s: %v", in, err)
 			}
 			r := Check([]File{{Name: in, Data: out.Bytes()}})
-			if got := lines(r); len(got) > 0 || len(r.Sidecars) == 0 {
+			var got []string
+			for _, p := range r.Problems {
+				// A livenessProbe is the user's, kept by inject as written:
+				// it may not fit a configuration chosen here.
+				if !strings.Contains(p.Path, ".livenessProbe") {
+					got = append(got, p.String())
+				}
+			}
+			if len(got) > 0 || len(r.Sidecars) == 0 {
 				t.Errorf("%s: sidecars %d, problems:\n%s\n%s", in, len(r.Sidecars), strings.Join(got, "\n"), out.String())
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
 )
 
@@ -19,7 +20,25 @@ import (
 // is a Server, kept while the listener keeps its name and address, and a
 // Handler of the generation's routes, swapped into the Server when the
 // generation starts.
-type Protocol struct{}
+type Protocol struct {
+	m metricSet
+}
+
+// metricSet is the counters of HTTP requests, registered by Open.
+type metricSet struct {
+	// attache_http_requests_total{listener,route,cluster,code}: code is
+	// the status class, "2xx" .. "5xx".
+	requests *prometheus.CounterVec
+	// attache_http_request_duration_seconds{listener,route,cluster}
+	duration *prometheus.HistogramVec
+	// attache_http_retries_total{cluster}
+	retries *prometheus.CounterVec
+	// attache_http_overloaded_total{cluster,reason}: requests refused by
+	// a circuit-breaking threshold.
+	overloaded *prometheus.CounterVec
+	// attache_http_breaker_transitions_total{cluster,state}
+	breaker *prometheus.CounterVec
+}
 
 var _ interface {
 	protocol.Protocol
@@ -29,8 +48,19 @@ var _ interface {
 // Name is "http".
 func (*Protocol) Name() string { return "http" }
 
-// Open does nothing: a Server starts its own engines.
-func (*Protocol) Open(*protocol.Process) error { return nil }
+// Open registers the metrics. (A Server starts its own engines.)
+func (p *Protocol) Open(proc *protocol.Process) error {
+	r := proc.Metrics.Registry
+	p.m = metricSet{
+		requests: metrics.Counter(r, "attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
+		duration: metrics.Histogram(r, "attache_http_request_duration_seconds", "HTTP request duration, from the request's arrival to the end of the response.",
+			0.0005, 2.5, 14, "listener", "route", "cluster"),
+		retries:    metrics.Counter(r, "attache_http_retries_total", "HTTP retries sent.", "cluster"),
+		overloaded: metrics.Counter(r, "attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
+		breaker:    metrics.Counter(r, "attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
+	}
+	return nil
+}
 
 // Close does nothing.
 func (*Protocol) Close() {}
@@ -45,7 +75,7 @@ var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
 
 // NewCluster builds the cluster's Cluster.
-func (*Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
+func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	c := env.Cluster
 	cc := &c.Config
 	o := ClusterOptions{
@@ -63,9 +93,9 @@ func (*Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	if b := cc.CircuitBreaker; b != nil {
 		o.Limits = Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
 		if b.ConsecutiveFailures > 0 {
-			name, m, log := cc.Name, env.Metrics, env.Log
+			name, transitions, log := cc.Name, p.m.breaker, env.Log
 			o.Breaker = breaker.New(b.ConsecutiveFailures, b.OpenFor.D(), nil, func(s breaker.State) {
-				m.BreakerTransitions.WithLabelValues(name, s.String()).Inc()
+				transitions.WithLabelValues(name, s.String()).Inc()
 				log.Warn("circuit breaker", "cluster", name, "state", s.String())
 			})
 		}
@@ -102,11 +132,11 @@ func clusterOf(c *protocol.Cluster) *Cluster { return c.Instances["http"].(*clus
 
 // NewListener builds the listener's Handler, and its Server unless prev
 // has one on the same address.
-func (*Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protocol.Listener, error) {
+func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protocol.Listener, error) {
 	lc := env.Listener
 	i := &instance{addr: lc.Address}
-	if p, ok := prev.(*instance); ok && p.addr == lc.Address {
-		i.srv = p.srv
+	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
+		i.srv = old.srv
 	} else {
 		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Log)
 	}
@@ -118,7 +148,7 @@ func (*Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protoco
 	case "text":
 		access = slog.New(slog.NewTextHandler(env.AccessLog, nil))
 	}
-	m := env.Metrics
+	m := p.m
 	i.handler = NewHandler(HandlerOptions{
 		Table:     table,
 		Log:       env.Log,
@@ -128,12 +158,12 @@ func (*Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protoco
 				// Counters by status class are made on first use, so that
 				// classes never seen stay out of /metrics.
 				var byClass [6]atomic.Pointer[prometheus.Counter]
-				hist := m.HTTPDuration.WithLabelValues(listener, route, cluster)
+				hist := m.duration.WithLabelValues(listener, route, cluster)
 				return func(status int, d time.Duration) {
 					class := min(max(status/100, 0), 5)
 					c := byClass[class].Load()
 					if c == nil {
-						cc := m.HTTPRequests.WithLabelValues(listener, route, cluster, strconv.Itoa(class)+"xx")
+						cc := m.requests.WithLabelValues(listener, route, cluster, strconv.Itoa(class)+"xx")
 						c = &cc
 						byClass[class].Store(c)
 					}
@@ -141,8 +171,8 @@ func (*Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protoco
 					hist.Observe(d.Seconds())
 				}
 			},
-			Retry:      func(cluster string) { m.HTTPRetries.WithLabelValues(cluster).Inc() },
-			Overloaded: func(cluster, reason string) { m.HTTPOverloaded.WithLabelValues(cluster, reason).Inc() },
+			Retry:      func(cluster string) { m.retries.WithLabelValues(cluster).Inc() },
+			Overloaded: func(cluster, reason string) { m.overloaded.WithLabelValues(cluster, reason).Inc() },
 		},
 	})
 	return i, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
 )
 
@@ -17,7 +18,20 @@ import (
 // (it has a redis section) gets a Pool: its ring, server connections and
 // engines. A listener is a Handler over its cluster's Pool, built again at
 // each reload.
-type Protocol struct{}
+type Protocol struct {
+	m metricSet
+}
+
+// metricSet is the counters of Redis commands, registered by Open.
+type metricSet struct {
+	// attache_redis_requests_total{cluster,shard,result}: result is "ok"
+	// or "error" (the shard failed or timed out).
+	requests *prometheus.CounterVec
+	// attache_redis_request_duration_seconds{cluster,shard}
+	duration *prometheus.HistogramVec
+	// attache_redis_ejections_total{cluster,shard}: auto_eject_hosts
+	ejections *prometheus.CounterVec
+}
 
 var _ interface {
 	protocol.Protocol
@@ -27,8 +41,17 @@ var _ interface {
 // Name is "redis".
 func (*Protocol) Name() string { return "redis" }
 
-// Open does nothing: each Pool starts its own engines.
-func (*Protocol) Open(*protocol.Process) error { return nil }
+// Open registers the metrics. (Each Pool starts its own engines.)
+func (p *Protocol) Open(proc *protocol.Process) error {
+	r := proc.Metrics.Registry
+	p.m = metricSet{
+		requests:  metrics.Counter(r, "attache_redis_requests_total", "Redis commands sent to a shard, by result.", "cluster", "shard", "result"),
+		ejections: metrics.Counter(r, "attache_redis_ejections_total", "Shards ejected by auto_eject_hosts.", "cluster", "shard"),
+		duration: metrics.Histogram(r, "attache_redis_request_duration_seconds", "Time from a command's arrival to its shard's reply.",
+			0.00005, 2.5, 14, "cluster", "shard"),
+	}
+	return nil
+}
 
 // Close does nothing: the pools are stopped with their clusters.
 func (*Protocol) Close() {}
@@ -53,13 +76,13 @@ func (*Protocol) Checker(_ *config.HealthCheck, c *protocol.Cluster) health.Chec
 }
 
 // NewCluster builds the Pool of a cluster with a redis section.
-func (*Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
+func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	cc := &env.Cluster.Config
 	r := cc.Redis
 	if r == nil {
 		return nil, nil
 	}
-	m, name := env.Metrics, cc.Name
+	m, name := p.m, cc.Name
 	o := Options{
 		TLS:     env.Cluster.TLS,
 		Cluster: name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
@@ -68,9 +91,9 @@ func (*Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 		Username: r.Username, Password: r.Password, Log: env.Log,
 		Observer: Observer{
 			Request: func(shard string) func(bool, time.Duration) {
-				ok := m.RedisRequests.WithLabelValues(name, shard, "ok")
-				failed := m.RedisRequests.WithLabelValues(name, shard, "error")
-				latency := m.RedisDuration.WithLabelValues(name, shard)
+				ok := m.requests.WithLabelValues(name, shard, "ok")
+				failed := m.requests.WithLabelValues(name, shard, "error")
+				latency := m.duration.WithLabelValues(name, shard)
 				return func(good bool, d time.Duration) {
 					if good {
 						ok.Inc()
@@ -80,17 +103,17 @@ func (*Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 					latency.Observe(d.Seconds())
 				}
 			},
-			Ejected: func(shard string) { m.RedisEjections.WithLabelValues(name, shard).Inc() },
+			Ejected: func(shard string) { m.ejections.WithLabelValues(name, shard).Inc() },
 		},
 	}
 	for _, e := range cc.Endpoints {
 		o.Shards = append(o.Shards, Shard{Addr: e.Address, Name: e.Name, Weight: e.Weight})
 	}
-	p, err := NewPool(o)
+	pool, err := NewPool(o)
 	if err != nil {
 		return nil, err
 	}
-	return &clusterInstance{name: name, pool: p}, nil
+	return &clusterInstance{name: name, pool: pool}, nil
 }
 
 // clusterInstance is the Pool of a cluster.

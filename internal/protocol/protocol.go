@@ -41,8 +41,9 @@ import (
 
 // Protocol is one protocol attache proxies. app makes one of each per
 // process (internal/protocols) and calls Open before building anything.
-// Its methods are called by one goroutine at a time (app serialises
-// reloads), except Describe.
+// Its methods, and those of Instance but Status and Collect, are called by
+// one goroutine at a time (app serialises reloads and shutdown); Describe,
+// Status and Collect may be called at any time, concurrently.
 type Protocol interface {
 	// Name is the protocol's name in the configuration (listeners[].protocol).
 	Name() string

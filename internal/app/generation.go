@@ -40,6 +40,7 @@ type clusterRT struct {
 	cfg    config.Cluster
 	up     *upstream.Cluster
 	proto  *protocol.Cluster // what protocols see, with their instances of the cluster
+	roles  bool              // the health check learns endpoint roles (postgres)
 	tls    *tlsconfig.Client
 	watch  *failover.Watcher // clusters with a postgres check
 	creds  *credentials.Set  // nil: none
@@ -242,7 +243,31 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
-	if hc := cc.HealthCheck; hc != nil && hc.Type == "postgres" {
+	if cc.Credentials != nil {
+		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
+			return nil, nil, fmt.Errorf("credentials: %w", err)
+		}
+	}
+	rt.proto = &protocol.Cluster{Config: cc, Upstream: rt.up, TLS: opts.TLS, Credentials: rt.creds, Instances: map[string]protocol.Instance{}}
+	env := a.env(next)
+	env.Cluster = rt.proto
+	for _, p := range a.protocols {
+		inst, err := p.NewCluster(env)
+		if err != nil {
+			rt.stopInstances(next.cfg)
+			return nil, nil, err
+		}
+		if inst != nil {
+			rt.proto.Instances[p.Name()] = inst
+		}
+	}
+
+	var chk health.Checker
+	if hc := cc.HealthCheck; hc != nil {
+		chk = a.checker(hc, rt.proto)
+		_, rt.roles = chk.(health.ReplicationChecker)
+	}
+	if rt.roles {
 		rt.watch = failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
 		rt.watch.OnChange = func(failover.Event) { a.metrics.PrimaryChanges.WithLabelValues(cc.Name).Inc() }
 		rt.watch.OnHook = func(_ failover.Event, err error) {
@@ -257,29 +282,10 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 			rt.watch.Inherit(old.clusters[cc.Name].watch)
 		}
 	}
-	if cc.Credentials != nil {
-		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
-			return nil, nil, fmt.Errorf("credentials: %w", err)
-		}
-	}
-	rt.proto = &protocol.Cluster{Config: cc, Upstream: rt.up, TLS: opts.TLS, Credentials: rt.creds, Instances: map[string]protocol.Instance{}}
-	env := a.env(next)
-	env.Cluster = rt.proto
-	for _, p := range a.protocols {
-		inst, err := p.NewCluster(env)
-		if err != nil {
-			for _, built := range rt.proto.Instances {
-				built.Stop(nil, next.cfg, next.cfg)
-			}
-			return nil, nil, err
-		}
-		if inst != nil {
-			rt.proto.Instances[p.Name()] = inst
-		}
-	}
 
 	src, err := a.discoverySource(cc, rt, old)
 	if err != nil {
+		rt.stopInstances(next.cfg)
 		return nil, nil, err
 	}
 	if src == nil {
@@ -306,7 +312,6 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 			})
 		}
 		if hc := cc.HealthCheck; hc != nil {
-			chk := a.checker(hc, rt.proto)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
 			var afterRound func()
@@ -328,6 +333,14 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 		}
 	}
 	return rt, start, nil
+}
+
+// stopInstances stops the protocols' instances of a cluster that failed
+// to build.
+func (rt *clusterRT) stopInstances(cfg *config.Config) {
+	for _, inst := range rt.proto.Instances {
+		inst.Stop(nil, cfg, cfg)
+	}
 }
 
 // failoverHook is the on_failover of a cluster, nil when it has none.

@@ -124,12 +124,6 @@ func ignoredForReady(cfg *config.Config) map[string]bool {
 	return ignored
 }
 
-// learnsRoles reports whether the cluster's health check learns endpoint
-// roles (type postgres).
-func learnsRoles(cc config.Cluster) bool {
-	return cc.HealthCheck != nil && cc.HealthCheck.Type == "postgres"
-}
-
 func endpointState(c *upstream.Cluster, e *upstream.Endpoint, now time.Time) string {
 	switch {
 	case e.Ejected(now):
@@ -370,7 +364,7 @@ func (a *App) Status() any {
 		if d := rt.disc; d != nil {
 			cs.Discovery = d.status()
 		}
-		roles := learnsRoles(cc)
+		roles := rt.roles
 		for _, e := range c.Endpoints() {
 			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
 			if roles {
@@ -453,7 +447,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			err, _ := rt.disc.failing()
 			ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, b2f(err != nil), name, rt.disc.source)
 		}
-		roles := learnsRoles(rt.cfg)
+		roles := rt.roles
 		for _, e := range rt.up.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)

@@ -21,7 +21,7 @@ var (
 	PostgresTargets  = []string{"primary", "standby", "prefer_standby", "any"}
 	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
 	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
+	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
 	RedisDists       = []string{"ketama", "modula", "random"}

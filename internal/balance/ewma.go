@@ -24,6 +24,7 @@ type RTT struct {
 	est      float64   // nanoseconds, as of at
 	at       time.Time // zero: never seen
 	observed bool      // est is a measurement, not the default
+	tried    bool      // something was observed, a failure at least
 }
 
 // Estimate returns the estimate at now under decay, and whether it is
@@ -68,9 +69,9 @@ func (r *RTT) seen(now time.Time, def time.Duration) {
 // tried again. (Finagle and tower decay the estimate toward zero each time
 // a pick reads it and average lower observations in with a weight that
 // the time since that read makes negligible; this is that, independent of
-// how often picks come.) An endpoint never observed starts at DefaultRTT,
-// decaying from when the policy first sees it, and its first measurement
-// replaces that guess.
+// how often picks come.) An endpoint never observed is drawn at once when
+// idle; otherwise it starts at DefaultRTT, decaying from when the policy
+// first sees it, and its first measurement replaces that guess.
 type EWMA struct {
 	Decay      time.Duration
 	DefaultRTT time.Duration
@@ -110,6 +111,7 @@ func (p *EWMA) Observe(r *RTT, d time.Duration, failed bool) {
 	rtt := float64(max(d, 0))
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.tried = true
 	if !failed && !r.observed {
 		r.est, r.at, r.observed = rtt, now, true
 		return
@@ -149,16 +151,25 @@ func (p *EWMA) Pick(cands []Candidate, _ uint64) int {
 }
 
 // cost is c's latency estimate at now times its load plus one, per unit
-// of weight.
+// of weight. An endpoint nothing was observed of, with no request in
+// flight, costs nothing, so that it is drawn at once and measured (as in
+// Finagle): priced at the default RTT, a new endpoint would wait, in a
+// cluster whose endpoints answer faster than that and are rarely busy,
+// until its default decayed below their estimates. Its first request
+// being in flight, it costs the default RTT until the answer.
 func (p *EWMA) cost(c Candidate, now time.Time) float64 {
-	rtt := float64(p.DefaultRTT)
-	if r := c.RTT; r != nil {
-		r.mu.Lock()
-		r.seen(now, p.DefaultRTT)
-		rtt = r.value(now, p.Decay)
-		r.mu.Unlock()
+	load := float64(max(c.Active, 0)+1) / float64(max(c.Weight, 1))
+	r := c.RTT
+	if r == nil {
+		return float64(p.DefaultRTT) * load
 	}
-	return rtt * float64(max(c.Active, 0)+1) / float64(max(c.Weight, 1))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.tried && c.Active <= 0 {
+		return 0
+	}
+	r.seen(now, p.DefaultRTT)
+	return r.value(now, p.Decay) * load
 }
 
 // nthUsable returns the index of the n-th usable candidate (from 0).

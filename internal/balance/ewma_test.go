@@ -80,9 +80,10 @@ func TestEWMAPeakAndDecay(t *testing.T) {
 	}
 }
 
-// TestEWMAUnobserved: an endpoint never observed costs the default RTT,
-// decaying from when a pick first saw it; its first measurement replaces
-// the default even when lower, and a failure only ever raises it.
+// TestEWMAUnobserved: an endpoint never observed is drawn at once while
+// idle, and otherwise costs the default RTT, decaying from when a pick
+// first saw it; its first measurement replaces the default even when
+// lower, and a failure only ever raises it (and ends the free draw).
 func TestEWMAUnobserved(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	p := newEWMAAt(clock)
@@ -92,9 +93,17 @@ func TestEWMAUnobserved(t *testing.T) {
 	}
 	known := &RTT{}
 	p.Observe(known, 20*time.Millisecond, false)
-	// 30ms (default) against 20ms: the known one.
-	if got := p.Pick(ewmaCands(r, known), 0); got != 1 {
-		t.Errorf("unobserved at the default 30ms against 20ms: picked %d, want 1", got)
+	cs := ewmaCands(r, known)
+	if got := p.Pick(cs, 0); got != 0 {
+		t.Errorf("unobserved and idle against 20ms: picked %d, want 0 (drawn at once)", got)
+	}
+	if got, ok := p.Estimate(r); got != 0 || ok {
+		t.Errorf("idle and never observed: estimate %v %v, want none", got, ok)
+	}
+	// A request in flight: 30ms (default) × 2 against 20ms, the known one.
+	cs[0].Active = 1
+	if got := p.Pick(cs, 0); got != 1 {
+		t.Errorf("unobserved with a request in flight at the default 30ms against 20ms: picked %d, want 1", got)
 	}
 	if got, ok := p.Estimate(r); got != DefaultEWMADefaultRTT || ok {
 		t.Errorf("first seen: %v (measured %v), want the default %v", got, ok, DefaultEWMADefaultRTT)
@@ -107,6 +116,12 @@ func TestEWMAUnobserved(t *testing.T) {
 	p.Observe(r, time.Millisecond, true) // a fast failure
 	if got, ok := p.Estimate(r); !near(got, want) || ok {
 		t.Errorf("after a fast failure: %v (measured %v), want %v, still the default", got, ok, want)
+	}
+	cs[0].Active = 0
+	faster := &RTT{}
+	p.Observe(faster, 5*time.Millisecond, false)
+	if got := p.Pick(ewmaCands(r, faster), 0); got != 1 {
+		t.Errorf("failed once, idle, at %v against 5ms: picked %d, want 1 (no free draw after a failure)", want, got)
 	}
 	p.Observe(r, time.Second, true) // a timeout
 	if got, ok := p.Estimate(r); got != time.Second || ok {

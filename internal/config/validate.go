@@ -213,6 +213,18 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.discovery(p+".discovery", d)
 	}
 	v.oneOf(p+".balance", "policy", cl.Balance, BalancePolicies)
+	if e := cl.EWMA; e != nil {
+		if cl.Balance != "ewma" {
+			v.errorf(p+".ewma", "not used by balance %s (only by balance ewma)", cl.Balance)
+		} else {
+			if e.Decay <= 0 {
+				v.errorf(p+".ewma.decay", "must be positive")
+			}
+			if e.DefaultRTT <= 0 {
+				v.errorf(p+".ewma.default_rtt", "must be positive")
+			}
+		}
+	}
 	if cl.ConnectTimeout <= 0 {
 		v.errorf(p+".connect_timeout", "must be positive")
 	}

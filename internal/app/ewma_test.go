@@ -14,9 +14,9 @@ import (
 )
 
 // slowTLS is a TLS server that counts its handshakes and, while slow is
-// set, takes 300 ms longer over each (a backend short of CPU; more than the
-// handshake itself may take on a loaded machine under the race detector): what a tcp
-// cluster with tls measures as its connect time.
+// set, takes 300 ms longer over each (a backend short of CPU): what a tcp
+// cluster with tls measures as its connect time. 300 ms is more than a
+// handshake itself takes on a loaded machine under the race detector.
 type slowTLS struct {
 	addr  string
 	conns atomic.Int64

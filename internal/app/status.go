@@ -315,7 +315,7 @@ func (a *App) Status() any {
 		for _, e := range c.Endpoints() {
 			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
 			if d, measured, _ := c.LatencyEstimate(e); measured {
-				sec := d.Seconds()
+				sec := d.Round(time.Microsecond).Seconds()
 				es.LatencySeconds = &sec
 			}
 			if roles {

@@ -97,7 +97,7 @@ type LatencyObserver interface {
 	// failed, the attempt failed after d: its latency is at least d, so d
 	// may raise the estimate but neither lowers it nor replaces the
 	// default of an endpoint never measured (a backend that fails fast
-	// must not look fast).
+	// must not look fast), and the estimate stops decaying.
 	Observe(r *RTT, d time.Duration, failed bool)
 	// Estimate is r's estimate now (see RTT.Estimate).
 	Estimate(r *RTT) (time.Duration, bool)
@@ -105,19 +105,24 @@ type LatencyObserver interface {
 
 var _ LatencyObserver = (*EWMA)(nil)
 
-// Observe implements LatencyObserver.
+// Observe implements LatencyObserver. A failure renews the estimate's
+// last peak rather than letting it decay on, so that an endpoint failing
+// fast stays as costly as it last was and does not draw ever more requests.
 func (p *EWMA) Observe(r *RTT, d time.Duration, failed bool) {
 	now := p.Now()
 	rtt := float64(max(d, 0))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tried = true
-	if !failed && !r.observed {
+	switch {
+	case failed:
+		r.seen(now, p.DefaultRTT)
+		r.est, r.at = max(r.est, rtt), now
+	case !r.observed:
 		r.est, r.at, r.observed = rtt, now, true
-		return
+	default:
+		r.est, r.at = max(r.value(now, p.Decay), rtt), now
 	}
-	r.seen(now, p.DefaultRTT)
-	r.est, r.at = max(r.value(now, p.Decay), rtt), now
 }
 
 // Estimate implements LatencyObserver.

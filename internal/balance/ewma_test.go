@@ -83,7 +83,8 @@ func TestEWMAPeakAndDecay(t *testing.T) {
 // TestEWMAUnobserved: an endpoint never observed is drawn at once while
 // idle, and otherwise costs the default RTT, decaying from when a pick
 // first saw it; its first measurement replaces the default even when
-// lower, and a failure only ever raises it (and ends the free draw).
+// lower, and a failure only ever raises it, renewing its last peak (and
+// ends the free draw).
 func TestEWMAUnobserved(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	p := newEWMAAt(clock)
@@ -114,9 +115,10 @@ func TestEWMAUnobserved(t *testing.T) {
 		t.Errorf("one decay period after first seen: %v, want %v", got, want)
 	}
 	p.Observe(r, time.Millisecond, true) // a fast failure
-	if got, ok := p.Estimate(r); !near(got, want) || ok {
-		t.Errorf("after a fast failure: %v (measured %v), want %v, still the default", got, ok, want)
+	if got, ok := p.Estimate(r); got != DefaultEWMADefaultRTT || ok {
+		t.Errorf("after a fast failure: %v (measured %v), want the default %v renewed", got, ok, DefaultEWMADefaultRTT)
 	}
+	want = DefaultEWMADefaultRTT
 	cs[0].Active = 0
 	faster := &RTT{}
 	p.Observe(faster, 5*time.Millisecond, false)
@@ -131,9 +133,10 @@ func TestEWMAUnobserved(t *testing.T) {
 	if got, ok := p.Estimate(r); got != 2*time.Millisecond || !ok {
 		t.Errorf("first measurement: %v (measured %v), want 2ms replacing the guess", got, ok)
 	}
+	clock.advance(p.Decay)
 	p.Observe(r, time.Millisecond, true)
 	if got, _ := p.Estimate(r); got != 2*time.Millisecond {
-		t.Errorf("a fast failure after a measurement: %v, want 2ms", got)
+		t.Errorf("a fast failure a decay period after a 2ms measurement: %v, want 2ms renewed", got)
 	}
 	// nil RTT: the default
 	slow := &RTT{}

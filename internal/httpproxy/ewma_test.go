@@ -16,7 +16,8 @@ import (
 )
 
 // slowable is a net/http backend that counts its requests and, while
-// slow is set, answers each 50 ms late.
+// slow is set, answers each 200 ms late: more than a loopback request
+// takes on a loaded machine under the race detector.
 type slowable struct {
 	addr string
 	hits atomic.Int64
@@ -34,7 +35,7 @@ func newSlowable(t *testing.T) *slowable {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		if b.slow.Load() {
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
 		}
 		io.WriteString(w, "ok\n")
 	})}
@@ -105,7 +106,7 @@ func shares(t *testing.T, client *http.Client, addr string, bs []*slowable, n in
 }
 
 // TestEWMASlowEndpointShare: under balance ewma, an endpoint that turns
-// 50 ms slower than its peers gets well under its 1/3 of sequential
+// 200 ms slower than its peers gets well under its 1/3 of sequential
 // requests, on each of the three paths (each times the try to the
 // response head); round_robin, as a check of the test, gives it 1/3.
 func TestEWMASlowEndpointShare(t *testing.T) {
@@ -147,7 +148,7 @@ func TestEWMASlowEndpointShare(t *testing.T) {
 		client := &http.Client{Transport: &http.Transport{}}
 		t.Cleanup(client.CloseIdleConnections)
 		bs[0].slow.Store(true)
-		if got := shares(t, client, addr, bs, 30); got[0] < 0.3 {
+		if got := shares(t, client, addr, bs, 15); got[0] < 0.3 {
 			t.Errorf("round_robin: slow endpoint's share %.3f, want 1/3", got[0])
 		}
 	})

@@ -209,6 +209,9 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 	if err != nil {
 		return nil, nil, err
 	}
+	if e := cc.EWMA; e != nil && cc.Balance == "ewma" {
+		picker = balance.NewEWMA(e.Decay.D(), e.DefaultRTT.D())
+	}
 	rt := &clusterRT{cfg: cc}
 	log := a.log.With("cluster", cc.Name)
 	opts := upstream.Options{

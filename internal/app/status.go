@@ -328,6 +328,8 @@ type EndpointStatus struct {
 	Role              string   `json:"role,omitempty"` // unknown | primary | standby
 	LagSeconds        *float64 `json:"replication_lag_seconds,omitempty"`
 	ActiveConnections int64    `json:"active_connections"`
+	// LatencySeconds is the balance ewma estimate, once measured.
+	LatencySeconds *float64 `json:"latency_estimate_seconds,omitempty"`
 }
 
 // Status returns a snapshot of the runtime.
@@ -378,6 +380,10 @@ func (a *App) Status() any {
 		roles := rt.roles
 		for _, e := range c.Endpoints() {
 			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
+			if d, measured, _ := c.LatencyEstimate(e); measured {
+				sec := d.Round(time.Microsecond).Seconds()
+				es.LatencySeconds = &sec
+			}
 			if roles {
 				es.Role = e.Role().String()
 				if lag, ok := e.Lag(); ok {
@@ -425,6 +431,8 @@ var (
 		"1 while the latest read of the cluster's discovery source failed and its last known endpoints serve.", []string{"cluster", "source"}, nil)
 	descSplitBrain = prometheus.NewDesc("attache_cluster_split_brain",
 		"1 while more than one endpoint of the cluster claims to be primary; postgres checks only.", []string{"cluster"}, nil)
+	descLatency = prometheus.NewDesc("attache_cluster_endpoint_latency_estimate_seconds",
+		"The balance ewma latency estimate of the endpoint, once measured: the peak of its recent latencies, decaying.", []string{"cluster", "endpoint"}, nil)
 	descCertExpiry = prometheus.NewDesc("attache_tls_certificate_expiry_seconds",
 		"Unix time of the NotAfter of a loaded listener or cluster client certificate.", []string{"owner", "file"}, nil)
 )
@@ -439,6 +447,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSplitBrain
 	ch <- descStale
 	ch <- descCertExpiry
+	ch <- descLatency
 	for _, p := range c.app.protocols {
 		p.Describe(ch)
 	}
@@ -463,6 +472,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(e.Active()), name, e.Addr)
+			if d, measured, _ := rt.up.LatencyEstimate(e); measured {
+				ch <- prometheus.MustNewConstMetric(descLatency, prometheus.GaugeValue, d.Seconds(), name, e.Addr)
+			}
 			if !roles {
 				continue
 			}

@@ -37,6 +37,8 @@ const (
 	DefaultMaxIdlePerEndpoint  = 64
 	DefaultHTTPIdleTimeout     = 90 * time.Second
 	DefaultRouteTimeout        = 15 * time.Second
+	DefaultEWMADecay           = 10 * time.Second
+	DefaultEWMADefaultRTT      = 30 * time.Millisecond
 )
 
 // Config is the whole configuration file.
@@ -274,6 +276,7 @@ type Cluster struct {
 	Endpoints        []Endpoint        `yaml:"endpoints"`
 	Discovery        *Discovery        `yaml:"discovery"`
 	Balance          string            `yaml:"balance"`
+	EWMA             *ClusterEWMA      `yaml:"ewma"` // balance ewma only; filled in with it
 	ConnectTimeout   Duration          `yaml:"connect_timeout"`
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
@@ -285,6 +288,15 @@ type Cluster struct {
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
 	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
+}
+
+// ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
+type ClusterEWMA struct {
+	// Decay is the time constant over which a latency peak is forgotten.
+	Decay Duration `yaml:"decay"`
+	// DefaultRTT is the latency assumed of an endpoint not measured yet
+	// while a request to it is in flight.
+	DefaultRTT Duration `yaml:"default_rtt"`
 }
 
 // OnFailover tells someone that another endpoint became the primary of a
@@ -585,6 +597,17 @@ func (c *Config) applyDefaults() {
 		}
 		if cl.Balance == "" {
 			cl.Balance = DefaultBalance
+		}
+		if cl.Balance == "ewma" {
+			if cl.EWMA == nil {
+				cl.EWMA = &ClusterEWMA{}
+			}
+			if cl.EWMA.Decay == 0 {
+				cl.EWMA.Decay = Duration(DefaultEWMADecay)
+			}
+			if cl.EWMA.DefaultRTT == 0 {
+				cl.EWMA.DefaultRTT = Duration(DefaultEWMADefaultRTT)
+			}
 		}
 		if cl.Ready == "" {
 			cl.Ready = ReadyRequire

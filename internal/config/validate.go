@@ -21,7 +21,7 @@ var (
 	PostgresTargets  = []string{"primary", "standby", "prefer_standby", "any"}
 	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
 	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
+	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
 	RedisDists       = []string{"ketama", "modula", "random"}
@@ -217,6 +217,18 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.discovery(p+".discovery", d)
 	}
 	v.oneOf(p+".balance", "policy", cl.Balance, BalancePolicies)
+	if e := cl.EWMA; e != nil {
+		if cl.Balance != "ewma" {
+			v.errorf(p+".ewma", "not used by balance %s (only by balance ewma)", cl.Balance)
+		} else {
+			if e.Decay <= 0 {
+				v.errorf(p+".ewma.decay", "must be positive")
+			}
+			if e.DefaultRTT <= 0 {
+				v.errorf(p+".ewma.default_rtt", "must be positive")
+			}
+		}
+	}
 	if cl.ConnectTimeout <= 0 {
 		v.errorf(p+".connect_timeout", "must be positive")
 	}

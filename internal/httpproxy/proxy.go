@@ -693,6 +693,9 @@ type tryState struct {
 	// try (x-attache-attempts) but not against the retry policy.
 	redispatch  bool
 	redispatchN int // redispatches so far
+	// start is when the try began (nextTry), for a balance policy that
+	// learns latencies (ewma); zero otherwise.
+	start time.Time
 }
 
 // tried returns the endpoints tried since the last round. (No slice of
@@ -745,6 +748,9 @@ func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error)
 	st.redispatch = false
 	st.try++
 	x.attempts, x.endpoint = st.try, ep.Addr
+	if c.opts.Upstream.LearnsLatency() {
+		st.start = time.Now()
+	}
 	return ep, nil
 }
 
@@ -771,6 +777,12 @@ func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, sta
 	isConnect := isConnectError(err)
 	if !isConnect && !isClientError(err) {
 		c.opts.Upstream.RecordResponse(ep, ok)
+	}
+	if !st.start.IsZero() && !isClientError(err) {
+		// The time to the response head, connecting and sending included;
+		// a failed try's time is a lower bound.
+		c.opts.Upstream.ObserveLatency(ep, time.Since(st.start), !ok)
+		st.start = time.Time{}
 	}
 	if isConnect && !x.timedOut.Load() && !ended && st.redispatchN < len(c.opts.Upstream.Endpoints())-1 {
 		st.redispatchN++

@@ -188,3 +188,26 @@ func TestStickyPathsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestStickyAllocs: the fast paths' sticky pick by end user allocates
+// nothing (the engine allocates nothing per request).
+func TestStickyAllocs(t *testing.T) {
+	a, b := &Cluster{}, &Cluster{}
+	rt := compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"},
+		Sticky: &config.Sticky{By: "client_ip", TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "forwarded", PodKey: "p"},
+		To:     []config.RouteTarget{{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}}},
+		func(n string) *Cluster {
+			if n == "a" {
+				return a
+			}
+			return b
+		})
+	var r reqHead
+	if v, _ := r.parse("GET / HTTP/1.1\r\nHost: localhost\r\nForwarded: for=203.0.113.1, for=\"[2001:db8::7]:443\"\r\nForwarded: for=127.0.0.1\r\n"); v != serveFast {
+		t.Fatal("head refused")
+	}
+	peer := netip.MustParseAddr("127.0.0.1")
+	if n := testing.AllocsPerRun(100, func() { rt.pickFor(&r, peer) }); n != 0 {
+		t.Errorf("%v allocations per pick, want 0", n)
+	}
+}

@@ -94,6 +94,9 @@ func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *h
 			},
 			Retry:      func(cluster string) { m.HTTPRetries.WithLabelValues(cluster).Inc() },
 			Overloaded: func(cluster, reason string) { m.HTTPOverloaded.WithLabelValues(cluster, reason).Inc() },
+			Sticky: func(listener, route, key string) func() {
+				return m.HTTPSticky.WithLabelValues(listener, route, key).Inc
+			},
 		},
 	})
 }

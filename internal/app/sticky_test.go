@@ -162,6 +162,15 @@ listeners:
 		if first != pod {
 			t.Errorf("untrusted listener sent its requests to %s, want the pod's side %s", first, pod)
 		}
+		for key, want := range map[string]string{"pod": fmt.Sprint(users), "client_ip": "0", "header": "0"} {
+			m := fmt.Sprintf(`attache_http_sticky_requests_total{key=%q,listener="untrusted",route="untrusted/0"}`, key)
+			if got := h.metric(m); got != want {
+				t.Errorf("%s = %q, want %s", m, got, want)
+			}
+		}
+		if got := h.metric(`attache_http_sticky_requests_total{key="client_ip",listener="xff",route="xff/0"}`); got == "" || got == "0" {
+			t.Errorf("xff listener: %q requests keyed on client_ip, want some", got)
+		}
 	})
 	t.Run("forwarded", func(t *testing.T) {
 		for i := range users {

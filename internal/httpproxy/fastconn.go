@@ -402,11 +402,11 @@ func (rt *Route) pickFor(r *reqHead, peer netip.Addr) *Cluster {
 	switch s.by {
 	case "header":
 		if v := r.Get(s.name); v != "" {
-			return rt.inBucket(int(hashKey("h:", v) % buckets))
+			return rt.inBucket(int(s.counted(keyHeader, hashKey("h:", v)) % buckets))
 		}
 	case "cookie":
 		if v := r.cookie(s.name); v != "" {
-			return rt.inBucket(int(hashKey("c:", v) % buckets))
+			return rt.inBucket(int(s.counted(keyCookie, hashKey("c:", v)) % buckets))
 		}
 	}
 	var buf [4]string

@@ -126,11 +126,11 @@ func (rt *Route) pick(req *http.Request) *Cluster {
 	switch s.by {
 	case "header":
 		if v := req.Header.Get(s.name); v != "" {
-			return rt.inBucket(int(hashKey("h:", v) % buckets))
+			return rt.inBucket(int(s.counted(keyHeader, hashKey("h:", v)) % buckets))
 		}
 	case "cookie":
 		if c, err := req.Cookie(s.name); err == nil && c.Value != "" {
-			return rt.inBucket(int(hashKey("c:", c.Value) % buckets))
+			return rt.inBucket(int(s.counted(keyCookie, hashKey("c:", c.Value)) % buckets))
 		}
 	}
 	return rt.inBucket(int(s.userHash(peerAddr(req.RemoteAddr), req.Header.Values(s.trust.header)) % buckets))
@@ -157,6 +157,28 @@ type stickiness struct {
 	by, name string
 	trust    trust
 	pod      uint64 // hash of the pod's key
+	// counts are the metrics of the keys requests took, by stickyKeys
+	// index; nil entries: none (Observer.Sticky, bound by NewHandler).
+	counts [len(stickyKeys)]func()
+}
+
+// stickyKeys are what a sticky request was keyed on, the key label of
+// the sticky metric.
+var stickyKeys = [...]string{"header", "cookie", "client_ip", "pod"}
+
+const (
+	keyHeader = iota
+	keyCookie
+	keyClientIP
+	keyPod
+)
+
+// counted returns h after counting a request keyed on key.
+func (s *stickiness) counted(key int, h uint64) uint64 {
+	if c := s.counts[key]; c != nil {
+		c()
+	}
+	return h
 }
 
 func compileSticky(s *config.Sticky) *stickiness {
@@ -180,10 +202,10 @@ func podHash(key string) uint64 { return hashKey("pod:", key) }
 func (s *stickiness) userHash(peer netip.Addr, lines []string) uint64 {
 	a := s.trust.endUser(peer, lines)
 	if !a.IsValid() || a.IsLoopback() {
-		return s.pod
+		return s.counted(keyPod, s.pod)
 	}
 	var buf [64]byte
-	return hashBytes("ip:", a.AppendTo(buf[:0]))
+	return s.counted(keyClientIP, hashBytes("ip:", a.AppendTo(buf[:0])))
 }
 
 // peerAddr is the address of a RemoteAddr; invalid when it has none.

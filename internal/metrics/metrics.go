@@ -70,6 +70,10 @@ type Metrics struct {
 	HTTPOverloaded *prometheus.CounterVec
 	// attache_http_breaker_transitions_total{cluster,state}
 	BreakerTransitions *prometheus.CounterVec
+	// attache_http_sticky_requests_total{listener,route,key}: what the
+	// requests of a sticky split were keyed on: "header", "cookie",
+	// "client_ip" (the end user's address) or "pod" (no user identity).
+	HTTPSticky *prometheus.CounterVec
 
 	// attache_redis_requests_total{cluster,shard,result}: result is "ok"
 	// or "error" (the shard failed or timed out).
@@ -105,6 +109,7 @@ func New() *Metrics {
 		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
 		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		BreakerTransitions:  f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
+		HTTPSticky:          f.counter("attache_http_sticky_requests_total", "Requests of sticky splits, by what they were keyed on.", "listener", "route", "key"),
 	}
 	m.CredentialReloadErrors = f.counter("attache_credential_reload_errors_total",
 		"Token or password files that changed but could not be used; the last value stays in use.", "cluster")

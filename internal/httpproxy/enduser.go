@@ -154,6 +154,13 @@ func scanForwarded(s *hopScan, line string) {
 		haveFor, bad := false, false
 		for !bad {
 			skipOWS()
+			if i == len(line) || line[i] == ',' {
+				break
+			}
+			if line[i] == ';' { // an empty pair (RFC 7239 4: forwarded-pair is optional)
+				i++
+				continue
+			}
 			start := i
 			for i < len(line) && tokenChar(line[i]) {
 				i++

@@ -42,7 +42,8 @@ func (t *trust) trusted(a netip.Addr) bool {
 type hopKind uint8
 
 const (
-	hopTrusted   hopKind = iota // the address of a trusted proxy
+	hopAddr      hopKind = iota // an address, trusted or not (parseNode's answer; add decides)
+	hopTrusted                  // the address of a trusted proxy
 	hopUntrusted                // an address attache does not trust: a candidate end user
 	hopUnknown                  // "unknown", an obfuscated identifier, or an element without for=
 	hopMalformed                // not an entry that parses
@@ -61,11 +62,10 @@ type hopScan struct {
 }
 
 func (s *hopScan) add(k hopKind, a netip.Addr) {
-	if k == hopTrusted || k == hopUntrusted {
+	if k == hopAddr {
 		a = a.Unmap().WithZone("")
-		if !s.t.trusted(a) {
-			k = hopUntrusted
-		} else {
+		k = hopUntrusted
+		if s.t.trusted(a) {
 			k = hopTrusted
 		}
 	}
@@ -266,14 +266,14 @@ func parseNode(s string) (hopKind, netip.Addr) {
 				return hopMalformed, netip.Addr{}
 			}
 		}
-		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() || !validPort(port, true) {
+		a, err := netip.ParseAddr(host)
+		if err != nil || !a.Is6() || !validPort(port, true) {
 			return hopMalformed, netip.Addr{}
-		} else {
-			return hopTrusted, a // add decides trusted or not
 		}
+		return hopAddr, a
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		return hopTrusted, a // IPv4, or IPv6 without brackets and so without a port
+		return hopAddr, a // IPv4, or IPv6 without brackets and so without a port
 	}
 	i := strings.LastIndexByte(s, ':')
 	if i < 0 {
@@ -281,7 +281,7 @@ func parseNode(s string) (hopKind, netip.Addr) {
 	}
 	host, port = s[:i], s[i+1:]
 	if a, err := netip.ParseAddr(host); err == nil && a.Is4() && validPort(port, false) {
-		return hopTrusted, a
+		return hopAddr, a
 	}
 	return hopMalformed, netip.Addr{}
 }

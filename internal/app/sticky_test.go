@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -99,6 +100,20 @@ listeners:
 	}
 	if got := prod.last.Load().(http.Header).Get("X-Forwarded-For"); got != "127.0.0.1" {
 		t.Errorf("upstream X-Forwarded-For %q, want the application's address (the header is read, then replaced)", got)
+	}
+
+	st, err := json.Marshal(h.app.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"sticky":[{"route":"xff/0","by":"client_ip","forwarded_header":"x-forwarded-for","trusted_proxies":["127.0.0.0/8","::1/128"],"pod_key":"orders-7d9f-abcde"}]`,
+		`"sticky":[{"route":"untrusted/0","by":"client_ip","forwarded_header":"x-forwarded-for","trusted_proxies":["192.0.2.0/24"],"pod_key":"orders-7d9f-abcde"}]`,
+		`{"route":"pods/3","by":"client_ip","forwarded_header":"x-forwarded-for","trusted_proxies":["127.0.0.0/8","::1/128"],"pod_key":"pod-3"}`,
+	} {
+		if !strings.Contains(string(st), want) {
+			t.Errorf("/status has no %s:\n%s", want, st)
+		}
 	}
 
 	t.Run("same user same side", func(t *testing.T) {

@@ -224,5 +224,18 @@ func (i *instance) Stop(next protocol.Instance, from, _ *config.Config) {
 	go i.srv.Close(from.DrainTimeout.D())
 }
 
-func (*instance) Status() protocol.Status          { return nil }
+// Status shows the listener's sticky splits: what they key on, and the
+// pod's key, which the environment or the host name may have supplied.
+func (i *instance) Status() protocol.Status {
+	var routes []stickyStatus
+	for _, r := range i.handler.table.Routes {
+		if r.sticky != nil && len(r.targets) > 1 {
+			routes = append(routes, r.sticky.status(r.Name))
+		}
+	}
+	if routes == nil {
+		return nil
+	}
+	return protocol.Status{{Key: "sticky", Value: routes}}
+}
 func (*instance) Collect(chan<- prometheus.Metric) {}

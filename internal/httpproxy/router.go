@@ -157,6 +157,7 @@ type stickiness struct {
 	by, name string
 	trust    trust
 	pod      uint64 // hash of the pod's key
+	cfg      *config.Sticky
 	// counts are the metrics of the keys requests took, by stickyKeys
 	// index; nil entries: none (Observer.Sticky, bound by NewHandler).
 	counts [len(stickyKeys)]func()
@@ -185,10 +186,28 @@ func compileSticky(s *config.Sticky) *stickiness {
 	if s == nil {
 		return nil
 	}
-	st := &stickiness{by: s.By, name: s.Name, pod: podHash(s.PodKey),
+	st := &stickiness{by: s.By, name: s.Name, pod: podHash(s.PodKey), cfg: s,
 		trust: trust{header: http.CanonicalHeaderKey(s.ForwardedHeader), forwarded: strings.EqualFold(s.ForwardedHeader, "forwarded")}}
 	for _, c := range s.TrustedProxies {
 		st.trust.proxies = append(st.trust.proxies, c.Prefix())
+	}
+	return st
+}
+
+// stickyStatus is a sticky split in a listener's /status.
+type stickyStatus struct {
+	Route           string   `json:"route"`
+	By              string   `json:"by"`
+	Name            string   `json:"name,omitempty"`
+	ForwardedHeader string   `json:"forwarded_header"`
+	TrustedProxies  []string `json:"trusted_proxies"`
+	PodKey          string   `json:"pod_key"`
+}
+
+func (s *stickiness) status(route string) stickyStatus {
+	st := stickyStatus{Route: route, By: s.by, Name: s.name, ForwardedHeader: s.cfg.ForwardedHeader, PodKey: s.cfg.PodKey, TrustedProxies: []string{}}
+	for _, p := range s.trust.proxies {
+		st.TrustedProxies = append(st.TrustedProxies, p.String())
 	}
 	return st
 }

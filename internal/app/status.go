@@ -229,6 +229,8 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
+	// PeerNames is tls.match_san: the client identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 	// ProtocolStatus is what the listener's protocol shows, written after the
 	// fields above (postgres_pools: pgbouncer's SHOW POOLS and SHOW STATS).
 	ProtocolStatus protocol.Status `json:"-"`
@@ -250,6 +252,8 @@ type ClusterStatus struct {
 	ProtocolStatus protocol.Status  `json:"-"`
 	Discovery      *DiscoveryStatus `json:"discovery,omitempty"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
+	// PeerNames is tls.match_san: the server identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 }
 
 // MarshalJSON writes name and balance, the protocols' fields, then the
@@ -262,7 +266,8 @@ func (s ClusterStatus) MarshalJSON() ([]byte, error) {
 	tail := struct {
 		Discovery *DiscoveryStatus `json:"discovery,omitempty"`
 		Endpoints []EndpointStatus `json:"endpoints"`
-	}{s.Discovery, s.Endpoints}
+		PeerNames []string         `json:"match_san,omitempty"`
+	}{s.Discovery, s.Endpoints, s.PeerNames}
 	return joinJSON(head, s.ProtocolStatus, tail)
 }
 
@@ -343,6 +348,9 @@ func (a *App) Status() any {
 	}
 	for _, lc := range g.cfg.Listeners {
 		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
+		if lc.TLS != nil {
+			ls.PeerNames = peerNames(lc.TLS.MatchSAN)
+		}
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
 		}
@@ -356,6 +364,9 @@ func (a *App) Status() any {
 		rt := g.clusters[cc.Name]
 		c := rt.up
 		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
+		if cc.TLS != nil {
+			cs.PeerNames = peerNames(cc.TLS.MatchSAN)
+		}
 		for _, p := range a.protocols {
 			if inst := rt.proto.Instances[p.Name()]; inst != nil {
 				cs.ProtocolStatus = append(cs.ProtocolStatus, inst.Status()...)

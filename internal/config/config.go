@@ -156,6 +156,8 @@ type PostgresTLS struct {
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
 	ServerName string `yaml:"server_name"`
+	// MatchSAN: server_tls with mode verify-ca or verify-full only.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // ClusterRedis shards a cluster the way twemproxy does.
@@ -315,6 +317,9 @@ type ServerTLS struct {
 	RequireClientCert bool     `yaml:"require_client_cert"`
 	MinVersion        string   `yaml:"min_version"`
 	CipherSuites      []string `yaml:"cipher_suites"`
+	// MatchSAN is the client identities accepted, on top of the CA; it
+	// needs require_client_cert.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // Cluster is a named set of endpoints and how to reach them.
@@ -468,6 +473,10 @@ type ClientTLS struct {
 	KeyFile      string   `yaml:"key_file"`
 	MinVersion   string   `yaml:"min_version"`
 	CipherSuites []string `yaml:"cipher_suites"`
+	// MatchSAN is the server identities accepted. When set it replaces
+	// the host name check (server_name is still sent as SNI): the
+	// certificate must chain to ca_file and present one of these names.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // Endpoint is one static backend: "host:port" with an optional

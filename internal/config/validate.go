@@ -157,6 +157,10 @@ func (c *Config) validate() Errors {
 			}
 			v.tlsVersion(p+".tls.min_version", t.MinVersion)
 			v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
+			v.matchSAN(p+".tls.match_san", t.MatchSAN)
+			if len(t.MatchSAN) > 0 && !t.RequireClientCert {
+				v.errorf(p+".tls.match_san", "needs require_client_cert: true (and client_ca_file): without a verified client certificate there is no name to match")
+			}
 		}
 	}
 	v.unusedFields()
@@ -339,6 +343,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.file(p+".tls.ca_file", t.CAFile)
 		v.tlsVersion(p+".tls.min_version", t.MinVersion)
 		v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
+		v.matchSAN(p+".tls.match_san", t.MatchSAN)
 	}
 }
 
@@ -716,6 +721,9 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 		if t.ServerName != "" {
 			v.errorf(tp+".server_name", "only for server_tls")
 		}
+		if len(t.MatchSAN) > 0 {
+			v.errorf(tp+".match_san", "client certificates are not checked on client_tls; remove it")
+		}
 	}
 	if t := pg.ServerTLS; t != nil {
 		tp := p + ".server_tls"
@@ -724,6 +732,10 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 		v.file(tp+".ca_file", t.CAFile)
 		if t.Mode == "verify-ca" && t.CAFile == "" {
 			v.errorf(tp+".ca_file", "required with mode verify-ca")
+		}
+		v.matchSAN(tp+".match_san", t.MatchSAN)
+		if len(t.MatchSAN) > 0 && t.Mode != "verify-ca" && t.Mode != "verify-full" {
+			v.errorf(tp+".match_san", "needs mode verify-ca or verify-full: mode %s does not verify the server's certificate", t.Mode)
 		}
 	}
 }

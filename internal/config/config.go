@@ -10,6 +10,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -207,6 +208,59 @@ type RouteTarget struct {
 type Sticky struct {
 	By   string `yaml:"by"`   // client_ip | header | cookie
 	Name string `yaml:"name"` // header or cookie name
+	// TrustedProxies are the hops trusted to name the end user in
+	// ForwardedHeader; nil: loopback (the application, as a sidecar's only
+	// peer), empty: none (the peer is the end user).
+	TrustedProxies []CIDR `yaml:"trusted_proxies"`
+	// ForwardedHeader names the end user: x-forwarded-for (the default),
+	// forwarded (RFC 7239), or another list of addresses such as x-real-ip.
+	ForwardedHeader string `yaml:"forwarded_header"`
+	// PodKey is the key of a request with no user identity; default: the
+	// POD_NAME environment variable, else the host name.
+	PodKey string `yaml:"pod_key"`
+}
+
+// DefaultTrustedProxies are the trusted proxies of a sticky split by
+// default: loopback, where the application calls from.
+func DefaultTrustedProxies() []CIDR { return []CIDR{"127.0.0.0/8", "::1/128"} }
+
+// DefaultForwardedHeader is where a sticky split reads the end user.
+const DefaultForwardedHeader = "x-forwarded-for"
+
+// CIDR is an address prefix, written "10.0.0.0/8" or, for one address,
+// "10.0.0.7" (kept as "10.0.0.7/32"). Host bits must be zero and IPv4 is
+// written as IPv4.
+type CIDR string
+
+func (c *CIDR) decodeScalar(s string) error {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return fmt.Errorf("%q: not an address prefix (want 10.0.0.0/8, fd00::/8 or one address)", s)
+		}
+		if m := p.Masked(); m != p {
+			return fmt.Errorf("%q: host bits set (want %s)", s, m)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return fmt.Errorf("%q: not an address prefix (want 10.0.0.0/8, fd00::/8 or one address)", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return fmt.Errorf("%q: an IPv4-mapped IPv6 prefix never matches (addresses are compared as IPv4): write it as IPv4", s)
+	}
+	*c = CIDR(p.String())
+	return nil
+}
+
+// Prefix is the prefix of a CIDR that was decoded (the zero Prefix for
+// one that was not).
+func (c CIDR) Prefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(string(c))
+	return p
 }
 
 // Retries is a route's retry policy.

@@ -611,10 +611,7 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 			}
 		}
 		if s := r.Sticky; s != nil {
-			v.oneOf(rp+".sticky.by", "sticky key", s.By, stickyBy)
-			if (s.By == "header" || s.By == "cookie") && s.Name == "" {
-				v.errorf(rp+".sticky.name", "required with by: %s", s.By)
-			}
+			v.sticky(rp+".sticky", s)
 		}
 		if r.Timeout < 0 {
 			v.errorf(rp+".timeout", "must not be negative")

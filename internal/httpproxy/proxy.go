@@ -45,6 +45,10 @@ type Observer struct {
 	Requests   func(listener, route, cluster string) func(status int, d time.Duration)
 	Retry      func(cluster string)
 	Overloaded func(cluster, reason string)
+	// Sticky returns the counter of a sticky route's requests keyed on key
+	// ("header", "cookie", "client_ip" or "pod"); asked once per route and
+	// key.
+	Sticky func(listener, route, key string) func()
 }
 
 // Handler serves the requests of one listener generation.
@@ -69,6 +73,15 @@ type HandlerOptions struct {
 // NewHandler returns the handler for a route table.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{table: o.Table, obs: o.Observer, log: o.Log, access: o.AccessLog, listener: o.Table.Listener}
+	if bind := o.Observer.Sticky; bind != nil {
+		for _, r := range h.table.Routes {
+			if r.sticky != nil && len(r.targets) > 1 {
+				for k, key := range stickyKeys {
+					r.sticky.counts[k] = bind(h.listener, r.Name, key)
+				}
+			}
+		}
+	}
 	if bind := o.Observer.Requests; bind != nil {
 		h.noRoute = bind(h.listener, "", "")
 		for _, r := range h.table.Routes {

@@ -194,6 +194,28 @@ func TestLayout(t *testing.T) {
 			if !slices.Equal(listed, s.files) {
 				t.Errorf("kustomization.yaml resources: got %q, want the directory's YAML files %q", listed, s.files)
 			}
+			// No credential is ever committed: every value of a Secret is
+			// a marked placeholder.
+			for _, o := range s.objects {
+				if o.GetKind() != "Secret" {
+					continue
+				}
+				data := map[string]string{}
+				plain, _, _ := unstructured.NestedStringMap(o.Object, "stringData")
+				for k, v := range plain {
+					data[k] = v
+				}
+				enc, _, _ := unstructured.NestedStringMap(o.Object, "data")
+				for k, v := range enc {
+					b, _ := base64.StdEncoding.DecodeString(v)
+					data[k] = string(b)
+				}
+				for k, v := range data {
+					if !strings.Contains(v, "CHANGE-ME") && !strings.Contains(v, "PLACEHOLDER") {
+						t.Errorf("%v: %s is not marked as a placeholder (CHANGE-ME or PLACEHOLDER)", o, k)
+					}
+				}
+			}
 			line := fmt.Sprintf("| [`%s/`](%s/) | ", s.name, s.name)
 			i := bytes.Index(readme, []byte(line))
 			if i < 0 {

@@ -54,7 +54,7 @@ h2spec() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s consul h2spec)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s kubelet consul h2spec)
 for t in "${targets[@]}"; do
 	case $t in
 	k8s | kubelet | etcd | consul | h2spec) "$t" ;;

@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/testenv/kubeenv"
@@ -165,6 +166,11 @@ spec:
 
 	// SIGTERM order: the application terminates first, with attache still
 	// serving and not draining, then attache.
+	w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=app"})
+	if err != nil {
+		t.Fatalf("watch pod: %v", err)
+	}
+	defer w.Stop()
 	deleted := time.Now()
 	if err := pods.Delete(ctx, "app", metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod: %v", err)
@@ -174,8 +180,40 @@ spec:
 	}
 	waitGone(t, ctx, pods, time.Minute, dump)
 	t.Logf("pod gone %v after its deletion", time.Since(deleted).Round(100*time.Millisecond))
-	if log := node.ContainerLog(namespace, "app", "attache"); !strings.Contains(log, "draining") {
-		t.Logf("attache's log has no drain (the kubelet may have removed it):\n%s", log)
+	// The kubelet reports both containers terminated before the pod goes:
+	// each exited 0 (attache drained and exited on its SIGTERM), attache no
+	// earlier than the application.
+	var appEnd, sidecarEnd *corev1.ContainerStateTerminated
+	for done := false; !done; {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok || ev.Type == watch.Deleted {
+				done = true
+			}
+			p, isPod := ev.Object.(*corev1.Pod)
+			if !isPod {
+				continue
+			}
+			for _, c := range p.Status.ContainerStatuses {
+				if c.State.Terminated != nil {
+					appEnd = c.State.Terminated
+				}
+			}
+			for _, c := range p.Status.InitContainerStatuses {
+				if c.State.Terminated != nil {
+					sidecarEnd = c.State.Terminated
+				}
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no deletion event for the pod")
+		}
+	}
+	if appEnd == nil || sidecarEnd == nil {
+		t.Fatalf("the kubelet reported no termination of both containers (application %v, attache %v)", appEnd, sidecarEnd)
+	}
+	if appEnd.ExitCode != 0 || sidecarEnd.ExitCode != 0 || sidecarEnd.FinishedAt.Before(&appEnd.FinishedAt) {
+		t.Fatalf("termination: application exit %d at %v, attache exit %d at %v; want both 0, attache last",
+			appEnd.ExitCode, appEnd.FinishedAt, sidecarEnd.ExitCode, sidecarEnd.FinishedAt)
 	}
 }
 

@@ -63,6 +63,7 @@ type Node struct {
 	ctr        string // the ctr binary
 	cgroupRoot string // the kubelet's cgroup root, under every v1 hierarchy
 	sysctls    map[string][]byte
+	logLinks   bool // /var/log/containers did not exist before the kubelet
 }
 
 // kubeletSysctls are the kernel settings the kubelet sets at start
@@ -125,6 +126,8 @@ func Start(t testing.TB, kube *kubeenv.Kube) *Node {
 	if err := n.writeKubeletConfig(); err != nil {
 		t.Fatal(err)
 	}
+	_, err = os.Stat(containerLogLinks)
+	n.logLinks = os.IsNotExist(err)
 	n.sysctls = map[string][]byte{}
 	for _, k := range kubeletSysctls {
 		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
@@ -353,14 +356,20 @@ func (n *Node) stop(t testing.TB, stopKubelet, stopContainerd func()) {
 	if err := os.RemoveAll(n.dir); err != nil {
 		t.Logf("kubeletenv: remove %s: %v", n.dir, err)
 	}
-	// The kubelet links every container's log into /var/log/containers.
-	links, _ := filepath.Glob("/var/log/containers/*.log")
+	links, _ := filepath.Glob(filepath.Join(containerLogLinks, "*.log"))
 	for _, l := range links {
 		if dst, err := os.Readlink(l); err == nil && strings.HasPrefix(dst, n.dir+"/") {
 			os.Remove(l)
 		}
 	}
+	if n.logLinks {
+		os.Remove(containerLogLinks) // only when empty
+	}
 }
+
+// containerLogLinks is where the kubelet links every container's log (a
+// fixed path).
+const containerLogLinks = "/var/log/containers"
 
 // deletePods deletes the pods bound to the node at once and gives the
 // kubelet up to 30s to stop their containers.

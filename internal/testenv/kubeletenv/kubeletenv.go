@@ -459,24 +459,49 @@ func (n *Node) unmountAll(t testing.TB) {
 }
 
 // removeCgroups removes the kubelet's cgroup root, and the cgroups under
-// it, from every hierarchy.
+// it, from every hierarchy. Processes still in them (containers whose shim
+// was killed) are the node's own: they are killed by PID first.
 func (n *Node) removeCgroups(t testing.TB) {
 	if n.cgroupRoot == "" {
 		return
 	}
+	var dirs []string
 	for _, h := range cgroupHierarchies() {
-		root := filepath.Join(h, n.cgroupRoot)
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		filepath.WalkDir(filepath.Join(h, n.cgroupRoot), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)
 			}
 			return nil
 		})
-		for i := len(dirs) - 1; i >= 0; i-- { // children before parents
-			if err := syscall.Rmdir(dirs[i]); err != nil && !os.IsNotExist(err) {
-				t.Logf("kubeletenv: remove cgroup %s: %v", dirs[i], err)
+	}
+	left := func() (pids []int) {
+		for _, d := range dirs {
+			b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
 			}
+		}
+		return pids
+	}
+	for i := 0; i < 100; i++ {
+		pids := left()
+		if len(pids) == 0 {
+			break
+		}
+		if i == 0 {
+			t.Logf("kubeletenv: killing processes left in the node's cgroups: %v", pids)
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) }) // children first
+	for _, d := range dirs {
+		if err := syscall.Rmdir(d); err != nil && !os.IsNotExist(err) {
+			t.Logf("kubeletenv: remove cgroup %s: %v", d, err)
 		}
 	}
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the real servers and tools the integration tests run (kube-apiserver,
-# etcd, consul, h2spec) from their Go modules, once, into a cache outside the
+# kubelet, etcd, consul, h2spec) from their Go modules, once, into a cache outside the
 # repo keyed by version. A cached binary is never rebuilt. Each has its own
 # build module here (tools/k8s, tools/etcd, tools/consul, tools/h2spec) so the
-# project's go.mod never sees their dependency graphs.
+# project's go.mod never sees their dependency graphs. kubelet comes from the
+# same module and version as kube-apiserver (tools/k8s).
 #
-#   tools/build.sh [k8s|etcd|consul|h2spec ...]   (default: all)
+#   tools/build.sh [k8s|kubelet|etcd|consul|h2spec ...]   (default: all)
 #   prints nothing but progress; binaries land in $(tools/build.sh --dir)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,13 +33,15 @@ build() {
 	echo "tools: $name $version built in $((SECONDS - t0)) s" >&2
 }
 
-k8s() {
+k8s_ldflags() {
 	local ld="-s -w" p
 	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 		ld="$ld -X $p.gitVersion=$K8S -X $p.gitMajor=1 -X $p.gitMinor=34 -X $p.gitTreeState=clean"
 	done
-	build kube-apiserver $K8S k8s k8s.io/kubernetes/cmd/kube-apiserver "$ld"
+	echo "$ld"
 }
+k8s() { build kube-apiserver $K8S k8s k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)"; }
+kubelet() { build kubelet $K8S k8s k8s.io/kubernetes/cmd/kubelet "$(k8s_ldflags)"; }
 etcd() { build etcd $ETCD etcd go.etcd.io/etcd/server/v3 "-s -w"; }
 consul() {
 	build consul $CONSUL consul github.com/hashicorp/consul \
@@ -51,10 +54,10 @@ h2spec() {
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s consul h2spec)
+[ ${#targets[@]} -gt 0 ] || targets=(etcd k8s kubelet consul h2spec)
 for t in "${targets[@]}"; do
 	case $t in
-	k8s | etcd | consul | h2spec) "$t" ;;
-	*) echo "tools: unknown target $t (k8s, etcd, consul, h2spec)" >&2; exit 2 ;;
+	k8s | kubelet | etcd | consul | h2spec) "$t" ;;
+	*) echo "tools: unknown target $t (k8s, kubelet, etcd, consul, h2spec)" >&2; exit 2 ;;
 	esac
 done

@@ -27,8 +27,8 @@ build() {
 	if [ -x "$out" ]; then ln -sf "$name-$version" "$cache/bin/$name"; return; fi
 	echo "tools: building $name $version (cached in $cache/bin)" >&2
 	local t0=$SECONDS
-	(cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$out.tmp" "$pkg")
-	mv "$out.tmp" "$out"
+	(cd "$here/$dir" && go build -trimpath -ldflags "$ld" -o "$out.tmp.$$" "$pkg")
+	mv "$out.tmp.$$" "$out" # its own temporary name: two builds at once each move a whole file
 	ln -sf "$name-$version" "$cache/bin/$name"
 	echo "tools: $name $version built in $((SECONDS - t0)) s" >&2
 }

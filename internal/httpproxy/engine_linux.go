@@ -126,7 +126,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Tim
 	if hb.fd < 0 {
 		return nil, nil, time.Time{}, true
 	}
-	nc, err := evloop.Conn(hb.fd)
+	nc, err := evloop.NetConn(hb.fd)
 	if err != nil {
 		return nil, nil, time.Time{}, true
 	}

@@ -916,7 +916,7 @@ func (ec *eclient) handBack() {
 	ec.ended = true
 	delete(ec.e.clients, ec)
 	ec.src.Release()
-	conn, err := evloop.Conn(ec.src.FD)
+	conn, err := evloop.NetConn(ec.src.FD)
 	if err != nil {
 		c.leave()
 		ec.done <- true

@@ -157,7 +157,7 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	}
 	<-cl.done // closeClient counted it out of its last pool, or it moved
 	if q := cl.moveTo; q != nil {
-		conn, err := evloop.Conn(cl.fd)
+		conn, err := evloop.NetConn(cl.fd)
 		if err != nil {
 			q.leave()
 			return true

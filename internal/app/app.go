@@ -60,10 +60,10 @@ type App struct {
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
 	pool    *listener.Pool
-	engines *tcpproxy.Engines // nil where there is no epoll
-	// threads are the event loops' threads of the process, shared by
-	// every postgres listener's engines (evloop.Threads).
-	threads *evloop.Threads
+	// loops are the process's event loops, on which every protocol's
+	// engines serve (started with the first connection an engine takes).
+	loops   *evloop.Group
+	engines *tcpproxy.Engines
 
 	mu       sync.Mutex // serialises apply
 	gen      atomic.Pointer[generation]
@@ -113,12 +113,13 @@ func New(opts Options) (*App, error) {
 		a.log = slog.New(slog.NewTextHandler(opts.LogOutput, hopts))
 	}
 	a.pool = listener.NewPool(a.log)
-	a.engines = tcpproxy.NewEngines(runtime.GOMAXPROCS(0))
-	a.threads = evloop.NewThreads(runtime.GOMAXPROCS(0) - 1)
+	a.loops = evloop.NewGroup(runtime.GOMAXPROCS(0))
+	a.engines = tcpproxy.NewEngines(a.loops)
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
 	if err := a.apply(cfg); err != nil {
 		a.engines.Close()
+		a.loops.Close()
 		return nil, err
 	}
 	a.metrics.ReloadSuccessful.Set(1)
@@ -362,6 +363,7 @@ func (a *App) Shutdown(ctx context.Context) {
 	}
 	g.stop(nil)
 	a.mu.Unlock()
+	a.loops.Close()
 	close(a.serveStop)
 	for _, srv := range []*http.Server{a.admin, a.probes} {
 		if srv != nil {

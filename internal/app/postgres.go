@@ -47,7 +47,7 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		AuthQuery:            pc.Auth.Query,
 		AuthUser:             pc.Auth.User,
 		Log:                  a.log.With("listener", lc.Name),
-		Threads:              a.threads,
+		Loops:                a.loops,
 		Dial: func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
 			if ep != nil {
 				conn, err := up.DialEndpoint(ctx, ep)

@@ -158,9 +158,3 @@ func startLoops(n int, threads *Threads) []*Loop {
 	return ls
 }
 
-// SetTick sets the tick of the Part New made (see Part.SetTick).
-func (l *Loop) SetTick(d time.Duration) {
-	if len(l.parts) > 0 {
-		l.parts[0].SetTick(d)
-	}
-}

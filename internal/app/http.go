@@ -57,7 +57,7 @@ func (a *App) newHTTPServer(lc config.Listener) *httpproxy.Server {
 	case "goroutine":
 		path = httpproxy.PathGoroutine
 	}
-	return httpproxy.NewServer(lc.IdleTimeout.D(), path, a.log.With("listener", lc.Name))
+	return httpproxy.NewServer(lc.IdleTimeout.D(), path, a.loops, a.log.With("listener", lc.Name))
 }
 
 func (a *App) httpHandler(lc config.Listener, clusters map[string]*clusterRT) *httpproxy.Handler {
@@ -105,7 +105,7 @@ func (a *App) buildRedisPool(cc config.Cluster, tlsFor func(string) *tls.Config)
 		Cluster: cc.Name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
 		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),
-		Username: r.Username, Password: r.Password, Log: a.log,
+		Username: r.Username, Password: r.Password, Log: a.log, Loops: a.loops,
 		Observer: redisproxy.Observer{
 			Request: func(shard string) func(bool, time.Duration) {
 				ok := a.metrics.RedisRequests.WithLabelValues(cc.Name, shard, "ok")

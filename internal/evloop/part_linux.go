@@ -157,4 +157,3 @@ func startLoops(n int, threads *Threads) []*Loop {
 	}
 	return ls
 }
-

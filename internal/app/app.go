@@ -8,6 +8,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +24,8 @@ import (
 	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
-	"github.com/attache-proxy/attache/internal/tcpproxy"
+	"github.com/attache-proxy/attache/internal/protocol"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/watch"
 )
 
@@ -60,10 +62,11 @@ type App struct {
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
 	pool    *listener.Pool
-	// loops are the process's event loops, on which every protocol's
-	// engines serve (started with the first connection an engine takes).
-	loops   *evloop.Group
-	engines *tcpproxy.Engines
+	// protocols are the protocols served (internal/protocols), by name in
+	// protocol; proc is what they share.
+	protocols []protocol.Protocol
+	protocol  map[string]protocol.Protocol
+	proc      *protocol.Process
 
 	mu       sync.Mutex // serialises apply
 	gen      atomic.Pointer[generation]
@@ -113,13 +116,23 @@ func New(opts Options) (*App, error) {
 		a.log = slog.New(slog.NewTextHandler(opts.LogOutput, hopts))
 	}
 	a.pool = listener.NewPool(a.log)
-	a.loops = evloop.NewGroup(runtime.GOMAXPROCS(0))
-	a.engines = tcpproxy.NewEngines(a.loops)
+	a.proc = &protocol.Process{
+		Loops:     evloop.NewGroup(runtime.GOMAXPROCS(0)),
+		Log:       a.log,
+		Metrics:   a.metrics,
+		LookupEnv: opts.LookupEnv,
+		AccessLog: opts.AccessLogOutput,
+		WatchTLS:  a.watchTLS,
+	}
+	if err := a.openProtocols(); err != nil {
+		a.proc.Loops.Close()
+		return nil, err
+	}
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
 	if err := a.apply(cfg); err != nil {
-		a.engines.Close()
-		a.loops.Close()
+		a.closeProtocols()
+		a.proc.Loops.Close()
 		return nil, err
 	}
 	a.metrics.ReloadSuccessful.Set(1)
@@ -139,6 +152,27 @@ func New(opts Options) (*App, error) {
 	}
 	a.log.Info("attache started", "admin", a.AdminAddr(), "probes", a.ProbesAddr(), "listeners", len(cfg.Listeners), "clusters", len(cfg.Clusters))
 	return a, nil
+}
+
+// openProtocols opens every protocol of internal/protocols.
+func (a *App) openProtocols() error {
+	a.protocol = map[string]protocol.Protocol{}
+	for _, p := range protocols.New() {
+		if err := p.Open(a.proc); err != nil {
+			a.closeProtocols()
+			return fmt.Errorf("protocol %s: %w", p.Name(), err)
+		}
+		a.protocols = append(a.protocols, p)
+		a.protocol[p.Name()] = p
+	}
+	return nil
+}
+
+// closeProtocols closes the protocols opened.
+func (a *App) closeProtocols() {
+	for _, p := range a.protocols {
+		p.Close()
+	}
 }
 
 // adminRetry is how often a taken admin or probe port is tried again.
@@ -348,22 +382,20 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.metrics.Draining.Set(1)
 	g := a.gen.Load()
 	for _, l := range g.listeners {
-		if l.http != nil {
-			l.http.Drain()
+		l.inst.Drain()
+	}
+	for _, c := range g.clusters {
+		for _, inst := range c.proto.Instances {
+			inst.Drain()
 		}
 	}
 	a.drain(ctx, g.cfg.DrainMin.D(), g.cfg.DrainTimeout.D())
 	a.pool.Close()
-	a.engines.Close()
+	a.closeProtocols()
 	a.mu.Lock()
-	for _, c := range g.clusters {
-		if c.redis != nil {
-			c.redis.Close(0) // the drain is over: cut the Redis clients left
-		}
-	}
-	g.stop(nil)
+	g.stop(nil) // the drain is over: what is left is cut
 	a.mu.Unlock()
-	a.loops.Close()
+	a.proc.Loops.Close()
 	close(a.serveStop)
 	for _, srv := range []*http.Server{a.admin, a.probes} {
 		if srv != nil {

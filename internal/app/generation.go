@@ -7,24 +7,17 @@ import (
 	"net"
 	"net/http"
 	"reflect"
-	"slices"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/credentials"
 	"github.com/attache-proxy/attache/internal/failover"
 	"github.com/attache-proxy/attache/internal/health"
-	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/listener"
-	"github.com/attache-proxy/attache/internal/pgproxy"
-	"github.com/attache-proxy/attache/internal/redisproxy"
-	"github.com/attache-proxy/attache/internal/tcpproxy"
+	"github.com/attache-proxy/attache/internal/protocol"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
-	"github.com/attache-proxy/attache/internal/userlist"
 	"github.com/attache-proxy/attache/internal/watch"
 )
 
@@ -46,8 +39,8 @@ type generation struct {
 type clusterRT struct {
 	cfg    config.Cluster
 	up     *upstream.Cluster
-	http   *httpproxy.Cluster
-	redis  *redisproxy.Pool // sharded Redis clusters only
+	proto  *protocol.Cluster // what protocols see, with their instances of the cluster
+	roles  bool              // the health check learns endpoint roles (postgres)
 	tls    *tlsconfig.Client
 	watch  *failover.Watcher // clusters with a postgres check
 	creds  *credentials.Set  // nil: none
@@ -57,13 +50,10 @@ type clusterRT struct {
 }
 
 type listenerRT struct {
-	cfg     config.Listener
-	tls     *tlsconfig.Server
-	cancel  context.CancelFunc // the TLS file watch
-	http    *httpproxy.Server  // HTTP listeners: kept while name and address stay
-	handler *httpproxy.Handler // this generation's routes, swapped into http
-	pg      *pgproxy.Proxy     // postgres listeners: kept while the listener and its cluster are unchanged
-	pgWatch context.CancelFunc // pg's client_tls and server_tls file watch
+	cfg    config.Listener
+	tls    *tlsconfig.Server
+	cancel context.CancelFunc // the TLS file watch
+	inst   protocol.Listener  // built by the listener's protocol
 }
 
 // apply builds a generation from cfg and swaps it in. On error nothing
@@ -86,7 +76,7 @@ func (a *App) apply(cfg *config.Config) error {
 				continue
 			}
 		}
-		rt, start, err := a.buildCluster(cc, old)
+		rt, start, err := a.buildCluster(cc, old, next)
 		if err != nil {
 			return fail(fmt.Errorf("cluster %q: %w", cc.Name, err))
 		}
@@ -97,37 +87,31 @@ func (a *App) apply(cfg *config.Config) error {
 	settings := map[string]listener.Settings{}
 	for _, lc := range cfg.Listeners {
 		rt := &listenerRT{cfg: lc}
+		proto := a.protocol[lc.Protocol]
+		var prevInst protocol.Listener
 		if old != nil {
 			prev := old.listeners[lc.Name]
 			if prev != nil && reflect.DeepEqual(prev.cfg.TLS, lc.TLS) && prev.cfg.Protocol == lc.Protocol {
 				rt.tls, rt.cancel = prev.tls, prev.cancel
 			}
-			if prev != nil && prev.http != nil && prev.cfg.Address == lc.Address && lc.Protocol == "http" {
-				rt.http = prev.http
-			}
-			if prev != nil && prev.pg != nil && reflect.DeepEqual(prev.cfg, lc) && old.clusters[lc.Cluster] == next.clusters[lc.Cluster] {
-				// Kept with its pools; the users file is read again.
-				users, err := userlist.Load(lc.Postgres.Auth.UsersFile)
-				if err != nil {
-					return fail(fmt.Errorf("listener %q: postgres.auth.users_file: %w", lc.Name, err))
-				}
-				rt.pg, rt.pgWatch = prev.pg, prev.pgWatch
-				built = append(built, func() { rt.pg.SetUsers(users) })
+			if prev != nil && prev.cfg.Protocol == lc.Protocol {
+				prevInst = prev.inst
 			}
 		}
-		if lc.Protocol == "postgres" && rt.pg == nil {
-			p, watch, err := a.buildPostgres(lc, next.clusters[lc.Cluster].up)
-			if err != nil {
-				return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			rt.pg, rt.pgWatch = p, cancel
-			built = append(built, func() { watch(ctx) })
+		env := a.env(next)
+		env.Cluster = next.cluster(lc.Cluster)
+		env.Listener = &lc
+		env.Log = a.log.With("listener", lc.Name)
+		inst, err := proto.NewListener(env, prevInst)
+		if err != nil {
+			return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
 		}
+		rt.inst = inst
+		next.listeners[lc.Name] = rt // stopped with next if what follows fails
 		if lc.TLS != nil && rt.tls == nil {
 			var alpn []string
-			if lc.Protocol == "http" {
-				alpn = []string{"h2", "http/1.1"}
+			if p, ok := proto.(protocol.ALPN); ok {
+				alpn = p.ALPN()
 			}
 			s, err := tlsconfig.NewServer(*lc.TLS, alpn...)
 			if err != nil {
@@ -139,17 +123,14 @@ func (a *App) apply(cfg *config.Config) error {
 			owner := "listener " + lc.Name
 			built = append(built, func() { go a.watchTLS(ctx, owner, s.Files(), s.Reload) })
 		}
-		next.listeners[lc.Name] = rt
-		settings[lc.Address] = a.listenerSettings(lc, rt, next.clusters)
+		settings[lc.Address] = a.listenerSettings(lc, rt)
 	}
 
 	if err := a.pool.Apply(settings); err != nil {
 		return fail(err)
 	}
-	for _, l := range next.listeners {
-		if l.http != nil {
-			l.http.Update(l.handler)
-		}
+	for _, lc := range cfg.Listeners {
+		next.listeners[lc.Name].inst.Start()
 	}
 	a.gen.Store(next)
 	for _, start := range built {
@@ -161,9 +142,27 @@ func (a *App) apply(cfg *config.Config) error {
 	return nil
 }
 
+// env is the environment of what is built for next: the cluster or
+// listener fields are the caller's to fill.
+func (a *App) env(next *generation) *protocol.Env {
+	return &protocol.Env{Process: a.proc, Config: next.cfg, Clusters: next.cluster, Log: a.log}
+}
+
+// cluster returns the protocols' view of the cluster named name, or nil.
+func (g *generation) cluster(name string) *protocol.Cluster {
+	if c := g.clusters[name]; c != nil {
+		return c.proto
+	}
+	return nil
+}
+
 // stop ends the background tasks of everything in g that keep does not
 // carry on. keep may be nil.
 func (g *generation) stop(keep *generation) {
+	var to *config.Config
+	if keep != nil {
+		to = keep.cfg
+	}
 	for name, c := range g.clusters {
 		if keep != nil && keep.clusters[name] == c {
 			continue
@@ -176,34 +175,25 @@ func (g *generation) stop(keep *generation) {
 		if keep != nil && keep.clusters[name] == c {
 			continue
 		}
-		if c.http != nil {
-			c.http.Close()
+		var successor *protocol.Cluster
+		if keep != nil {
+			successor = keep.cluster(name)
 		}
-		// A new connection gets the new pool; the clients it serves move
-		// to the cluster's new pool at a command boundary. A dropped
-		// cluster's clients, and those of a cluster whose listeners
-		// changed (a client cannot tell which listener it came through,
-		// and one re-pointed must not stay on the old cluster's keys),
-		// stay until they leave or the drain ends.
-		if c.redis != nil {
-			var next *redisproxy.Pool
-			if keep != nil && keep.clusters[name] != nil && slices.Equal(redisListeners(g.cfg, name), redisListeners(keep.cfg, name)) {
-				next = keep.clusters[name].redis
+		for proto, inst := range c.proto.Instances {
+			var next protocol.Instance
+			if successor != nil {
+				next = successor.Instances[proto]
 			}
-			go c.redis.Replace(next, g.cfg.DrainTimeout.D())
+			inst.Stop(next, g.cfg, to)
 		}
 	}
 	for name, l := range g.listeners {
 		kept := keep != nil && keep.listeners[name] != nil
-		if l.pg != nil && !(kept && keep.listeners[name].pg == l.pg) {
-			l.pg.Close()
-			if l.pgWatch != nil {
-				l.pgWatch()
-			}
+		var next protocol.Instance
+		if kept && keep.listeners[name].inst != nil {
+			next = keep.listeners[name].inst
 		}
-		if l.http != nil && !(kept && keep.listeners[name].http == l.http) {
-			go l.http.Close(g.cfg.DrainTimeout.D())
-		}
+		l.inst.Stop(next, g.cfg, to)
 		if kept && keep.listeners[name].tls == l.tls {
 			continue
 		}
@@ -213,7 +203,7 @@ func (g *generation) stop(keep *generation) {
 	}
 }
 
-func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func(), error) {
+func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT, func(), error) {
 	picker, err := balance.New(cc.Balance)
 	if err != nil {
 		return nil, nil, err
@@ -253,7 +243,31 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
 	}
-	if hc := cc.HealthCheck; hc != nil && hc.Type == "postgres" {
+	if cc.Credentials != nil {
+		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
+			return nil, nil, fmt.Errorf("credentials: %w", err)
+		}
+	}
+	rt.proto = &protocol.Cluster{Config: cc, Upstream: rt.up, TLS: opts.TLS, Credentials: rt.creds, Instances: map[string]protocol.Instance{}}
+	env := a.env(next)
+	env.Cluster = rt.proto
+	for _, p := range a.protocols {
+		inst, err := p.NewCluster(env)
+		if err != nil {
+			rt.stopInstances(next.cfg)
+			return nil, nil, err
+		}
+		if inst != nil {
+			rt.proto.Instances[p.Name()] = inst
+		}
+	}
+
+	var chk health.Checker
+	if hc := cc.HealthCheck; hc != nil {
+		chk = a.checker(hc, rt.proto)
+		_, rt.roles = chk.(health.ReplicationChecker)
+	}
+	if rt.roles {
 		rt.watch = failover.NewWatcher(rt.up, failoverHook(cc.OnFailover), log)
 		rt.watch.OnChange = func(failover.Event) { a.metrics.PrimaryChanges.WithLabelValues(cc.Name).Inc() }
 		rt.watch.OnHook = func(_ failover.Event, err error) {
@@ -268,20 +282,10 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			rt.watch.Inherit(old.clusters[cc.Name].watch)
 		}
 	}
-	if cc.Credentials != nil {
-		if rt.creds, err = credentials.New(*cc.Credentials); err != nil {
-			return nil, nil, fmt.Errorf("credentials: %w", err)
-		}
-	}
-	rt.http = a.buildHTTPCluster(cc, rt.up, opts.TLS, rt.creds)
-	if cc.Redis != nil {
-		if rt.redis, err = a.buildRedisPool(cc, opts.TLS); err != nil {
-			return nil, nil, err
-		}
-	}
 
 	src, err := a.discoverySource(cc, rt, old)
 	if err != nil {
+		rt.stopInstances(next.cfg)
 		return nil, nil, err
 	}
 	if src == nil {
@@ -308,7 +312,6 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 			})
 		}
 		if hc := cc.HealthCheck; hc != nil {
-			chk := a.checker(hc, opts, cc.Redis)
 			pol := health.Policy{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
 				Thresholds: upstream.Thresholds{Healthy: hc.HealthyThreshold, Unhealthy: hc.UnhealthyThreshold}}
 			var afterRound func()
@@ -332,6 +335,14 @@ func (a *App) buildCluster(cc config.Cluster, old *generation) (*clusterRT, func
 	return rt, start, nil
 }
 
+// stopInstances stops the protocols' instances of a cluster that failed
+// to build.
+func (rt *clusterRT) stopInstances(cfg *config.Config) {
+	for _, inst := range rt.proto.Instances {
+		inst.Stop(nil, cfg, cfg)
+	}
+}
+
 // failoverHook is the on_failover of a cluster, nil when it has none.
 func failoverHook(f *config.OnFailover) *failover.Hook {
 	if f == nil {
@@ -341,37 +352,23 @@ func failoverHook(f *config.OnFailover) *failover.Hook {
 		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 }
 
-// checker returns the active health checker of a type. The amqp and redis
-// checks go through the cluster's TLS when it has one (amqps, Redis TLS);
-// tcp only connects; the postgres check also learns each endpoint's role
-// and replication lag.
-func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.ClusterRedis) health.Checker {
+// checker returns the active health checker of a type: a protocol's
+// (redis, postgres: see protocol.Checker), or http, amqp or tcp. The amqp
+// and http checks go through the cluster's TLS when it has one; tcp only
+// connects.
+func (a *App) checker(hc *config.HealthCheck, c *protocol.Cluster) health.Checker {
+	if p, ok := a.protocol[hc.Type].(protocol.Checker); ok {
+		return p.Checker(hc, c)
+	}
 	plain := (&net.Dialer{}).DialContext
 	switch hc.Type {
-	case "postgres":
-		user, db, pass := hc.User, hc.Database, hc.Password
-		return &health.Postgres{Dial: plain, Login: func(conn net.Conn) (*pgproto3.Frontend, error) {
-			s, err := pgproxy.Login(conn, user, db, pass, map[string]string{"application_name": "attache-health-check"})
-			if err != nil {
-				return nil, err
-			}
-			return s.FE, nil
-		}}
-	case "redis":
-		var user, pass string
-		if r := rc; r != nil {
-			user, pass = r.Username, r.Password
-		}
-		return health.CheckerFunc(func(ctx context.Context, addr string) error {
-			return redisproxy.Ping(ctx, addr, user, pass, opts.TLS)
-		})
 	case "http":
 		tr := &http.Transport{DisableKeepAlives: true, DialContext: plain}
 		scheme := "http"
-		if opts.TLS != nil {
+		if c.TLS != nil {
 			scheme = "https"
 			tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return (&tls.Dialer{Config: opts.TLS(addr)}).DialContext(ctx, network, addr)
+				return (&tls.Dialer{Config: c.TLS(addr)}).DialContext(ctx, network, addr)
 			}
 		}
 		var ranges [][2]int
@@ -383,9 +380,9 @@ func (a *App) checker(hc *config.HealthCheck, opts upstream.Options, rc *config.
 			scheme, hc.Path, hc.Host, ranges)
 	case "amqp":
 		dial := health.Dialer(plain)
-		if opts.TLS != nil {
+		if c.TLS != nil {
 			dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return (&tls.Dialer{Config: opts.TLS(addr)}).DialContext(ctx, network, addr)
+				return (&tls.Dialer{Config: c.TLS(addr)}).DialContext(ctx, network, addr)
 			}
 		}
 		return health.AMQP(dial)
@@ -423,33 +420,12 @@ func (a *App) watchCredentials(ctx context.Context, cluster string, s *credentia
 	})
 }
 
-func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[string]*clusterRT) listener.Settings {
+func (a *App) listenerSettings(lc config.Listener, rt *listenerRT) listener.Settings {
 	name := lc.Name
-	var handler listener.Handler
-	if lc.Protocol == "postgres" {
-		handler = rt.pg
-	} else if lc.Protocol == "redis" {
-		handler = &redisproxy.Handler{Pool: clusters[lc.Cluster].redis, Password: lc.Password, Log: a.log.With("listener", name)}
-	} else if lc.Protocol == "http" {
-		if rt.http == nil {
-			rt.http = a.newHTTPServer(lc)
-		}
-		rt.handler = a.httpHandler(lc, clusters)
-		handler = rt.http
-	} else {
-		c := clusters[lc.Cluster]
-		handler = &tcpproxy.Handler{
-			Cluster:     c.up,
-			IdleTimeout: lc.IdleTimeout.D(),
-			Counters:    counters(a, c.cfg.Name),
-			Log:         a.log.With("listener", name),
-			Engines:     a.engines,
-		}
-	}
 	s := listener.Settings{
 		Name:           name,
 		MaxConnections: lc.MaxConnections,
-		Handler:        handler,
+		Handler:        rt.inst.Handler(),
 		Events: listener.Events{
 			Accepted: func() {
 				a.metrics.ConnectionsTotal.WithLabelValues(name).Inc()
@@ -464,25 +440,4 @@ func (a *App) listenerSettings(lc config.Listener, rt *listenerRT, clusters map[
 		s.TLS = rt.tls.Config()
 	}
 	return s
-}
-
-func counters(a *App, cluster string) tcpproxy.Counters {
-	up := a.metrics.Bytes.WithLabelValues(cluster, "to_upstream")
-	down := a.metrics.Bytes.WithLabelValues(cluster, "from_upstream")
-	return tcpproxy.Counters{
-		ToUpstream:   func(n int) { up.Add(float64(n)) },
-		FromUpstream: func(n int) { down.Add(float64(n)) },
-	}
-}
-
-// redisListeners returns the names of cfg's redis listeners that shard
-// over cluster, in config order.
-func redisListeners(cfg *config.Config, cluster string) []string {
-	var names []string
-	for _, l := range cfg.Listeners {
-		if l.Protocol == "redis" && l.Cluster == cluster {
-			names = append(names, l.Name)
-		}
-	}
-	return names
 }

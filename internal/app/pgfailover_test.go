@@ -322,7 +322,7 @@ clusters:
 		return h.metric(`attache_cluster_failover_hooks_total{cluster="orders",result="success"}`) == "1"
 	})
 	_, body := h.admin("GET", "/status")
-	var st Status
+	var st pgStatus
 	json.Unmarshal([]byte(body), &st)
 	for _, l := range st.Listeners {
 		for _, p := range l.Pools {

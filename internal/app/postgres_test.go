@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -65,7 +66,7 @@ clusters:
 		t.Fatal(err)
 	}
 	_, body := h.admin("GET", "/status")
-	var st Status
+	var st pgStatus
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -249,4 +250,12 @@ clusters: [{name: pg, endpoints: ["%s"]}]
 	os.WriteFile(caFile+".new", right.CertPEM, 0o600)
 	os.Rename(caFile+".new", caFile)
 	eventually(t, 5*time.Second, "a server login with the rotated ca_file", func() bool { return login() == nil })
+}
+
+// pgStatus is /status with the pools of postgres listeners.
+type pgStatus struct {
+	Listeners []struct {
+		Name  string              `json:"name"`
+		Pools []pgproxy.PoolStats `json:"postgres_pools"`
+	} `json:"listeners"`
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,8 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attache-proxy/attache/internal/config"
-	"github.com/attache-proxy/attache/internal/pgproxy"
-	"github.com/attache-proxy/attache/internal/redisproxy"
+	"github.com/attache-proxy/attache/internal/protocol"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -124,12 +124,6 @@ func ignoredForReady(cfg *config.Config) map[string]bool {
 	return ignored
 }
 
-// learnsRoles reports whether the cluster's health check learns endpoint
-// roles (type postgres).
-func learnsRoles(cc config.Cluster) bool {
-	return cc.HealthCheck != nil && cc.HealthCheck.Type == "postgres"
-}
-
 func endpointState(c *upstream.Cluster, e *upstream.Endpoint, now time.Time) string {
 	switch {
 	case e.Ejected(now):
@@ -235,19 +229,80 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
-	// PostgreSQL listeners: one entry per (database, user) pool, the
-	// content of pgbouncer's SHOW POOLS and SHOW STATS.
-	Pools []pgproxy.PoolStats `json:"postgres_pools,omitempty"`
+	// ProtocolStatus is what the listener's protocol shows, written after the
+	// fields above (postgres_pools: pgbouncer's SHOW POOLS and SHOW STATS).
+	ProtocolStatus protocol.Status `json:"-"`
+}
+
+// MarshalJSON writes the fields, then the protocol's.
+func (s ListenerStatus) MarshalJSON() ([]byte, error) {
+	type fields ListenerStatus
+	return joinJSON(fields(s), s.ProtocolStatus, nil)
 }
 
 // ClusterStatus is one cluster in /status.
 type ClusterStatus struct {
-	Name      string                   `json:"name"`
-	Balance   string                   `json:"balance"`
-	Breaker   string                   `json:"circuit_breaker,omitempty"` // closed | open | half_open
-	Shards    []redisproxy.ShardStatus `json:"redis_shards,omitempty"`
-	Discovery *DiscoveryStatus         `json:"discovery,omitempty"`
-	Endpoints []EndpointStatus         `json:"endpoints"`
+	Name    string `json:"name"`
+	Balance string `json:"balance"`
+	// ProtocolStatus is what the protocols show of the cluster, written
+	// after balance (circuit_breaker: closed | open | half_open;
+	// redis_shards).
+	ProtocolStatus protocol.Status  `json:"-"`
+	Discovery      *DiscoveryStatus `json:"discovery,omitempty"`
+	Endpoints      []EndpointStatus `json:"endpoints"`
+}
+
+// MarshalJSON writes name and balance, the protocols' fields, then the
+// rest.
+func (s ClusterStatus) MarshalJSON() ([]byte, error) {
+	head := struct {
+		Name    string `json:"name"`
+		Balance string `json:"balance"`
+	}{s.Name, s.Balance}
+	tail := struct {
+		Discovery *DiscoveryStatus `json:"discovery,omitempty"`
+		Endpoints []EndpointStatus `json:"endpoints"`
+	}{s.Discovery, s.Endpoints}
+	return joinJSON(head, s.ProtocolStatus, tail)
+}
+
+// joinJSON writes one JSON object of the fields of head, then those of
+// fields, then those of tail (nil: none).
+func joinJSON(head any, fields protocol.Status, tail any) ([]byte, error) {
+	var parts [][]byte
+	for _, v := range []any{head, tail} {
+		if v == nil {
+			parts = append(parts, nil)
+			continue
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, b[1:len(b)-1]) // {...}
+	}
+	out := append([]byte{'{'}, parts[0]...)
+	for _, f := range fields {
+		k, err := json.Marshal(f.Key)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(f.Value)
+		if err != nil {
+			return nil, err
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(append(append(out, k...), ':'), v...)
+	}
+	if len(parts[1]) > 0 {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, parts[1]...)
+	}
+	return append(out, '}'), nil
 }
 
 // DiscoveryStatus is a cluster's discovery source in /status.
@@ -291,25 +346,25 @@ func (a *App) Status() any {
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
 		}
-		if rt := g.listeners[lc.Name]; rt != nil && rt.pg != nil {
-			ls.Pools = rt.pg.Stats()
+		if rt := g.listeners[lc.Name]; rt != nil {
+			ls.ProtocolStatus = rt.inst.Status()
 		}
 		s.Listeners = append(s.Listeners, ls)
 	}
 	now := time.Now()
 	for _, cc := range g.cfg.Clusters {
-		c := g.clusters[cc.Name].up
+		rt := g.clusters[cc.Name]
+		c := rt.up
 		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
-		if b := g.clusters[cc.Name].http.Breaker(); b != nil {
-			cs.Breaker = b.State().String()
+		for _, p := range a.protocols {
+			if inst := rt.proto.Instances[p.Name()]; inst != nil {
+				cs.ProtocolStatus = append(cs.ProtocolStatus, inst.Status()...)
+			}
 		}
-		if rp := g.clusters[cc.Name].redis; rp != nil {
-			cs.Shards = rp.Shards()
-		}
-		if d := g.clusters[cc.Name].disc; d != nil {
+		if d := rt.disc; d != nil {
 			cs.Discovery = d.status()
 		}
-		roles := learnsRoles(cc)
+		roles := rt.roles
 		for _, e := range c.Endpoints() {
 			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
 			if roles {
@@ -348,12 +403,8 @@ var (
 		"1 while outlier detection has the endpoint ejected.", []string{"cluster", "endpoint"}, nil)
 	descActive = prometheus.NewDesc("attache_cluster_endpoint_connections_active",
 		"Connections open to the endpoint.", []string{"cluster", "endpoint"}, nil)
-	descReady      = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
-	descRedisConns = prometheus.NewDesc("attache_redis_server_connections",
-		"Open connections to a Redis shard.", []string{"cluster", "shard"}, nil)
-	descBreaker = prometheus.NewDesc("attache_http_breaker_state",
-		"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
-	descRole = prometheus.NewDesc("attache_cluster_endpoint_role",
+	descReady = prometheus.NewDesc("attache_ready", "1 when /ready answers 200.", nil, nil)
+	descRole  = prometheus.NewDesc("attache_cluster_endpoint_role",
 		"1 for the role the endpoint's latest check found (unknown, primary, standby), 0 for the others; postgres checks only.",
 		[]string{"cluster", "endpoint", "role"}, nil)
 	descLag = prometheus.NewDesc("attache_postgres_replication_lag_seconds",
@@ -372,14 +423,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descEjected
 	ch <- descActive
 	ch <- descReady
-	ch <- descBreaker
-	ch <- descRedisConns
 	ch <- descRole
 	ch <- descLag
 	ch <- descSplitBrain
 	ch <- descStale
 	ch <- descCertExpiry
-	describePostgres(ch)
+	for _, p := range c.app.protocols {
+		p.Describe(ch)
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -389,19 +440,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := time.Now()
 	for name, rt := range g.clusters {
-		if b := rt.http.Breaker(); b != nil {
-			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(b.State()), name)
-		}
-		if rt.redis != nil {
-			for _, sh := range rt.redis.Shards() {
-				ch <- prometheus.MustNewConstMetric(descRedisConns, prometheus.GaugeValue, float64(sh.Connections), name, sh.Name)
-			}
+		for _, inst := range rt.proto.Instances {
+			inst.Collect(ch)
 		}
 		if rt.disc != nil {
 			err, _ := rt.disc.failing()
 			ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, b2f(err != nil), name, rt.disc.source)
 		}
-		roles := learnsRoles(rt.cfg)
+		roles := rt.roles
 		for _, e := range rt.up.Endpoints() {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
@@ -421,10 +467,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descSplitBrain, prometheus.GaugeValue, b2f(rt.up.SplitBrain() != nil), name)
 		}
 	}
-	for name, rt := range g.listeners {
-		if rt.pg != nil {
-			collectPostgres(ch, name, rt.pg)
-		}
+	for _, rt := range g.listeners {
+		rt.inst.Collect(ch)
 	}
 	for _, cert := range g.certificates() {
 		ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(cert.NotAfter.Unix()), cert.Owner, cert.File)

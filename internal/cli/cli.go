@@ -30,11 +30,14 @@ owns every connection to the outside.
 
 Usage:
   attache run --config FILE [--log-level LEVEL]   run with a configuration file
-  attache validate --config FILE                  check a configuration file
+  attache validate [--config FILE] [FILE|-]...    check configuration files and Kubernetes
+                                                  manifests that run attache
   attache forward LISTEN UPSTREAM [--tls] [--sni NAME] [--ca FILE] [--admin ADDR]
                                                   forward one port (socat, done right);
                                                   no admin server without --admin
-  attache demo [--listen ADDR] [--once]           run a built-in example
+  attache demo [--listen ADDR] [--admin ADDR] [--once]
+                                                  show retries, health checks and ejection
+                                                  in front of two local backends
   attache probe ready|health|started [--admin ADDR]
                                                   exit 0 when the admin server (default
                                                   127.0.0.1:9901) or probe server says so
@@ -165,32 +168,6 @@ func runApp(ctx context.Context, a *app.App, _ io.Writer) error {
 		}
 	}()
 	return a.Run(soft, hard)
-}
-
-func validateCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("validate", stderr)
-	file := fs.String("config", "", "configuration `file` (YAML)")
-	if _, err := parse(fs, args); err != nil {
-		return ErrUsage
-	}
-	if *file == "" {
-		fmt.Fprintln(stderr, "attache validate: --config FILE is required")
-		return ErrUsage
-	}
-	cfg, err := config.Load(*file, os.LookupEnv)
-	if err != nil {
-		var errs config.Errors
-		if errors.As(err, &errs) {
-			fmt.Fprintf(stderr, "%s: %d problem(s):\n", *file, len(errs))
-			for _, e := range errs {
-				fmt.Fprintf(stderr, "  %v\n", e)
-			}
-			return errReported
-		}
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d clusters)\n", *file, len(cfg.Listeners), len(cfg.Clusters))
-	return nil
 }
 
 // errReported is an error already printed in full.

@@ -99,18 +99,6 @@ func TestForwardTLS(t *testing.T) {
 	}
 }
 
-func TestDemoOnce(t *testing.T) {
-	var out bytes.Buffer
-	err := Run(context.Background(), []string{"demo", "--once", "--listen", testenv.FreePort(t), "--admin", "127.0.0.1:0"}, &out, io.Discard)
-	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, out.String())
-	}
-	s := out.String()
-	if !strings.Contains(s, "hello from backend-a") || !strings.Contains(s, "hello from backend-b") {
-		t.Errorf("demo did not reach both backends:\n%s", s)
-	}
-}
-
 func TestListenAddr(t *testing.T) {
 	for in, want := range map[string]string{"8000": "127.0.0.1:8000", ":8000": ":8000", "0.0.0.0:1": "0.0.0.0:1"} {
 		if got := listenAddr(in); got != want {

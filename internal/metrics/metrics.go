@@ -4,7 +4,9 @@
 // Names follow attache_<subsystem>_<name>_<unit>. Endpoint health and
 // ejection are not stored here: they are read from the live endpoint state
 // at scrape time (see app.collector), so a removed endpoint leaves no stale
-// series behind.
+// series behind. A protocol's own metrics (attache_http_*, attache_redis_*,
+// attache_postgres_*) are its package's, registered when it opens on the
+// registry here (see internal/protocol).
 package metrics
 
 import (
@@ -57,27 +59,6 @@ type Metrics struct {
 	DiscoveryUpdates *prometheus.CounterVec
 	// attache_draining: 1 after SIGTERM, while connections drain.
 	Draining prometheus.Gauge
-
-	// attache_http_requests_total{listener,route,cluster,code}: code is the
-	// status class, "2xx" .. "5xx".
-	HTTPRequests *prometheus.CounterVec
-	// attache_http_request_duration_seconds{listener,route,cluster}
-	HTTPDuration *prometheus.HistogramVec
-	// attache_http_retries_total{cluster}
-	HTTPRetries *prometheus.CounterVec
-	// attache_http_overloaded_total{cluster,reason}: requests refused by a
-	// circuit-breaking threshold.
-	HTTPOverloaded *prometheus.CounterVec
-	// attache_http_breaker_transitions_total{cluster,state}
-	BreakerTransitions *prometheus.CounterVec
-
-	// attache_redis_requests_total{cluster,shard,result}: result is "ok"
-	// or "error" (the shard failed or timed out).
-	RedisRequests *prometheus.CounterVec
-	// attache_redis_request_duration_seconds{cluster,shard}
-	RedisDuration *prometheus.HistogramVec
-	// attache_redis_ejections_total{cluster,shard}: auto_eject_hosts
-	RedisEjections *prometheus.CounterVec
 }
 
 // New creates the metrics on a new registry, with Go runtime and process
@@ -101,23 +82,9 @@ func New() *Metrics {
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
 		DiscoveryErrors:     f.counter("attache_discovery_errors_total", "Failed reads of a discovery source; the last known endpoints stay in use.", "cluster", "source"),
 		DiscoveryUpdates:    f.counter("attache_discovery_updates_total", "Endpoint sets reported by a discovery source.", "cluster", "source"),
-		HTTPRequests:        f.counter("attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
-		HTTPRetries:         f.counter("attache_http_retries_total", "HTTP retries sent.", "cluster"),
-		HTTPOverloaded:      f.counter("attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
-		BreakerTransitions:  f.counter("attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 	}
 	m.CredentialReloadErrors = f.counter("attache_credential_reload_errors_total",
 		"Token or password files that changed but could not be used; the last value stays in use.", "cluster")
-	m.HTTPDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_http_request_duration_seconds",
-		Help: "HTTP request duration, from the request's arrival to the end of the response.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)},
-		[]string{"listener", "route", "cluster"})
-	r.MustRegister(m.HTTPDuration)
-	m.RedisRequests = f.counter("attache_redis_requests_total", "Redis commands sent to a shard, by result.", "cluster", "shard", "result")
-	m.RedisEjections = f.counter("attache_redis_ejections_total", "Shards ejected by auto_eject_hosts.", "cluster", "shard")
-	m.RedisDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "attache_redis_request_duration_seconds",
-		Help: "Time from a command's arrival to its shard's reply.", Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 14)},
-		[]string{"cluster", "shard"})
-	r.MustRegister(m.RedisDuration)
 	m.ReloadSuccessful = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_successful", Help: "Whether the last configuration load succeeded."})
 	m.ReloadTimestamp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_config_last_reload_success_timestamp_seconds", Help: "When the configuration was last loaded successfully."})
 	m.Draining = prometheus.NewGauge(prometheus.GaugeOpts{Name: "attache_draining", Help: "1 while attache drains connections before exiting."})
@@ -127,6 +94,19 @@ func New() *Metrics {
 }
 
 type factory struct{ r *prometheus.Registry }
+
+// Counter registers a counter vector on r: for protocols, which register
+// their own metrics when they open (internal/protocol).
+func Counter(r *prometheus.Registry, name, help string, labels ...string) *prometheus.CounterVec {
+	return factory{r}.counter(name, help, labels...)
+}
+
+// Histogram registers a histogram vector on r with exponential buckets.
+func Histogram(r *prometheus.Registry, name, help string, start, factor float64, count int, labels ...string) *prometheus.HistogramVec {
+	v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: prometheus.ExponentialBuckets(start, factor, count)}, labels)
+	r.MustRegister(v)
+	return v
+}
 
 func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)

@@ -234,7 +234,10 @@ func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, erro
 
 // candidates describes eps for the policy. Routable endpoints are usable;
 // when none is, all are (panic mode). Endpoints for which skip returns true
-// (already tried) are never usable.
+// (already tried) are never usable. Panic mode is decided before skip: when
+// every routable endpoint was already tried, none is usable (the caller goes
+// round the routable ones again) rather than the unhealthy ones, which
+// against a host that drops packets would cost a connect timeout each.
 func (c *Cluster) candidates(eps []*Endpoint, skip func(*Endpoint) bool) []balance.Candidate {
 	return c.fillCandidates(nil, eps, skip)
 }
@@ -245,9 +248,9 @@ func (c *Cluster) fillCandidates(buf []balance.Candidate, eps []*Endpoint, skip 
 	cands := slices.Grow(buf[:0], len(eps))[:len(eps)]
 	anyRoutable := false
 	for i, e := range eps {
-		r := c.Routable(e, now) && (skip == nil || !skip(e))
+		r := c.Routable(e, now)
 		anyRoutable = anyRoutable || r
-		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r}
+		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r && (skip == nil || !skip(e))}
 	}
 	if !anyRoutable {
 		for i, e := range eps {

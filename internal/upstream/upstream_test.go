@@ -283,6 +283,34 @@ func TestPick(t *testing.T) {
 	}
 }
 
+// TestPickAfterRoutableTried: once every healthy endpoint was tried, Pick
+// gives none rather than an unhealthy one (panic mode is for a cluster with
+// nothing routable, not for a retry that has run out of healthy endpoints).
+func TestPickAfterRoutableTried(t *testing.T) {
+	p, _ := balance.New("round_robin")
+	c := New(Options{Name: "c", Picker: p, HasHealthCheck: true})
+	c.SetEndpoints([]Target{{Addr: "a:1"}, {Addr: "b:1"}})
+	th := Thresholds{Healthy: 1, Unhealthy: 1}
+	a, b := c.Endpoints()[0], c.Endpoints()[1]
+	a.ObserveCheck(true, th)
+	b.ObserveCheck(false, th)
+	skipA := func(e *Endpoint) bool { return e == a }
+	for range 4 {
+		if ep := c.Pick(0, skipA); ep != nil {
+			t.Fatalf("healthy a:1 tried, b:1 unhealthy: picked %s, want none", ep.Addr)
+		}
+	}
+	b.ObserveCheck(true, th)
+	if ep := c.Pick(0, skipA); ep != b {
+		t.Fatalf("b:1 healthy again: picked %v, want b:1", ep)
+	}
+	a.ObserveCheck(false, th)
+	b.ObserveCheck(false, th)
+	if ep := c.Pick(0, skipA); ep != b { // nothing routable: panic mode, skip still applies
+		t.Fatalf("none routable, a:1 tried: picked %v, want b:1", ep)
+	}
+}
+
 // TestDialFallsBackWhenRoutableFail: when every routable endpoint refuses
 // (one that has just gone away, health checks not yet aware), Dial tries
 // the others before failing, as in panic mode.

@@ -1,4 +1,4 @@
-package app
+package pgproxy
 
 import (
 	"context"
@@ -8,30 +8,142 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/attache-proxy/attache/internal/config"
-	"github.com/attache-proxy/attache/internal/pgproxy"
+	"github.com/attache-proxy/attache/internal/health"
+	"github.com/attache-proxy/attache/internal/listener"
+	"github.com/attache-proxy/attache/internal/protocol"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
 	"github.com/attache-proxy/attache/internal/userlist"
 )
 
-// buildPostgres makes the pooler of a postgres listener. watch starts
-// re-reading its client_tls and server_tls files when they change, until
-// ctx ends.
-func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgproxy.Proxy, watch func(ctx context.Context), err error) {
+// Protocol is protocol postgres. Each listener is a Proxy, a pooler of its
+// own, kept with its pools across a reload that changes neither the
+// listener nor its cluster (the users file is read again). Its engines
+// share the process's event-loop threads.
+type Protocol struct {
+	proc *protocol.Process
+}
+
+var _ interface {
+	protocol.Protocol
+	protocol.Checker
+} = (*Protocol)(nil)
+
+// Name is "postgres".
+func (*Protocol) Name() string { return "postgres" }
+
+// Open keeps the process's loops for the listeners' engines.
+func (p *Protocol) Open(proc *protocol.Process) error {
+	p.proc = proc
+	return nil
+}
+
+// Close does nothing: each Proxy stops with its listener.
+func (*Protocol) Close() {}
+
+// Describe sends the pools' descriptors.
+func (*Protocol) Describe(ch chan<- *prometheus.Desc) { describePostgres(ch) }
+
+// NewCluster returns nil: postgres keeps nothing per cluster.
+func (*Protocol) NewCluster(*protocol.Env) (protocol.Instance, error) { return nil, nil }
+
+// Checker is health_check type postgres: it logs in as the check's user
+// and learns each endpoint's role and replication lag.
+func (*Protocol) Checker(hc *config.HealthCheck, _ *protocol.Cluster) health.Checker {
+	user, db, pass := hc.User, hc.Database, hc.Password
+	return &health.Postgres{Dial: (&net.Dialer{}).DialContext, Login: func(conn net.Conn) (*pgproto3.Frontend, error) {
+		s, err := Login(conn, user, db, pass, map[string]string{"application_name": "attache-health-check"})
+		if err != nil {
+			return nil, err
+		}
+		return s.FE, nil
+	}}
+}
+
+// NewListener builds the listener's Proxy, or carries prev's over when
+// neither the listener nor its cluster changed; then only the users file
+// is read again.
+func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protocol.Listener, error) {
+	lc := *env.Listener
+	if old, ok := prev.(*instance); ok && reflect.DeepEqual(old.cfg, lc) && old.cluster == env.Cluster {
+		users, err := userlist.Load(lc.Postgres.Auth.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("postgres.auth.users_file: %w", err)
+		}
+		return &instance{cfg: lc, cluster: env.Cluster, proxy: old.proxy, cancel: old.cancel, users: users}, nil
+	}
+	proxy, watch, err := p.build(env)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &instance{cfg: lc, cluster: env.Cluster, proxy: proxy, cancel: cancel, watch: func() { watch(ctx) }}, nil
+}
+
+// instance is a postgres listener.
+type instance struct {
+	cfg     config.Listener
+	cluster *protocol.Cluster
+	proxy   *Proxy
+	cancel  context.CancelFunc // the client_tls and server_tls file watch
+	watch   func()             // starts it; nil when carried over
+	users   map[string]string  // read again for a carried-over Proxy
+}
+
+func (i *instance) Handler() listener.Handler { return i.proxy }
+
+// Start starts the TLS file watch of a new Proxy, or gives a carried-over
+// one the users read again.
+func (i *instance) Start() {
+	if i.watch != nil {
+		i.watch()
+	}
+	if i.users != nil {
+		i.proxy.SetUsers(i.users)
+	}
+}
+
+func (*instance) Drain() {}
+
+// Stop closes the Proxy unless next carries it over.
+func (i *instance) Stop(next protocol.Instance, _, _ *config.Config) {
+	if n, ok := next.(*instance); ok && n.proxy == i.proxy {
+		return
+	}
+	i.proxy.Close()
+	i.cancel()
+}
+
+// Status shows the pools: pgbouncer's SHOW POOLS and SHOW STATS.
+func (i *instance) Status() protocol.Status {
+	if s := i.proxy.Stats(); len(s) > 0 {
+		return protocol.Status{{Key: "postgres_pools", Value: s}}
+	}
+	return nil
+}
+
+func (i *instance) Collect(ch chan<- prometheus.Metric) { collectPostgres(ch, i.cfg.Name, i.proxy) }
+
+// build makes the pooler of a postgres listener. watch starts re-reading
+// its client_tls and server_tls files when they change, until ctx ends.
+func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx context.Context), err error) {
+	lc, up := env.Listener, env.Cluster.Upstream
 	pc := lc.Postgres
 	users, err := userlist.Load(pc.Auth.UsersFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres.auth.users_file: %w", err)
 	}
 	var watches []func(ctx context.Context)
-	cfg := pgproxy.Config{
-		Mode:                 pgproxy.SessionMode,
+	cfg := Config{
+		Mode:                 SessionMode,
 		MaxClients:           pc.MaxClientConnections,
 		PoolSize:             pc.PoolSize,
 		MinPoolSize:          pc.MinPoolSize,
@@ -46,8 +158,8 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		Users:                users,
 		AuthQuery:            pc.Auth.Query,
 		AuthUser:             pc.Auth.User,
-		Log:                  a.log.With("listener", lc.Name),
-		Loops:                a.loops,
+		Log:                  env.Log,
+		Loops:                p.proc.Loops,
 		Dial: func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
 			if ep != nil {
 				conn, err := up.DialEndpoint(ctx, ep)
@@ -62,11 +174,11 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		MaxLag:  pc.MaxReplicationLag.D(),
 		Cluster: up,
 	}
-	if cfg.Target, err = pgproxy.ParseTarget(pc.Target); err != nil {
+	if cfg.Target, err = ParseTarget(pc.Target); err != nil {
 		return nil, nil, fmt.Errorf("postgres.target: %w", err)
 	}
 	if pc.PoolMode == "transaction" {
-		cfg.Mode = pgproxy.TransactionMode
+		cfg.Mode = TransactionMode
 	}
 	if t := pc.ClientTLS; t != nil && t.Mode != "disable" && t.CertFile != "" {
 		s, err := tlsconfig.NewServer(config.ServerTLS{CertFile: t.CertFile, KeyFile: t.KeyFile, MinVersion: "1.2"})
@@ -76,7 +188,7 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		cfg.ClientTLS = s.Config()
 		cfg.RequireTLS = t.Mode == "require"
 		owner := "listener " + lc.Name + " client_tls"
-		watches = append(watches, func(ctx context.Context) { a.watchTLS(ctx, owner, s.Files(), s.Reload) })
+		watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, s.Files(), s.Reload) })
 	}
 	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
 		s := &pgServerTLS{t: t}
@@ -87,7 +199,7 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
 		if files := s.Files(); len(files) > 0 {
 			owner := "listener " + lc.Name + " server_tls"
-			watches = append(watches, func(ctx context.Context) { a.watchTLS(ctx, owner, files, s.Reload) })
+			watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, files, s.Reload) })
 		}
 	}
 	watch = func(ctx context.Context) {
@@ -95,7 +207,7 @@ func (a *App) buildPostgres(lc config.Listener, up *upstream.Cluster) (p *pgprox
 			go w(ctx)
 		}
 	}
-	return pgproxy.New(cfg), watch, nil
+	return New(cfg), watch, nil
 }
 
 // pgServerTLS is server_tls, its files read again by Reload: new server
@@ -226,7 +338,7 @@ func describePostgres(ch chan<- *prometheus.Desc) {
 	}
 }
 
-func collectPostgres(ch chan<- prometheus.Metric, listener string, p *pgproxy.Proxy) {
+func collectPostgres(ch chan<- prometheus.Metric, listener string, p *Proxy) {
 	for _, s := range p.Stats() {
 		l := []string{listener, s.Database, s.User}
 		gauge := func(d *prometheus.Desc, v float64, extra ...string) {
@@ -241,7 +353,7 @@ func collectPostgres(ch chan<- prometheus.Metric, listener string, p *pgproxy.Pr
 		gauge(descPGServers, float64(s.ServersIdle), "idle")
 		gauge(descPGMaxWait, s.MaxWait)
 		buckets := map[float64]uint64{}
-		for i, b := range pgproxy.WaitBuckets {
+		for i, b := range WaitBuckets {
 			buckets[b] = s.WaitBuckets[i]
 		}
 		ch <- prometheus.MustNewConstHistogram(descPGWait, uint64(s.WaitCount), s.WaitTime, buckets, l...)

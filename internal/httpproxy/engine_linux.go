@@ -300,13 +300,19 @@ func (c *econn) Event(ev uint32) {
 		c.abort() // the app has gone: nothing will read the response
 		return
 	}
-	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 && c.wantsIn() {
-		c.read()
+	// Drained (see evloop.Loop.Drained): no hang-up, and nothing to read
+	// or one short read.
+	empty := ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) == 0
+	if !empty && c.wantsIn() {
+		empty = c.read()
 		if c.src.FD < 0 {
 			return
 		}
 	}
 	c.drained()
+	if empty && ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0 {
+		c.e.l.Drained()
+	}
 }
 
 func (c *econn) pending() bool { return c.src.Pending() }
@@ -353,13 +359,17 @@ func (c *econn) update() {
 // the interest, and epoll_ctl, need not change per request.
 func (c *econn) wantsIn() bool { return !c.closing && !c.eof && len(c.rbuf) < cap(c.rbuf) }
 
-func (c *econn) read() {
-	n, err := c.src.Fill(c.rbuf[len(c.rbuf):cap(c.rbuf)])
+// read reads the app socket once; true when that left it empty.
+func (c *econn) read() (empty bool) {
+	room := c.rbuf[len(c.rbuf):cap(c.rbuf)]
+	n, err := c.src.Fill(room)
 	switch {
 	case n > 0:
 		c.rbuf = c.rbuf[:len(c.rbuf)+n]
 		c.lastRead = c.e.l.Now()
+		return n < len(room)
 	case err == syscall.EAGAIN:
+		return true
 	case err == io.EOF && (c.active || c.pending()):
 		c.eof = true // the app has sent all: its answer still goes
 	case c.active:
@@ -367,6 +377,7 @@ func (c *econn) read() {
 	default: // end of stream or error, between requests
 		c.close()
 	}
+	return false
 }
 
 // process starts the request at the head of rbuf, if it is whole: served
@@ -754,11 +765,15 @@ func (u *eup) Event(ev uint32) {
 	if ev&evloop.Out != 0 {
 		u.flush()
 	}
-	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 {
-		u.read()
+	empty := ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) == 0
+	if !empty {
+		empty = u.read()
 	}
 	if u.c == c {
 		u.update()
+	}
+	if empty && ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0 {
+		u.e.l.Drained() // see econn.Event
 	}
 }
 
@@ -814,7 +829,7 @@ func (c *econn) tryFailedOrAbort(err error) {
 // connections' own 32 KiB buffers would not): what is left after the
 // response took its part (a partial head, more than the response) moves
 // to the connection's own buffer.
-func (u *eup) read() {
+func (u *eup) read() (empty bool) {
 	c := u.c
 	defer u.keep()
 	if len(u.rbuf) == u.roff {
@@ -825,17 +840,18 @@ func (u *eup) read() {
 	}
 	if len(u.rbuf) == cap(u.rbuf) {
 		c.tryFailed(errors.New("upstream response head too large"), false)
-		return
+		return false
 	}
+	room := len(u.rbuf[len(u.rbuf):cap(u.rbuf)])
 	n, err := u.src.Fill(u.rbuf[len(u.rbuf):cap(u.rbuf)])
 	switch {
 	case n > 0:
 		u.rbuf = u.rbuf[:len(u.rbuf)+n]
 		u.got = true
 		c.response()
-		return
+		return n < room
 	case err == syscall.EAGAIN:
-		return
+		return true
 	}
 	eof := err == io.EOF
 	if eof {
@@ -848,18 +864,19 @@ func (u *eup) read() {
 			u.kill()
 			c.up = nil
 			c.connect()
-			return
+			return false
 		}
 		c.tryFailed(err, false)
-		return
+		return false
 	}
 	if eof && c.framing == bodyUntilClose {
 		c.src.Out = append(c.src.Out, "0\r\n\r\n"...)
 		c.respClose = true
 		c.respDone()
-		return
+		return false
 	}
 	c.abort()
+	return false
 }
 
 // keep moves what u holds in the loop's shared buffer to its own.

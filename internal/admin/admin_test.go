@@ -92,8 +92,8 @@ func (pageSource) Status() any {
 				"postgres_pools": []map[string]any{{"database": "app", "user": "alice", "cl_active": 4, "cl_waiting": 2, "sv_active": 1, "sv_idle": 5, "sv_open": 6, "maxwait_seconds": 1.5}}},
 		},
 		"clusters": []map[string]any{
-			{"name": "api", "balance": "round_robin", "circuit_breaker": "open", "endpoints": []map[string]any{
-				{"address": "10.0.0.1:80", "weight": 1, "state": "ejected", "active_connections": 0}}},
+			{"name": "api", "balance": "ewma", "circuit_breaker": "open", "endpoints": []map[string]any{
+				{"address": "10.0.0.1:80", "weight": 1, "state": "ejected", "active_connections": 0, "latency_estimate_seconds": 0.012345}}},
 			{"name": "db", "balance": "round_robin", "endpoints": []map[string]any{
 				{"address": "10.0.0.2:5432", "weight": 1, "state": "healthy", "role": "standby", "replication_lag_seconds": 0.25, "active_connections": 1}}},
 			{"name": "cache", "balance": "ketama", "endpoints": []map[string]any{},
@@ -124,6 +124,7 @@ func TestStatusPage(t *testing.T) {
 		{"pool", `<td>app</td><td>alice</td><td>4</td><td>2</td><td>1</td><td>5</td><td>6</td><td>1.5</td>`},
 		{"breaker", `breaker <span class="bad">open</span>`},
 		{"ejected endpoint", `<td class="bad">ejected</td>`},
+		{"latency estimate", `<td>0</td><td>0.012345</td>`},
 		{"healthy endpoint", `<td class="ok">healthy</td><td>standby</td><td>0.25</td>`},
 		{"shard", `<td>shard-a</td><td>10.0.0.3:6379</td><td>7</td><td><span class="bad">ejected</span></td>`},
 		{"certificate", `<td>listener web</td><td>/etc/tls/web.crt</td><td>2027-05-06T07:08:09Z</td>`},

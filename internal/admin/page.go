@@ -34,7 +34,7 @@ pre{margin:0;white-space:pre-wrap}
 
 <h2>Listeners</h2>
 <table><tr><th>name</th><th>address</th><th>protocol</th><th>cluster</th><th>TLS</th><th>connections</th></tr>
-{{range .listeners}}<tr><td>{{.name}}</td><td>{{.address}}</td><td>{{.protocol}}</td><td>{{.cluster}}</td><td>{{if .tls}}yes{{else}}no{{end}}</td><td>{{.active_connections}}</td></tr>
+{{range .listeners}}<tr><td>{{.name}}</td><td>{{.address}}</td><td>{{.protocol}}</td><td>{{.cluster}}</td><td>{{if .tls}}yes{{with .match_san}}, peers {{range $i, $n := .}}{{if $i}} {{end}}{{$n}}{{end}}{{end}}{{else}}no{{end}}</td><td>{{.active_connections}}</td></tr>
 {{end}}</table>
 
 {{range .listeners}}{{if .postgres_pools}}<h2>PostgreSQL pools of {{.name}}</h2>
@@ -45,9 +45,10 @@ pre{margin:0;white-space:pre-wrap}
 <h2>Clusters</h2>
 {{range .clusters}}<h3>{{.name}}</h3>
 <p>balance {{.balance}}{{with .circuit_breaker}} · breaker <span class="{{if eq . "closed"}}ok{{else}}bad{{end}}">{{.}}</span>{{end}}
-{{with .discovery}} · discovery {{.source}}{{if .stale}} <span class="warn">stale{{with .error}}: {{.}}{{end}}</span>{{end}}{{end}}</p>
-<table><tr><th>endpoint</th><th>weight</th><th>health</th><th>role</th><th>lag (s)</th><th>connections</th></tr>
-{{range .endpoints}}<tr><td>{{.address}}</td><td>{{.weight}}</td><td class="{{if or (eq .state "ejected") (eq .state "unhealthy")}}bad{{else}}ok{{end}}">{{.state}}</td><td>{{with .role}}{{.}}{{end}}</td><td>{{with .replication_lag_seconds}}{{.}}{{end}}</td><td>{{.active_connections}}</td></tr>
+{{with .discovery}} · discovery {{.source}}{{if .stale}} <span class="warn">stale{{with .error}}: {{.}}{{end}}</span>{{end}}{{end}}
+{{with .match_san}} · TLS peers {{range $i, $n := .}}{{if $i}} {{end}}{{$n}}{{end}}{{end}}</p>
+<table><tr><th>endpoint</th><th>weight</th><th>health</th><th>role</th><th>lag (s)</th><th>connections</th><th>latency (s)</th></tr>
+{{range .endpoints}}<tr><td>{{.address}}</td><td>{{.weight}}</td><td class="{{if or (eq .state "ejected") (eq .state "unhealthy")}}bad{{else}}ok{{end}}">{{.state}}</td><td>{{with .role}}{{.}}{{end}}</td><td>{{with .replication_lag_seconds}}{{.}}{{end}}</td><td>{{.active_connections}}</td><td>{{with .latency_estimate_seconds}}{{.}}{{end}}</td></tr>
 {{end}}</table>
 {{with .redis_shards}}<table><tr><th>shard</th><th>address</th><th>connections</th><th>ejected</th></tr>
 {{range .}}<tr><td>{{.name}}</td><td>{{.address}}</td><td>{{.connections}}</td><td>{{if .ejected}}<span class="bad">ejected</span>{{else}}no{{end}}</td></tr>

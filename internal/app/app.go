@@ -117,12 +117,13 @@ func New(opts Options) (*App, error) {
 	}
 	a.pool = listener.NewPool(a.log)
 	a.proc = &protocol.Process{
-		Loops:     evloop.NewGroup(runtime.GOMAXPROCS(0)),
-		Log:       a.log,
-		Metrics:   a.metrics,
-		LookupEnv: opts.LookupEnv,
-		AccessLog: opts.AccessLogOutput,
-		WatchTLS:  a.watchTLS,
+		Loops:        evloop.NewGroup(runtime.GOMAXPROCS(0)),
+		Log:          a.log,
+		Metrics:      a.metrics,
+		LookupEnv:    opts.LookupEnv,
+		AccessLog:    opts.AccessLogOutput,
+		WatchTLS:     a.watchTLS,
+		PeerRejected: a.peerRejected,
 	}
 	if err := a.openProtocols(); err != nil {
 		a.proc.Loops.Close()

@@ -121,6 +121,7 @@ func (a *App) apply(cfg *config.Config) error {
 			ctx, cancel := context.WithCancel(context.Background())
 			rt.cancel = cancel
 			owner := "listener " + lc.Name
+			s.OnReject = a.peerRejected(owner)
 			built = append(built, func() { go a.watchTLS(ctx, owner, s.Files(), s.Reload) })
 		}
 		settings[lc.Address] = a.listenerSettings(lc, rt)
@@ -208,6 +209,9 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 	if err != nil {
 		return nil, nil, err
 	}
+	if e := cc.EWMA; e != nil && cc.Balance == "ewma" {
+		picker = balance.NewEWMA(e.Decay.D(), e.DefaultRTT.D())
+	}
 	rt := &clusterRT{cfg: cc}
 	log := a.log.With("cluster", cc.Name)
 	opts := upstream.Options{
@@ -236,6 +240,7 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 		if rt.tls, err = tlsconfig.NewClient(*cc.TLS); err != nil {
 			return nil, nil, err
 		}
+		rt.tls.OnReject = a.peerRejected("cluster " + cc.Name)
 		opts.TLS = rt.tls.ForAddr
 	}
 	opts.Outlier.Consecutive5xx = cc.OutlierDetection.Consecutive5xx

@@ -34,9 +34,10 @@ func TestKubernetesAPIAgainstKubeAPIServer(t *testing.T) {
 	// The service account, Role and RoleBinding of the ready-made manifest,
 	// so that the test runs with the rights the docs tell people to grant;
 	// its ConfigMap's config must load as written.
-	attacheYAML := applyManifest(t, k.Client, ns, "kube-api-ambassador.yaml")
+	applyManifest(t, k.Client, ns, "kube-api-ambassador/rbac.yaml")
+	attacheYAML := applyManifest(t, k.Client, ns, "kube-api-ambassador/configmap.yaml")
 	if attacheYAML == "" {
-		t.Fatal("kube-api-ambassador.yaml: no ConfigMap with attache.yaml")
+		t.Fatal("kube-api-ambassador/configmap.yaml: no ConfigMap with attache.yaml")
 	}
 	reader := k.Token(t, ns, "pod-reader", time.Hour)
 	nobody := k.Token(t, ns, "nobody", time.Hour)
@@ -56,7 +57,7 @@ clusters:
 	if _, err := config.Parse([]byte(manifestCfg), func(k string) (string, bool) {
 		return map[string]string{"KUBERNETES_SERVICE_HOST": u.Hostname(), "KUBERNETES_SERVICE_PORT": u.Port()}[k], true
 	}); err != nil || !strings.Contains(attacheYAML, "kubernetes_api: {}") {
-		t.Errorf("deploy/kubernetes/kube-api-ambassador.yaml: its attache.yaml does not load with kubernetes_api: {}: %v", err)
+		t.Errorf("deploy/kubernetes/kube-api-ambassador/configmap.yaml: its attache.yaml does not load with kubernetes_api: {}: %v", err)
 	}
 
 	whoami := func() string {

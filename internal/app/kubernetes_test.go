@@ -26,9 +26,10 @@ import (
 )
 
 // applyManifest creates the ServiceAccounts, Roles and RoleBindings of a
-// file in deploy/kubernetes in namespace, so that a test runs with exactly
-// the rights the docs tell operators to grant, and returns the attache.yaml
-// of its ConfigMap, if it has one. Pods are left out (no kubelet here).
+// file in deploy/kubernetes ("scenario/file.yaml") in namespace, so that a
+// test runs with exactly the rights the docs tell operators to grant, and
+// returns the attache.yaml of its ConfigMap, if it has one. Pods are left
+// out (no kubelet here).
 func applyManifest(t *testing.T, c kubernetes.Interface, namespace, name string) (attacheYAML string) {
 	t.Helper()
 	file := "../../deploy/kubernetes/" + name
@@ -109,8 +110,8 @@ func TestKubernetesDiscovery(t *testing.T) {
 	k := kubeenv.Start(t)
 	const ns = "attache-discovery"
 	k.Namespace(t, ns)
-	applyManifest(t, k.Client, ns, "discovery-rbac.yaml")
-	token := k.Token(t, ns, "attache", time.Hour)
+	applyManifest(t, k.Client, ns, "api-gateway/rbac.yaml")
+	token := k.Token(t, ns, "frontend", time.Hour)
 	kubeconfig := k.Kubeconfig(t, t.TempDir(), token)
 
 	ctx := context.Background()

@@ -229,6 +229,8 @@ type ListenerStatus struct {
 	Cluster           string `json:"cluster"`
 	TLS               bool   `json:"tls"`
 	ActiveConnections int64  `json:"active_connections"`
+	// PeerNames is tls.match_san: the client identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 	// ProtocolStatus is what the listener's protocol shows, written after the
 	// fields above (postgres_pools: pgbouncer's SHOW POOLS and SHOW STATS).
 	ProtocolStatus protocol.Status `json:"-"`
@@ -250,6 +252,8 @@ type ClusterStatus struct {
 	ProtocolStatus protocol.Status  `json:"-"`
 	Discovery      *DiscoveryStatus `json:"discovery,omitempty"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
+	// PeerNames is tls.match_san: the server identities accepted.
+	PeerNames []string `json:"match_san,omitempty"`
 }
 
 // MarshalJSON writes name and balance, the protocols' fields, then the
@@ -262,7 +266,8 @@ func (s ClusterStatus) MarshalJSON() ([]byte, error) {
 	tail := struct {
 		Discovery *DiscoveryStatus `json:"discovery,omitempty"`
 		Endpoints []EndpointStatus `json:"endpoints"`
-	}{s.Discovery, s.Endpoints}
+		PeerNames []string         `json:"match_san,omitempty"`
+	}{s.Discovery, s.Endpoints, s.PeerNames}
 	return joinJSON(head, s.ProtocolStatus, tail)
 }
 
@@ -323,6 +328,8 @@ type EndpointStatus struct {
 	Role              string   `json:"role,omitempty"` // unknown | primary | standby
 	LagSeconds        *float64 `json:"replication_lag_seconds,omitempty"`
 	ActiveConnections int64    `json:"active_connections"`
+	// LatencySeconds is the balance ewma estimate, once measured.
+	LatencySeconds *float64 `json:"latency_estimate_seconds,omitempty"`
 }
 
 // Status returns a snapshot of the runtime.
@@ -343,6 +350,9 @@ func (a *App) Status() any {
 	}
 	for _, lc := range g.cfg.Listeners {
 		ls := ListenerStatus{Name: lc.Name, Address: lc.Address, Protocol: lc.Protocol, Cluster: lc.Cluster, TLS: lc.TLS != nil}
+		if lc.TLS != nil {
+			ls.PeerNames = peerNames(lc.TLS.MatchSAN)
+		}
 		if l := a.pool.Get(lc.Address); l != nil {
 			ls.ActiveConnections = l.Active()
 		}
@@ -356,6 +366,9 @@ func (a *App) Status() any {
 		rt := g.clusters[cc.Name]
 		c := rt.up
 		cs := ClusterStatus{Name: cc.Name, Balance: cc.Balance, Endpoints: []EndpointStatus{}}
+		if cc.TLS != nil {
+			cs.PeerNames = peerNames(cc.TLS.MatchSAN)
+		}
 		for _, p := range a.protocols {
 			if inst := rt.proto.Instances[p.Name()]; inst != nil {
 				cs.ProtocolStatus = append(cs.ProtocolStatus, inst.Status()...)
@@ -367,6 +380,10 @@ func (a *App) Status() any {
 		roles := rt.roles
 		for _, e := range c.Endpoints() {
 			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
+			if d, measured, _ := c.LatencyEstimate(e); measured {
+				sec := d.Round(time.Microsecond).Seconds()
+				es.LatencySeconds = &sec
+			}
 			if roles {
 				es.Role = e.Role().String()
 				if lag, ok := e.Lag(); ok {
@@ -414,6 +431,8 @@ var (
 		"1 while the latest read of the cluster's discovery source failed and its last known endpoints serve.", []string{"cluster", "source"}, nil)
 	descSplitBrain = prometheus.NewDesc("attache_cluster_split_brain",
 		"1 while more than one endpoint of the cluster claims to be primary; postgres checks only.", []string{"cluster"}, nil)
+	descLatency = prometheus.NewDesc("attache_cluster_endpoint_latency_estimate_seconds",
+		"The balance ewma latency estimate of the endpoint, once measured: the peak of its recent latencies, decaying.", []string{"cluster", "endpoint"}, nil)
 	descCertExpiry = prometheus.NewDesc("attache_tls_certificate_expiry_seconds",
 		"Unix time of the NotAfter of a loaded listener or cluster client certificate.", []string{"owner", "file"}, nil)
 )
@@ -428,6 +447,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSplitBrain
 	ch <- descStale
 	ch <- descCertExpiry
+	ch <- descLatency
 	for _, p := range c.app.protocols {
 		p.Describe(ch)
 	}
@@ -452,6 +472,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b2f(rt.up.Routable(e, now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b2f(e.Ejected(now)), name, e.Addr)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(e.Active()), name, e.Addr)
+			if d, measured, _ := rt.up.LatencyEstimate(e); measured {
+				ch <- prometheus.MustNewConstMetric(descLatency, prometheus.GaugeValue, d.Seconds(), name, e.Addr)
+			}
 			if !roles {
 				continue
 			}

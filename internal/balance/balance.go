@@ -20,6 +20,7 @@ type Candidate struct {
 	Weight int    // >= 1
 	Active int64  // open connections (or requests) right now
 	Usable bool
+	RTT    *RTT // the endpoint's latency estimate (ewma); nil: never observed
 }
 
 // Picker chooses among candidates. Pick returns the index of a usable
@@ -29,7 +30,8 @@ type Picker interface {
 	Pick(cands []Candidate, key uint64) int
 }
 
-// New returns the Picker for a policy name from config.BalancePolicies.
+// New returns the Picker for a policy name from config.BalancePolicies,
+// with its defaults (NewEWMA sets those of ewma).
 func New(policy string) (Picker, error) {
 	switch policy {
 	case "round_robin":
@@ -46,6 +48,8 @@ func New(policy string) (Picker, error) {
 		return newRingHash(), nil
 	case "first":
 		return first{}, nil
+	case "ewma":
+		return NewEWMA(0, 0), nil
 	}
 	return nil, fmt.Errorf("unknown balance policy %q", policy)
 }
@@ -58,6 +62,7 @@ var (
 	_ Picker = p2c{}
 	_ Picker = (*ringHash)(nil)
 	_ Picker = first{}
+	_ Picker = (*EWMA)(nil)
 )
 
 // roundRobin takes usable endpoints in turn, ignoring weights. It counts

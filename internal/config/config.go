@@ -10,6 +10,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,8 @@ const (
 	DefaultMaxIdlePerEndpoint  = 64
 	DefaultHTTPIdleTimeout     = 90 * time.Second
 	DefaultRouteTimeout        = 15 * time.Second
+	DefaultEWMADecay           = 10 * time.Second
+	DefaultEWMADefaultRTT      = 30 * time.Millisecond
 )
 
 // Config is the whole configuration file.
@@ -155,6 +158,8 @@ type PostgresTLS struct {
 	KeyFile    string `yaml:"key_file"`
 	CAFile     string `yaml:"ca_file"`
 	ServerName string `yaml:"server_name"`
+	// MatchSAN: server_tls with mode verify-ca or verify-full only.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // ClusterRedis shards a cluster the way twemproxy does.
@@ -203,6 +208,59 @@ type RouteTarget struct {
 type Sticky struct {
 	By   string `yaml:"by"`   // client_ip | header | cookie
 	Name string `yaml:"name"` // header or cookie name
+	// TrustedProxies are the hops trusted to name the end user in
+	// ForwardedHeader; nil: loopback (the application, as a sidecar's only
+	// peer), empty: none (the peer is the end user).
+	TrustedProxies []CIDR `yaml:"trusted_proxies"`
+	// ForwardedHeader names the end user: x-forwarded-for (the default),
+	// forwarded (RFC 7239), or another list of addresses such as x-real-ip.
+	ForwardedHeader string `yaml:"forwarded_header"`
+	// PodKey is the key of a request with no user identity; default: the
+	// POD_NAME environment variable, else the host name.
+	PodKey string `yaml:"pod_key"`
+}
+
+// DefaultTrustedProxies are the trusted proxies of a sticky split by
+// default: loopback, where the application calls from.
+func DefaultTrustedProxies() []CIDR { return []CIDR{"127.0.0.0/8", "::1/128"} }
+
+// DefaultForwardedHeader is where a sticky split reads the end user.
+const DefaultForwardedHeader = "x-forwarded-for"
+
+// CIDR is an address prefix, written "10.0.0.0/8" or, for one address,
+// "10.0.0.7" (kept as "10.0.0.7/32"). Host bits must be zero and IPv4 is
+// written as IPv4.
+type CIDR string
+
+func (c *CIDR) decodeScalar(s string) error {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return fmt.Errorf("%q: not an address prefix (want 10.0.0.0/8, fd00::/8 or one address)", s)
+		}
+		if m := p.Masked(); m != p {
+			return fmt.Errorf("%q: host bits set (want %s)", s, m)
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return fmt.Errorf("%q: not an address prefix (want 10.0.0.0/8, fd00::/8 or one address)", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return fmt.Errorf("%q: an IPv4-mapped IPv6 prefix never matches (addresses are compared as IPv4): write it as IPv4", s)
+	}
+	*c = CIDR(p.String())
+	return nil
+}
+
+// Prefix is the prefix of a CIDR that was decoded (the zero Prefix for
+// one that was not).
+func (c CIDR) Prefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(string(c))
+	return p
 }
 
 // Retries is a route's retry policy.
@@ -261,6 +319,9 @@ type ServerTLS struct {
 	RequireClientCert bool     `yaml:"require_client_cert"`
 	MinVersion        string   `yaml:"min_version"`
 	CipherSuites      []string `yaml:"cipher_suites"`
+	// MatchSAN is the client identities accepted, on top of the CA; it
+	// needs require_client_cert.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // Cluster is a named set of endpoints and how to reach them.
@@ -269,6 +330,7 @@ type Cluster struct {
 	Endpoints        []Endpoint        `yaml:"endpoints"`
 	Discovery        *Discovery        `yaml:"discovery"`
 	Balance          string            `yaml:"balance"`
+	EWMA             *ClusterEWMA      `yaml:"ewma"` // balance ewma only; filled in with it
 	ConnectTimeout   Duration          `yaml:"connect_timeout"`
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
@@ -280,6 +342,15 @@ type Cluster struct {
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
 	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
+}
+
+// ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
+type ClusterEWMA struct {
+	// Decay is the time constant over which a latency peak is forgotten.
+	Decay Duration `yaml:"decay"`
+	// DefaultRTT is the latency assumed of an endpoint not measured yet
+	// while a request to it is in flight.
+	DefaultRTT Duration `yaml:"default_rtt"`
 }
 
 // OnFailover tells someone that another endpoint became the primary of a
@@ -414,6 +485,10 @@ type ClientTLS struct {
 	KeyFile      string   `yaml:"key_file"`
 	MinVersion   string   `yaml:"min_version"`
 	CipherSuites []string `yaml:"cipher_suites"`
+	// MatchSAN is the server identities accepted. When set it replaces
+	// the host name check (server_name is still sent as SNI): the
+	// certificate must chain to ca_file and present one of these names.
+	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
 // Endpoint is one static backend: "host:port" with an optional
@@ -576,6 +651,17 @@ func (c *Config) applyDefaults() {
 		}
 		if cl.Balance == "" {
 			cl.Balance = DefaultBalance
+		}
+		if cl.Balance == "ewma" {
+			if cl.EWMA == nil {
+				cl.EWMA = &ClusterEWMA{}
+			}
+			if cl.EWMA.Decay == 0 {
+				cl.EWMA.Decay = Duration(DefaultEWMADecay)
+			}
+			if cl.EWMA.DefaultRTT == 0 {
+				cl.EWMA.DefaultRTT = Duration(DefaultEWMADefaultRTT)
+			}
 		}
 		if cl.Ready == "" {
 			cl.Ready = ReadyRequire

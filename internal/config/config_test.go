@@ -168,6 +168,18 @@ func TestBadValues(t *testing.T) {
 		{"client cert needs ca", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, tls: {require_client_cert: true}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "needs client_ca_file"},
 		{"tls version", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {min_version: \"1.4\"}}]", `unknown TLS version "1.4"`},
 		{"cipher", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {cipher_suites: [RC4]}}]", `clusters[0].tls.cipher_suites[0]: unknown cipher suite "RC4"`},
+		{"match_san without client certs", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c,\n  tls: {match_san: [{dns: a.b}]}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].tls.match_san: needs require_client_cert: true (and client_ca_file): without a verified client certificate there is no name to match (line 2)"},
+		{"match_san two kinds", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{dns: a.b, uri: \"spiffe://td/x\"}]}}]", "clusters[0].tls.match_san[0]: give exactly one of dns, uri, uri_prefix or ip (line 2)"},
+		{"match_san empty entry", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{}]}}]", "clusters[0].tls.match_san[0]: give exactly one of dns, uri, uri_prefix or ip (line 2)"},
+		{"match_san unknown kind", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri_regex: \".*\"}]}}]", `clusters[0].tls.match_san[0].uri_regex: unknown field (line 2); did you mean "uri_prefix"?`},
+		{"match_san wildcard", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{dns: \"*.shop.svc\"}]}}]", `clusters[0].tls.match_san[0].dns: "*.shop.svc": wildcards belong in certificates, not in match_san; list the name the peer must cover (line 2)`},
+		{"match_san dns", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{dns: \"a..b\"}]}}]", `clusters[0].tls.match_san[0].dns: "a..b": want dot-separated labels`},
+		{"match_san uri", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri: orders}]}}]", `clusters[0].tls.match_san[0].uri: "orders": want an absolute URI such as spiffe://cluster.local/ns/shop/sa/orders (line 2)`},
+		{"match_san spiffe port", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri: \"spiffe://td:8/x\"}]}}]", `clusters[0].tls.match_san[0].uri: "spiffe://td:8/x": a SPIFFE ID is spiffe://<trust domain>/<path>, without user, port, query or fragment (line 2)`},
+		{"match_san prefix slash", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri_prefix: \"spiffe://td/ns/shop\"}]}}]", `clusters[0].tls.match_san[0].uri_prefix: "spiffe://td/ns/shop": must end with "/"`},
+		{"match_san ip", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{ip: 10.0.0}]}}]", `clusters[0].tls.match_san[0].ip: "10.0.0" is not an IP address (line 2)`},
+		{"match_san pg client_tls", pgBase + "client_tls: {mode: disable, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.client_tls.match_san: client certificates are not checked on client_tls; remove it (line 1)"},
+		{"match_san pg server_tls mode", pgBase + "server_tls: {mode: require, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.server_tls.match_san: needs mode verify-ca or verify-full: mode require does not verify the server's certificate (line 1)"},
 		{"probes no address", "probes: {}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: required (line 1)"},
 		{"probes bad address", "probes: {address: \"0.0.0.0\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `probes.address: "0.0.0.0": want host:port (line 1)`},
 		{"probes unknown key", "probes: {adress: \"0.0.0.0:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.adress: unknown field"},
@@ -328,6 +340,9 @@ func TestMarshalRedactedRoundTrip(t *testing.T) {
 	}
 	if got, want := c2.Clusters[0].Endpoints[1].String(), "redis-b.example:6379 weight=3"; got != want {
 		t.Errorf("endpoint after round trip: got %q, want %q", got, want)
+	}
+	if got, want := c2.Cluster("users").TLS.MatchSAN, c.Cluster("users").TLS.MatchSAN; len(want) != 4 || !reflect.DeepEqual(got, want) {
+		t.Errorf("match_san after round trip: got %v, want %v (4 entries)", got, want)
 	}
 	if !reflect.DeepEqual(c2.Probes, c.Probes) || c2.DrainMin != c.DrainMin || c2.Cluster("srv").Ready != ReadyIgnore {
 		t.Errorf("after round trip: got probes %+v, drain_min %v, srv ready %q; want %+v, %v, ignore", c2.Probes, c2.DrainMin, c2.Cluster("srv").Ready, c.Probes, c.DrainMin)

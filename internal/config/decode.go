@@ -77,6 +77,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		}
 	}
 	c.applyDefaults()
+	c.applySticky(lookupEnv, os.Hostname)
 	// Validate even after decoding problems, so that one run lists them all;
 	// a field that failed to decode is not reported a second time.
 	for _, e := range c.validate() {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -71,6 +72,11 @@ func (v *validator) unusedFields() {
 		for _, f := range clusterFieldUse {
 			if f.set(cl) && !usedBy(protos, f.by) {
 				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), f.why)
+			}
+		}
+		if cl.Balance == "ewma" && usedBy(protos, fieldUsers("balance")) { // else refused above
+			if others := without(protos, latencyTimers); len(others) > 0 {
+				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only http and tcp listeners time their requests or connections); use p2c or least_request", protoList(others))
 			}
 		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
@@ -223,6 +229,31 @@ func routesTo(routes []Route, cluster string) bool {
 		}
 	}
 	return false
+}
+
+// latencyTimers are the listener protocols that feed balance ewma: http
+// times each try to its response head, tcp each connect.
+var latencyTimers = []string{"http", "tcp"}
+
+// fieldUsers is the by of a clusterFieldUse entry.
+func fieldUsers(field string) []string {
+	for _, f := range clusterFieldUse {
+		if f.field == field {
+			return f.by
+		}
+	}
+	return nil
+}
+
+// without returns the protocols of protos not in by.
+func without(protos map[string]bool, by []string) map[string]bool {
+	out := map[string]bool{}
+	for p := range protos {
+		if !slices.Contains(by, p) {
+			out[p] = true
+		}
+	}
+	return out
 }
 
 func usedBy(protos map[string]bool, by []string) bool {

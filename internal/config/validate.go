@@ -21,7 +21,7 @@ var (
 	PostgresTargets  = []string{"primary", "standby", "prefer_standby", "any"}
 	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
 	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first"}
+	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
 	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
 	RedisDists       = []string{"ketama", "modula", "random"}
@@ -157,6 +157,10 @@ func (c *Config) validate() Errors {
 			}
 			v.tlsVersion(p+".tls.min_version", t.MinVersion)
 			v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
+			v.matchSAN(p+".tls.match_san", t.MatchSAN)
+			if len(t.MatchSAN) > 0 && !t.RequireClientCert {
+				v.errorf(p+".tls.match_san", "needs require_client_cert: true (and client_ca_file): without a verified client certificate there is no name to match")
+			}
 		}
 	}
 	v.unusedFields()
@@ -213,6 +217,18 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.discovery(p+".discovery", d)
 	}
 	v.oneOf(p+".balance", "policy", cl.Balance, BalancePolicies)
+	if e := cl.EWMA; e != nil {
+		if cl.Balance != "ewma" {
+			v.errorf(p+".ewma", "not used by balance %s (only by balance ewma)", cl.Balance)
+		} else {
+			if e.Decay <= 0 {
+				v.errorf(p+".ewma.decay", "must be positive")
+			}
+			if e.DefaultRTT <= 0 {
+				v.errorf(p+".ewma.default_rtt", "must be positive")
+			}
+		}
+	}
 	if cl.ConnectTimeout <= 0 {
 		v.errorf(p+".connect_timeout", "must be positive")
 	}
@@ -339,6 +355,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		v.file(p+".tls.ca_file", t.CAFile)
 		v.tlsVersion(p+".tls.min_version", t.MinVersion)
 		v.ciphers(p+".tls.cipher_suites", t.CipherSuites)
+		v.matchSAN(p+".tls.match_san", t.MatchSAN)
 	}
 }
 
@@ -594,10 +611,7 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 			}
 		}
 		if s := r.Sticky; s != nil {
-			v.oneOf(rp+".sticky.by", "sticky key", s.By, stickyBy)
-			if (s.By == "header" || s.By == "cookie") && s.Name == "" {
-				v.errorf(rp+".sticky.name", "required with by: %s", s.By)
-			}
+			v.sticky(rp+".sticky", s)
 		}
 		if r.Timeout < 0 {
 			v.errorf(rp+".timeout", "must not be negative")
@@ -719,6 +733,9 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 		if t.ServerName != "" {
 			v.errorf(tp+".server_name", "only for server_tls")
 		}
+		if len(t.MatchSAN) > 0 {
+			v.errorf(tp+".match_san", "client certificates are not checked on client_tls; remove it")
+		}
 	}
 	if t := pg.ServerTLS; t != nil {
 		tp := p + ".server_tls"
@@ -727,6 +744,10 @@ func (v *validator) postgres(p string, pg *ListenerPostgres) {
 		v.file(tp+".ca_file", t.CAFile)
 		if t.Mode == "verify-ca" && t.CAFile == "" {
 			v.errorf(tp+".ca_file", "required with mode verify-ca")
+		}
+		v.matchSAN(tp+".match_san", t.MatchSAN)
+		if len(t.MatchSAN) > 0 && t.Mode != "verify-ca" && t.Mode != "verify-full" {
+			v.errorf(tp+".match_san", "needs mode verify-ca or verify-full: mode %s does not verify the server's certificate", t.Mode)
 		}
 	}
 }

@@ -118,7 +118,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Tim
 	}
 	ec := &econn{fd: fd, done: make(chan handback, 1)}
 	ec.remote = c.RemoteAddr().String()
-	ec.ip, ec.ipKey, ec.key = clientKeys(ec.remote)
+	ec.ip, ec.peer, ec.key = clientKeys(ec.remote)
 	c.Close()
 	e := es.loops[es.next.Add(1)%uint32(len(es.loops))]
 	ec.e = e
@@ -194,7 +194,7 @@ type econn struct {
 	src           *evloop.Conn // its Out: the response bytes the socket has not taken
 	remote        string
 	ip            string
-	ipKey         string
+	peer          netip.Addr
 	key           uint64
 	done          chan handback
 
@@ -514,7 +514,7 @@ func (c *econn) begin(h *Handler, route *Route) {
 		c.answer(http.StatusNotFound, "no route matched", false, -1, noRouteMessage(r))
 		return
 	}
-	x.cluster = route.pickFor(r, c.ipKey)
+	x.cluster = route.pickFor(r, c.peer)
 	x.key = c.key
 	if r.host != c.lastHost || c.lastHost == "" {
 		c.lastHost, c.lastLoopback = strings.Clone(r.host), isLoopbackHost(r.host)

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,8 +57,8 @@ type fastConn struct {
 	remote string     // RemoteAddr
 	proto  string     // X-Forwarded-Proto: "http", or "https" over TLS
 	ip     string
-	ipKey  string // sticky key by client IP, as stickyKey makes it
-	key    uint64 // balance key: hash of the client IP
+	peer   netip.Addr // the app's address, for sticky splits
+	key    uint64     // balance key: hash of the client IP
 	state  atomic.Int32
 
 	readDeadline lazyDeadline
@@ -116,7 +117,7 @@ func newFastConn(s *Server, c net.Conn, pre []byte, headStart time.Time) *fastCo
 	fc := &fastConn{s: s, c: c, br: bufio.NewReaderSize(src, cliReadBuf), out: &outWriter{w: rawsys.NewWriter(c)}}
 	fc.bw = bufio.NewWriterSize(fc.out, cliWriteBuf)
 	fc.remote, fc.proto = c.RemoteAddr().String(), "http"
-	fc.ip, fc.ipKey, fc.key = clientKeys(fc.remote)
+	fc.ip, fc.peer, fc.key = clientKeys(fc.remote)
 	fc.state.Store(connNew)
 	fc.headStart = headStart
 	// A head that has begun (and the first one, from the accept) must
@@ -135,13 +136,14 @@ func newFastConn(s *Server, c net.Conn, pre []byte, headStart time.Time) *fastCo
 }
 
 // clientKeys are what routing and balancing key on of an app at remote:
-// its IP, its sticky key by IP, and the balance key (the IP's hash).
-func clientKeys(remote string) (ip, ipKey string, key uint64) {
+// its IP, its address for sticky splits, and the balance key (the IP's
+// hash).
+func clientKeys(remote string) (ip string, peer netip.Addr, key uint64) {
 	ip = remote
 	if h, _, err := net.SplitHostPort(remote); err == nil {
 		ip = h
 	}
-	return ip, "ip:" + ip, balance.HashString(ip)
+	return ip, peerAddr(remote), balance.HashString(ip)
 }
 
 // readHeaderTimeout bounds the arrival of a request head once it has
@@ -347,7 +349,7 @@ func (fc *fastConn) accessFields() accessFields {
 // returns the status sent.
 func (fc *fastConn) proxy(route *Route) int {
 	r, x, h := &fc.req, &fc.x, fc.h
-	x.cluster = route.pickFor(r, fc.ipKey)
+	x.cluster = route.pickFor(r, fc.peer)
 	x.key = fc.key
 	if r.host != fc.lastHost || fc.lastHost == "" {
 		fc.lastHost, fc.lastLoopback = r.host, isLoopbackHost(r.host)
@@ -387,27 +389,34 @@ func (fc *fastConn) proxy(route *Route) int {
 	return fc.relay()
 }
 
-// pick is Route.pick for the fast path and the engine, with the same
-// sticky keys; ipKey is the client's sticky key by IP ("ip:" and the IP).
-func (rt *Route) pickFor(r *reqHead, ipKey string) *Cluster {
+// pickFor is Route.pick for the fast path and the engine, with the same
+// sticky keys; peer is the application's address.
+func (rt *Route) pickFor(r *reqHead, peer netip.Addr) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
-	if rt.sticky == nil {
+	s := rt.sticky
+	if s == nil {
 		return rt.inBucket(rand.IntN(buckets))
 	}
-	key := ipKey
-	switch rt.sticky.By {
+	switch s.by {
 	case "header":
-		if v := r.Get(rt.sticky.Name); v != "" {
-			key = "h:" + v
+		if v := r.Get(s.name); v != "" {
+			return rt.inBucket(int(s.counted(keyHeader, hashKey("h:", v)) % buckets))
 		}
 	case "cookie":
-		if v := r.cookie(rt.sticky.Name); v != "" {
-			key = "c:" + v
+		if v := r.cookie(s.name); v != "" {
+			return rt.inBucket(int(s.counted(keyCookie, hashKey("c:", v)) % buckets))
 		}
 	}
-	return rt.inBucket(int(balance.HashString(key) % buckets))
+	var buf [4]string
+	lines := buf[:0]
+	for i := range r.fields {
+		if strings.EqualFold(r.fields[i].name, s.trust.header) {
+			lines = append(lines, r.fields[i].value)
+		}
+	}
+	return rt.inBucket(int(s.userHash(peer, lines) % buckets))
 }
 
 // cookie returns the value of a request cookie, as Request.Cookie.

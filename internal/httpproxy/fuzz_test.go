@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -153,4 +154,37 @@ func BenchmarkParseHeads(b *testing.B) {
 		var cs chunkScan
 		cs.scan(body)
 	}
+}
+
+// FuzzForwardedFor checks the end-user walk over X-Forwarded-For and
+// Forwarded lines that a client may write: it never panics, answers the
+// peer or an address, and an answer that is an untrusted address from the
+// header does not change whatever a client puts to the left of it (a
+// header line before the others).
+func FuzzForwardedFor(f *testing.F) {
+	for _, s := range []string{
+		"198.51.100.7", "203.0.113.1, 198.51.100.7, 127.0.0.1", "[2001:db8::7]:443", "2001:db8::7", "unknown", " , ,",
+		"198.51.100.7:5123, ::ffff:127.0.0.1", "fe80::1%eth0",
+		"for=198.51.100.7", `for="[2001:db8:cafe::17]:4711"`, `for=_hidden, for=198.51.100.7;proto=https`,
+		`for=203.0.113.1;host="a,b;c", for=198.51.100.7`, `for="198.51.100.7`, `for=1.2.3.4;for=5.6.7.8`, `ext="a\"b";for=198.51.100.7`,
+	} {
+		f.Add(s, "for=_spoof, 203.0.113.9")
+	}
+	f.Fuzz(func(t *testing.T, header, spoof string) {
+		peer := netip.MustParseAddr("127.0.0.1")
+		lines := strings.Split(header, "\n")
+		for _, forwarded := range []bool{false, true} {
+			tr := trust{proxies: loopbackTrust, forwarded: forwarded}
+			got := tr.endUser(peer, lines)
+			if !got.IsValid() || got.Zone() != "" || got.Is4In6() {
+				t.Fatalf("forwarded=%v %q: answer %v", forwarded, header, got)
+			}
+			if got == peer || tr.trusted(got) {
+				continue
+			}
+			if again := tr.endUser(peer, append([]string{spoof}, lines...)); again != got {
+				t.Fatalf("forwarded=%v %q: %v, but %v after a line %q before it", forwarded, header, got, again, spoof)
+			}
+		}
+	})
 }

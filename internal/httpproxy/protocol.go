@@ -38,6 +38,10 @@ type metricSet struct {
 	overloaded *prometheus.CounterVec
 	// attache_http_breaker_transitions_total{cluster,state}
 	breaker *prometheus.CounterVec
+	// attache_http_sticky_requests_total{listener,route,key}: what the
+	// requests of a sticky split were keyed on: "header", "cookie",
+	// "client_ip" (the end user's address) or "pod" (no user identity).
+	sticky *prometheus.CounterVec
 }
 
 var _ interface {
@@ -58,6 +62,7 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 		retries:    metrics.Counter(r, "attache_http_retries_total", "HTTP retries sent.", "cluster"),
 		overloaded: metrics.Counter(r, "attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		breaker:    metrics.Counter(r, "attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
+		sticky:     metrics.Counter(r, "attache_http_sticky_requests_total", "Requests of sticky splits, by what they were keyed on.", "listener", "route", "key"),
 	}
 	return nil
 }
@@ -173,6 +178,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 			},
 			Retry:      func(cluster string) { m.retries.WithLabelValues(cluster).Inc() },
 			Overloaded: func(cluster, reason string) { m.overloaded.WithLabelValues(cluster, reason).Inc() },
+			Sticky:     func(listener, route, key string) func() { return m.sticky.WithLabelValues(listener, route, key).Inc },
 		},
 	})
 	return i, nil
@@ -218,5 +224,18 @@ func (i *instance) Stop(next protocol.Instance, from, _ *config.Config) {
 	go i.srv.Close(from.DrainTimeout.D())
 }
 
-func (*instance) Status() protocol.Status          { return nil }
+// Status shows the listener's sticky splits: what they key on, and the
+// pod's key, which the environment or the host name may have supplied.
+func (i *instance) Status() protocol.Status {
+	var routes []stickyStatus
+	for _, r := range i.handler.table.Routes {
+		if r.sticky != nil && len(r.targets) > 1 {
+			routes = append(routes, r.sticky.status(r.Name))
+		}
+	}
+	if routes == nil {
+		return nil
+	}
+	return protocol.Status{{Key: "sticky", Value: routes}}
+}
 func (*instance) Collect(chan<- prometheus.Metric) {}

@@ -45,6 +45,10 @@ type Observer struct {
 	Requests   func(listener, route, cluster string) func(status int, d time.Duration)
 	Retry      func(cluster string)
 	Overloaded func(cluster, reason string)
+	// Sticky returns the counter of a sticky route's requests keyed on key
+	// ("header", "cookie", "client_ip" or "pod"); asked once per route and
+	// key.
+	Sticky func(listener, route, key string) func()
 }
 
 // Handler serves the requests of one listener generation.
@@ -69,6 +73,15 @@ type HandlerOptions struct {
 // NewHandler returns the handler for a route table.
 func NewHandler(o HandlerOptions) *Handler {
 	h := &Handler{table: o.Table, obs: o.Observer, log: o.Log, access: o.AccessLog, listener: o.Table.Listener}
+	if bind := o.Observer.Sticky; bind != nil {
+		for _, r := range h.table.Routes {
+			if r.sticky != nil && len(r.targets) > 1 {
+				for k, key := range stickyKeys {
+					r.sticky.counts[k] = bind(h.listener, r.Name, key)
+				}
+			}
+		}
+	}
 	if bind := o.Observer.Requests; bind != nil {
 		h.noRoute = bind(h.listener, "", "")
 		for _, r := range h.table.Routes {
@@ -693,6 +706,9 @@ type tryState struct {
 	// try (x-attache-attempts) but not against the retry policy.
 	redispatch  bool
 	redispatchN int // redispatches so far
+	// start is when the try began (nextTry), for a balance policy that
+	// learns latencies (ewma); zero otherwise.
+	start time.Time
 }
 
 // tried returns the endpoints tried since the last round. (No slice of
@@ -745,6 +761,9 @@ func (h *Handler) nextTry(x *exchange, st *tryState) (*upstream.Endpoint, error)
 	st.redispatch = false
 	st.try++
 	x.attempts, x.endpoint = st.try, ep.Addr
+	if c.opts.Upstream.LearnsLatency() {
+		st.start = time.Now()
+	}
 	return ep, nil
 }
 
@@ -771,6 +790,12 @@ func (h *Handler) afterTry(x *exchange, st *tryState, ep *upstream.Endpoint, sta
 	isConnect := isConnectError(err)
 	if !isConnect && !isClientError(err) {
 		c.opts.Upstream.RecordResponse(ep, ok)
+	}
+	if !st.start.IsZero() && !isClientError(err) {
+		// The time to the response head, connecting and sending included;
+		// a failed try's time is a lower bound.
+		c.opts.Upstream.ObserveLatency(ep, time.Since(st.start), !ok)
+		st.start = time.Time{}
 	}
 	if isConnect && !x.timedOut.Load() && !ended && st.redispatchN < len(c.opts.Upstream.Endpoints())-1 {
 		st.redispatchN++

@@ -4,11 +4,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"time"
 
-	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
 )
 
@@ -29,7 +29,7 @@ type Route struct {
 	headers map[string]string
 
 	targets []target
-	sticky  *config.Sticky
+	sticky  *stickiness // nil: a random bucket per request
 	timeout time.Duration
 	retry   *retryPolicy
 	rewrite *config.Rewrite
@@ -47,7 +47,7 @@ type target struct {
 // compileRoute builds a Route; clusters resolves names (validated already).
 func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	rt := &Route{Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path, host: strings.ToLower(r.Match.Host),
-		headers: r.Match.Headers, sticky: r.Sticky, timeout: r.Timeout.D(), rewrite: r.Rewrite}
+		headers: r.Match.Headers, sticky: compileSticky(r.Sticky), timeout: r.Timeout.D(), rewrite: r.Rewrite}
 	if r.Match.Regex != "" {
 		rt.regex = regexp.MustCompile("^(?:" + r.Match.Regex + ")$")
 	}
@@ -119,10 +119,21 @@ func (rt *Route) pick(req *http.Request) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
-	if rt.sticky != nil {
-		return rt.inBucket(int(balance.HashString(stickyKey(rt.sticky, req)) % buckets))
+	s := rt.sticky
+	if s == nil {
+		return rt.inBucket(rand.IntN(buckets))
 	}
-	return rt.inBucket(rand.IntN(buckets))
+	switch s.by {
+	case "header":
+		if v := req.Header.Get(s.name); v != "" {
+			return rt.inBucket(int(s.counted(keyHeader, hashKey("h:", v)) % buckets))
+		}
+	case "cookie":
+		if c, err := req.Cookie(s.name); err == nil && c.Value != "" {
+			return rt.inBucket(int(s.counted(keyCookie, hashKey("c:", c.Value)) % buckets))
+		}
+	}
+	return rt.inBucket(int(s.userHash(peerAddr(req.RemoteAddr), req.Header.Values(s.trust.header)) % buckets))
 }
 
 // inBucket is the cluster owning bucket b.
@@ -135,20 +146,132 @@ func (rt *Route) inBucket(b int) *Cluster {
 	return rt.targets[len(rt.targets)-1].cluster
 }
 
-// stickyKey is the value a client is kept on one side by; a missing header
-// or cookie falls back to the client address, so the client still stays put.
-func stickyKey(s *config.Sticky, req *http.Request) string {
-	switch s.By {
-	case "header":
-		if v := req.Header.Get(s.Name); v != "" {
-			return "h:" + v
-		}
-	case "cookie":
-		if c, err := req.Cookie(s.Name); err == nil && c.Value != "" {
-			return "c:" + c.Value
-		}
+// stickiness is a compiled config.Sticky: what keeps a client on one
+// side of a split. The key is a header or a cookie (by: header, cookie)
+// when the request has it, else the end user's address (trust.endUser),
+// else, for a request whose only identity is the application's loopback
+// address, the pod's own key: every request of a pod then lands on one
+// side, and pods spread over the split by their keys, rather than every
+// pod on the side loopback hashes to.
+type stickiness struct {
+	by, name string
+	trust    trust
+	pod      uint64 // hash of the pod's key
+	cfg      *config.Sticky
+	// counts are the metrics of the keys requests took, by stickyKeys
+	// index; nil entries: none (Observer.Sticky, bound by NewHandler).
+	counts [len(stickyKeys)]func()
+}
+
+// stickyKeys are what a sticky request was keyed on, the key label of
+// the sticky metric.
+var stickyKeys = [...]string{"header", "cookie", "client_ip", "pod"}
+
+const (
+	keyHeader = iota
+	keyCookie
+	keyClientIP
+	keyPod
+)
+
+// counted returns h after counting a request keyed on key.
+func (s *stickiness) counted(key int, h uint64) uint64 {
+	if c := s.counts[key]; c != nil {
+		c()
 	}
-	return "ip:" + clientIP(req)
+	return h
+}
+
+func compileSticky(s *config.Sticky) *stickiness {
+	if s == nil {
+		return nil
+	}
+	st := &stickiness{by: s.By, name: s.Name, pod: podHash(s.PodKey), cfg: s,
+		trust: trust{header: http.CanonicalHeaderKey(s.ForwardedHeader), forwarded: strings.EqualFold(s.ForwardedHeader, "forwarded")}}
+	for _, c := range s.TrustedProxies {
+		st.trust.proxies = append(st.trust.proxies, c.Prefix())
+	}
+	return st
+}
+
+// stickyStatus is a sticky split in a listener's /status.
+type stickyStatus struct {
+	Route           string   `json:"route"`
+	By              string   `json:"by"`
+	Name            string   `json:"name,omitempty"`
+	ForwardedHeader string   `json:"forwarded_header"`
+	TrustedProxies  []string `json:"trusted_proxies"`
+	PodKey          string   `json:"pod_key"`
+}
+
+func (s *stickiness) status(route string) stickyStatus {
+	st := stickyStatus{Route: route, By: s.by, Name: s.name, ForwardedHeader: s.cfg.ForwardedHeader, PodKey: s.cfg.PodKey, TrustedProxies: []string{}}
+	for _, p := range s.trust.proxies {
+		st.TrustedProxies = append(st.TrustedProxies, p.String())
+	}
+	return st
+}
+
+// podHash is the sticky hash of a pod's key.
+func podHash(key string) uint64 { return hashKey("pod:", key) }
+
+// userHash is the sticky hash of a request from peer without a sticky
+// header or cookie, whose forwarded header has the values lines: its end
+// user's address, or the pod's key when that is loopback.
+func (s *stickiness) userHash(peer netip.Addr, lines []string) uint64 {
+	a := s.trust.endUser(peer, lines)
+	if !a.IsValid() || a.IsLoopback() {
+		return s.counted(keyPod, s.pod)
+	}
+	var buf [64]byte
+	return s.counted(keyClientIP, hashBytes("ip:", a.AppendTo(buf[:0])))
+}
+
+// peerAddr is the address of a RemoteAddr; invalid when it has none.
+func peerAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr()
+	}
+	a, _ := netip.ParseAddr(remote)
+	return a
+}
+
+// hashKey is balance.HashString(prefix + s), without building the string.
+func hashKey(prefix, s string) uint64 {
+	return mix64(fnv64a(fnv64a(fnvOffset, prefix), s))
+}
+
+// hashBytes is hashKey for a key held in bytes.
+func hashBytes(prefix string, b []byte) uint64 {
+	h := fnv64a(fnvOffset, prefix)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime
+	}
+	return mix64(h)
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnv64a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// mix64 is balance.HashString's splitmix64 finaliser.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 func clientIP(req *http.Request) string {

@@ -328,7 +328,8 @@ func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 
 // TestForwardedForPolicy: X-Forwarded-For upstream is the address of
 // attache's peer, the app, on every path: what the app sent in it is not
-// a hop attache saw, and no hop is trusted (docs/http.md).
+// a hop attache saw, and no hop is vouched for upstream; a sticky split's
+// trusted_proxies only choose its side (docs/http.md).
 func TestForwardedForPolicy(t *testing.T) {
 	eachPath(t, func(t *testing.T, fast bool) {
 		b := newEcho(t)

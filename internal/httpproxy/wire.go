@@ -38,7 +38,8 @@ func (ids *reqIDs) requestID(r *reqHead) string {
 // route's rewrite and header edits, the cluster's credentials, hop-by-hop
 // and Connection-listed headers dropped, X-Forwarded-* (the app at
 // clientIP: the X-Forwarded-For the app sent is replaced, not extended, as
-// net/http's path does, since attache trusts no hop before its peer; proto
+// net/http's path does, since attache vouches for no hop before its peer
+// (a sticky split reads the app's header before, in pickFor); proto
 // is the app connection's scheme, "http" or "https"),
 // X-Request-Id and traceparent added when absent (recorded in ids), and
 // the body framing (a length, framingChunked or framingNone), up to and

@@ -161,16 +161,20 @@ var podSpecPath = map[string][]string{
 
 // injectPodSpec puts the sidecar into spec: in place of a container named
 // Name in the list it belongs in, else first in initContainers (native) or
-// last in containers (classic), taking it out of the other list. It adds
-// or replaces the config volume, and the token volume when needed.
+// last in containers (classic), taking it out of the other list. An
+// existing container keeps what inject does not own (env, ports, further
+// volume mounts, a liveness probe, ...; see merge). It adds or replaces
+// the config volume, and the token volume when needed.
 func injectPodSpec(spec *yaml.Node, opts Options) {
 	want, other := "initContainers", "containers"
 	if opts.Classic {
 		want, other = "containers", "initContainers"
 	}
 	c := container(opts, needsTokenVolume(spec, opts))
+	var moved *yaml.Node // an attache container taken out of the other list
 	if list := get(spec, other); list != nil {
 		if i := indexNamed(list, Name); i >= 0 {
+			moved = list.Content[i]
 			list.Content = append(list.Content[:i], list.Content[i+1:]...)
 			if len(list.Content) == 0 && other == "initContainers" {
 				del(spec, other)
@@ -185,7 +189,11 @@ func injectPodSpec(spec *yaml.Node, opts Options) {
 	list.Style &^= yaml.FlowStyle // a flow list would print the sidecar on one line
 	switch i := indexNamed(list, Name); {
 	case i >= 0:
-		list.Content[i] = c
+		list.Content[i] = merge(list.Content[i], c, opts.Classic)
+	case moved != nil && opts.Classic:
+		list.Content = append(list.Content, merge(moved, c, true))
+	case moved != nil:
+		list.Content = append([]*yaml.Node{merge(moved, c, false)}, list.Content...)
 	case opts.Classic:
 		list.Content = append(list.Content, c)
 	default:
@@ -205,6 +213,54 @@ func injectPodSpec(spec *yaml.Node, opts Options) {
 	} else if i := indexNamed(volumes, tokenVolume); i >= 0 {
 		volumes.Content = append(volumes.Content[:i], volumes.Content[i+1:]...)
 	}
+}
+
+// merge makes old, an existing attache container, the sidecar c: every
+// key of c replaces old's (restartPolicy is dropped for a classic
+// sidecar), and c's volume mounts replace those of the same name, or of
+// the same path, in old's list (the token mount is dropped when c has
+// none). Other keys and mounts of old, and its comments, stay; so does its
+// key order, with new keys last.
+func merge(old, c *yaml.Node, classic bool) *yaml.Node {
+	if old.Kind != yaml.MappingNode {
+		return c
+	}
+	if classic {
+		del(old, "restartPolicy")
+	}
+	for i := 0; i+1 < len(c.Content); i += 2 {
+		key, v := c.Content[i].Value, c.Content[i+1]
+		if key != "volumeMounts" {
+			set(old, key, v)
+			continue
+		}
+		mounts := get(old, key)
+		if mounts == nil || mounts.Kind != yaml.SequenceNode {
+			set(old, key, v)
+			continue
+		}
+		mounts.Style &^= yaml.FlowStyle
+		var kept []*yaml.Node
+		for _, m := range mounts.Content {
+			name, path := scalar(get(m, "name")), scalar(get(m, "mountPath"))
+			if name != tokenVolume && indexNamed(v, name) < 0 && indexPath(v, path) < 0 {
+				kept = append(kept, m)
+			}
+		}
+		// Inject's own mounts first, in place of the ones they replace.
+		mounts.Content = append(append([]*yaml.Node{}, v.Content...), kept...)
+	}
+	return old
+}
+
+// indexPath is the index of the volume mount of list at path, or -1.
+func indexPath(list *yaml.Node, path string) int {
+	for i, it := range list.Content {
+		if path != "" && scalar(get(it, "mountPath")) == path {
+			return i
+		}
+	}
+	return -1
 }
 
 // needsTokenVolume reports whether attache needs the token but the pod

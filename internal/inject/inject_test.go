@@ -46,6 +46,7 @@ var goldenCases = []goldenCase{
 	{name: "flow"},
 	{name: "moved"},
 	{name: "replicaset"},
+	{name: "kept"},
 	{name: "classic", opts: Options{Classic: true}},
 	{name: "config", opts: Options{ConfigMap: "api-attache"}, cfg: "config.attache.yaml"},
 }

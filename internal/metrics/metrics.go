@@ -48,6 +48,9 @@ type Metrics struct {
 	// attache_tls_reload_errors_total{owner}: a rotated certificate, key or
 	// CA that failed to load (the previous one stays in use).
 	TLSReloadErrors *prometheus.CounterVec
+	// attache_tls_peer_rejections_total{owner}: peer certificates that
+	// chained to the CA but presented none of the names of match_san.
+	PeerRejections *prometheus.CounterVec
 	// attache_credential_reload_errors_total{cluster}: a token or password
 	// file that changed but could not be used (its last value stays).
 	CredentialReloadErrors *prometheus.CounterVec
@@ -80,6 +83,7 @@ func New() *Metrics {
 		FailoverHooks:       f.counter("attache_cluster_failover_hooks_total", "on_failover runs, by result.", "cluster", "result"),
 		Reloads:             f.counter("attache_config_reloads_total", "Configuration loads, by result.", "result"),
 		TLSReloadErrors:     f.counter("attache_tls_reload_errors_total", "Rotated TLS files that failed to load; the previous ones stay in use.", "owner"),
+		PeerRejections:      f.counter("attache_tls_peer_rejections_total", "TLS handshakes refused because the peer's certificate presented none of the names of match_san.", "owner"),
 		DiscoveryErrors:     f.counter("attache_discovery_errors_total", "Failed reads of a discovery source; the last known endpoints stay in use.", "cluster", "source"),
 		DiscoveryUpdates:    f.counter("attache_discovery_updates_total", "Endpoint sets reported by a discovery source.", "cluster", "source"),
 	}

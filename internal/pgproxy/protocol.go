@@ -191,14 +191,17 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, s.Files(), s.Reload) })
 	}
 	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
-		s := &pgServerTLS{t: t}
+		owner := "listener " + lc.Name + " server_tls"
+		s := &pgServerTLS{t: t, match: tlsconfig.NewMatcher(t.MatchSAN)}
+		if env.PeerRejected != nil {
+			s.reject = env.PeerRejected(owner)
+		}
 		if err := s.Reload(); err != nil {
 			return nil, nil, fmt.Errorf("postgres.server_tls: %w", err)
 		}
 		cfg.ServerTLS = s.ForAddr
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
 		if files := s.Files(); len(files) > 0 {
-			owner := "listener " + lc.Name + " server_tls"
 			watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, files, s.Reload) })
 		}
 	}
@@ -213,8 +216,10 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 // pgServerTLS is server_tls, its files read again by Reload: new server
 // connections use the latest ones.
 type pgServerTLS struct {
-	t   *config.PostgresTLS
-	cur atomic.Pointer[func(addr string) *tls.Config]
+	t      *config.PostgresTLS
+	match  *tlsconfig.Matcher // match_san; nil without
+	reject func(*tlsconfig.Rejection)
+	cur    atomic.Pointer[func(addr string) *tls.Config]
 }
 
 // Reload re-reads the files; on error the previous ones stay in use.
@@ -227,8 +232,17 @@ func (s *pgServerTLS) Reload() error {
 	return nil
 }
 
-// ForAddr is the TLS configuration for a server connection to addr.
-func (s *pgServerTLS) ForAddr(addr string) *tls.Config { return (*s.cur.Load())(addr) }
+// ForAddr is the TLS configuration for a server connection to addr. With
+// match_san (verify-ca and verify-full only) the server's names are
+// checked too, once its chain is verified.
+func (s *pgServerTLS) ForAddr(addr string) *tls.Config {
+	c := (*s.cur.Load())(addr)
+	if s.match != nil {
+		c = c.Clone()
+		c.VerifyConnection = s.match.VerifyConnection(addr, s.reject)
+	}
+	return c
+}
 
 // Files returns the files to watch, as tlsconfig's Files do.
 func (s *pgServerTLS) Files() []string {

@@ -36,6 +36,7 @@ import (
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
+	"github.com/attache-proxy/attache/internal/tlsconfig"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -124,6 +125,10 @@ type Process struct {
 	// WatchTLS calls reload whenever files change, until ctx ends; a
 	// failed reload is logged and counted for owner ("listener NAME ...").
 	WatchTLS func(ctx context.Context, owner string, files []string, reload func() error)
+	// PeerRejected returns what a TLS configuration of owner calls when a
+	// peer's certificate presents none of the names of its match_san: the
+	// refusal is logged and counted.
+	PeerRejected func(owner string) func(*tlsconfig.Rejection)
 }
 
 // Env is what an instance is built from: the process, the configuration

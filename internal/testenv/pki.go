@@ -9,8 +9,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,19 +50,36 @@ func NewCA(t testing.TB, name string) *CA {
 // certificate and key.
 func (ca *CA) Issue(t testing.TB, name string) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return ca.IssueSANs(t, name, name)
+}
+
+// IssueSANs is Issue for a certificate with the common name cn and the
+// subject alternative names sans: each an IP address, a URI when it holds
+// "://" (a SPIFFE ID), or else a DNS name. No sans: none, the common name
+// only.
+func (ca *CA) IssueSANs(t testing.TB, cn string, sans ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{name}
+	for _, name := range sans {
+		if ip := net.ParseIP(name); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if strings.Contains(name, "://") {
+			u, err := url.Parse(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, u)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, name)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -83,4 +102,26 @@ func (ca *CA) Files(t testing.TB, dir, name string) (caFile, certFile, keyFile s
 		}
 	}
 	return caFile, certFile, keyFile
+}
+
+// WriteSANs writes a certificate and key from IssueSANs into dir as
+// <file>.crt and <file>.key and returns their paths. Writing again to the
+// same file name replaces them by rename, the way a rotation does.
+func (ca *CA) WriteSANs(t testing.TB, dir, file, cn string, sans ...string) (certFile, keyFile string) {
+	t.Helper()
+	c, k := ca.IssueSANs(t, cn, sans...)
+	certFile, keyFile = filepath.Join(dir, file+".crt"), filepath.Join(dir, file+".key")
+	for _, w := range []struct {
+		f string
+		b []byte
+	}{{keyFile, k}, {certFile, c}} {
+		f, b := w.f, w.b
+		if err := os.WriteFile(f+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f+".new", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
 }

@@ -6,11 +6,16 @@
 //
 // Handshakes read the current configuration through an atomic pointer, so a
 // reload affects new handshakes only; open connections are untouched.
+//
+// A match_san list makes a handshake also check the peer's identity: its
+// certificate must present one of the listed names (see Matcher). A peer
+// that does not is refused and reported to OnReject.
 package tlsconfig
 
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -22,15 +27,21 @@ import (
 
 // Server terminates TLS for a listener.
 type Server struct {
-	cfg  config.ServerTLS
-	alpn []string
-	cur  atomic.Pointer[tls.Config]
+	// OnReject, when not nil, is told of each client certificate that
+	// chained to client_ca_file but presented none of the names of
+	// match_san. Set it before the first handshake.
+	OnReject func(*Rejection)
+
+	cfg   config.ServerTLS
+	alpn  []string
+	match *Matcher
+	cur   atomic.Pointer[tls.Config]
 }
 
 // NewServer loads the files of cfg. alpn lists the application protocols
 // offered (h2 and http/1.1 for HTTP listeners; none for TCP).
 func NewServer(cfg config.ServerTLS, alpn ...string) (*Server, error) {
-	s := &Server{cfg: cfg, alpn: alpn}
+	s := &Server{cfg: cfg, alpn: alpn, match: NewMatcher(cfg.MatchSAN)}
 	return s, s.Reload()
 }
 
@@ -62,10 +73,24 @@ func (s *Server) Reload() error {
 }
 
 // Config returns a configuration for tls.Server whose every handshake uses
-// the latest loaded files.
+// the latest loaded files, and with match_san checks the client's names
+// once crypto/tls has verified its chain.
 func (s *Server) Config() *tls.Config {
-	return &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		return s.cur.Load(), nil
+	return &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := s.cur.Load()
+		if s.match == nil {
+			return c, nil
+		}
+		// A copy per handshake, to name the peer in a rejection. Session
+		// tickets still work: they use the keys of the outer
+		// configuration, and a resumed session is checked again.
+		c = c.Clone()
+		peer := "client"
+		if hello.Conn != nil {
+			peer = hello.Conn.RemoteAddr().String()
+		}
+		c.VerifyConnection = s.match.VerifyConnection(peer, s.OnReject)
+		return c, nil
 	}}
 }
 
@@ -75,15 +100,23 @@ func (s *Server) Files() []string {
 }
 
 // Client originates TLS to a cluster's endpoints, always verifying the
-// server: against ca_file, or the system roots without one.
+// server: against ca_file, or the system roots without one. The server's
+// name is checked against server_name (or the endpoint's host), or, with
+// match_san, against those names instead.
 type Client struct {
-	cfg config.ClientTLS
-	cur atomic.Pointer[tls.Config]
+	// OnReject, when not nil, is told of each server certificate that
+	// chained to the CA but presented none of the names of match_san. Set
+	// it before the first handshake.
+	OnReject func(*Rejection)
+
+	cfg   config.ClientTLS
+	match *Matcher
+	cur   atomic.Pointer[tls.Config]
 }
 
 // NewClient loads the files of cfg.
 func NewClient(cfg config.ClientTLS) (*Client, error) {
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, match: NewMatcher(cfg.MatchSAN)}
 	return c, c.Reload()
 }
 
@@ -112,14 +145,46 @@ func (c *Client) Reload() error {
 }
 
 // ForAddr returns the configuration for a connection to addr. The server
-// name to send and verify is server_name, or else the host of addr.
+// name to send (SNI) is server_name, or else the host of addr; it is also
+// the name verified, unless match_san gives the names to accept.
 func (c *Client) ForAddr(addr string) *tls.Config {
 	tc := c.cur.Load().Clone()
 	tc.ServerName = c.cfg.ServerName
 	if tc.ServerName == "" {
 		tc.ServerName, _, _ = net.SplitHostPort(addr)
 	}
+	if c.match != nil {
+		// crypto/tls cannot verify a chain without also checking
+		// ServerName, and a SPIFFE certificate has no DNS name: the chain
+		// is verified here, the name by match_san.
+		roots := tc.RootCAs
+		check := c.match.VerifyConnection(addr, c.OnReject)
+		tc.InsecureSkipVerify = true
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if err := verifyChain(roots, cs.PeerCertificates, x509.ExtKeyUsageServerAuth); err != nil {
+				return err
+			}
+			return check(cs)
+		}
+	}
 	return tc
+}
+
+// verifyChain verifies a peer's certificates, leaf first, against roots
+// (the system roots when nil) for usage, as crypto/tls does before it
+// checks a host name.
+func verifyChain(roots *x509.CertPool, certs []*x509.Certificate, usage x509.ExtKeyUsage) error {
+	if len(certs) == 0 {
+		return errors.New("the peer sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range certs[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}
+	}
+	return nil
 }
 
 // Files returns the files to watch.

@@ -66,6 +66,7 @@ type Options struct {
 // Cluster is a named set of endpoints and the way to reach them.
 type Cluster struct {
 	opts Options
+	lat  balance.LatencyObserver // the Picker, when it learns latencies (ewma)
 	eps  atomic.Pointer[[]*Endpoint]
 
 	mu     sync.Mutex // serialises SetEndpoints
@@ -91,6 +92,7 @@ func New(opts Options) *Cluster {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cluster{opts: opts, added: make(chan struct{})}
+	c.lat, _ = opts.Picker.(balance.LatencyObserver)
 	c.eps.Store(&[]*Endpoint{})
 	return c
 }
@@ -207,8 +209,7 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		cands[i].Usable = false
 		tried[i] = true
 		e := eps[i]
-		conn, err := c.dialOne(ctx, e)
-		c.recordConnect(e, err)
+		conn, err := c.dialObserved(ctx, e)
 		if err == nil {
 			return conn, e, nil
 		}
@@ -227,7 +228,23 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 // say), and feeds outlier detection with the result. Track the connection
 // on e, as with Dial.
 func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	return c.dialObserved(ctx, e)
+}
+
+// dialObserved is dialOne feeding outlier detection and, under a policy
+// that learns latencies, the endpoint's estimate with the connect time
+// (TCP and TLS handshakes). A failure counts as a latency of at least the
+// time it took, so a connect timeout makes the endpoint costly and a fast
+// refusal does not make it cheap.
+func (c *Cluster) dialObserved(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	var start time.Time
+	if c.lat != nil {
+		start = c.opts.Now()
+	}
 	conn, err := c.dialOne(ctx, e)
+	if c.lat != nil && ctx.Err() == nil {
+		c.lat.Observe(e.rtt, c.opts.Now().Sub(start), err != nil)
+	}
 	c.recordConnect(e, err)
 	return conn, err
 }
@@ -250,7 +267,7 @@ func (c *Cluster) fillCandidates(buf []balance.Candidate, eps []*Endpoint, skip 
 	for i, e := range eps {
 		r := c.Routable(e, now)
 		anyRoutable = anyRoutable || r
-		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r && (skip == nil || !skip(e))}
+		cands[i] = balance.Candidate{ID: e.Addr, Weight: e.Weight, Active: e.Active(), Usable: r && (skip == nil || !skip(e)), RTT: e.rtt}
 	}
 	if !anyRoutable {
 		for i, e := range eps {
@@ -304,6 +321,32 @@ func (c *Cluster) RecordResponse(e *Endpoint, ok bool) {
 			c.opts.Observer.Ejected(e)
 		}
 	}
+}
+
+// LearnsLatency reports whether the balance policy learns from latencies
+// (ewma): then callers that time requests themselves report them with
+// ObserveLatency.
+func (c *Cluster) LearnsLatency() bool { return c.lat != nil }
+
+// ObserveLatency feeds the balance policy (ewma) with the latency of one
+// request to e: d until its answer began, or with failed, d until it
+// failed (a lower bound). Nothing when the policy does not learn.
+func (c *Cluster) ObserveLatency(e *Endpoint, d time.Duration, failed bool) {
+	if c.lat != nil {
+		c.lat.Observe(e.rtt, d, failed)
+	}
+}
+
+// LatencyEstimate returns e's latency estimate under a policy that learns
+// latencies, and whether it is a measurement (false: the default RTT the
+// policy starts from, or nothing when no pick has seen e yet). ok is false
+// under other policies.
+func (c *Cluster) LatencyEstimate(e *Endpoint) (d time.Duration, measured, ok bool) {
+	if c.lat == nil {
+		return 0, false, false
+	}
+	d, measured = c.lat.Estimate(e.rtt)
+	return d, measured, true
 }
 
 // RecordConnect feeds outlier detection with a connection attempt made

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/balance"
 )
 
 // Health is an endpoint's active health-check status.
@@ -47,6 +49,7 @@ type Endpoint struct {
 	role         atomic.Int32 // Role
 	lag          atomic.Int64 // nanoseconds; lagUnknown
 	claims       atomic.Bool  // the latest check succeeded and found a primary
+	rtt          *balance.RTT // latency estimate (balance ewma); shared with a reweighted copy
 
 	mu        sync.Mutex
 	passes    int // consecutive successful checks
@@ -59,7 +62,7 @@ type Endpoint struct {
 
 // NewEndpoint returns an endpoint of unknown health.
 func NewEndpoint(addr string, weight int) *Endpoint {
-	e := &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}}
+	e := &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}, rtt: &balance.RTT{}}
 	e.lag.Store(lagUnknown)
 	return e
 }
@@ -233,5 +236,6 @@ func (e *Endpoint) copyStateFrom(old *Endpoint) {
 	e.role.Store(old.role.Load())
 	e.lag.Store(old.lag.Load())
 	e.claims.Store(old.claims.Load())
+	e.rtt = old.rtt
 	e.passes, e.fails, e.connFails, e.respFails, e.ejections = old.passes, old.fails, old.connFails, old.respFails, old.ejections
 }

@@ -117,7 +117,7 @@ func New(opts Options) (*App, error) {
 	}
 	a.pool = listener.NewPool(a.log)
 	a.proc = &protocol.Process{
-		Loops:        protocol.Loops{Threads: evloop.NewThreads(runtime.GOMAXPROCS(0) - 1), Engines: runtime.GOMAXPROCS(0)},
+		Loops:        evloop.NewGroup(runtime.GOMAXPROCS(0)),
 		Log:          a.log,
 		Metrics:      a.metrics,
 		LookupEnv:    opts.LookupEnv,
@@ -126,12 +126,14 @@ func New(opts Options) (*App, error) {
 		PeerRejected: a.peerRejected,
 	}
 	if err := a.openProtocols(); err != nil {
+		a.proc.Loops.Close()
 		return nil, err
 	}
 	a.metrics.Registry.MustRegister(&collector{app: a})
 
 	if err := a.apply(cfg); err != nil {
 		a.closeProtocols()
+		a.proc.Loops.Close()
 		return nil, err
 	}
 	a.metrics.ReloadSuccessful.Set(1)
@@ -394,6 +396,7 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	g.stop(nil) // the drain is over: what is left is cut
 	a.mu.Unlock()
+	a.proc.Loops.Close()
 	close(a.serveStop)
 	for _, srv := range []*http.Server{a.admin, a.probes} {
 		if srv != nil {

@@ -11,9 +11,16 @@
 // readiness report (a short read means drained; level-triggered epoll
 // reports any rest) and one epoll_wait serves every ready socket.
 //
-// A Loop runs handlers, queued functions (Do), a periodic tick and an
-// after-batch function, all on its own goroutine, so the state they touch
-// needs no locks. An idle loop parks in Go's netpoller; a busy one with a
+// A process has one Group of loops, one per processor, which every engine
+// of every protocol shares: an engine joins each loop as a Part (its tick,
+// after-batch and end functions, and a Do that refuses once it has left),
+// and keeps its sockets as Conns, which read (Fill), write with the rest
+// queued (Write, Flush), set their epoll interest (Settle) and connect
+// (Connect, Part.Dial); so an engine holds only its protocol's state.
+//
+// A Loop runs handlers, queued functions (Do), its Parts' ticks and
+// after-batch functions, all on its own goroutine, so the state they
+// touch needs no locks. An idle loop parks in Go's netpoller; a busy one with a
 // thread to spare (Threads) blocks in epoll_wait itself, as a C event loop
 // does. It exists on Linux only; elsewhere New fails with ErrNoLoop and
 // callers serve by goroutines.

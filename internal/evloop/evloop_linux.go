@@ -68,9 +68,8 @@ type Loop struct {
 	gen      int32
 	events   []unix.EpollEvent
 	now      int64
-	tick     func()
-	after    func()
-	end      func()
+	parts    []*Part       // the engines served, in the order they joined
+	base     time.Duration // the timerfd's period: the shortest tick of parts
 	ending   bool
 	onThread bool // waiting in block, not parked
 	traffic  bool // the batch being served had more than the tick
@@ -78,11 +77,11 @@ type Loop struct {
 	widened  bool // a Want in this batch added events to a registered source
 }
 
-// New makes a loop; Start starts its goroutine. tick (which may be nil)
-// runs every interval, after runs after every batch of events (to flush
-// what the batch queued; may be nil), and end runs last, when the loop
-// stops, to close what is left (may be nil). The functions may read what
-// their owner sets up between New and Start (its reference to the loop):
+// New makes a loop; Start starts its goroutine. With any of tick, after
+// and end set, the loop serves them as a Part of its own (see Join): tick
+// (which may be nil) runs every interval, after after every batch of
+// events, and end when the loop stops. The functions may read what their
+// owner sets up between New and Start (its reference to the loop):
 // starting the goroutine orders those writes before them.
 func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -90,7 +89,7 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 		return nil, err
 	}
 	l := &Loop{epfd: epfd, eventfd: -1, timerfd: -1,
-		events: make([]unix.EpollEvent, 256), done: make(chan struct{}), tick: tick, after: after, end: end}
+		events: make([]unix.EpollEvent, 256), done: make(chan struct{})}
 	fail := func(err error) (*Loop, error) {
 		unix.Close(epfd)
 		if l.eventfd >= 0 {
@@ -107,12 +106,6 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	if l.timerfd, err = unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC); err != nil {
 		return fail(err)
 	}
-	if tick != nil && interval > 0 {
-		iv := unix.NsecToTimespec(int64(interval))
-		if err := unix.TimerfdSettime(l.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil); err != nil {
-			return fail(err)
-		}
-	}
 	for _, fd := range []int{l.eventfd, l.timerfd} {
 		if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
 			return fail(err)
@@ -123,6 +116,12 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) {
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		return fail(err)
 	}
+	if tick != nil || after != nil || end != nil {
+		if tick == nil {
+			interval = 0
+		}
+		l.join(&Part{l: l, tick: tick, every: interval, after: after, end: end, done: make(chan struct{})})
+	}
 	return l, nil
 }
 
@@ -132,12 +131,6 @@ func (l *Loop) SetThreads(t *Threads) { l.threads = t }
 
 // Start starts the loop goroutine; once.
 func (l *Loop) Start() { go l.run() }
-
-// SetTick makes the tick function run every d from now on; 0 stops it.
-func (l *Loop) SetTick(d time.Duration) {
-	iv := unix.NsecToTimespec(int64(d))
-	unix.TimerfdSettime(l.timerfd, 0, &unix.ItimerSpec{Interval: iv, Value: iv}, nil)
-}
 
 // Now is the time the current batch of events was read, in Unix
 // nanoseconds.
@@ -167,13 +160,19 @@ func (l *Loop) Stop() { l.Do(func() { l.ending = true }) }
 // Add makes fd a Source of the loop, served by h, not yet in the epoll
 // set (see Want).
 func (l *Loop) Add(fd int, h Handler) *Source {
+	s := &Source{}
+	l.add(s, fd, h)
+	return s
+}
+
+// add makes s, fresh or released, fd's Source.
+func (l *Loop) add(s *Source, fd int, h Handler) {
 	l.gen++
-	s := &Source{FD: fd, h: h, gen: l.gen, l: l}
+	*s = Source{FD: fd, h: h, gen: l.gen, l: l}
 	if fd >= len(l.sources) {
 		l.sources = append(l.sources, make([]*Source, fd+1-len(l.sources)+64)...)
 	}
 	l.sources[fd] = s
-	return s
 }
 
 // Want sets the events s is to be told of: 0 takes it out of the epoll set.
@@ -218,7 +217,7 @@ func (s *Source) Close(reset bool) {
 }
 
 // Release takes s out of the loop and its epoll set, leaving the
-// descriptor open for its caller (to hand back to Go, see Conn).
+// descriptor open for its caller (to hand back to Go, see NetConn).
 func (s *Source) Release() {
 	if s.FD < 0 {
 		return
@@ -399,9 +398,7 @@ func (l *Loop) serve(n int) (settled bool) {
 	if tick {
 		var b [8]byte
 		rawsys.Read(l.timerfd, b[:])
-		if l.tick != nil {
-			l.tick()
-		}
+		l.ticks()
 	}
 	if commands {
 		var b [8]byte
@@ -414,8 +411,10 @@ func (l *Loop) serve(n int) (settled bool) {
 			f()
 		}
 	}
-	if l.after != nil {
-		l.after()
+	for _, p := range l.parts {
+		if p.after != nil {
+			p.after()
+		}
 	}
 	return settled && !l.widened
 }
@@ -440,9 +439,16 @@ func (l *Loop) teardown() {
 	for _, f := range q {
 		f()
 	}
-	if l.end != nil {
-		l.end()
+	for _, p := range l.parts {
+		p.mu.Lock()
+		p.left = true
+		p.mu.Unlock()
+		if p.end != nil {
+			p.end()
+		}
+		close(p.done)
 	}
+	l.parts = nil
 	unix.Close(l.timerfd)
 	unix.Close(l.epfd)
 }

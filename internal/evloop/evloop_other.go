@@ -15,3 +15,9 @@ func New(interval time.Duration, tick, after, end func()) (*Loop, error) { retur
 
 // ErrNoLoop is returned by New where there is no epoll.
 var ErrNoLoop = errors.New("no epoll on this platform")
+
+// Stop and Done: there is no loop to stop.
+func (l *Loop) Stop()                 {}
+func (l *Loop) Done() <-chan struct{} { return nil }
+
+func startLoops(int, *Threads) []*Loop { return nil }

@@ -231,7 +231,7 @@ func TestConnRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	c, err := Conn(fd)
+	c, err := NetConn(fd)
 	if err != nil {
 		t.Fatal(err)
 	}

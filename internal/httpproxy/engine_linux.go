@@ -23,7 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/attache-proxy/attache/internal/evloop"
-	"github.com/attache-proxy/attache/internal/rawsys"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -60,6 +59,8 @@ const (
 type engines struct {
 	s     *Server
 	log   *slog.Logger
+	g     *evloop.Group // the process's loops, or the Server's own (own)
+	own   bool
 	once  sync.Once
 	mu    sync.Mutex
 	loops []*engine // under mu: set once by start
@@ -67,22 +68,27 @@ type engines struct {
 	open  atomic.Int64 // connections in the loops
 }
 
-func newEngines(s *Server, log *slog.Logger) *engines { return &engines{s: s, log: log} }
+// newEngines returns the engines of s on g's loops; a nil g: loops of
+// s's own.
+func newEngines(s *Server, g *evloop.Group, log *slog.Logger) *engines {
+	es := &engines{s: s, log: log, g: g}
+	if g == nil {
+		es.g, es.own = evloop.NewGroup(runtime.GOMAXPROCS(0)), true
+	}
+	return es
+}
 
 func (es *engines) start() {
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	n := runtime.GOMAXPROCS(0)
-	for range n {
-		e := &engine{es: es, s: es.s, n: n, conns: map[*econn]struct{}{},
+	loops := es.g.Loops()
+	if len(loops) == 0 {
+		es.log.Debug("no HTTP engine: the goroutine fast path serves")
+	}
+	for _, l := range loops {
+		e := &engine{es: es, s: es.s, l: l, n: len(loops), conns: map[*econn]struct{}{},
 			pools: map[*upstream.Endpoint]*epool{}, scratch: make([]byte, upReadBuf)}
-		l, err := evloop.New(engineTick, e.tick, nil, e.end)
-		if err != nil {
-			es.log.Debug("no HTTP engine: the goroutine fast path serves", "error", err)
-			break
-		}
-		e.l = l
-		l.Start()
+		e.part = l.Join(engineTick, e.tick, nil, e.end)
 		es.loops = append(es.loops, e)
 	}
 }
@@ -118,7 +124,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Tim
 	ec.e = e
 	es.open.Add(1)
 	defer es.open.Add(-1)
-	if !e.l.Do(func() { e.add(ec) }) {
+	if !e.part.Do(func() { e.add(ec) }) {
 		unix.Close(fd)
 		return nil, nil, time.Time{}, true
 	}
@@ -126,7 +132,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Tim
 	if hb.fd < 0 {
 		return nil, nil, time.Time{}, true
 	}
-	nc, err := evloop.Conn(hb.fd)
+	nc, err := evloop.NetConn(hb.fd)
 	if err != nil {
 		return nil, nil, time.Time{}, true
 	}
@@ -141,7 +147,7 @@ func (es *engines) serve(c net.Conn) (_ net.Conn, pre []byte, headStart time.Tim
 // it returns the connections still in the loops.
 func (es *engines) closeIdle(closing bool) int {
 	for _, e := range es.started() {
-		e.l.Do(func() { e.closeIdle(closing) })
+		e.part.Do(func() { e.closeIdle(closing) })
 	}
 	return int(es.open.Load())
 }
@@ -150,8 +156,11 @@ func (es *engines) closeIdle(closing bool) int {
 func (es *engines) stop() {
 	es.once.Do(func() {}) // none to start any more
 	for _, e := range es.started() {
-		e.l.Stop()
-		<-e.l.Done()
+		e.part.Leave()
+		<-e.part.Done()
+	}
+	if es.own {
+		es.g.Close()
 	}
 }
 
@@ -167,10 +176,10 @@ type engine struct {
 	es      *engines
 	s       *Server
 	l       *evloop.Loop
-	n       int // loops of the Server
+	part    *evloop.Part // the engine's share of l
+	n       int          // loops of the Server
 	conns   map[*econn]struct{}
-	timed   []*econn // with a request in flight, each at its tpos-1
-	ticking []*econn // tick's copy of timed, reused
+	timed   evloop.Set[*econn] // with a request in flight
 	pools   map[*upstream.Endpoint]*epool
 	ticks   int
 	spare   [][]byte
@@ -179,22 +188,20 @@ type engine struct {
 
 // econn is one app connection in an engine.
 type econn struct {
-	e      *engine
-	fd     int
-	src    *evloop.Source
-	remote string
-	ip     string
-	peer   netip.Addr
-	key    uint64
-	done   chan handback
+	evloop.Member // of e.timed
+	e             *engine
+	fd            int
+	src           *evloop.Conn // its Out: the response bytes the socket has not taken
+	remote        string
+	ip            string
+	peer          netip.Addr
+	key           uint64
+	done          chan handback
 
 	rbuf      []byte // read and not yet consumed
-	out       []byte // to write from outOff
-	outOff    int
-	blocked   bool // the socket took less than offered: waiting for EPOLLOUT
-	served    bool // a request was served: a drain closes it when idle
-	closing   bool // close once out is written
-	eof       bool // the app has closed its side
+	served    bool   // a request was served: a drain closes it when idle
+	closing   bool   // close once out is written
+	eof       bool   // the app has closed its side
 	lastRead  int64
 	headStart int64 // when the pending head began (the accept, for the first); 0: none
 
@@ -203,7 +210,6 @@ type econn struct {
 
 	// The request in progress.
 	active       bool
-	tpos         int // 1 + its index in e.timed; 0 when not there
 	h            *Handler
 	req          reqHead
 	headLen      int // of the request head with its blank line
@@ -239,7 +245,7 @@ type econn struct {
 // or serving c's try.
 type eup struct {
 	e            *engine
-	src          *evloop.Source // nil while a dial goroutine connects
+	src          *evloop.Conn // nil while a dial goroutine connects
 	ep           *upstream.Endpoint
 	c            *econn
 	rbuf         []byte // len: bytes held, from roff (own, or the loop's scratch during a read)
@@ -265,7 +271,8 @@ type epool struct {
 }
 
 func (e *engine) add(c *econn) {
-	c.src = e.l.Add(c.fd, c)
+	c.src = &evloop.Conn{}
+	e.l.AddConn(c.src, c.fd, c)
 	e.conns[c] = struct{}{}
 	c.lastRead = e.l.Now()
 	c.headStart = c.lastRead // the first head is due from the accept, not after idle_timeout
@@ -284,8 +291,7 @@ func (e *engine) add(c *econn) {
 // Event serves the app socket's readiness.
 func (c *econn) Event(ev uint32) {
 	if ev&evloop.Out != 0 {
-		c.blocked = false
-		if err := c.emit(nil); err != nil {
+		if err := c.src.Flush(); err != nil {
 			c.abort()
 			return
 		}
@@ -294,16 +300,22 @@ func (c *econn) Event(ev uint32) {
 		c.abort() // the app has gone: nothing will read the response
 		return
 	}
-	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 && c.wantsIn() {
-		c.read()
+	// Drained (see evloop.Loop.Drained): no hang-up, and nothing to read
+	// or one short read.
+	empty := ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) == 0
+	if !empty && c.wantsIn() {
+		empty = c.read()
 		if c.src.FD < 0 {
 			return
 		}
 	}
 	c.drained()
+	if empty && ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0 {
+		c.e.l.Drained()
+	}
 }
 
-func (c *econn) pending() bool { return c.outOff < len(c.out) }
+func (c *econn) pending() bool { return c.src.Pending() }
 
 // drained moves on once nothing is left to write: the response resumes,
 // the next request starts, or the connection closes.
@@ -337,14 +349,7 @@ func (c *econn) update() {
 	if c.src == nil || c.src.FD < 0 {
 		return
 	}
-	var m uint32
-	if c.pending() {
-		m |= evloop.Out
-	}
-	if c.wantsIn() {
-		m |= evloop.In | evloop.RdHup
-	}
-	if c.src.Want(m) != nil {
+	if c.src.Settle(c.wantsIn()) != nil {
 		c.close()
 	}
 }
@@ -354,20 +359,25 @@ func (c *econn) update() {
 // the interest, and epoll_ctl, need not change per request.
 func (c *econn) wantsIn() bool { return !c.closing && !c.eof && len(c.rbuf) < cap(c.rbuf) }
 
-func (c *econn) read() {
-	n, err := rawsys.Recv(c.src.FD, c.rbuf[len(c.rbuf):cap(c.rbuf)])
+// read reads the app socket once; true when that left it empty.
+func (c *econn) read() (empty bool) {
+	room := c.rbuf[len(c.rbuf):cap(c.rbuf)]
+	n, err := c.src.Fill(room)
 	switch {
 	case n > 0:
 		c.rbuf = c.rbuf[:len(c.rbuf)+n]
 		c.lastRead = c.e.l.Now()
-	case err == syscall.EAGAIN || err == syscall.EINTR:
-	case n == 0 && (c.active || c.pending()):
+		return n < len(room)
+	case err == syscall.EAGAIN:
+		return true
+	case err == io.EOF && (c.active || c.pending()):
 		c.eof = true // the app has sent all: its answer still goes
 	case c.active:
 		c.abort()
 	default: // end of stream or error, between requests
 		c.close()
 	}
+	return false
 }
 
 // process starts the request at the head of rbuf, if it is whole: served
@@ -421,12 +431,12 @@ func (c *econn) process() {
 			return
 		}
 		if v == reject {
-			c.out = appendBadRequest(c.out, why)
+			c.src.Out = appendBadRequest(c.src.Out, why)
 			c.closing = true
 			if h := s.handler.Load(); h != nil {
 				h.log.Debug("malformed request", "listener", h.listener, "client", c.remote, "reason", why)
 			}
-			if c.emit(nil) != nil {
+			if c.src.Write(nil) != nil {
 				c.close()
 			}
 			return
@@ -671,12 +681,12 @@ func (c *econn) fail(err error) {
 // answer sends attache's own response and ends the request.
 func (c *econn) answer(status int, reason string, over bool, attempts int, msg string) {
 	head := c.req.method == http.MethodHead
-	c.out = appendError(c.out, status, reason, over, attempts, c.closeAfter, false, head, msg)
+	c.src.Out = appendError(c.src.Out, status, reason, over, attempts, c.closeAfter, false, head, msg)
 	if !head {
 		c.bytesOut += int64(len(msg))
 	}
 	c.status = status
-	if c.emit(nil) != nil {
+	if c.src.Write(nil) != nil {
 		c.abort()
 		return
 	}
@@ -695,9 +705,6 @@ func (c *econn) finish(now int64) {
 	n := copy(c.rbuf, c.rbuf[c.reqLen:])
 	c.rbuf = c.rbuf[:n]
 	c.lastRead = now
-	if !c.pending() && cap(c.out) > 64<<10 {
-		c.out, c.outOff = nil, 0
-	}
 	if c.closeAfter || e.s.draining.Load() {
 		c.closing = true
 	}
@@ -733,52 +740,6 @@ func (c *econn) abort() {
 	c.close()
 }
 
-// emit writes what out holds and then data, with one sendmsg where the
-// socket takes both; what it does not take is kept in out for EPOLLOUT.
-func (c *econn) emit(data []byte) error {
-	if c.blocked {
-		c.out = append(c.out, data...)
-		return nil
-	}
-	pend := c.out[c.outOff:]
-	for {
-		var n int
-		var err error
-		switch {
-		case len(pend) == 0 && len(data) == 0:
-			return nil
-		case len(pend) == 0:
-			n, err = rawsys.Send(c.src.FD, data)
-		case len(data) == 0:
-			n, err = rawsys.Send(c.src.FD, pend)
-		default:
-			n, err = rawsys.Sendv(c.src.FD, pend, data)
-		}
-		switch err {
-		case nil:
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			n = 0
-		default:
-			return err
-		}
-		if n < len(pend) {
-			c.outOff += n
-			c.out = append(c.out, data...)
-			c.blocked = true
-			return nil
-		}
-		n -= len(pend)
-		c.out, c.outOff = c.out[:0], 0
-		if n < len(data) {
-			c.out = append(c.out, data[n:]...)
-			c.blocked = true
-		}
-		return nil
-	}
-}
-
 // Event serves an upstream socket's readiness.
 func (u *eup) Event(ev uint32) {
 	c := u.c
@@ -790,10 +751,7 @@ func (u *eup) Event(ev uint32) {
 		if ev&(evloop.Out|evloop.Err|evloop.Hup) == 0 {
 			return
 		}
-		v, err := unix.GetsockoptInt(u.src.FD, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err == nil && v != 0 {
-			err = syscall.Errno(v)
-		}
+		err := u.src.ConnectResult()
 		u.e.up(c).RecordConnect(u.ep, err)
 		if err != nil {
 			c.tryFailed(&connectError{fmt.Errorf("dial tcp %s: %w", u.ep.Addr, err)}, false)
@@ -807,29 +765,29 @@ func (u *eup) Event(ev uint32) {
 	if ev&evloop.Out != 0 {
 		u.flush()
 	}
-	if ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) != 0 {
-		u.read()
+	empty := ev&(evloop.In|evloop.RdHup|evloop.Hup|evloop.Err) == 0
+	if !empty {
+		empty = u.read()
 	}
 	if u.c == c {
 		u.update()
+	}
+	if empty && ev&(evloop.Hup|evloop.Err|evloop.RdHup) == 0 {
+		u.e.l.Drained() // see econn.Event
 	}
 }
 
 // flush writes what is left of the request. A failed write leaves the
 // response to tell (the upstream may have answered early).
 func (u *eup) flush() {
-	for u.woff < len(u.wbuf) {
-		n, err := rawsys.Send(u.src.FD, u.wbuf[u.woff:])
-		switch {
-		case n > 0:
-			u.woff += n
-		case err == syscall.EINTR:
-		case err == syscall.EAGAIN:
-			return
-		default:
-			u.broken = true
-			u.woff = len(u.wbuf)
-		}
+	if u.woff == len(u.wbuf) {
+		return
+	}
+	n, err := u.src.Send(u.wbuf[u.woff:])
+	u.woff += n
+	if err != nil {
+		u.broken = true
+		u.woff = len(u.wbuf)
 	}
 }
 
@@ -871,7 +829,7 @@ func (c *econn) tryFailedOrAbort(err error) {
 // connections' own 32 KiB buffers would not): what is left after the
 // response took its part (a partial head, more than the response) moves
 // to the connection's own buffer.
-func (u *eup) read() {
+func (u *eup) read() (empty bool) {
 	c := u.c
 	defer u.keep()
 	if len(u.rbuf) == u.roff {
@@ -882,19 +840,21 @@ func (u *eup) read() {
 	}
 	if len(u.rbuf) == cap(u.rbuf) {
 		c.tryFailed(errors.New("upstream response head too large"), false)
-		return
+		return false
 	}
-	n, err := rawsys.Recv(u.src.FD, u.rbuf[len(u.rbuf):cap(u.rbuf)])
+	room := len(u.rbuf[len(u.rbuf):cap(u.rbuf)])
+	n, err := u.src.Fill(u.rbuf[len(u.rbuf):cap(u.rbuf)])
 	switch {
 	case n > 0:
 		u.rbuf = u.rbuf[:len(u.rbuf)+n]
 		u.got = true
 		c.response()
-		return
-	case err == syscall.EAGAIN || err == syscall.EINTR:
-		return
+		return n < room
+	case err == syscall.EAGAIN:
+		return true
 	}
-	if n == 0 {
+	eof := err == io.EOF
+	if eof {
 		err = io.ErrUnexpectedEOF
 	}
 	if !c.respStarted {
@@ -904,18 +864,19 @@ func (u *eup) read() {
 			u.kill()
 			c.up = nil
 			c.connect()
-			return
+			return false
 		}
 		c.tryFailed(err, false)
-		return
+		return false
 	}
-	if n == 0 && c.framing == bodyUntilClose {
-		c.out = append(c.out, "0\r\n\r\n"...)
+	if eof && c.framing == bodyUntilClose {
+		c.src.Out = append(c.src.Out, "0\r\n\r\n"...)
 		c.respClose = true
 		c.respDone()
-		return
+		return false
 	}
 	c.abort()
+	return false
 }
 
 // keep moves what u holds in the loop's shared buffer to its own.
@@ -966,7 +927,7 @@ func (c *econn) response() {
 		c.respStarted, c.status, c.respClose, c.tryDeadline = true, c.resp.status, c.resp.close, 0
 		c.framing = framingOf(&c.resp, c.req.method)
 		chunkOut := c.framing == bodyChunked || c.framing == bodyUntilClose
-		c.out = appendResponseHead(c.out, &c.resp, chunkOut, c.x.attempts, c.closeAfter, false)
+		c.src.Out = appendResponseHead(c.src.Out, &c.resp, chunkOut, c.x.attempts, c.closeAfter, false)
 		u.roff += n + 2
 		c.left, c.cs = c.resp.length, chunkScan{}
 	}
@@ -995,15 +956,15 @@ func (c *econn) relay() {
 	case bodyUntilClose:
 		take = len(data)
 		if take > 0 {
-			c.out = fmt.Appendf(c.out, "%x\r\n", take)
-			c.out = append(c.out, data...)
-			c.out = append(c.out, "\r\n"...)
+			c.src.Out = fmt.Appendf(c.src.Out, "%x\r\n", take)
+			c.src.Out = append(c.src.Out, data...)
+			c.src.Out = append(c.src.Out, "\r\n"...)
 			c.bytesOut += int64(take)
 			u.roff += take
 			data, take = nil, 0
 		}
 	}
-	if err := c.emit(data[:take]); err != nil {
+	if err := c.src.Write(data[:take]); err != nil {
 		c.abort()
 		return
 	}
@@ -1129,46 +1090,21 @@ func (e *engine) dial(c *econn) (*eup, error) {
 	p := e.pool(ep)
 	if !p.literal {
 		d := net.Dialer{Timeout: cl.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
-		l := e.l
-		go func() {
-			conn, err := d.DialContext(context.Background(), "tcp", ep.Addr)
-			fd := -1
-			if err == nil {
-				fd, err = evloop.DupFD(conn)
-				conn.Close()
-			}
-			if !l.Do(func() { u.dialed(fd, err) }) && fd >= 0 {
-				unix.Close(fd)
-			}
-		}()
+		e.part.Dial(func() (net.Conn, error) { return d.DialContext(context.Background(), "tcp", ep.Addr) },
+			func(fd int, err error) { u.dialed(fd, err) })
 		return u, nil
 	}
-	family, sa := unix.AF_INET, unix.Sockaddr(nil)
-	if a := p.addr.Addr(); a.Is4() || a.Is4In6() {
-		sa = &unix.SockaddrInet4{Port: int(p.addr.Port()), Addr: a.Unmap().As4()}
-	} else {
-		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(p.addr.Port()), Addr: a.As16()}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	u.src = &evloop.Conn{}
+	connected, err := u.src.Connect(e.l, p.addr, u)
 	if err != nil {
-		return nil, &connectError{fmt.Errorf("dial tcp %s: %w", ep.Addr, err)}
-	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 30)
-	switch err := unix.Connect(fd, sa); err {
-	case nil:
-		u.connecting = false
-		cl.opts.Upstream.RecordConnect(ep, nil)
-	case unix.EINPROGRESS:
-	default:
-		unix.Close(fd)
 		err = fmt.Errorf("dial tcp %s: %w", ep.Addr, err)
 		cl.opts.Upstream.RecordConnect(ep, err)
 		return nil, &connectError{err}
 	}
-	u.src = e.l.Add(fd, u)
+	if connected {
+		u.connecting = false
+		cl.opts.Upstream.RecordConnect(ep, nil)
+	}
 	return u, nil
 }
 
@@ -1186,45 +1122,25 @@ func (u *eup) dialed(fd int, err error) {
 		c.tryFailed(&connectError{err}, false)
 		return
 	}
-	u.src = u.e.l.Add(fd, u)
+	u.src = &evloop.Conn{}
+	u.e.l.AddConn(u.src, fd, u)
 	u.connecting = false
 	u.flush()
 	u.update()
 }
 
 // arm and disarm keep the connections with a request in flight, for the
-// tick's timeouts: a slice with each one's index, not a map, since this
-// runs twice per request.
-func (e *engine) arm(c *econn) {
-	if c.tpos == 0 {
-		e.timed = append(e.timed, c)
-		c.tpos = len(e.timed)
-	}
-}
-
-func (e *engine) disarm(c *econn) {
-	if c.tpos == 0 {
-		return
-	}
-	last := e.timed[len(e.timed)-1]
-	e.timed[c.tpos-1], last.tpos = last, c.tpos
-	e.timed[len(e.timed)-1] = nil
-	e.timed = e.timed[:len(e.timed)-1]
-	c.tpos = 0
-}
+// tick's timeouts.
+func (e *engine) arm(c *econn)    { e.timed.Add(c) }
+func (e *engine) disarm(c *econn) { e.timed.Remove(c) }
 
 // tick runs the timers of requests in flight and, about once a second,
 // the sweep of idle connections.
 func (e *engine) tick() {
 	now := e.l.Now()
-	// Over a copy: what a timeout does may take connections out of timed
-	// (or put them back) while this goes on.
-	e.ticking = append(e.ticking[:0], e.timed...)
-	defer clear(e.ticking)
-	for _, c := range e.ticking {
-		if c.tpos == 0 {
-			continue
-		}
+	// What a timeout does may take connections out of timed (or put them
+	// back) while this goes on.
+	for c := range e.timed.All() {
 		switch {
 		case !c.active || c.respStarted:
 		case c.backoffUntil > 0:

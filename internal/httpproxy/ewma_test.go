@@ -60,7 +60,7 @@ func newBalancedProxy(t *testing.T, path Path, picker balance.Picker, endpoints 
 		Timeout: config.Duration(5 * time.Second)}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	s := NewServer(time.Minute, path, log)
+	s := NewServer(time.Minute, path, nil, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -76,7 +76,7 @@ func newProxySetup(t testing.TB, fast bool, endpoints []string, route config.Rou
 	if fast {
 		path = fastPathUnderTest()
 	}
-	s := NewServer(idle, path, log)
+	s := NewServer(idle, path, nil, log)
 	if setup != nil {
 		setup(s)
 	}

@@ -77,7 +77,7 @@ func newVersionProxy(t testing.TB, path Path, endpoints []string, route config.R
 	}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	s := NewServer(time.Minute, path, log)
+	s := NewServer(time.Minute, path, nil, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -143,7 +143,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
 		i.srv = old.srv
 	} else {
-		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Log)
+		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
 	}
 	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
 	var access *slog.Logger

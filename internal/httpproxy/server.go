@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/attache-proxy/attache/internal/evloop"
 )
 
 // Server is the HTTP server of one listener. It lives across reloads: a
@@ -62,12 +64,14 @@ const (
 	PathNetHTTP
 )
 
-// NewServer starts a server; idle is the keep-alive idle timeout.
-func NewServer(idle time.Duration, path Path, log *slog.Logger) *Server {
+// NewServer starts a server; idle is the keep-alive idle timeout. Its
+// engine (PathEngine) serves on loops, the process's event loops; nil:
+// loops of the server's own.
+func NewServer(idle time.Duration, path Path, loops *evloop.Group, log *slog.Logger) *Server {
 	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: path != PathNetHTTP,
 		headerTimeout: readHeaderTimeout, conns: map[*fastConn]struct{}{}}
 	if path == PathEngine {
-		s.eng = newEngines(s, log)
+		s.eng = newEngines(s, loops, log)
 	}
 	s.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

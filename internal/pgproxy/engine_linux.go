@@ -38,10 +38,10 @@ import (
 type engine struct {
 	p       *Proxy
 	l       *evloop.Loop
+	part    *evloop.Part // the engine's share of l
 	scratch []byte
 	clients map[*eclient]struct{}
-	waiting []*eclient              // queued as waiters, for the tick (eclient.wpos)
-	ticking []*eclient              // the tick's copy of waiting
+	waiting evloop.Set[*eclient]    // queued as waiters, for the tick
 	effects map[string]pgsql.Effect // of unnamed Parse texts seen (effectOf)
 	grants  []grant                 // handed by this loop's own releases, for after
 
@@ -102,23 +102,19 @@ func tickFor(cfg *Config) time.Duration {
 // reading the other side.
 const maxBuffered = 256 << 10
 
-func newEngines(p *Proxy, n int) []*engine {
+// newEngines makes an engine on each of loops.
+func newEngines(p *Proxy, loops []*evloop.Loop) []*engine {
 	var es []*engine
-	for range n {
-		e := &engine{p: p, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, effects: map[string]pgsql.Effect{}}
-		l, err := evloop.New(tickFor(&p.cfg), e.tick, e.after, e.end)
-		if err != nil {
-			break // evloop.ErrNoLoop elsewhere; never on Linux
-		}
-		e.l = l
-		l.SetThreads(p.cfg.Threads)
-		l.Start()
+	for _, l := range loops {
+		e := &engine{p: p, l: l, scratch: make([]byte, 64<<10), clients: map[*eclient]struct{}{}, effects: map[string]pgsql.Effect{}}
+		e.part = l.Join(tickFor(&p.cfg), e.tick, e.after, e.end)
 		es = append(es, e)
 	}
 	return es
 }
 
-func (e *engine) stop() { e.l.Stop() }
+// stop takes the engine off its loop, closing the clients left.
+func (e *engine) stop() { e.part.Leave() }
 
 // grant is a server connection (or a slot, nil) handed to a waiting
 // client by a release on the loop itself.
@@ -152,14 +148,15 @@ func (e *engine) now() time.Time { return time.Unix(0, e.l.Now()) }
 
 // eclient is the engine's side of one client.
 type eclient struct {
-	e    *engine
-	c    *client
-	src  *evloop.Source // the client socket (a duplicate, the engine's own)
-	ssrc *evloop.Source // srv's socket (srv.fd)
-	srv  *server        // the server connection read and written here
-	in   []byte         // client bytes not consumed yet
-	sin  []byte         // server bytes not handled yet
-	rest int            // server bytes after the message being handled
+	evloop.Member // of e.waiting
+	e             *engine
+	c             *client
+	src           evloop.Conn  // the client socket (a duplicate, the engine's own)
+	ssrc          *evloop.Conn // srv's socket (srv.fd)
+	srv           *server      // the server connection read and written here
+	in            []byte       // client bytes not consumed yet
+	sin           []byte       // server bytes not handled yet
+	rest          int          // server bytes after the message being handled
 
 	wt       waiter // queued in the pool while queued
 	queued   bool
@@ -169,7 +166,6 @@ type eclient struct {
 	reserved bool // reserve_pool_timeout has been acted on
 
 	blocked  bool // waiting for a server connection: the client is not read
-	wpos     int  // 1 + its index in e.waiting; 0 when not there
 	handback bool // to go to the goroutine path once nothing is owed
 	closing  bool // to be closed once its output is written
 	ended    bool
@@ -195,7 +191,7 @@ func (e *engine) serve(c *client) bool {
 	// Counted before the loop may serve it: a client can have its answer
 	// before this goroutine runs again.
 	c.p.engineClients.Add(1)
-	if !e.l.Do(func() { e.add(ec, fd) }) {
+	if !e.part.Do(func() { e.add(ec, fd) }) {
 		c.p.engineClients.Add(-1)
 		syscall.Close(fd)
 		c.mu.Lock()
@@ -209,7 +205,7 @@ func (e *engine) serve(c *client) bool {
 
 func (e *engine) add(ec *eclient, fd int) {
 	e.clients[ec] = struct{}{}
-	ec.src = e.l.Add(fd, (*clientSide)(ec))
+	e.l.AddConn(&ec.src, fd, (*clientSide)(ec))
 	ec.settle()
 }
 
@@ -225,12 +221,7 @@ func (e *engine) end() {
 func (e *engine) tick() {
 	now := time.Now()
 	cfg := &e.p.cfg
-	e.ticking = append(e.ticking[:0], e.waiting...)
-	defer clear(e.ticking)
-	for _, ec := range e.ticking {
-		if ec.wpos == 0 {
-			continue // no longer waiting
-		}
+	for ec := range e.waiting.All() {
 		pl := ec.c.pool
 		waited := now.Sub(ec.since)
 		switch {
@@ -259,14 +250,7 @@ func (e *engine) tick() {
 
 func (ec *eclient) unqueue() {
 	ec.queued = false
-	if ec.wpos == 0 {
-		return
-	}
-	w := ec.e.waiting
-	last := w[len(w)-1]
-	w[ec.wpos-1], last.wpos = last, ec.wpos
-	w[len(w)-1] = nil
-	ec.e.waiting, ec.wpos = w[:len(w)-1], 0
+	ec.e.waiting.Remove(ec)
 }
 
 // clientSide and serverSide are an eclient as the handler of its client's
@@ -302,7 +286,7 @@ func (ec *eclient) clientEvent(ev uint32) {
 			// Read even while blocked (waiting for a server connection):
 			// the bytes wait in ec.in, and the interest does not change
 			// twice per wait.
-			data, scratch, all, err := ec.e.recv(ec.src.FD, ec.in)
+			data, scratch, all, err := ec.e.recv(&ec.src, ec.in)
 			drained = drained && all
 			switch {
 			case err == errAgain:
@@ -336,7 +320,7 @@ func (ec *eclient) serverEvent(ev uint32) {
 	if ec.srv != s {
 		drained = false
 	} else if ev&(evloop.In|evloop.Hup|evloop.Err|evloop.RdHup) != 0 {
-		data, scratch, all, err := ec.e.recv(s.fd, ec.sin)
+		data, scratch, all, err := ec.e.recv(ec.ssrc, ec.sin)
 		drained = drained && all
 		switch {
 		case err == errAgain:
@@ -533,8 +517,7 @@ func (ec *eclient) acquire() bool {
 	case queued:
 		ec.blocked, ec.queued, ec.reserved = true, true, false
 		ec.waitStart()
-		ec.wpos = len(ec.e.waiting) + 1
-		ec.e.waiting = append(ec.e.waiting, ec)
+		ec.e.waiting.Add(ec)
 	}
 	return false
 }
@@ -559,7 +542,7 @@ func (ec *eclient) waitEnd() {
 // open one). Called with the pool's mu held, from any goroutine.
 func (ec *eclient) notify(s *server) {
 	pl, addr := ec.c.pool, ec.wt.route
-	if !ec.e.l.Do(func() { ec.granted(s) }) {
+	if !ec.e.part.Do(func() { ec.granted(s) }) {
 		go func() { // the loop has stopped
 			if s != nil {
 				pl.release(s, true)
@@ -627,7 +610,7 @@ func (ec *eclient) open(s *server, acquire bool) {
 			perr = ec.c.applyParams(s)
 		}
 	}
-	if !ec.e.l.Do(func() { ec.opened(s, err, perr) }) {
+	if !ec.e.part.Do(func() { ec.opened(s, err, perr) }) {
 		if err == nil {
 			pl.discard(s)
 		}
@@ -677,13 +660,14 @@ func (ec *eclient) attach(s *server) bool {
 	}
 	s.dropConn() // the socket is this loop's alone while it holds s
 	ec.srv = s
-	switch src, _ := s.hsrc.(*evloop.Source); {
+	switch src, _ := s.hsrc.(*evloop.Conn); {
 	case s.home == ec.e && src != nil:
 		// Still in this loop's set from its last transaction here.
 		ec.ssrc = src
 		src.Handle((*serverSide)(ec))
 	case s.home == nil:
-		hs := ec.e.l.Add(s.fd, (*serverSide)(ec))
+		hs := &evloop.Conn{}
+		ec.e.l.AddConn(hs, s.fd, (*serverSide)(ec))
 		ec.ssrc = hs
 		s.home, s.hsrc = ec.e, hs
 		pl := ec.c.pool
@@ -703,7 +687,8 @@ func (ec *eclient) attach(s *server) bool {
 			hs.Want(0)
 		})
 	default: // another engine's home: in this set while held only
-		ec.ssrc = ec.e.l.Add(s.fd, (*serverSide)(ec))
+		ec.ssrc = &evloop.Conn{}
+		ec.e.l.AddConn(ec.ssrc, s.fd, (*serverSide)(ec))
 	}
 	return true
 }
@@ -722,7 +707,7 @@ func (ec *eclient) dropServer(s *server) {
 	if ec.srv != s {
 		return
 	}
-	if src, _ := s.hsrc.(*evloop.Source); s.home == ec.e && src == ec.ssrc {
+	if src, _ := s.hsrc.(*evloop.Conn); s.home == ec.e && src == ec.ssrc {
 		// Stays in the set, served by the idle handler, until a client
 		// here takes it again or it closes (which takes it out of the
 		// set). Whoever else takes it meanwhile reads it while the idle
@@ -823,21 +808,13 @@ func (ec *eclient) full() bool {
 // flushClient writes out as far as the client socket takes it.
 func (ec *eclient) flushClient() {
 	c := ec.c
-	for len(c.out) > 0 {
-		n, err := rawsys.Send(ec.src.FD, c.out)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			return
-		}
-		if err != nil {
-			ec.gone()
-			return
-		}
-		c.out = c.out[:copy(c.out, c.out[n:])]
+	n, err := ec.src.Send(c.out)
+	if err != nil {
+		ec.gone()
+		return
 	}
-	if cap(c.out) > maxBuffered {
+	c.out = c.out[:copy(c.out, c.out[n:])]
+	if len(c.out) == 0 && cap(c.out) > maxBuffered {
 		c.out = nil
 	}
 }
@@ -845,21 +822,13 @@ func (ec *eclient) flushClient() {
 // flushServer writes srv.wbuf as far as the server socket takes it.
 func (ec *eclient) flushServer() {
 	s := ec.srv
-	for len(s.wbuf) > 0 {
-		n, err := rawsys.Send(s.fd, s.wbuf)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			return
-		}
-		if err != nil {
-			ec.serverFailed(s, err)
-			return
-		}
-		s.wbuf = s.wbuf[:copy(s.wbuf, s.wbuf[n:])]
+	n, err := ec.ssrc.Send(s.wbuf)
+	if err != nil {
+		ec.serverFailed(s, err)
+		return
 	}
-	if cap(s.wbuf) > maxBuffered {
+	s.wbuf = s.wbuf[:copy(s.wbuf, s.wbuf[n:])]
+	if len(s.wbuf) == 0 && cap(s.wbuf) > maxBuffered {
 		s.wbuf = nil
 	}
 }
@@ -916,7 +885,7 @@ func (ec *eclient) handBack() {
 	ec.ended = true
 	delete(ec.e.clients, ec)
 	ec.src.Release()
-	conn, err := evloop.Conn(ec.src.FD)
+	conn, err := evloop.NetConn(ec.src.FD)
 	if err != nil {
 		c.leave()
 		ec.done <- true
@@ -939,11 +908,11 @@ func (ec *eclient) handBack() {
 
 var errAgain = errors.New("no data")
 
-// recv reads fd once, into the scratch buffer when nothing is pending,
-// else after the pending bytes (grown as needed). data is everything not
-// handled yet; all reports that the read left the socket empty (a short
-// read, or none ready).
-func (e *engine) recv(fd int, pending []byte) (data []byte, scratch, all bool, err error) {
+// recv reads the socket once, into the scratch buffer when nothing is
+// pending, else after the pending bytes (grown as needed). data is
+// everything not handled yet; all reports that the read left the socket
+// empty (a short read, or none ready).
+func (e *engine) recv(sc *evloop.Conn, pending []byte) (data []byte, scratch, all bool, err error) {
 	buf := e.scratch
 	if len(pending) > 0 {
 		if need := 16 << 10; cap(pending)-len(pending) < need {
@@ -953,23 +922,17 @@ func (e *engine) recv(fd int, pending []byte) (data []byte, scratch, all bool, e
 		}
 		buf = pending[len(pending):cap(pending)]
 	}
-	for {
-		n, err := rawsys.Recv(fd, buf)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return nil, false, true, errAgain
-		case err != nil:
-			return nil, false, false, err
-		case n == 0:
-			return nil, false, false, io.EOF
-		}
-		if len(pending) == 0 {
-			return buf[:n], true, n < len(buf), nil
-		}
-		return pending[:len(pending)+n], false, n < len(buf), nil
+	n, err := sc.Fill(buf)
+	switch {
+	case err == syscall.EAGAIN:
+		return nil, false, true, errAgain
+	case err != nil:
+		return nil, false, false, err
 	}
+	if len(pending) == 0 {
+		return buf[:n], true, n < len(buf), nil
+	}
+	return pending[:len(pending)+n], false, n < len(buf), nil
 }
 
 // nextMessage returns the message at the start of b (type byte, length,

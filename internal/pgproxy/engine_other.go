@@ -2,7 +2,11 @@
 
 package pgproxy
 
-import "time"
+import (
+	"time"
+
+	"github.com/attache-proxy/attache/internal/evloop"
+)
 
 // engine is Linux-only (internal/evloop); elsewhere every client is
 // served by goroutines.
@@ -10,10 +14,10 @@ type engine struct{}
 
 type eclient struct{}
 
-func newEngines(*Proxy, int) []*engine { return nil }
-func (*engine) serve(*client) bool     { return false }
-func (*engine) stop()                  {}
-func (*eclient) dropServer(*server)    {}
-func (*eclient) closeClient()          {}
-func (*eclient) engine() *engine       { return nil }
-func (*engine) now() time.Time         { return time.Now() }
+func newEngines(*Proxy, []*evloop.Loop) []*engine { return nil }
+func (*engine) serve(*client) bool                { return false }
+func (*engine) stop()                             {}
+func (*eclient) dropServer(*server)               {}
+func (*eclient) closeClient()                     {}
+func (*eclient) engine() *engine                  { return nil }
+func (*engine) now() time.Time                    { return time.Now() }

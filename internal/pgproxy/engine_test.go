@@ -244,7 +244,9 @@ func TestEngine(t *testing.T) {
 		// thread for two engines: one may wait on it while the other parks.
 		prev := runtime.GOMAXPROCS(2)
 		defer runtime.GOMAXPROCS(prev)
-		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, Engines: 2, Threads: evloop.NewThreads(1)})
+		loops := evloop.NewGroup(2)
+		t.Cleanup(loops.Close)
+		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, Engines: 2, Loops: loops})
 		if runtime.GOOS == "linux" && len(p.engines) != 2 {
 			t.Fatalf("engines: got %d, want 2", len(p.engines))
 		}

@@ -96,7 +96,7 @@ func (s *server) goConn() error {
 	if err != nil {
 		return err
 	}
-	conn, err := evloop.Conn(d) // a duplicate of d, in the netpoller
+	conn, err := evloop.NetConn(d) // a duplicate of d, in the netpoller
 	if err != nil {
 		return err
 	}

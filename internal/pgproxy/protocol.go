@@ -159,7 +159,7 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		AuthQuery:            pc.Auth.Query,
 		AuthUser:             pc.Auth.User,
 		Log:                  env.Log,
-		Threads:              p.proc.Loops.Threads,
+		Loops:                p.proc.Loops,
 		Dial: func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
 			if ep != nil {
 				conn, err := up.DialEndpoint(ctx, ep)

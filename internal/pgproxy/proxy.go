@@ -91,14 +91,13 @@ type Config struct {
 
 	// NoEngine serves every client with goroutines. By default, in
 	// transaction mode without server TLS, plain-TCP clients are served
-	// after login by epoll engines (Linux only; see docs/postgres.md):
-	// Engines of them, or GOMAXPROCS-1 (at least one) when 0.
+	// after login by epoll engines (Linux only; see docs/postgres.md), on
+	// Engines of the loops, or GOMAXPROCS-1 (at least one) when 0.
 	NoEngine bool
 	Engines  int
-	// Threads are the process's threads for event loops (see
-	// evloop.Threads), shared with its other listeners; nil: the Proxy's
-	// own, for GOMAXPROCS-1 loops.
-	Threads *evloop.Threads
+	// Loops are the process's event loops (evloop.Group), shared with its
+	// other listeners; nil: the Proxy's own, Engines of them.
+	Loops *evloop.Group
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -117,8 +116,9 @@ type Proxy struct {
 	closed    bool
 	stop      chan struct{}
 
-	engines []*engine // plain-TCP transaction-mode clients; none: goroutines only
-	next    atomic.Uint32
+	engines  []*engine     // plain-TCP transaction-mode clients; none: goroutines only
+	ownLoops *evloop.Group // the loops made for the Proxy when Config.Loops is nil
+	next     atomic.Uint32
 	// clients moved into an engine, and handed back from one (for tests)
 	engineClients, handedBack atomic.Int64
 }
@@ -140,9 +140,6 @@ func New(cfg Config) *Proxy {
 		verifiers: map[string]*Verifier{}, stop: make(chan struct{})}
 	p.stmts.byText = map[stmtKey]*stmt{}
 	p.SetUsers(cfg.Users)
-	if cfg.Threads == nil {
-		p.cfg.Threads = evloop.NewThreads(runtime.GOMAXPROCS(0) - 1)
-	}
 	if cfg.Engines <= 0 {
 		// One processor is left to the goroutines (logins, TLS, the
 		// goroutine path, the admin server) and to what waits on a
@@ -150,7 +147,13 @@ func New(cfg Config) *Proxy {
 		p.cfg.Engines = max(runtime.GOMAXPROCS(0)-1, 1)
 	}
 	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && !cfg.NoEngine {
-		p.engines = newEngines(p, p.cfg.Engines)
+		g := cfg.Loops
+		if g == nil {
+			p.ownLoops = evloop.NewGroup(p.cfg.Engines)
+			g = p.ownLoops
+		}
+		loops := g.Loops()
+		p.engines = newEngines(p, loops[:min(p.cfg.Engines, len(loops))])
 	}
 	go p.maintain()
 	return p
@@ -205,6 +208,7 @@ func (p *Proxy) stopEngines() {
 	for _, e := range p.engines {
 		e.stop()
 	}
+	p.ownLoops.Close()
 }
 
 // poolsLocked returns the pools, to work on after mu is released. mu held.

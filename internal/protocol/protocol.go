@@ -112,7 +112,9 @@ type Field struct {
 
 // Process is what every protocol shares for the life of the process.
 type Process struct {
-	Loops   Loops
+	// Loops are the event loops of the process (started with the first
+	// engine that asks for them), shared by every protocol's engines.
+	Loops   *evloop.Group
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 	// LookupEnv reads the process environment (escape hatches such as
@@ -127,17 +129,6 @@ type Process struct {
 	// peer's certificate presents none of the names of its match_san: the
 	// refusal is logged and counted.
 	PeerRejected func(owner string) func(*tlsconfig.Rejection)
-}
-
-// Loops are the event loops of the process, shared by every protocol's
-// engines.
-type Loops struct {
-	// Threads are the threads event loops may block on (see
-	// evloop.Threads), made for GOMAXPROCS-1.
-	Threads *evloop.Threads
-	// Engines is how many event loops a protocol starts for the process
-	// (GOMAXPROCS).
-	Engines int
 }
 
 // Env is what an instance is built from: the process, the configuration

@@ -103,16 +103,27 @@ func EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
 }
 
 // SockError returns the pending error of fd (SO_ERROR), as after a failed
-// non-blocking connect.
+// non-blocking connect: for a socket epoll reported in error, so never
+// nil.
 func SockError(fd int) error {
+	if err := ConnectResult(fd); err != nil {
+		return err
+	}
+	return errSocket
+}
+
+// ConnectResult is the outcome of a non-blocking connect on fd once it
+// reports writable (or an error): nil when it connected, else its error
+// (SO_ERROR).
+func ConnectResult(fd int) error {
 	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	if err != nil {
 		return err
 	}
-	if v == 0 {
-		return errSocket
+	if v != 0 {
+		return syscall.Errno(v)
 	}
-	return syscall.Errno(v)
+	return nil
 }
 
 var errSocket = errors.New("socket error with no SO_ERROR set")

@@ -1,16 +1,19 @@
 package redisproxy
 
 import (
-	"errors"
 	"runtime"
 	"sync"
+
+	"github.com/attache-proxy/attache/internal/evloop"
 )
 
-// engines are a pool's epoll engines, started with the first client: one
-// per GOMAXPROCS, each with its own server_connections to every shard.
+// engines are a pool's epoll engines, joined with the first client: one
+// on each of the process's event loops (Options.Loops), each with its own
+// server_connections to every shard.
 type engines struct {
 	once sync.Once
 	all  []*engine
+	own  *evloop.Group // the pool's own loops when Options.Loops is nil
 }
 
 // engine returns the engine for client session n; nil where there is none
@@ -21,15 +24,13 @@ func (p *Pool) engine(n int) *engine {
 		return nil
 	}
 	p.engines.once.Do(func() {
-		for i := 0; i < runtime.GOMAXPROCS(0); i++ {
-			e, err := newEngine(p)
-			if err != nil {
-				if err != errNoEngine {
-					p.opts.Log.Warn("redis epoll engine failed to start; serving by goroutines", "cluster", p.opts.Cluster, "error", err)
-				}
-				break
-			}
-			p.engines.all = append(p.engines.all, e)
+		g := p.opts.Loops
+		if g == nil {
+			p.engines.own = evloop.NewGroup(runtime.GOMAXPROCS(0))
+			g = p.engines.own
+		}
+		for _, l := range g.Loops() {
+			p.engines.all = append(p.engines.all, newEngine(p, l))
 		}
 	})
 	if len(p.engines.all) == 0 {
@@ -46,9 +47,6 @@ func (p *Pool) moveEngineClients() {
 		e.moveClients()
 	}
 }
-
-// errNoEngine: the platform has no epoll.
-var errNoEngine = errors.New("no epoll engine on this platform")
 
 // fifo is a queue that reuses its slice once drained.
 type fifo[T any] struct {

@@ -29,11 +29,13 @@ import (
 // to each client in one write. See docs/redis.md for the figures.
 //
 // Everything below the run loop belongs to the engine goroutine; other
-// goroutines reach it only through e.loop.Do. The loop is an evloop.Loop.
+// goroutines reach it only through e.part.Do. The loop is one of the
+// process's (evloop.Group), shared with other engines.
 type engine struct {
 	p    *Pool
 	loop *evloop.Loop
-	done <-chan struct{} // closed when the engine goroutine has ended
+	part *evloop.Part
+	done <-chan struct{} // closed when the engine has left its loop
 
 	// owned by the engine goroutine
 	clients map[*eclient]struct{}
@@ -54,11 +56,11 @@ const maxFree = 64
 type eclient struct {
 	session
 	fd       int
-	es       *evloop.Source
+	conn     evloop.Conn  // the socket; its Out: replies to write
+	es       *evloop.Conn // &conn while in a loop's set
 	src      fdReader
 	rd       *resp.Reader
 	slots    fifo[*slot] // replies owed, in order
-	out      []byte      // bytes to write
 	paused   bool        // maxQueued replies owed: not reading
 	readDone bool        // EOF from the client: close once every reply is written
 	closing  bool        // QUIT or protocol error: close once out is written
@@ -88,7 +90,7 @@ type slot struct {
 type esconn struct {
 	s       *server
 	fd      int // -1: not connected
-	es      *evloop.Source
+	conn    evloop.Conn
 	dialing bool
 	src     fdReader
 	rd      *resp.Reader
@@ -114,8 +116,9 @@ type ereq struct {
 	sent  bool // was on a connection that closed before its reply
 }
 
-func newEngine(p *Pool) (*engine, error) {
-	e := &engine{p: p, clients: map[*eclient]struct{}{}}
+// newEngine makes an engine of pool p on loop l.
+func newEngine(p *Pool, l *evloop.Loop) *engine {
+	e := &engine{p: p, loop: l, clients: map[*eclient]struct{}{}}
 	// The timeout sweep runs only while requests are in flight, a few
 	// times per timeout.
 	if t := p.opts.Timeout; t > 0 {
@@ -128,13 +131,9 @@ func newEngine(p *Pool) (*engine, error) {
 		}
 		e.conns = append(e.conns, cs)
 	}
-	loop, err := evloop.New(0, e.sweep, e.flush, e.teardown)
-	if err != nil {
-		return nil, err
-	}
-	e.loop, e.done = loop, loop.Done()
-	loop.Start()
-	return e, nil
+	e.part = l.Join(0, e.sweep, e.flush, e.teardown)
+	e.done = e.part.Done()
+	return e
 }
 
 // serve moves client c into the engine and returns once it is closed;
@@ -149,15 +148,15 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 	}
 	c.Close()
 	cl := &eclient{session: session{h: h, p: e.p, n: n, authed: h.Password == ""}, fd: fd, done: make(chan struct{})}
-	cl.src.fd = fd
-	if !e.loop.Do(func() { e.addClient(cl) }) {
+	cl.src.c = &cl.conn
+	if !e.part.Do(func() { e.addClient(cl) }) {
 		unix.Close(fd) // the pool is closed
 		e.p.leave()
 		return true
 	}
 	<-cl.done // closeClient counted it out of its last pool, or it moved
 	if q := cl.moveTo; q != nil {
-		conn, err := evloop.Conn(cl.fd)
+		conn, err := evloop.NetConn(cl.fd)
 		if err != nil {
 			q.leave()
 			return true
@@ -173,7 +172,7 @@ func (e *engine) serve(h *Handler, n int, c net.Conn) bool {
 // moveClients moves the clients at a command boundary to the pool that
 // replaced e's (Pool.Replace); the others move when they reach one.
 func (e *engine) moveClients() {
-	e.loop.Do(func() {
+	e.part.Do(func() {
 		for c := range e.clients {
 			if e.idle(c) {
 				e.move(c)
@@ -185,7 +184,7 @@ func (e *engine) moveClients() {
 // idle reports whether c is at a command boundary: nothing in flight,
 // every reply written, no command buffered whole.
 func (e *engine) idle(c *eclient) bool {
-	return !c.closed && !c.closing && !c.readDone && !c.paused && !c.dirty && c.slots.len() == 0 && len(c.out) == 0
+	return !c.closed && !c.closing && !c.readDone && !c.paused && !c.dirty && c.slots.len() == 0 && !c.conn.Pending()
 }
 
 // move hands idle client c, its buffers and session, to an engine of the
@@ -215,7 +214,7 @@ func (e *engine) move(c *eclient) bool {
 		close(c.done)
 		return true
 	}
-	if !to.loop.Do(func() { to.adopt(c) }) {
+	if !to.part.Do(func() { to.adopt(c) }) {
 		c.closed = true
 		unix.Close(c.fd)
 		close(c.done)
@@ -227,17 +226,18 @@ func (e *engine) move(c *eclient) bool {
 // adopt serves client c that moved from another engine.
 func (e *engine) adopt(c *eclient) {
 	e.clients[c] = struct{}{}
-	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
-	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
+	e.loop.AddConn(&c.conn, c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
+	c.es = &c.conn
+	if err := c.es.Settle(true); err != nil {
 		e.closeClient(c)
 		return
 	}
 	e.move(c) // e's pool was replaced too
 }
 
-// stop makes the engine close its clients and server connections, and
-// its own descriptors, and end (done is closed then).
-func (e *engine) stop() { e.loop.Stop() }
+// stop makes the engine close its clients and server connections and
+// leave its loop (done is closed then).
+func (e *engine) stop() { e.part.Leave() }
 
 // teardown is the end of the engine goroutine: every client and server
 // connection is closed (replies still owed are dropped). Nothing can be
@@ -249,7 +249,7 @@ func (e *engine) teardown() {
 	for _, cs := range e.conns {
 		for _, sc := range cs {
 			if sc.fd >= 0 {
-				sc.es.Close(false)
+				sc.conn.Close(false)
 				sc.fd = -1
 				sc.s.conns.Add(-1)
 			}
@@ -277,7 +277,7 @@ func (e *engine) flush() {
 			if c.closed {
 				continue
 			}
-			if len(c.out) > 0 && !e.writeClient(c) {
+			if c.conn.Pending() && !e.writeClient(c) {
 				continue
 			}
 			// A paused client resumes with the commands it has buffered
@@ -319,32 +319,40 @@ func (e *engine) addClient(c *eclient) {
 		c.rd = resp.NewReader(&c.src)
 	}
 	c.rd.RequireAuth(!c.authed)
-	if n := len(e.freeOut); n > 0 {
-		c.out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
-	}
 	e.clients[c] = struct{}{}
-	c.es = e.loop.Add(c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
-	if err := c.es.Want(evloop.In | evloop.RdHup); err != nil {
+	e.loop.AddConn(&c.conn, c.fd, evloop.HandlerFunc(func(ev uint32) { e.clientEvent(c, ev) }))
+	c.es = &c.conn
+	if err := c.es.Settle(true); err != nil {
 		e.closeClient(c)
 		return
+	}
+	if n := len(e.freeOut); n > 0 {
+		c.conn.Out, e.freeOut = e.freeOut[n-1], e.freeOut[:n-1]
 	}
 	e.move(c) // a client that came as its pool was replaced
 }
 
 func (e *engine) clientEvent(c *eclient, events uint32) {
-	if events&unix.EPOLLERR != 0 {
+	if events&evloop.Err != 0 {
 		e.closeClient(c)
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
+	if events&evloop.Out != 0 && c.conn.Pending() {
 		e.markClient(c)
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && c.es.Mask()&unix.EPOLLIN != 0 {
-		c.src.budget = 1
+	if events&(evloop.In|evloop.Hup|evloop.RdHup) != 0 && c.es.Mask()&evloop.In != 0 {
+		c.src.budget, c.src.short = 1, false
 		e.readClient(c)
 		if !c.closed {
 			e.markClient(c)
 		}
+		// Drained: the one read of this report was short (a paused client
+		// reads nothing); the flush after the batch sets what it waits for.
+		if !c.closed && !c.paused && c.src.budget == 0 && c.src.short && events&(evloop.Hup|evloop.RdHup) == 0 {
+			e.loop.Drained()
+		}
+	} else if events&evloop.In == 0 && events&(evloop.Hup|evloop.RdHup) == 0 {
+		e.loop.Drained() // Out alone: the flush after the batch writes
 	}
 }
 
@@ -452,7 +460,7 @@ func (e *engine) complete(c *eclient, sl *slot, i int, out []byte) {
 	}
 	if *c.slots.front() == sl { // the next reply owed: straight to the output
 		c.slots.pop()
-		c.out = append(c.out, out...)
+		c.conn.Out = append(c.conn.Out, out...)
 		e.freeSlot(sl)
 		e.advance(c)
 		e.markClient(c)
@@ -471,7 +479,7 @@ func (e *engine) advance(c *eclient) {
 			return
 		}
 		c.slots.pop()
-		c.out = append(c.out, sl.out...)
+		c.conn.Out = append(c.conn.Out, sl.out...)
 		e.markClient(c)
 		e.freeSlot(sl)
 	}
@@ -479,39 +487,23 @@ func (e *engine) advance(c *eclient) {
 
 // writeClient writes c's output; false if c was closed.
 func (e *engine) writeClient(c *eclient) bool {
-	switch n, err := rawsys.SendAll(c.fd, c.out); err {
-	case nil:
-	case unix.EAGAIN:
-		c.out = append(c.out[:0], c.out[n:]...)
-		return true
-	default:
+	if err := c.conn.Flush(); err != nil {
 		e.closeClient(c)
 		return false
-	}
-	c.out = c.out[:0]
-	if cap(c.out) > 64<<10 {
-		c.out = nil
 	}
 	return true
 }
 
 // finishClient closes c when it is done, else sets its epoll interest.
 func (e *engine) finishClient(c *eclient) {
-	if len(c.out) == 0 && (c.closing && c.slots.len() == 0 || c.readDone && c.slots.len() == 0) {
+	if !c.conn.Pending() && (c.closing && c.slots.len() == 0 || c.readDone && c.slots.len() == 0) {
 		e.closeClient(c)
 		return
 	}
 	if e.idle(c) && e.move(c) {
 		return
 	}
-	var m uint32
-	if !c.paused && !c.closing && !c.readDone {
-		m = unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if len(c.out) > 0 {
-		m |= unix.EPOLLOUT
-	}
-	if err := c.es.Want(m); err != nil {
+	if err := c.es.Settle(!c.paused && !c.closing && !c.readDone); err != nil {
 		e.closeClient(c)
 	}
 }
@@ -527,6 +519,7 @@ func (e *engine) closeClient(c *eclient) {
 	delete(e.clients, c)
 	if c.es != nil {
 		c.es.Close(false)
+		c.es = nil
 	} else {
 		unix.Close(c.fd)
 	}
@@ -537,10 +530,10 @@ func (e *engine) closeClient(c *eclient) {
 	if len(e.freeR) < maxFree {
 		e.freeR = append(e.freeR, c.rd)
 	}
-	if len(e.freeOut) < maxFree && cap(c.out) > 0 {
-		e.freeOut = append(e.freeOut, c.out[:0])
+	if len(e.freeOut) < maxFree && cap(c.conn.Out) > 0 && cap(c.conn.Out) <= 64<<10 {
+		e.freeOut = append(e.freeOut, c.conn.Out[:0])
 	}
-	c.rd, c.out = nil, nil
+	c.rd, c.conn.Out = nil, nil
 }
 
 // --- server connections
@@ -573,17 +566,7 @@ func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
 // queued meanwhile is written once connected.
 func (e *engine) dial(sc *esconn) {
 	sc.dialing = true
-	go func() {
-		conn, err := sc.s.connect()
-		fd := -1
-		if err == nil {
-			fd, err = evloop.DupFD(conn)
-			conn.Close()
-		}
-		if !e.loop.Do(func() { e.connected(sc, fd, err) }) && fd >= 0 {
-			unix.Close(fd) // the engine has stopped
-		}
-	}()
+	e.part.Dial(sc.s.connect, func(fd int, err error) { e.connected(sc, fd, err) })
 }
 
 func (e *engine) connected(sc *esconn, fd int, err error) {
@@ -593,11 +576,11 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 		return
 	}
 	sc.fd = fd
-	sc.src = fdReader{fd: fd}
+	sc.src = fdReader{c: &sc.conn}
 	sc.rd = resp.NewReader(&sc.src)
 	sc.s.conns.Add(1)
-	sc.es = e.loop.Add(fd, evloop.HandlerFunc(func(ev uint32) { e.serverEvent(sc, ev) }))
-	if err := sc.es.Want(evloop.In | evloop.RdHup); err != nil {
+	e.loop.AddConn(&sc.conn, fd, evloop.HandlerFunc(func(ev uint32) { e.serverEvent(sc, ev) }))
+	if err := sc.conn.Settle(true); err != nil {
 		e.failConn(sc, err, failSent)
 		return
 	}
@@ -606,22 +589,27 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 }
 
 func (e *engine) serverEvent(sc *esconn, events uint32) {
-	if events&unix.EPOLLERR != 0 {
+	if events&evloop.Err != 0 {
 		e.failConn(sc, rawsys.SockError(sc.fd), resendReads)
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(sc.out) > sc.written {
+	if events&evloop.Out != 0 && len(sc.out) > sc.written {
 		e.markServer(sc)
 	}
-	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) == 0 {
+	if events&(evloop.In|evloop.Hup|evloop.RdHup) == 0 {
+		e.loop.Drained() // Out alone: the flush after the batch writes
 		return
 	}
-	sc.src.budget = 1
+	sc.src.budget, sc.src.short = 1, false
 	for {
 		raw, err := sc.rd.ReadReply()
 		if err != nil {
 			switch {
 			case err == unix.EAGAIN:
+				// Drained: the one read of this report was short.
+				if sc.src.budget == 0 && sc.src.short && events&(evloop.Hup|evloop.RdHup) == 0 {
+					e.loop.Drained()
+				}
 				return
 			case err == io.EOF:
 				err = errors.New("connection closed")
@@ -644,18 +632,18 @@ func (e *engine) serverEvent(sc *esconn, events uint32) {
 // writeServer writes sc's queued commands, keeping what the socket does not
 // take for EPOLLOUT.
 func (e *engine) writeServer(sc *esconn) {
-	n, err := rawsys.SendAll(sc.fd, sc.out[sc.written:])
+	b := sc.out[sc.written:]
+	n, err := sc.conn.Send(b)
 	sc.written += n
-	switch err {
-	case nil:
-	case unix.EAGAIN:
-		e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLOUT)
-		return
-	default:
+	if err != nil {
 		e.failConn(sc, err, resendReads)
 		return
 	}
-	e.serverMask(sc, unix.EPOLLIN|unix.EPOLLRDHUP)
+	m := uint32(evloop.In | evloop.RdHup)
+	if n < len(b) {
+		m |= evloop.Out
+	}
+	e.serverMask(sc, m)
 }
 
 // answered drops the n bytes of the command whose reply came from out.
@@ -676,7 +664,7 @@ func (e *engine) answered(sc *esconn, n int) {
 }
 
 func (e *engine) serverMask(sc *esconn, m uint32) {
-	if err := sc.es.Want(m); err != nil {
+	if err := sc.conn.Want(m); err != nil {
 		e.failConn(sc, err, failSent)
 	}
 }
@@ -698,7 +686,7 @@ const (
 func (e *engine) failConn(sc *esconn, err error, mode failMode) {
 	s := sc.s
 	if sc.fd >= 0 {
-		sc.es.Close(false)
+		sc.conn.Close(false)
 		sc.fd = -1
 		sc.rd = nil
 		s.conns.Add(-1)
@@ -737,7 +725,7 @@ func (e *engine) armTimer() {
 		return
 	}
 	e.timerOn = true
-	e.loop.SetTick(e.tick)
+	e.part.SetTick(e.tick)
 }
 
 // sweep fails the connections whose shard has not replied within the
@@ -761,17 +749,19 @@ func (e *engine) sweep() {
 	}
 	if !busy {
 		e.timerOn = false
-		e.loop.SetTick(0)
+		e.part.SetTick(0)
 	}
 }
 
 // --- system calls
 
 // fdReader is the io.Reader under a resp.Reader: it makes at most budget
-// reads (one per readiness report) and then says EAGAIN.
+// reads (one per readiness report) and then says EAGAIN; short records
+// that the last read left the socket empty.
 type fdReader struct {
-	fd     int
+	c      *evloop.Conn
 	budget int
+	short  bool
 }
 
 func (f *fdReader) Read(b []byte) (int, error) {
@@ -779,14 +769,7 @@ func (f *fdReader) Read(b []byte) (int, error) {
 		return 0, unix.EAGAIN
 	}
 	f.budget--
-	n, err := rawsys.Recv(f.fd, b)
-	switch {
-	case err == unix.EINTR:
-		return 0, unix.EAGAIN
-	case err != nil:
-		return 0, err
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
+	n, err := f.c.Fill(b)
+	f.short = n < len(b) && err != io.EOF
+	return n, err
 }

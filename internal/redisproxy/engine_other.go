@@ -2,13 +2,17 @@
 
 package redisproxy
 
-import "net"
+import (
+	"net"
 
-// engine is the epoll fast path; elsewhere than Linux every client is
-// served by goroutines.
+	"github.com/attache-proxy/attache/internal/evloop"
+)
+
+// engine is the epoll fast path; elsewhere than Linux there are no loops
+// (evloop.Group.Loops is empty) and every client is served by goroutines.
 type engine struct{ done chan struct{} }
 
-func newEngine(*Pool) (*engine, error) { return nil, errNoEngine }
+func newEngine(*Pool, *evloop.Loop) *engine { return &engine{} }
 
 func (e *engine) serve(*Handler, int, net.Conn) bool { return false }
 

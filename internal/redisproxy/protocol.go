@@ -88,7 +88,7 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 		Cluster: name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
 		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),
-		Username: r.Username, Password: r.Password, Log: env.Log,
+		Username: r.Username, Password: r.Password, Log: env.Log, Loops: env.Loops,
 		Observer: Observer{
 			Request: func(shard string) func(bool, time.Duration) {
 				ok := m.requests.WithLabelValues(name, shard, "ok")

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/resp"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// address: every shard connection is TLS then. Such a pool serves its
 	// clients by goroutines (the epoll engine has no TLS).
 	TLS func(addr string) *tls.Config
+	// Loops are the process's event loops (evloop.Group), on which the
+	// pool's engines serve plain TCP clients; nil: the pool's own.
+	Loops *evloop.Group
 
 	goroutines bool // tests: serve every client by goroutines, not engines
 }
@@ -177,6 +181,7 @@ func (p *Pool) Close(drain time.Duration) {
 	for _, e := range p.engines.all {
 		<-e.done
 	}
+	p.engines.own.Close()
 	p.runs.Wait()
 	<-l.idle // the clients cut have gone
 	close(p.closed)

@@ -1,6 +1,7 @@
 package tcpproxy
 
 import (
+	"io"
 	"net"
 	"time"
 
@@ -10,9 +11,10 @@ import (
 	"github.com/attache-proxy/attache/internal/rawsys"
 )
 
-// Engine pumps plain TCP connection pairs on one goroutine over a
-// level-triggered epoll set, the way HAProxy does, instead of two goroutines
-// per connection blocked in Read.
+// Engine pumps plain TCP connection pairs on one event loop (an
+// evloop.Part of the process's loop), over a level-triggered epoll set,
+// the way HAProxy does, instead of two goroutines per connection blocked
+// in Read.
 //
 // Why: on loopback the cost of a proxy is syscalls and wake-ups. A goroutine
 // pump reads until EAGAIN (Go's netpoller is edge-triggered, so every
@@ -22,10 +24,11 @@ import (
 // four syscalls per request/response instead of six. See
 // docs/tcp-fast-path.md for the measurements.
 //
-// The loop itself is an evloop.Loop. Only plain TCP goes through an engine: TLS needs crypto/tls and uses Pipe.
-// A pair's file descriptors are duplicated from the net.Conns, which are
-// then closed, so Go's poller no longer watches them.
+// Only plain TCP goes through an engine: TLS needs crypto/tls and uses
+// Pipe. A pair's file descriptors are duplicated from the net.Conns, which
+// are then closed, so Go's poller no longer watches them.
 type Engine struct {
+	part *evloop.Part
 	loop *evloop.Loop
 
 	// owned by the loop goroutine
@@ -44,29 +47,22 @@ type Pair struct {
 }
 
 type half struct {
-	src      *evloop.Source
-	fd       int
-	p        *Pair
-	peer     *half
-	count    func(int)
-	out      []byte // bytes waiting to be written to fd
-	readDone bool   // EOF read from fd
-	shutOut  bool   // SHUT_WR sent to fd
+	evloop.Conn // its Out: bytes read from the peer the socket has not taken
+	p           *Pair
+	peer        *half
+	count       func(int)
+	readDone    bool // EOF read from the socket
+	shutOut     bool // SHUT_WR sent to the socket
 }
 
 // sweepEvery is how often idle pairs are looked for.
 const sweepEvery = time.Second
 
-// NewEngine starts an engine goroutine.
-func NewEngine() (*Engine, error) {
-	e := &Engine{pairs: map[*Pair]struct{}{}, buf: make([]byte, 64<<10)}
-	loop, err := evloop.New(sweepEvery, e.sweep, nil, e.closeAll)
-	if err != nil {
-		return nil, err
-	}
-	e.loop = loop
-	loop.Start()
-	return e, nil
+// NewEngine makes an engine on loop l.
+func NewEngine(l *evloop.Loop) *Engine {
+	e := &Engine{loop: l, pairs: map[*Pair]struct{}{}, buf: make([]byte, 64<<10)}
+	e.part = l.Join(sweepEvery, e.sweep, nil, e.closeAll)
+	return e
 }
 
 // Add moves the pair (client, up) into the engine and returns it. Both must
@@ -85,10 +81,10 @@ func (e *Engine) Add(client, up net.Conn, idle time.Duration, cnt Counters) (*Pa
 	client.Close()
 	up.Close()
 	p := &Pair{e: e, idle: int64(idle), done: make(chan struct{})}
-	p.a = half{fd: fa, p: p, count: cnt.ToUpstream}
-	p.b = half{fd: fb, p: p, count: cnt.FromUpstream}
+	p.a = half{p: p, count: cnt.ToUpstream}
+	p.b = half{p: p, count: cnt.FromUpstream}
 	p.a.peer, p.b.peer = &p.b, &p.a
-	if !e.loop.Do(func() { e.register(p) }) {
+	if !e.part.Do(func() { e.register(p, fa, fb) }) {
 		unix.Close(fa)
 		unix.Close(fb)
 		close(p.done)
@@ -102,48 +98,52 @@ func (p *Pair) Done() <-chan struct{} { return p.done }
 // Close ends the pair at once (the endpoint turned unhealthy, or shutdown).
 // It is safe from any goroutine and idempotent.
 func (p *Pair) Close() error {
-	p.e.loop.Do(func() { p.e.finish(p, false) })
+	p.e.part.Do(func() { p.e.finish(p, false) })
 	return nil
 }
 
-// Close ends every pair and stops the engine.
-func (e *Engine) Close() { e.loop.Stop() }
+// Close ends every pair and takes the engine off its loop.
+func (e *Engine) Close() { e.part.Leave() }
 
-// closeAll ends every pair, as the loop stops.
+// closeAll ends every pair, as the engine leaves its loop.
 func (e *Engine) closeAll() {
 	for p := range e.pairs {
 		e.finish(p, false)
 	}
 }
 
-func (e *Engine) register(p *Pair) {
+func (e *Engine) register(p *Pair, fa, fb int) {
 	p.last = e.loop.Now()
 	if p.last == 0 {
 		p.last = time.Now().UnixNano()
 	}
 	e.pairs[p] = struct{}{}
+	e.loop.AddConn(&p.a.Conn, fa, &p.a)
+	e.loop.AddConn(&p.b.Conn, fb, &p.b)
 	for _, h := range []*half{&p.a, &p.b} {
-		h.src = e.loop.Add(h.fd, evloop.HandlerFunc(func(ev uint32) {
-			if !h.p.closed {
-				e.handle(h, ev)
-			}
-		}))
-		if err := h.src.Want(evloop.In | evloop.RdHup); err != nil {
+		if err := h.Settle(true); err != nil {
 			e.finish(p, false)
 			return
 		}
 	}
 }
 
+// Event serves the events of one half.
+func (h *half) Event(ev uint32) {
+	if !h.p.closed {
+		h.p.e.handle(h, ev)
+	}
+}
+
 // handle serves the events of one half.
 func (e *Engine) handle(h *half, events uint32) {
 	p := h.p
-	if events&unix.EPOLLERR != 0 {
-		err := rawsys.SockError(h.fd)
+	if events&evloop.Err != 0 {
+		err := rawsys.SockError(h.FD)
 		e.finish(p, isReset(err))
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && len(h.out) > 0 {
+	if events&evloop.Out != 0 && h.Pending() {
 		if !e.flush(h) {
 			return
 		}
@@ -151,13 +151,13 @@ func (e *Engine) handle(h *half, events uint32) {
 	// A hang-up is not the end of the data: the socket may still hold
 	// bytes to read, so it is handled by reading, and only while reading
 	// from this side is wanted.
-	drained := events&(unix.EPOLLHUP|unix.EPOLLRDHUP) == 0
-	if events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP) != 0 && h.src.Mask()&unix.EPOLLIN != 0 {
+	drained := events&(evloop.Hup|evloop.RdHup) == 0
+	if events&(evloop.In|evloop.Hup|evloop.RdHup) != 0 && h.Mask()&evloop.In != 0 {
 		drained = e.read(h) && drained
 		if p.closed {
 			return
 		}
-	} else if events&unix.EPOLLIN != 0 {
+	} else if events&evloop.In != 0 {
 		drained = false
 	}
 	e.update(p)
@@ -166,62 +166,43 @@ func (e *Engine) handle(h *half, events uint32) {
 	}
 }
 
-// read takes what fd has (one read: a short read means drained, and the
-// level-triggered epoll reports any rest) and writes it on to the peer;
-// true when it left the socket empty.
+// read takes what the socket has (one read: a short read means drained,
+// and the level-triggered epoll reports any rest) and writes it on to the
+// peer; true when it left the socket empty.
 func (e *Engine) read(h *half) (all bool) {
 	p := h.p
-	n, err := rawsys.Recv(h.fd, e.buf)
+	n, err := h.Fill(e.buf)
 	switch {
 	case n > 0:
 		p.last = e.loop.Now()
 		if h.count != nil {
 			h.count(n)
 		}
-		e.write(h.peer, e.buf[:n])
+		if err := h.peer.Write(e.buf[:n]); err != nil {
+			e.finish(p, true)
+		}
 		return n < len(e.buf)
 	case err == unix.EAGAIN:
 		return true
-	case err == unix.EINTR:
-	case err != nil:
+	case err != io.EOF:
 		e.finish(p, isReset(err))
 	default: // EOF: pass the half-close on once the peer has its bytes
 		h.readDone = true
-		if len(h.peer.out) == 0 {
+		if !h.peer.Pending() {
 			shutWrite(h.peer)
 		}
 	}
 	return false
 }
 
-// write sends b to h, keeping what the socket does not take for EPOLLOUT.
-func (e *Engine) write(h *half, b []byte) {
-	switch n, err := rawsys.SendAll(h.fd, b); err {
-	case nil:
-	case unix.EAGAIN:
-		h.out = append(h.out[:0:0], b[n:]...)
-	default:
-		e.finish(h.p, true)
-	}
-}
-
 // flush writes pending bytes; false if the pair ended.
 func (e *Engine) flush(h *half) bool {
-	n, err := rawsys.SendAll(h.fd, h.out)
-	if n > 0 {
-		h.out = h.out[n:]
-		h.p.last = e.loop.Now()
-	}
-	switch err {
-	case nil:
-	case unix.EAGAIN:
-		return true
-	default:
+	if err := h.Flush(); err != nil {
 		e.finish(h.p, true)
 		return false
 	}
-	h.out = nil
-	if h.peer.readDone {
+	h.p.last = e.loop.Now()
+	if !h.Pending() && h.peer.readDone {
 		shutWrite(h)
 	}
 	return true
@@ -230,7 +211,7 @@ func (e *Engine) flush(h *half) bool {
 func shutWrite(h *half) {
 	if !h.shutOut {
 		h.shutOut = true
-		unix.Shutdown(h.fd, unix.SHUT_WR)
+		unix.Shutdown(h.FD, unix.SHUT_WR)
 	}
 }
 
@@ -240,19 +221,12 @@ func (e *Engine) update(p *Pair) {
 	if p.closed {
 		return
 	}
-	if p.a.readDone && p.b.readDone && len(p.a.out) == 0 && len(p.b.out) == 0 {
+	if p.a.readDone && p.b.readDone && !p.a.Pending() && !p.b.Pending() {
 		e.finish(p, false)
 		return
 	}
 	for _, h := range []*half{&p.a, &p.b} {
-		var m uint32
-		if !h.readDone && len(h.peer.out) == 0 {
-			m |= unix.EPOLLIN | unix.EPOLLRDHUP
-		}
-		if len(h.out) > 0 {
-			m |= unix.EPOLLOUT
-		}
-		if err := h.src.Want(m); err != nil {
+		if err := h.Settle(!h.readDone && !h.peer.Pending()); err != nil {
 			e.finish(p, false)
 			return
 		}
@@ -265,13 +239,8 @@ func (e *Engine) finish(p *Pair, reset bool) {
 		return
 	}
 	p.closed = true
-	for _, h := range []*half{&p.a, &p.b} {
-		if h.src != nil {
-			h.src.Close(reset)
-		} else {
-			unix.Close(h.fd)
-		}
-	}
+	p.a.Close(reset)
+	p.b.Close(reset)
 	delete(e.pairs, p)
 	close(p.done)
 }
@@ -285,10 +254,3 @@ func (e *Engine) sweep() {
 		}
 	}
 }
-
-// The data path uses raw system calls: the sockets are non-blocking, so a
-// call never blocks, and skipping the scheduler's syscall bookkeeping keeps
-// sysmon from handing the processor to another thread whenever a loopback
-// write runs long (a futex wake and a context switch each time). recvfrom
-// and sendto rather than read and write: on a socket they skip the file
-// position lock.

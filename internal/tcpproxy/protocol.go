@@ -13,7 +13,7 @@ import (
 // the process; a listener's Handler is built again at each reload (it
 // holds nothing but settings).
 type Protocol struct {
-	engines *Engines // nil where there is no epoll
+	engines *Engines // nil without loops
 }
 
 var _ protocol.Protocol = (*Protocol)(nil)
@@ -23,7 +23,7 @@ func (*Protocol) Name() string { return "tcp" }
 
 // Open starts the engines.
 func (p *Protocol) Open(proc *protocol.Process) error {
-	p.engines = NewEngines(proc.Loops.Engines)
+	p.engines = NewEngines(proc.Loops)
 	return nil
 }
 

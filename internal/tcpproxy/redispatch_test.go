@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
@@ -41,9 +42,12 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 			cl.SetEndpoints([]upstream.Target{{Addr: refused, Weight: 1}, {Addr: echoServer(t), Weight: 1}})
 			h := &Handler{Cluster: cl, Log: slog.New(slog.DiscardHandler)}
 			if engines {
-				if h.Engines = NewEngines(1); h.Engines == nil {
+				g := evloop.NewGroup(1)
+				t.Cleanup(g.Close)
+				if len(g.Loops()) == 0 {
 					t.Skip("no engines on this platform")
 				}
+				h.Engines = NewEngines(g)
 				t.Cleanup(h.Engines.Close)
 			}
 			front, err := net.Listen("tcp", "127.0.0.1:0")

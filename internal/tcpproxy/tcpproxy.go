@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -33,40 +34,47 @@ type Handler struct {
 	IdleTimeout time.Duration
 	Counters    Counters
 	Log         *slog.Logger
-	// Engines, when set, carry plain TCP pairs (see Engine); TLS pairs and
-	// a nil Engines use Pipe.
+	// Engines, when set, carry plain TCP pairs (see Engine); TLS pairs, a
+	// nil Engines and a platform without event loops use Pipe.
 	Engines *Engines
 }
 
-// Engines spreads pairs over one Engine per CPU the process may use.
+// Engines spreads pairs over one Engine per loop of the process's
+// evloop.Group, joined when the first pair comes.
 type Engines struct {
+	g    *evloop.Group
+	once sync.Once
 	all  []*Engine
 	next atomic.Uint32
 }
 
-// NewEngines starts n engines; on a platform without them it returns nil.
-func NewEngines(n int) *Engines {
-	es := &Engines{}
-	for i := 0; i < max(n, 1); i++ {
-		e, err := NewEngine()
-		if err != nil {
-			es.Close()
-			return nil
-		}
-		es.all = append(es.all, e)
+// NewEngines returns the engines on g's loops (nil for a nil g).
+func NewEngines(g *evloop.Group) *Engines {
+	if g == nil {
+		return nil
 	}
-	return es
+	return &Engines{g: g}
 }
 
+// pick returns the engine for the next pair; nil where there is none.
 func (es *Engines) pick() *Engine {
+	es.once.Do(func() {
+		for _, l := range es.g.Loops() {
+			es.all = append(es.all, NewEngine(l))
+		}
+	})
+	if len(es.all) == 0 {
+		return nil
+	}
 	return es.all[int(es.next.Add(1))%len(es.all)]
 }
 
-// Close stops every engine and ends their pairs.
+// Close ends every pair and takes the engines off their loops.
 func (es *Engines) Close() {
 	if es == nil {
 		return
 	}
+	es.once.Do(func() {}) // none to start any more
 	for _, e := range es.all {
 		e.Close()
 	}
@@ -84,11 +92,13 @@ func (h *Handler) ServeConn(ctx context.Context, client net.Conn) {
 	}
 	h.Log.Debug("proxying", "cluster", h.Cluster.Name(), "client", client.RemoteAddr().String(), "endpoint", ep.Addr)
 	if h.Engines != nil && isTCP(client) && isTCP(up) {
-		if p, err := h.Engines.pick().Add(client, up, h.IdleTimeout, h.Counters); err == nil {
-			untrack := ep.Track(p)
-			<-p.Done()
-			untrack()
-			return
+		if e := h.Engines.pick(); e != nil {
+			if p, err := e.Add(client, up, h.IdleTimeout, h.Counters); err == nil {
+				untrack := ep.Track(p)
+				<-p.Done()
+				untrack()
+				return
+			}
 		}
 	}
 	defer up.Close()

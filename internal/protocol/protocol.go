@@ -176,3 +176,15 @@ type Checker interface {
 type ALPN interface {
 	ALPN() []string
 }
+
+// Plain is the Listener of a protocol whose listener is only its
+// handler: nothing to start, drain, carry over, report or count beyond
+// what the handler does itself (tcp, redis).
+type Plain struct{ H listener.Handler }
+
+func (p *Plain) Handler() listener.Handler                   { return p.H }
+func (*Plain) Start()                                        {}
+func (*Plain) Drain()                                        {}
+func (*Plain) Stop(Instance, *config.Config, *config.Config) {}
+func (*Plain) Status() Status                                { return nil }
+func (*Plain) Collect(chan<- prometheus.Metric)              {}

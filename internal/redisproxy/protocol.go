@@ -9,7 +9,6 @@ import (
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/health"
-	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
 )
@@ -173,15 +172,5 @@ func (i *clusterInstance) Collect(ch chan<- prometheus.Metric) {
 // NewListener builds the listener's Handler over its cluster's Pool.
 func (*Protocol) NewListener(env *protocol.Env, _ protocol.Listener) (protocol.Listener, error) {
 	pool := env.Cluster.Instances["redis"].(*clusterInstance).pool
-	return &instance{h: &Handler{Pool: pool, Password: env.Listener.Password, Log: env.Log}}, nil
+	return &protocol.Plain{H: &Handler{Pool: pool, Password: env.Listener.Password, Log: env.Log}}, nil
 }
-
-// instance is a redis listener.
-type instance struct{ h *Handler }
-
-func (i *instance) Handler() listener.Handler                            { return i.h }
-func (*instance) Start()                                                 {}
-func (*instance) Drain()                                                 {}
-func (*instance) Stop(protocol.Instance, *config.Config, *config.Config) {}
-func (*instance) Status() protocol.Status                                { return nil }
-func (*instance) Collect(chan<- prometheus.Metric)                       {}

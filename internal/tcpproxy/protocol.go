@@ -3,8 +3,6 @@ package tcpproxy
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/attache-proxy/attache/internal/config"
-	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/protocol"
 )
 
@@ -38,7 +36,7 @@ func (p *Protocol) NewListener(env *protocol.Env, _ protocol.Listener) (protocol
 	name := env.Cluster.Config.Name
 	up := env.Metrics.Bytes.WithLabelValues(name, "to_upstream")
 	down := env.Metrics.Bytes.WithLabelValues(name, "from_upstream")
-	return &instance{h: &Handler{
+	return &protocol.Plain{H: &Handler{
 		Cluster:     env.Cluster.Upstream,
 		IdleTimeout: env.Listener.IdleTimeout.D(),
 		Counters: Counters{
@@ -52,13 +50,3 @@ func (p *Protocol) NewListener(env *protocol.Env, _ protocol.Listener) (protocol
 
 // Describe sends nothing: the bytes counted are metrics.Metrics.Bytes.
 func (*Protocol) Describe(chan<- *prometheus.Desc) {}
-
-// instance is a tcp listener.
-type instance struct{ h *Handler }
-
-func (i *instance) Handler() listener.Handler                            { return i.h }
-func (*instance) Start()                                                 {}
-func (*instance) Drain()                                                 {}
-func (*instance) Stop(protocol.Instance, *config.Config, *config.Config) {}
-func (*instance) Status() protocol.Status                                { return nil }
-func (*instance) Collect(chan<- prometheus.Metric)                       {}

@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/attache-proxy/attache/internal/config"
 )
 
 // Severity says whether a Problem fails validation.
@@ -61,18 +63,8 @@ func (p Problem) String() string {
 	case Note:
 		b.WriteString("note: ")
 	}
-	if p.Path != "" {
-		b.WriteString(p.Path)
-		b.WriteString(": ")
-	}
-	b.WriteString(p.Msg)
-	if p.Line > 0 {
-		fmt.Fprintf(&b, " (line %d)", p.Line)
-	}
-	if p.Hint != "" {
-		b.WriteString("; ")
-		b.WriteString(p.Hint)
-	}
+	// The field, message, line and hint read as in a config error.
+	b.WriteString(config.Error{Path: p.Path, Line: p.Line, Msg: p.Msg, Hint: p.Hint}.Error())
 	return b.String()
 }
 

@@ -100,6 +100,8 @@ type Listener struct {
 	// HTTP listeners only.
 	Routes    []Route `yaml:"routes"`
 	AccessLog string  `yaml:"access_log"` // off | text | json (to stdout)
+	// JWTProviders are the token issuers the routes' jwt blocks name.
+	JWTProviders []JWTProvider `yaml:"jwt_providers"`
 	// Redis listeners only: clients must AUTH with this password.
 	Password string `yaml:"password" secret:"true"`
 	// PostgreSQL listeners only.
@@ -186,6 +188,7 @@ type Route struct {
 	Retries *Retries      `yaml:"retries"`
 	Rewrite *Rewrite      `yaml:"rewrite"`
 	Headers *HeaderOps    `yaml:"headers"`
+	JWT     *RouteJWT     `yaml:"jwt"` // nil: no token check
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -614,6 +617,7 @@ func (c *Config) applyDefaults() {
 		}
 		if l.Protocol == "http" {
 			l.applyHTTPDefaults()
+			l.applyJWTDefaults(c.has, fmt.Sprintf("listeners[%d]", i))
 		}
 		if l.Protocol == "postgres" {
 			if l.Postgres == nil {

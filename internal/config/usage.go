@@ -60,6 +60,11 @@ func (v *validator) unusedFields() {
 				use(t.Cluster, "http")
 			}
 		}
+		for _, j := range l.JWTProviders {
+			if j.JWKS.Cluster != "" {
+				use(j.JWKS.Cluster, "http") // its keys are fetched over HTTP
+			}
+		}
 	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]

@@ -119,6 +119,8 @@ func (c *Config) validate() Errors {
 			v.httpListener(p, &l, clusters)
 		case len(l.Routes) > 0:
 			v.errorf(p+".routes", "only for protocol http")
+		case len(l.JWTProviders) > 0:
+			v.errorf(p+".jwt_providers", "only for protocol http")
 		case l.Password != "" && l.Protocol != "redis":
 			v.errorf(p+".password", "only for protocol redis")
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
@@ -562,6 +564,7 @@ var tokenPattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool) {
 	v.oneOf(p+".access_log", "access log format", l.AccessLog, accessLogs)
+	v.jwtProviders(p, l, clusters)
 	if len(l.Routes) == 0 {
 		v.errorf(p+".routes", "an http listener needs routes (or cluster for one catch-all route)")
 	}

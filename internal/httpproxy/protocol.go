@@ -10,6 +10,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/jwtauth"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
@@ -42,6 +43,13 @@ type metricSet struct {
 	// requests of a sticky split were keyed on: "header", "cookie",
 	// "client_ip" (the end user's address) or "pod" (no user identity).
 	sticky *prometheus.CounterVec
+	// attache_http_jwt_requests_total{listener,route,provider,result}:
+	// requests of routes with a token check, by result: "allowed",
+	// "no_token" (none, and allow_missing) or why it was refused.
+	jwt *prometheus.CounterVec
+	// attache_http_jwt_jwks_loads_total{listener,provider,result}: reads
+	// of a JWKS file and fetches from a cluster, "ok" or "error".
+	jwksLoads *prometheus.CounterVec
 }
 
 var _ interface {
@@ -63,6 +71,9 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 		overloaded: metrics.Counter(r, "attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		breaker:    metrics.Counter(r, "attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 		sticky:     metrics.Counter(r, "attache_http_sticky_requests_total", "Requests of sticky splits, by what they were keyed on.", "listener", "route", "key"),
+		jwt: metrics.Counter(r, "attache_http_jwt_requests_total", "Requests of routes with a JWT check, by result: allowed, no_token, or the reason of a refusal.",
+			"listener", "route", "provider", "result"),
+		jwksLoads: metrics.Counter(r, "attache_http_jwt_jwks_loads_total", "Reads and fetches of JWT providers' key sets, by result.", "listener", "provider", "result"),
 	}
 	return nil
 }
@@ -76,8 +87,14 @@ func (*Protocol) ALPN() []string { return []string{"h2", "http/1.1"} }
 var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 	"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 
-// Describe sends the breaker state's descriptor.
-func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
+var descJWKSKeys = prometheus.NewDesc("attache_http_jwt_jwks_keys",
+	"Keys a JWT provider's key set holds.", []string{"listener", "provider"}, nil)
+
+// Describe sends the breaker state's and the key sets' descriptors.
+func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descBreaker
+	ch <- descJWKSKeys
+}
 
 // NewCluster builds the cluster's Cluster.
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
@@ -139,13 +156,36 @@ func clusterOf(c *protocol.Cluster) *Cluster { return c.Instances["http"].(*clus
 // has one on the same address.
 func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protocol.Listener, error) {
 	lc := env.Listener
-	i := &instance{addr: lc.Address}
+	i := &instance{addr: lc.Address, name: lc.Name}
+	var prevJWT map[string]*jwtProvider
+	if old, ok := prev.(*instance); ok {
+		prevJWT = old.jwt
+	}
+	m := p.m
+	clusters := func(name string) *Cluster { return clusterOf(env.Clusters(name)) }
+	jwt, err := newJWTProviders(lc, prevJWT, clusters, func(listener, provider string, err error) {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		if m.jwksLoads != nil {
+			m.jwksLoads.WithLabelValues(listener, provider, result).Inc()
+		}
+	}, env.Log)
+	if err != nil {
+		return nil, err
+	}
+	i.jwt = jwt
+	for _, pc := range lc.JWTProviders {
+		i.jwtNames = append(i.jwtNames, pc.Name)
+	}
 	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
 		i.srv = old.srv
 	} else {
 		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
 	}
-	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
+	table := NewTable(*lc, clusters)
+	table.bindJWT(lc, jwt)
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -153,7 +193,6 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	case "text":
 		access = slog.New(slog.NewTextHandler(env.AccessLog, nil))
 	}
-	m := p.m
 	i.handler = NewHandler(HandlerOptions{
 		Table:     table,
 		Log:       env.Log,
@@ -179,6 +218,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 			Retry:      func(cluster string) { m.retries.WithLabelValues(cluster).Inc() },
 			Overloaded: func(cluster, reason string) { m.overloaded.WithLabelValues(cluster, reason).Inc() },
 			Sticky:     func(listener, route, key string) func() { return m.sticky.WithLabelValues(listener, route, key).Inc },
+			JWT: func(listener, route, provider, result string) func() {
+				return m.jwt.WithLabelValues(listener, route, provider, result).Inc
+			},
 		},
 	})
 	return i, nil
@@ -202,15 +244,21 @@ func fastPath(lookupEnv func(string) (string, bool)) Path {
 
 // instance is an http listener: its Server and this generation's Handler.
 type instance struct {
-	addr    string
-	srv     *Server
-	handler *Handler
+	addr     string
+	name     string
+	srv      *Server
+	handler  *Handler
+	jwt      map[string]*jwtProvider // by name
+	jwtNames []string                // in the configuration's order
 }
 
 func (i *instance) Handler() listener.Handler { return i.srv }
 
 // Start swaps the generation's routes into the Server.
-func (i *instance) Start() { i.srv.Update(i.handler) }
+func (i *instance) Start() {
+	startJWT(i.jwt)
+	i.srv.Update(i.handler)
+}
 
 // Drain asks the Server's clients to go.
 func (i *instance) Drain() { i.srv.Drain() }
@@ -218,24 +266,48 @@ func (i *instance) Drain() { i.srv.Drain() }
 // Stop closes the Server unless next carries it over; its requests get
 // the drain timeout to finish.
 func (i *instance) Stop(next protocol.Instance, from, _ *config.Config) {
+	var nextJWT map[string]*jwtProvider
+	if n, ok := next.(*instance); ok {
+		nextJWT = n.jwt
+	}
+	stopJWT(i.jwt, nextJWT)
 	if n, ok := next.(*instance); ok && n.srv == i.srv {
 		return
 	}
 	go i.srv.Close(from.DrainTimeout.D())
 }
 
-// Status shows the listener's sticky splits: what they key on, and the
-// pod's key, which the environment or the host name may have supplied.
+// Status shows the listener's sticky splits (what they key on, and the
+// pod's key, which the environment or the host name may have supplied),
+// its routes' token checks and its JWT providers' key sets.
 func (i *instance) Status() protocol.Status {
+	var st protocol.Status
 	var routes []stickyStatus
+	var jwtRoutes []jwtStatus
 	for _, r := range i.handler.table.Routes {
 		if r.sticky != nil && len(r.targets) > 1 {
 			routes = append(routes, r.sticky.status(r.Name))
 		}
+		if j := r.jwt; j != nil {
+			jwtRoutes = append(jwtRoutes, jwtStatus{Route: r.Name, Provider: j.prov.cfg.Name, AllowMissing: j.allowMissing})
+		}
 	}
-	if routes == nil {
-		return nil
+	if routes != nil {
+		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
-	return protocol.Status{{Key: "sticky", Value: routes}}
+	if jwtRoutes != nil {
+		provs := make([]jwtauth.Status, 0, len(i.jwt))
+		for _, pc := range i.jwtNames {
+			provs = append(provs, i.jwt[pc].p.Status())
+		}
+		st = append(st, protocol.Field{Key: "jwt", Value: jwtRoutes}, protocol.Field{Key: "jwt_providers", Value: provs})
+	}
+	return st
 }
-func (*instance) Collect(chan<- prometheus.Metric) {}
+
+// Collect reports the keys each JWT provider holds.
+func (i *instance) Collect(ch chan<- prometheus.Metric) {
+	for name, p := range i.jwt {
+		ch <- prometheus.MustNewConstMetric(descJWKSKeys, prometheus.GaugeValue, float64(p.p.Keys()), i.name, name)
+	}
+}

@@ -49,6 +49,10 @@ type Observer struct {
 	// ("header", "cookie", "client_ip" or "pod"); asked once per route and
 	// key.
 	Sticky func(listener, route, key string) func()
+	// JWT returns the counter of a JWT route's requests with one result
+	// ("allowed", "no_token" or a refusal reason); asked once per route
+	// and result, on first use.
+	JWT func(listener, route, provider, result string) func()
 }
 
 // Handler serves the requests of one listener generation.
@@ -79,6 +83,14 @@ func NewHandler(o HandlerOptions) *Handler {
 				for k, key := range stickyKeys {
 					r.sticky.counts[k] = bind(h.listener, r.Name, key)
 				}
+			}
+		}
+	}
+	if bind := o.Observer.JWT; bind != nil {
+		for _, r := range h.table.Routes {
+			if j := r.jwt; j != nil {
+				route, provider := r.Name, j.prov.cfg.Name
+				j.bind = func(result string) func() { return bind(h.listener, route, provider, result) }
 			}
 		}
 	}
@@ -138,6 +150,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
+	if route.jwt != nil {
+		var ok bool
+		if r, ok = h.checkJWT(rw, r, x); !ok {
+			h.done(r, rw, x, start)
+			return
+		}
+	}
 	if reason, detail := x.cluster.opts.Filter.refuse(route.upstreamPath(r.URL.Path), r.Host); reason != "" {
 		h.refused(rw, x, reason, detail)
 		h.done(r, rw, x, start)

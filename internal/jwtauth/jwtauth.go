@@ -172,7 +172,9 @@ func (p *Provider) Start() {
 	go func() {
 		defer close(p.done)
 		if p.o.File != "" {
-			watch.Files(ctx, []string{p.o.File}, p.o.Poll, func() { p.readFile() })
+			// Follow reads once more at the start: a change between New and
+			// Start is not missed.
+			watch.Follow(ctx, []string{p.o.File}, p.o.Poll, func() { p.readFile() })
 			return
 		}
 		p.refreshLoop(ctx)

@@ -11,6 +11,8 @@
 #   GOROUTINE=1 bench/http.sh      # also attache on the goroutine fast path
 #                                  # alone (ATTACHE_HTTP_FAST_PATH=goroutine), as att-gor
 #   ALT=/tmp/attache-old bench/http.sh   # also another build, as alt
+#   JWT=0 bench/http.sh           # without att-jwt: attache with a JWT check
+#                                  # (RS256, jwt_providers) on every request
 #   VERBOSE=1 bench/http.sh       # and every run's figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ CONNS=${CONNS:-64}
 require wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl
 
 BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport); GP=$(freeport); GADM=$(freeport)
+JP=$(freeport); JADM=$(freeport)
 head -c 16384 /dev/urandom > "$work/big.bin"
 # nginx's workers run as nobody when it starts as root: they must read
 # big.bin (a 0700 work directory made /big a 403 page, logged per request).
@@ -68,6 +71,23 @@ clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_end
 EOF
 
 sed -e "s/127.0.0.1:$ADM/127.0.0.1:$GADM/" -e "s/127.0.0.1:$AP/127.0.0.1:$GP/" "$work/attache.yaml" > "$work/attache-g.yaml"
+# att-jwt: the same route with a JWT check (RS256, a key in a JWKS file),
+# in a process of its own so that its CPU per request stands beside
+# attache's; wrk sends a valid token with every request.
+if [ "${JWT:-1}" = 1 ]; then
+  TOKEN=$(go run ./bench/jwtgen "$work/jwks.json")
+  cat > "$work/attache-jwt.yaml" <<EOF
+admin: {address: "127.0.0.1:$JADM"}
+log: {level: warn}
+listeners:
+  - name: web
+    address: "127.0.0.1:$JP"
+    protocol: http
+    jwt_providers: [{name: bench, issuer: bench, audiences: [bench], jwks: {file: "$work/jwks.json"}}]
+    routes: [{match: {prefix: /}, to: [{cluster: backend}], jwt: {provider: bench}}]
+clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_endpoint: 128}}]
+EOF
+fi
 
 nginx -c "$work/backend.conf" 2>"$work/backend.log" & pids+=($!)
 waitport "$BP"
@@ -78,6 +98,10 @@ haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & HPID=$!; pids+=($
 if [ "${GOROUTINE:-}" = 1 ]; then
   ATTACHE_HTTP_FAST_PATH=goroutine GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
   waitport "$GP"
+fi
+if [ "${JWT:-1}" = 1 ]; then
+  GOMAXPROCS=1 bin/attache run --config "$work/attache-jwt.yaml" 2>"$work/attache-jwt.log" & JPID=$!; pids+=($JPID)
+  waitport "$JP"
 fi
 # ALT=path/to/attache: another build as one more target (start_alt).
 if [ -n "${ALT:-}" ]; then start_alt "$AP" "$ADM"; fi
@@ -91,10 +115,14 @@ declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
 targets=(direct attache nginx haproxy)
 if [ "${GOROUTINE:-}" = 1 ]; then port[att-gor]=$GP; pid[att-gor]=$GPID; targets+=(att-gor); fi
 if [ -n "${ALT:-}" ]; then port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
+if [ "${JWT:-1}" = 1 ]; then port[att-jwt]=$JP; pid[att-jwt]=$JPID; targets+=(att-jwt); fi
+# hdr TARGET: wrk's and curl's extra header arguments for TARGET, a line each.
+hdr() { if [ "$1" = att-jwt ]; then printf '%s\n' -H "Authorization: Bearer $TOKEN"; fi; }
 # Every target must serve both bodies before anything is measured.
 for tgt in "${targets[@]}"; do
   for path in small big; do
-    got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:${port[$tgt]}/$path")
+    mapfile -t h < <(hdr "$tgt")
+    got=$(curl -s "${h[@]}" -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:${port[$tgt]}/$path")
     want="200 16384"; [ "$path" = small ] && want="200 15"
     [ "$got" = "$want" ] || { echo "bench: $tgt /$path answered \"$got\", want \"$want\"" >&2; exit 1; }
   done
@@ -109,7 +137,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for path in small big; do
     for tgt in "${order[@]}"; do
       before=0; [ "$tgt" != direct ] && before=$(ticks "${pid[$tgt]}")
-      out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:${port[$tgt]}/$path" 2>&1)
+      mapfile -t h < <(hdr "$tgt")
+      out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "${h[@]}" "http://127.0.0.1:${port[$tgt]}/$path" 2>&1)
       after=0; [ "$tgt" != direct ] && after=$(ticks "${pid[$tgt]}")
       if echo "$out" | grep -q 'Non-2xx'; then echo "bench: $tgt /$path: $(echo "$out" | grep 'Non-2xx')" >&2; exit 1; fi
       rps=$(echo "$out" | awk '/^Requests\/sec/{print $2}')

@@ -170,7 +170,7 @@ func (h *Handler) checkJWT(w http.ResponseWriter, r *http.Request, x *exchange) 
 	if e != nil {
 		j.count(e.Reason)
 		x.reason = "jwt " + e.Reason
-		h.log.Debug("jwt refused", "listener", h.listener, "route", x.route.Name, "provider", pv.cfg.Name, "reason", e.Reason)
+		h.log.Debug("jwt refused", "route", x.route.Name, "provider", pv.cfg.Name, "reason", e.Reason)
 		challenge, status := pv.realm, http.StatusUnauthorized
 		switch e.Reason {
 		case jwtauth.ReasonMissing: // RFC 6750 3.1: no error code without credentials

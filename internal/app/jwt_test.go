@@ -271,10 +271,10 @@ clusters:
 		t.Fatalf("/status jwt_providers: %v", l.JWTProviders)
 	}
 	for metric, want := range map[string]string{
-		`attache_http_jwt_requests_total{listener="api",provider="files",result="expired",route="file"}`:     "1",
+		`attache_http_jwt_requests_total{listener="api",provider="files",result="expired",route="file"}`:      "1",
 		`attache_http_jwt_requests_total{listener="api",provider="files",result="no_token",route="optional"}`: "1",
 		`attache_http_jwt_requests_total{listener="api",provider="files",result="missing",route="file"}`:      "3",
-		`attache_http_jwt_jwks_keys{listener="api",provider="idp"}`:                                          "2",
+		`attache_http_jwt_jwks_keys{listener="api",provider="idp"}`:                                           "2",
 	} {
 		if got := h.metric(metric); got != want {
 			t.Fatalf("%s = %q, want %s", metric, got, want)

@@ -18,6 +18,7 @@ package jwtauth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -139,6 +140,49 @@ type Provider struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	cache verified
+}
+
+// cacheSize bounds the verified tokens a provider remembers.
+const cacheSize = 1024
+
+// verified remembers tokens whose signature checked out, by the SHA-256
+// of the token, with the key set that checked them: a token seen again
+// skips the signature (the costly part) while that set is in force, and
+// has its claims checked again, since time moves. (Envoy's jwt_cache.)
+type verified struct {
+	mu sync.Mutex
+	m  map[[32]byte]cached
+}
+
+type cached struct {
+	ks     *keySet
+	claims map[string]any
+}
+
+func (v *verified) get(h [32]byte, ks *keySet) map[string]any {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if c, ok := v.m[h]; ok && c.ks == ks {
+		return c.claims
+	}
+	return nil
+}
+
+func (v *verified) put(h [32]byte, ks *keySet, claims map[string]any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = make(map[[32]byte]cached, cacheSize)
+	}
+	if len(v.m) >= cacheSize {
+		for k := range v.m { // map order: a random victim
+			delete(v.m, k)
+			break
+		}
+	}
+	v.m[h] = cached{ks: ks, claims: claims}
 }
 
 // New returns a provider. A file is read now: an unreadable file or one
@@ -308,11 +352,20 @@ type header struct {
 	Crit json.RawMessage `json:"crit"`
 }
 
-// Verify checks a token and returns its claims. ctx bounds the wait for
-// a refetch of the keys, when the token names a key the set lacks.
+// Verify checks a token and returns its claims, which the caller must not
+// modify (they may be shared with other requests that carried the same
+// token). ctx bounds the wait for a refetch of the keys, when the token
+// names a key the set lacks.
 func (p *Provider) Verify(ctx context.Context, token string) (map[string]any, *Error) {
 	if len(token) > MaxTokenBytes {
 		return nil, fail(ReasonTooLarge)
+	}
+	sum := sha256.Sum256([]byte(token))
+	if c := p.cache.get(sum, p.keys.Load()); c != nil {
+		if e := p.checkClaims(c); e != nil {
+			return nil, e
+		}
+		return c, nil
 	}
 	if !compactJWS(token) {
 		return nil, fail(ReasonMalformed)
@@ -371,6 +424,7 @@ func (p *Provider) Verify(ctx context.Context, token string) (map[string]any, *E
 	if e := p.checkClaims(claims); e != nil {
 		return nil, e
 	}
+	p.cache.put(sum, ks, claims)
 	return claims, nil
 }
 

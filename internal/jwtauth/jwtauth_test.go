@@ -199,6 +199,9 @@ func TestFileRotation(t *testing.T) {
 	p.Start()
 	defer p.Stop()
 	old, rotated := k["es"].Sign(claims(nil), nil), k["ed"].Sign(claims(nil), nil)
+	if _, err := p.Verify(context.Background(), old); err != nil { // and cached
+		t.Fatal(err)
+	}
 	if _, err := p.Verify(context.Background(), rotated); err == nil || err.Reason != ReasonUnknownKey {
 		t.Fatalf("before rotation: got %v, want unknown_kid", err)
 	}
@@ -366,4 +369,65 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestCache: a token seen again skips the signature but not the claims:
+// it expires on time; and a tampered copy is not taken for it.
+func TestCache(t *testing.T) {
+	t.Parallel()
+	k := keys()
+	var mu sync.Mutex
+	clock := now
+	p := newProvider(t, Options{File: writeJWKS(t, jwttest.JWKS(k["es"])),
+		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }})
+	tok := k["es"].Sign(claims(map[string]any{"exp": now.Add(10 * time.Minute).Unix()}), nil)
+	for range 2 {
+		if _, err := p.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Verify(context.Background(), tok[:len(tok)-2]+"AA"); err == nil || err.Reason != ReasonSignature {
+		t.Fatalf("tampered: got %v, want bad_signature", err)
+	}
+	mu.Lock()
+	clock = clock.Add(12 * time.Minute)
+	mu.Unlock()
+	if _, err := p.Verify(context.Background(), tok); err == nil || err.Reason != ReasonExpired {
+		t.Fatalf("cached token past exp: got %v, want expired", err)
+	}
+}
+
+// BenchmarkVerify: an RS256 token, verified (a new token each time: the
+// signature) and cached (the same token: the claims only).
+func BenchmarkVerify(b *testing.B) {
+	k := keys()["rs"]
+	p, err := New(Options{Name: "b", Issuer: "https://issuer.test", Audiences: []string{"orders"}, ClockSkew: time.Minute,
+		RequireExpiration: true, Now: func() time.Time { return now }, File: writeJWKSB(b, jwttest.JWKS(k))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := k.Sign(claims(nil), nil)
+	b.Run("signature", func(b *testing.B) {
+		for b.Loop() {
+			p.cache = verified{}
+			if _, err := p.Verify(context.Background(), tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := p.Verify(context.Background(), tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func writeJWKSB(b *testing.B, doc []byte) string {
+	f := filepath.Join(b.TempDir(), "jwks.json")
+	if err := os.WriteFile(f, doc, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return f
 }

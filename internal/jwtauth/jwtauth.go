@@ -138,6 +138,7 @@ type Provider struct {
 	lastErr   string
 	lastErrAt time.Time
 
+	ctx    context.Context // ends at Stop; fetches run under it
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -197,7 +198,7 @@ func New(o Options) (*Provider, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	p := &Provider{o: o}
+	p := &Provider{o: o, ctx: context.Background()}
 	if o.File != "" {
 		if err := p.readFile(); err != nil {
 			return nil, err
@@ -212,6 +213,9 @@ func (p *Provider) Name() string { return p.o.Name }
 // Start watches the file or starts the refresh loop.
 func (p *Provider) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
+	p.mu.Lock()
+	p.ctx = ctx
+	p.mu.Unlock()
 	p.cancel, p.done = cancel, make(chan struct{})
 	go func() {
 		defer close(p.done)
@@ -326,8 +330,10 @@ func (p *Provider) fetch(ctx context.Context, refetch bool) error {
 	}
 	ch := make(chan struct{})
 	p.inflight, p.lastStart = ch, now
+	base := p.ctx
 	p.mu.Unlock()
-	fctx, cancel := context.WithTimeout(context.Background(), p.o.Timeout)
+	// Not the request's context: the fetch serves every request waiting.
+	fctx, cancel := context.WithTimeout(base, p.o.Timeout)
 	b, err := p.o.Fetch(fctx)
 	cancel()
 	var ks *keySet

@@ -104,8 +104,8 @@ func (l *Listener) applyJWTDefaults(has func(string) bool, p string) {
 	}
 }
 
-// jwtHopHeaders may not be set from claims: they frame the message or
-// are attache's own.
+// jwtReservedHeaders may not be set from claims: they frame the message,
+// route it or carry credentials.
 var jwtReservedHeaders = map[string]bool{"host": true, "content-length": true, "transfer-encoding": true,
 	"connection": true, "upgrade": true, "te": true, "trailer": true, "keep-alive": true, "proxy-connection": true,
 	"cookie": true, "authorization": true}

@@ -400,12 +400,12 @@ func (p *Provider) Verify(ctx context.Context, token string) (map[string]any, *E
 		return nil, fail(ReasonMalformed)
 	}
 	ks := p.keys.Load()
-	cands, _ := ks.candidates(alg, sh.KeyID)
+	cands := ks.candidates(alg, sh.KeyID)
 	if len(cands) == 0 && p.o.Fetch != nil {
 		// A kid (or an alg) the keys lack: the issuer may have rotated.
 		if p.fetch(ctx, true) == nil {
 			ks = p.keys.Load()
-			cands, _ = ks.candidates(alg, sh.KeyID)
+			cands = ks.candidates(alg, sh.KeyID)
 		}
 	}
 	if len(cands) == 0 {

@@ -143,19 +143,16 @@ func fits(alg jose.SignatureAlgorithm, pub any) bool {
 }
 
 // candidates are the keys of ks that may check a token of alg and kid
-// (empty: every key that fits alg), up to max.
-func (ks *keySet) candidates(alg jose.SignatureAlgorithm, kid string) (out []key, kidKnown bool) {
+// (empty: every key that fits alg).
+func (ks *keySet) candidates(alg jose.SignatureAlgorithm, kid string) []key {
 	if ks == nil {
-		return nil, false
+		return nil
 	}
+	var out []key
 	for _, k := range ks.keys {
-		if kid != "" && k.kid != kid {
-			continue
-		}
-		kidKnown = true
-		if (k.alg == "" || k.alg == alg) && fits(alg, k.pub) {
+		if (kid == "" || k.kid == kid) && (k.alg == "" || k.alg == alg) && fits(alg, k.pub) {
 			out = append(out, k)
 		}
 	}
-	return out, kidKnown
+	return out
 }

@@ -165,6 +165,18 @@ clusters:
 		t.Fatalf("backend saw Cookie %q, X-User %q", got.Get("Cookie"), got.Get("X-User"))
 	}
 
+	// HTTP/2 (h2c): the same check.
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	h2c := &http.Client{Transport: h2}
+	t.Cleanup(h2.CloseIdleConnections)
+	if resp, _ := httpGet(t, h2c, base+"/file/x", bearer(fileTok)); resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("h2c with a token: %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
+	}
+	if resp, _ := httpGet(t, h2c, base+"/file/x", nil); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != `Bearer realm="files"` {
+		t.Fatalf("h2c without a token: %d %q, want 401 with the challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+
 	invalid := func(desc string) want {
 		return want{401, `Bearer realm="files", error="invalid_token", error_description="` + desc + `"`}
 	}
@@ -273,7 +285,7 @@ clusters:
 	for metric, want := range map[string]string{
 		`attache_http_jwt_requests_total{listener="api",provider="files",result="expired",route="file"}`:      "1",
 		`attache_http_jwt_requests_total{listener="api",provider="files",result="no_token",route="optional"}`: "1",
-		`attache_http_jwt_requests_total{listener="api",provider="files",result="missing",route="file"}`:      "3",
+		`attache_http_jwt_requests_total{listener="api",provider="files",result="missing",route="file"}`:      "4",
 		`attache_http_jwt_jwks_keys{listener="api",provider="idp"}`:                                           "2",
 	} {
 		if got := h.metric(metric); got != want {

@@ -19,8 +19,8 @@ const maxDirectives = 64
 // duration of -1 is an absent directive.
 type directives struct {
 	noStore, noCache, mustRevalidate, public, private, mustUnderstand bool
-	onlyIfCached, maxStaleAny                                      bool
-	maxAge, maxStale, minFresh, staleIfError, staleWhileRevalidate time.Duration
+	onlyIfCached, maxStaleAny                                         bool
+	maxAge, maxStale, minFresh, staleIfError, staleWhileRevalidate    time.Duration
 }
 
 // parseCacheControl parses the Cache-Control field lines of h (RFC 9111

@@ -68,11 +68,11 @@ const (
 	// GET or HEAD, credentials, Range, an upgrade, no-store), or its
 	// response could not be stored.
 	Uncacheable Result = iota
-	Hit         // served fresh from the cache
-	Miss        // fetched upstream and stored
-	Stale       // served stale: stale-if-error, stale-while-revalidate, max-stale
-	Revalidated // a stored response revalidated with a 304
-	Coalesced   // served what another request's upstream call stored
+	Hit                // served fresh from the cache
+	Miss               // fetched upstream and stored
+	Stale              // served stale: stale-if-error, stale-while-revalidate, max-stale
+	Revalidated        // a stored response revalidated with a 304
+	Coalesced          // served what another request's upstream call stored
 	nResults
 )
 

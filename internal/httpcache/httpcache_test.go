@@ -348,7 +348,10 @@ func TestStaleIfError(t *testing.T) {
 	o := &origin{respond: fixed(ck, "ok", "Cache-Control", "max-age=1, stale-if-error=60")}
 	get(c, o, "/s")
 	ck.add(30 * time.Second)
-	o.respond = func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway); w.Write([]byte("down")) }
+	o.respond = func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		w.Write([]byte("down"))
+	}
 	w, res := get(c, o, "/s")
 	expect(t, res, Stale, w, "ok")
 	ck.add(40 * time.Second) // beyond the window

@@ -120,4 +120,3 @@ func (i *instance) cacheStatus() []cacheStatus {
 	}
 	return out
 }
-

@@ -1,6 +1,7 @@
 package httpcache
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -52,6 +53,38 @@ func FuzzParseCacheControl(f *testing.F) {
 		for _, v := range []time.Duration{d.maxAge, d.maxStale, d.minFresh, d.staleIfError, d.staleWhileRevalidate} {
 			if v < -1 || v > maxDelta*time.Second {
 				t.Fatalf("parseCacheControl(%q): duration %v out of range", s, v)
+			}
+		}
+	})
+}
+
+// FuzzStoredResponse: whatever the freshness fields of a response, the
+// entry built from it has a non-negative age and freshness and serves.
+func FuzzStoredResponse(f *testing.F) {
+	f.Add("max-age=5, stale-if-error=3", "Thu, 01 Jan 2026 00:00:00 GMT", "Mon, 02 Jan 2006 15:04:05 GMT", "12", "Accept, *")
+	f.Add("public", "0", "garbage", "-1", "")
+	f.Add("", "", "", "99999999999999999999", "a,,b")
+	f.Fuzz(func(t *testing.T, cc, expires, date, age, vary string) {
+		ck := newClock()
+		c := testCache(ck, func(cfg *Config) { cfg.DefaultTTL = time.Minute })
+		o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+			for k, v := range map[string]string{"Cache-Control": cc, "Expires": expires, "Date": date, "Age": age, "Vary": vary, "ETag": `"e"`} {
+				if v != "" {
+					w.Header().Set(k, v)
+				}
+			}
+			w.Write([]byte("body"))
+		}}
+		get(c, o, "/f")
+		ck.add(time.Second)
+		if w, _ := get(c, o, "/f"); w.Body.String() != "body" && w.Code != http.StatusNotModified {
+			t.Fatalf("second request: %d %q", w.Code, w.Body.String())
+		}
+		for _, vs := range c.store.byKey {
+			for _, e := range vs {
+				if e.freshness < 0 || e.age(ck.now()) < 0 {
+					t.Fatalf("freshness %v age %v", e.freshness, e.age(ck.now()))
+				}
 			}
 		}
 	})

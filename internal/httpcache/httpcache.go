@@ -192,9 +192,10 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next Upstream) Res
 			w.Write([]byte("attache: only-if-cached: not in the cache\n"))
 			return c.count(Miss)
 		}
-		if e == nil && conditional(r.Header) {
+		if e == nil && (conditional(r.Header) || r.Method == http.MethodHead) {
 			// The client's validators go upstream as they came; its 304
-			// is passed on, a full response stored. (It waits for none.)
+			// is passed on, a full response stored. A HEAD stores
+			// nothing. Neither waits for, nor is waited for by, others.
 			return c.fetch(w, r, key, nil, rcc, next)
 		}
 		if waited {
@@ -373,7 +374,7 @@ func (c *Cache) background(e *entry, r *http.Request, next Upstream) {
 				panic(v)
 			}
 		}()
-		t := &tee{c: c, r: r, key: cacheKey(r), stale: e, revalidate: true, rcc: rcc, h: http.Header{}, reqTime: c.now()}
+		t := &tee{c: c, r: out, key: cacheKey(out), stale: e, revalidate: true, rcc: rcc, h: http.Header{}, reqTime: c.now()}
 		next(t, out, true)
 		t.finish()
 	}()

@@ -388,3 +388,41 @@ func TestCacheInvalidatedByPost(t *testing.T) {
 		t.Errorf("backend saw %d, want 3 (GET, POST, GET after the POST)", n)
 	}
 }
+
+// TestCacheCarriedOverReload: a reload that leaves a route's cache block
+// alone keeps its entries; one that changes it starts empty. /status
+// shows the cache.
+func TestCacheCarriedOverReload(t *testing.T) {
+	t.Parallel()
+	c := &Cluster{}
+	rc := func(max int) *config.RouteCache {
+		return &config.RouteCache{MaxBytes: max, MaxObjectBytes: 100, CoalesceTimeout: config.Duration(time.Second)}
+	}
+	listener := func(max int) config.Listener {
+		return config.Listener{Name: "l", Routes: []config.Route{
+			{Name: "cached", Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}}, Cache: rc(max)}}}
+	}
+	table := func(l config.Listener, prev *instance) *Table {
+		tb := NewTable(l, func(string) *Cluster { return c })
+		if prev != nil {
+			carryCaches(tb, l, prev)
+		}
+		return tb
+	}
+	first := &instance{handler: &Handler{table: table(listener(1000), nil), listener: "l"}}
+	same := &instance{handler: &Handler{table: table(listener(1000), first), listener: "l"}}
+	changed := &instance{handler: &Handler{table: table(listener(2000), first), listener: "l"}}
+	if same.handler.table.Routes[0].cache != first.handler.table.Routes[0].cache {
+		t.Error("an unchanged cache block got a new cache")
+	}
+	if changed.handler.table.Routes[0].cache == first.handler.table.Routes[0].cache {
+		t.Error("a changed cache block kept the old cache")
+	}
+	st := changed.Status()
+	if len(st) != 1 || st[0].Key != "cache" {
+		t.Fatalf("status %+v, want a cache line", st)
+	}
+	if cs := st[0].Value.([]cacheStatus); len(cs) != 1 || cs[0].Route != "cached" || cs[0].MaxBytes != 2000 {
+		t.Errorf("cache status %+v", cs)
+	}
+}

@@ -223,8 +223,8 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next Upstream) Res
 		case <-done:
 		case <-t.C:
 		case <-r.Context().Done():
-			t.Stop()
-			return c.count(Miss) // the client went away
+			// Gone, or only half-closed (net/http ends an HTTP/1.x
+			// request's context at the end of its stream): next decides.
 		}
 		t.Stop()
 	}

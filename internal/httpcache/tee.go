@@ -100,7 +100,11 @@ func (t *tee) Write(p []byte) (int, error) {
 	if t.client == nil {
 		return len(p), nil
 	}
-	return t.client.Write(p)
+	n, err := t.client.Write(p)
+	if err != nil {
+		t.stored, t.body = nil, nil // the copy stops short: nothing whole to store
+	}
+	return n, err
 }
 
 // Flush passes a flush on (ReverseProxy flushes streamed responses).

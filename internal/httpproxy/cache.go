@@ -41,10 +41,16 @@ func (h *Handler) serveCached(rw *statusWriter, r *http.Request, x *exchange) {
 		}
 		h.forward(w, out, x)
 	})
+	// Answered from the cache: the access log's reason says so (after a
+	// failed call, with why it failed).
 	switch res {
-	case httpcache.Hit, httpcache.Stale, httpcache.Coalesced:
-		if x.attempts == 0 {
-			x.reason = "cache " + res.String() // answered by attache, in the access log
+	case httpcache.Hit, httpcache.Coalesced, httpcache.Revalidated:
+		x.reason = "cache " + res.String()
+	case httpcache.Stale:
+		if x.reason != "" {
+			x.reason = "cache stale: " + x.reason
+		} else {
+			x.reason = "cache stale"
 		}
 	}
 }

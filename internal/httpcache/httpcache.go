@@ -138,12 +138,14 @@ func (c *Cache) count(r Result) Result {
 	return r
 }
 
-// Serve answers r from the cache or through next, and reports how. A
+// Serve answers r from the cache or through next, and reports how. side
+// names where next sends r (the cluster of a split): responses fetched
+// for one side are never served to another. A
 // method other than GET and HEAD goes to next; when it succeeds (a status
 // under 400) and is unsafe, the URI's responses, and those of its
 // Location and Content-Location on the same host, are dropped (RFC 9111
 // 4.4).
-func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next Upstream) Result {
+func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, side string, next Upstream) Result {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if safeMethod(r.Method) {
 			next(w, r, false)
@@ -165,7 +167,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next Upstream) Res
 	waited := false
 	for {
 		now := c.now()
-		e := c.store.get(key, r.Header)
+		e := c.store.get(key, side, r.Header)
 		if e != nil {
 			age := e.age(now)
 			if ok, stale := usable(e, rcc, age); ok {
@@ -196,26 +198,27 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, next Upstream) Res
 			// The client's validators go upstream as they came; its 304
 			// is passed on, a full response stored. A HEAD stores
 			// nothing. Neither waits for, nor is waited for by, others.
-			return c.fetch(w, r, key, nil, rcc, next)
+			return c.fetch(w, r, key, side, nil, rcc, next)
 		}
 		if waited {
-			return c.fetch(w, r, key, e, rcc, next)
+			return c.fetch(w, r, key, side, e, rcc, next)
 		}
+		flight := side + "\x00" + key
 		c.mu.Lock()
-		done, busy := c.flights[key]
+		done, busy := c.flights[flight]
 		if !busy {
 			done = make(chan struct{})
-			c.flights[key] = done
+			c.flights[flight] = done
 		}
 		c.mu.Unlock()
 		if !busy {
 			defer func() {
 				c.mu.Lock()
-				delete(c.flights, key)
+				delete(c.flights, flight)
 				c.mu.Unlock()
 				close(done)
 			}()
-			return c.fetch(w, r, key, e, rcc, next)
+			return c.fetch(w, r, key, side, e, rcc, next)
 		}
 		waited = true
 		t := time.NewTimer(c.cfg.CoalesceTimeout)
@@ -374,7 +377,7 @@ func (c *Cache) background(e *entry, r *http.Request, next Upstream) {
 				panic(v)
 			}
 		}()
-		t := &tee{c: c, r: out, key: cacheKey(out), stale: e, revalidate: true, rcc: rcc, h: http.Header{}, reqTime: c.now()}
+		t := &tee{c: c, r: out, key: cacheKey(out), side: e.side, stale: e, revalidate: true, rcc: rcc, h: http.Header{}, reqTime: c.now()}
 		next(t, out, true)
 		t.finish()
 	}()
@@ -396,9 +399,9 @@ func setValidators(h http.Header, e *entry) {
 
 // fetch sends r upstream (a revalidation of stale when it has a
 // validator), passes the response on and stores it when it may.
-func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, key string, stale *entry, rcc directives, next Upstream) Result {
+func (c *Cache) fetch(w http.ResponseWriter, r *http.Request, key, side string, stale *entry, rcc directives, next Upstream) Result {
 	out := r
-	t := &tee{c: c, client: w, r: r, key: key, stale: stale, rcc: rcc, h: http.Header{}}
+	t := &tee{c: c, client: w, r: r, key: key, side: side, stale: stale, rcc: rcc, h: http.Header{}}
 	if stale != nil && (stale.etag() != "" || stale.lastModified() != "") {
 		out = r.Clone(r.Context())
 		setValidators(out.Header, stale)
@@ -469,6 +472,6 @@ func weakEqual(a, b string) bool {
 func (c *Cache) waiting(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.flights[key]
+	_, ok := c.flights["\x00"+key]
 	return ok
 }

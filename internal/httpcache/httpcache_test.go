@@ -66,7 +66,7 @@ func do(c *Cache, o *origin, method, path string, hdr ...string) (*httptest.Resp
 		r.Header.Add(hdr[i], hdr[i+1])
 	}
 	w := httptest.NewRecorder()
-	res := c.Serve(w, r, o.serve)
+	res := c.Serve(w, r, "", o.serve)
 	return w, res
 }
 
@@ -537,5 +537,35 @@ func TestInvalidation(t *testing.T) {
 	do(c, o, http.MethodDelete, "/i")
 	if _, res := get(c, o, "/i"); res != Hit {
 		t.Errorf("after a failed DELETE: %v, want hit", res)
+	}
+}
+
+// TestSides: a response fetched for one side of a split is never served
+// to the other; an unsafe request drops the URI on both.
+func TestSides(t *testing.T) {
+	t.Parallel()
+	ck := newClock()
+	c := testCache(ck, nil)
+	o := &origin{}
+	serve := func(method, side string) Result {
+		o.respond = fixed(ck, side, "Cache-Control", "max-age=60")
+		r := httptest.NewRequest(method, "http://api.example/s", nil)
+		w := httptest.NewRecorder()
+		res := c.Serve(w, r, side, o.serve)
+		if method == http.MethodGet && w.Body.String() != side {
+			t.Errorf("side %s got %q", side, w.Body.String())
+		}
+		return res
+	}
+	for _, want := range []struct {
+		method, side string
+		res          Result
+	}{
+		{"GET", "prod", Miss}, {"GET", "exp", Miss}, {"GET", "prod", Hit}, {"GET", "exp", Hit},
+		{"PUT", "prod", Uncacheable}, {"GET", "exp", Miss}, {"GET", "prod", Miss},
+	} {
+		if got := serve(want.method, want.side); got != want.res {
+			t.Errorf("%s for %s: %v, want %v", want.method, want.side, got, want.res)
+		}
 	}
 }

@@ -22,6 +22,7 @@ const maxVariants = 16
 // is served without a lock.
 type entry struct {
 	key      string
+	side     string   // where it was fetched (Cache.Serve)
 	varyKeys []string // canonical names the response's Vary nominated
 	varyVals []string // the request's values of them, joined
 	status   int
@@ -54,7 +55,10 @@ func (e *entry) lastModified() string { return e.header.Get("Last-Modified") }
 
 // matches reports whether a request with header h selects the entry (RFC
 // 9111 4.1).
-func (e *entry) matches(h http.Header) bool {
+func (e *entry) matches(side string, h http.Header) bool {
+	if e.side != side {
+		return false
+	}
 	for i, k := range e.varyKeys {
 		if varyValue(h, k) != e.varyVals[i] {
 			return false
@@ -102,11 +106,11 @@ func newStore(max int64) *store { return &store{max: max, byKey: map[string][]*e
 
 // get returns the variant under key that a request with header h selects,
 // marking it used; nil if none.
-func (s *store) get(key string, h http.Header) *entry {
+func (s *store) get(key, side string, h http.Header) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range s.byKey[key] {
-		if e.matches(h) {
+		if e.matches(side, h) {
 			s.lru.MoveToFront(e.elem)
 			return e
 		}
@@ -142,7 +146,7 @@ func (s *store) put(e *entry, old *entry) {
 }
 
 func sameVary(a, b *entry) bool {
-	if len(a.varyKeys) != len(b.varyKeys) {
+	if a.side != b.side || len(a.varyKeys) != len(b.varyKeys) {
 		return false
 	}
 	for i := range a.varyKeys {

@@ -16,6 +16,7 @@ type tee struct {
 	client     http.ResponseWriter // nil: a background revalidation
 	r          *http.Request       // the client's request
 	key        string
+	side       string
 	stale      *entry // the stored response this call replaces, if any
 	revalidate bool   // the call is conditional on stale's validators
 	rcc        directives
@@ -141,7 +142,7 @@ func (t *tee) finish() Result {
 		if t.stored == nil || t.length >= 0 && int64(len(t.body)) != t.length {
 			return Uncacheable
 		}
-		e := t.c.newEntry(t.key, t.r, t.status, t.stored, t.body, t.reqTime, t.respTime)
+		e := t.c.newEntry(t.key, t.side, t.r, t.status, t.stored, t.body, t.reqTime, t.respTime)
 		if e == nil {
 			return Uncacheable
 		}
@@ -212,11 +213,11 @@ func heuristic(status int) bool {
 // newEntry builds the entry of a storable response to r, received between
 // reqTime and respTime; nil when it would never be of use (no freshness,
 // no validator, no stale-if-error) or does not fit.
-func (c *Cache) newEntry(key string, r *http.Request, status int, h http.Header, body []byte, reqTime, respTime time.Time) *entry {
+func (c *Cache) newEntry(key, side string, r *http.Request, status int, h http.Header, body []byte, reqTime, respTime time.Time) *entry {
 	for _, k := range c.drop {
 		delete(h, k)
 	}
-	e := &entry{key: key, status: status, header: h, body: body}
+	e := &entry{key: key, side: side, status: status, header: h, body: body}
 	for _, v := range h["Vary"] {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
@@ -315,7 +316,7 @@ func (c *Cache) refresh(stale *entry, h http.Header, reqTime, respTime time.Time
 	for _, k := range c.drop {
 		delete(nh, k)
 	}
-	e := &entry{key: stale.key, varyKeys: stale.varyKeys, varyVals: stale.varyVals, status: stale.status,
+	e := &entry{key: stale.key, side: stale.side, varyKeys: stale.varyKeys, varyVals: stale.varyVals, status: stale.status,
 		header: nh, body: stale.body}
 	c.times(e, reqTime, respTime)
 	e.size = sizeOf(e)

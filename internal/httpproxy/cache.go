@@ -34,7 +34,7 @@ func newRouteCache(rc *config.RouteCache) *httpcache.Cache {
 // (neither metrics nor the access log see it; its panic on a cut
 // response is the cache's to recover).
 func (h *Handler) serveCached(rw *statusWriter, r *http.Request, x *exchange) {
-	res := x.route.cache.Serve(rw, r, func(w http.ResponseWriter, out *http.Request, background bool) {
+	res := x.route.cache.Serve(rw, r, x.cluster.Name(), func(w http.ResponseWriter, out *http.Request, background bool) {
 		if background {
 			h.forward(w, out, &exchange{route: x.route, cluster: x.cluster, key: x.key, hostFrom: x.hostFrom})
 			return

@@ -234,8 +234,9 @@ func (c *Cache) newEntry(key, side string, r *http.Request, status int, h http.H
 		}
 	}
 	c.times(e, reqTime, respTime)
-	if e.freshness <= 0 && e.etag() == "" && e.lastModified() == "" && e.staleIfError <= 0 {
-		return nil
+	validator := e.etag() != "" || e.lastModified() != ""
+	if !validator && (e.noCache || e.freshness <= 0 && e.staleIfError <= 0) {
+		return nil // never usable: no-cache, or stale from the start, and nothing to revalidate with
 	}
 	if e.size = sizeOf(e); e.size > c.cfg.MaxBytes {
 		return nil

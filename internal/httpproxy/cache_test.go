@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/httpcache"
 )
@@ -417,6 +419,16 @@ func TestCacheCarriedOverReload(t *testing.T) {
 	}
 	if changed.handler.table.Routes[0].cache == first.handler.table.Routes[0].cache {
 		t.Error("a changed cache block kept the old cache")
+	}
+	ch := make(chan prometheus.Metric, 16)
+	changed.Collect(ch)
+	close(ch)
+	var descs []string
+	for m := range ch {
+		descs = append(descs, m.Desc().String())
+	}
+	if len(descs) != len(httpcache.Results)+2 {
+		t.Errorf("collected %d series, want %d (a lookup counter per result, bytes, entries)", len(descs), len(httpcache.Results)+2)
 	}
 	st := changed.Status()
 	if len(st) != 1 || st[0].Key != "cache" {

@@ -31,6 +31,11 @@ type tee struct {
 	length   int64 // the body's Content-Length; -1: unknown
 }
 
+var _ interface {
+	http.ResponseWriter
+	http.Flusher
+} = (*tee)(nil)
+
 type teeMode int
 
 const (

@@ -293,3 +293,48 @@ clusters:
 		}
 	}
 }
+
+// TestHTTPJWTCachedRoute: on a route with a JWT check and a response
+// cache, a request whose token verified always reaches the backend (the
+// response is the user's, and the token is gone from the request), while
+// requests without one share the cache.
+func TestHTTPJWTCachedRoute(t *testing.T) {
+	t.Parallel()
+	k := jwtKeys()
+	be := newBackend(t, "app", false)
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, jwttest.JWKS(k["file-1"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, yamlf(`
+listeners:
+  - name: api
+    address: "127.0.0.1:0"
+    protocol: http
+    jwt_providers: [{name: files, jwks: {file: %q}, forward_claims: {sub: x-user}}]
+    routes:
+      - {match: {prefix: /}, to: [{cluster: app}], jwt: {provider: files, allow_missing: true}, cache: {default_ttl: 1h}}
+clusters:
+  - {name: app, endpoints: ["%s"]}
+`, jwks, be.addr), nil)
+	client := &http.Client{}
+	url := "http://" + h.addr("api") + "/me"
+	for _, sub := range []string{"alice", "bob"} {
+		tok := k["file-1"].Sign(map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()}, nil)
+		before := be.hits.Load()
+		resp, _ := httpGet(t, client, url, map[string]string{"Authorization": "Bearer " + tok})
+		if resp.StatusCode != 200 || be.hits.Load() != before+1 || be.last.Load().(http.Header).Get("X-User") != sub {
+			t.Fatalf("%s: status %d, backend hits %d -> %d, X-User %q: want the backend to answer each user", sub,
+				resp.StatusCode, before, be.hits.Load(), be.last.Load().(http.Header).Get("X-User"))
+		}
+	}
+	before := be.hits.Load()
+	for range 2 {
+		if resp, _ := httpGet(t, client, url, nil); resp.StatusCode != 200 {
+			t.Fatalf("without a token: %d", resp.StatusCode)
+		}
+	}
+	if n := be.hits.Load() - before; n != 1 {
+		t.Fatalf("two requests without a token made %d backend requests, want 1 (the second from the cache)", n)
+	}
+}

@@ -90,9 +90,13 @@ var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 var descJWKSKeys = prometheus.NewDesc("attache_http_jwt_jwks_keys",
 	"Keys a JWT provider's key set holds.", []string{"listener", "provider"}, nil)
 
-// Describe sends the breaker state's and the key sets' descriptors.
+// Describe sends the breaker state's, the caches' and the key sets'
+// descriptors.
 func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descBreaker
+	ch <- descCacheLookups
+	ch <- descCacheBytes
+	ch <- descCacheEntries
 	ch <- descJWKSKeys
 }
 
@@ -186,6 +190,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	}
 	table := NewTable(*lc, clusters)
 	table.bindJWT(lc, jwt)
+	carryCaches(table, *lc, prev)
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -295,6 +300,9 @@ func (i *instance) Status() protocol.Status {
 	if routes != nil {
 		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
+	if caches := i.cacheStatus(); caches != nil {
+		st = append(st, protocol.Field{Key: "cache", Value: caches})
+	}
 	if jwtRoutes != nil {
 		provs := make([]jwtauth.Status, 0, len(i.jwt))
 		for _, pc := range i.jwtNames {
@@ -305,8 +313,10 @@ func (i *instance) Status() protocol.Status {
 	return st
 }
 
-// Collect reports the keys each JWT provider holds.
+// Collect sends the metrics of the route caches and the keys each JWT
+// provider holds.
 func (i *instance) Collect(ch chan<- prometheus.Metric) {
+	i.collectCaches(ch)
 	for name, p := range i.jwt {
 		ch <- prometheus.MustNewConstMetric(descJWKSKeys, prometheus.GaugeValue, float64(p.p.Keys()), i.name, name)
 	}

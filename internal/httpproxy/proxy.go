@@ -150,18 +150,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
+	authed := false // a token verified: the response is the user's
 	if route.jwt != nil {
 		var ok bool
 		if r, ok = h.checkJWT(rw, r, x); !ok {
 			h.done(r, rw, x, start)
 			return
 		}
+		authed = claimsOf(r) != nil
 	}
 	if reason, detail := x.cluster.opts.Filter.refuse(route.upstreamPath(r.URL.Path), r.Host); reason != "" {
 		h.refused(rw, x, reason, detail)
 		h.done(r, rw, x, start)
 		return
 	}
+	// A request whose token was verified goes past the cache: the token
+	// may be gone from it (forward: false), and with it what tells the
+	// cache that the response is one user's.
+	if route.cache != nil && !authed {
+		h.serveCached(rw, r, x)
+	} else {
+		h.forward(rw, r, x)
+	}
+	h.done(r, rw, x, start)
+}
+
+// forward sends r upstream as x and writes the response to w.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	route := x.route
 	// net/http cancels an HTTP/1.x request's context when it reads the end
 	// of the stream, which a client that half-closed after its request
 	// sends too: it still gets its response, as on the fast path (the
@@ -181,8 +197,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
 	}
-	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
-	h.done(r, rw, x, start)
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 }
 
 // checkedBody is a chunked HTTP/1.x request body on the net/http path,

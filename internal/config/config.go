@@ -186,6 +186,8 @@ type Route struct {
 	Retries *Retries      `yaml:"retries"`
 	Rewrite *Rewrite      `yaml:"rewrite"`
 	Headers *HeaderOps    `yaml:"headers"`
+	// RateLimit limits the route's requests (ratelimit.go); nil: none.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -342,6 +344,8 @@ type Cluster struct {
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
 	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
+	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
+	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
 }
 
 // ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
@@ -757,6 +761,7 @@ func (c *Config) applyDefaults() {
 			}
 		}
 	}
+	c.applyRateLimits()
 }
 
 func (c *Config) applyPostgresDefaults(p string, pg *ListenerPostgres) {

@@ -42,6 +42,7 @@ type metricSet struct {
 	// requests of a sticky split were keyed on: "header", "cookie",
 	// "client_ip" (the end user's address) or "pod" (no user identity).
 	sticky *prometheus.CounterVec
+	limits limitMetrics // rate limits (ratelimit_metrics.go)
 }
 
 var _ interface {
@@ -63,6 +64,7 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 		overloaded: metrics.Counter(r, "attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		breaker:    metrics.Counter(r, "attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 		sticky:     metrics.Counter(r, "attache_http_sticky_requests_total", "Requests of sticky splits, by what they were keyed on.", "listener", "route", "key"),
+		limits:     newLimitMetrics(r),
 	}
 	return nil
 }
@@ -77,7 +79,7 @@ var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 	"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 
 // Describe sends the breaker state's descriptor.
-func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
+func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker; describeLimits(ch) }
 
 // NewCluster builds the cluster's Cluster.
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
@@ -95,6 +97,7 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	if k := cc.KubernetesAPI; k != nil {
 		o.Filter = NewFilter(*k)
 	}
+	o.RateLimit = p.m.limits.upstreamLimit(cc.Name, cc.RateLimit)
 	if b := cc.CircuitBreaker; b != nil {
 		o.Limits = Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
 		if b.ConsecutiveFailures > 0 {
@@ -120,15 +123,22 @@ func (i *clusterInstance) Stop(protocol.Instance, *config.Config, *config.Config
 
 // Status shows the breaker's state.
 func (i *clusterInstance) Status() protocol.Status {
+	var st protocol.Status
 	if b := i.c.Breaker(); b != nil {
-		return protocol.Status{{Key: "circuit_breaker", Value: b.State().String()}} // closed | open | half_open
+		st = append(st, protocol.Field{Key: "circuit_breaker", Value: b.State().String()}) // closed | open | half_open
 	}
-	return nil
+	if u := i.c.opts.RateLimit; u != nil {
+		st = append(st, protocol.Field{Key: "rate_limit", Value: u.status()})
+	}
+	return st
 }
 
 func (i *clusterInstance) Collect(ch chan<- prometheus.Metric) {
 	if b := i.c.Breaker(); b != nil {
 		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(b.State()), i.c.Name())
+	}
+	if u := i.c.opts.RateLimit; u != nil {
+		collectUpstreamLimit(ch, i.c.Name(), u)
 	}
 }
 
@@ -146,6 +156,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
 	}
 	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
+	if old, ok := prev.(*instance); ok {
+		carryLimits(table, old.handler.table)
+	}
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -179,6 +192,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 			Retry:      func(cluster string) { m.retries.WithLabelValues(cluster).Inc() },
 			Overloaded: func(cluster, reason string) { m.overloaded.WithLabelValues(cluster, reason).Inc() },
 			Sticky:     func(listener, route, key string) func() { return m.sticky.WithLabelValues(listener, route, key).Inc },
+			RateLimit: func(listener, route, result string) func() {
+				return m.limits.route.WithLabelValues(listener, route, result).Inc
+			},
 		},
 	})
 	return i, nil
@@ -233,9 +249,15 @@ func (i *instance) Status() protocol.Status {
 			routes = append(routes, r.sticky.status(r.Name))
 		}
 	}
-	if routes == nil {
-		return nil
+	var st protocol.Status
+	if routes != nil {
+		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
-	return protocol.Status{{Key: "sticky", Value: routes}}
+	if limits := limitStatus(i.handler.table); limits != nil {
+		st = append(st, protocol.Field{Key: "rate_limits", Value: limits})
+	}
+	return st
 }
-func (*instance) Collect(chan<- prometheus.Metric) {}
+
+// Collect sends the rate limits' key counts.
+func (i *instance) Collect(ch chan<- prometheus.Metric) { collectRouteLimits(ch, i.handler.table) }

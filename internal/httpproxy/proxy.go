@@ -49,6 +49,9 @@ type Observer struct {
 	// ("header", "cookie", "client_ip" or "pod"); asked once per route and
 	// key.
 	Sticky func(listener, route, key string) func()
+	// RateLimit returns the counter of a rate-limited route's decisions
+	// ("allowed" or "limited"); asked once per route and result.
+	RateLimit func(listener, route, result string) func()
 }
 
 // Handler serves the requests of one listener generation.
@@ -79,6 +82,13 @@ func NewHandler(o HandlerOptions) *Handler {
 				for k, key := range stickyKeys {
 					r.sticky.counts[k] = bind(h.listener, r.Name, key)
 				}
+			}
+		}
+	}
+	if bind := o.Observer.RateLimit; bind != nil {
+		for _, r := range h.table.Routes {
+			if l := r.limit; l != nil {
+				l.allowed, l.limited = bind(h.listener, r.Name, "allowed"), bind(h.listener, r.Name, "limited")
 			}
 		}
 	}
@@ -138,8 +148,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
+	if route.limit != nil && h.limitedHTTP(rw, r, x) {
+		h.done(r, rw, x, start)
+		return
+	}
 	if reason, detail := x.cluster.opts.Filter.refuse(route.upstreamPath(r.URL.Path), r.Host); reason != "" {
 		h.refused(rw, x, reason, detail)
+		h.done(r, rw, x, start)
+		return
+	}
+	if x.cluster.opts.RateLimit != nil && h.upstreamLimited(rw, r, x, start) {
 		h.done(r, rw, x, start)
 		return
 	}

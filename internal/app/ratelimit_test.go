@@ -382,3 +382,53 @@ clusters:
 		}
 	})
 }
+
+// TestHTTPRateLimitReload: a reload that keeps a route's name and limit
+// keeps its buckets (a client does not get a full burst again); one that
+// changes the limit starts them afresh.
+func TestHTTPRateLimitReload(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "api", false)
+	addr := testenv.FreePort(t)
+	cfg := func(extra string, burst int) string {
+		return yamlf(`
+listeners:
+  - name: web
+    address: "%s"
+    protocol: http
+    routes:
+      - name: limited
+        match: {prefix: /}
+        to: [{cluster: api}]
+        rate_limit: {requests: 1, per: 1h, burst: %d}
+%sclusters:
+  - {name: api, endpoints: ["%s"]}
+`, addr, burst, extra, b.addr)
+	}
+	h := start(t, cfg("", 1), nil)
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	status := func() int {
+		resp, _ := httpGet(t, client, "http://"+addr+"/", nil)
+		return resp.StatusCode
+	}
+	if s := status(); s != 200 {
+		t.Fatalf("first: %d, want 200", s)
+	}
+	if s := status(); s != 429 {
+		t.Fatalf("second: %d, want 429", s)
+	}
+	reloads := func() string { return h.metric(`attache_config_reloads_total{result="success"}`) }
+	before := reloads()
+	h.rewrite(cfg("      - {name: other, match: {prefix: /other}, to: [{cluster: api}]}\n", 1))
+	eventually(t, 10*time.Second, "a reload", func() bool { return reloads() != before })
+	if s := status(); s != 429 {
+		t.Fatalf("after a reload that kept the limit: %d, want 429 (the bucket kept)", s)
+	}
+	before = reloads()
+	h.rewrite(cfg("", 2))
+	eventually(t, 10*time.Second, "a reload", func() bool { return reloads() != before })
+	if s := status(); s != 200 {
+		t.Fatalf("after a reload that changed the limit: %d, want 200 (a new bucket)", s)
+	}
+}

@@ -153,3 +153,40 @@ func FuzzRateLimitKey(f *testing.F) {
 		}
 	})
 }
+
+// TestEngineRateLimit: a route limited by a header key is served in the
+// engine, 429s included (pipelined, with bodies, HEAD without one), and
+// the connection stays in the engine; a route keyed on a claim is not.
+func TestEngineRateLimit(t *testing.T) {
+	engineOnly(t)
+	b := newEcho(t)
+	p := newProxy(t, true, []string{b.addr}, config.Route{RateLimit: &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
+		Key: &config.RateLimitKey{Header: "x-api-key"}, MaxKeys: 10, Headers: "limited"}})
+	c, br := raw(t, p.addr, "POST /a HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\nContent-Length: 3\r\n\r\nabc"+
+		"POST /b HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\nContent-Length: 3\r\n\r\ndef"+
+		"HEAD /c HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\n\r\n"+
+		"GET /d HTTP/1.1\r\nHost: a\r\nX-Api-Key: k2\r\n\r\n")
+	defer c.Close()
+	for i, want := range []struct {
+		method string
+		status int
+		body   string
+	}{{"POST", 200, "echo:abc"}, {"POST", 429, "attache: rate limited (route l/0)\n"}, {"HEAD", 429, ""}, {"GET", 200, "echo:"}} {
+		resp, body := readResp(t, br, want.method)
+		if resp.StatusCode != want.status || body != want.body {
+			t.Fatalf("response %d: %d %q, want %d %q", i, resp.StatusCode, body, want.status, want.body)
+		}
+		if want.status == 429 && (resp.Header.Get("Retry-After") != "3600" || resp.Header.Get("RateLimit") != `"l/0";r=0;t=3600`) {
+			t.Errorf("response %d: Retry-After %q RateLimit %q", i, resp.Header.Get("Retry-After"), resp.Header.Get("RateLimit"))
+		}
+	}
+	if e, g := engineConns(p); e != 1 || g != 0 {
+		t.Errorf("connections: %d in the engine, %d on the goroutine path; want 1, 0", e, g)
+	}
+	claim := compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}},
+		RateLimit: &config.RateLimit{Requests: 1, Per: config.Duration(time.Second), Burst: 1, Key: &config.RateLimitKey{Claim: "sub"}, MaxKeys: 1}},
+		func(string) *Cluster { return p.cluster })
+	if claim.fast {
+		t.Error("a route keyed on a claim is on the fast path")
+	}
+}

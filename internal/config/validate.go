@@ -619,6 +619,9 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 		if rl := r.RateLimit; rl != nil {
 			v.rateLimit(rp+".rate_limit", rl)
 		}
+		if rc := r.Cache; rc != nil {
+			v.routeCache(rp+".cache", rc)
+		}
 		if r.Timeout < 0 {
 			v.errorf(rp+".timeout", "must not be negative")
 		}

@@ -79,7 +79,13 @@ var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 	"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 
 // Describe sends the breaker state's descriptor.
-func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker; describeLimits(ch) }
+func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descBreaker
+	ch <- descCacheLookups
+	ch <- descCacheBytes
+	ch <- descCacheEntries
+	describeLimits(ch)
+}
 
 // NewCluster builds the cluster's Cluster.
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
@@ -156,6 +162,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
 	}
 	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
+	carryCaches(table, *lc, prev)
 	if old, ok := prev.(*instance); ok {
 		carryLimits(table, old.handler.table)
 	}
@@ -253,11 +260,17 @@ func (i *instance) Status() protocol.Status {
 	if routes != nil {
 		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
+	if caches := i.cacheStatus(); caches != nil {
+		st = append(st, protocol.Field{Key: "cache", Value: caches})
+	}
 	if limits := limitStatus(i.handler.table); limits != nil {
 		st = append(st, protocol.Field{Key: "rate_limits", Value: limits})
 	}
 	return st
 }
 
-// Collect sends the rate limits' key counts.
-func (i *instance) Collect(ch chan<- prometheus.Metric) { collectRouteLimits(ch, i.handler.table) }
+// Collect sends the metrics of the route caches and rate limits.
+func (i *instance) Collect(ch chan<- prometheus.Metric) {
+	i.collectCaches(ch)
+	collectRouteLimits(ch, i.handler.table)
+}

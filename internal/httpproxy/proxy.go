@@ -157,9 +157,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, x, start)
 		return
 	}
-	if x.cluster.opts.RateLimit != nil && h.upstreamLimited(rw, r, x, start) {
-		h.done(r, rw, x, start)
-		return
+	if route.cache != nil {
+		h.serveCached(rw, r, x)
+	} else {
+		h.forward(rw, r, x)
+	}
+	h.done(r, rw, x, start)
+}
+
+// forward sends r upstream as x and writes the response to w.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	route := x.route
+	var waited time.Duration // for a token of the cluster's rate limit: part of the route timeout
+	if x.cluster.opts.RateLimit != nil {
+		var answered bool
+		if waited, answered = h.upstreamLimited(w, r, x); answered {
+			return
+		}
 	}
 	// net/http cancels an HTTP/1.x request's context when it reads the end
 	// of the stream, which a client that half-closed after its request
@@ -173,15 +187,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	if route.timeout > 0 {
-		t := time.AfterFunc(route.timeout, func() { x.timedOut.Store(true); cancel() })
+		t := time.AfterFunc(route.timeout-waited, func() { x.timedOut.Store(true); cancel() })
 		x.stop = t.Stop
 		defer t.Stop()
 	}
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
 	}
-	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
-	h.done(r, rw, x, start)
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 }
 
 // checkedBody is a chunked HTTP/1.x request body on the net/http path,

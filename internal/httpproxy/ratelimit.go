@@ -313,24 +313,18 @@ func count(f func()) {
 }
 
 // upstreamLimited takes a token of the cluster's rate limit for a request
-// on the net/http path, waiting for it when the cluster's queue allows,
-// within the route's time left; it answers the request (429, true) when
-// there is none, and false when the request may go. A client that goes
-// away while it waits leaves the queue (its token goes back); it gets no
+// on the net/http path about to go upstream (a cache hit takes none),
+// waiting for it when the cluster's queue allows, within the route's
+// timeout; it answers the request (answered) when there is none, and
+// otherwise says how long the request waited. A client that goes away
+// while it waits leaves the queue (its token goes back); it gets no
 // answer (499 in metrics and the access log).
-func (h *Handler) upstreamLimited(w http.ResponseWriter, r *http.Request, x *exchange, start time.Time) bool {
+func (h *Handler) upstreamLimited(w http.ResponseWriter, r *http.Request, x *exchange) (waited time.Duration, answered bool) {
 	u := x.cluster.opts.RateLimit
-	now := time.Now()
-	var left time.Duration
-	if t := x.route.timeout; t > 0 {
-		if left = t - now.Sub(start); left <= 0 {
-			left = 1 // spent: no waiting
-		}
-	}
-	res, ok, after := u.Queue.Reserve(now.UnixNano(), left)
+	res, ok, after := u.Queue.Reserve(time.Now().UnixNano(), x.route.timeout)
 	if ok && res.Delay == 0 {
 		count(u.Allowed)
-		return false
+		return 0, false
 	}
 	if ok {
 		if res.Wait(r.Context()) {
@@ -338,12 +332,12 @@ func (h *Handler) upstreamLimited(w http.ResponseWriter, r *http.Request, x *exc
 			if u.Waited != nil {
 				u.Waited(res.Delay)
 			}
-			return false
+			return res.Delay, false
 		}
 		count(u.Cancelled)
 		x.reason = "client closed request"
 		w.WriteHeader(499) // nobody reads it: for the metrics
-		return true
+		return 0, true
 	}
 	count(u.Limited)
 	x.reason = reasonUpstreamLimited
@@ -356,7 +350,7 @@ func (h *Handler) upstreamLimited(w http.ResponseWriter, r *http.Request, x *exc
 	if r.Method != http.MethodHead {
 		fmt.Fprintf(w, "attache: upstream rate limited (cluster %s)\n", x.cluster.Name())
 	}
-	return true
+	return 0, true
 }
 
 // rateLimitStatus is a route's rate limit in a listener's /status.

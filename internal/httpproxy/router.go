@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/httpcache"
 )
 
 // buckets is the resolution of a split: a sticky key hashes to one of
@@ -37,6 +38,9 @@ type Route struct {
 	remove  []string
 	fast    bool        // every target is plain HTTP/1.1: the fast path may serve it
 	limit   *routeLimit // rate_limit; nil: none
+
+	cache    *httpcache.Cache   // nil: none (cache.go)
+	cacheCfg *config.RouteCache // what cache was built from
 }
 
 type target struct {
@@ -78,6 +82,9 @@ func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	rt.fast = rt.limit.fast()
 	for _, t := range rt.targets {
 		rt.fast = rt.fast && t.cluster.plainHTTP1() && t.cluster.opts.RateLimit == nil
+	}
+	if r.Cache != nil { // served by net/http, handed off by the fast paths
+		rt.cache, rt.cacheCfg, rt.fast = newRouteCache(r.Cache), r.Cache, false
 	}
 	return rt
 }

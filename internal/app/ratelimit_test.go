@@ -432,3 +432,36 @@ listeners:
 		t.Fatalf("after a reload that changed the limit: %d, want 200 (a new bucket)", s)
 	}
 }
+
+// TestHTTPRateLimitUpstreamCacheHit: a response cache hit sends nothing
+// upstream and takes no token of the cluster's rate limit.
+func TestHTTPRateLimitUpstreamCacheHit(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "api", false)
+	h := start(t, yamlf(`
+listeners:
+  - name: web
+    address: "127.0.0.1:0"
+    protocol: http
+    routes:
+      - {match: {prefix: /}, to: [{cluster: api}], cache: {default_ttl: 1m}}
+clusters:
+  - name: api
+    endpoints: ["%s"]
+    rate_limit: {requests: 1, per: 1h, burst: 1}
+`, b.addr), nil)
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	for i := range 5 {
+		resp, _ := httpGet(t, client, "http://"+h.addr("web")+"/same", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d, want 200 (from the cache after the first)", i, resp.StatusCode)
+		}
+	}
+	if resp, _ := httpGet(t, client, "http://"+h.addr("web")+"/other", nil); resp.StatusCode != 429 {
+		t.Fatalf("a miss after the one token: status %d, want 429", resp.StatusCode)
+	}
+	if b.hits.Load() != 1 {
+		t.Errorf("backend saw %d, want 1", b.hits.Load())
+	}
+}

@@ -190,6 +190,8 @@ type Route struct {
 	Headers *HeaderOps    `yaml:"headers"`
 	JWT     *RouteJWT     `yaml:"jwt"`   // nil: no token check
 	Cache   *RouteCache   `yaml:"cache"` // cache.go
+	// RateLimit limits the route's requests (ratelimit.go); nil: none.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -346,6 +348,8 @@ type Cluster struct {
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
 	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
+	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
+	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
 }
 
 // ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
@@ -763,6 +767,7 @@ func (c *Config) applyDefaults() {
 			}
 		}
 	}
+	c.applyRateLimits()
 }
 
 func (c *Config) applyPostgresDefaults(p string, pg *ListenerPostgres) {

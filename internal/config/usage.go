@@ -28,6 +28,8 @@ var clusterFieldUse = []struct {
 		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
 	{"circuit_breaker", []string{"http"}, "its limits count HTTP requests and connections of the HTTP pool",
 		func(cl *Cluster) bool { return cl.CircuitBreaker != nil }},
+	{"rate_limit", []string{"http"}, "it limits the HTTP requests sent to the cluster",
+		func(cl *Cluster) bool { return cl.RateLimit != nil }},
 }
 
 var (
@@ -82,6 +84,11 @@ func (v *validator) unusedFields() {
 		if cl.Balance == "ewma" && usedBy(protos, fieldUsers("balance")) { // else refused above
 			if others := without(protos, latencyTimers); len(others) > 0 {
 				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only http and tcp listeners time their requests or connections); use p2c or least_request", protoList(others))
+			}
+		}
+		if cl.RateLimit != nil && protos["http"] {
+			if others := without(protos, []string{"http"}); len(others) > 0 {
+				v.errorf(p+".rate_limit", "not honoured by %s listeners (only HTTP requests are counted); give them a cluster of their own", protoList(others))
 			}
 		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {

@@ -338,6 +338,9 @@ func (v *validator) cluster(p string, cl *Cluster) {
 			v.errorf(rp, "a sharded cluster needs a fixed endpoint list (the ring is built from it)")
 		}
 	}
+	if rl := cl.RateLimit; rl != nil {
+		v.upstreamRateLimit(p+".rate_limit", rl)
+	}
 	if b := cl.CircuitBreaker; b != nil {
 		bp := p + ".circuit_breaker"
 		for name, n := range map[string]int{"max_connections": b.MaxConnections, "max_pending": b.MaxPending, "max_requests": b.MaxRequests, "max_retries": b.MaxRetries} {
@@ -615,6 +618,9 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 		}
 		if s := r.Sticky; s != nil {
 			v.sticky(rp+".sticky", s)
+		}
+		if rl := r.RateLimit; rl != nil {
+			v.rateLimit(rp+".rate_limit", rl)
 		}
 		if rc := r.Cache; rc != nil {
 			v.routeCache(rp+".cache", rc)

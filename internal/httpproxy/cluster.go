@@ -40,6 +40,8 @@ type ClusterOptions struct {
 	Credentials *credentials.Set
 	// Filter refuses requests by path and Host (kubernetes_api); nil: none.
 	Filter *Filter
+	// RateLimit limits the requests sent to the cluster; nil: none.
+	RateLimit *UpstreamLimit
 }
 
 // Cluster is the HTTP side of an upstream cluster: one connection pool

@@ -520,6 +520,9 @@ func (c *econn) begin(h *Handler, route *Route) {
 		c.lastHost, c.lastLoopback = strings.Clone(r.host), isLoopbackHost(r.host)
 	}
 	x.hostFrom = (route.rewrite == nil || route.rewrite.Host == "") && c.lastLoopback
+	if route.limit != nil && c.rateLimited(route) {
+		return
+	}
 	if route.timeout > 0 {
 		c.deadline = c.start + int64(route.timeout)
 	}

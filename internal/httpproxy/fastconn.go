@@ -355,6 +355,11 @@ func (fc *fastConn) proxy(route *Route) int {
 		fc.lastHost, fc.lastLoopback = r.host, isLoopbackHost(r.host)
 	}
 	x.hostFrom = (route.rewrite == nil || route.rewrite.Host == "") && fc.lastLoopback
+	if route.limit != nil {
+		if status, limited := fc.rateLimited(route); limited {
+			return status
+		}
+	}
 	fc.deadline = time.Time{}
 	if route.timeout > 0 {
 		fc.deadline = fc.start.Add(route.timeout)

@@ -50,6 +50,7 @@ type metricSet struct {
 	// attache_http_jwt_jwks_loads_total{listener,provider,result}: reads
 	// of a JWKS file and fetches from a cluster, "ok" or "error".
 	jwksLoads *prometheus.CounterVec
+	limits    limitMetrics // rate limits (ratelimit_metrics.go)
 }
 
 var _ interface {
@@ -74,6 +75,7 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 		jwt: metrics.Counter(r, "attache_http_jwt_requests_total", "Requests of routes with a JWT check, by result: allowed, no_token, or the reason of a refusal.",
 			"listener", "route", "provider", "result"),
 		jwksLoads: metrics.Counter(r, "attache_http_jwt_jwks_loads_total", "Reads and fetches of JWT providers' key sets, by result.", "listener", "provider", "result"),
+		limits:    newLimitMetrics(r),
 	}
 	return nil
 }
@@ -98,6 +100,7 @@ func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCacheBytes
 	ch <- descCacheEntries
 	ch <- descJWKSKeys
+	describeLimits(ch)
 }
 
 // NewCluster builds the cluster's Cluster.
@@ -116,6 +119,7 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	if k := cc.KubernetesAPI; k != nil {
 		o.Filter = NewFilter(*k)
 	}
+	o.RateLimit = p.m.limits.upstreamLimit(cc.Name, cc.RateLimit)
 	if b := cc.CircuitBreaker; b != nil {
 		o.Limits = Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
 		if b.ConsecutiveFailures > 0 {
@@ -141,15 +145,22 @@ func (i *clusterInstance) Stop(protocol.Instance, *config.Config, *config.Config
 
 // Status shows the breaker's state.
 func (i *clusterInstance) Status() protocol.Status {
+	var st protocol.Status
 	if b := i.c.Breaker(); b != nil {
-		return protocol.Status{{Key: "circuit_breaker", Value: b.State().String()}} // closed | open | half_open
+		st = append(st, protocol.Field{Key: "circuit_breaker", Value: b.State().String()}) // closed | open | half_open
 	}
-	return nil
+	if u := i.c.opts.RateLimit; u != nil {
+		st = append(st, protocol.Field{Key: "rate_limit", Value: u.status()})
+	}
+	return st
 }
 
 func (i *clusterInstance) Collect(ch chan<- prometheus.Metric) {
 	if b := i.c.Breaker(); b != nil {
 		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(b.State()), i.c.Name())
+	}
+	if u := i.c.opts.RateLimit; u != nil {
+		collectUpstreamLimit(ch, i.c.Name(), u)
 	}
 }
 
@@ -191,6 +202,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	table := NewTable(*lc, clusters)
 	table.bindJWT(lc, jwt)
 	carryCaches(table, *lc, prev)
+	if old, ok := prev.(*instance); ok {
+		carryLimits(table, old.handler.table)
+	}
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -225,6 +239,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 			Sticky:     func(listener, route, key string) func() { return m.sticky.WithLabelValues(listener, route, key).Inc },
 			JWT: func(listener, route, provider, result string) func() {
 				return m.jwt.WithLabelValues(listener, route, provider, result).Inc
+			},
+			RateLimit: func(listener, route, result string) func() {
+				return m.limits.route.WithLabelValues(listener, route, result).Inc
 			},
 		},
 	})
@@ -310,13 +327,17 @@ func (i *instance) Status() protocol.Status {
 		}
 		st = append(st, protocol.Field{Key: "jwt", Value: jwtRoutes}, protocol.Field{Key: "jwt_providers", Value: provs})
 	}
+	if limits := limitStatus(i.handler.table); limits != nil {
+		st = append(st, protocol.Field{Key: "rate_limits", Value: limits})
+	}
 	return st
 }
 
-// Collect sends the metrics of the route caches and the keys each JWT
-// provider holds.
+// Collect sends the metrics of the route caches, the rate limits and the
+// keys each JWT provider holds.
 func (i *instance) Collect(ch chan<- prometheus.Metric) {
 	i.collectCaches(ch)
+	collectRouteLimits(ch, i.handler.table)
 	for name, p := range i.jwt {
 		ch <- prometheus.MustNewConstMetric(descJWKSKeys, prometheus.GaugeValue, float64(p.p.Keys()), i.name, name)
 	}

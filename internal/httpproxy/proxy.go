@@ -53,6 +53,9 @@ type Observer struct {
 	// ("allowed", "no_token" or a refusal reason); asked once per route
 	// and result, on first use.
 	JWT func(listener, route, provider, result string) func()
+	// RateLimit returns the counter of a rate-limited route's decisions
+	// ("allowed" or "limited"); asked once per route and result.
+	RateLimit func(listener, route, result string) func()
 }
 
 // Handler serves the requests of one listener generation.
@@ -91,6 +94,13 @@ func NewHandler(o HandlerOptions) *Handler {
 			if j := r.jwt; j != nil {
 				route, provider := r.Name, j.prov.cfg.Name
 				j.bind = func(result string) func() { return bind(h.listener, route, provider, result) }
+			}
+		}
+	}
+	if bind := o.Observer.RateLimit; bind != nil {
+		for _, r := range h.table.Routes {
+			if l := r.limit; l != nil {
+				l.allowed, l.limited = bind(h.listener, r.Name, "allowed"), bind(h.listener, r.Name, "limited")
 			}
 		}
 	}
@@ -159,6 +169,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		authed = claimsOf(r) != nil
 	}
+	if route.limit != nil && h.limitedHTTP(rw, r, x) {
+		h.done(r, rw, x, start)
+		return
+	}
 	if reason, detail := x.cluster.opts.Filter.refuse(route.upstreamPath(r.URL.Path), r.Host); reason != "" {
 		h.refused(rw, x, reason, detail)
 		h.done(r, rw, x, start)
@@ -178,6 +192,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // forward sends r upstream as x and writes the response to w.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 	route := x.route
+	var waited time.Duration // for a token of the cluster's rate limit: part of the route timeout
+	if x.cluster.opts.RateLimit != nil {
+		var answered bool
+		if waited, answered = h.upstreamLimited(w, r, x); answered {
+			return
+		}
+	}
 	// net/http cancels an HTTP/1.x request's context when it reads the end
 	// of the stream, which a client that half-closed after its request
 	// sends too: it still gets its response, as on the fast path (the
@@ -190,7 +211,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	if route.timeout > 0 {
-		t := time.AfterFunc(route.timeout, func() { x.timedOut.Store(true); cancel() })
+		t := time.AfterFunc(route.timeout-waited, func() { x.timedOut.Store(true); cancel() })
 		x.stop = t.Stop
 		defer t.Stop()
 	}

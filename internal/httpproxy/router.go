@@ -36,8 +36,9 @@ type Route struct {
 	rewrite *config.Rewrite
 	add     map[string]string
 	remove  []string
-	fast    bool      // every target is plain HTTP/1.1: the fast path may serve it
-	jwt     *routeJWT // nil: no token check
+	fast    bool        // every target is plain HTTP/1.1: the fast path may serve it
+	jwt     *routeJWT   // nil: no token check
+	limit   *routeLimit // rate_limit; nil: none
 
 	cache    *httpcache.Cache   // nil: none (cache.go)
 	cacheCfg *config.RouteCache // what cache was built from
@@ -52,7 +53,8 @@ type target struct {
 // compileRoute builds a Route; clusters resolves names (validated already).
 func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	rt := &Route{Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path, host: strings.ToLower(r.Match.Host),
-		headers: r.Match.Headers, sticky: compileSticky(r.Sticky), timeout: r.Timeout.D(), rewrite: r.Rewrite}
+		headers: r.Match.Headers, sticky: compileSticky(r.Sticky), timeout: r.Timeout.D(), rewrite: r.Rewrite,
+		limit: compileLimit(r.Name, r.RateLimit)}
 	if r.Match.Regex != "" {
 		rt.regex = regexp.MustCompile("^(?:" + r.Match.Regex + ")$")
 	}
@@ -78,9 +80,9 @@ func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	if h := r.Headers; h != nil {
 		rt.add, rt.remove = h.Add, h.Remove
 	}
-	rt.fast = true
+	rt.fast = rt.limit.fast()
 	for _, t := range rt.targets {
-		rt.fast = rt.fast && t.cluster.plainHTTP1()
+		rt.fast = rt.fast && t.cluster.plainHTTP1() && t.cluster.opts.RateLimit == nil
 	}
 	if r.Cache != nil { // served by net/http, handed off by the fast paths
 		rt.cache, rt.cacheCfg, rt.fast = newRouteCache(r.Cache), r.Cache, false

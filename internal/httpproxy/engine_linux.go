@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,13 +53,12 @@ const (
 	maxSpare = 64
 )
 
-// engines are the event loops of one Server, started with its first
-// connection; connections are spread over them in turn.
+// engines are a Server's parts of the process's event loops, joined with
+// its first connection; connections are spread over them in turn.
 type engines struct {
 	s     *Server
 	log   *slog.Logger
-	g     *evloop.Group // the process's loops, or the Server's own (own)
-	own   bool
+	g     *evloop.Group // the process's loops
 	once  sync.Once
 	mu    sync.Mutex
 	loops []*engine // under mu: set once by start
@@ -68,14 +66,13 @@ type engines struct {
 	open  atomic.Int64 // connections in the loops
 }
 
-// newEngines returns the engines of s on g's loops; a nil g: loops of
-// s's own.
+// newEngines returns the engines of s on g's loops; nil for a nil g (the
+// goroutine fast path serves).
 func newEngines(s *Server, g *evloop.Group, log *slog.Logger) *engines {
-	es := &engines{s: s, log: log, g: g}
 	if g == nil {
-		es.g, es.own = evloop.NewGroup(runtime.GOMAXPROCS(0)), true
+		return nil
 	}
-	return es
+	return &engines{s: s, log: log, g: g}
 }
 
 func (es *engines) start() {
@@ -158,9 +155,6 @@ func (es *engines) stop() {
 	for _, e := range es.started() {
 		e.part.Leave()
 		<-e.part.Done()
-	}
-	if es.own {
-		es.g.Close()
 	}
 }
 

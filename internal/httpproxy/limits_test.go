@@ -422,7 +422,7 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 	body := strings.Repeat("b", 200<<10)
 	cases := []struct {
 		name    string
-		path wirePath
+		path    wirePath
 		version string
 	}{
 		{"engine", onEngine, "auto"},

@@ -89,15 +89,15 @@ type Config struct {
 	Keep func(addr string) bool
 	Log  *slog.Logger
 
-	// NoEngine serves every client with goroutines. By default, in
-	// transaction mode without server TLS, plain-TCP clients are served
-	// after login by epoll engines (Linux only; see docs/postgres.md), on
-	// Engines of the loops, or GOMAXPROCS-1 (at least one) when 0.
-	NoEngine bool
-	Engines  int
-	// Loops are the process's event loops (evloop.Group), shared with its
-	// other listeners; nil: the Proxy's own, Engines of them.
-	Loops *evloop.Group
+	// Loops are the process's event loops (evloop.Group), shared with
+	// its other listeners: in transaction mode without server TLS,
+	// plain-TCP clients are served after login by epoll engines on Engines
+	// of them (GOMAXPROCS-1, at least one, when 0; see docs/postgres.md).
+	// nil, or a platform without epoll: the portable path, every client
+	// served by goroutines. Every protocol takes its loops this one way
+	// (see docs/architecture.md).
+	Loops   *evloop.Group
+	Engines int
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -116,9 +116,8 @@ type Proxy struct {
 	closed    bool
 	stop      chan struct{}
 
-	engines  []*engine     // plain-TCP transaction-mode clients; none: goroutines only
-	ownLoops *evloop.Group // the loops made for the Proxy when Config.Loops is nil
-	next     atomic.Uint32
+	engines []*engine // plain-TCP transaction-mode clients; none: goroutines only
+	next    atomic.Uint32
 	// clients moved into an engine, and handed back from one (for tests)
 	engineClients, handedBack atomic.Int64
 }
@@ -146,13 +145,8 @@ func New(cfg Config) *Proxy {
 		// thread of its own would take from them (evloop.Threads).
 		p.cfg.Engines = max(runtime.GOMAXPROCS(0)-1, 1)
 	}
-	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && !cfg.NoEngine {
-		g := cfg.Loops
-		if g == nil {
-			p.ownLoops = evloop.NewGroup(p.cfg.Engines)
-			g = p.ownLoops
-		}
-		loops := g.Loops()
+	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && cfg.Loops != nil {
+		loops := cfg.Loops.Loops()
 		p.engines = newEngines(p, loops[:min(p.cfg.Engines, len(loops))])
 	}
 	go p.maintain()
@@ -208,7 +202,6 @@ func (p *Proxy) stopEngines() {
 	for _, e := range p.engines {
 		e.stop()
 	}
-	p.ownLoops.Close()
 }
 
 // poolsLocked returns the pools, to work on after mu is released. mu held.

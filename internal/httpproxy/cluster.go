@@ -51,7 +51,7 @@ type Cluster struct {
 	opts ClusterOptions
 
 	mu         sync.Mutex
-	transports map[string]*transport // net/http's, per endpoint address
+	transports map[string]*transport            // net/http's, per endpoint address
 	pools      map[*upstream.Endpoint]*connPool // the fast path's, per endpoint
 
 	inflight atomic.Int64 // admitted requests, pending ones included

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -79,5 +80,26 @@ func TestPortablePath(t *testing.T) {
 		{"TLSDrainClosesIdle", TestTLSDrainClosesIdle},
 	} {
 		t.Run(tc.name, tc.f)
+	}
+}
+
+// TestNetHTTPOnlyEnv: ATTACHE_HTTP_FAST_PATH is off or nothing; the
+// value that chose the goroutine path says what took its place.
+func TestNetHTTPOnlyEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want bool
+		err  string
+	}{
+		{nil, false, ""},
+		{map[string]string{"ATTACHE_HTTP_FAST_PATH": ""}, false, ""},
+		{map[string]string{"ATTACHE_HTTP_FAST_PATH": "off"}, true, ""},
+		{map[string]string{"ATTACHE_HTTP_FAST_PATH": "goroutine"}, false, "ATTACHE_HTTP_FAST_PATH=goroutine: no longer read; set ATTACHE_EVENT_LOOPS=off to serve every protocol without event loops"},
+		{map[string]string{"ATTACHE_HTTP_FAST_PATH": "on"}, false, `ATTACHE_HTTP_FAST_PATH="on": want off (net/http serves every connection) or nothing`},
+	} {
+		got, err := netHTTPOnly(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		if got != tc.want || fmt.Sprint(err) != tc.err && !(err == nil && tc.err == "") {
+			t.Errorf("%v: got %v, %v; want %v, %q", tc.env, got, err, tc.want, tc.err)
+		}
 	}
 }

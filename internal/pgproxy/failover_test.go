@@ -70,7 +70,7 @@ func TestConnectElsewhere(t *testing.T) {
 					}
 					return conn, ep.Addr, nil
 				}}
-			p := New(cfg)
+			p := New(onPath(t, cfg, true))
 			t.Cleanup(p.Close)
 			addr := testenv.Serve(t, nil, func(conn net.Conn) { p.ServeConn(context.Background(), conn) })
 			// Clients inside transactions at once: each holds a server

@@ -12,6 +12,10 @@
 #                                  # alone (ATTACHE_EVENT_LOOPS=off), as att-gor
 #   ALT=/tmp/attache-old bench/http.sh   # also another build, as alt
 #   VERBOSE=1 bench/http.sh       # and every run's figures
+#
+# att-cache is attache with a response cache on its route (default_ttl
+# 1h, so that both bodies are stored): every measured request is a cache
+# hit, served on the net/http path, beside the plain route.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +26,7 @@ CONNS=${CONNS:-64}
 require wrk:wrk nginx:nginx-light haproxy:haproxy curl:curl
 
 BP=$(freeport); AP=$(freeport); NP=$(freeport); HP=$(freeport); ADM=$(freeport); GP=$(freeport); GADM=$(freeport)
+CP=$(freeport); CADM=$(freeport)
 head -c 16384 /dev/urandom > "$work/big.bin"
 # nginx's workers run as nobody when it starts as root: they must read
 # big.bin (a 0700 work directory made /big a 403 page, logged per request).
@@ -68,11 +73,20 @@ clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_end
 EOF
 
 sed -e "s/127.0.0.1:$ADM/127.0.0.1:$GADM/" -e "s/127.0.0.1:$AP/127.0.0.1:$GP/" "$work/attache.yaml" > "$work/attache-g.yaml"
+cat > "$work/attache-c.yaml" <<EOF
+admin: {address: "127.0.0.1:$CADM"}
+log: {level: warn}
+listeners:
+  - {name: web, address: "127.0.0.1:$CP", protocol: http,
+     routes: [{match: {prefix: /}, to: [{cluster: backend}], cache: {default_ttl: 1h}}]}
+clusters: [{name: backend, endpoints: ["127.0.0.1:$BP"], http: {max_idle_per_endpoint: 128}}]
+EOF
 
 nginx -c "$work/backend.conf" 2>"$work/backend.log" & pids+=($!)
 waitport "$BP"
 make -s build >/dev/null
 GOMAXPROCS=1 bin/attache run --config "$work/attache.yaml" 2>"$work/attache.log" & APID=$!; pids+=($APID)
+GOMAXPROCS=1 bin/attache run --config "$work/attache-c.yaml" 2>"$work/attache-c.log" & CPID=$!; pids+=($CPID)
 nginx -c "$work/proxy.conf" 2>"$work/nginx.log" & pids+=($!)
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & HPID=$!; pids+=($HPID)
 if [ "${GOROUTINE:-}" = 1 ]; then
@@ -81,14 +95,14 @@ if [ "${GOROUTINE:-}" = 1 ]; then
 fi
 # ALT=path/to/attache: another build as one more target (start_alt).
 if [ -n "${ALT:-}" ]; then start_alt "$AP" "$ADM"; fi
-waitport "$AP"; waitport "$NP"; waitport "$HP"
+waitport "$AP"; waitport "$NP"; waitport "$HP"; waitport "$CP"
 sleep 1
 NPID=$(pgrep -P "$(cat "$work/np/pid")" | head -1); [ -n "$NPID" ] || NPID=$(cat "$work/np/pid")
 idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$APID/status")
 
-declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP)
-declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID)
-targets=(direct attache nginx haproxy)
+declare -A port=([direct]=$BP [attache]=$AP [nginx]=$NP [haproxy]=$HP [att-cache]=$CP)
+declare -A pid=([attache]=$APID [nginx]=$NPID [haproxy]=$HPID [att-cache]=$CPID)
+targets=(direct attache att-cache nginx haproxy)
 if [ "${GOROUTINE:-}" = 1 ]; then port[att-gor]=$GP; pid[att-gor]=$GPID; targets+=(att-gor); fi
 if [ -n "${ALT:-}" ]; then port[alt]=$XP; pid[alt]=$XPID; targets+=(alt); fi
 # Every target must serve both bodies before anything is measured.
@@ -98,6 +112,11 @@ for tgt in "${targets[@]}"; do
     want="200 16384"; [ "$path" = small ] && want="200 15"
     [ "$got" = "$want" ] || { echo "bench: $tgt /$path answered \"$got\", want \"$want\"" >&2; exit 1; }
   done
+done
+# ... and att-cache has both stored: a second request is a hit.
+for path in small big; do
+  age=$(curl -s -o /dev/null -D - "http://127.0.0.1:$CP/$path" | tr -d '\r' | awk -F': ' 'tolower($1)=="age"{print $2}')
+  [ -n "$age" ] || { echo "bench: att-cache /$path was not served from the cache (no Age)" >&2; exit 1; }
 done
 res="$work/results"; : > "$res"
 toms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }

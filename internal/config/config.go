@@ -186,6 +186,7 @@ type Route struct {
 	Retries *Retries      `yaml:"retries"`
 	Rewrite *Rewrite      `yaml:"rewrite"`
 	Headers *HeaderOps    `yaml:"headers"`
+	Cache   *RouteCache   `yaml:"cache"` // cache.go
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -622,6 +623,7 @@ func (c *Config) applyDefaults() {
 			c.applyPostgresDefaults(fmt.Sprintf("listeners[%d].postgres", i), l.Postgres)
 		}
 	}
+	c.applyCache()
 	for _, l := range c.Listeners {
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" && cl.Redis == nil {
 			cl.Redis = &ClusterRedis{}

@@ -613,6 +613,9 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 		if s := r.Sticky; s != nil {
 			v.sticky(rp+".sticky", s)
 		}
+		if rc := r.Cache; rc != nil {
+			v.routeCache(rp+".cache", rc)
+		}
 		if r.Timeout < 0 {
 			v.errorf(rp+".timeout", "must not be negative")
 		}

@@ -89,7 +89,12 @@ var descBreaker = prometheus.NewDesc("attache_http_breaker_state",
 	"Circuit breaker state: 0 closed, 1 open, 2 half-open.", []string{"cluster"}, nil)
 
 // Describe sends the breaker state's descriptor.
-func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
+func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descBreaker
+	ch <- descCacheLookups
+	ch <- descCacheBytes
+	ch <- descCacheEntries
+}
 
 // NewCluster builds the cluster's Cluster.
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
@@ -158,6 +163,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		i.srv = NewServer(ServerOptions{IdleTimeout: lc.IdleTimeout.D(), Loops: p.loops, NetHTTP: p.netHTTP, Log: env.Log})
 	}
 	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
+	carryCaches(table, *lc, prev)
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -250,9 +256,15 @@ func (i *instance) Status() protocol.Status {
 			routes = append(routes, r.sticky.status(r.Name))
 		}
 	}
-	if routes == nil {
-		return nil
+	var st protocol.Status
+	if routes != nil {
+		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
-	return protocol.Status{{Key: "sticky", Value: routes}}
+	if caches := i.cacheStatus(); caches != nil {
+		st = append(st, protocol.Field{Key: "cache", Value: caches})
+	}
+	return st
 }
-func (*instance) Collect(chan<- prometheus.Metric) {}
+
+// Collect sends the metrics of the route caches.
+func (i *instance) Collect(ch chan<- prometheus.Metric) { i.collectCaches(ch) }

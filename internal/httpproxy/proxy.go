@@ -143,6 +143,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, x, start)
 		return
 	}
+	if route.cache != nil {
+		h.serveCached(rw, r, x)
+	} else {
+		h.forward(rw, r, x)
+	}
+	h.done(r, rw, x, start)
+}
+
+// forward sends r upstream as x and writes the response to w.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	route := x.route
 	// net/http cancels an HTTP/1.x request's context when it reads the end
 	// of the stream, which a client that half-closed after its request
 	// sends too: it still gets its response, as on the fast path (the
@@ -162,8 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
 	}
-	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
-	h.done(r, rw, x, start)
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 }
 
 // checkedBody is a chunked HTTP/1.x request body on the net/http path,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/httpcache"
 )
 
 // buckets is the resolution of a split: a sticky key hashes to one of
@@ -36,6 +37,9 @@ type Route struct {
 	add     map[string]string
 	remove  []string
 	fast    bool // every target is plain HTTP/1.1: the fast path may serve it
+
+	cache    *httpcache.Cache   // nil: none (cache.go)
+	cacheCfg *config.RouteCache // what cache was built from
 }
 
 type target struct {
@@ -76,6 +80,9 @@ func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 	rt.fast = true
 	for _, t := range rt.targets {
 		rt.fast = rt.fast && t.cluster.plainHTTP1()
+	}
+	if r.Cache != nil { // served by net/http, handed off by the fast paths
+		rt.cache, rt.cacheCfg, rt.fast = newRouteCache(r.Cache), r.Cache, false
 	}
 	return rt
 }

@@ -9,7 +9,7 @@
 #
 #   bench/http.sh                  # ROUNDS=3 DURATION=5s by default
 #   GOROUTINE=1 bench/http.sh      # also attache on the goroutine fast path
-#                                  # alone (ATTACHE_HTTP_FAST_PATH=goroutine), as att-gor
+#                                  # alone (ATTACHE_EVENT_LOOPS=off), as att-gor
 #   ALT=/tmp/attache-old bench/http.sh   # also another build, as alt
 #   JWT=0 bench/http.sh           # without att-jwt: attache with a JWT check
 #                                  # (RS256, jwt_providers) on every request
@@ -110,7 +110,7 @@ GOMAXPROCS=1 bin/attache run --config "$work/attache-c.yaml" 2>"$work/attache-c.
 nginx -c "$work/proxy.conf" 2>"$work/nginx.log" & pids+=($!)
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & HPID=$!; pids+=($HPID)
 if [ "${GOROUTINE:-}" = 1 ]; then
-  ATTACHE_HTTP_FAST_PATH=goroutine GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
+  ATTACHE_EVENT_LOOPS=off GOMAXPROCS=1 bin/attache run --config "$work/attache-g.yaml" 2>"$work/attache-g.log" & GPID=$!; pids+=($GPID)
   waitport "$GP"
 fi
 if [ "${JWT:-1}" = 1 ]; then

@@ -116,8 +116,12 @@ func New(opts Options) (*App, error) {
 		a.log = slog.New(slog.NewTextHandler(opts.LogOutput, hopts))
 	}
 	a.pool = listener.NewPool(a.log)
+	loops, err := eventLoops(opts.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
 	a.proc = &protocol.Process{
-		Loops:        evloop.NewGroup(runtime.GOMAXPROCS(0)),
+		Loops:        loops,
 		Log:          a.log,
 		Metrics:      a.metrics,
 		LookupEnv:    opts.LookupEnv,
@@ -406,4 +410,21 @@ func (a *App) Shutdown(ctx context.Context) {
 		}
 	}
 	a.log.Info("stopped")
+}
+
+// eventLoops returns the process's event loops, on which every protocol's
+// engine serves (see protocol.Process.Loops), or nil when
+// ATTACHE_EVENT_LOOPS=off in the environment asks for every protocol's
+// portable goroutine path instead: the escape hatch should an engine
+// misbehave (as HAProxy's noepoll is), and the path that serves where
+// there is no epoll. It is the one switch between the two paths.
+func eventLoops(lookupEnv func(string) (string, bool)) (*evloop.Group, error) {
+	switch v, _ := lookupEnv("ATTACHE_EVENT_LOOPS"); v {
+	case "", "on":
+		return evloop.NewGroup(runtime.GOMAXPROCS(0)), nil
+	case "off":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("ATTACHE_EVENT_LOOPS=%q: want on or off", v)
+	}
 }

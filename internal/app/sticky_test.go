@@ -26,7 +26,7 @@ func TestHTTPStickyEndUser(t *testing.T) {
 		t.Run(path, func(t *testing.T) {
 			env := map[string]string{"POD_NAME": "orders-7d9f-abcde"}
 			if path == "goroutine" {
-				env["ATTACHE_HTTP_FAST_PATH"] = "goroutine"
+				env["ATTACHE_EVENT_LOOPS"] = "off" // the portable path
 			}
 			testStickyEndUser(t, env)
 		})

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +53,7 @@ type Cluster struct {
 	opts ClusterOptions
 
 	mu         sync.Mutex
-	transports map[string]*http.Transport
+	transports map[string]*transport            // net/http's, per endpoint address
 	pools      map[*upstream.Endpoint]*connPool // the fast path's, per endpoint
 
 	inflight atomic.Int64 // admitted requests, pending ones included
@@ -62,7 +63,7 @@ type Cluster struct {
 
 // NewCluster returns the HTTP side of opts.Upstream.
 func NewCluster(opts ClusterOptions) *Cluster {
-	c := &Cluster{opts: opts, transports: map[string]*http.Transport{}, pools: map[*upstream.Endpoint]*connPool{}}
+	c := &Cluster{opts: opts, transports: map[string]*transport{}, pools: map[*upstream.Endpoint]*connPool{}}
 	c.slots.max = int64(opts.Limits.MaxConnections)
 	return c
 }
@@ -78,7 +79,7 @@ func (c *Cluster) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, t := range c.transports {
-		t.CloseIdleConnections()
+		t.t.CloseIdleConnections()
 	}
 	for _, p := range c.pools {
 		p.close()
@@ -98,6 +99,15 @@ func (c *Cluster) plainHTTP1() bool {
 func (c *Cluster) pool(ep *upstream.Endpoint) *connPool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.poolLocked(ep)
+}
+
+// budget returns ep's idle budget (see idleBudget), which its connPool
+// holds.
+func (c *Cluster) budget(ep *upstream.Endpoint) *idleBudget { return c.pool(ep).budget }
+
+// poolLocked is pool with c.mu held.
+func (c *Cluster) poolLocked(ep *upstream.Endpoint) *connPool {
 	if p := c.pools[ep]; p != nil {
 		return p
 	}
@@ -113,7 +123,7 @@ func (c *Cluster) pool(ep *upstream.Endpoint) *connPool {
 			}
 		}
 	}
-	p := &connPool{ep: ep, up: c.opts.Upstream, max: c.opts.MaxIdle, idle: c.opts.IdleTimeout,
+	p := &connPool{ep: ep, up: c.opts.Upstream, budget: &idleBudget{max: int64(c.opts.MaxIdle)}, idle: c.opts.IdleTimeout,
 		dialer: net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}}
 	c.pools[ep] = p
 	return p
@@ -126,12 +136,14 @@ func (e *connectError) Error() string { return e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
 // transport returns the pool of one endpoint, creating it on first use and
-// dropping pools of endpoints that are gone.
-func (c *Cluster) transport(ep *upstream.Endpoint) *http.Transport {
+// dropping pools of endpoints that are gone. For a cleartext HTTP/1.1
+// cluster, which the fast paths serve too, its idle connections count
+// against the endpoint's idleBudget (see countIdle).
+func (c *Cluster) transport(ep *upstream.Endpoint) http.RoundTripper {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t := c.transports[ep.Addr]; t != nil {
-		return t
+		return t.rt
 	}
 	if len(c.transports) > 2*len(c.opts.Upstream.Endpoints())+4 {
 		live := map[string]bool{}
@@ -140,7 +152,7 @@ func (c *Cluster) transport(ep *upstream.Endpoint) *http.Transport {
 		}
 		for a, t := range c.transports {
 			if !live[a] {
-				t.CloseIdleConnections()
+				t.t.CloseIdleConnections()
 				delete(c.transports, a)
 			}
 		}
@@ -148,11 +160,18 @@ func (c *Cluster) transport(ep *upstream.Endpoint) *http.Transport {
 	addr := ep.Addr
 	up := c.opts.Upstream
 	dialer := &net.Dialer{Timeout: c.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	var budget *idleBudget // cleartext HTTP/1.1: the endpoint's, shared with the fast paths
+	if c.plainHTTP1() {
+		budget = c.poolLocked(ep).budget
+	}
 	dial := func(ctx context.Context) (net.Conn, error) {
 		conn, err := dialer.DialContext(ctx, "tcp", addr)
 		up.RecordConnect(ep, err)
 		if err != nil {
 			return nil, &connectError{err}
+		}
+		if budget != nil {
+			return &idleConn{Conn: conn, budget: budget}, nil
 		}
 		return conn, nil
 	}
@@ -206,8 +225,110 @@ func (c *Cluster) transport(ep *upstream.Endpoint) *http.Transport {
 			return tc, nil
 		}
 	}
-	c.transports[addr] = t
-	return t
+	et := &transport{t: t, rt: t}
+	if budget != nil {
+		et.rt = &countIdle{t: t, budget: budget}
+	}
+	c.transports[addr] = et
+	return et.rt
+}
+
+// transport is net/http's Transport of one endpoint, and the
+// RoundTripper requests take (countIdle for cleartext HTTP/1.1).
+type transport struct {
+	t  *http.Transport
+	rt http.RoundTripper
+}
+
+// countIdle is the Transport of a cleartext HTTP/1.1 endpoint, whose idle
+// connections count against the endpoint's idleBudget with the fast
+// paths'. The Transport owns its idle list and says nothing of it but
+// through httptrace: PutIdleConn after a connection went idle (then it
+// takes a place of the budget, or is closed when none is left, which
+// takes it out of the Transport's list) and GotConn with WasIdle when one
+// is reused (it gives its place back). So the Transport's
+// MaxIdleConnsPerHost is only its own ceiling; the budget is the bound.
+type countIdle struct {
+	t      *http.Transport
+	budget *idleBudget
+}
+
+func (ci *countIdle) RoundTrip(req *http.Request) (*http.Response, error) {
+	var got atomic.Pointer[idleConn] // the connection of this request
+	trace := &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			ic, ok := i.Conn.(*idleConn)
+			if !ok {
+				return
+			}
+			got.Store(ic)
+			if i.WasIdle {
+				ic.leaveIdle()
+			}
+		},
+		PutIdleConn: func(err error) {
+			if ic := got.Load(); ic != nil && err == nil {
+				ic.enterIdle()
+			}
+		},
+	}
+	return ci.t.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+}
+
+// idleConn is a connection of a countIdle Transport: it holds a place of
+// the budget while idle in the Transport's list, and gives it back when
+// taken out of it or closed.
+type idleConn struct {
+	net.Conn
+	budget *idleBudget
+
+	mu     sync.Mutex
+	held   int // places taken (1 while idle)
+	owed   int // reuses reported before the PutIdleConn that preceded them
+	closed bool
+}
+
+// enterIdle: the Transport put the connection in its idle list.
+func (c *idleConn) enterIdle() {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+	case c.owed > 0: // taken again already (the trace reported that first)
+		c.owed--
+	case c.budget.take():
+		c.held++
+	default:
+		c.mu.Unlock()
+		c.Close() // no place: the Transport drops it
+		return
+	}
+	c.mu.Unlock()
+}
+
+// leaveIdle: the Transport took the connection from its idle list.
+func (c *idleConn) leaveIdle() {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+	case c.held > 0:
+		c.held--
+		c.budget.give()
+	default:
+		c.owed++
+	}
+	c.mu.Unlock()
+}
+
+func (c *idleConn) Close() error {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		for ; c.held > 0; c.held-- {
+			c.budget.give()
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // scheme is the URL scheme for requests to the cluster.

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,13 +53,12 @@ const (
 	maxSpare = 64
 )
 
-// engines are the event loops of one Server, started with its first
-// connection; connections are spread over them in turn.
+// engines are a Server's parts of the process's event loops, joined with
+// its first connection; connections are spread over them in turn.
 type engines struct {
 	s     *Server
 	log   *slog.Logger
-	g     *evloop.Group // the process's loops, or the Server's own (own)
-	own   bool
+	g     *evloop.Group // the process's loops
 	once  sync.Once
 	mu    sync.Mutex
 	loops []*engine // under mu: set once by start
@@ -68,14 +66,13 @@ type engines struct {
 	open  atomic.Int64 // connections in the loops
 }
 
-// newEngines returns the engines of s on g's loops; a nil g: loops of
-// s's own.
+// newEngines returns the engines of s on g's loops; nil for a nil g (the
+// goroutine fast path serves).
 func newEngines(s *Server, g *evloop.Group, log *slog.Logger) *engines {
-	es := &engines{s: s, log: log, g: g}
 	if g == nil {
-		es.g, es.own = evloop.NewGroup(runtime.GOMAXPROCS(0)), true
+		return nil
 	}
-	return es
+	return &engines{s: s, log: log, g: g}
 }
 
 func (es *engines) start() {
@@ -86,7 +83,7 @@ func (es *engines) start() {
 		es.log.Debug("no HTTP engine: the goroutine fast path serves")
 	}
 	for _, l := range loops {
-		e := &engine{es: es, s: es.s, l: l, n: len(loops), conns: map[*econn]struct{}{},
+		e := &engine{es: es, s: es.s, l: l, conns: map[*econn]struct{}{},
 			pools: map[*upstream.Endpoint]*epool{}, scratch: make([]byte, upReadBuf)}
 		e.part = l.Join(engineTick, e.tick, nil, e.end)
 		es.loops = append(es.loops, e)
@@ -159,9 +156,6 @@ func (es *engines) stop() {
 		e.part.Leave()
 		<-e.part.Done()
 	}
-	if es.own {
-		es.g.Close()
-	}
 }
 
 // started returns the loops, none before the first connection.
@@ -177,7 +171,6 @@ type engine struct {
 	s       *Server
 	l       *evloop.Loop
 	part    *evloop.Part // the engine's share of l
-	n       int          // loops of the Server
 	conns   map[*econn]struct{}
 	timed   evloop.Set[*econn] // with a request in flight
 	pools   map[*upstream.Endpoint]*epool
@@ -264,8 +257,12 @@ type eup struct {
 }
 
 // epool is an engine's idle connections to one endpoint, newest last.
+// Each holds a place of the endpoint's idleBudget, shared with the other
+// loops, Servers and paths.
 type epool struct {
 	idle    []*eup
+	cluster *Cluster    // whose budget is held
+	budget  *idleBudget // of cluster's endpoint
 	addr    netip.AddrPort
 	literal bool // addr holds the endpoint's address: connect in the loop
 }
@@ -1016,6 +1013,18 @@ func (e *engine) pool(ep *upstream.Endpoint) *epool {
 	return p
 }
 
+// take reserves a place of c's budget for ep (see idleBudget) for an idle
+// connection of p.
+func (p *epool) take(c *Cluster, ep *upstream.Endpoint) bool {
+	if p.cluster != c {
+		if len(p.idle) > 0 {
+			return false // those hold the budget of a cluster a reload replaced
+		}
+		p.cluster, p.budget = c, c.budget(ep)
+	}
+	return p.budget.take()
+}
+
 // get returns the newest idle connection to ep that is not past its idle
 // timeout, or nil.
 func (e *engine) get(ep *upstream.Endpoint) *eup {
@@ -1028,6 +1037,7 @@ func (e *engine) get(ep *upstream.Endpoint) *eup {
 		u := p.idle[len(p.idle)-1]
 		p.idle[len(p.idle)-1] = nil
 		p.idle = p.idle[:len(p.idle)-1]
+		p.budget.give()
 		if u.idleFor > 0 && now-u.idleFrom > u.idleFor {
 			u.kill() // and the older ones below it at the next sweep
 			continue
@@ -1038,10 +1048,10 @@ func (e *engine) get(ep *upstream.Endpoint) *eup {
 }
 
 // put keeps an idle connection, idle from now, within the cluster's
-// max_idle_per_endpoint shared over the loops.
+// max_idle_per_endpoint, shared with every loop and path (idleBudget).
 func (e *engine) put(u *eup, c *Cluster, now int64) {
 	p := e.pool(u.ep)
-	if lim := (c.opts.MaxIdle + e.n - 1) / e.n; len(p.idle) >= lim {
+	if !p.take(c, u.ep) {
 		u.kill()
 		return
 	}
@@ -1057,6 +1067,7 @@ func (e *engine) dropIdle(u *eup) {
 		for i, v := range p.idle {
 			if v == u {
 				p.idle = append(p.idle[:i], p.idle[i+1:]...)
+				p.budget.give()
 				break
 			}
 		}
@@ -1183,6 +1194,7 @@ func (e *engine) tick() {
 		for _, u := range p.idle {
 			if u.idleFor > 0 && now-u.idleFrom > u.idleFor {
 				u.kill()
+				p.budget.give()
 			} else {
 				kept = append(kept, u)
 			}
@@ -1212,6 +1224,7 @@ func (e *engine) end() {
 	for _, p := range e.pools {
 		for _, u := range p.idle {
 			u.kill()
+			p.budget.give()
 		}
 	}
 	clear(e.pools)

@@ -23,7 +23,7 @@ import (
 // goroutine path.
 func engineOnly(t *testing.T) {
 	t.Helper()
-	if fastPathUnderTest() != PathEngine {
+	if fastPathOf(t) != onEngine {
 		t.Skip("the engine is not under test")
 	}
 }

@@ -46,7 +46,7 @@ func newSlowable(t *testing.T) *slowable {
 
 // newBalancedProxy is a listener of one route to a cluster of endpoints
 // balanced by picker, served on path.
-func newBalancedProxy(t *testing.T, path Path, picker balance.Picker, endpoints []string) (addr string, up *upstream.Cluster) {
+func newBalancedProxy(t *testing.T, path wirePath, picker balance.Picker, endpoints []string) (addr string, up *upstream.Cluster) {
 	t.Helper()
 	up = upstream.New(upstream.Options{Name: "c", Picker: picker, ConnectTimeout: time.Second,
 		Outlier: upstream.OutlierPolicy{ConsecutiveFailures: 100}})
@@ -60,7 +60,7 @@ func newBalancedProxy(t *testing.T, path Path, picker balance.Picker, endpoints 
 		Timeout: config.Duration(5 * time.Second)}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	s := NewServer(time.Minute, path, nil, log)
+	s := newTestServer(t, time.Minute, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,8 +112,8 @@ func shares(t *testing.T, client *http.Client, addr string, bs []*slowable, n in
 func TestEWMASlowEndpointShare(t *testing.T) {
 	paths := []struct {
 		name string
-		path Path
-	}{{"nethttp", PathNetHTTP}, {"goroutine", PathGoroutine}, {"engine", PathEngine}}
+		path wirePath
+	}{{"nethttp", onNetHTTP}, {"goroutine", onGoroutine}, {"engine", onEngine}}
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
 			bs := []*slowable{newSlowable(t), newSlowable(t), newSlowable(t)}
@@ -144,7 +144,7 @@ func TestEWMASlowEndpointShare(t *testing.T) {
 	t.Run("round_robin", func(t *testing.T) {
 		bs := []*slowable{newSlowable(t), newSlowable(t), newSlowable(t)}
 		picker, _ := balance.New("round_robin")
-		addr, _ := newBalancedProxy(t, PathNetHTTP, picker, []string{bs[0].addr, bs[1].addr, bs[2].addr})
+		addr, _ := newBalancedProxy(t, onNetHTTP, picker, []string{bs[0].addr, bs[1].addr, bs[2].addr})
 		client := &http.Client{Transport: &http.Transport{}}
 		t.Cleanup(client.CloseIdleConnections)
 		bs[0].slow.Store(true)
@@ -161,7 +161,7 @@ func TestEWMASlowEndpointShare(t *testing.T) {
 func TestEWMASlowEndpointRetried(t *testing.T) {
 	const decay = 100 * time.Millisecond
 	bs := []*slowable{newSlowable(t), newSlowable(t), newSlowable(t)}
-	addr, _ := newBalancedProxy(t, PathNetHTTP, balance.NewEWMA(decay, 0), []string{bs[0].addr, bs[1].addr, bs[2].addr})
+	addr, _ := newBalancedProxy(t, onNetHTTP, balance.NewEWMA(decay, 0), []string{bs[0].addr, bs[1].addr, bs[2].addr})
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	shares(t, client, addr, bs, 30)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 
@@ -72,11 +71,11 @@ func newProxySetup(t testing.TB, fast bool, endpoints []string, route config.Rou
 	}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	path := PathNetHTTP
+	path := onNetHTTP
 	if fast {
-		path = fastPathUnderTest()
+		path = fastPathOf(t)
 	}
-	s := NewServer(idle, path, nil, log)
+	s := newTestServer(t, idle, path, log)
 	if setup != nil {
 		setup(s)
 	}
@@ -561,7 +560,7 @@ func TestFastAllocs(t *testing.T) {
 	})
 	t.Logf("%.1f allocations per request", allocs)
 	limit := 2.0 // 1: the head's string
-	if fastPathUnderTest() == PathEngine {
+	if fastPathOf(t) == onEngine {
 		limit = 0.5 // the engine parses in place
 	}
 	if allocs > limit {
@@ -660,13 +659,4 @@ func TestFastLargeBodies(t *testing.T) {
 			t.Errorf("sent %d: status %d, got %d bytes (%v), want %d intact", sent, resp.StatusCode, len(got), err, len(big)-sent)
 		}
 	}
-}
-
-// fastPathUnderTest is the path the fast-path tests run on: the engine,
-// or with ATTACHE_TEST_HTTP_PATH=goroutine the goroutine fast path alone.
-func fastPathUnderTest() Path {
-	if os.Getenv("ATTACHE_TEST_HTTP_PATH") == "goroutine" {
-		return PathGoroutine
-	}
-	return PathEngine
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/attache-proxy/attache/internal/rawsys"
@@ -18,13 +19,38 @@ const (
 	upWriteBuf = 4 << 10
 )
 
+// idleBudget counts the idle connections to one endpoint of a cluster
+// over every listener and wire path: the goroutine fast path's connPool,
+// the engine's pools (one per loop and Server) and net/http's Transport
+// (idleConn) take a place before they keep a connection idle and give it
+// back when it leaves the pool, so that max_idle_per_endpoint bounds
+// them all together. Safe for concurrent use.
+type idleBudget struct {
+	n   atomic.Int64
+	max int64
+}
+
+// take reserves a place for one more idle connection; false: the
+// endpoint has max_idle_per_endpoint already (close the connection).
+func (b *idleBudget) take() bool {
+	if b.n.Add(1) > b.max {
+		b.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// give returns a place that take reserved.
+func (b *idleBudget) give() { b.n.Add(-1) }
+
 // connPool is the fast path's keep-alive pool for one cleartext HTTP/1.1
 // endpoint: a stack of idle connections, newest on top (the oldest, most
-// likely closed by the server's idle timeout, age out at the bottom).
+// likely closed by the server's idle timeout, age out at the bottom). Its
+// budget is the endpoint's, shared with the other paths.
 type connPool struct {
 	ep     *upstream.Endpoint
 	up     *upstream.Cluster
-	max    int
+	budget *idleBudget
 	idle   time.Duration
 	dialer net.Dialer
 
@@ -79,6 +105,7 @@ func (p *connPool) get(now, deadline time.Time, once bool) (uc *upConn, reused b
 		uc = p.conns[len(p.conns)-1]
 		p.conns[len(p.conns)-1] = nil
 		p.conns = p.conns[:len(p.conns)-1]
+		p.budget.give()
 		if p.idle > 0 && now.Sub(uc.idleFrom) > p.idle {
 			uc.c.Close()
 			continue
@@ -120,7 +147,7 @@ func (uc *upConn) peerClosed() bool {
 // put returns a connection whose exchange ended cleanly at now.
 func (p *connPool) put(uc *upConn, now time.Time) {
 	p.mu.Lock()
-	if p.closed || len(p.conns) >= p.max {
+	if p.closed || !p.budget.take() {
 		p.mu.Unlock()
 		uc.c.Close()
 		return
@@ -136,6 +163,7 @@ func (p *connPool) close() {
 	p.closed = true
 	for _, uc := range p.conns {
 		uc.c.Close()
+		p.budget.give()
 	}
 	p.conns = nil
 }

@@ -24,8 +24,8 @@ import (
 // engine, the goroutine fast path, and net/http.
 var requestPaths = []struct {
 	name string
-	path Path
-}{{"engine", PathEngine}, {"goroutine", PathGoroutine}, {"net_http", PathNetHTTP}}
+	path wirePath
+}{{"engine", onEngine}, {"goroutine", onGoroutine}, {"net_http", onNetHTTP}}
 
 // configLimits are the thresholds a circuit_breaker block gives when it
 // sets only what set does (the defaults of internal/config for the rest).
@@ -48,13 +48,13 @@ func configLimits(set Limits) Limits {
 
 // newPathProxy is a listener served on path, of one route to a cluster of
 // endpoints balanced by picker, with limits lim.
-func newPathProxy(t testing.TB, path Path, endpoints []string, route config.Route, picker string, lim Limits) *proxyEnv {
+func newPathProxy(t testing.TB, path wirePath, endpoints []string, route config.Route, picker string, lim Limits) *proxyEnv {
 	t.Helper()
 	return newVersionProxy(t, path, endpoints, route, picker, lim, "auto")
 }
 
 // newVersionProxy is newPathProxy with the cluster's HTTP version.
-func newVersionProxy(t testing.TB, path Path, endpoints []string, route config.Route, picker string, lim Limits, version string) *proxyEnv {
+func newVersionProxy(t testing.TB, path wirePath, endpoints []string, route config.Route, picker string, lim Limits, version string) *proxyEnv {
 	t.Helper()
 	pk, err := balance.New(picker)
 	if err != nil {
@@ -77,7 +77,7 @@ func newVersionProxy(t testing.TB, path Path, endpoints []string, route config.R
 	}
 	log := slog.New(slog.DiscardHandler)
 	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
-	s := NewServer(time.Minute, path, nil, log)
+	s := newTestServer(t, time.Minute, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -422,13 +422,13 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 	body := strings.Repeat("b", 200<<10)
 	cases := []struct {
 		name    string
-		path    Path
+		path    wirePath
 		version string
 	}{
-		{"engine", PathEngine, "auto"},
-		{"goroutine", PathGoroutine, "auto"},
-		{"net_http", PathNetHTTP, "auto"},
-		{"net_http_h2c", PathNetHTTP, "h2c"},
+		{"engine", onEngine, "auto"},
+		{"goroutine", onGoroutine, "auto"},
+		{"net_http", onNetHTTP, "auto"},
+		{"net_http_h2c", onNetHTTP, "h2c"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/jwtauth"
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
@@ -23,6 +25,10 @@ import (
 // generation starts.
 type Protocol struct {
 	m metricSet
+	// loops are the process's event loops (nil: the portable path), and
+	// netHTTP the escape hatch ATTACHE_HTTP_FAST_PATH=off, read by Open.
+	loops   *evloop.Group
+	netHTTP bool
 }
 
 // metricSet is the counters of HTTP requests, registered by Open.
@@ -61,8 +67,14 @@ var _ interface {
 // Name is "http".
 func (*Protocol) Name() string { return "http" }
 
-// Open registers the metrics. (A Server starts its own engines.)
+// Open registers the metrics and reads ATTACHE_HTTP_FAST_PATH (see
+// netHTTPOnly).
 func (p *Protocol) Open(proc *protocol.Process) error {
+	var err error
+	if p.netHTTP, err = netHTTPOnly(proc.LookupEnv); err != nil {
+		return err
+	}
+	p.loops = proc.Loops
 	r := proc.Metrics.Registry
 	p.m = metricSet{
 		requests: metrics.Counter(r, "attache_http_requests_total", "HTTP requests by status class.", "listener", "route", "cluster", "code"),
@@ -197,7 +209,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
 		i.srv = old.srv
 	} else {
-		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
+		i.srv = NewServer(ServerOptions{IdleTimeout: lc.IdleTimeout.D(), Loops: p.loops, NetHTTP: p.netHTTP, Log: env.Log})
 	}
 	table := NewTable(*lc, clusters)
 	table.bindJWT(lc, jwt)
@@ -248,20 +260,25 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	return i, nil
 }
 
-// fastPath is the Path of new servers: the event-loop engine serves
-// cleartext HTTP/1.1 (with the goroutine fast path for what it hands over)
-// unless ATTACHE_HTTP_FAST_PATH in the environment says otherwise, the
-// escape hatches should either misbehave: "goroutine" for the goroutine
-// fast path alone, "off" for net/http for everything, as for TLS, HTTP/2
-// and upgrades.
-func fastPath(lookupEnv func(string) (string, bool)) Path {
-	switch v, _ := lookupEnv("ATTACHE_HTTP_FAST_PATH"); v {
-	case "off":
-		return PathNetHTTP
-	case "goroutine":
-		return PathGoroutine
+// netHTTPOnly reads the escape hatch ATTACHE_HTTP_FAST_PATH: "off"
+// serves every HTTP connection with net/http, should attache's own
+// HTTP/1.1 wire code misbehave. Whether the engine or the goroutine fast
+// path serves is not its business: that is the process's one switch,
+// Process.Loops (ATTACHE_EVENT_LOOPS=off), the same for every protocol.
+func netHTTPOnly(lookupEnv func(string) (string, bool)) (bool, error) {
+	if lookupEnv == nil {
+		return false, nil
 	}
-	return PathEngine
+	switch v, ok := lookupEnv("ATTACHE_HTTP_FAST_PATH"); {
+	case !ok || v == "":
+		return false, nil
+	case v == "off":
+		return true, nil
+	case v == "goroutine":
+		return false, fmt.Errorf("ATTACHE_HTTP_FAST_PATH=goroutine: no longer read; set ATTACHE_EVENT_LOOPS=off to serve every protocol without event loops")
+	default:
+		return false, fmt.Errorf("ATTACHE_HTTP_FAST_PATH=%q: want off (net/http serves every connection) or nothing", v)
+	}
 }
 
 // instance is an http listener: its Server and this generation's Handler.

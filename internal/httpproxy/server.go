@@ -22,8 +22,8 @@ import (
 // reload swaps its Handler, so that even keep-alive connections take the
 // new routes on their next request. It implements listener.Handler.
 //
-// Cleartext connections start in the event-loop engine (PathEngine, on
-// Linux), which serves plain HTTP/1.1 requests with Content-Length or no
+// Cleartext connections start in the event-loop engine (on Linux, with
+// ServerOptions.Loops), which serves plain HTTP/1.1 requests with Content-Length or no
 // bodies and hands the connection, at a request boundary and with what it
 // read, to the goroutine fast path (fastConn) for anything else. The fast
 // path serves the rest of plain HTTP/1.1, and HTTP/1.x over TLS, and hands
@@ -50,28 +50,32 @@ type Server struct {
 	conns    map[*fastConn]struct{}
 }
 
-// Path is how a Server serves cleartext HTTP/1.1 connections.
-type Path int
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	// IdleTimeout closes a keep-alive connection idle that long (0: never).
+	IdleTimeout time.Duration
+	// Loops are the event loops the engine serves cleartext HTTP/1.1 on:
+	// the process's evloop.Group. nil, or a platform without epoll: the
+	// portable path, the goroutine fast path for every connection. Every
+	// protocol takes its loops this one way (see docs/architecture.md).
+	Loops *evloop.Group
+	// NetHTTP serves every connection with net/http's server, as TLS
+	// upstreams, HTTP/2 and upgrades always are: attache's escape hatch
+	// from its own HTTP/1.1 wire code (ATTACHE_HTTP_FAST_PATH=off).
+	NetHTTP bool
+	Log     *slog.Logger
+}
 
-const (
-	// PathEngine: the event-loop engine (Linux), which hands what it does
-	// not serve to the goroutine fast path; the goroutine fast path where
-	// there is no epoll.
-	PathEngine Path = iota
-	// PathGoroutine: the goroutine-per-connection fast path.
-	PathGoroutine
-	// PathNetHTTP: net/http's server for everything.
-	PathNetHTTP
-)
-
-// NewServer starts a server; idle is the keep-alive idle timeout. Its
-// engine (PathEngine) serves on loops, the process's event loops; nil:
-// loops of the server's own.
-func NewServer(idle time.Duration, path Path, loops *evloop.Group, log *slog.Logger) *Server {
-	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: path != PathNetHTTP,
+// NewServer starts a server.
+func NewServer(o ServerOptions) *Server {
+	log, idle := o.Log, o.IdleTimeout
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{ln: &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}, idle: idle, fast: !o.NetHTTP,
 		headerTimeout: readHeaderTimeout, conns: map[*fastConn]struct{}{}}
-	if path == PathEngine {
-		s.eng = newEngines(s, loops, log)
+	if !o.NetHTTP {
+		s.eng = newEngines(s, o.Loops, log)
 	}
 	s.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

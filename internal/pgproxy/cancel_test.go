@@ -69,9 +69,11 @@ func newCancelHold(t *testing.T, target string) *cancelHold {
 	return h
 }
 
-// proxyVia serves a Proxy whose server connections go to addr.
-func (f *fixture) proxyVia(t *testing.T, addr string, cfg Config) string {
+// proxyVia serves a Proxy whose server connections go to addr, on the
+// engine or (false) the portable path.
+func (f *fixture) proxyVia(t *testing.T, addr string, cfg Config, engine bool) string {
 	t.Helper()
+	cfg = onPath(t, cfg, engine)
 	cfg.Users, cfg.QueryWaitTimeout = f.users, 20*time.Second
 	cfg.Dial = func(ctx context.Context, _ *upstream.Endpoint) (net.Conn, string, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
@@ -113,7 +115,7 @@ func TestStaleCancel(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hold := newCancelHold(t, f.pg.Addr)
-			addr := f.proxyVia(t, hold.addr, Config{Mode: TransactionMode, PoolSize: 1, NoEngine: tc.noEngine})
+			addr := f.proxyVia(t, hold.addr, Config{Mode: TransactionMode, PoolSize: 1}, !tc.noEngine)
 			admin := connect(t, f.pg.Addr, f.pg.User, f.pg.Password, "")
 			lockA, lockB := 1001, 1002
 			if tc.noEngine {
@@ -198,7 +200,7 @@ func TestCancelNothingRunning(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			hold := newCancelHold(t, f.pg.Addr)
 			close(hold.release)
-			addr := f.proxyVia(t, hold.addr, Config{Mode: tc.mode, PoolSize: 1})
+			addr := f.proxyVia(t, hold.addr, Config{Mode: tc.mode, PoolSize: 1}, true)
 			a := connect(t, addr, "app", "app-pw", "")
 			if _, err := a.Exec(ctx, "SELECT 1"); err != nil {
 				t.Fatal(err)

@@ -70,7 +70,7 @@ func TestConnectElsewhere(t *testing.T) {
 					}
 					return conn, ep.Addr, nil
 				}}
-			p := New(cfg)
+			p := New(onPath(t, cfg, true))
 			t.Cleanup(p.Close)
 			addr := testenv.Serve(t, nil, func(conn net.Conn) { p.ServeConn(context.Background(), conn) })
 			// Clients inside transactions at once: each holds a server
@@ -109,7 +109,7 @@ func TestServerRestartBetweenQueries(t *testing.T) {
 			name = "goroutines"
 		}
 		t.Run(name, func(t *testing.T) {
-			addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 4, NoEngine: noEngine})
+			addr, _ := f.proxyOn(t, Config{Mode: TransactionMode, PoolSize: 4}, !noEngine)
 			var conns []*pgx.Conn
 			for range 3 {
 				conn := connect(t, addr, "app", "app-pw", "")
@@ -151,7 +151,7 @@ func TestFailedLoginsLeaveNoPools(t *testing.T) {
 	t.Parallel()
 	srv := noSuchDatabase(t)
 	p := New(Config{Users: map[string]string{"auth": "pw", "u": "pw"}, AuthUser: "auth", AuthQuery: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
-		PoolSize: 2, NoEngine: true,
+		PoolSize: 2,
 		Dial: func(ctx context.Context, _ *upstream.Endpoint) (net.Conn, string, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", srv)
 			return c, srv, err

@@ -216,7 +216,7 @@ func TestProtocol32Client(t *testing.T) {
 // reads a message longer than the startup phase's limits.
 func FuzzAuthenticate(f *testing.F) {
 	const md5Secret = "md5" + "0123456789abcdef0123456789abcdef"
-	p := New(Config{NoEngine: true, Users: map[string]string{"u": "pw", "m": md5Secret},
+	p := New(Config{Users: map[string]string{"u": "pw", "m": md5Secret},
 		Dial: func(context.Context, *upstream.Endpoint) (net.Conn, string, error) { return nil, "", io.EOF }})
 	f.Cleanup(p.Close)
 	initial := func(data string) []byte {

@@ -89,15 +89,15 @@ type Config struct {
 	Keep func(addr string) bool
 	Log  *slog.Logger
 
-	// NoEngine serves every client with goroutines. By default, in
-	// transaction mode without server TLS, plain-TCP clients are served
-	// after login by epoll engines (Linux only; see docs/postgres.md), on
-	// Engines of the loops, or GOMAXPROCS-1 (at least one) when 0.
-	NoEngine bool
-	Engines  int
-	// Loops are the process's event loops (evloop.Group), shared with its
-	// other listeners; nil: the Proxy's own, Engines of them.
-	Loops *evloop.Group
+	// Loops are the process's event loops (evloop.Group), shared with
+	// its other listeners: in transaction mode without server TLS,
+	// plain-TCP clients are served after login by epoll engines on Engines
+	// of them (GOMAXPROCS-1, at least one, when 0; see docs/postgres.md).
+	// nil, or a platform without epoll: the portable path, every client
+	// served by goroutines. Every protocol takes its loops this one way
+	// (see docs/architecture.md).
+	Loops   *evloop.Group
+	Engines int
 }
 
 // Proxy is a PostgreSQL listener's connection pooler. Its methods may be
@@ -116,9 +116,9 @@ type Proxy struct {
 	closed    bool
 	stop      chan struct{}
 
-	engines  []*engine     // plain-TCP transaction-mode clients; none: goroutines only
-	ownLoops *evloop.Group // the loops made for the Proxy when Config.Loops is nil
-	next     atomic.Uint32
+	engineOnce sync.Once // joins the engines, with the first client for them
+	engines    []*engine // plain-TCP transaction-mode clients; none: goroutines only
+	next       atomic.Uint32
 	// clients moved into an engine, and handed back from one (for tests)
 	engineClients, handedBack atomic.Int64
 }
@@ -145,15 +145,6 @@ func New(cfg Config) *Proxy {
 		// goroutine path, the admin server) and to what waits on a
 		// thread of its own would take from them (evloop.Threads).
 		p.cfg.Engines = max(runtime.GOMAXPROCS(0)-1, 1)
-	}
-	if cfg.Mode == TransactionMode && cfg.ServerTLS == nil && !cfg.NoEngine {
-		g := cfg.Loops
-		if g == nil {
-			p.ownLoops = evloop.NewGroup(p.cfg.Engines)
-			g = p.ownLoops
-		}
-		loops := g.Loops()
-		p.engines = newEngines(p, loops[:min(p.cfg.Engines, len(loops))])
 	}
 	go p.maintain()
 	return p
@@ -193,22 +184,39 @@ func (p *Proxy) Close() {
 // engineFor returns the engine to serve c, or nil: a TLS client, one whose
 // Backend has read ahead, or no engines.
 func (p *Proxy) engineFor(c *client) *engine {
-	if len(p.engines) == 0 || c.buffered {
+	if c.buffered {
 		return nil
 	}
 	if _, ok := c.conn.(*net.TCPConn); !ok {
 		return nil
 	}
-	return p.engines[int(p.next.Add(1))%len(p.engines)]
+	es := p.startEngines()
+	if len(es) == 0 {
+		return nil
+	}
+	return es[int(p.next.Add(1))%len(es)]
+}
+
+// startEngines joins the engines to Engines of the loops with the first
+// client they could serve, as every protocol's engines join theirs; none
+// in session mode, with server TLS, without loops, or once stopped.
+func (p *Proxy) startEngines() []*engine {
+	p.engineOnce.Do(func() {
+		if p.cfg.Mode == TransactionMode && p.cfg.ServerTLS == nil && p.cfg.Loops != nil {
+			loops := p.cfg.Loops.Loops()
+			p.engines = newEngines(p, loops[:min(p.cfg.Engines, len(loops))])
+		}
+	})
+	return p.engines
 }
 
 // stopEngines stops the engines (once the Proxy is closed and has no
 // client left). A client that comes later is served by goroutines.
 func (p *Proxy) stopEngines() {
+	p.engineOnce.Do(func() {}) // none to start any more
 	for _, e := range p.engines {
 		e.stop()
 	}
-	p.ownLoops.Close()
 }
 
 // poolsLocked returns the pools, to work on after mu is released. mu held.

@@ -53,9 +53,15 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// proxy serves a Proxy for f's server on a free port and returns its
-// address.
+// proxy serves a Proxy for f's server on a free port, on the engine (see
+// onPath), and returns its address.
 func (f *fixture) proxy(t testing.TB, cfg Config) (string, *Proxy) {
+	t.Helper()
+	return f.proxyOn(t, cfg, true)
+}
+
+// proxyOn is proxy on the engine or (false) the portable path.
+func (f *fixture) proxyOn(t testing.TB, cfg Config, engine bool) (string, *Proxy) {
 	t.Helper()
 	if cfg.Users == nil {
 		cfg.Users = f.users
@@ -72,6 +78,7 @@ func (f *fixture) proxy(t testing.TB, cfg Config) (string, *Proxy) {
 	if cfg.ResetQuery == "" {
 		cfg.ResetQuery = "DISCARD ALL"
 	}
+	cfg = onPath(t, cfg, engine)
 	addr := f.pg.Addr
 	cfg.Dial = func(ctx context.Context, ep *upstream.Endpoint) (net.Conn, string, error) {
 		a := addr
@@ -196,6 +203,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("LRU eviction", func(t *testing.T) {
+		skipOnPortable(t)
 		addr, _ := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 1, MaxPrepared: 3})
 		conn := connect(t, addr, "app", "app-pw", "")
 		for round := range 3 {
@@ -239,6 +247,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("no session state leaks", func(t *testing.T) {
+		skipOnPortable(t) // long; the reset it checks is shared code
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 10})
 		const clients = 500
 		var wg sync.WaitGroup
@@ -364,6 +373,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("md5 and SCRAM secrets", func(t *testing.T) {
+		skipOnPortable(t)
 		v := NewVerifier("app-pw", 4096).String()
 		for name, secret := range map[string]string{"md5": md5Secret("app", "app-pw"), "scram": v} {
 			users := map[string]string{"app": secret}
@@ -485,6 +495,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("client TLS", func(t *testing.T) {
+		skipOnPortable(t)
 		ca := testenv.NewCA(t, "ca")
 		certPEM, keyPEM := ca.Issue(t, "127.0.0.1")
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -579,6 +590,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("psql", func(t *testing.T) {
+		skipOnPortable(t)
 		psql, err := exec.LookPath("psql")
 		if err != nil {
 			testenv.Unavailable(t, "psql not found: install Debian package postgresql-client")
@@ -595,6 +607,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("pgbench", func(t *testing.T) {
+		skipOnPortable(t)
 		pgbench, err := exec.LookPath("pgbench")
 		if err != nil {
 			testenv.Unavailable(t, "pgbench not found: install Debian package postgresql-contrib")
@@ -631,6 +644,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("Flush keeps the server", func(t *testing.T) { testFlushKeepsServer(t, f) })
 
 	t.Run("min_pool_size and server_idle_timeout", func(t *testing.T) {
+		skipOnPortable(t)
 		addr, p := f.proxy(t, Config{Mode: TransactionMode, PoolSize: 4, MinPoolSize: 3, ServerIdleTimeout: time.Second})
 		conn := connect(t, addr, "app", "app-pw", "")
 		backendPID(t, conn)
@@ -660,6 +674,7 @@ func TestPostgres(t *testing.T) {
 	})
 
 	t.Run("session mode", func(t *testing.T) {
+		skipOnPortable(t)
 		addr, _ := f.proxy(t, Config{Mode: SessionMode, PoolSize: 1})
 		a := connect(t, addr, "app", "app-pw", "")
 		if _, err := a.Exec(ctx, "SET TimeZone = 'Europe/Paris'"); err != nil {

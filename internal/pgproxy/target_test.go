@@ -180,12 +180,18 @@ func TestPrimaryTarget(t *testing.T) {
 	observe(c, dead, ptr(asStandby(0)))
 	d := &cutDialer{}
 	serve := func(t *testing.T, cfg Config) (string, *Proxy) {
+		t.Helper()
 		cfg.Mode, cfg.Target, cfg.Cluster, cfg.Users = TransactionMode, TargetPrimary, c, f.users
 		if cfg.QueryWaitTimeout == 0 {
 			cfg.QueryWaitTimeout = 20 * time.Second
 		}
 		cfg.PoolSize, cfg.MaxPrepared, cfg.ResetQuery, cfg.Dial = 4, 100, "DISCARD ALL", d.dial
-		p := New(cfg)
+		// The engine, as in production. On the portable path a server
+		// connection held by a client idle inside a transaction is read by
+		// nobody, so an unhealthy endpoint's shutdown closes it only at the
+		// client's next statement, and the wait for no server connection
+		// open below would time out.
+		p := New(onPath(t, cfg, true))
 		t.Cleanup(p.Close)
 		return testenv.Serve(t, nil, func(conn net.Conn) { p.ServeConn(context.Background(), conn) }), p
 	}

@@ -113,12 +113,15 @@ type Field struct {
 // Process is what every protocol shares for the life of the process.
 type Process struct {
 	// Loops are the event loops of the process (started with the first
-	// engine that asks for them), shared by every protocol's engines.
+	// engine that asks for them), shared by every protocol's engines. nil
+	// (ATTACHE_EVENT_LOOPS=off) selects every protocol's portable path,
+	// which serves by goroutines, as on a platform without epoll: the one
+	// switch between a protocol's engine and its portable path.
 	Loops   *evloop.Group
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 	// LookupEnv reads the process environment (escape hatches such as
-	// ATTACHE_HTTP_FAST_PATH).
+	// ATTACHE_HTTP_FAST_PATH, read once by the protocol's Open).
 	LookupEnv func(string) (string, bool)
 	// AccessLog receives HTTP access logs.
 	AccessLog io.Writer

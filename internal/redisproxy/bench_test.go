@@ -18,7 +18,11 @@ import (
 func BenchmarkPipeline(b *testing.B) {
 	shards := []string{testenv.Redis(b), testenv.Redis(b), testenv.Redis(b)}
 	for _, path := range []string{"engine", "goroutines"} {
-		p := pool(b, shards, func(o *Options) { o.goroutines = path == "goroutines" })
+		p := pool(b, shards, func(o *Options) {
+			if path == "goroutines" {
+				portable(o)
+			}
+		})
 		addr := testenv.Serve(b, nil, func(c net.Conn) { (&Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}).ServeConn(b.Context(), c) })
 		for _, cmd := range []string{"GET", "MGET"} {
 			for _, depth := range []int{1, 16} {

@@ -1,10 +1,7 @@
 package redisproxy
 
 import (
-	"runtime"
 	"sync"
-
-	"github.com/attache-proxy/attache/internal/evloop"
 )
 
 // engines are a pool's epoll engines, joined with the first client: one
@@ -13,23 +10,17 @@ import (
 type engines struct {
 	once sync.Once
 	all  []*engine
-	own  *evloop.Group // the pool's own loops when Options.Loops is nil
 }
 
 // engine returns the engine for client session n; nil where there is none
-// (not Linux, or the pool serves clients by goroutines, or its shards are
+// (no Options.Loops, or not Linux: the portable path; or its shards are
 // reached through TLS, which the engine's raw sockets cannot speak).
 func (p *Pool) engine(n int) *engine {
-	if p.opts.goroutines || p.opts.TLS != nil {
+	if p.opts.Loops == nil || p.opts.TLS != nil {
 		return nil
 	}
 	p.engines.once.Do(func() {
-		g := p.opts.Loops
-		if g == nil {
-			p.engines.own = evloop.NewGroup(runtime.GOMAXPROCS(0))
-			g = p.engines.own
-		}
-		for _, l := range g.Loops() {
+		for _, l := range p.opts.Loops.Loops() {
 			p.engines.all = append(p.engines.all, newEngine(p, l))
 		}
 	})

@@ -54,10 +54,10 @@ type Options struct {
 	// clients by goroutines (the epoll engine has no TLS).
 	TLS func(addr string) *tls.Config
 	// Loops are the process's event loops (evloop.Group), on which the
-	// pool's engines serve plain TCP clients; nil: the pool's own.
+	// pool's engines serve plain TCP clients; nil, or a platform without
+	// epoll: the portable path, every client served by goroutines. Every
+	// protocol takes its loops this one way (see docs/architecture.md).
 	Loops *evloop.Group
-
-	goroutines bool // tests: serve every client by goroutines, not engines
 }
 
 // Observer receives per-shard events for metrics. Any field may be nil.
@@ -181,7 +181,6 @@ func (p *Pool) Close(drain time.Duration) {
 	for _, e := range p.engines.all {
 		<-e.done
 	}
-	p.engines.own.Close()
 	p.runs.Wait()
 	<-l.idle // the clients cut have gone
 	close(p.closed)

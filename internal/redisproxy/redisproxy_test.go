@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
@@ -22,10 +23,14 @@ func serve(t *testing.T, h *Handler) string {
 	return testenv.Serve(t, nil, func(c net.Conn) { h.ServeConn(context.Background(), c) })
 }
 
+// pool builds a Pool of shards, on event loops of the test's own (the
+// engine, as in production) unless a mod takes them away (portable).
 func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
+	g := evloop.NewGroup(0)
+	t.Cleanup(g.Close) // after the pool's Close, added below
 	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
 		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
-		Log: slog.New(slog.DiscardHandler)}
+		Log: slog.New(slog.DiscardHandler), Loops: g}
 	for _, s := range shards {
 		o.Shards = append(o.Shards, Shard{Addr: s, Weight: 1})
 	}
@@ -43,11 +48,14 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 }
 
 // forPaths runs a test against both ways of serving clients: the epoll
-// engine (where there is one) and goroutines.
+// engine (where there is one) and the portable path (goroutines).
 func forPaths(t *testing.T, test func(t *testing.T, via func(*Options))) {
 	t.Run("engine", func(t *testing.T) { test(t, nil) })
-	t.Run("goroutines", func(t *testing.T) { test(t, func(o *Options) { o.goroutines = true }) })
+	t.Run("goroutines", func(t *testing.T) { test(t, portable) })
 }
+
+// portable takes a pool's loops away: its clients take the portable path.
+func portable(o *Options) { o.Loops = nil }
 
 func client(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1})

@@ -21,7 +21,7 @@ import (
 // connections and goroutines gone) long before its drain ends. The
 // clients have authenticated to attache, and stay so on the new pool.
 func TestReplaceMovesClients(t *testing.T) {
-	goroutines := func(o *Options) { o.goroutines = true }
+	goroutines := portable
 	for _, tc := range []struct {
 		name      string
 		old, next func(*Options)

@@ -34,13 +34,15 @@ type Handler struct {
 	IdleTimeout time.Duration
 	Counters    Counters
 	Log         *slog.Logger
-	// Engines, when set, carry plain TCP pairs (see Engine); TLS pairs, a
-	// nil Engines and a platform without event loops use Pipe.
+	// Engines carry plain TCP pairs (see Engine); TLS pairs use Pipe, and
+	// so does every pair on the portable path: Engines made from a nil
+	// evloop.Group (nil), or a platform without epoll.
 	Engines *Engines
 }
 
 // Engines spreads pairs over one Engine per loop of the process's
-// evloop.Group, joined when the first pair comes.
+// evloop.Group, joined when the first pair comes. It is shared by every
+// tcp listener of the process.
 type Engines struct {
 	g    *evloop.Group
 	once sync.Once
@@ -48,7 +50,9 @@ type Engines struct {
 	next atomic.Uint32
 }
 
-// NewEngines returns the engines on g's loops (nil for a nil g).
+// NewEngines returns the engines on g's loops; nil for a nil g, the
+// portable path (Pipe). Every protocol takes its loops this one way (see
+// docs/architecture.md).
 func NewEngines(g *evloop.Group) *Engines {
 	if g == nil {
 		return nil

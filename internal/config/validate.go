@@ -332,9 +332,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		if r.Username != "" && r.Password == "" {
 			v.errorf(rp+".username", "needs password")
 		}
-		if cl.Discovery != nil {
-			v.errorf(rp, "a sharded cluster needs a fixed endpoint list (the ring is built from it)")
-		}
 	}
 	if b := cl.CircuitBreaker; b != nil {
 		bp := p + ".circuit_breaker"

@@ -3,6 +3,7 @@ package redisproxy
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/attache-proxy/attache/internal/evloop"
 )
@@ -14,6 +15,17 @@ type engines struct {
 	once sync.Once
 	all  []*engine
 	own  *evloop.Group // the pool's own loops when Options.Loops is nil
+	// ready is all once made, for readers that must not start the
+	// engines (Pool.retire)
+	ready atomic.Pointer[[]*engine]
+}
+
+// started returns the engines made so far (none before the first client).
+func (es *engines) started() []*engine {
+	if all := es.ready.Load(); all != nil {
+		return *all
+	}
+	return nil
 }
 
 // engine returns the engine for client session n; nil where there is none
@@ -32,6 +44,8 @@ func (p *Pool) engine(n int) *engine {
 		for _, l := range g.Loops() {
 			p.engines.all = append(p.engines.all, newEngine(p, l))
 		}
+		all := p.engines.all
+		p.engines.ready.Store(&all)
 	})
 	if len(p.engines.all) == 0 {
 		return nil

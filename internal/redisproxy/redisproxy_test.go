@@ -15,6 +15,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/testenv"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // serve runs a Handler on a loopback listener.
@@ -26,9 +27,11 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
 		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
 		Log: slog.New(slog.DiscardHandler)}
+	var ts []upstream.Target
 	for _, s := range shards {
-		o.Shards = append(o.Shards, Shard{Addr: s, Weight: 1})
+		ts = append(ts, upstream.Target{Addr: s, Weight: 1})
 	}
+	o.Upstream = cluster(ts...)
 	for _, mod := range mods {
 		if mod != nil {
 			mod(&o)
@@ -40,6 +43,14 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	}
 	t.Cleanup(func() { p.Close(0) })
 	return p
+}
+
+// cluster returns an upstream cluster of the shards ts, as app makes one
+// of a cluster's static endpoints.
+func cluster(ts ...upstream.Target) *upstream.Cluster {
+	c := upstream.New(upstream.Options{Name: "shards", Log: slog.New(slog.DiscardHandler)})
+	c.SetEndpoints(ts)
+	return c
 }
 
 // forPaths runs a test against both ways of serving clients: the epoll

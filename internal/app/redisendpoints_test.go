@@ -32,8 +32,8 @@ func redisKeyOn(t *testing.T, servers []hashkit.Server, want int) string {
 	return ""
 }
 
-// clusterStatus returns cluster name's entry of /status, decoded.
-func (h *harness) clusterStatus(name string) map[string]any {
+// clusterJSON returns cluster name's entry of /status, decoded.
+func (h *harness) clusterJSON(name string) map[string]any {
 	h.t.Helper()
 	_, body := h.admin("GET", "/status")
 	var st struct {
@@ -69,7 +69,7 @@ listeners:
 clusters:
   - name: shards
     discovery: {file: {path: %s}}
-    health_check: {type: redis, interval: 100ms, timeout: 1s, unhealthy_threshold: 1}
+    health_check: {type: redis, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1}
     redis: {hash: fnv1a_64, distribution: ketama, hash_tag: "{}", auto_eject_hosts: true}
 `, file), nil)
 	h.waitReady()
@@ -85,7 +85,7 @@ clusters:
 	if got, _ := testenv.RedisCommand(a, "GET", onAlpha); got != "$1" {
 		t.Fatalf("%s not on alpha (%s): the ring is not keyed by the file's names", onAlpha, a)
 	}
-	cs := h.clusterStatus("shards")
+	cs := h.clusterJSON("shards")
 	if eps := cs["endpoints"].([]any); len(eps) != 2 || eps[0].(map[string]any)["name"] != "alpha" {
 		t.Errorf("/status endpoints: %v, want alpha and beta", eps)
 	}
@@ -95,7 +95,7 @@ clusters:
 	eventually(t, 10*time.Second, "alpha unhealthy in the metrics", func() bool {
 		return h.metric("attache_cluster_endpoint_healthy"+endpoint) == "0"
 	})
-	for _, s := range h.clusterStatus("shards")["redis_shards"].([]any) {
+	for _, s := range h.clusterJSON("shards")["redis_shards"].([]any) {
 		sh := s.(map[string]any)
 		if sh["address"] == a && (sh["health"] != "unhealthy" || sh["in_ring"] != false) {
 			t.Errorf("redis_shards of the dead shard: %v, want unhealthy and out of the ring", sh)
@@ -115,7 +115,7 @@ clusters:
 		got, _ := testenv.RedisCommand(c, "GET", onGamma)
 		return got == "$1"
 	})
-	if n := len(h.clusterStatus("shards")["redis_shards"].([]any)); n != 3 {
+	if n := len(h.clusterJSON("shards")["redis_shards"].([]any)); n != 3 {
 		t.Errorf("redis_shards: %d, want 3", n)
 	}
 }

@@ -2,7 +2,12 @@
 // application on localhost, sharded over several servers exactly as
 // twemproxy shards (internal/hashkit), with pipelining kept in order, many
 // clients multiplexed over a few server connections per shard, multi-key
-// commands split per shard and merged, and twemproxy's auto_eject_hosts.
+// commands split per shard and merged.
+//
+// The shards are the endpoints of an upstream.Cluster, with their
+// discovery, health and ejection; the package keeps the ring over them
+// (ring.go) and applies twemproxy's auto_eject_hosts as an
+// upstream.FailurePolicy.
 package redisproxy
 
 import (

@@ -14,6 +14,7 @@ import (
 // with one atomic load per key.
 type shardSet struct {
 	servers []*server // the cluster's endpoints in its order: ring positions
+	live    []bool    // per server: it takes keys
 	ring    *hashkit.Ring
 	epoch   uint64
 	// retry is when the first shard out of the ring by ejection is due
@@ -71,9 +72,10 @@ func (p *Pool) refresh() *shardSet {
 		return st // another goroutine refreshed it
 	}
 	eps := p.up.Endpoints()
-	next := &shardSet{epoch: epoch, servers: make([]*server, len(eps))}
+	next := &shardSet{epoch: epoch, servers: make([]*server, len(eps)), live: make([]bool, len(eps))}
 	ring := make([]hashkit.Server, len(eps))
 	kept := make(map[*server]bool, len(eps))
+	named := make(map[string]bool, len(eps))
 	for i, e := range eps {
 		s := p.byEP[e]
 		if s == nil {
@@ -83,6 +85,16 @@ func (p *Pool) refresh() *shardSet {
 		kept[s] = true
 		next.servers[i] = s
 		live := p.inRing(e, now)
+		if named[s.name] {
+			// Discovery reported two shards of one ring name, which
+			// nutcracker (and a static endpoint list) refuses: both would
+			// take the same points. The first keeps the name.
+			p.opts.Log.Error("redis shard left out of the ring: another shard has its name", "cluster", p.opts.Cluster,
+				"shard", s.name, "address", s.addr)
+			live = false
+		}
+		named[s.name] = true
+		next.live[i] = live
 		if u := e.EjectedUntil(); p.opts.AutoEject && now.Before(u) && (next.retry == 0 || u.UnixNano() < next.retry) {
 			next.retry = u.UnixNano()
 		}
@@ -167,9 +179,9 @@ func (p *Pool) Shards() []ShardStatus {
 	st := p.current()
 	now := time.Now()
 	out := make([]ShardStatus, 0, len(st.servers))
-	for _, s := range st.servers {
+	for i, s := range st.servers {
 		out = append(out, ShardStatus{Addr: s.addr, Name: s.name, Connections: s.conns.Load(),
-			Ejected: s.ep.Ejected(now), Health: s.ep.Health().String(), InRing: p.inRing(s.ep, now)})
+			Ejected: s.ep.Ejected(now), Health: s.ep.Health().String(), InRing: st.live[i]})
 	}
 	return out
 }
@@ -183,6 +195,7 @@ type ShardStatus struct {
 	Ejected bool `json:"ejected"`
 	// Health is its active check's verdict: healthy, unhealthy, unknown.
 	Health string `json:"health"`
-	// InRing: it takes keys (see Pool.inRing).
+	// InRing: it takes keys (see Pool.inRing; a shard whose ring name
+	// another has is out).
 	InRing bool `json:"in_ring"`
 }

@@ -286,3 +286,20 @@ func testRemovedShardInFlight(t *testing.T, via func(*Options)) {
 		t.Errorf("after the removal %s should go to the survivor: %v", onB, err)
 	}
 }
+
+// TestDuplicateRingName: discovery reporting two shards of one ring name
+// (which a static list refuses) leaves the later one out of the ring.
+func TestDuplicateRingName(t *testing.T) {
+	a, b := testenv.Redis(t), testenv.Redis(t)
+	p := pool(t, nil, func(o *Options) {
+		o.Upstream = cluster(upstream.Target{Addr: a, Weight: 1, Name: "same"}, upstream.Target{Addr: b, Weight: 1, Name: "same"})
+	})
+	for i := range 200 {
+		if s := p.shardFor([]byte(fmt.Sprint("k", i))); s == nil || s.addr != a {
+			t.Fatalf("key k%d on %v, want every key on the first shard named \"same\"", i, s)
+		}
+	}
+	if st := shardStatus(t, p, b); st.InRing {
+		t.Errorf("redis_shards of the later duplicate: %+v, want out of the ring", st)
+	}
+}

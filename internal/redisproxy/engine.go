@@ -32,7 +32,7 @@ func (es *engines) started() []*engine {
 // (not Linux, or the pool serves clients by goroutines, or its shards are
 // reached through TLS, which the engine's raw sockets cannot speak).
 func (p *Pool) engine(n int) *engine {
-	if p.opts.goroutines || p.opts.TLS != nil {
+	if p.opts.goroutines || p.up.OriginatesTLS() {
 		return nil
 	}
 	p.engines.once.Do(func() {

@@ -84,7 +84,6 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	m, name := p.m, cc.Name
 	o := Options{
 		Upstream: env.Cluster.Upstream,
-		TLS:      env.Cluster.TLS,
 		Cluster:  name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
 		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),

@@ -37,7 +37,10 @@ type Options struct {
 	// Upstream holds the shards: its endpoints, in its order, are the
 	// ring's servers, named by Endpoint.Name or else host:port as
 	// nutcracker names them (hashkit.KetamaName). Its health checks and
-	// ejections take shards out of the ring under AutoEject.
+	// ejections take shards out of the ring under AutoEject. Shard
+	// connections are made through it (connect_timeout, TLS); a pool
+	// whose cluster originates TLS serves its clients by goroutines (the
+	// epoll engine writes raw sockets).
 	Upstream           *upstream.Cluster
 	Hash               string
 	Distribution       string
@@ -52,10 +55,6 @@ type Options struct {
 	Observer           Observer
 	Log                *slog.Logger
 
-	// TLS, when set, gives the client TLS configuration for a shard's
-	// address: every shard connection is TLS then. Such a pool serves its
-	// clients by goroutines (the epoll engine has no TLS).
-	TLS func(addr string) *tls.Config
 	// Loops are the process's event loops (evloop.Group), on which the
 	// pool's engines serve plain TCP clients; nil: the pool's own.
 	Loops *evloop.Group

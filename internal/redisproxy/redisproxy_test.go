@@ -2,6 +2,7 @@ package redisproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -47,8 +48,12 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 
 // cluster returns an upstream cluster of the shards ts, as app makes one
 // of a cluster's static endpoints.
-func cluster(ts ...upstream.Target) *upstream.Cluster {
-	c := upstream.New(upstream.Options{Name: "shards", Log: slog.New(slog.DiscardHandler)})
+func cluster(ts ...upstream.Target) *upstream.Cluster { return tlsCluster(nil, ts...) }
+
+// tlsCluster is cluster with the shards reached through TLS (tlsFor nil:
+// plaintext).
+func tlsCluster(tlsFor func(string) *tls.Config, ts ...upstream.Target) *upstream.Cluster {
+	c := upstream.New(upstream.Options{Name: "shards", ConnectTimeout: time.Second, TLS: tlsFor, Log: slog.New(slog.DiscardHandler)})
 	c.SetEndpoints(ts)
 	return c
 }

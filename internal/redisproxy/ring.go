@@ -1,7 +1,9 @@
 package redisproxy
 
 import (
+	"context"
 	"errors"
+	"net"
 	"time"
 
 	"github.com/attache-proxy/attache/internal/hashkit"
@@ -122,8 +124,7 @@ func (p *Pool) newServer(e *upstream.Endpoint) *server {
 		window = o.ConnectTimeout
 	}
 	s := &server{id: p.nextID, ep: e, p: p, addr: e.Addr, name: hashkit.KetamaName(e.Addr, e.Name),
-		timeout: o.Timeout, dial: dialer(e.Addr, o.ConnectTimeout, o.Username, o.Password, o.TLS),
-		window: window, quit: p.quit, runs: &p.runs}
+		timeout: o.Timeout, dial: p.dialer(e), window: window, quit: p.quit, runs: &p.runs}
 	p.nextID++
 	if o.Observer.Request != nil {
 		s.observe = o.Observer.Request(s.name)
@@ -142,6 +143,28 @@ func (p *Pool) newServer(e *upstream.Endpoint) *server {
 		s.sc = append(s.sc, sc)
 	}
 	return s
+}
+
+// dialer returns the dial func of endpoint e's server: it connects
+// through the cluster (connect_timeout, the cluster's TLS) and greets the
+// shard (hello) before handing the connection over; connect_timeout
+// bounds all of it.
+func (p *Pool) dialer(e *upstream.Endpoint) func() (net.Conn, error) {
+	o := &p.opts
+	return func() (net.Conn, error) {
+		deadline := time.Now().Add(o.ConnectTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		conn, err := p.up.Connect(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		if err := hello(conn, time.Until(deadline), o.Username, o.Password); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
 }
 
 // retire closes the connections of a server whose endpoint left the

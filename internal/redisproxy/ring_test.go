@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +302,39 @@ func TestDuplicateRingName(t *testing.T) {
 	}
 	if st := shardStatus(t, p, b); st.InRing {
 		t.Errorf("redis_shards of the later duplicate: %+v, want out of the ring", st)
+	}
+}
+
+// TestShardDialsThroughCluster: shard connections are made by the
+// cluster (its Dial, connect_timeout and TLS), and a failed one is the
+// cluster's connect error (attache_cluster_connect_errors_total in app).
+func TestShardDialsThroughCluster(t *testing.T) { forPaths(t, testShardDialsThroughCluster) }
+
+func testShardDialsThroughCluster(t *testing.T, via func(*Options)) {
+	live, dead := testenv.Redis(t), testenv.FreePort(t)
+	dials := make(chan string, 100)
+	failed := make(chan string, 100)
+	c := upstream.New(upstream.Options{Name: "shards", ConnectTimeout: time.Second, Log: slog.New(slog.DiscardHandler),
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials <- addr
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		Observer: upstream.Observer{ConnectError: func(e *upstream.Endpoint, _ error) { failed <- e.Addr }}})
+	c.SetEndpoints([]upstream.Target{{Addr: live, Weight: 1}, {Addr: dead, Weight: 1}})
+	p := pool(t, nil, via, func(o *Options) { o.Upstream, o.Timeout = c, 0 })
+	rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
+	defer rdb.Close()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, keyOn(t, p, live), "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(dials) == 0 || <-dials != live {
+		t.Error("the shard connection was not dialled by the cluster")
+	}
+	if err := rdb.Set(ctx, keyOn(t, p, dead), "v", 0).Err(); err == nil {
+		t.Fatal("SET to a shard with nothing listening worked")
+	}
+	if len(failed) == 0 || <-failed != dead {
+		t.Error("the failed dial is not the cluster's connect error")
 	}
 }

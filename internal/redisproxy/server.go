@@ -362,10 +362,11 @@ func (s *server) connect() (net.Conn, error) {
 	}
 }
 
-// dialer returns a dial func that connects (through TLS when tlsFor is
-// set: tlsFor gives the client configuration for the address, verification
-// included) and greets the shard (hello) before handing the connection
-// over. connectTimeout bounds all of it.
+// dialer returns a dial func for a health check (Ping) that connects
+// (through TLS when tlsFor is set: tlsFor gives the client configuration
+// for the address, verification included) and greets the shard (hello).
+// connectTimeout bounds all of it. A pool's servers dial through their
+// cluster instead (Pool.dialer).
 func dialer(addr string, connectTimeout time.Duration, username, password string, tlsFor func(string) *tls.Config) func() (net.Conn, error) {
 	return func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)

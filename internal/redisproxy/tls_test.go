@@ -76,8 +76,7 @@ func TestShardTLS(t *testing.T) {
 			// Two shards on the same server (two names) so that keys
 			// take either; the default options ask for the epoll engine.
 			p := pool(t, nil, func(o *Options) {
-				o.Upstream = cluster(upstream.Target{Addr: r.Addr, Name: "a", Weight: 1}, upstream.Target{Addr: r.Addr, Name: "b", Weight: 1})
-				o.TLS = tlsFor
+				o.Upstream = tlsCluster(tlsFor, upstream.Target{Addr: r.Addr, Name: "a", Weight: 1}, upstream.Target{Addr: r.Addr, Name: "b", Weight: 1})
 			})
 			rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
 			defer rdb.Close()

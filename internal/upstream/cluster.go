@@ -129,6 +129,9 @@ func (c *Cluster) Added() <-chan struct{} {
 // Name returns the cluster's name.
 func (c *Cluster) Name() string { return c.opts.Name }
 
+// OriginatesTLS reports whether connections to the endpoints are TLS.
+func (c *Cluster) OriginatesTLS() bool { return c.opts.TLS != nil }
+
 // HasHealthCheck reports whether endpoints are actively checked.
 func (c *Cluster) HasHealthCheck() bool { return c.opts.HasHealthCheck }
 
@@ -264,6 +267,19 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 // on e, as with Dial.
 func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, error) {
 	return c.dialObserved(ctx, e)
+}
+
+// Connect connects to e as Dial does (connect_timeout, TLS) and counts a
+// failure in the observer's ConnectError, but not in outlier detection:
+// for a protocol that keeps its own connections to every endpoint and
+// applies its own policy to their failures (a Redis pool's
+// FailurePolicy, see RecordFailure).
+func (c *Cluster) Connect(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	conn, err := c.dialOne(ctx, e)
+	if err != nil && c.opts.Observer.ConnectError != nil {
+		c.opts.Observer.ConnectError(e, err)
+	}
+	return conn, err
 }
 
 // dialObserved is dialOne feeding outlier detection and, under a policy

@@ -296,7 +296,7 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 	if src == nil {
 		static := make([]upstream.Target, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
-			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight}
+			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight, Name: e.Name}
 		}
 		// Static endpoints are in place before the first connection.
 		rt.up.SetEndpoints(static)

@@ -323,6 +323,7 @@ type DiscoveryStatus struct {
 // clusters whose check learns them (postgres); the lag only while known.
 type EndpointStatus struct {
 	Address           string   `json:"address"`
+	Name              string   `json:"name,omitempty"` // as configured (a Redis shard's ring name)
 	Weight            int      `json:"weight"`
 	State             string   `json:"state"`
 	Role              string   `json:"role,omitempty"` // unknown | primary | standby
@@ -379,7 +380,7 @@ func (a *App) Status() any {
 		}
 		roles := rt.roles
 		for _, e := range c.Endpoints() {
-			es := EndpointStatus{Address: e.Addr, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
+			es := EndpointStatus{Address: e.Addr, Name: e.Name, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
 			if d, measured, _ := c.LatencyEstimate(e); measured {
 				sec := d.Round(time.Microsecond).Seconds()
 				es.LatencySeconds = &sec

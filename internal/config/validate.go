@@ -334,9 +334,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		if r.Username != "" && r.Password == "" {
 			v.errorf(rp+".username", "needs password")
 		}
-		if cl.Discovery != nil {
-			v.errorf(rp, "a sharded cluster needs a fixed endpoint list (the ring is built from it)")
-		}
 	}
 	if rl := cl.RateLimit; rl != nil {
 		v.upstreamRateLimit(p+".rate_limit", rl)

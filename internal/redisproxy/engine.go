@@ -2,6 +2,7 @@ package redisproxy
 
 import (
 	"sync"
+	"sync/atomic"
 )
 
 // engines are a pool's epoll engines, joined with the first client: one
@@ -10,19 +11,32 @@ import (
 type engines struct {
 	once sync.Once
 	all  []*engine
+	// ready is all once made, for readers that must not start the
+	// engines (Pool.retire)
+	ready atomic.Pointer[[]*engine]
+}
+
+// started returns the engines made so far (none before the first client).
+func (es *engines) started() []*engine {
+	if all := es.ready.Load(); all != nil {
+		return *all
+	}
+	return nil
 }
 
 // engine returns the engine for client session n; nil where there is none
 // (no Options.Loops, or not Linux: the portable path; or its shards are
 // reached through TLS, which the engine's raw sockets cannot speak).
 func (p *Pool) engine(n int) *engine {
-	if p.opts.Loops == nil || p.opts.TLS != nil {
+	if p.opts.Loops == nil || p.up.OriginatesTLS() {
 		return nil
 	}
 	p.engines.once.Do(func() {
 		for _, l := range p.opts.Loops.Loops() {
 			p.engines.all = append(p.engines.all, newEngine(p, l))
 		}
+		all := p.engines.all
+		p.engines.ready.Store(&all)
 	})
 	if len(p.engines.all) == 0 {
 		return nil

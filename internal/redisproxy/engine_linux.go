@@ -39,7 +39,10 @@ type engine struct {
 
 	// owned by the engine goroutine
 	clients map[*eclient]struct{}
-	conns   [][]*esconn // per server, server_connections of them
+	// conns are the engine's server_connections to each server, by
+	// server.id, made when the server is first sent to; nil for a server
+	// not sent to yet or gone (a hole per shard that left the cluster).
+	conns   [][]*esconn
 	dirtyC  []*eclient
 	dirtyS  []*esconn
 	timerOn bool
@@ -123,13 +126,6 @@ func newEngine(p *Pool, l *evloop.Loop) *engine {
 	// times per timeout.
 	if t := p.opts.Timeout; t > 0 {
 		e.tick = min(max(t/4, time.Millisecond), 100*time.Millisecond)
-	}
-	for _, s := range p.servers {
-		var cs []*esconn
-		for range s.sc {
-			cs = append(cs, &esconn{s: s, fd: -1})
-		}
-		e.conns = append(e.conns, cs)
 	}
 	e.part = l.Join(0, e.sweep, e.flush, e.teardown)
 	e.done = e.part.Done()
@@ -251,7 +247,7 @@ func (e *engine) teardown() {
 			if sc.fd >= 0 {
 				sc.conn.Close(false)
 				sc.fd = -1
-				sc.s.conns.Add(-1)
+				sc.s.connDown()
 			}
 			sc.pending, sc.out, sc.rd, sc.head, sc.written = fifo[ereq]{}, nil, nil, 0, 0
 		}
@@ -540,7 +536,7 @@ func (e *engine) closeClient(c *eclient) {
 
 // send queues part i of slot sl on c's connection to the part's shard.
 func (e *engine) send(c *eclient, sl *slot, i int, pt part) {
-	cs := e.conns[pt.s.index]
+	cs := e.serverConns(pt.s)
 	sc := cs[(c.n/len(e.p.engines.all))%len(cs)]
 	if sc.pending.len() >= maxInFlight {
 		err := fmt.Errorf("shard %s (%s): more than %d commands in flight", sc.s.name, sc.s.addr, maxInFlight)
@@ -571,6 +567,10 @@ func (e *engine) dial(sc *esconn) {
 
 func (e *engine) connected(sc *esconn, fd int, err error) {
 	sc.dialing = false
+	if err == nil && sc.s.gone.Load() {
+		unix.Close(fd)
+		err = errRemoved
+	}
 	if err != nil {
 		e.failConn(sc, err, failAll)
 		return
@@ -578,7 +578,7 @@ func (e *engine) connected(sc *esconn, fd int, err error) {
 	sc.fd = fd
 	sc.src = fdReader{c: &sc.conn}
 	sc.rd = resp.NewReader(&sc.src)
-	sc.s.conns.Add(1)
+	sc.s.connUp()
 	e.loop.AddConn(&sc.conn, fd, evloop.HandlerFunc(func(ev uint32) { e.serverEvent(sc, ev) }))
 	if err := sc.conn.Settle(true); err != nil {
 		e.failConn(sc, err, failSent)
@@ -689,7 +689,7 @@ func (e *engine) failConn(sc *esconn, err error, mode failMode) {
 		sc.conn.Close(false)
 		sc.fd = -1
 		sc.rd = nil
-		s.conns.Add(-1)
+		s.connDown()
 	}
 	s.failed(err)
 	msg := fmt.Errorf("shard %s (%s): %w", s.name, s.addr, err)
@@ -716,6 +716,40 @@ func (e *engine) failConn(sc *esconn, err error, mode failMode) {
 	if sc.pending.len() > 0 && !sc.dialing {
 		e.dial(sc)
 	}
+}
+
+// serverConns returns the engine's connections to s, made on first use.
+func (e *engine) serverConns(s *server) []*esconn {
+	if s.id < len(e.conns) && e.conns[s.id] != nil {
+		return e.conns[s.id]
+	}
+	if s.id >= len(e.conns) {
+		e.conns = append(e.conns, make([][]*esconn, s.id+1-len(e.conns))...)
+	}
+	cs := make([]*esconn, len(s.sc))
+	for i := range cs {
+		cs[i] = &esconn{s: s, fd: -1}
+	}
+	e.conns[s.id] = cs
+	if s.gone.Load() {
+		// Planned on a ring from before s left: drop sees these too.
+		e.drop(s)
+	}
+	return cs
+}
+
+// drop closes the engine's connections to s, whose endpoint left the
+// cluster; what is in flight or queued on them fails.
+func (e *engine) drop(s *server) {
+	e.part.Do(func() {
+		if s.id >= len(e.conns) {
+			return
+		}
+		for _, sc := range e.conns[s.id] {
+			e.failConn(sc, errRemoved, failAll)
+		}
+		e.conns[s.id] = nil
+	})
 }
 
 // --- timeouts

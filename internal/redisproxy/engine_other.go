@@ -19,3 +19,5 @@ func (e *engine) serve(*Handler, int, net.Conn) bool { return false }
 func (e *engine) stop() {}
 
 func (e *engine) moveClients() {}
+
+func (e *engine) drop(*server) {}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/resp"
 	"github.com/attache-proxy/attache/internal/testenv"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // TestSwapNutcrackerForAttache is the migration the issue promises: keys
@@ -51,10 +52,10 @@ func swap(t *testing.T, bin, dist string, names []string, weights []int, n int) 
 	}
 	listen := testenv.FreePort(t)
 	conf := fmt.Sprintf("pool:\n  listen: %s\n  hash: fnv1a_64\n  distribution: %s\n  hash_tag: \"{}\"\n  redis: true\n  servers:\n", listen, dist)
-	var opts []Shard
+	var opts []upstream.Target
 	for i, s := range shards {
 		conf += fmt.Sprintf("   - %s:%d %s\n", s, weights[i], names[i])
-		opts = append(opts, Shard{Addr: s, Name: names[i], Weight: weights[i]})
+		opts = append(opts, upstream.Target{Addr: s, Name: names[i], Weight: weights[i]})
 	}
 	file := filepath.Join(t.TempDir(), "nutcracker.yml")
 	os.WriteFile(file, []byte(conf), 0o644)
@@ -70,7 +71,7 @@ func swap(t *testing.T, bin, dist string, names []string, weights []int, n int) 
 	testenv.WaitTCP(t, listen, 5*time.Second)
 
 	p := pool(t, nil, func(o *Options) {
-		o.Shards = opts
+		o.Upstream = cluster(opts...)
 		o.Distribution = dist
 	})
 	attache := serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)})

@@ -83,8 +83,8 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	}
 	m, name := p.m, cc.Name
 	o := Options{
-		TLS:     env.Cluster.TLS,
-		Cluster: name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
+		Upstream: env.Cluster.Upstream,
+		Cluster:  name, Hash: r.Hash, Distribution: r.Distribution, HashTag: r.HashTag,
 		AutoEject: r.AutoEjectHosts, ServerFailureLimit: r.ServerFailureLimit, ServerRetryTimeout: r.ServerRetryTimeout.D(),
 		ServerConnections: r.ServerConnections, Timeout: r.Timeout.D(), ConnectTimeout: cc.ConnectTimeout.D(),
 		Username: r.Username, Password: r.Password, Log: env.Log, Loops: env.Loops,
@@ -104,9 +104,6 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 			},
 			Ejected: func(shard string) { m.ejections.WithLabelValues(name, shard).Inc() },
 		},
-	}
-	for _, e := range cc.Endpoints {
-		o.Shards = append(o.Shards, Shard{Addr: e.Address, Name: e.Name, Weight: e.Weight})
 	}
 	pool, err := NewPool(o)
 	if err != nil {

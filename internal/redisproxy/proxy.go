@@ -2,7 +2,12 @@
 // application on localhost, sharded over several servers exactly as
 // twemproxy shards (internal/hashkit), with pipelining kept in order, many
 // clients multiplexed over a few server connections per shard, multi-key
-// commands split per shard and merged, and twemproxy's auto_eject_hosts.
+// commands split per shard and merged.
+//
+// The shards are the endpoints of an upstream.Cluster, with their
+// discovery, health and ejection; the package keeps the ring over them
+// (ring.go) and applies twemproxy's auto_eject_hosts as an
+// upstream.FailurePolicy.
 package redisproxy
 
 import (
@@ -23,19 +28,20 @@ import (
 	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/resp"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
-
-// Shard is one configured server.
-type Shard struct {
-	Addr   string
-	Name   string // optional; the ketama name defaults to Addr
-	Weight int
-}
 
 // Options configure a Pool.
 type Options struct {
-	Cluster            string
-	Shards             []Shard
+	Cluster string
+	// Upstream holds the shards: its endpoints, in its order, are the
+	// ring's servers, named by Endpoint.Name or else host:port as
+	// nutcracker names them (hashkit.KetamaName). Its health checks and
+	// ejections take shards out of the ring under AutoEject. Shard
+	// connections are made through it (connect_timeout, TLS); a pool
+	// whose cluster originates TLS serves its clients by goroutines (the
+	// epoll engine writes raw sockets).
+	Upstream           *upstream.Cluster
 	Hash               string
 	Distribution       string
 	HashTag            string
@@ -49,10 +55,6 @@ type Options struct {
 	Observer           Observer
 	Log                *slog.Logger
 
-	// TLS, when set, gives the client TLS configuration for a shard's
-	// address: every shard connection is TLS then. Such a pool serves its
-	// clients by goroutines (the epoll engine has no TLS).
-	TLS func(addr string) *tls.Config
 	// Loops are the process's event loops (evloop.Group), on which the
 	// pool's engines serve plain TCP clients; nil, or a platform without
 	// epoll: the portable path, every client served by goroutines. Every
@@ -70,19 +72,19 @@ type Observer struct {
 	Ejected func(shard string)
 }
 
-// Pool is a sharded set of Redis servers. Safe for concurrent use.
+// Pool is a sharded set of Redis servers: the ring over its cluster's
+// endpoints, and connections to each. Safe for concurrent use.
 type Pool struct {
 	opts    Options
+	up      *upstream.Cluster
 	hash    hashkit.Func
+	eject   upstream.FailurePolicy
 	engines engines
-	servers []*server
-	ring    atomic.Pointer[hashkit.Ring]
+	shards  atomic.Pointer[shardSet]
 
-	mu      sync.Mutex
-	retryAt []time.Time // per server; zero when live
-	// nextRetry is the earliest retryAt in unix nanoseconds (0: none), so
-	// that the per-key lookup takes no lock while nothing is ejected.
-	nextRetry atomic.Int64
+	mu     sync.Mutex // serialises refresh; guards byEP and nextID
+	byEP   map[*upstream.Endpoint]*server
+	nextID int
 
 	life   life
 	next   atomic.Pointer[Pool] // set by Replace: where clients move
@@ -107,30 +109,18 @@ func NewPool(o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{opts: o, hash: h, retryAt: make([]time.Time, len(o.Shards)), quit: make(chan struct{}), closed: make(chan struct{})}
-	// A shard that refuses connections is dialled again for as long as a
-	// reply may take (timeout), or connect_timeout without one.
-	window := o.Timeout
-	if window <= 0 {
-		window = o.ConnectTimeout
-	}
-	p.life.idle = make(chan struct{})
-	p.life.conns = map[*gclient]struct{}{}
-	for i, sh := range o.Shards {
-		s := &server{index: i, addr: sh.Addr, name: hashkit.KetamaName(sh.Addr, sh.Name), weight: sh.Weight,
-			timeout: o.Timeout, dial: dialer(sh.Addr, o.ConnectTimeout, o.Username, o.Password, o.TLS),
-			window: window, quit: p.quit, onFail: p.serverFailed, onOK: p.serverOK, runs: &p.runs}
-		if o.Observer.Request != nil {
-			s.observe = o.Observer.Request(s.name)
-		}
-		for j := 0; j < max(o.ServerConnections, 1); j++ {
-			s.sc = append(s.sc, &serverConn{s: s})
-		}
-		p.servers = append(p.servers, s)
-	}
-	if err := p.rebuild(time.Now()); err != nil {
+	if _, err := hashkit.Build(o.Distribution, nil); err != nil {
 		return nil, err
 	}
+	if o.Upstream == nil {
+		return nil, errors.New("redisproxy: no upstream cluster")
+	}
+	p := &Pool{opts: o, up: o.Upstream, hash: h, byEP: map[*upstream.Endpoint]*server{},
+		eject: upstream.FailurePolicy{Limit: o.ServerFailureLimit, RetryTimeout: o.ServerRetryTimeout},
+		quit:  make(chan struct{}), closed: make(chan struct{})}
+	p.life.idle = make(chan struct{})
+	p.life.conns = map[*gclient]struct{}{}
+	p.refresh()
 	return p, nil
 }
 
@@ -173,11 +163,13 @@ func (p *Pool) Close(drain time.Duration) {
 	for _, e := range p.engines.all {
 		e.stop()
 	}
-	for _, s := range p.servers {
+	p.mu.Lock()
+	for _, s := range p.byEP {
 		for _, sc := range s.sc {
-			sc.close()
+			sc.close(errClosed)
 		}
 	}
+	p.mu.Unlock()
 	for _, e := range p.engines.all {
 		<-e.done
 	}
@@ -329,90 +321,6 @@ func (l *life) idleCheck() {
 
 // errClosed fails the requests a closed pool still holds.
 var errClosed = errors.New("the pool is closed (configuration reloaded)")
-
-// rebuild makes the ring from the servers live at now and records the
-// next time an ejected server is due back. p.mu is held (or p is new).
-func (p *Pool) rebuild(now time.Time) error {
-	ss := make([]hashkit.Server, len(p.servers))
-	var next int64
-	for i, s := range p.servers {
-		live := !p.opts.AutoEject || !now.Before(p.retryAt[i])
-		if live {
-			p.retryAt[i] = time.Time{}
-		} else if t := p.retryAt[i].UnixNano(); next == 0 || t < next {
-			next = t
-		}
-		ss[i] = hashkit.Server{Name: s.name, Weight: s.weight, Live: live}
-	}
-	r, err := hashkit.Build(p.opts.Distribution, ss)
-	if err != nil {
-		return err
-	}
-	p.ring.Store(r)
-	p.nextRetry.Store(next)
-	return nil
-}
-
-// serverFailed counts a failure; with auto_eject_hosts, server_failure_limit
-// failures in a row take the server out of the ring for
-// server_retry_timeout (twemproxy's semantics: its keys move).
-func (p *Pool) serverFailed(s *server, err error) {
-	if !p.opts.AutoEject || s.failures.Add(1) < int32(p.opts.ServerFailureLimit) {
-		return
-	}
-	s.failures.Store(0)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	p.retryAt[s.index] = now.Add(p.opts.ServerRetryTimeout)
-	p.rebuild(now)
-	p.opts.Log.Warn("redis shard ejected", "cluster", p.opts.Cluster, "shard", s.name, "addr", s.addr, "error", err, "retry_in", p.opts.ServerRetryTimeout)
-	if p.opts.Observer.Ejected != nil {
-		p.opts.Observer.Ejected(s.name)
-	}
-}
-
-// serverOK resets the failure count; it runs for every reply, so it takes
-// no lock.
-func (p *Pool) serverOK(s *server) {
-	if s.failures.Load() != 0 {
-		s.failures.Store(0)
-	}
-}
-
-// shardFor returns the server for a key, putting ejected servers back once
-// their retry time has come.
-func (p *Pool) shardFor(key []byte) *server {
-	if n := p.nextRetry.Load(); n != 0 && time.Now().UnixNano() >= n {
-		p.mu.Lock()
-		p.rebuild(time.Now())
-		p.mu.Unlock()
-	}
-	i := p.ring.Load().Pick(key, p.hash, p.opts.HashTag)
-	if i < 0 {
-		return nil
-	}
-	return p.servers[i]
-}
-
-// Shards returns each shard's address, name and open connections.
-func (p *Pool) Shards() []ShardStatus {
-	var out []ShardStatus
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, s := range p.servers {
-		out = append(out, ShardStatus{Addr: s.addr, Name: s.name, Connections: s.conns.Load(), Ejected: !p.retryAt[i].IsZero()})
-	}
-	return out
-}
-
-// ShardStatus is one shard in /status.
-type ShardStatus struct {
-	Addr        string `json:"address"`
-	Name        string `json:"name"`
-	Connections int64  `json:"connections"`
-	Ejected     bool   `json:"ejected"`
-}
 
 // Handler serves client connections of one listener.
 type Handler struct {

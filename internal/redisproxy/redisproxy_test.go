@@ -2,6 +2,7 @@ package redisproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/attache-proxy/attache/internal/evloop"
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/testenv"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // serve runs a Handler on a loopback listener.
@@ -31,9 +33,11 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	o := Options{Cluster: "shards", Hash: "fnv1a_64", Distribution: "ketama", HashTag: "{}", ServerFailureLimit: 2,
 		ServerRetryTimeout: 30 * time.Second, ServerConnections: 2, Timeout: time.Second, ConnectTimeout: time.Second,
 		Log: slog.New(slog.DiscardHandler), Loops: g}
+	var ts []upstream.Target
 	for _, s := range shards {
-		o.Shards = append(o.Shards, Shard{Addr: s, Weight: 1})
+		ts = append(ts, upstream.Target{Addr: s, Weight: 1})
 	}
+	o.Upstream = cluster(ts...)
 	for _, mod := range mods {
 		if mod != nil {
 			mod(&o)
@@ -45,6 +49,18 @@ func pool(t testing.TB, shards []string, mods ...func(*Options)) *Pool {
 	}
 	t.Cleanup(func() { p.Close(0) })
 	return p
+}
+
+// cluster returns an upstream cluster of the shards ts, as app makes one
+// of a cluster's static endpoints.
+func cluster(ts ...upstream.Target) *upstream.Cluster { return tlsCluster(nil, ts...) }
+
+// tlsCluster is cluster with the shards reached through TLS (tlsFor nil:
+// plaintext).
+func tlsCluster(tlsFor func(string) *tls.Config, ts ...upstream.Target) *upstream.Cluster {
+	c := upstream.New(upstream.Options{Name: "shards", ConnectTimeout: time.Second, TLS: tlsFor, Log: slog.New(slog.DiscardHandler)})
+	c.SetEndpoints(ts)
+	return c
 }
 
 // forPaths runs a test against both ways of serving clients: the epoll

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/resp"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // request is one command on its way to a shard; done is closed when reply
@@ -46,15 +47,18 @@ type serverConn struct {
 	in      chan *request // nil until started
 	pending chan *request
 	conn    net.Conn // the connection open, for close
-	closed  bool     // the pool is closed: no request is taken
+	// closed: the pool is closed or the shard left the cluster (closeErr
+	// says which); no request is taken
+	closed   bool
+	closeErr error
 }
 
-// close closes the connection and refuses requests from now on; what is in
-// flight fails.
-func (sc *serverConn) close() {
+// close closes the connection and refuses requests from now on with err;
+// what is in flight fails.
+func (sc *serverConn) close(err error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	sc.closed = true
+	sc.closed, sc.closeErr = true, err
 	if sc.conn != nil {
 		sc.conn.Close()
 	}
@@ -70,8 +74,12 @@ const maxInFlight = 4096
 func (sc *serverConn) send(r *request) {
 	sc.mu.Lock()
 	if sc.closed {
+		err := sc.closeErr
 		sc.mu.Unlock()
-		r.finish(nil, errClosed)
+		if err == errRemoved {
+			err = fmt.Errorf("shard %s (%s): %w", sc.s.name, sc.s.addr, err)
+		}
+		r.finish(nil, err)
 		return
 	}
 	if sc.in == nil {
@@ -125,7 +133,7 @@ func (sc *serverConn) adopt(conn net.Conn) error {
 	defer sc.mu.Unlock()
 	if sc.closed {
 		conn.Close()
-		return errClosed
+		return sc.closeErr
 	}
 	sc.conn = conn
 	return nil
@@ -154,10 +162,10 @@ func (sc *serverConn) fail(in chan *request, again []*request, err error) {
 	if sc.in == in {
 		sc.in = nil
 	}
-	closed := sc.closed
+	closed, closeErr := sc.closed, sc.closeErr
 	sc.mu.Unlock()
 	if closed {
-		err = errClosed // not the shard's failure
+		err = closeErr // not the shard's failure
 	} else {
 		s.failed(err)
 	}
@@ -183,8 +191,8 @@ func (sc *serverConn) fail(in chan *request, again []*request, err error) {
 // wait). The other requests in flight fail.
 func (sc *serverConn) serve(conn net.Conn, in, pending chan *request, again []*request) []*request {
 	s := sc.s
-	s.conns.Add(1)
-	defer s.conns.Add(-1)
+	s.connUp()
+	defer s.connDown()
 	defer conn.Close()
 	readerDone := make(chan error, 1)
 	var outstanding atomic.Int64
@@ -249,7 +257,7 @@ func (sc *serverConn) serve(conn net.Conn, in, pending chan *request, again []*r
 	}
 	sc.mu.Lock()
 	if sc.closed {
-		err = errClosed // not the shard's failure
+		err = sc.closeErr // not the shard's failure
 	} else {
 		s.failed(err)
 	}
@@ -273,41 +281,41 @@ func (sc *serverConn) serve(conn net.Conn, in, pending chan *request, again []*r
 	}
 }
 
-// server is one shard.
+// server is one shard: the connections of a pool to one endpoint of its
+// cluster.
 type server struct {
-	index   int
+	id      int // the pool's number for it, never reused (engine.conns)
+	ep      *upstream.Endpoint
+	p       *Pool
 	addr    string
 	name    string // ketama name
-	weight  int
 	timeout time.Duration
 	dial    func() (net.Conn, error)
 	// window is how long connect dials again while the shard refuses;
 	// down is set once a window ran out, until a dial succeeds.
-	window   time.Duration
-	down     atomic.Bool
-	quit     <-chan struct{} // closed when the pool closes
-	conns    atomic.Int64
-	failures atomic.Int32 // consecutive, for auto_eject_hosts
-	sc       []*serverConn
-	onFail   func(*server, error)
-	onOK     func(*server)
-	observe  func(ok bool, d time.Duration) // nil: no metrics
-	runs     *sync.WaitGroup                // the pool's serverConn goroutines
+	window  time.Duration
+	down    atomic.Bool
+	quit    <-chan struct{} // closed when the pool closes
+	gone    atomic.Bool     // the endpoint left the cluster (Pool.retire)
+	conns   atomic.Int64
+	sc      []*serverConn
+	observe func(ok bool, d time.Duration) // nil: no metrics
+	runs    *sync.WaitGroup                // the pool's serverConn goroutines
 }
 
 // conn returns the server connection of client session n.
 func (s *server) conn(n int) *serverConn { return s.sc[n%len(s.sc)] }
 
-func (s *server) failed(err error) {
-	if s.onFail != nil {
-		s.onFail(s, err)
-	}
+// connUp and connDown count an open connection, on the server for
+// redis_shards and on the endpoint for the cluster's status and metrics.
+func (s *server) connUp() {
+	s.conns.Add(1)
+	s.ep.AddActive(1)
 }
 
-func (s *server) ok() {
-	if s.onOK != nil {
-		s.onOK(s)
-	}
+func (s *server) connDown() {
+	s.conns.Add(-1)
+	s.ep.AddActive(-1)
 }
 
 // The backoff of connect: a shard that restarts is back within
@@ -331,6 +339,9 @@ func (s *server) connect() (net.Conn, error) {
 			return nil, errClosed
 		default:
 		}
+		if s.gone.Load() {
+			return nil, errRemoved
+		}
 		conn, err := s.dial()
 		if err == nil {
 			s.down.Store(false)
@@ -351,10 +362,11 @@ func (s *server) connect() (net.Conn, error) {
 	}
 }
 
-// dialer returns a dial func that connects (through TLS when tlsFor is
-// set: tlsFor gives the client configuration for the address, verification
-// included) and greets the shard (hello) before handing the connection
-// over. connectTimeout bounds all of it.
+// dialer returns a dial func for a health check (Ping) that connects
+// (through TLS when tlsFor is set: tlsFor gives the client configuration
+// for the address, verification included) and greets the shard (hello).
+// connectTimeout bounds all of it. A pool's servers dial through their
+// cluster instead (Pool.dialer).
 func dialer(addr string, connectTimeout time.Duration, username, password string, tlsFor func(string) *tls.Config) func() (net.Conn, error) {
 	return func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)

@@ -12,6 +12,7 @@ import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/testenv"
 	"github.com/attache-proxy/attache/internal/tlsconfig"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // clientTLS builds a cluster's client TLS as the app does.
@@ -75,8 +76,7 @@ func TestShardTLS(t *testing.T) {
 			// Two shards on the same server (two names) so that keys
 			// take either; the default options ask for the epoll engine.
 			p := pool(t, nil, func(o *Options) {
-				o.Shards = []Shard{{Addr: r.Addr, Name: "a", Weight: 1}, {Addr: r.Addr, Name: "b", Weight: 1}}
-				o.TLS = tlsFor
+				o.Upstream = tlsCluster(tlsFor, upstream.Target{Addr: r.Addr, Name: "a", Weight: 1}, upstream.Target{Addr: r.Addr, Name: "b", Weight: 1})
 			})
 			rdb := client(serve(t, &Handler{Pool: p, Log: slog.New(slog.DiscardHandler)}))
 			defer rdb.Close()

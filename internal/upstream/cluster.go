@@ -38,6 +38,20 @@ type OutlierPolicy struct {
 type Target struct {
 	Addr   string
 	Weight int
+	// Name is the endpoint's name when the configuration gives one (a
+	// Redis shard's ring name: see internal/redisproxy); "" for none.
+	Name string
+}
+
+// key identifies a target's endpoint across endpoint sets: its address,
+// and its name when it has one.
+func (t Target) key() string { return endpointKey(t.Addr, t.Name) }
+
+func endpointKey(addr, name string) string {
+	if name == "" {
+		return addr
+	}
+	return addr + " " + name
 }
 
 // Observer receives the cluster's events for metrics and logs. Any field may
@@ -69,6 +83,11 @@ type Cluster struct {
 	lat  balance.LatencyObserver // the Picker, when it learns latencies (ewma)
 	eps  atomic.Pointer[[]*Endpoint]
 
+	// epoch changes whenever the endpoint set, or an endpoint's health or
+	// ejection, changes (see Epoch). Shared with the endpoints, and with
+	// the generation that Inherits them.
+	epoch *atomic.Uint64
+
 	mu     sync.Mutex // serialises SetEndpoints
 	legacy map[string]*Endpoint
 	added  chan struct{} // closed when SetEndpoints adds an endpoint; mu
@@ -91,7 +110,7 @@ func New(opts Options) *Cluster {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{opts: opts, added: make(chan struct{})}
+	c := &Cluster{opts: opts, added: make(chan struct{}), epoch: new(atomic.Uint64)}
 	c.lat, _ = opts.Picker.(balance.LatencyObserver)
 	c.eps.Store(&[]*Endpoint{})
 	return c
@@ -110,6 +129,9 @@ func (c *Cluster) Added() <-chan struct{} {
 // Name returns the cluster's name.
 func (c *Cluster) Name() string { return c.opts.Name }
 
+// OriginatesTLS reports whether connections to the endpoints are TLS.
+func (c *Cluster) OriginatesTLS() bool { return c.opts.TLS != nil }
+
 // HasHealthCheck reports whether endpoints are actively checked.
 func (c *Cluster) HasHealthCheck() bool { return c.opts.HasHealthCheck }
 
@@ -125,50 +147,66 @@ func (c *Cluster) Inherit(old *Cluster) {
 	defer c.mu.Unlock()
 	c.legacy = map[string]*Endpoint{}
 	for _, e := range old.Endpoints() {
-		c.legacy[e.Addr] = e
+		c.legacy[e.key()] = e
 	}
+	c.epoch = old.epoch
 	c.eps.Store(old.eps.Load())
 }
+
+// Epoch returns a number that changes whenever the endpoint set changes
+// or an endpoint's health or ejection does (not when an ejection runs
+// out: see Endpoint.EjectedUntil). A reader that derives state from the
+// endpoints (a Redis ring) compares it on its fast path, one atomic load,
+// and derives again when it moved.
+func (c *Cluster) Epoch() uint64 { return c.epoch.Load() }
 
 // Endpoints returns the current endpoint set. The slice must not be changed.
 func (c *Cluster) Endpoints() []*Endpoint { return *c.eps.Load() }
 
-// SetEndpoints replaces the endpoint set. Endpoints whose address and weight
-// are unchanged are kept as they are, with their state and connections; a
-// changed weight keeps the state. Connections to removed endpoints are left
+// SetEndpoints replaces the endpoint set. Endpoints whose address, name
+// and weight are unchanged are kept as they are, with their state and
+// connections; a changed weight keeps the state. Connections to removed endpoints are left
 // open: they end on their own or when the client closes them.
 func (c *Cluster) SetEndpoints(ts []Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prev := map[string]*Endpoint{}
-	for a, e := range c.legacy {
-		prev[a] = e
+	for k, e := range c.legacy {
+		prev[k] = e
 	}
 	for _, e := range c.Endpoints() {
-		prev[e.Addr] = e
+		prev[e.key()] = e
 	}
 	next := make([]*Endpoint, 0, len(ts))
 	added := false
 	for _, t := range ts {
 		w := max(t.Weight, 1)
-		switch old := prev[t.Addr]; {
+		switch old := prev[t.key()]; {
 		case old != nil && old.Weight == w:
 			next = append(next, old)
 		case old != nil:
-			e := NewEndpoint(t.Addr, w)
+			e := c.newEndpoint(t, w)
 			e.copyStateFrom(old)
 			next = append(next, e)
 		default:
-			next = append(next, NewEndpoint(t.Addr, w))
+			next = append(next, c.newEndpoint(t, w))
 			added = true
 		}
 	}
 	c.legacy = nil
 	c.eps.Store(&next)
+	c.epoch.Add(1)
 	if added {
 		close(c.added)
 		c.added = make(chan struct{})
 	}
+}
+
+func (c *Cluster) newEndpoint(t Target, weight int) *Endpoint {
+	e := NewEndpoint(t.Addr, weight)
+	e.Name = t.Name
+	e.epoch = c.epoch
+	return e
 }
 
 // Routable reports whether the data path should send new connections to e
@@ -229,6 +267,19 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 // on e, as with Dial.
 func (c *Cluster) DialEndpoint(ctx context.Context, e *Endpoint) (net.Conn, error) {
 	return c.dialObserved(ctx, e)
+}
+
+// Connect connects to e as Dial does (connect_timeout, TLS) and counts a
+// failure in the observer's ConnectError, but not in outlier detection:
+// for a protocol that keeps its own connections to every endpoint and
+// applies its own policy to their failures (a Redis pool's
+// FailurePolicy, see RecordFailure).
+func (c *Cluster) Connect(ctx context.Context, e *Endpoint) (net.Conn, error) {
+	conn, err := c.dialOne(ctx, e)
+	if err != nil && c.opts.Observer.ConnectError != nil {
+		c.opts.Observer.ConnectError(e, err)
+	}
+	return conn, err
 }
 
 // dialObserved is dialOne feeding outlier detection and, under a policy

@@ -42,6 +42,13 @@ type Thresholds struct {
 type Endpoint struct {
 	Addr   string
 	Weight int
+	Name   string // as configured (Target.Name); "" for none
+
+	epoch *atomic.Uint64 // the cluster's (Cluster.Epoch); nil outside one
+	// failures counts consecutive failures under a FailurePolicy
+	// (twemproxy's failure_count); an atomic so that a success, which
+	// comes with every reply, is one load.
+	failures atomic.Int32
 
 	health       atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 when not ejected
@@ -65,6 +72,26 @@ func NewEndpoint(addr string, weight int) *Endpoint {
 	e := &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}, rtt: &balance.RTT{}}
 	e.lag.Store(lagUnknown)
 	return e
+}
+
+func (e *Endpoint) key() string { return endpointKey(e.Addr, e.Name) }
+
+// changed moves the cluster's epoch: the endpoint's health or ejection
+// changed.
+func (e *Endpoint) changed() {
+	if e.epoch != nil {
+		e.epoch.Add(1)
+	}
+}
+
+// EjectedUntil returns when the endpoint's ejection ends; the zero time
+// when it was never ejected or a check ended the ejection. A time in the
+// past is an ejection that ran out.
+func (e *Endpoint) EjectedUntil() time.Time {
+	if u := e.ejectedUntil.Load(); u != 0 {
+		return time.Unix(0, u)
+	}
+	return time.Time{}
 }
 
 // Health returns the active-check status.
@@ -145,9 +172,15 @@ func (e *Endpoint) ObserveCheck(ok bool, th Thresholds) (changed bool) {
 		}
 	}
 	e.health.Store(int32(next))
+	moved := next != old
 	if ok && next == Healthy && (old != Healthy || e.ejectedUntil.Load() != 0) {
+		moved = moved || e.ejectedUntil.Load() != 0
 		e.ejectedUntil.Store(0)
 		e.connFails, e.respFails = 0, 0
+		e.failures.Store(0)
+	}
+	if moved {
+		e.changed()
 	}
 	var closing []io.Closer
 	if next == Unhealthy && old != Unhealthy {
@@ -221,6 +254,7 @@ func (e *Endpoint) eject(now time.Time, od OutlierPolicy) {
 	d := od.BaseEjectionTime * time.Duration(e.ejections)
 	d = min(d, max(od.BaseEjectionTime, MaxEjectionTime))
 	e.ejectedUntil.Store(now.Add(d).UnixNano())
+	e.changed()
 }
 
 // AddActive counts requests in flight on the endpoint (least_request).
@@ -237,5 +271,6 @@ func (e *Endpoint) copyStateFrom(old *Endpoint) {
 	e.lag.Store(old.lag.Load())
 	e.claims.Store(old.claims.Load())
 	e.rtt = old.rtt
+	e.failures.Store(old.failures.Load())
 	e.passes, e.fails, e.connFails, e.respFails, e.ejections = old.passes, old.fails, old.connFails, old.respFails, old.ejections
 }

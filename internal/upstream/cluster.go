@@ -38,6 +38,13 @@ type OutlierPolicy struct {
 type Target struct {
 	Addr   string
 	Weight int
+	Zone   string   // "" when unknown: counts as a zone of its own
+	Hints  []string // Kubernetes topology hints: the zones it serves
+}
+
+// same reports whether t and e describe the same endpoint.
+func (t Target) same(e *Endpoint, w int) bool {
+	return e.Weight == w && e.Zone == t.Zone && slices.Equal(e.Hints, t.Hints)
 }
 
 // Observer receives the cluster's events for metrics and logs. Any field may
@@ -45,6 +52,9 @@ type Target struct {
 type Observer struct {
 	ConnectError func(ep *Endpoint, err error)
 	Ejected      func(ep *Endpoint)
+	// Routed is told, under zone-aware routing with the pod's zone known,
+	// whether each endpoint picked is in the pod's zone.
+	Routed func(ep *Endpoint, local bool)
 }
 
 // Options configure a Cluster. Zero values are not valid except where noted.
@@ -54,6 +64,8 @@ type Options struct {
 	ConnectTimeout time.Duration
 	Outlier        OutlierPolicy
 	HasHealthCheck bool
+	// Zone, when set, routes zone-aware (see ZonePolicy).
+	Zone *ZonePolicy
 	// TLS, when set, originates TLS on every connection: it returns the
 	// client configuration to use now (certificates may rotate).
 	TLS      func(addr string) *tls.Config
@@ -133,9 +145,9 @@ func (c *Cluster) Inherit(old *Cluster) {
 // Endpoints returns the current endpoint set. The slice must not be changed.
 func (c *Cluster) Endpoints() []*Endpoint { return *c.eps.Load() }
 
-// SetEndpoints replaces the endpoint set. Endpoints whose address and weight
-// are unchanged are kept as they are, with their state and connections; a
-// changed weight keeps the state. Connections to removed endpoints are left
+// SetEndpoints replaces the endpoint set. Endpoints whose address, weight,
+// zone and hints are unchanged are kept as they are, with their state and
+// connections; a change of the others keeps the state. Connections to removed endpoints are left
 // open: they end on their own or when the client closes them.
 func (c *Cluster) SetEndpoints(ts []Target) {
 	c.mu.Lock()
@@ -152,14 +164,14 @@ func (c *Cluster) SetEndpoints(ts []Target) {
 	for _, t := range ts {
 		w := max(t.Weight, 1)
 		switch old := prev[t.Addr]; {
-		case old != nil && old.Weight == w:
+		case old != nil && t.same(old, w):
 			next = append(next, old)
 		case old != nil:
-			e := NewEndpoint(t.Addr, w)
+			e := newTargetEndpoint(t, w)
 			e.copyStateFrom(old)
 			next = append(next, e)
 		default:
-			next = append(next, NewEndpoint(t.Addr, w))
+			next = append(next, newTargetEndpoint(t, w))
 			added = true
 		}
 	}
@@ -211,6 +223,9 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		e := eps[i]
 		conn, err := c.dialObserved(ctx, e)
 		if err == nil {
+			if c.opts.Zone != nil {
+				c.countLocality(e)
+			}
 			return conn, e, nil
 		}
 		errs = append(errs, err)
@@ -273,6 +288,8 @@ func (c *Cluster) fillCandidates(buf []balance.Candidate, eps []*Endpoint, skip 
 		for i, e := range eps {
 			cands[i].Usable = skip == nil || !skip(e)
 		}
+	} else if c.opts.Zone != nil {
+		c.zoneFilter(cands, eps, now)
 	}
 	return cands
 }
@@ -290,6 +307,9 @@ func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
 		if skip != nil && skip(eps[0]) {
 			return nil
 		}
+		if c.opts.Zone != nil {
+			c.countLocality(eps[0])
+		}
 		return eps[0]
 	}
 	bp, _ := c.cands.Get().(*[]balance.Candidate)
@@ -302,6 +322,9 @@ func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
 	*bp = cands[:0]
 	c.cands.Put(bp)
 	if i >= 0 {
+		if c.opts.Zone != nil {
+			c.countLocality(eps[i])
+		}
 		return eps[i]
 	}
 	return nil

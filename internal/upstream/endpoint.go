@@ -42,6 +42,8 @@ type Thresholds struct {
 type Endpoint struct {
 	Addr   string
 	Weight int
+	Zone   string   // "" when unknown
+	Hints  []string // Kubernetes topology hints (zones); must not be changed
 
 	health       atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 when not ejected
@@ -64,6 +66,13 @@ type Endpoint struct {
 func NewEndpoint(addr string, weight int) *Endpoint {
 	e := &Endpoint{Addr: addr, Weight: max(weight, 1), conns: map[io.Closer]struct{}{}, rtt: &balance.RTT{}}
 	e.lag.Store(lagUnknown)
+	return e
+}
+
+// newTargetEndpoint is NewEndpoint with t's zone and hints.
+func newTargetEndpoint(t Target, w int) *Endpoint {
+	e := NewEndpoint(t.Addr, w)
+	e.Zone, e.Hints = t.Zone, t.Hints
 	return e
 }
 

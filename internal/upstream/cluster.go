@@ -38,13 +38,15 @@ type OutlierPolicy struct {
 type Target struct {
 	Addr   string
 	Weight int
-	Zone   string   // "" when unknown: counts as a zone of its own
-	Hints  []string // Kubernetes topology hints: the zones it serves
+	Zone   string // "" when unknown: counts as a zone of its own
+	// Hints are Kubernetes topology hints, the zones it serves, sorted
+	// and joined by commas (a string keeps Target comparable).
+	Hints string
 }
 
 // same reports whether t and e describe the same endpoint.
 func (t Target) same(e *Endpoint, w int) bool {
-	return e.Weight == w && e.Zone == t.Zone && slices.Equal(e.Hints, t.Hints)
+	return e.Weight == w && e.Zone == t.Zone && e.Hints == t.Hints
 }
 
 // Observer receives the cluster's events for metrics and logs. Any field may

@@ -42,8 +42,8 @@ type Thresholds struct {
 type Endpoint struct {
 	Addr   string
 	Weight int
-	Zone   string   // "" when unknown
-	Hints  []string // Kubernetes topology hints (zones); must not be changed
+	Zone   string // "" when unknown
+	Hints  string // Kubernetes topology hints: zones joined by commas
 
 	health       atomic.Int32
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 when not ejected

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
@@ -96,7 +97,16 @@ type zonePlan struct {
 }
 
 // hintedFor reports whether e's topology hints name zone.
-func (e *Endpoint) hintedFor(zone string) bool { return slices.Contains(e.Hints, zone) }
+func (e *Endpoint) hintedFor(zone string) bool {
+	for rest := e.Hints; rest != ""; {
+		var h string
+		h, rest, _ = strings.Cut(rest, ",")
+		if h == zone {
+			return true
+		}
+	}
+	return false
+}
 
 // plan decides zone routing over eps at now. zs is scratch storage.
 func (c *Cluster) zonePlan(eps []*Endpoint, now time.Time, zs []zoneCount) zonePlan {

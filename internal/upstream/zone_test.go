@@ -39,7 +39,7 @@ func zoneCluster(t *testing.T, policy, local string, zp ZonePolicy, eps ...zoned
 			if o == "down" {
 				down[f[0]] = true
 			} else if h, ok := strings.CutPrefix(o, "hint="); ok {
-				tg.Hints = strings.Split(h, ",")
+				tg.Hints = h
 			}
 		}
 		ts = append(ts, tg)
@@ -252,7 +252,7 @@ func TestZoneChangeKeepsState(t *testing.T) {
 	if c.Endpoints()[1] != same {
 		t.Error("an unchanged endpoint was replaced")
 	}
-	c.SetEndpoints([]Target{{Addr: "a1", Zone: "b", Weight: 1}, {Addr: "b1", Zone: "b", Weight: 1, Hints: []string{"a"}}})
+	c.SetEndpoints([]Target{{Addr: "a1", Zone: "b", Weight: 1}, {Addr: "b1", Zone: "b", Weight: 1, Hints: "a"}})
 	if c.Endpoints()[1] == same || c.Endpoints()[1].Health() != Healthy {
 		t.Error("new hints did not make a new endpoint with the old state")
 	}

@@ -46,7 +46,7 @@ func wantSlice() *EndpointSlice {
 	return &EndpointSlice{TypeMeta: a.TypeMeta, ObjectMeta: a.ObjectMeta, AddressType: AddressTypeIPv4,
 		Endpoints: []Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: EndpointConditions{Ready: yes, Serving: yes, Terminating: no},
 			Zone: ptr("zone-a"), Hints: &EndpointHints{ForZones: []ForZone{{Name: "zone-a"}}}}},
-		Ports:     []EndpointPort{{Name: ptr("http"), Protocol: ptr("TCP"), Port: ptr(int32(8080))}},
+		Ports: []EndpointPort{{Name: ptr("http"), Protocol: ptr("TCP"), Port: ptr(int32(8080))}},
 	}
 }
 

@@ -57,7 +57,7 @@ listeners:
 clusters:
   - name: users
     endpoints: ["%s zone=us-east-1a", "%s zone=us-east-1b", "%s zone=us-east-1b"]
-    health_check: {type: http, path: /, interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1}
+    health_check: {type: http, path: /, interval: 100ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 1}
     zone_aware: {}
 `, testenv.FreePort(t), testenv.FreePort(t), a1.addr, b1.addr, b2.addr), map[string]string{"POD_ZONE": "us-east-1a"})
 	h.waitReady()

@@ -139,3 +139,24 @@ func TestZoneBadValues(t *testing.T) {
 		})
 	}
 }
+
+// FuzzZoneEndpoint: an endpoint that decodes gives itself back through
+// String, zone included.
+func FuzzZoneEndpoint(f *testing.F) {
+	for _, s := range []string{"h:1 zone=a", "h:1 weight=2 zone=us-east-1a", "[::1]:2 zone=a.b_c-d", "h:1 zone=", "h:1:2 n zone=a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var e Endpoint
+		if e.decodeScalar(s) != nil {
+			return
+		}
+		if e.Zone != "" && checkZoneName(e.Zone) != nil {
+			t.Fatalf("accepted zone %q", e.Zone)
+		}
+		var back Endpoint
+		if err := back.decodeScalar(e.String()); err != nil || back != e {
+			t.Fatalf("%q: round trip through %q gave %+v, %v", s, e.String(), back, err)
+		}
+	})
+}

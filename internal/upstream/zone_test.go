@@ -257,3 +257,60 @@ func TestZoneChangeKeepsState(t *testing.T) {
 		t.Error("new hints did not make a new endpoint with the old state")
 	}
 }
+
+// FuzzZoneFilter feeds zone routing endpoint sets as discovery reports
+// them (zones and hints from an API server or Consul, health): a pick
+// never loses every usable candidate, and the shares stay in [0, 1].
+func FuzzZoneFilter(f *testing.F) {
+	f.Add("a,b,b,,c", "a,a;b,,", "a", uint16(0b10110), 0.3, uint8(1))
+	f.Add("a,a,a", ";;", "a", uint16(0), 0.9, uint8(2))
+	f.Add("x", "x,y", "y", uint16(1), 0.0, uint8(1))
+	f.Fuzz(func(t *testing.T, zones, hints, local string, down uint16, x float64, minHealthy uint8) {
+		zs := strings.Split(zones, ",")
+		hs := strings.Split(hints, ";")
+		if len(zs) > 16 {
+			zs = zs[:16]
+		}
+		if x != x || x < 0 || x >= 1 {
+			x = 0.5
+		}
+		p, _ := balance.New("round_robin")
+		c := New(Options{Name: "f", Picker: p, HasHealthCheck: true, Zone: &ZonePolicy{
+			Local: func() string { return local }, MinHealthy: max(int(minHealthy)%4, 1), Float64: func() float64 { return x }}})
+		var ts []Target
+		for i, z := range zs {
+			tg := Target{Addr: string(rune('A'+i)) + ":1", Zone: z}
+			if i < len(hs) {
+				tg.Hints = hs[i]
+			}
+			ts = append(ts, tg)
+		}
+		c.SetEndpoints(ts)
+		anyUp := false
+		for i, e := range c.Endpoints() {
+			up := down&(1<<i) == 0
+			anyUp = anyUp || up
+			e.ObserveCheck(up, Thresholds{Healthy: 1, Unhealthy: 1})
+		}
+		if e := c.Pick(0, nil); e == nil {
+			t.Fatalf("no endpoint picked from %q", zones)
+		} else if anyUp && e.Health() != Healthy {
+			t.Fatalf("picked unhealthy %s with healthy ones left", e.Addr)
+		}
+		st, _ := c.ZoneStatus()
+		if st.LocalShare < 0 || st.LocalShare > 1 {
+			t.Fatalf("local share %v", st.LocalShare)
+		}
+	})
+}
+
+// TestZonePickAllocs: zone routing adds no allocation to a pick (the
+// HTTP fast path picks per request).
+func TestZonePickAllocs(t *testing.T) {
+	c := zoneCluster(t, "round_robin", "a", ZonePolicy{Float64: func() float64 { return 0.9 }},
+		"a1 a", "a2 a down", "b1 b", "b2 b", "c1 c", "c2 c")
+	c.Pick(0, nil)
+	if n := testing.AllocsPerRun(100, func() { c.Pick(0, nil) }); n != 0 {
+		t.Errorf("got %v allocations per pick, want 0", n)
+	}
+}

@@ -44,7 +44,14 @@ func (a *App) applyZone(cfg *config.Config) {
 		z.local.Set("")
 	case c.NodeLabel == "":
 		z.local.Set(c.Name) // from_env was resolved into Name by config.Parse
-		a.log.Info("pod zone", "zone", c.Name)
+		if c.Name == "" {
+			a.log.Warn("the pod's zone is unknown: its environment variable is empty; routing ignores zones", "variable", c.FromEnv)
+		} else {
+			a.log.Info("pod zone", "zone", c.Name)
+		}
+	case c.NodeName == "":
+		z.local.Set("")
+		a.log.Warn("the pod's zone is unknown: the node name variable is empty; routing ignores zones", "variable", c.NodeNameEnv)
 	default:
 		z.local.Set("")
 		log := a.log.With("node", c.NodeName, "label", c.NodeLabel)

@@ -10,7 +10,9 @@ import (
 // or annotation through the downward API) or NodeLabel (a label of the
 // Node the pod runs on, read from the Kubernetes API; the node's name from
 // the NodeNameEnv variable, set from spec.nodeName through the downward
-// API). Parse resolves FromEnv into Name and NodeNameEnv into NodeName.
+// API). Parse resolves FromEnv into Name and NodeNameEnv into NodeName;
+// a variable that is set but empty leaves them "" (the zone is unknown),
+// one that is not set is an error.
 type Zone struct {
 	Name        string `yaml:"name"`
 	FromEnv     string `yaml:"from_env"`
@@ -80,12 +82,11 @@ func (c *Config) applyZone(lookupEnv func(string) (string, bool)) Errors {
 	if z == nil {
 		return nil
 	}
-	env := func(name string) string {
+	env := func(name string) (string, bool) {
 		if lookupEnv == nil {
-			return ""
+			return "", false
 		}
-		v, _ := lookupEnv(name)
-		return v
+		return lookupEnv(name)
 	}
 	errorf := func(path, format string, args ...any) {
 		errs = append(errs, Error{Path: path, Line: c.Line(path), Msg: fmt.Sprintf(format, args...)})
@@ -117,9 +118,15 @@ func (c *Config) applyZone(lookupEnv func(string) (string, bool)) Errors {
 			errorf("zone.from_env", "invalid environment variable name %q", z.FromEnv)
 			break
 		}
-		v := env(z.FromEnv)
-		if v == "" {
+		v, ok := env(z.FromEnv)
+		if !ok {
 			errorf("zone.from_env", "environment variable %s is not set; set it from a pod label or annotation with the downward API (fieldRef metadata.labels['...'])", z.FromEnv)
+			break
+		}
+		// Set but empty (the pod lacks the label, or attache validate
+		// checks a manifest that sets it from the downward API): the
+		// zone is unknown, which the app logs.
+		if v == "" {
 			break
 		}
 		if err := checkZoneName(v); err != nil {
@@ -138,7 +145,8 @@ func (c *Config) applyZone(lookupEnv func(string) (string, bool)) Errors {
 			errorf("zone.node_name_env", "invalid environment variable name %q", z.NodeNameEnv)
 			break
 		}
-		if z.NodeName = env(z.NodeNameEnv); z.NodeName == "" {
+		var ok bool
+		if z.NodeName, ok = env(z.NodeNameEnv); !ok {
 			errorf("zone.node_label", "environment variable %s is not set; set it from spec.nodeName with the downward API (fieldRef)", z.NodeNameEnv)
 		}
 	}

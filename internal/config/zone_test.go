@@ -61,6 +61,8 @@ func TestZoneConfig(t *testing.T) {
 		{"from_env", cl + "zone: {from_env: ZONE}", map[string]string{"ZONE": "us-east-1c"}, Zone{Name: "us-east-1c", FromEnv: "ZONE"}},
 		{"node_label", cl + "zone: {node_label: topology.kubernetes.io/zone}", map[string]string{"NODE_NAME": "node-7"},
 			Zone{NodeLabel: "topology.kubernetes.io/zone", NodeNameEnv: "NODE_NAME", NodeName: "node-7"}},
+		{"from_env set but empty", cl + "zone: {from_env: ZONE}", map[string]string{"ZONE": ""}, Zone{FromEnv: "ZONE"}},
+		{"node name set but empty", cl + "zone: {node_label: zone}", map[string]string{"NODE_NAME": ""}, Zone{NodeLabel: "zone", NodeNameEnv: "NODE_NAME"}},
 		{"node_label other env", cl + "zone: {node_label: zone, node_name_env: MY_NODE}", map[string]string{"MY_NODE": "n1"},
 			Zone{NodeLabel: "zone", NodeNameEnv: "MY_NODE", NodeName: "n1"}},
 	} {

@@ -5,7 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +146,49 @@ clusters:
 	if !strings.Contains(page, "zone us-east-1a") || !strings.Contains(page, "zone routing") {
 		t.Errorf("status page shows no zone")
 	}
+}
+
+// TestZoneFromNodeLabel: the pod's zone is read from its Node (named by
+// the downward API's NODE_NAME) through the API server of a kubeconfig,
+// here a net/http server answering GET /api/v1/nodes/<name>; a reload to
+// a written zone replaces it under the kept cluster.
+func TestZoneFromNodeLabel(t *testing.T) {
+	t.Parallel()
+	var gets atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/nodes/node-3" {
+			http.NotFound(w, r)
+			return
+		}
+		gets.Add(1)
+		io.WriteString(w, `{"kind":"Node","apiVersion":"v1","metadata":{"name":"node-3","labels":{"topology.kubernetes.io/zone":"eu-west-1c"}}}`)
+	}))
+	t.Cleanup(api.Close)
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\ncurrent-context: ctx\ncontexts:\n- name: ctx\n  context: {cluster: c, user: u}\n"+
+		"clusters: [{name: c, cluster: {server: \""+api.URL+"\"}}]\nusers: [{name: u, user: {}}]\n"), 0o600)
+	b := newZoneBackend(t, "b")
+	listen := testenv.FreePort(t)
+	cfg := func(zone string) string {
+		return yamlf(`
+zone: %s
+listeners:
+  - {name: raw, address: "%s", cluster: users}
+clusters:
+  - {name: users, endpoints: ["%s zone=eu-west-1c"], zone_aware: {}}
+`, zone, listen, b.addr)
+	}
+	h := start(t, cfg(`{node_label: topology.kubernetes.io/zone, kubeconfig: "`+kc+`"}`), map[string]string{"NODE_NAME": "node-3"})
+	zoneOf := func() string {
+		_, body := h.admin("GET", "/status")
+		var st struct{ Zone string }
+		json.Unmarshal([]byte(body), &st)
+		return st.Zone
+	}
+	eventually(t, 10*time.Second, "zone learned from the node", func() bool { return zoneOf() == "eu-west-1c" })
+	if gets.Load() != 1 {
+		t.Errorf("node read %d times, want once", gets.Load())
+	}
+	h.rewrite(cfg(`{name: eu-west-1a}`))
+	eventually(t, 10*time.Second, "zone from the reloaded config", func() bool { return zoneOf() == "eu-west-1a" })
 }

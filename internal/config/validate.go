@@ -90,6 +90,9 @@ func (c *Config) validate() Errors {
 		v.cluster(p, &cl)
 		v.zoneAware(p, &cl)
 	}
+	if z := c.Zone; z != nil && z.Kubeconfig != "" && z.NodeLabel != "" {
+		v.file("zone.kubeconfig", z.Kubeconfig)
+	}
 
 	listeners := map[string]bool{}
 	addresses := map[string]string{}

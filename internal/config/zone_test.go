@@ -114,6 +114,8 @@ func TestZoneBadValues(t *testing.T) {
 			"zone.node_name_env: only with node_label (line 3)"},
 		{"kubeconfig without node_label", za + "zone: {name: a, kubeconfig: /k}", nil,
 			"zone.kubeconfig: only with node_label (line 3)"},
+		{"kubeconfig missing", za + "zone: {node_label: zone, kubeconfig: /nonexistent/kc}", map[string]string{"NODE_NAME": "n"},
+			`zone.kubeconfig: no such file "/nonexistent/kc" (line 3)`},
 		{"unknown field", za + "zone: {nmae: a}", nil,
 			`zone.nmae: unknown field (line 3); did you mean "name"?`},
 		{"min_healthy", base + "clusters: [{name: c, endpoints: [\"h:1\"], zone_aware: {min_healthy: 0}}]\nzone: {name: a}", nil,

@@ -234,7 +234,14 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		if ctx.Err() != nil {
 			break
 		}
-		if i = nextUsable(cands, i); i < 0 {
+		prev := i
+		if i = nextUsable(cands, i); i < 0 && c.opts.Zone != nil {
+			// Every endpoint of the zone chosen failed: the routable
+			// endpoints of the others come before the unroutable ones.
+			cands = c.candidates(eps, func(e *Endpoint) bool { return tried[slices.Index(eps, e)] })
+			i = nextUsable(cands, prev)
+		}
+		if i < 0 {
 			i = nextUntried(tried, i)
 		}
 	}

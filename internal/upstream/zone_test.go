@@ -1,10 +1,14 @@
 package upstream
 
 import (
+	"context"
+	"errors"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
 )
@@ -312,5 +316,41 @@ func TestZonePickAllocs(t *testing.T) {
 	c.Pick(0, nil)
 	if n := testing.AllocsPerRun(100, func() { c.Pick(0, nil) }); n != 0 {
 		t.Errorf("got %v allocations per pick, want 0", n)
+	}
+}
+
+// TestZoneDialSpillsToRoutable: when the local endpoint's connect fails,
+// Dial goes on to the other zones' healthy endpoints before any unhealthy
+// one (without the zone filter, list order would try the unhealthy x1
+// first).
+func TestZoneDialSpillsToRoutable(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var dialed []string
+	p, _ := balance.New("round_robin")
+	c := New(Options{Name: "users", Picker: p, HasHealthCheck: true, ConnectTimeout: time.Second,
+		Zone: &ZonePolicy{Local: func() string { return "a" }, MinHealthy: 1},
+		Dial: func(_ context.Context, _, addr string) (net.Conn, error) {
+			mu.Lock()
+			dialed = append(dialed, addr)
+			mu.Unlock()
+			if addr != "b1" {
+				return nil, errors.New("connection refused")
+			}
+			c1, c2 := net.Pipe()
+			c2.Close()
+			return c1, nil
+		}})
+	c.SetEndpoints([]Target{{Addr: "a1", Zone: "a"}, {Addr: "x1", Zone: "b"}, {Addr: "b1", Zone: "b"}})
+	for _, e := range c.Endpoints() {
+		e.ObserveCheck(e.Addr != "x1", Thresholds{Healthy: 1, Unhealthy: 1})
+	}
+	conn, ep, err := c.Dial(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if ep.Addr != "b1" || strings.Join(dialed, " ") != "a1 b1" {
+		t.Errorf("got %s after dialing %v, want b1 after a1 b1", ep.Addr, dialed)
 	}
 }

@@ -108,7 +108,7 @@ func (e *Endpoint) hintedFor(zone string) bool {
 	return false
 }
 
-// plan decides zone routing over eps at now. zs is scratch storage.
+// zonePlan decides zone routing over eps at now. zs is scratch storage.
 func (c *Cluster) zonePlan(eps []*Endpoint, now time.Time, zs []zoneCount) zonePlan {
 	z := c.opts.Zone
 	local := z.Local()

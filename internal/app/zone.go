@@ -96,7 +96,20 @@ func (a *App) zonePolicy(cc config.Cluster, obs *upstream.Observer) *upstream.Zo
 			other.Inc()
 		}
 	}
-	return &upstream.ZonePolicy{Local: z.local.Get, MinHealthy: za.MinHealthy, MinClusterSize: za.MinClusterSize}
+	zp := &upstream.ZonePolicy{Local: z.local.Get, MinHealthy: za.MinHealthy, MinClusterSize: za.MinClusterSize}
+	if name := za.Callers; name != "" {
+		// Looked up per pick in the generation serving, so that a reload
+		// that rebuilds the callers' cluster is followed.
+		zp.Callers = func() []*upstream.Endpoint {
+			if g := a.gen.Load(); g != nil {
+				if rt := g.clusters[name]; rt != nil {
+					return rt.up.Endpoints()
+				}
+			}
+			return nil
+		}
+	}
+	return zp
 }
 
 // ZoneAwareStatus is a cluster's zone-aware routing in /status.
@@ -108,7 +121,8 @@ type ZoneAwareStatus struct {
 	Mode       string  `json:"mode"`
 	SpillOver  bool    `json:"spill_over"` // split or spill: requests leave the zone
 	LocalShare float64 `json:"local_share"`
-	Hints      bool    `json:"hints,omitempty"` // the local set is the endpoints hinted for the zone
+	Hints      bool    `json:"hints,omitempty"`   // the local set is the endpoints hinted for the zone
+	Callers    bool    `json:"callers,omitempty"` // shares from the callers cluster's spread
 	Reason     string  `json:"reason,omitempty"`
 }
 
@@ -118,5 +132,5 @@ func zoneAwareStatus(c *upstream.Cluster) *ZoneAwareStatus {
 		return nil
 	}
 	return &ZoneAwareStatus{Mode: st.Mode.String(), SpillOver: st.Mode == upstream.ZoneSplit || st.Mode == upstream.ZoneSpill,
-		LocalShare: st.LocalShare, Hints: st.Hints, Reason: st.Reason}
+		LocalShare: st.LocalShare, Hints: st.Hints, Callers: st.Callers, Reason: st.Reason}
 }

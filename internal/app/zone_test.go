@@ -192,3 +192,54 @@ clusters:
 	h.rewrite(cfg(`{name: eu-west-1a}`))
 	eventually(t, 10*time.Second, "zone from the reloaded config", func() bool { return zoneOf() == "eu-west-1a" })
 }
+
+// TestZoneAwareCallers: with zone_aware.callers naming the cluster of the
+// calling service's own pods, their spread sets the split: 3 of 4 callers
+// in the pod's zone against 1 of 2 backends there keep 2/3 of the
+// requests local and send the rest to the other zone.
+func TestZoneAwareCallers(t *testing.T) {
+	t.Parallel()
+	a1, b1 := newZoneBackend(t, "a1"), newZoneBackend(t, "b1")
+	h := start(t, yamlf(`
+zone: {name: a}
+listeners:
+  - {name: web, address: "%s", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: users}]}]}
+clusters:
+  - {name: users, endpoints: ["%s zone=a", "%s zone=b"], zone_aware: {callers: frontend}}
+  - {name: frontend, endpoints: ["10.0.0.1:80 zone=a", "10.0.0.2:80 zone=a", "10.0.0.3:80 zone=a", "10.0.1.1:80 zone=b"]}
+`, testenv.FreePort(t), a1.addr, b1.addr), nil)
+	h.waitReady()
+	_, body := h.admin("GET", "/status")
+	var st struct {
+		Clusters []struct {
+			Name      string
+			ZoneAware *struct {
+				Mode       string  `json:"mode"`
+				LocalShare float64 `json:"local_share"`
+				Callers    bool    `json:"callers"`
+			} `json:"zone_aware"`
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	za := st.Clusters[0].ZoneAware
+	if st.Clusters[0].Name != "users" || za == nil || za.Mode != "split" || !za.Callers || za.LocalShare < 0.66 || za.LocalShare > 0.67 {
+		t.Fatalf("/status zone_aware: got %+v, want split by callers with local share 2/3\n%s", za, body)
+	}
+	got := map[string]int{}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 60 {
+		resp, err := client.Get("http://" + h.addr("web") + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got[string(b)]++
+	}
+	// 1/3 to b1: the chance that 60 requests show none is 3e-11.
+	if got["a1"] == 0 || got["b1"] == 0 {
+		t.Errorf("got %v, want requests on both", got)
+	}
+}

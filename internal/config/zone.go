@@ -33,6 +33,11 @@ type ZoneAware struct {
 	// MinClusterSize: clusters with fewer endpoints ignore zones
 	// (Envoy's min_cluster_size). Default 1.
 	MinClusterSize int `yaml:"min_cluster_size"`
+	// Callers names a cluster whose endpoints are the calling service's
+	// pods (Envoy's local_cluster_name): their spread over zones is the
+	// callers' share of the traffic. Default: assume they are spread
+	// like this cluster's endpoints.
+	Callers string `yaml:"callers"`
 }
 
 // Zone defaults.
@@ -171,6 +176,13 @@ func (v *validator) zoneAware(p string, cl *Cluster) {
 	}
 	if za.MinClusterSize < 1 {
 		v.errorf(p+".min_cluster_size", "must be at least 1")
+	}
+	switch {
+	case za.Callers == "":
+	case za.Callers == cl.Name:
+		v.errorf(p+".callers", "names the cluster itself; name the cluster of the calling service's own pods")
+	case v.c.Cluster(za.Callers) == nil:
+		v.errorf(p+".callers", "no cluster %q", za.Callers)
 	}
 }
 

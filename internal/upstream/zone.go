@@ -34,6 +34,11 @@ type ZonePolicy struct {
 	// MinClusterSize turns zone routing off for clusters with fewer
 	// endpoints (Envoy's min_cluster_size).
 	MinClusterSize int
+	// Callers, when set, returns the calling service's endpoints (Envoy's
+	// local cluster): their spread over zones is the callers' share of
+	// the traffic, in place of the assumption above. Unused while none of
+	// them is in the pod's zone.
+	Callers func() []*Endpoint
 	// Float64 returns a number in [0, 1); nil: math/rand/v2.
 	Float64 func() float64
 }
@@ -73,6 +78,9 @@ type ZoneStatus struct {
 	Zone  string   // the pod's zone; "" while unknown
 	Mode  ZoneMode //
 	Hints bool     // the local set is the endpoints hinted for the zone
+	// Callers: the callers' shares of the traffic came from their
+	// endpoints (ZonePolicy.Callers).
+	Callers bool
 	// LocalShare is the fraction of requests kept in the local set: 1
 	// under ZoneLocal, below 1 under ZoneSplit, 0 otherwise.
 	LocalShare float64
@@ -83,17 +91,30 @@ type ZoneStatus struct {
 type zoneCount struct {
 	zone          string
 	all, routable int
+	callers       int     // ZonePolicy.Callers in the zone
 	residual      float64 // share of spare routable capacity (split)
 }
 
 // zonePlan is the decision for one pick.
 type zonePlan struct {
-	mode   ZoneMode
-	hints  bool
-	local  string
-	share  float64     // of requests kept local (split)
-	zones  []zoneCount // other zones with their residual (split)
-	reason string
+	mode    ZoneMode
+	hints   bool
+	local   string
+	share   float64     // of requests kept local (split)
+	zones   []zoneCount // other zones with their residual (split)
+	callers bool        // the callers' shares came from ZonePolicy.Callers
+	reason  string
+}
+
+// countCallers counts cs by zone into zs (callers in zones without
+// upstream endpoints count only in the total) and returns the total.
+func countCallers(cs []*Endpoint, zs []zoneCount) int {
+	for _, e := range cs {
+		if i := slices.IndexFunc(zs, func(x zoneCount) bool { return x.zone == e.Zone }); i >= 0 {
+			zs[i].callers++
+		}
+	}
+	return len(cs)
 }
 
 // hintedFor reports whether e's topology hints name zone.
@@ -167,15 +188,29 @@ func (c *Cluster) zonePlan(eps []*Endpoint, now time.Time, zs []zoneCount) zoneP
 	if li >= 0 {
 		lc = zs[li]
 	}
-	if lc.routable < z.MinHealthy {
+	if lc.routable < z.MinHealthy || li < 0 {
 		p.mode, p.reason = ZoneSpill, fmt.Sprintf("%d routable endpoints in zone %s, below min_healthy %d", lc.routable, local, z.MinHealthy)
 		return p
 	}
 	// Envoy's percentages: the local zone's share of routable capacity
 	// against its share of the callers (taken as its share of all
-	// endpoints).
+	// endpoints, unless the callers are known).
+	callers := 0
+	if z.Callers != nil {
+		callers = countCallers(z.Callers(), zs)
+		if callers == 0 || zs[li].callers == 0 {
+			callers = 0
+		}
+	}
+	p.callers = callers > 0
+	callShare := func(c zoneCount) float64 {
+		if callers > 0 {
+			return float64(c.callers) / float64(callers)
+		}
+		return float64(c.all) / float64(len(eps))
+	}
 	upLocal := float64(lc.routable) / float64(routable)
-	callLocal := float64(lc.all) / float64(len(eps))
+	callLocal := callShare(zs[li])
 	if upLocal >= callLocal {
 		p.mode, p.share = ZoneLocal, 1
 		return p
@@ -186,7 +221,7 @@ func (c *Cluster) zonePlan(eps []*Endpoint, now time.Time, zs []zoneCount) zoneP
 		if i == li {
 			continue
 		}
-		r := float64(zs[i].routable)/float64(routable) - float64(zs[i].all)/float64(len(eps))
+		r := float64(zs[i].routable)/float64(routable) - callShare(zs[i])
 		if r > 0 {
 			zs[i].residual = r
 			total += r
@@ -290,7 +325,7 @@ func (c *Cluster) ZoneStatus() (st ZoneStatus, ok bool) {
 		return ZoneStatus{}, false
 	}
 	p := c.zonePlan(c.Endpoints(), c.opts.Now(), nil)
-	st = ZoneStatus{Zone: p.local, Mode: p.mode, Hints: p.hints, Reason: p.reason}
+	st = ZoneStatus{Zone: p.local, Mode: p.mode, Hints: p.hints, Callers: p.callers, Reason: p.reason}
 	switch p.mode {
 	case ZoneLocal:
 		st.LocalShare = 1

@@ -354,3 +354,37 @@ func TestZoneDialSpillsToRoutable(t *testing.T) {
 		t.Errorf("got %s after dialing %v, want b1 after a1 b1", ep.Addr, dialed)
 	}
 }
+
+// TestZoneSplitByCallers: with the callers' endpoints known (Envoy's local
+// cluster), their spread sets each zone's share: 3 of 4 callers in zone a
+// against 2 of 4 upstream endpoints keep 0.5/0.75 = 2/3 of a's requests
+// local, the rest to b.
+func TestZoneSplitByCallers(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	x := 0.0
+	const n = 900
+	callers := []*Endpoint{{Zone: "a"}, {Zone: "a"}, {Zone: "a"}, {Zone: "b"}}
+	c := zoneCluster(t, "round_robin", "a", ZonePolicy{
+		Callers: func() []*Endpoint { return callers },
+		Float64: func() float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			v := x
+			x += 1.0 / n
+			return v
+		}}, "a1 a", "a2 a", "b1 b", "b2 b")
+	got := picks(c, n, nil)
+	if a := got["a1"] + got["a2"]; a < 598 || a > 602 {
+		t.Errorf("zone a: got %d of %d picks, want 600", a, n)
+	}
+	st, _ := c.ZoneStatus()
+	if st.Mode != ZoneSplit || !st.Callers {
+		t.Errorf("status: got %+v, want split by callers", st)
+	}
+	// Callers none of which is in the pod's zone are not used.
+	callers = []*Endpoint{{Zone: "b"}}
+	if st, _ := c.ZoneStatus(); st.Mode != ZoneLocal || st.Callers {
+		t.Errorf("status with no caller in the zone: got %+v, want local without callers", st)
+	}
+}

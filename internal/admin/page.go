@@ -27,7 +27,7 @@ pre{margin:0;white-space:pre-wrap}
 <h1>attache status</h1>
 <p>{{if .ready}}<span class="ok">ready</span>{{else}}<span class="bad">not ready</span>{{end}}
 {{if .draining}} <span class="bad">draining</span>{{end}}
-{{with .config_file}}· config {{.}}{{end}} · loaded {{.loaded_at}} · {{.active_connections}} open connections
+{{with .config_file}}· config {{.}}{{end}}{{with .zone}} · zone {{.}}{{end}} · loaded {{.loaded_at}} · {{.active_connections}} open connections
 · <a href="/status">/status</a> <a href="/metrics">/metrics</a> <a href="/config">/config</a></p>
 {{with .not_ready}}<ul>{{range .}}<li class="bad">{{.}}</li>{{end}}</ul>{{end}}
 {{with .notes}}<ul>{{range .}}<li class="warn">{{.}}</li>{{end}}</ul>{{end}}
@@ -46,9 +46,10 @@ pre{margin:0;white-space:pre-wrap}
 {{range .clusters}}<h3>{{.name}}</h3>
 <p>balance {{.balance}}{{with .circuit_breaker}} · breaker <span class="{{if eq . "closed"}}ok{{else}}bad{{end}}">{{.}}</span>{{end}}
 {{with .discovery}} · discovery {{.source}}{{if .stale}} <span class="warn">stale{{with .error}}: {{.}}{{end}}</span>{{end}}{{end}}
-{{with .match_san}} · TLS peers {{range $i, $n := .}}{{if $i}} {{end}}{{$n}}{{end}}{{end}}</p>
-<table><tr><th>endpoint</th><th>weight</th><th>health</th><th>role</th><th>lag (s)</th><th>connections</th><th>latency (s)</th></tr>
-{{range .endpoints}}<tr><td>{{.address}}</td><td>{{.weight}}</td><td class="{{if or (eq .state "ejected") (eq .state "unhealthy")}}bad{{else}}ok{{end}}">{{.state}}</td><td>{{with .role}}{{.}}{{end}}</td><td>{{with .replication_lag_seconds}}{{.}}{{end}}</td><td>{{.active_connections}}</td><td>{{with .latency_estimate_seconds}}{{.}}{{end}}</td></tr>
+{{with .match_san}} · TLS peers {{range $i, $n := .}}{{if $i}} {{end}}{{$n}}{{end}}{{end}}
+{{with .zone_aware}} · zone routing <span class="{{if .spill_over}}warn{{else}}ok{{end}}">{{.mode}}{{if eq .mode "split"}} (local share {{.local_share}}){{end}}{{if .hints}} by hints{{end}}</span>{{with .reason}} ({{.}}){{end}}{{end}}</p>
+<table><tr><th>endpoint</th><th>weight</th><th>health</th><th>role</th><th>lag (s)</th><th>connections</th><th>latency (s)</th><th>zone</th></tr>
+{{range .endpoints}}<tr><td>{{.address}}</td><td>{{.weight}}</td><td class="{{if or (eq .state "ejected") (eq .state "unhealthy")}}bad{{else}}ok{{end}}">{{.state}}</td><td>{{with .role}}{{.}}{{end}}</td><td>{{with .replication_lag_seconds}}{{.}}{{end}}</td><td>{{.active_connections}}</td><td>{{with .latency_estimate_seconds}}{{.}}{{end}}</td><td>{{.zone}}{{with .hints}} (hints {{.}}){{end}}</td></tr>
 {{end}}</table>
 {{with .redis_shards}}<table><tr><th>shard</th><th>address</th><th>connections</th><th>ejected</th></tr>
 {{range .}}<tr><td>{{.name}}</td><td>{{.address}}</td><td>{{.connections}}</td><td>{{if .ejected}}<span class="bad">ejected</span>{{else}}no{{end}}</td></tr>

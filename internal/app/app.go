@@ -81,6 +81,8 @@ type App struct {
 	probes     *http.Server           // nil without probes
 	probesAddr atomic.Pointer[string] // nil until the probe server listens
 	serveStop  chan struct{}          // ends the retries of taken admin and probe ports
+
+	zone zoneState // the pod's zone (zone.go)
 }
 
 // New loads the configuration, binds every listener and the admin server,
@@ -400,6 +402,7 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	g.stop(nil) // the drain is over: what is left is cut
 	a.mu.Unlock()
+	a.stopZone()
 	a.proc.Loops.Close()
 	close(a.serveStop)
 	for _, srv := range []*http.Server{a.admin, a.probes} {

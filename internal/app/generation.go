@@ -133,6 +133,7 @@ func (a *App) apply(cfg *config.Config) error {
 	for _, lc := range cfg.Listeners {
 		next.listeners[lc.Name].inst.Start()
 	}
+	a.applyZone(cfg)
 	a.gen.Store(next)
 	for _, start := range built {
 		start()
@@ -244,6 +245,7 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 		opts.TLS = rt.tls.ForAddr
 	}
 	opts.Outlier.Consecutive5xx = cc.OutlierDetection.Consecutive5xx
+	opts.Zone = a.zonePolicy(cc, &opts.Observer)
 	rt.up = upstream.New(opts)
 	if old != nil && old.clusters[cc.Name] != nil {
 		rt.up.Inherit(old.clusters[cc.Name].up)
@@ -296,7 +298,7 @@ func (a *App) buildCluster(cc config.Cluster, old, next *generation) (*clusterRT
 	if src == nil {
 		static := make([]upstream.Target, len(cc.Endpoints))
 		for i, e := range cc.Endpoints {
-			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight, Name: e.Name}
+			static[i] = upstream.Target{Addr: e.Address, Weight: e.Weight, Name: e.Name, Zone: e.Zone}
 		}
 		// Static endpoints are in place before the first connection.
 		rt.up.SetEndpoints(static)

@@ -147,6 +147,7 @@ type Status struct {
 	Notes             []string         `json:"notes,omitempty"` // degraded but ready: a stale discovery source
 	Draining          bool             `json:"draining"`
 	ActiveConnections int64            `json:"active_connections"`
+	Zone              string           `json:"zone,omitempty"` // the pod's, once known
 	Listeners         []ListenerStatus `json:"listeners"`
 	Clusters          []ClusterStatus  `json:"clusters"`
 	Certificates      []CertStatus     `json:"certificates,omitempty"`
@@ -251,6 +252,7 @@ type ClusterStatus struct {
 	// redis_shards).
 	ProtocolStatus protocol.Status  `json:"-"`
 	Discovery      *DiscoveryStatus `json:"discovery,omitempty"`
+	ZoneAware      *ZoneAwareStatus `json:"zone_aware,omitempty"`
 	Endpoints      []EndpointStatus `json:"endpoints"`
 	// PeerNames is tls.match_san: the server identities accepted.
 	PeerNames []string `json:"match_san,omitempty"`
@@ -265,9 +267,10 @@ func (s ClusterStatus) MarshalJSON() ([]byte, error) {
 	}{s.Name, s.Balance}
 	tail := struct {
 		Discovery *DiscoveryStatus `json:"discovery,omitempty"`
+		ZoneAware *ZoneAwareStatus `json:"zone_aware,omitempty"`
 		Endpoints []EndpointStatus `json:"endpoints"`
 		PeerNames []string         `json:"match_san,omitempty"`
-	}{s.Discovery, s.Endpoints, s.PeerNames}
+	}{s.Discovery, s.ZoneAware, s.Endpoints, s.PeerNames}
 	return joinJSON(head, s.ProtocolStatus, tail)
 }
 
@@ -331,6 +334,8 @@ type EndpointStatus struct {
 	ActiveConnections int64    `json:"active_connections"`
 	// LatencySeconds is the balance ewma estimate, once measured.
 	LatencySeconds *float64 `json:"latency_estimate_seconds,omitempty"`
+	Zone           string   `json:"zone,omitempty"`
+	Hints          string   `json:"hints,omitempty"` // Kubernetes topology hints: zones, comma-separated
 }
 
 // Status returns a snapshot of the runtime.
@@ -345,6 +350,7 @@ func (a *App) Status() any {
 		Notes:             notes,
 		Draining:          a.draining.Load(),
 		ActiveConnections: a.pool.Active(),
+		Zone:              a.zone.local.Get(),
 	}
 	if e := a.lastErr.Load(); e != nil {
 		s.LastReloadError = *e
@@ -378,9 +384,11 @@ func (a *App) Status() any {
 		if d := rt.disc; d != nil {
 			cs.Discovery = d.status()
 		}
+		cs.ZoneAware = zoneAwareStatus(c)
 		roles := rt.roles
 		for _, e := range c.Endpoints() {
-			es := EndpointStatus{Address: e.Addr, Name: e.Name, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active()}
+			es := EndpointStatus{Address: e.Addr, Name: e.Name, Weight: e.Weight, State: endpointState(c, e, now), ActiveConnections: e.Active(),
+				Zone: e.Zone, Hints: e.Hints}
 			if d, measured, _ := c.LatencyEstimate(e); measured {
 				sec := d.Round(time.Microsecond).Seconds()
 				es.LatencySeconds = &sec

@@ -54,6 +54,9 @@ type Config struct {
 	DrainMin  Duration   `yaml:"drain_min"`
 	Listeners []Listener `yaml:"listeners"`
 	Clusters  []Cluster  `yaml:"clusters"`
+	// Zone is where the pod's zone comes from, for clusters with
+	// zone_aware (see zone.go).
+	Zone *Zone `yaml:"zone"`
 
 	// lines maps field paths ("clusters[1].balance") to the line they were
 	// written on; it lets later checks name the line of a value.
@@ -350,6 +353,7 @@ type Cluster struct {
 	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
 	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
 	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
+	ZoneAware *ZoneAware         `yaml:"zone_aware"` // nil: every zone alike
 }
 
 // ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
@@ -444,6 +448,9 @@ type ConsulDiscovery struct {
 	Tag        string `yaml:"tag"`        // only instances with this tag
 	Datacenter string `yaml:"datacenter"` // default: the agent's
 	Token      string `yaml:"token" secret:"true"`
+	// ZoneMeta is the node meta key holding an instance's zone when its
+	// service has no Locality (Consul 1.17+); "" is DefaultConsulZoneMeta.
+	ZoneMeta string `yaml:"zone_meta"`
 }
 
 // FileDiscovery reads a cluster's endpoints from a watched file: a YAML
@@ -499,13 +506,15 @@ type ClientTLS struct {
 	MatchSAN []SANMatch `yaml:"match_san"`
 }
 
-// Endpoint is one static backend: "host:port" with an optional
-// " weight=N" (default 1), or twemproxy's "host:port:weight [name]". The
-// name is what a Redis ketama ring hashes (see internal/hashkit).
+// Endpoint is one static backend: "host:port" with optional " weight=N"
+// (default 1) and " zone=NAME", or twemproxy's "host:port:weight [name]".
+// The name is what a Redis ketama ring hashes (see internal/hashkit); the
+// zone is what zone-aware routing compares with the pod's.
 type Endpoint struct {
 	Address string
 	Weight  int
 	Name    string
+	Zone    string
 }
 
 func (e *Endpoint) decodeScalar(s string) error {
@@ -542,9 +551,16 @@ func (e *Endpoint) decodeScalar(s string) error {
 		return fmt.Errorf("endpoint %q: port must be 1-65535", s)
 	}
 	for _, f := range rest {
+		if z, ok := strings.CutPrefix(f, "zone="); ok {
+			if err := checkZoneName(z); err != nil {
+				return fmt.Errorf("endpoint %q: zone %v", s, err)
+			}
+			e.Zone = z
+			continue
+		}
 		v, ok := strings.CutPrefix(f, "weight=")
 		if !ok {
-			return fmt.Errorf("endpoint %q: unknown option %q (want weight=N)", s, f)
+			return fmt.Errorf("endpoint %q: unknown option %q (want weight=N or zone=NAME)", s, f)
 		}
 		w, err := strconv.Atoi(v)
 		if err != nil || w < 1 || w > 1000 {
@@ -557,13 +573,17 @@ func (e *Endpoint) decodeScalar(s string) error {
 
 // String gives the endpoint back in a form it can be written in.
 func (e Endpoint) String() string {
+	s := e.Address
 	switch {
 	case e.Name != "":
 		return fmt.Sprintf("%s:%d %s", e.Address, e.Weight, e.Name)
-	case e.Weight == 1:
-		return e.Address
+	case e.Weight != 1:
+		s += fmt.Sprintf(" weight=%d", e.Weight)
 	}
-	return fmt.Sprintf("%s weight=%d", e.Address, e.Weight)
+	if e.Zone != "" {
+		s += " zone=" + e.Zone
+	}
+	return s
 }
 
 // MarshalYAML writes the endpoint in its string form.

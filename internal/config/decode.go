@@ -76,6 +76,11 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 			d.errs = append(d.errs, e)
 		}
 	}
+	for _, e := range c.applyZone(lookupEnv) {
+		if !d.failed(e.Path) {
+			d.errs = append(d.errs, e)
+		}
+	}
 	c.applyDefaults()
 	c.applySticky(lookupEnv, os.Hostname)
 	// Validate even after decoding problems, so that one run lists them all;

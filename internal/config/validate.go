@@ -88,6 +88,10 @@ func (c *Config) validate() Errors {
 		v.name(p+".name", cl.Name, "cluster", clusters)
 		v.oneOf(p+".ready", "ready mode", cl.Ready, readyModes)
 		v.cluster(p, &cl)
+		v.zoneAware(p, &cl)
+	}
+	if z := c.Zone; z != nil && z.Kubeconfig != "" && z.NodeLabel != "" {
+		v.file("zone.kubeconfig", z.Kubeconfig)
 	}
 
 	listeners := map[string]bool{}
@@ -419,6 +423,7 @@ func (v *validator) discovery(p string, d *Discovery) {
 		if c.Datacenter != "" && !consulName.MatchString(c.Datacenter) {
 			v.errorf(cp+".datacenter", "%q: not a Consul datacenter name", c.Datacenter)
 		}
+		v.consulZoneMeta(cp, c)
 		if strings.ContainsAny(c.Token, " \t\r\n") || !validHeaderValue(c.Token) {
 			v.errorf(cp+".token", "must not contain spaces, line breaks or control characters (it is sent as a header)")
 		}

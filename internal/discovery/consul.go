@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -52,7 +53,8 @@ const (
 //     between two queries) the index is read again first.
 //
 // An instance's address is Service.Address, or Node.Address when the
-// service registered none; its weight is Weights.Passing. While Consul
+// service registered none; its weight is Weights.Passing; its zone is
+// Service.Locality.Zone, or the node meta key ZoneMeta. While Consul
 // cannot be read the last known set is kept (Report is told why), as
 // Envoy and Prometheus keep theirs when their discovery source is gone.
 type Consul struct {
@@ -62,6 +64,9 @@ type Consul struct {
 	Tag        string // "" for every instance
 	Datacenter string // "" for the agent's
 	Token      string // sent as X-Consul-Token when set
+	// ZoneMeta is the node meta key of an instance's zone, used when its
+	// service has no Locality; "" is config.DefaultConsulZoneMeta.
+	ZoneMeta string
 
 	Client      *http.Client  // nil: http.DefaultTransport, with a timeout above Wait
 	Wait        time.Duration // 0: DefaultConsulWait
@@ -166,6 +171,7 @@ var errFreshConn = errors.New("blocking query on a new connection")
 type consulEntry struct {
 	Node struct {
 		Address string
+		Meta    map[string]string
 	}
 	Service struct {
 		Address string
@@ -173,7 +179,23 @@ type consulEntry struct {
 		Weights struct {
 			Passing int
 		}
+		Locality *struct { // Consul 1.17+
+			Zone string
+		}
 	}
+}
+
+// zone is an instance's zone: its service's Locality.Zone, else the node
+// meta key (Consul's own locality is newer than the node meta convention,
+// and more precise: it is the service's).
+func (e *consulEntry) zone(metaKey string) string {
+	if l := e.Service.Locality; l != nil && l.Zone != "" {
+		return l.Zone
+	}
+	if metaKey == "" {
+		metaKey = config.DefaultConsulZoneMeta
+	}
+	return e.Node.Meta[metaKey]
 }
 
 // query runs one (blocking, when index > 0) health query and returns the
@@ -256,7 +278,7 @@ func (c *Consul) query(ctx context.Context, client *http.Client, index uint64, w
 		if host == "" || e.Service.Port < 1 || e.Service.Port > 65535 {
 			continue
 		}
-		ts = append(ts, upstream.Target{Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Weight: max(e.Service.Weights.Passing, 1)})
+		ts = append(ts, upstream.Target{Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)), Weight: max(e.Service.Weights.Passing, 1), Zone: e.zone(c.ZoneMeta)})
 	}
 	slices.SortFunc(ts, func(a, b upstream.Target) int { return strings.Compare(a.Addr, b.Addr) })
 	// The same address registered twice (two agents, two IDs) is one endpoint.

@@ -65,7 +65,7 @@ func ReadFile(path string) ([]upstream.Target, error) {
 	}
 	ts := make([]upstream.Target, len(eps))
 	for i, e := range eps {
-		ts[i] = upstream.Target{Addr: e.Address, Weight: e.Weight, Name: e.Name}
+		ts[i] = upstream.Target{Addr: e.Address, Weight: e.Weight, Name: e.Name, Zone: e.Zone}
 	}
 	return ts, nil
 }

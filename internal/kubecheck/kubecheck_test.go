@@ -173,6 +173,9 @@ func TestBad(t *testing.T) {
 		{"token-sa.yaml", []string{
 			`bad/token-sa.yaml: document 3 (Pod/web): spec.serviceAccountName: ServiceAccount "reader" (bad/token-sa.yaml, document 2) has automountServiceAccountToken: false, and neither the pod sets it true nor the attache container mounts anything at /var/run/secrets/kubernetes.io/serviceaccount, but clusters[0].kubernetes_api reads the service-account token there (line 23)`,
 		}},
+		{"token-zone.yaml", []string{
+			"bad/token-zone.yaml: document 2 (Pod/web): spec.automountServiceAccountToken: false, and the attache container mounts nothing at /var/run/secrets/kubernetes.io/serviceaccount, but zone.node_label reads the service-account token there; mount a projected token volume in the attache container (attache inject does) (line 16)",
+		}},
 		{"volume-missing.yaml", []string{
 			`bad/volume-missing.yaml: document 2 (Pod/web): spec.initContainers[0].volumeMounts[1].name: no volume "certs" in spec.volumes (line 21)`,
 		}},
@@ -228,6 +231,7 @@ func TestFileFields(t *testing.T) {
 		"clusters[].tls.ca_file", "clusters[].tls.cert_file", "clusters[].tls.key_file",
 		"clusters[].credentials.bearer_token_file", "clusters[].credentials.basic.password_file",
 		"clusters[].kubernetes_api.token_file", "clusters[].kubernetes_api.ca_file",
+		"zone.kubeconfig",
 	}
 	got := fileFieldPaths()
 	slices.Sort(got)

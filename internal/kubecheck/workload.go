@@ -890,6 +890,11 @@ func (s *sidecar) token(fs *fields) {
 			}
 		}
 	}
+	if fs.get("zone.node_label") != nil {
+		if kc, _ := fs.value("zone.kubeconfig", ""); kc == "" {
+			needs = append(needs, need{"zone.node_label", config.DefaultServiceAccountDir + "/token"})
+		}
+	}
 	for _, f := range fs.order {
 		if f.file && f.known && under(path.Clean(f.value), config.DefaultServiceAccountDir) && !strings.Contains(f.path, ".kubernetes_api.") {
 			needs = append(needs, need{f.path, f.value})

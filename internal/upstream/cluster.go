@@ -41,11 +41,20 @@ type Target struct {
 	// Name is the endpoint's name when the configuration gives one (a
 	// Redis shard's ring name: see internal/redisproxy); "" for none.
 	Name string
+	Zone string // "" when unknown: counts as a zone of its own
+	// Hints are Kubernetes topology hints, the zones it serves, sorted
+	// and joined by commas (a string keeps Target comparable).
+	Hints string
 }
 
 // key identifies a target's endpoint across endpoint sets: its address,
 // and its name when it has one.
 func (t Target) key() string { return endpointKey(t.Addr, t.Name) }
+
+// same reports whether t and e describe the same endpoint.
+func (t Target) same(e *Endpoint, w int) bool {
+	return e.Weight == w && e.Zone == t.Zone && e.Hints == t.Hints
+}
 
 func endpointKey(addr, name string) string {
 	if name == "" {
@@ -59,6 +68,9 @@ func endpointKey(addr, name string) string {
 type Observer struct {
 	ConnectError func(ep *Endpoint, err error)
 	Ejected      func(ep *Endpoint)
+	// Routed is told, under zone-aware routing with the pod's zone known,
+	// whether each endpoint picked is in the pod's zone.
+	Routed func(ep *Endpoint, local bool)
 }
 
 // Options configure a Cluster. Zero values are not valid except where noted.
@@ -68,6 +80,8 @@ type Options struct {
 	ConnectTimeout time.Duration
 	Outlier        OutlierPolicy
 	HasHealthCheck bool
+	// Zone, when set, routes zone-aware (see ZonePolicy).
+	Zone *ZonePolicy
 	// TLS, when set, originates TLS on every connection: it returns the
 	// client configuration to use now (certificates may rotate).
 	TLS      func(addr string) *tls.Config
@@ -163,9 +177,10 @@ func (c *Cluster) Epoch() uint64 { return c.epoch.Load() }
 // Endpoints returns the current endpoint set. The slice must not be changed.
 func (c *Cluster) Endpoints() []*Endpoint { return *c.eps.Load() }
 
-// SetEndpoints replaces the endpoint set. Endpoints whose address, name
-// and weight are unchanged are kept as they are, with their state and
-// connections; a changed weight keeps the state. Connections to removed endpoints are left
+// SetEndpoints replaces the endpoint set. Endpoints whose address, name,
+// weight, zone and hints are unchanged are kept as they are, with their
+// state and connections; a change of weight, zone or hints keeps the
+// state. Connections to removed endpoints are left
 // open: they end on their own or when the client closes them.
 func (c *Cluster) SetEndpoints(ts []Target) {
 	c.mu.Lock()
@@ -182,7 +197,7 @@ func (c *Cluster) SetEndpoints(ts []Target) {
 	for _, t := range ts {
 		w := max(t.Weight, 1)
 		switch old := prev[t.key()]; {
-		case old != nil && old.Weight == w:
+		case old != nil && t.same(old, w):
 			next = append(next, old)
 		case old != nil:
 			e := c.newEndpoint(t, w)
@@ -204,7 +219,7 @@ func (c *Cluster) SetEndpoints(ts []Target) {
 
 func (c *Cluster) newEndpoint(t Target, weight int) *Endpoint {
 	e := NewEndpoint(t.Addr, weight)
-	e.Name = t.Name
+	e.Name, e.Zone, e.Hints = t.Name, t.Zone, t.Hints
 	e.epoch = c.epoch
 	return e
 }
@@ -249,13 +264,23 @@ func (c *Cluster) Dial(ctx context.Context, key uint64) (conn net.Conn, ep *Endp
 		e := eps[i]
 		conn, err := c.dialObserved(ctx, e)
 		if err == nil {
+			if c.opts.Zone != nil {
+				c.countLocality(e)
+			}
 			return conn, e, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
-		if i = nextUsable(cands, i); i < 0 {
+		prev := i
+		if i = nextUsable(cands, i); i < 0 && c.opts.Zone != nil {
+			// Every endpoint of the zone chosen failed: the routable
+			// endpoints of the others come before the unroutable ones.
+			cands = c.candidates(eps, func(e *Endpoint) bool { return tried[slices.Index(eps, e)] })
+			i = nextUsable(cands, prev)
+		}
+		if i < 0 {
 			i = nextUntried(tried, i)
 		}
 	}
@@ -324,6 +349,8 @@ func (c *Cluster) fillCandidates(buf []balance.Candidate, eps []*Endpoint, skip 
 		for i, e := range eps {
 			cands[i].Usable = skip == nil || !skip(e)
 		}
+	} else if c.opts.Zone != nil {
+		c.zoneFilter(cands, eps, now)
 	}
 	return cands
 }
@@ -341,6 +368,9 @@ func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
 		if skip != nil && skip(eps[0]) {
 			return nil
 		}
+		if c.opts.Zone != nil {
+			c.countLocality(eps[0])
+		}
 		return eps[0]
 	}
 	bp, _ := c.cands.Get().(*[]balance.Candidate)
@@ -353,6 +383,9 @@ func (c *Cluster) Pick(key uint64, skip func(*Endpoint) bool) *Endpoint {
 	*bp = cands[:0]
 	c.cands.Put(bp)
 	if i >= 0 {
+		if c.opts.Zone != nil {
+			c.countLocality(eps[i])
+		}
 		return eps[i]
 	}
 	return nil

@@ -43,6 +43,8 @@ type Endpoint struct {
 	Addr   string
 	Weight int
 	Name   string // as configured (Target.Name); "" for none
+	Zone   string // "" when unknown
+	Hints  string // Kubernetes topology hints: zones joined by commas
 
 	epoch *atomic.Uint64 // the cluster's (Cluster.Epoch); nil outside one
 	// failures counts consecutive failures under a FailurePolicy

@@ -64,13 +64,7 @@ var _ discovery.Discoverer = (*EndpointSlices)(nil)
 // scheme of every API group would triple the size of the attache binary,
 // and even k8s.io/api's discovery/v1 types would add 3.5 MB to it.
 func NewClient(kubeconfig string) (*rest.RESTClient, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = loadKubeconfig(kubeconfig)
-	}
+	cfg, err := restConfig(kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +147,8 @@ func (s *EndpointSlices) report(err error) {
 
 // Targets returns the endpoints of slices that take traffic on port (a name
 // or a number), sorted by address and without duplicates (an endpoint may be
-// in two slices while the controller moves it). A slice without that port
+// in two slices while the controller moves it), with their zone and
+// topology hints. A slice without that port
 // contributes nothing; FQDN slices are skipped (attache dials addresses).
 func Targets(eps []*EndpointSlice, port string) []upstream.Target {
 	var ts []upstream.Target
@@ -175,11 +170,35 @@ func Targets(eps []*EndpointSlice, port string) []upstream.Target {
 			if err != nil {
 				continue
 			}
-			ts = append(ts, upstream.Target{Addr: net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(p)), Weight: 1})
+			ts = append(ts, upstream.Target{Addr: net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(p)), Weight: 1,
+				Zone: deref(e.Zone), Hints: hints(e.Hints)})
 		}
 	}
 	slices.SortFunc(ts, func(a, b upstream.Target) int { return strings.Compare(a.Addr, b.Addr) })
-	return slices.Compact(ts)
+	return slices.CompactFunc(ts, func(a, b upstream.Target) bool { return a.Addr == b.Addr })
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// hints returns the zones of h sorted and joined by commas, as
+// upstream.Target holds them; "" for none.
+func hints(h *EndpointHints) string {
+	if h == nil || len(h.ForZones) == 0 {
+		return ""
+	}
+	zs := make([]string, 0, len(h.ForZones))
+	for _, z := range h.ForZones {
+		if z.Name != "" && !strings.Contains(z.Name, ",") {
+			zs = append(zs, z.Name)
+		}
+	}
+	slices.Sort(zs)
+	return strings.Join(slices.Compact(zs), ",")
 }
 
 // slicePort finds the TCP port of es named (or numbered) port.

@@ -42,6 +42,20 @@ type Endpoint struct {
 	// Addresses: only the first has a meaning.
 	Addresses  []string           `json:"addresses"`
 	Conditions EndpointConditions `json:"conditions,omitempty"`
+	// Zone is the zone of the endpoint's node.
+	Zone *string `json:"zone,omitempty"`
+	// Hints are topology aware routing's: the zones that should use it.
+	Hints *EndpointHints `json:"hints,omitempty"`
+}
+
+// EndpointHints says where an endpoint should be used.
+type EndpointHints struct {
+	ForZones []ForZone `json:"forZones,omitempty"`
+}
+
+// ForZone names one zone.
+type ForZone struct {
+	Name string `json:"name"`
 }
 
 // EndpointConditions: nil Ready and Serving mean true, nil Terminating
@@ -114,6 +128,10 @@ func (es *EndpointSlice) DeepCopyInto(out *EndpointSlice) {
 					Serving:     clonePtr(e.Conditions.Serving),
 					Terminating: clonePtr(e.Conditions.Terminating),
 				},
+				Zone: clonePtr(e.Zone),
+			}
+			if e.Hints != nil {
+				out.Endpoints[i].Hints = &EndpointHints{ForZones: cloneSlice(e.Hints.ForZones)}
 			}
 		}
 	}

@@ -44,8 +44,9 @@ func wantSlice() *EndpointSlice {
 	yes, no := ptr(true), ptr(false)
 	a := apiSlice()
 	return &EndpointSlice{TypeMeta: a.TypeMeta, ObjectMeta: a.ObjectMeta, AddressType: AddressTypeIPv4,
-		Endpoints: []Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: EndpointConditions{Ready: yes, Serving: yes, Terminating: no}}},
-		Ports:     []EndpointPort{{Name: ptr("http"), Protocol: ptr("TCP"), Port: ptr(int32(8080))}},
+		Endpoints: []Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: EndpointConditions{Ready: yes, Serving: yes, Terminating: no},
+			Zone: ptr("zone-a"), Hints: &EndpointHints{ForZones: []ForZone{{Name: "zone-a"}}}}},
+		Ports: []EndpointPort{{Name: ptr("http"), Protocol: ptr("TCP"), Port: ptr(int32(8080))}},
 	}
 }
 
@@ -103,6 +104,8 @@ func TestDeepCopySharesNothing(t *testing.T) {
 	*es.Endpoints[0].Conditions.Ready = false
 	*es.Endpoints[0].Conditions.Serving = false
 	*es.Endpoints[0].Conditions.Terminating = true
+	*es.Endpoints[0].Zone = "zone-b"
+	es.Endpoints[0].Hints.ForZones[0].Name = "zone-b"
 	*es.Ports[0].Name, *es.Ports[0].Protocol, *es.Ports[0].Port = "grpc", "UDP", 1
 	es.OwnerReferences[0].Name = "other"
 	if want := wantSlice(); !reflect.DeepEqual(&orig.Items[0], want) {

@@ -68,23 +68,23 @@ func TestParseTemplate(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"v1/x":            "must start with /",
-		"/":               "empty segment",
-		"/v1/":            "empty segment",
-		"/v1//x":          "unexpected",
-		"/v1/{name":       "unclosed",
-		"/v1/{}":          "want a field name",
-		"/v1/{1a}":        "want a field name",
-		"/v1/{a={b}}":     "nested",
-		"/v1/**/x":        "** must be the last",
-		"/v1/{a}/{a}":     "bound twice",
-		"/v1/x:":          "empty verb",
-		"/v1/x:a/b":       "unexpected",
-		"/v1/x y":         "unexpected",
-		"/v1/%zz":         "unexpected",
-		"/v1/{a=**}/{b}":  "** must be the last",
-		"/v1/{a.}":        "want a field name",
-		"/v1/x}":          "unexpected",
+		"v1/x":                             "must start with /",
+		"/":                                "empty segment",
+		"/v1/":                             "empty segment",
+		"/v1//x":                           "unexpected",
+		"/v1/{name":                        "unclosed",
+		"/v1/{}":                           "want a field name",
+		"/v1/{1a}":                         "want a field name",
+		"/v1/{a={b}}":                      "nested",
+		"/v1/**/x":                         "** must be the last",
+		"/v1/{a}/{a}":                      "bound twice",
+		"/v1/x:":                           "empty verb",
+		"/v1/x:a/b":                        "unexpected",
+		"/v1/x y":                          "unexpected",
+		"/v1/%zz":                          "unexpected",
+		"/v1/{a=**}/{b}":                   "** must be the last",
+		"/v1/{a.}":                         "want a field name",
+		"/v1/x}":                           "unexpected",
 		"/v1/" + strings.Repeat("a", 5000): "longer than",
 	}
 	for tmpl, want := range bad {
@@ -104,7 +104,7 @@ func TestTemplateMatch(t *testing.T) {
 		{"/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books", nil},
 		{"/v1/{name=shelves/*/books/*}", "/v1/shelves//books/2", nil},
 		{"/v1/{name=shelves/*/books/*}", "/v1/shelves/1/books/2/x", nil},
-		{"/v1/books/{name}", "/v1/books/a%2Fb", []string{"a/b"}},                            // one segment: all decoded
+		{"/v1/books/{name}", "/v1/books/a%2Fb", []string{"a/b"}},                                               // one segment: all decoded
 		{"/v1/{name=shelves/*/books/*}", "/v1/shelves/a%2Fb/books/c%20d", []string{"shelves/a%2Fb/books/c d"}}, // several: %2F kept
 		{"/v1/{name=**}", "/v1/a/b/c", []string{"a/b/c"}},
 		{"/v1/{name=**}", "/v1", []string{""}},

@@ -360,4 +360,3 @@ func watch(md protoreflect.MethodDescriptor, in *dynamicpb.Message, stream grpc.
 	}
 	return nil
 }
-

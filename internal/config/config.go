@@ -186,6 +186,8 @@ type Route struct {
 	Retries *Retries      `yaml:"retries"`
 	Rewrite *Rewrite      `yaml:"rewrite"`
 	Headers *HeaderOps    `yaml:"headers"`
+	// GRPCTranscode maps JSON requests to gRPC calls; nil: none.
+	GRPCTranscode *GRPCTranscode `yaml:"grpc_transcode"`
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -836,6 +838,9 @@ func (l *Listener) applyHTTPDefaults() {
 		}
 		if r.Timeout == 0 {
 			r.Timeout = Duration(DefaultRouteTimeout)
+		}
+		if g := r.GRPCTranscode; g != nil {
+			g.applyDefaults()
 		}
 		if rt := r.Retries; rt != nil {
 			if rt.Attempts == 0 {

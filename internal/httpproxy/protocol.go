@@ -42,6 +42,9 @@ type metricSet struct {
 	// requests of a sticky split were keyed on: "header", "cookie",
 	// "client_ip" (the end user's address) or "pod" (no user identity).
 	sticky *prometheus.CounterVec
+	// attache_http_transcode_requests_total{listener,route,method,grpc_status}:
+	// transcoded calls by gRPC method and status ("none": no status).
+	transcode *prometheus.CounterVec
 }
 
 var _ interface {
@@ -63,6 +66,8 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 		overloaded: metrics.Counter(r, "attache_http_overloaded_total", "HTTP requests refused by a circuit-breaking threshold.", "cluster", "reason"),
 		breaker:    metrics.Counter(r, "attache_http_breaker_transitions_total", "Circuit breaker state changes.", "cluster", "state"),
 		sticky:     metrics.Counter(r, "attache_http_sticky_requests_total", "Requests of sticky splits, by what they were keyed on.", "listener", "route", "key"),
+		transcode: metrics.Counter(r, "attache_http_transcode_requests_total", "JSON requests transcoded to gRPC calls, by method and gRPC status.",
+			"listener", "route", "method", "grpc_status"),
 	}
 	return nil
 }
@@ -146,6 +151,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		i.srv = NewServer(lc.IdleTimeout.D(), fastPath(env.LookupEnv), env.Loops, env.Log)
 	}
 	table := NewTable(*lc, func(name string) *Cluster { return clusterOf(env.Clusters(name)) })
+	if err := attachTranscoders(table, lc, p.transcodeCounter()); err != nil {
+		return nil, err
+	}
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -182,6 +190,15 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		},
 	})
 	return i, nil
+}
+
+// transcodeCounter is the transcoding metric's recorder; nil before Open.
+func (p *Protocol) transcodeCounter() func(listener, route, method, code string) {
+	m := p.m.transcode
+	if m == nil {
+		return nil
+	}
+	return func(listener, route, method, code string) { m.WithLabelValues(listener, route, method, code).Inc() }
 }
 
 // fastPath is the Path of new servers: the event-loop engine serves
@@ -228,14 +245,22 @@ func (i *instance) Stop(next protocol.Instance, from, _ *config.Config) {
 // pod's key, which the environment or the host name may have supplied.
 func (i *instance) Status() protocol.Status {
 	var routes []stickyStatus
+	var grpc []transcodeStatus
 	for _, r := range i.handler.table.Routes {
 		if r.sticky != nil && len(r.targets) > 1 {
 			routes = append(routes, r.sticky.status(r.Name))
 		}
+		if r.grpc != nil {
+			grpc = append(grpc, r.grpc.status(r.Name))
+		}
 	}
-	if routes == nil {
-		return nil
+	var st protocol.Status
+	if routes != nil {
+		st = append(st, protocol.Field{Key: "sticky", Value: routes})
 	}
-	return protocol.Status{{Key: "sticky", Value: routes}}
+	if grpc != nil {
+		st = append(st, protocol.Field{Key: "grpc_transcode", Value: grpc})
+	}
+	return st
 }
 func (*instance) Collect(chan<- prometheus.Metric) {}

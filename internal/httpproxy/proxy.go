@@ -55,6 +55,7 @@ type Observer struct {
 type Handler struct {
 	table    *Table
 	proxy    *httputil.ReverseProxy
+	grpc     *httputil.ReverseProxy // proxy for transcoded calls; nil: no route transcodes
 	obs      Observer
 	log      *slog.Logger
 	access   *slog.Logger // nil: no access log
@@ -99,6 +100,14 @@ func NewHandler(o HandlerOptions) *Handler {
 		// response: most of the garbage of a small request.
 		BufferPool: bufferPool{},
 	}
+	for _, r := range h.table.Routes {
+		if r.grpc != nil {
+			gp := *h.proxy
+			gp.ModifyResponse = transcodeResponse
+			h.grpc = &gp
+			break
+		}
+	}
 	return h
 }
 
@@ -120,8 +129,9 @@ type exchange struct {
 	err      error
 	reason   string // why attache answered itself
 	timedOut atomic.Bool
-	stop     func() bool // stops the route timer
-	hostFrom bool        // send the endpoint's host as Host
+	stop     func() bool    // stops the route timer
+	hostFrom bool           // send the endpoint's host as Host
+	call     *transcodeCall // the gRPC call of a transcoded request; nil: none
 }
 
 type ctxKey struct{}
@@ -143,6 +153,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, x, start)
 		return
 	}
+	out, proxy := r, h.proxy
+	if route.grpc != nil {
+		var ok bool
+		if out, ok = h.transcode(rw, r, x); !ok {
+			h.done(r, rw, x, start)
+			return
+		}
+		if x.call != nil {
+			proxy = h.grpc
+			defer x.call.end()
+		}
+	}
 	// net/http cancels an HTTP/1.x request's context when it reads the end
 	// of the stream, which a client that half-closed after its request
 	// sends too: it still gets its response, as on the fast path (the
@@ -159,10 +181,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.stop = t.Stop
 		defer t.Stop()
 	}
-	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
-		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
+	if out.ProtoMajor == 1 && len(out.TransferEncoding) > 0 {
+		out.Body = &checkedBody{ReadCloser: out.Body, r: out}
 	}
-	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
+	proxy.ServeHTTP(rw, out.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 	h.done(r, rw, x, start)
 }
 

@@ -35,7 +35,8 @@ type Route struct {
 	rewrite *config.Rewrite
 	add     map[string]string
 	remove  []string
-	fast    bool // every target is plain HTTP/1.1: the fast path may serve it
+	fast    bool        // every target is plain HTTP/1.1: the fast path may serve it
+	grpc    *transcoder // JSON-to-gRPC transcoding; nil: none
 }
 
 type target struct {

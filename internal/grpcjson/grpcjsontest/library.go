@@ -215,8 +215,10 @@ func LibrarySet(t testing.TB) *descriptorpb.FileDescriptorSet {
 //   - DeleteBook: Empty; NOT_FOUND for names ending in /missing.
 //   - WatchBooks: page_size books parent/books/0..; tag "fail-first" fails
 //     with FAILED_PRECONDITION before any, "fail-after" with ABORTED
-//     after the first.
-func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet) string {
+//     after the first; with tag "hold" it waits after the first message
+//     until hold is closed (nil: no wait), so that a test can see the
+//     first one arrive alone.
+func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet, hold <-chan struct{}) string {
 	t.Helper()
 	files, err := protodesc.NewFiles(set)
 	if err != nil {
@@ -237,7 +239,7 @@ func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet) string {
 					if err := stream.RecvMsg(in); err != nil {
 						return err
 					}
-					return watch(md, in, stream)
+					return watch(md, in, stream, hold)
 				}})
 			continue
 		}
@@ -341,7 +343,7 @@ func unary(md protoreflect.MethodDescriptor, in *dynamicpb.Message) (any, error)
 	return nil, status.Error(codes.Unimplemented, string(md.Name()))
 }
 
-func watch(md protoreflect.MethodDescriptor, in *dynamicpb.Message, stream grpc.ServerStream) error {
+func watch(md protoreflect.MethodDescriptor, in *dynamicpb.Message, stream grpc.ServerStream, hold <-chan struct{}) error {
 	tags := map[string]bool{}
 	for i := 0; i < field(in, "tags").List().Len(); i++ {
 		tags[field(in, "tags").List().Get(i).String()] = true
@@ -356,6 +358,13 @@ func watch(md protoreflect.MethodDescriptor, in *dynamicpb.Message, stream grpc.
 		}
 		if tags["fail-after"] {
 			return status.Error(codes.Aborted, "watch aborted")
+		}
+		if tags["hold"] && i == 0 && hold != nil {
+			select {
+			case <-hold:
+			case <-stream.Context().Done():
+				return stream.Context().Err()
+			}
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package grpcjson
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -13,10 +14,13 @@ import (
 	"testing"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/attache-proxy/attache/internal/grpcjson/grpcjsontest"
 )
@@ -552,4 +556,30 @@ func FuzzRequest(f *testing.F) {
 			t.Fatal("bad frame")
 		}
 	})
+}
+
+// TestErrorDetails: grpc-status-details-bin becomes the details of the
+// error body; a detail whose type is unknown is dropped, the rest stay.
+func TestErrorDetails(t *testing.T) {
+	t.Parallel()
+	tc := newLibrary(t, Options{})
+	get, _ := tc.Match("GET", "/v1/books/x")
+	info, _ := anypb.New(&errdetails.ErrorInfo{Reason: "QUOTA", Domain: "example.com"})
+	st := &status.Status{Code: 8, Message: "slow down", Details: []*anypb.Any{{TypeUrl: "type.googleapis.com/nope.Unknown", Value: []byte{1}}, info}}
+	wire, _ := proto.Marshal(st)
+	resp := grpcResponse(nil, nil)
+	resp.Header.Set("Grpc-Status", "8")
+	resp.Header.Set("Grpc-Message", "ignored when details say")
+	resp.Header.Set("Grpc-Status-Details-Bin", base64.RawStdEncoding.EncodeToString(wire))
+	if err := get.Response(resp, func(Code) {}); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	want := `{"code":8,"message":"slow down","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"QUOTA","domain":"example.com"}]}`
+	var g, w any
+	json.Unmarshal(body, &g)
+	json.Unmarshal([]byte(want), &w)
+	if resp.StatusCode != 429 || !reflect.DeepEqual(g, w) {
+		t.Errorf("got %d %s, want 429 %s", resp.StatusCode, body, want)
+	}
 }

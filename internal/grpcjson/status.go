@@ -6,8 +6,12 @@ import (
 	"strconv"
 	"strings"
 
+	// The google.rpc error details (ErrorInfo, BadRequest, ...) resolve
+	// in error bodies without being in the descriptor set.
+	_ "google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Code is a gRPC status code (google.rpc.Code).
@@ -135,9 +139,16 @@ func (t *Transcoder) ErrorBody(code Code, msg string) []byte {
 }
 
 func (t *Transcoder) statusJSON(st *status.Status) []byte {
+	var known []*anypb.Any
+	for _, d := range st.Details {
+		if _, err := t.resolver.FindMessageByURL(d.GetTypeUrl()); err == nil {
+			known = append(known, d)
+		}
+	}
+	st = &status.Status{Code: st.Code, Message: st.Message, Details: known}
 	b, err := t.marshal.Marshal(st)
-	if err != nil { // a detail whose type is unknown
-		st = &status.Status{Code: st.Code, Message: st.Message}
+	if err != nil { // a detail that does not parse as its type
+		st.Details = nil
 		b, _ = t.marshal.Marshal(st)
 	}
 	return append(b, '\n')

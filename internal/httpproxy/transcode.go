@@ -95,7 +95,7 @@ func (h *Handler) transcode(w *statusWriter, r *http.Request, x *exchange) (out 
 		w.Header().Set("X-Attache-Reason", x.reason)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
-		if e.Status == http.StatusRequestEntityTooLarge {
+		if e.Status == http.StatusRequestEntityTooLarge && r.ProtoMajor == 1 {
 			w.Header().Set("Connection", "close") // the rest of the body is not read
 		}
 		w.WriteHeader(e.Status)

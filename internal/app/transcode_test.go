@@ -27,13 +27,13 @@ import (
 // transcoding route to it over h2c.
 func transcodeHarness(t *testing.T, extra string) (*harness, string) {
 	t.Helper()
-	h, base, _ := transcodeHarnessHold(t, extra)
+	h, base, _ := transcodeHarnessHold(t, extra, nil)
 	return h, base
 }
 
 // transcodeHarnessHold is transcodeHarness with the channel that lets a
 // held stream go on (grpcjsontest.ServeLibrary).
-func transcodeHarnessHold(t *testing.T, extra string) (*harness, string, chan struct{}) {
+func transcodeHarnessHold(t *testing.T, extra string, env map[string]string) (*harness, string, chan struct{}) {
 	t.Helper()
 	set := grpcjsontest.LibrarySet(t)
 	desc := grpcjsontest.WriteSet(t, set)
@@ -55,7 +55,7 @@ listeners:
           max_request_bytes: 1024
 %s
 clusters: [{name: library, endpoints: ["%s"], http: {version: h2c}}]
-`, desc, extra, up), nil)
+`, desc, extra, up), env)
 	return h, "http://" + h.addr("api"), hold
 }
 
@@ -194,7 +194,7 @@ func TestTranscodeJSONToGRPC(t *testing.T) {
 // message is a mapped error, one failing after it is cut.
 func TestTranscodeServerStreaming(t *testing.T) {
 	t.Parallel()
-	_, base, hold := transcodeHarnessHold(t, "")
+	_, base, hold := transcodeHarnessHold(t, "", nil)
 	// The first message reaches the client while the server holds the
 	// second back: nothing is buffered whole.
 	held, err := http.Get(base + "/v1/shelves/4/books:watch?page_size=2&tags=hold")
@@ -254,6 +254,25 @@ func TestTranscodeServerStreaming(t *testing.T) {
 	}
 }
 
+// TestTranscodeWirePaths: whichever path serves the connection first
+// (the event-loop engine, the goroutine fast path, net/http), a
+// transcoding route's request is handed to net/http and transcoded.
+func TestTranscodeWirePaths(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"", "goroutine", "off"} {
+		t.Run("path="+path, func(t *testing.T) {
+			t.Parallel()
+			_, base, _ := transcodeHarnessHold(t, "", map[string]string{"ATTACHE_HTTP_FAST_PATH": path})
+			for i := 0; i < 3; i++ { // keep-alive: each request on the connection handed over
+				status, _, body := doJSON(t, jsonCase{method: "PUT", target: "/v1/shelves/1/books/2", body: `{"title":"T"}`}, base)
+				if status != 200 || !strings.Contains(nospace(string(body)), `"title":"T"`) {
+					t.Fatalf("request %d: got %d %s", i, status, body)
+				}
+			}
+		})
+	}
+}
+
 // TestTranscodePassesGRPC: a gRPC client's call on the transcoding route,
 // and a path no binding matches, pass through unchanged.
 func TestTranscodePassesGRPC(t *testing.T) {
@@ -309,6 +328,11 @@ func TestTranscodeCurl(t *testing.T) {
 		body, code, _ := strings.Cut(string(out), "\n")
 		if code != "200" || !sameJSON([]byte(body), []byte(`{"name":"shelves/3/books/d","title":"Dune","author":{"display_name":"Herbert"}}`)) {
 			t.Errorf("curl %s: got %s %s", proto, code, body)
+		}
+		big := `{"title":"` + strings.Repeat("x", 4000) + `"}`
+		out, err = exec.Command(curl, "-sS", proto, "-X", "PUT", "-d", big, "-w", "\n%{http_code}", base+"/v1/shelves/3/books/b").CombinedOutput()
+		if _, code, _ := strings.Cut(string(out), "\n"); err != nil || code != "413" {
+			t.Errorf("curl %s oversized body: got %s %v, want 413", proto, out, err)
 		}
 		// streaming, read line by line as it comes
 		cmd := exec.Command(curl, "-sSN", proto, base+"/v1/shelves/5/books:watch?page_size=2")

@@ -151,5 +151,5 @@ func (t *Transcoder) statusJSON(st *status.Status) []byte {
 		st.Details = nil
 		b, _ = t.marshal.Marshal(st)
 	}
-	return append(b, '\n')
+	return b
 }

@@ -47,7 +47,7 @@ var codeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "D
 	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
 
 // String is the code's google.rpc.Code name ("NOT_FOUND"); codes past
-// UNAUTHENTICATED are their number.
+// UNAUTHENTICATED (which grpcStatus reads as UNKNOWN) are their number.
 func (c Code) String() string {
 	if c == NoStatus {
 		return "none"
@@ -96,8 +96,8 @@ func grpcStatus(h http.Header) (st *status.Status, ok bool) {
 		return nil, false
 	}
 	code, err := strconv.Atoi(v)
-	if err != nil || code < 0 {
-		code = int(Unknown)
+	if err != nil || code < 0 || code > int(Unauthenticated) {
+		code = int(Unknown) // as gRPC clients read a code they do not know
 	}
 	st = &status.Status{Code: int32(code), Message: decodeMessage(h.Get("Grpc-Message"))}
 	if d := h.Get("Grpc-Status-Details-Bin"); d != "" && code != 0 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/attache-proxy/attache/internal/grpcjson/grpcjsontest"
+	"github.com/attache-proxy/attache/internal/testenv"
 )
 
 // transcodeHarness starts a grpc-go Library server and attache with a
@@ -270,6 +272,36 @@ func TestTranscodeWirePaths(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTranscodeTLSUpstream: a cluster of h2 over TLS (http.version 2)
+// carries transcoded calls to a grpc-go server with TLS credentials.
+func TestTranscodeTLSUpstream(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testenv.NewCA(t, "library-ca").Files(t, dir, "127.0.0.1")
+	creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := grpcjsontest.LibrarySet(t)
+	desc := grpcjsontest.WriteSet(t, set)
+	up := grpcjsontest.ServeLibrary(t, set, nil, grpc.Creds(creds))
+	h := start(t, yamlf(`
+listeners:
+  - name: api
+    address: "127.0.0.1:0"
+    protocol: http
+    routes:
+      - match: {prefix: /v1/}
+        to: [{cluster: library}]
+        grpc_transcode: {descriptors: %s, services: [test.library.v1.Library]}
+clusters: [{name: library, endpoints: ["%s"], http: {version: "2"}, tls: {ca_file: %s, server_name: 127.0.0.1}}]
+`, desc, up, caFile), nil)
+	status, _, body := doJSON(t, jsonCase{method: "GET", target: "/v1/shelves/1/books/tls?with_author=true"}, "http://"+h.addr("api"))
+	if status != 200 || !strings.Contains(nospace(string(body)), `"title":"GetBookwith_author=true"`) {
+		t.Errorf("over TLS: got %d %s", status, body)
 	}
 }
 

@@ -218,7 +218,9 @@ func LibrarySet(t testing.TB) *descriptorpb.FileDescriptorSet {
 //     after the first; with tag "hold" it waits after the first message
 //     until hold is closed (nil: no wait), so that a test can see the
 //     first one arrive alone.
-func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet, hold <-chan struct{}) string {
+//
+// opts are the server's options (TLS credentials, say).
+func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet, hold <-chan struct{}, opts ...grpc.ServerOption) string {
 	t.Helper()
 	files, err := protodesc.NewFiles(set)
 	if err != nil {
@@ -253,7 +255,7 @@ func ServeLibrary(t testing.TB, set *descriptorpb.FileDescriptorSet, hold <-chan
 				return unary(md, in)
 			}})
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	srv.RegisterService(&desc, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

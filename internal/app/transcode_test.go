@@ -189,6 +189,9 @@ func TestTranscodeJSONToGRPC(t *testing.T) {
 	if !strings.Contains(st, `"grpc_transcode"`) || !strings.Contains(st, `"GET /v1/{name=shelves/*/books/*} test.library.v1.Library.GetBook"`) {
 		t.Errorf("/status has no grpc_transcode line with bindings:\n%s", st)
 	}
+	if code, cfg := h.admin("GET", "/config"); code != 200 || !strings.Contains(cfg, "emit_unpopulated") {
+		t.Errorf("/config: got %d, without the grpc_transcode block:\n%s", code, cfg)
+	}
 }
 
 // TestTranscodeServerStreaming: a server stream is one JSON array, each

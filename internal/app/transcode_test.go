@@ -52,7 +52,7 @@ listeners:
         to: [{cluster: library}]
         timeout: 10s
         grpc_transcode:
-          descriptors: %s
+          descriptor_set_file: %s
           services: [test.library.v1.Library]
           max_request_bytes: 1024
 %s
@@ -299,7 +299,7 @@ listeners:
     routes:
       - match: {prefix: /v1/}
         to: [{cluster: library}]
-        grpc_transcode: {descriptors: %s, services: [test.library.v1.Library]}
+        grpc_transcode: {descriptor_set_file: %s, services: [test.library.v1.Library]}
 clusters: [{name: library, endpoints: ["%s"], http: {version: "2"}, tls: {ca_file: %s, server_name: 127.0.0.1}}]
 `, desc, up, caFile), nil)
 	status, _, body := doJSON(t, jsonCase{method: "GET", target: "/v1/shelves/1/books/tls?with_author=true"}, "http://"+h.addr("api"))

@@ -12,9 +12,9 @@ import (
 // file are sent to the route's clusters as gRPC calls, and answered as
 // JSON (docs/http.md).
 type GRPCTranscode struct {
-	// Descriptors is a binary FileDescriptorSet with its imports
+	// DescriptorSetFile is a binary FileDescriptorSet with its imports
 	// (protoc --include_imports --descriptor_set_out, buf build -o).
-	Descriptors string `yaml:"descriptors"`
+	DescriptorSetFile string `yaml:"descriptor_set_file"`
 	// Services are fully qualified service names (pkg.Service).
 	Services []string `yaml:"services"`
 	// MaxRequestBytes bounds a request's JSON body (413 beyond).
@@ -90,21 +90,25 @@ func (v *validator) grpcTranscode(rp string, r *Route) {
 			v.errorf(fmt.Sprintf("%s.to[%d].cluster", rp, j), "cluster %q has http.version %q: gRPC needs HTTP/2 (h2c, or 2 with tls)", cl.Name, cl.HTTP.Version)
 		}
 	}
-	if g.Descriptors == "" {
-		v.errorf(p+".descriptors", "required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out)")
+	if g.DescriptorSetFile == "" {
+		v.errorf(p+".descriptor_set_file", "required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out)")
 		return
 	}
-	if !v.file(p+".descriptors", g.Descriptors) {
+	if !v.file(p+".descriptor_set_file", g.DescriptorSetFile) {
 		return
 	}
-	if _, err := grpcjson.Load(g.Descriptors, g.Options()); err != nil {
+	if _, err := grpcjson.Load(g.DescriptorSetFile, g.Options()); err != nil {
 		var es grpcjson.Errors
 		if !errors.As(err, &es) {
 			v.errorf(p, "%v", err)
 			return
 		}
 		for _, e := range es {
-			v.errorf(p+"."+e.Field, "%s", e.Msg)
+			field := e.Field
+			if field == "descriptors" {
+				field = "descriptor_set_file"
+			}
+			v.errorf(p+"."+field, "%s", e.Msg)
 		}
 	}
 }

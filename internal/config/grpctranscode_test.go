@@ -38,7 +38,7 @@ service S {
 `
 	}
 	block := func(desc, service string) string {
-		return "          descriptors: " + desc + "\n          services: [" + service + "]\n"
+		return "          descriptor_set_file: " + desc + "\n          services: [" + service + "]\n"
 	}
 
 	c, err := Parse([]byte(conf(block(good, "test.library.v1.Library"), "h2c", "")), noEnv)
@@ -65,11 +65,11 @@ service S {
 		want       []string
 	}{
 		{"no descriptors", conf("          services: [a.B]\n", "h2c", ""),
-			[]string{"listeners[0].routes[0].grpc_transcode.descriptors: required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out) (line 9)"}},
+			[]string{"listeners[0].routes[0].grpc_transcode.descriptor_set_file: required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out) (line 9)"}},
 		{"missing file", conf(block("/nonexistent/x.pb", "a.B"), "h2c", ""),
-			[]string{`listeners[0].routes[0].grpc_transcode.descriptors: no such file "/nonexistent/x.pb" (line 9)`}},
+			[]string{`listeners[0].routes[0].grpc_transcode.descriptor_set_file: no such file "/nonexistent/x.pb" (line 9)`}},
 		{"not a set", conf(block(notASet, "a.B"), "h2c", ""),
-			[]string{`listeners[0].routes[0].grpc_transcode.descriptors: "` + notASet + `" is not a binary FileDescriptorSet`}},
+			[]string{`listeners[0].routes[0].grpc_transcode.descriptor_set_file: "` + notASet + `" is not a binary FileDescriptorSet`}},
 		{"unknown service", conf(block(good, "test.library.v1.Library, test.library.v1.Shelves"), "h2c", ""),
 			[]string{`listeners[0].routes[0].grpc_transcode.services[1]: no service "test.library.v1.Shelves" in the descriptor set (it has test.library.v1.Library) (line 10)`}},
 		{"bad template", conf(block(badTemplate, "bad.S"), "h2c", ""),

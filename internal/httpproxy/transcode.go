@@ -43,7 +43,7 @@ func attachTranscoders(table *Table, l *config.Listener, count func(listener, ro
 		if g == nil {
 			continue
 		}
-		t, err := grpcjson.Load(g.Descriptors, g.Options())
+		t, err := grpcjson.Load(g.DescriptorSetFile, g.Options())
 		if err != nil {
 			return fmt.Errorf("listener %q route %q: grpc_transcode: %w", l.Name, r.Name, err)
 		}
@@ -131,14 +131,14 @@ func transcodeResponse(resp *http.Response) error {
 
 // transcodeStatus is a transcoding route in a listener's /status.
 type transcodeStatus struct {
-	Route       string   `json:"route"`
-	Descriptors string   `json:"descriptors"`
-	Services    []string `json:"services"`
-	Bindings    []string `json:"bindings"` // "GET /v1/{name=shelves/*} pkg.Service.Method"
+	Route             string   `json:"route"`
+	DescriptorSetFile string   `json:"descriptor_set_file"`
+	Services          []string `json:"services"`
+	Bindings          []string `json:"bindings"` // "GET /v1/{name=shelves/*} pkg.Service.Method"
 }
 
 func (tc *transcoder) status(route string) transcodeStatus {
-	st := transcodeStatus{Route: route, Descriptors: tc.cfg.Descriptors, Services: tc.t.Services()}
+	st := transcodeStatus{Route: route, DescriptorSetFile: tc.cfg.DescriptorSetFile, Services: tc.t.Services()}
 	for _, b := range tc.t.Bindings() {
 		st.Bindings = append(st.Bindings, b.String())
 	}

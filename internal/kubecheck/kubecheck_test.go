@@ -228,6 +228,7 @@ func TestFileFields(t *testing.T) {
 		"clusters[].tls.ca_file", "clusters[].tls.cert_file", "clusters[].tls.key_file",
 		"clusters[].credentials.bearer_token_file", "clusters[].credentials.basic.password_file",
 		"clusters[].kubernetes_api.token_file", "clusters[].kubernetes_api.ca_file",
+		"listeners[].routes[].grpc_transcode.descriptor_set_file",
 	}
 	got := fileFieldPaths()
 	slices.Sort(got)

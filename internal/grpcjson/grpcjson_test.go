@@ -583,3 +583,36 @@ func TestErrorDetails(t *testing.T) {
 		t.Errorf("got %d %s, want 429 %s", resp.StatusCode, body, want)
 	}
 }
+
+// FuzzResponse: any upstream body, status, message and details, for a
+// unary call and a stream, become an answer or an error, never a panic,
+// and no message over the bound is read.
+func FuzzResponse(f *testing.F) {
+	tc := newLibrary(f, Options{MaxMessageBytes: 1 << 12, Print: PrintOptions{EmitUnpopulated: true}})
+	get, _ := tc.Match("GET", "/v1/books/x")
+	watch, _ := tc.Match("GET", "/v1/shelves/1/books:watch")
+	m, _ := proto.Marshal(dynamicpb.NewMessage(get.Method.Output()))
+	frame := append([]byte{0, 0, 0, 0, byte(len(m))}, m...)
+	f.Add(frame, "0", "", "", false)
+	f.Add(append(frame, frame...), "0", "", "", true)
+	f.Add([]byte{}, "5", "no%20such", "", false)
+	f.Add([]byte{1, 0, 0, 0, 3, 1, 2, 3}, "0", "", "", true)
+	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff}, "0", "", "", false)
+	f.Add([]byte{}, "8", "x", "CAgSAXg", false)
+	f.Fuzz(func(t *testing.T, body []byte, code, msg, details string, stream bool) {
+		b := get
+		if stream {
+			b = watch
+		}
+		resp := grpcResponse(body, http.Header{"Grpc-Status": {code}, "Grpc-Message": {msg}, "Grpc-Status-Details-Bin": {details}})
+		resp.Header.Set("Grpc-Encoding", "gzip")
+		n := 0
+		if err := b.Response(resp, func(Code) { n++ }); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if n != 1 {
+			t.Fatalf("done called %d times", n)
+		}
+	})
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/grpcjson/grpcjsontest"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -601,6 +602,8 @@ func TestExamplesLoad(t *testing.T) {
 	users := filepath.Join(dir, "users.txt")
 	os.WriteFile(users, []byte(`"mydb_user" "pass"`+"\n"), 0o600)
 	env := map[string]string{"CERT_DIR": dir, "PG_USERS_FILE": users, "PG_HEALTHCHECK_PASSWORD": "x"}
+	env["GRPC_DESCRIPTORS"] = grpcjsontest.WriteSet(t, grpcjsontest.Compile(t, // grpc-transcode.yaml
+		map[string]string{"library.proto": strings.ReplaceAll(grpcjsontest.LibraryProto, "test.library.v1", "library.v1")}, "library.proto"))
 	files, _ := filepath.Glob("../../examples/*.yaml")
 	if len(files) < 3 {
 		t.Fatalf("found %d examples, want at least 3", len(files))

@@ -195,6 +195,8 @@ type Route struct {
 	Cache   *RouteCache   `yaml:"cache"` // cache.go
 	// RateLimit limits the route's requests (ratelimit.go); nil: none.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// GRPCTranscode maps JSON requests to gRPC calls; nil: none.
+	GRPCTranscode *GRPCTranscode `yaml:"grpc_transcode"`
 }
 
 // RouteMatch selects requests; every field given must match.
@@ -867,6 +869,9 @@ func (l *Listener) applyHTTPDefaults() {
 		}
 		if r.Timeout == 0 {
 			r.Timeout = Duration(DefaultRouteTimeout)
+		}
+		if g := r.GRPCTranscode; g != nil {
+			g.applyDefaults()
 		}
 		if rt := r.Retries; rt != nil {
 			if rt.Attempts == 0 {

@@ -656,6 +656,9 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 				v.errorf(rtp+".max_buffer_bytes", "must be positive")
 			}
 		}
+		if r.GRPCTranscode != nil {
+			v.grpcTranscode(rp, &l.Routes[i])
+		}
 		if rw := r.Rewrite; rw != nil && rw.Prefix != "" && !strings.HasPrefix(rw.Prefix, "/") {
 			v.errorf(rp+".rewrite.prefix", "must start with /")
 		}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/attache-proxy/attache/internal/breaker"
 	"github.com/attache-proxy/attache/internal/config"
-	"github.com/attache-proxy/attache/internal/jwtauth"
 	"github.com/attache-proxy/attache/internal/evloop"
+	"github.com/attache-proxy/attache/internal/jwtauth"
 	"github.com/attache-proxy/attache/internal/listener"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
@@ -57,6 +57,9 @@ type metricSet struct {
 	// of a JWKS file and fetches from a cluster, "ok" or "error".
 	jwksLoads *prometheus.CounterVec
 	limits    limitMetrics // rate limits (ratelimit_metrics.go)
+	// attache_http_transcode_requests_total{listener,route,method,grpc_status}:
+	// transcoded calls by gRPC method and status ("none": no status).
+	transcode *prometheus.CounterVec
 }
 
 var _ interface {
@@ -88,6 +91,8 @@ func (p *Protocol) Open(proc *protocol.Process) error {
 			"listener", "route", "provider", "result"),
 		jwksLoads: metrics.Counter(r, "attache_http_jwt_jwks_loads_total", "Reads and fetches of JWT providers' key sets, by result.", "listener", "provider", "result"),
 		limits:    newLimitMetrics(r),
+		transcode: metrics.Counter(r, "attache_http_transcode_requests_total", "JSON requests transcoded to gRPC calls, by method and gRPC status.",
+			"listener", "route", "method", "grpc_status"),
 	}
 	return nil
 }
@@ -217,6 +222,9 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 	if old, ok := prev.(*instance); ok {
 		carryLimits(table, old.handler.table)
 	}
+	if err := attachTranscoders(table, lc, p.transcodeCounter()); err != nil {
+		return nil, err
+	}
 	var access *slog.Logger
 	switch lc.AccessLog {
 	case "json":
@@ -281,6 +289,15 @@ func netHTTPOnly(lookupEnv func(string) (string, bool)) (bool, error) {
 	}
 }
 
+// transcodeCounter is the transcoding metric's recorder; nil before Open.
+func (p *Protocol) transcodeCounter() func(listener, route, method, code string) {
+	m := p.m.transcode
+	if m == nil {
+		return nil
+	}
+	return func(listener, route, method, code string) { m.WithLabelValues(listener, route, method, code).Inc() }
+}
+
 // instance is an http listener: its Server and this generation's Handler.
 type instance struct {
 	addr     string
@@ -323,9 +340,13 @@ func (i *instance) Status() protocol.Status {
 	var st protocol.Status
 	var routes []stickyStatus
 	var jwtRoutes []jwtStatus
+	var grpc []transcodeStatus
 	for _, r := range i.handler.table.Routes {
 		if r.sticky != nil && len(r.targets) > 1 {
 			routes = append(routes, r.sticky.status(r.Name))
+		}
+		if r.grpc != nil {
+			grpc = append(grpc, r.grpc.status(r.Name))
 		}
 		if j := r.jwt; j != nil {
 			jwtRoutes = append(jwtRoutes, jwtStatus{Route: r.Name, Provider: j.prov.cfg.Name, AllowMissing: j.allowMissing})
@@ -343,6 +364,9 @@ func (i *instance) Status() protocol.Status {
 			provs = append(provs, i.jwt[pc].p.Status())
 		}
 		st = append(st, protocol.Field{Key: "jwt", Value: jwtRoutes}, protocol.Field{Key: "jwt_providers", Value: provs})
+	}
+	if grpc != nil {
+		st = append(st, protocol.Field{Key: "grpc_transcode", Value: grpc})
 	}
 	if limits := limitStatus(i.handler.table); limits != nil {
 		st = append(st, protocol.Field{Key: "rate_limits", Value: limits})

@@ -62,6 +62,7 @@ type Observer struct {
 type Handler struct {
 	table    *Table
 	proxy    *httputil.ReverseProxy
+	grpc     *httputil.ReverseProxy // proxy for transcoded calls; nil: no route transcodes
 	obs      Observer
 	log      *slog.Logger
 	access   *slog.Logger // nil: no access log
@@ -121,6 +122,14 @@ func NewHandler(o HandlerOptions) *Handler {
 		// response: most of the garbage of a small request.
 		BufferPool: bufferPool{},
 	}
+	for _, r := range h.table.Routes {
+		if r.grpc != nil {
+			gp := *h.proxy
+			gp.ModifyResponse = transcodeResponse
+			h.grpc = &gp
+			break
+		}
+	}
 	return h
 }
 
@@ -142,8 +151,9 @@ type exchange struct {
 	err      error
 	reason   string // why attache answered itself
 	timedOut atomic.Bool
-	stop     func() bool // stops the route timer
-	hostFrom bool        // send the endpoint's host as Host
+	stop     func() bool    // stops the route timer
+	hostFrom bool           // send the endpoint's host as Host
+	call     *transcodeCall // the gRPC call of a transcoded request; nil: none
 }
 
 type ctxKey struct{}
@@ -178,13 +188,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, x, start)
 		return
 	}
+	out := r // what goes upstream: a transcoded call, or r
+	if route.grpc != nil {
+		var ok bool
+		if out, ok = h.transcode(rw, r, x); !ok {
+			h.done(r, rw, x, start)
+			return
+		}
+		if x.call != nil {
+			defer x.call.end()
+		}
+	}
 	// A request whose token was verified goes past the cache: the token
 	// may be gone from it (forward: false), and with it what tells the
-	// cache that the response is one user's.
-	if route.cache != nil && !authed {
-		h.serveCached(rw, r, x)
+	// cache that the response is one user's. A transcoded call is a POST.
+	if route.cache != nil && !authed && x.call == nil {
+		h.serveCached(rw, out, x)
 	} else {
-		h.forward(rw, r, x)
+		h.forward(rw, out, x)
 	}
 	h.done(r, rw, x, start)
 }
@@ -218,7 +239,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
 		r.Body = &checkedBody{ReadCloser: r.Body, r: r}
 	}
-	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
+	proxy := h.proxy
+	if x.call != nil {
+		proxy = h.grpc
+	}
+	proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, x)))
 }
 
 // checkedBody is a chunked HTTP/1.x request body on the net/http path,

@@ -39,6 +39,7 @@ type Route struct {
 	fast    bool        // every target is plain HTTP/1.1: the fast path may serve it
 	jwt     *routeJWT   // nil: no token check
 	limit   *routeLimit // rate_limit; nil: none
+	grpc    *transcoder // JSON-to-gRPC transcoding; nil: none
 
 	cache    *httpcache.Cache   // nil: none (cache.go)
 	cacheCfg *config.RouteCache // what cache was built from

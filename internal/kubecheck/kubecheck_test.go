@@ -232,6 +232,7 @@ func TestFileFields(t *testing.T) {
 		"clusters[].credentials.bearer_token_file", "clusters[].credentials.basic.password_file",
 		"clusters[].kubernetes_api.token_file", "clusters[].kubernetes_api.ca_file",
 		"zone.kubeconfig",
+		"listeners[].routes[].grpc_transcode.descriptor_set_file",
 	}
 	got := fileFieldPaths()
 	slices.Sort(got)

@@ -217,3 +217,17 @@ func deadAddr(t *testing.T) string {
 }
 
 func yamlf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// wirePathEnv is the environment that serves HTTP on one wire path:
+// "engine" (or ""), the event loops; "goroutine", the portable path
+// (ATTACHE_EVENT_LOOPS=off); "off" or "net/http", net/http for everything
+// (ATTACHE_HTTP_FAST_PATH=off).
+func wirePathEnv(path string) map[string]string {
+	switch path {
+	case "goroutine":
+		return map[string]string{"ATTACHE_EVENT_LOOPS": "off"}
+	case "off", "net/http":
+		return map[string]string{"ATTACHE_HTTP_FAST_PATH": "off"}
+	}
+	return nil
+}

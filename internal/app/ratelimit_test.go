@@ -19,12 +19,6 @@ import (
 // engine, the goroutine fast path and net/http.
 var rateLimitPaths = map[string]string{"engine": "", "goroutine": "goroutine", "net/http": "off"}
 
-func pathEnv(v string) map[string]string {
-	if v == "" {
-		return nil
-	}
-	return map[string]string{"ATTACHE_HTTP_FAST_PATH": v}
-}
 
 // TestHTTPRateLimitRoute: through a real attache listener, on each wire
 // path, a route's bucket lets its burst through and then answers 429 with
@@ -37,7 +31,7 @@ func TestHTTPRateLimitRoute(t *testing.T) {
 	for name, path := range rateLimitPaths {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			testRateLimitRoute(t, pathEnv(path))
+			testRateLimitRoute(t, wirePathEnv(path))
 		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -448,7 +449,7 @@ drain_timeout: 30s
 drain_min: 0s
 listeners: [{name: l, address: "127.0.0.1:0", cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
-`, backend)), nil)
+`, backend)), nil, protocols.Schemas())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +618,7 @@ func TestExamplesLoad(t *testing.T) {
 			}
 			b = []byte(strings.ReplaceAll(string(b), "kubernetes_api: {}",
 				fmt.Sprintf("kubernetes_api: {token_file: %s/token, ca_file: %s/ca.crt}", dir, dir)))
-			if _, err := config.Parse(b, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+			if _, err := config.Parse(b, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, protocols.Schemas()); err != nil {
 				t.Errorf("%s:\n%v", f, err)
 			}
 		})

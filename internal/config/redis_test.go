@@ -27,7 +27,7 @@ func TestRedisClusterFields(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), noEnv)
+			_, err := parse([]byte(tc.yaml), noEnv)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("got %v, want no error", err)

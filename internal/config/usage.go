@@ -129,7 +129,7 @@ func (v *validator) endpointWeights(p string, cl *Cluster) {
 // listenerFields refuses fields of other protocols on a listener.
 func (v *validator) listenerFields(p string, l Listener) {
 	switch l.Protocol {
-	case "redis", "postgres":
+	case "redis":
 		if l.IdleTimeout != Duration(DefaultIdleTimeout) {
 			v.errorf(p+".idle_timeout", "not used by %s listeners (only tcp and http listeners close idle clients)", l.Protocol)
 		}
@@ -140,9 +140,6 @@ func (v *validator) listenerFields(p string, l Listener) {
 	if l.Protocol == "http" && l.Cluster != "" && !routesTo(l.Routes, l.Cluster) {
 		v.errorf(p+".cluster", "not used when routes are given (cluster alone is one catch-all route); remove it or the routes")
 	}
-	if l.Protocol == "postgres" && l.TLS != nil {
-		v.errorf(p+".tls", "PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead")
-	}
 	for i, r := range l.Routes {
 		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
 			v.errorf(fmt.Sprintf("%s.routes[%d].sticky.name", p, i), "not used with by: client_ip")
@@ -150,44 +147,6 @@ func (v *validator) listenerFields(p string, l Listener) {
 		if r.Sticky != nil && len(r.To) == 1 {
 			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
 		}
-	}
-	if pg := l.Postgres; pg != nil {
-		v.postgresTLSFields(p+".postgres", pg)
-	}
-}
-
-// postgresTLSFields refuses TLS settings a mode does not read, above all a
-// ca_file or server_name that would look like verification and is not.
-func (v *validator) postgresTLSFields(p string, pg *ListenerPostgres) {
-	if t := pg.ClientTLS; t != nil && t.Mode == "disable" {
-		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
-			if f.val != "" {
-				v.errorf(p+".client_tls."+f.name, "not used with mode disable")
-			}
-		}
-	}
-	if t := pg.ClientTLS; t != nil && (t.Mode == "allow" || t.Mode == "prefer") && t.CertFile == "" && t.KeyFile == "" {
-		v.errorf(p+".client_tls.cert_file", "required with mode %s: without a certificate no client gets TLS", t.Mode)
-	}
-	t := pg.ServerTLS
-	if t == nil {
-		return
-	}
-	tp := p + ".server_tls"
-	switch t.Mode {
-	case "disable":
-		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}, {"server_name", t.ServerName}} {
-			if f.val != "" {
-				v.errorf(tp+"."+f.name, "not used with mode disable")
-			}
-		}
-	case "allow", "prefer", "require":
-		if t.CAFile != "" {
-			v.errorf(tp+".ca_file", "not used with mode %s, which does not check the server's certificate; use mode verify-ca or verify-full", t.Mode)
-		}
-	}
-	if t.ServerName != "" && t.Mode != "verify-full" && t.Mode != "disable" {
-		v.errorf(tp+".server_name", "only used by mode verify-full (mode %s does not check the host name)", t.Mode)
 	}
 }
 

@@ -52,6 +52,12 @@ var _ interface {
 // Name is "http".
 func (*Protocol) Name() string { return "http" }
 
+// ListenerOptions returns nil: no listeners[].http.
+func (*Protocol) ListenerOptions() any { return nil }
+
+// ClusterOptions returns nil: no clusters[].http.
+func (*Protocol) ClusterOptions() any { return nil }
+
 // Open registers the metrics. (A Server starts its own engines.)
 func (p *Protocol) Open(proc *protocol.Process) error {
 	r := proc.Metrics.Registry

@@ -40,6 +40,12 @@ var _ interface {
 // Name is "redis".
 func (*Protocol) Name() string { return "redis" }
 
+// ListenerOptions returns nil: no listeners[].redis.
+func (*Protocol) ListenerOptions() any { return nil }
+
+// ClusterOptions returns nil: no clusters[].redis.
+func (*Protocol) ClusterOptions() any { return nil }
+
 // Open registers the metrics. (Each Pool starts its own engines.)
 func (p *Protocol) Open(proc *protocol.Process) error {
 	r := proc.Metrics.Registry

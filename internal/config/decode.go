@@ -68,12 +68,15 @@ func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schem
 		return nil, Errors{syntaxError(err)}
 	}
 	s := newSchemas(protocols)
-	d := &decoder{lines: map[string]int{}, env: lookupEnv, schemas: s}
+	d := &decoder{lines: map[string]int{}, env: lookupEnv, schemas: s, moved: s.moved()}
 	c := &Config{}
 	if len(root.Content) > 0 {
 		d.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
 	c.lines = d.lines
+	for _, m := range d.moves {
+		d.errs = append(d.errs, c.movedError(m))
+	}
 	for _, e := range c.applyKubernetesAPI(lookupEnv) {
 		if !d.failed(e.Path) {
 			d.errs = append(d.errs, e)
@@ -121,7 +124,9 @@ type decoder struct {
 	errs    Errors
 	lines   map[string]int
 	env     func(string) (string, bool)
-	schemas schemas // the protocols' options (see optionsField)
+	schemas schemas           // the protocols' options (see structure)
+	moved   map[string]string // old keys and their new paths (see Mover)
+	moves   []move            // old keys found
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -270,6 +275,10 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 		}
 		if !ok && opt != nil {
 			d.errorf(k, fpath, "field given twice")
+			continue
+		}
+		if to, old := d.moved[indexes.ReplaceAllString(fpath, "[]")]; !ok && old {
+			d.moves = append(d.moves, move{path: fpath, to: to, line: k.Line})
 			continue
 		}
 		if !ok {

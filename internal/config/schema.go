@@ -2,7 +2,10 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Schema is one protocol's part of the configuration: its name (what
@@ -32,6 +35,17 @@ type Schema interface {
 	// has them when the file writes them or when a listener of the
 	// protocol uses the cluster.
 	ClusterOptions() any
+}
+
+// Mover is implemented by a Schema whose options took keys from
+// elsewhere in the file. Moved maps each old key, as a path with empty
+// indexes ("listeners[].password"), to where it is written now
+// ("listeners[].redis.password", "clusters[].postgres.server_tls"). A
+// file that still writes an old key is refused with an error that names
+// the new path, indexes filled in: the listener's own, or for a
+// clusters[] key the index of the cluster the listener names.
+type Mover interface {
+	Moved() map[string]string
 }
 
 // Defaulter is implemented by options with defaults. Default is called
@@ -147,6 +161,48 @@ func (s schemas) newOptions(name string, cluster bool) any {
 		return p.ClusterOptions()
 	}
 	return p.ListenerOptions()
+}
+
+// moved maps the old keys of every Mover to their new paths.
+func (s schemas) moved() map[string]string {
+	m := map[string]string{}
+	for _, p := range s {
+		if mv, ok := p.(Mover); ok {
+			for from, to := range mv.Moved() {
+				m[from] = to
+			}
+		}
+	}
+	return m
+}
+
+// move is an old key found in the file (see Mover).
+type move struct {
+	path, to string
+	line     int
+}
+
+var indexes = regexp.MustCompile(`\[[0-9]+\]`)
+
+// movedError says where to write an old key now, with the indexes of
+// the file: "listeners[0].password: moved: write it as
+// listeners[0].redis.password".
+func (c *Config) movedError(m move) Error {
+	to := m.to
+	coll, rest, _ := strings.Cut(m.path, "[")
+	idx, _, _ := strings.Cut(rest, "]")
+	i, _ := strconv.Atoi(idx)
+	switch {
+	case strings.HasPrefix(to, coll+"[]"):
+		to = fmt.Sprintf("%s[%d]%s", coll, i, strings.TrimPrefix(to, coll+"[]"))
+	case coll == "listeners" && strings.HasPrefix(to, "clusters[]"):
+		if k := c.clusterIndex(c.Listeners[i].Cluster); k >= 0 {
+			to = fmt.Sprintf("clusters[%d]%s", k, strings.TrimPrefix(to, "clusters[]"))
+		} else {
+			to += " (of the cluster the listener names)"
+		}
+	}
+	return Error{Path: m.path, Line: m.line, Msg: "moved: write it as " + to}
 }
 
 // optionKeys are the protocols with options of a listener or a cluster,

@@ -1,6 +1,8 @@
 package pgproxy
 
 import (
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -9,7 +11,9 @@ import (
 )
 
 // ListenerOptions are listeners[].postgres: the pooler of a postgres
-// listener, pgbouncer's settings where it has them, with its defaults.
+// listener and what its clients see (pgbouncer's settings where it has
+// them, with its defaults). How the servers are reached is the cluster's
+// (ClusterOptions).
 type ListenerOptions struct {
 	PoolMode              string          `yaml:"pool_mode"` // session | transaction
 	MaxClientConnections  int             `yaml:"max_client_connections"`
@@ -18,14 +22,9 @@ type ListenerOptions struct {
 	ReservePoolSize       int             `yaml:"reserve_pool_size"`
 	ReservePoolTimeout    config.Duration `yaml:"reserve_pool_timeout"`
 	QueryWaitTimeout      config.Duration `yaml:"query_wait_timeout"`
-	ServerIdleTimeout     config.Duration `yaml:"server_idle_timeout"`
-	ServerLifetime        config.Duration `yaml:"server_lifetime"`
-	ServerConnectTimeout  config.Duration `yaml:"server_connect_timeout"`
-	ServerResetQuery      string          `yaml:"server_reset_query"`
 	MaxPreparedStatements int             `yaml:"max_prepared_statements"`
 	Auth                  AuthOptions     `yaml:"auth"`
 	ClientTLS             *TLSOptions     `yaml:"client_tls"`
-	ServerTLS             *TLSOptions     `yaml:"server_tls"`
 	// Target is which servers the listener's sessions go to, in libpq's
 	// target_session_attrs words: primary | standby | prefer_standby |
 	// any (default). Roles come from the cluster's postgres health check.
@@ -33,6 +32,16 @@ type ListenerOptions struct {
 	// MaxReplicationLag skips standbys further behind (0: no limit);
 	// only for target standby and prefer_standby.
 	MaxReplicationLag config.Duration `yaml:"max_replication_lag"`
+}
+
+// ClusterOptions are clusters[].postgres: how the poolers of the postgres
+// listeners that use the cluster open, keep and reset server connections.
+type ClusterOptions struct {
+	ServerIdleTimeout    config.Duration `yaml:"server_idle_timeout"`
+	ServerLifetime       config.Duration `yaml:"server_lifetime"`
+	ServerConnectTimeout config.Duration `yaml:"server_connect_timeout"`
+	ServerResetQuery     string          `yaml:"server_reset_query"`
+	ServerTLS            *TLSOptions     `yaml:"server_tls"`
 }
 
 // AuthOptions are where client credentials come from: a pgbouncer
@@ -59,7 +68,7 @@ type TLSOptions struct {
 	MatchSAN []config.SANMatch `yaml:"match_san"`
 }
 
-// Defaults of listeners[].postgres: pgbouncer's.
+// Defaults of listeners[].postgres and clusters[].postgres: pgbouncer's.
 const (
 	DefaultAuthQuery             = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 	DefaultPoolMode              = "session"
@@ -88,13 +97,29 @@ var (
 // ListenerOptions returns a new listeners[].postgres.
 func (*Protocol) ListenerOptions() any { return &ListenerOptions{} }
 
-// ClusterOptions returns nil: no clusters[].postgres.
-func (*Protocol) ClusterOptions() any { return nil }
+// ClusterOptions returns a new clusters[].postgres.
+func (*Protocol) ClusterOptions() any { return &ClusterOptions{} }
+
+// Moved are the keys that were listeners[].postgres's before they were the
+// cluster's.
+func (*Protocol) Moved() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"server_idle_timeout", "server_lifetime", "server_connect_timeout", "server_reset_query", "server_tls"} {
+		m["listeners[].postgres."+k] = "clusters[].postgres." + k
+	}
+	return m
+}
 
 // listenerOptions are the postgres options of a listener of protocol
 // postgres (filled in by config.Parse).
 func listenerOptions(l *config.Listener) *ListenerOptions {
 	return l.Options["postgres"].(*ListenerOptions)
+}
+
+// clusterOptions are the postgres options of a cluster that a postgres
+// listener uses (filled in by config.Parse).
+func clusterOptions(cl *config.Cluster) *ClusterOptions {
+	return cl.Options["postgres"].(*ClusterOptions)
 }
 
 // Default fills in pgbouncer's defaults; a duration or count written as 0
@@ -127,9 +152,6 @@ func (o *ListenerOptions) Default(c *config.Check) {
 	}{
 		{&o.ReservePoolTimeout, "reserve_pool_timeout", DefaultReservePoolTimeout},
 		{&o.QueryWaitTimeout, "query_wait_timeout", DefaultQueryWaitTimeout},
-		{&o.ServerIdleTimeout, "server_idle_timeout", DefaultServerIdleTimeout},
-		{&o.ServerLifetime, "server_lifetime", DefaultServerLifetime},
-		{&o.ServerConnectTimeout, "server_connect_timeout", DefaultServerConnectTimeout},
 	} {
 		if *f.v == 0 && !c.Has(p+"."+f.name) {
 			*f.v = config.Duration(f.def)
@@ -138,13 +160,32 @@ func (o *ListenerOptions) Default(c *config.Check) {
 	if o.Auth.User != "" && o.Auth.Query == "" {
 		o.Auth.Query = DefaultAuthQuery
 	}
-	if o.ServerResetQuery == "" && !c.Has(p+".server_reset_query") {
-		o.ServerResetQuery = DefaultServerResetQuery
-	}
 	if o.ClientTLS == nil {
 		o.ClientTLS = &TLSOptions{Mode: "disable"}
 	} else if o.ClientTLS.Mode == "" {
 		o.ClientTLS.Mode = DefaultClientTLSMode
+	}
+}
+
+// Default fills in pgbouncer's defaults; a duration written as 0 stays 0
+// (off).
+func (o *ClusterOptions) Default(c *config.Check) {
+	p := c.Path
+	for _, f := range []struct {
+		v    *config.Duration
+		name string
+		def  time.Duration
+	}{
+		{&o.ServerIdleTimeout, "server_idle_timeout", DefaultServerIdleTimeout},
+		{&o.ServerLifetime, "server_lifetime", DefaultServerLifetime},
+		{&o.ServerConnectTimeout, "server_connect_timeout", DefaultServerConnectTimeout},
+	} {
+		if *f.v == 0 && !c.Has(p+"."+f.name) {
+			*f.v = config.Duration(f.def)
+		}
+	}
+	if o.ServerResetQuery == "" && !c.Has(p+".server_reset_query") {
+		o.ServerResetQuery = DefaultServerResetQuery
 	}
 	if o.ServerTLS == nil {
 		o.ServerTLS = &TLSOptions{Mode: "disable"}
@@ -165,7 +206,7 @@ func (o *ListenerOptions) Validate(c *config.Check) {
 		c.Errorf(c.Parent+".tls", "PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead")
 	}
 	if cl := c.Cluster; cl != nil && cl.TLS != nil {
-		c.Errorf(c.Parent+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use postgres.server_tls instead", l.Cluster)
+		c.Errorf(c.Parent+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use %s.postgres.server_tls instead", l.Cluster, c.ClusterPath)
 	}
 	c.OneOf(p+".pool_mode", "pool mode", o.PoolMode, PoolModes)
 	if o.MaxClientConnections < 1 {
@@ -194,18 +235,11 @@ func (o *ListenerOptions) Validate(c *config.Check) {
 	}{
 		{"reserve_pool_timeout", o.ReservePoolTimeout, true},
 		{"query_wait_timeout", o.QueryWaitTimeout, true},
-		{"server_idle_timeout", o.ServerIdleTimeout, true},
-		{"server_lifetime", o.ServerLifetime, true},
-		{"server_connect_timeout", o.ServerConnectTimeout, false},
 	} {
-		switch {
-		case d.v < 0:
+		if d.v < 0 {
 			c.Errorf(p+"."+d.name, "must not be negative")
-		case d.v == 0 && !d.zero:
-			c.Errorf(p+"."+d.name, "must be positive")
 		}
 	}
-	c.CString(p+".server_reset_query", o.ServerResetQuery, true)
 	c.OneOf(p+".target", "target", o.Target, Targets)
 	if cl := c.Cluster; o.Target != "any" && cl != nil && (cl.HealthCheck == nil || cl.HealthCheck.Type != "postgres") {
 		c.Errorf(p+".target", "%s needs cluster %q to have a postgres health_check (it learns which endpoint is the primary)", o.Target, l.Cluster)
@@ -218,7 +252,54 @@ func (o *ListenerOptions) Validate(c *config.Check) {
 	}
 	o.Auth.validate(c, p+".auth")
 	o.ClientTLS.validateClient(c, p+".client_tls")
+}
+
+// Validate checks the options of a cluster that postgres listeners use;
+// on a cluster that only listeners of other protocols use, setting them
+// is refused (they would be ignored).
+func (o *ClusterOptions) Validate(c *config.Check) {
+	p := c.Path
+	if len(c.UsedBy) > 0 && !c.UsedBy["postgres"] {
+		if !reflect.DeepEqual(o, defaultClusterOptions()) {
+			c.Errorf(p, "not used by %s listeners (only postgres listeners pool server connections)", protoList(c.UsedBy))
+		}
+		return
+	}
+	for _, d := range []struct {
+		name string
+		v    config.Duration
+		zero bool // 0 allowed: off
+	}{
+		{"server_idle_timeout", o.ServerIdleTimeout, true},
+		{"server_lifetime", o.ServerLifetime, true},
+		{"server_connect_timeout", o.ServerConnectTimeout, false},
+	} {
+		switch {
+		case d.v < 0:
+			c.Errorf(p+"."+d.name, "must not be negative")
+		case d.v == 0 && !d.zero:
+			c.Errorf(p+"."+d.name, "must be positive")
+		}
+	}
+	c.CString(p+".server_reset_query", o.ServerResetQuery, true)
 	o.ServerTLS.validateServer(c, p+".server_tls")
+}
+
+// defaultClusterOptions are clusters[].postgres when not written.
+func defaultClusterOptions() *ClusterOptions {
+	o := &ClusterOptions{}
+	o.Default(&config.Check{Config: &config.Config{}})
+	return o
+}
+
+// protoList names a set of protocols, sorted: "redis and tcp".
+func protoList(protos map[string]bool) string {
+	s := make([]string, 0, len(protos))
+	for p := range protos {
+		s = append(s, p)
+	}
+	slices.Sort(s)
+	return strings.Join(s, " and ")
 }
 
 func (a *AuthOptions) validate(c *config.Check, p string) {

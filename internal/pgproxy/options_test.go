@@ -31,9 +31,11 @@ func TestOptionErrors(t *testing.T) {
 	pgBase := "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}, "
 	pg := pgBase
 	const pgEnd = "}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
+	srv := "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"], postgres: {"
+	const srvEnd = "}}]"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"match_san pg client_tls", pgBase + "client_tls: {mode: disable, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.client_tls.match_san: client certificates are not checked on client_tls; remove it (line 1)"},
-		{"match_san pg server_tls mode", pgBase + "server_tls: {mode: require, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.server_tls.match_san: needs mode verify-ca or verify-full: mode require does not verify the server's certificate (line 1)"},
+		{"match_san pg server_tls mode", srv + "server_tls: {mode: require, match_san: [{dns: a}]}" + srvEnd, "clusters[0].postgres.server_tls.match_san: needs mode verify-ca or verify-full: mode require does not verify the server's certificate (line 2)"},
 		{"pg block on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, postgres: {pool_size: 2}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres: only for protocol postgres (line 1)"},
 		{"pg pool mode", pgBase + "pool_mode: statement" + pgEnd, `listeners[0].postgres.pool_mode: unknown pool mode "statement" (line 1); want one of ["session" "transaction"]`},
 		{"pg pool mode typo", pgBase + "pool_mode: transacion" + pgEnd, `did you mean "transaction"?`},
@@ -44,10 +46,10 @@ func TestOptionErrors(t *testing.T) {
 		{"pg max clients", pgBase + "max_client_connections: 0" + pgEnd, "listeners[0].postgres.max_client_connections: must be at least 1"},
 		{"pg wait timeout", pgBase + "query_wait_timeout: -1s" + pgEnd, "listeners[0].postgres.query_wait_timeout: must not be negative"},
 		{"pg reserve timeout", pgBase + "reserve_pool_timeout: -1s" + pgEnd, "listeners[0].postgres.reserve_pool_timeout: must not be negative"},
-		{"pg idle timeout", pgBase + "server_idle_timeout: -1s" + pgEnd, "listeners[0].postgres.server_idle_timeout: must not be negative"},
-		{"pg lifetime", pgBase + "server_lifetime: -1s" + pgEnd, "listeners[0].postgres.server_lifetime: must not be negative"},
-		{"pg connect timeout", pgBase + "server_connect_timeout: 0s" + pgEnd, "listeners[0].postgres.server_connect_timeout: must be positive"},
-		{"pg duration", pgBase + "server_lifetime: 1 hour" + pgEnd, `listeners[0].postgres.server_lifetime: invalid duration "1 hour"`},
+		{"pg idle timeout", srv + "server_idle_timeout: -1s" + srvEnd, "clusters[0].postgres.server_idle_timeout: must not be negative"},
+		{"pg lifetime", srv + "server_lifetime: -1s" + srvEnd, "clusters[0].postgres.server_lifetime: must not be negative"},
+		{"pg connect timeout", srv + "server_connect_timeout: 0s" + srvEnd, "clusters[0].postgres.server_connect_timeout: must be positive"},
+		{"pg duration", srv + "server_lifetime: 1 hour" + srvEnd, `clusters[0].postgres.server_lifetime: invalid duration "1 hour"`},
 		{"pg prepared", pgBase + "max_prepared_statements: -1" + pgEnd, "listeners[0].postgres.max_prepared_statements: must not be negative"},
 		{"pg prepared txn", pgBase + "pool_mode: transaction, max_prepared_statements: 0" + pgEnd, "listeners[0].postgres.max_prepared_statements: must be at least 1 in transaction mode"},
 		{"pg no users file", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.users_file: required"},
@@ -60,9 +62,9 @@ func TestOptionErrors(t *testing.T) {
 		{"pg client tls mode", pgBase + "client_tls: {mode: verify-full}" + pgEnd, `listeners[0].postgres.client_tls.mode: unknown client TLS mode "verify-full"`},
 		{"pg client tls cert", pgBase + "client_tls: {mode: require}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required"},
 		{"pg client tls ca", pgBase + "client_tls: {mode: disable, ca_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.ca_file: client certificates are not checked"},
-		{"pg server tls mode", pgBase + "server_tls: {mode: verify}" + pgEnd, `listeners[0].postgres.server_tls.mode: unknown server TLS mode "verify"`},
-		{"pg server tls ca", pgBase + "server_tls: {mode: verify-ca}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: required with mode verify-ca"},
-		{"pg server tls ca file", pgBase + "server_tls: {mode: verify-full, ca_file: /nonexistent/ca}" + pgEnd, `listeners[0].postgres.server_tls.ca_file: no such file "/nonexistent/ca"`},
+		{"pg server tls mode", srv + "server_tls: {mode: verify}" + srvEnd, `clusters[0].postgres.server_tls.mode: unknown server TLS mode "verify"`},
+		{"pg server tls ca", srv + "server_tls: {mode: verify-ca}" + srvEnd, "clusters[0].postgres.server_tls.ca_file: required with mode verify-ca"},
+		{"pg server tls ca file", srv + "server_tls: {mode: verify-full, ca_file: /nonexistent/ca}" + srvEnd, `clusters[0].postgres.server_tls.ca_file: no such file "/nonexistent/ca"`},
 		{"pg unknown key", pgBase + "pool_sise: 3" + pgEnd, "listeners[0].postgres.pool_sise: unknown field"},
 		{"pg target", pgBase + "target: read-write" + pgEnd, `listeners[0].postgres.target: unknown target "read-write" (line 1); want one of ["primary" "standby" "prefer_standby" "any"]`},
 		{"pg target typo", pgBase + "target: primay" + pgEnd, `listeners[0].postgres.target: unknown target "primay" (line 1); did you mean "primary"?`},
@@ -75,11 +77,11 @@ func TestOptionErrors(t *testing.T) {
 		{"pg client tls prefer without cert", pg + "client_tls: {}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode prefer: without a certificate no client gets TLS (line 1)"},
 		{"pg client tls allow without cert", pg + "client_tls: {mode: allow}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode allow"},
 		{"pg client tls disabled cert", pg + "client_tls: {mode: disable, cert_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: not used with mode disable"},
-		{"pg server tls disabled ca", pg + "server_tls: {mode: disable, ca_file: " + users + "}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: not used with mode disable"},
-		{"pg server tls require ca", pg + "server_tls: {mode: require, ca_file: " + users + "}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: not used with mode require, which does not check the server's certificate; use mode verify-ca or verify-full (line 1)"},
-		{"pg server tls server_name", pg + "server_tls: {mode: verify-ca, ca_file: " + users + ", server_name: db}" + pgEnd, "listeners[0].postgres.server_tls.server_name: only used by mode verify-full (mode verify-ca does not check the host name)"},
-		{"pg sni", pg + `server_tls: {mode: verify-full, server_name: "db/x"}` + pgEnd, `listeners[0].postgres.server_tls.server_name: "db/x": want a DNS name or an IP address`},
-		{"pg reset query NUL", pg + `server_reset_query: "DISCARD ALL\0"` + pgEnd, `listeners[0].postgres.server_reset_query: "DISCARD ALL\x00": must not contain NUL`},
+		{"pg server tls disabled ca", srv + "server_tls: {mode: disable, ca_file: " + users + "}" + srvEnd, "clusters[0].postgres.server_tls.ca_file: not used with mode disable"},
+		{"pg server tls require ca", srv + "server_tls: {mode: require, ca_file: " + users + "}" + srvEnd, "clusters[0].postgres.server_tls.ca_file: not used with mode require, which does not check the server's certificate; use mode verify-ca or verify-full (line 2)"},
+		{"pg server tls server_name", srv + "server_tls: {mode: verify-ca, ca_file: " + users + ", server_name: db}" + srvEnd, "clusters[0].postgres.server_tls.server_name: only used by mode verify-full (mode verify-ca does not check the host name)"},
+		{"pg sni", srv + `server_tls: {mode: verify-full, server_name: "db/x"}` + srvEnd, `clusters[0].postgres.server_tls.server_name: "db/x": want a DNS name or an IP address`},
+		{"pg reset query NUL", srv + `server_reset_query: "DISCARD ALL\0"` + srvEnd, `clusters[0].postgres.server_reset_query: "DISCARD ALL\x00": must not contain NUL`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -94,6 +96,58 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
+// TestMovedToCluster: the server settings that were listeners[].postgres's
+// are refused there with the path to write them at now, the cluster's
+// index filled in; written there they are read.
+func TestMovedToCluster(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users.txt")
+	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
+	const head = "listeners:\n  - name: db\n    address: \"127.0.0.1:6432\"\n    protocol: postgres\n    cluster: pg\n    postgres:\n"
+	auth := "      auth: {users_file: " + users + "}\n"
+	const clusters = "clusters:\n  - {name: other, endpoints: [\"h:1\"]}\n  - {name: pg, endpoints: [\"h:2\"]}\n"
+	for _, key := range []string{"server_tls: {mode: require}", "server_connect_timeout: 3s", "server_reset_query: \"\"", "server_lifetime: 1m", "server_idle_timeout: 1m"} {
+		name, _, _ := strings.Cut(key, ":")
+		_, err := parse([]byte(head + auth + "      " + key + "\n" + clusters))
+		want := "listeners[0].postgres." + name + ": moved: write it as clusters[1].postgres." + name + " (line 8)"
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %v, want %s", name, err, want)
+		}
+	}
+	_, err := parse([]byte(strings.Replace(head, "cluster: pg", "cluster: nope", 1) + auth + "      server_lifetime: 1m\n" + clusters))
+	if want := "listeners[0].postgres.server_lifetime: moved: write it as clusters[].postgres.server_lifetime (of the cluster the listener names) (line 8)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("unknown cluster: got %v, want %s", err, want)
+	}
+
+	c, err := parse([]byte(head + auth + clusters + "  - name: pg2\n    endpoints: [\"h:3\"]\n    postgres: {server_lifetime: 1m, server_tls: {mode: require}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := clusterOptions(&c.Clusters[2]); o.ServerLifetime.D() != time.Minute || o.ServerTLS.Mode != "require" || o.ServerIdleTimeout.D() != DefaultServerIdleTimeout {
+		t.Errorf("clusters[2].postgres: got %+v", *o)
+	}
+}
+
+// TestClusterOptionsUnused: clusters[].postgres on a cluster that only
+// listeners of another protocol use is refused; on one no listener uses,
+// or left at its defaults, it is not.
+func TestClusterOptionsUnused(t *testing.T) {
+	t.Parallel()
+	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
+	_, err := parse([]byte(tcp + "clusters:\n  - name: c\n    endpoints: [\"h:1\"]\n    postgres: {server_lifetime: 1m}\n"))
+	if want := "clusters[0].postgres: not used by tcp listeners (only postgres listeners pool server connections) (line 5)"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+	for _, ok := range []string{
+		tcp + "clusters: [{name: c, endpoints: [\"h:1\"], postgres: {server_lifetime: 1h}}]",
+		tcp + "clusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:1\"], postgres: {server_lifetime: 1m}}]",
+	} {
+		if _, err := parse([]byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
 func TestOptionDefaults(t *testing.T) {
 	t.Parallel()
 	users := filepath.Join(t.TempDir(), "users.txt")
@@ -102,7 +156,7 @@ func TestOptionDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pg := listenerOptions(&c.Listeners[0])
+	pg, srv := listenerOptions(&c.Listeners[0]), clusterOptions(&c.Clusters[0])
 	for _, tc := range []struct {
 		name      string
 		got, want any
@@ -112,12 +166,13 @@ func TestOptionDefaults(t *testing.T) {
 		{"pool_size", pg.PoolSize, 20},
 		{"reserve_pool_timeout", pg.ReservePoolTimeout.D(), 5 * time.Second},
 		{"query_wait_timeout", pg.QueryWaitTimeout.D(), 120 * time.Second},
-		{"server_idle_timeout", pg.ServerIdleTimeout.D(), 10 * time.Minute},
-		{"server_lifetime", pg.ServerLifetime.D(), time.Hour},
-		{"server_reset_query", pg.ServerResetQuery, "DISCARD ALL"},
+		{"server_connect_timeout", srv.ServerConnectTimeout.D(), 15 * time.Second},
+		{"server_idle_timeout", srv.ServerIdleTimeout.D(), 10 * time.Minute},
+		{"server_lifetime", srv.ServerLifetime.D(), time.Hour},
+		{"server_reset_query", srv.ServerResetQuery, "DISCARD ALL"},
 		{"max_prepared_statements", pg.MaxPreparedStatements, 200},
 		{"client_tls.mode", pg.ClientTLS.Mode, "disable"},
-		{"server_tls.mode", pg.ServerTLS.Mode, "disable"},
+		{"server_tls.mode", srv.ServerTLS.Mode, "disable"},
 		{"auth.query without auth.user", pg.Auth.Query, ""},
 		{"target", pg.Target, "any"},
 		{"max_replication_lag", pg.MaxReplicationLag.D(), time.Duration(0)},

@@ -136,7 +136,7 @@ func (i *instance) Collect(ch chan<- prometheus.Metric) { collectPostgres(ch, i.
 // its client_tls and server_tls files when they change, until ctx ends.
 func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx context.Context), err error) {
 	lc, up := env.Listener, env.Cluster.Upstream
-	pc := listenerOptions(lc)
+	pc, sc := listenerOptions(lc), clusterOptions(&env.Cluster.Config)
 	users, err := userlist.Load(pc.Auth.UsersFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres.auth.users_file: %w", err)
@@ -150,10 +150,10 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		ReservePoolSize:      pc.ReservePoolSize,
 		ReservePoolTimeout:   pc.ReservePoolTimeout.D(),
 		QueryWaitTimeout:     pc.QueryWaitTimeout.D(),
-		ServerIdleTimeout:    pc.ServerIdleTimeout.D(),
-		ServerLifetime:       pc.ServerLifetime.D(),
-		ServerConnectTimeout: pc.ServerConnectTimeout.D(),
-		ResetQuery:           pc.ServerResetQuery,
+		ServerIdleTimeout:    sc.ServerIdleTimeout.D(),
+		ServerLifetime:       sc.ServerLifetime.D(),
+		ServerConnectTimeout: sc.ServerConnectTimeout.D(),
+		ResetQuery:           sc.ServerResetQuery,
 		MaxPrepared:          pc.MaxPreparedStatements,
 		Users:                users,
 		AuthQuery:            pc.Auth.Query,
@@ -190,14 +190,14 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		owner := "listener " + lc.Name + " client_tls"
 		watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, s.Files(), s.Reload) })
 	}
-	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
-		owner := "listener " + lc.Name + " server_tls"
+	if t := sc.ServerTLS; t != nil && t.Mode != "disable" {
+		owner := "listener " + lc.Name + " server_tls" // the cluster's, one watch per pooler
 		s := &pgServerTLS{t: t, match: tlsconfig.NewMatcher(t.MatchSAN)}
 		if env.PeerRejected != nil {
 			s.reject = env.PeerRejected(owner)
 		}
 		if err := s.Reload(); err != nil {
-			return nil, nil, fmt.Errorf("postgres.server_tls: %w", err)
+			return nil, nil, fmt.Errorf("cluster %s postgres.server_tls: %w", env.Cluster.Config.Name, err)
 		}
 		cfg.ServerTLS = s.ForAddr
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"

@@ -104,27 +104,11 @@ type Listener struct {
 	// HTTP listeners only.
 	Routes    []Route `yaml:"routes"`
 	AccessLog string  `yaml:"access_log"` // off | text | json (to stdout)
-	// Redis listeners only: clients must AUTH with this password.
-	Password string `yaml:"password" secret:"true"`
 	// Ready is require (its clusters count for /ready) or ignore.
 	Ready string `yaml:"ready"`
 	// Options are the options of the listener's protocol, written under
 	// its name (listeners[].postgres), by protocol name; see Schema.
 	Options map[string]any `yaml:",inline" options:"listener"`
-}
-
-// ClusterRedis shards a cluster the way twemproxy does.
-type ClusterRedis struct {
-	Hash               string   `yaml:"hash"`         // a twemproxy hash name
-	Distribution       string   `yaml:"distribution"` // ketama | modula | random
-	HashTag            string   `yaml:"hash_tag"`     // "" or two characters, e.g. "{}"
-	AutoEjectHosts     bool     `yaml:"auto_eject_hosts"`
-	ServerFailureLimit int      `yaml:"server_failure_limit"`
-	ServerRetryTimeout Duration `yaml:"server_retry_timeout"`
-	ServerConnections  int      `yaml:"server_connections"`
-	Timeout            Duration `yaml:"timeout"` // per reply
-	Username           string   `yaml:"username"`
-	Password           string   `yaml:"password" secret:"true"`
 }
 
 // Route sends matching HTTP requests to one or more weighted clusters.
@@ -288,7 +272,6 @@ type Cluster struct {
 	TLS              *ClientTLS        `yaml:"tls"`
 	HTTP             *ClusterHTTP      `yaml:"http"`
 	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
-	Redis            *ClusterRedis     `yaml:"redis"`
 	OnFailover       *OnFailover       `yaml:"on_failover"`
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
@@ -571,33 +554,8 @@ func (c *Config) applyDefaults() {
 			l.applyHTTPDefaults()
 		}
 	}
-	for _, l := range c.Listeners {
-		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" && cl.Redis == nil {
-			cl.Redis = &ClusterRedis{}
-		}
-	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
-		if r := cl.Redis; r != nil {
-			if r.Hash == "" {
-				r.Hash = "fnv1a_64"
-			}
-			if r.Distribution == "" {
-				r.Distribution = "ketama"
-			}
-			if r.ServerFailureLimit == 0 {
-				r.ServerFailureLimit = 2
-			}
-			if r.ServerRetryTimeout == 0 {
-				r.ServerRetryTimeout = Duration(30 * time.Second)
-			}
-			if r.ServerConnections == 0 {
-				r.ServerConnections = 1
-			}
-			if r.Timeout == 0 && !c.has(fmt.Sprintf("clusters[%d].redis.timeout", i)) {
-				r.Timeout = Duration(2 * time.Second)
-			}
-		}
 		if cl.Balance == "" {
 			cl.Balance = DefaultBalance
 		}

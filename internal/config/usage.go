@@ -2,11 +2,9 @@ package config
 
 import (
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 )
 
 // clusterFieldUse is who reads an optional cluster field: the listener
@@ -34,8 +32,6 @@ var (
 	defaultOutlier = OutlierDetection{ConsecutiveFailures: DefaultOutlierFailures,
 		BaseEjectionTime: Duration(DefaultOutlierEjection), MaxEjectionPercent: DefaultOutlierMaxPercent}
 	defaultClusterHTTP = ClusterHTTP{Version: "auto", MaxIdlePerEndpoint: DefaultMaxIdlePerEndpoint, IdleTimeout: Duration(DefaultHTTPIdleTimeout)}
-	defaultRedis       = ClusterRedis{Hash: "fnv1a_64", Distribution: "ketama", ServerFailureLimit: 2,
-		ServerRetryTimeout: Duration(30 * time.Second), ServerConnections: 1, Timeout: Duration(2 * time.Second)}
 )
 
 // unusedFields refuses every field the file sets on a listener or cluster
@@ -86,29 +82,8 @@ func (v *validator) unusedFields() {
 			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
 		}
 		if !protos["redis"] {
-			v.redisFields(p+".redis", cl, protos)
 			v.endpointWeights(p, cl)
 		}
-	}
-}
-
-// redisFields refuses a redis block on a cluster no redis listener uses:
-// its sharding settings do nothing there. username and password stay
-// allowed for a redis health check, which AUTHs with them.
-func (v *validator) redisFields(p string, cl *Cluster, protos map[string]bool) {
-	if cl.Redis == nil {
-		return
-	}
-	redisCheck := cl.HealthCheck != nil && cl.HealthCheck.Type == "redis"
-	got, def := reflect.ValueOf(*cl.Redis), reflect.ValueOf(defaultRedis)
-	for i, name := range yamlNames(got.Type()) {
-		if got.Field(i).Equal(def.Field(i)) {
-			continue
-		}
-		if (name == "username" || name == "password") && redisCheck {
-			continue
-		}
-		v.errorf(p+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", protoList(protos))
 	}
 }
 
@@ -128,12 +103,6 @@ func (v *validator) endpointWeights(p string, cl *Cluster) {
 
 // listenerFields refuses fields of other protocols on a listener.
 func (v *validator) listenerFields(p string, l Listener) {
-	switch l.Protocol {
-	case "redis":
-		if l.IdleTimeout != Duration(DefaultIdleTimeout) {
-			v.errorf(p+".idle_timeout", "not used by %s listeners (only tcp and http listeners close idle clients)", l.Protocol)
-		}
-	}
 	if l.Protocol != "http" && l.AccessLog != "" {
 		v.errorf(p+".access_log", "only for protocol http")
 	}
@@ -232,15 +201,4 @@ func protoList(protos map[string]bool) string {
 	}
 	sort.Strings(s)
 	return strings.Join(s, " and ")
-}
-
-// yamlNames are the yaml keys of a struct type's fields.
-func yamlNames(t reflect.Type) []string {
-	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
 }

@@ -22,10 +22,7 @@ func TestUnusedFields(t *testing.T) {
 		{"balance on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], balance: least_connections}]", "clusters[0].balance: not used by redis listeners (a redis cluster picks shards by key hash (redis.distribution)) (line 2)"},
 		{"outlier on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_failures: 1}}]", "clusters[0].outlier_detection: not used by redis listeners"},
 		{"5xx on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_5xx: 3}}]", "clusters[0].outlier_detection.consecutive_5xx: not used by tcp listeners (it counts HTTP responses) (line 2)"},
-		{"redis block on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], redis: {hash: murmur}}]", "clusters[0].redis.hash: not used by tcp listeners (only redis listeners shard"},
-		{"redis password without redis check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], redis: {password: x}}]", "clusters[0].redis.password: not used by tcp listeners"},
 		{"h2c with tls", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], tls: {}, http: {version: h2c}}]", `clusters[0].http.version: "h2c" is cleartext HTTP/2 and the cluster has tls`},
-		{"idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 5m}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: not used by redis listeners (only tcp and http listeners close idle clients) (line 1)"},
 		{"access log on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, access_log: json}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].access_log: only for protocol http (line 1)"},
 		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
 		{"sticky name with client_ip", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip, name: x}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky.name: not used with by: client_ip"},
@@ -66,8 +63,6 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		{"breaker on http", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}, http: {version: \"1.1\"}, outlier_detection: {consecutive_5xx: 2}}]"},
 		{"breaker on a cluster used by tcp and http", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]"},
 		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
-		{"default idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 1h}]\nclusters: [{name: c, endpoints: [\"h:1\"], balance: round_robin}]"},
-		{"redis auth for a redis check", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: redis}, redis: {username: u, password: p}}]"},
 		{"weights on a redis ring", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1:3 a\", \"h:2:1 b\"]}]"},
 		{"weights with weighted", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, balance: weighted, endpoints: [\"h:1 weight=3\"]}]"},
 		{"ewma on tcp and http, weighted", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, balance: ewma, ewma: {decay: 30s, default_rtt: 5ms}, endpoints: [\"h:1 weight=3\", \"h:2\"]}]"},
@@ -89,9 +84,6 @@ func TestUnusedDefaultsMatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := c.Clusters[0]
-	if *cl.Redis != defaultRedis {
-		t.Errorf("redis: got %+v, want %+v", *cl.Redis, defaultRedis)
-	}
 	if *cl.OutlierDetection != defaultOutlier {
 		t.Errorf("outlier_detection: got %+v, want %+v", *cl.OutlierDetection, defaultOutlier)
 	}

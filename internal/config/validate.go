@@ -16,8 +16,6 @@ import (
 var (
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
-	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
-	RedisDists       = []string{"ketama", "modula", "random"}
 	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
 	consulSchemes    = []string{"http", "https"}
 	RetryOn          = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
@@ -112,17 +110,11 @@ func (c *Config) validate(s schemas) Errors {
 			v.httpListener(p, &l, clusters)
 		case len(l.Routes) > 0:
 			v.errorf(p+".routes", "only for protocol http")
-		case l.Password != "" && l.Protocol != "redis":
-			v.errorf(p+".password", "only for protocol redis")
-			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
 			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
-		}
-		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" {
-			v.redisCluster(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl)
 		}
 		if l.MaxConnections < 1 {
 			v.errorf(p+".max_connections", "must be at least 1")
@@ -290,32 +282,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if h.Version == "2" && cl.TLS == nil {
 			v.errorf(p+".http.version", `"2" needs tls (HTTP/2 over TLS); use "h2c" for cleartext HTTP/2`)
-		}
-	}
-	if r := cl.Redis; r != nil {
-		rp := p + ".redis"
-		v.oneOf(rp+".hash", "hash", r.Hash, RedisHashes)
-		v.oneOf(rp+".distribution", "distribution", r.Distribution, RedisDists)
-		if r.HashTag != "" && len(r.HashTag) != 2 {
-			v.errorf(rp+".hash_tag", "want two characters, like \"{}\"")
-		}
-		if r.ServerFailureLimit < 1 {
-			v.errorf(rp+".server_failure_limit", "must be at least 1")
-		}
-		if r.ServerRetryTimeout <= 0 {
-			v.errorf(rp+".server_retry_timeout", "must be positive")
-		}
-		if r.ServerConnections < 1 || r.ServerConnections > 64 {
-			v.errorf(rp+".server_connections", "must be 1-64")
-		}
-		if r.Timeout < 0 {
-			v.errorf(rp+".timeout", "must not be negative")
-		}
-		if r.Username != "" && r.Password == "" {
-			v.errorf(rp+".username", "needs password")
-		}
-		if cl.Discovery != nil {
-			v.errorf(rp, "a sharded cluster needs a fixed endpoint list (the ring is built from it)")
 		}
 	}
 	if b := cl.CircuitBreaker; b != nil {

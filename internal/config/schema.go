@@ -48,6 +48,23 @@ type Mover interface {
 	Moved() map[string]string
 }
 
+// Ignorer is implemented by a protocol whose listeners leave cluster
+// fields unread that the others read: a redis ring picks shards by key,
+// not by balance. IgnoredClusterFields maps each field ("balance",
+// "outlier_detection") to why; set on a cluster that only such listeners
+// use, the field is refused with that reason. A protocol that ignores
+// balance also reads endpoint weights whatever the balance.
+type Ignorer interface {
+	IgnoredClusterFields() map[string]string
+}
+
+// LatencyTimer is implemented by a protocol whose listeners time their
+// requests or connections, which balance ewma needs; on a cluster that
+// other listeners use, ewma is refused.
+type LatencyTimer interface {
+	TimesLatency()
+}
+
 // Defaulter is implemented by options with defaults. Default is called
 // once the file is decoded; Check.Has tells a value written as zero from
 // one not written.
@@ -203,6 +220,33 @@ func (c *Config) movedError(m move) Error {
 		}
 	}
 	return Error{Path: m.path, Line: m.line, Msg: "moved: write it as " + to}
+}
+
+// readers are the protocols of protos that read a shared cluster field,
+// and why the others do not.
+func (s schemas) readers(field string, protos map[string]bool) (by []string, why string) {
+	var whys []string
+	for _, p := range s {
+		ig, ok := p.(Ignorer)
+		if !ok || ig.IgnoredClusterFields()[field] == "" {
+			by = append(by, p.Name())
+		} else if protos[p.Name()] {
+			whys = append(whys, ig.IgnoredClusterFields()[field])
+		}
+	}
+	return by, strings.Join(whys, "; ")
+}
+
+// latencyTimers are the protocols that implement LatencyTimer.
+func (s schemas) latencyTimers() []string {
+	var out []string
+	for _, p := range s {
+		if _, ok := p.(LatencyTimer); ok {
+			out = append(out, p.Name())
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // optionKeys are the protocols with options of a listener or a cluster,

@@ -12,9 +12,24 @@ func (s stub) Name() string       { return string(s) }
 func (stub) ListenerOptions() any { return nil }
 func (stub) ClusterOptions() any  { return nil }
 
-// testSchemas are the protocols of config's own tests: their names only
-// (each protocol's package tests its options).
-var testSchemas = []Schema{stub("tcp"), stub("http"), stub("redis"), stub("postgres")}
+// timer is a stub whose listeners time their connections (tcp, http).
+type timer struct{ stub }
+
+func (timer) TimesLatency() {}
+
+// ring is a stub that picks endpoints by key, as redis does.
+type ring struct{ stub }
+
+func (ring) IgnoredClusterFields() map[string]string {
+	return map[string]string{
+		"balance":           "a redis cluster picks shards by key hash (redis.distribution)",
+		"outlier_detection": "a redis cluster ejects shards with redis.auto_eject_hosts",
+	}
+}
+
+// testSchemas are the protocols of config's own tests: their names and
+// what they read of a cluster (each protocol's package tests its options).
+var testSchemas = []Schema{timer{"tcp"}, timer{"http"}, ring{"redis"}, stub("postgres")}
 
 // parse is Parse with testSchemas.
 func parse(data []byte, env func(string) (string, bool)) (*Config, error) {

@@ -11,16 +11,17 @@ import (
 // protocols whose traffic it shapes. A field set where none of them uses
 // its cluster would be accepted and ignored; validate refuses it instead.
 // set reports a value other than the default, so that the rendered
-// configuration (/config, defaults included) can be loaded again.
+// configuration (/config, defaults included) can be loaded again. by nil
+// is every protocol but those that say they ignore the field (Ignorer).
 var clusterFieldUse = []struct {
 	field string
 	by    []string // listener protocols
 	why   string
 	set   func(cl *Cluster) bool
 }{
-	{"balance", []string{"tcp", "http", "postgres"}, "a redis cluster picks shards by key hash (redis.distribution)",
+	{"balance", nil, "",
 		func(cl *Cluster) bool { return cl.Balance != DefaultBalance }},
-	{"outlier_detection", []string{"tcp", "http", "postgres"}, "a redis cluster ejects shards with redis.auto_eject_hosts",
+	{"outlier_detection", nil, "",
 		func(cl *Cluster) bool { return cl.OutlierDetection != nil && *cl.OutlierDetection != defaultOutlier }},
 	{"http", []string{"http"}, "it is how HTTP requests are sent",
 		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
@@ -66,13 +67,17 @@ func (v *validator) unusedFields() {
 			continue
 		}
 		for _, f := range clusterFieldUse {
-			if f.set(cl) && !usedBy(protos, f.by) {
-				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), f.why)
+			by, why := f.by, f.why
+			if by == nil {
+				by, why = v.s.readers(f.field, protos)
+			}
+			if f.set(cl) && !usedBy(protos, by) {
+				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), why)
 			}
 		}
-		if cl.Balance == "ewma" && usedBy(protos, fieldUsers("balance")) { // else refused above
-			if others := without(protos, latencyTimers); len(others) > 0 {
-				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only http and tcp listeners time their requests or connections); use p2c or least_request", protoList(others))
+		if by, _ := v.s.readers("balance", protos); cl.Balance == "ewma" && usedBy(protos, by) { // else refused above
+			if others := without(protos, v.s.latencyTimers()); len(others) > 0 {
+				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", protoList(others), strings.Join(v.s.latencyTimers(), " and "))
 			}
 		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
@@ -81,7 +86,7 @@ func (v *validator) unusedFields() {
 		if h := cl.HTTP; h != nil && h.Version == "h2c" && cl.TLS != nil && cl.KubernetesAPI == nil {
 			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
 		}
-		if !protos["redis"] {
+		if by, _ := v.s.readers("balance", protos); usedBy(protos, by) {
 			v.endpointWeights(p, cl)
 		}
 	}
@@ -89,7 +94,8 @@ func (v *validator) unusedFields() {
 
 // endpointWeights refuses weights a balance policy does not read
 // (round_robin and first take endpoints in turn or in order; a redis ring
-// reads them, so only clusters without a redis listener come here).
+// reads them: a cluster that a protocol ignoring balance uses does not
+// come here).
 func (v *validator) endpointWeights(p string, cl *Cluster) {
 	if cl.Balance != "round_robin" && cl.Balance != "first" {
 		return
@@ -157,20 +163,6 @@ func routesTo(routes []Route, cluster string) bool {
 		}
 	}
 	return false
-}
-
-// latencyTimers are the listener protocols that feed balance ewma: http
-// times each try to its response head, tcp each connect.
-var latencyTimers = []string{"http", "tcp"}
-
-// fieldUsers is the by of a clusterFieldUse entry.
-func fieldUsers(field string) []string {
-	for _, f := range clusterFieldUse {
-		if f.field == field {
-			return f.by
-		}
-	}
-	return nil
 }
 
 // without returns the protocols of protos not in by.

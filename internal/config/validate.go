@@ -30,6 +30,7 @@ var (
 
 type validator struct {
 	c    *Config
+	s    schemas
 	errs Errors
 }
 
@@ -54,7 +55,7 @@ func (v *validator) oneOf(path, what, value string, set []string) {
 }
 
 func (c *Config) validate(s schemas) Errors {
-	v := &validator{c: c}
+	v := &validator{c: c, s: s}
 	if c.Admin.Address != AdminOff {
 		v.address("admin.address", c.Admin.Address)
 	}

@@ -52,6 +52,9 @@ var _ interface {
 // Name is "http".
 func (*Protocol) Name() string { return "http" }
 
+// TimesLatency: balance ewma is fed by its listeners.
+func (*Protocol) TimesLatency() {}
+
 // ListenerOptions returns nil: no listeners[].http.
 func (*Protocol) ListenerOptions() any { return nil }
 

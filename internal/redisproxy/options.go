@@ -58,6 +58,15 @@ func (*Protocol) Moved() map[string]string {
 	return map[string]string{"listeners[].password": "listeners[].redis.password"}
 }
 
+// IgnoredClusterFields are the cluster fields a redis listener does not
+// read: keys choose the shard, auto_eject_hosts ejects.
+func (*Protocol) IgnoredClusterFields() map[string]string {
+	return map[string]string{
+		"balance":           "a redis cluster picks shards by key hash (redis.distribution)",
+		"outlier_detection": "a redis cluster ejects shards with redis.auto_eject_hosts",
+	}
+}
+
 // listenerOptions are the redis options of a listener of protocol redis
 // (filled in by config.Parse).
 func listenerOptions(l *config.Listener) *ListenerOptions {

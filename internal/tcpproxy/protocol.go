@@ -19,6 +19,9 @@ var _ protocol.Protocol = (*Protocol)(nil)
 // Name is "tcp".
 func (*Protocol) Name() string { return "tcp" }
 
+// TimesLatency: balance ewma is fed by its listeners.
+func (*Protocol) TimesLatency() {}
+
 // ListenerOptions returns nil: no listeners[].tcp.
 func (*Protocol) ListenerOptions() any { return nil }
 

@@ -36,6 +36,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/inject"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/testenv/kubeenv"
 )
 
@@ -408,7 +409,7 @@ func TestConfigsLoad(t *testing.T) {
 					continue
 				}
 				text, env := inPod(t, s, sc)
-				if _, err := config.Parse([]byte(text), lookup(env)); err != nil {
+				if _, err := config.Parse([]byte(text), lookup(env), protocols.Schemas()); err != nil {
 					t.Errorf("%s: the attache configuration does not load:\n%v\nconfiguration as loaded:\n%s", sc.configMap, err, text)
 				}
 			}

@@ -105,7 +105,7 @@ func New(opts Options) (*App, error) {
 	cfg := opts.Config
 	if cfg == nil {
 		var err error
-		if cfg, err = config.Load(opts.ConfigPath, opts.LookupEnv); err != nil {
+		if cfg, err = config.Load(opts.ConfigPath, opts.LookupEnv, protocols.Schemas()); err != nil {
 			return nil, err
 		}
 	}
@@ -285,7 +285,7 @@ func (a *App) Reload() error {
 	if a.opts.ConfigPath == "" {
 		return errors.New("no configuration file to reload (fixed configuration)")
 	}
-	cfg, err := config.Load(a.opts.ConfigPath, a.opts.LookupEnv)
+	cfg, err := config.Load(a.opts.ConfigPath, a.opts.LookupEnv, protocols.SchemasOf(a.protocols))
 	if err == nil {
 		old := a.gen.Load().cfg
 		err = a.apply(cfg)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/grpcjson/grpcjsontest"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -449,7 +450,7 @@ drain_timeout: 30s
 drain_min: 0s
 listeners: [{name: l, address: "127.0.0.1:0", cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
-`, backend)), nil)
+`, backend)), nil, protocols.Schemas())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,7 +621,7 @@ func TestExamplesLoad(t *testing.T) {
 			}
 			b = []byte(strings.ReplaceAll(string(b), "kubernetes_api: {}",
 				fmt.Sprintf("kubernetes_api: {token_file: %s/token, ca_file: %s/ca.crt}", dir, dir)))
-			if _, err := config.Parse(b, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+			if _, err := config.Parse(b, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, protocols.Schemas()); err != nil {
 				t.Errorf("%s:\n%v", f, err)
 			}
 		})

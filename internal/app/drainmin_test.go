@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // TestDrainMinimum: as a classic sidecar, attache gets SIGTERM together
@@ -19,7 +20,7 @@ func TestDrainMinimum(t *testing.T) {
 admin: {address: "127.0.0.1:0"}
 listeners: [{name: l, address: "127.0.0.1:0", cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
-`, backend)), nil)
+`, backend)), nil, protocols.Schemas())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ drain_min: 30s
 drain_timeout: 60s
 listeners: [{name: l, address: "127.0.0.1:0", cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
-`, backend)), nil)
+`, backend)), nil, protocols.Schemas())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -631,7 +632,7 @@ drain_timeout: 30s
 drain_min: 0s
 listeners: [{name: l, address: "127.0.0.1:0", protocol: http, cluster: c}]
 clusters: [{name: c, endpoints: ["%s"]}]
-`, b.addr)), nil)
+`, b.addr)), nil, protocols.Schemas())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 	"github.com/attache-proxy/attache/internal/testenv/kubeenv"
 )
 
@@ -56,7 +57,7 @@ clusters:
 	manifestCfg := strings.ReplaceAll(attacheYAML, "kubernetes_api: {}", fmt.Sprintf("kubernetes_api: {token_file: %s/token, ca_file: %s}", saDir, k.CAFile))
 	if _, err := config.Parse([]byte(manifestCfg), func(k string) (string, bool) {
 		return map[string]string{"KUBERNETES_SERVICE_HOST": u.Hostname(), "KUBERNETES_SERVICE_PORT": u.Port()}[k], true
-	}); err != nil || !strings.Contains(attacheYAML, "kubernetes_api: {}") {
+	}, protocols.Schemas()); err != nil || !strings.Contains(attacheYAML, "kubernetes_api: {}") {
 		t.Errorf("deploy/kubernetes/kube-api-ambassador/configmap.yaml: its attache.yaml does not load with kubernetes_api: {}: %v", err)
 	}
 

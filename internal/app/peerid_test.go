@@ -314,19 +314,22 @@ listeners:
   - name: full
     address: "%[1]s"
     protocol: postgres
-    cluster: pg
-    postgres: {auth: {users_file: "%[2]s"}, server_tls: {mode: verify-full, ca_file: "%[3]s", match_san: [{uri: "spiffe://cluster.local/ns/data/sa/postgres"}]}}
+    cluster: full
+    postgres: {auth: {users_file: "%[2]s"}}
   - name: ca
     address: "%[4]s"
     protocol: postgres
-    cluster: pg
-    postgres: {auth: {users_file: "%[2]s"}, server_tls: {mode: verify-ca, ca_file: "%[3]s", match_san: [{uri_prefix: "spiffe://cluster.local/ns/data/"}]}}
+    cluster: ca
+    postgres: {auth: {users_file: "%[2]s"}}
   - name: wrong
     address: "%[5]s"
     protocol: postgres
-    cluster: pg
-    postgres: {auth: {users_file: "%[2]s"}, server_tls: {mode: verify-ca, ca_file: "%[3]s", match_san: [{uri: "spiffe://cluster.local/ns/data/sa/replica"}, {dns: replica.data.svc}]}}
-clusters: [{name: pg, endpoints: ["%[6]s"]}]
+    cluster: wrong
+    postgres: {auth: {users_file: "%[2]s"}}
+clusters:
+  - {name: full, endpoints: ["%[6]s"], postgres: {server_tls: {mode: verify-full, ca_file: "%[3]s", match_san: [{uri: "spiffe://cluster.local/ns/data/sa/postgres"}]}}}
+  - {name: ca, endpoints: ["%[6]s"], postgres: {server_tls: {mode: verify-ca, ca_file: "%[3]s", match_san: [{uri_prefix: "spiffe://cluster.local/ns/data/"}]}}}
+  - {name: wrong, endpoints: ["%[6]s"], postgres: {server_tls: {mode: verify-ca, ca_file: "%[3]s", match_san: [{uri: "spiffe://cluster.local/ns/data/sa/replica"}, {dns: replica.data.svc}]}}}
 `, testenv.FreePort(t), users, p.caFile, testenv.FreePort(t), testenv.FreePort(t), pg.Addr), nil)
 	login := func(listener string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

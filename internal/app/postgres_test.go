@@ -226,9 +226,9 @@ listeners:
     address: "127.0.0.1:0"
     protocol: postgres
     cluster: pg
-    postgres: {auth: {users_file: "%s"}, server_tls: {mode: verify-ca, ca_file: "%s"}}
-clusters: [{name: pg, endpoints: ["%s"]}]
-`, users, caFile, pg.Addr), nil)
+    postgres: {auth: {users_file: "%s"}}
+clusters: [{name: pg, endpoints: ["%s"], postgres: {server_tls: {mode: verify-ca, ca_file: "%s"}}}]
+`, users, pg.Addr, caFile), nil)
 	login := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -19,7 +19,6 @@ import (
 // engine, the goroutine fast path and net/http.
 var rateLimitPaths = map[string]string{"engine": "", "goroutine": "goroutine", "net/http": "off"}
 
-
 // TestHTTPRateLimitRoute: through a real attache listener, on each wire
 // path, a route's bucket lets its burst through and then answers 429 with
 // Retry-After and the RateLimit fields, never reaching the backend; keys

@@ -3,25 +3,14 @@ package app
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/hashkit"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
-
-func TestRedisHashNamesAgree(t *testing.T) {
-	a, b := slices.Clone(config.RedisHashes), slices.Clone(hashkit.Names)
-	slices.Sort(a)
-	slices.Sort(b)
-	if !slices.Equal(a, b) {
-		t.Errorf("config accepts %v, hashkit has %v", a, b)
-	}
-}
 
 // TestRedisListener: the seed's sharding ambassador from a config file,
 // with twemproxy's endpoint form, a client password, and go-redis as the
@@ -31,7 +20,7 @@ func TestRedisListener(t *testing.T) {
 	s0, s1, s2 := testenv.Redis(t), testenv.Redis(t), testenv.Redis(t)
 	h := start(t, yamlf(`
 listeners:
-  - {name: cache, address: "127.0.0.1:0", protocol: redis, cluster: shards, password: "${PROXY_PASSWORD}"}
+  - {name: cache, address: "127.0.0.1:0", protocol: redis, cluster: shards, redis: {password: "${PROXY_PASSWORD}"}}
 clusters:
   - name: shards
     endpoints: ["%s:1 shard0", "%s:1 shard1", "%s:1 shard2"]

@@ -19,6 +19,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/app"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // The demo's fixed parts. The health check is fast so that the demo takes
@@ -168,7 +169,7 @@ func demoConfig(listen, admin string, endpoints []string) (*config.Config, error
 	if err != nil {
 		return nil, err
 	}
-	return config.Parse(b, os.LookupEnv)
+	return config.Parse(b, os.LookupEnv, protocols.Schemas())
 }
 
 // demoBackend is an in-process HTTP backend. It answers GET /healthz with

@@ -11,6 +11,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/app"
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // forwardCmd is the one-line socat case: listen on LISTEN, forward to
@@ -59,7 +60,7 @@ func forwardCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		"clusters":  []any{cluster},
 	}
 	b, _ := yaml.Marshal(doc)
-	cfg, err := config.Parse(b, os.LookupEnv)
+	cfg, err := config.Parse(b, os.LookupEnv, protocols.Schemas())
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/kubecheck"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // validateCmd checks configuration files and Kubernetes manifests: each
@@ -104,7 +105,7 @@ func validateConfig(name string, stdout, stderr io.Writer) bool {
 }
 
 func reportConfig(name string, data []byte, stdout, stderr io.Writer) bool {
-	cfg, err := config.Parse(data, os.LookupEnv)
+	cfg, err := config.Parse(data, os.LookupEnv, protocols.Schemas())
 	if err != nil {
 		var errs config.Errors
 		if !errors.As(err, &errs) {

@@ -14,7 +14,7 @@ func cacheYAML(block string) string {
 
 func TestCacheDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte(cacheYAML("{}")), noEnv)
+	c, err := parse([]byte(cacheYAML("{}")), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestCacheDefaults(t *testing.T) {
 		!slices.Equal(rc.CredentialHeaders, []string{"cookie"}) || rc.CacheAuthorized || rc.DefaultTTL != 0 {
 		t.Errorf("defaults %+v", rc)
 	}
-	c, err = Parse([]byte(cacheYAML("{max_bytes: 1000, credential_headers: []}")), noEnv)
+	c, err = parse([]byte(cacheYAML("{max_bytes: 1000, credential_headers: []}")), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestCacheBadValues(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(cacheYAML(tc.block)), noEnv)
+			_, err := parse([]byte(cacheYAML(tc.block)), noEnv)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want %q", err, tc.want)
 			}

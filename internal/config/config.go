@@ -2,6 +2,10 @@
 // defaults, a strict YAML decoder that reports every problem with its field
 // path and line, and the validation of values and cross-references.
 //
+// A protocol's own options (listeners[].postgres, clusters[].redis) are
+// declared, defaulted and validated by the protocol's package and handed
+// to Parse as a Schema (schema.go); config decodes them.
+//
 // The keys in this file are attache's public contract. A Config returned by
 // Load or Parse is complete (defaults filled in) and valid; it is never
 // mutated afterwards, so it may be shared between goroutines.
@@ -105,80 +109,11 @@ type Listener struct {
 	AccessLog string  `yaml:"access_log"` // off | text | json (to stdout)
 	// JWTProviders are the token issuers the routes' jwt blocks name.
 	JWTProviders []JWTProvider `yaml:"jwt_providers"`
-	// Redis listeners only: clients must AUTH with this password.
-	Password string `yaml:"password" secret:"true"`
-	// PostgreSQL listeners only.
-	Postgres *ListenerPostgres `yaml:"postgres"`
 	// Ready is require (its clusters count for /ready) or ignore.
 	Ready string `yaml:"ready"`
-}
-
-// ListenerPostgres pools PostgreSQL server connections the way pgbouncer
-// does. Defaults are pgbouncer's where it has the setting.
-type ListenerPostgres struct {
-	PoolMode              string       `yaml:"pool_mode"` // session | transaction
-	MaxClientConnections  int          `yaml:"max_client_connections"`
-	PoolSize              int          `yaml:"pool_size"` // per (database, user, server)
-	MinPoolSize           int          `yaml:"min_pool_size"`
-	ReservePoolSize       int          `yaml:"reserve_pool_size"`
-	ReservePoolTimeout    Duration     `yaml:"reserve_pool_timeout"`
-	QueryWaitTimeout      Duration     `yaml:"query_wait_timeout"`
-	ServerIdleTimeout     Duration     `yaml:"server_idle_timeout"`
-	ServerLifetime        Duration     `yaml:"server_lifetime"`
-	ServerConnectTimeout  Duration     `yaml:"server_connect_timeout"`
-	ServerResetQuery      string       `yaml:"server_reset_query"`
-	MaxPreparedStatements int          `yaml:"max_prepared_statements"`
-	Auth                  PostgresAuth `yaml:"auth"`
-	ClientTLS             *PostgresTLS `yaml:"client_tls"`
-	ServerTLS             *PostgresTLS `yaml:"server_tls"`
-	// Target is which servers the listener's sessions go to, in libpq's
-	// target_session_attrs words: primary | standby | prefer_standby |
-	// any (default). Roles come from the cluster's postgres health check.
-	Target string `yaml:"target"`
-	// MaxReplicationLag skips standbys further behind (0: no limit);
-	// only for target standby and prefer_standby.
-	MaxReplicationLag Duration `yaml:"max_replication_lag"`
-}
-
-// PostgresAuth is where client credentials come from: a pgbouncer
-// userlist.txt ("user" "secret" lines; plain, md5 or SCRAM-SHA-256
-// secrets), and for users not in it, when User is set, pgbouncer's
-// auth_query run as auth_user (whose password is in the users file).
-type PostgresAuth struct {
-	UsersFile string `yaml:"users_file"`
-	Query     string `yaml:"query"` // default DefaultAuthQuery when User is set
-	User      string `yaml:"user"`
-}
-
-// DefaultAuthQuery is pgbouncer's default auth_query.
-const DefaultAuthQuery = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
-
-// PostgresTLS is TLS towards clients (client_tls: cert_file, key_file,
-// mode disable | allow | prefer | require) or servers (server_tls: mode
-// disable | allow | prefer | require | verify-ca | verify-full, ca_file,
-// cert_file, key_file, server_name).
-type PostgresTLS struct {
-	Mode       string `yaml:"mode"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
-	CAFile     string `yaml:"ca_file"`
-	ServerName string `yaml:"server_name"`
-	// MatchSAN: server_tls with mode verify-ca or verify-full only.
-	MatchSAN []SANMatch `yaml:"match_san"`
-}
-
-// ClusterRedis shards a cluster the way twemproxy does.
-type ClusterRedis struct {
-	Hash               string   `yaml:"hash"`         // a twemproxy hash name
-	Distribution       string   `yaml:"distribution"` // ketama | modula | random
-	HashTag            string   `yaml:"hash_tag"`     // "" or two characters, e.g. "{}"
-	AutoEjectHosts     bool     `yaml:"auto_eject_hosts"`
-	ServerFailureLimit int      `yaml:"server_failure_limit"`
-	ServerRetryTimeout Duration `yaml:"server_retry_timeout"`
-	ServerConnections  int      `yaml:"server_connections"`
-	Timeout            Duration `yaml:"timeout"` // per reply
-	Username           string   `yaml:"username"`
-	Password           string   `yaml:"password" secret:"true"`
+	// Options are the options of the listener's protocol, written under
+	// its name (listeners[].postgres), by protocol name; see Schema.
+	Options map[string]any `yaml:",inline" options:"listener"`
 }
 
 // Route sends matching HTTP requests to one or more weighted clusters.
@@ -348,7 +283,6 @@ type Cluster struct {
 	TLS              *ClientTLS        `yaml:"tls"`
 	HTTP             *ClusterHTTP      `yaml:"http"`
 	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
-	Redis            *ClusterRedis     `yaml:"redis"`
 	OnFailover       *OnFailover       `yaml:"on_failover"`
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
@@ -356,6 +290,10 @@ type Cluster struct {
 	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
 	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
 	ZoneAware *ZoneAware         `yaml:"zone_aware"` // nil: every zone alike
+	// Options are the protocols' options for the cluster's servers,
+	// written under their names (clusters[].redis), by protocol name; see
+	// Schema.
+	Options map[string]any `yaml:",inline" options:"cluster"`
 }
 
 // ClusterEWMA tunes balance ewma (Linkerd's default_rtt and decay).
@@ -646,41 +584,10 @@ func (c *Config) applyDefaults() {
 			l.applyHTTPDefaults()
 			l.applyJWTDefaults(c.has, fmt.Sprintf("listeners[%d]", i))
 		}
-		if l.Protocol == "postgres" {
-			if l.Postgres == nil {
-				l.Postgres = &ListenerPostgres{}
-			}
-			c.applyPostgresDefaults(fmt.Sprintf("listeners[%d].postgres", i), l.Postgres)
-		}
 	}
 	c.applyCache()
-	for _, l := range c.Listeners {
-		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" && cl.Redis == nil {
-			cl.Redis = &ClusterRedis{}
-		}
-	}
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
-		if r := cl.Redis; r != nil {
-			if r.Hash == "" {
-				r.Hash = "fnv1a_64"
-			}
-			if r.Distribution == "" {
-				r.Distribution = "ketama"
-			}
-			if r.ServerFailureLimit == 0 {
-				r.ServerFailureLimit = 2
-			}
-			if r.ServerRetryTimeout == 0 {
-				r.ServerRetryTimeout = Duration(30 * time.Second)
-			}
-			if r.ServerConnections == 0 {
-				r.ServerConnections = 1
-			}
-			if r.Timeout == 0 && !c.has(fmt.Sprintf("clusters[%d].redis.timeout", i)) {
-				r.Timeout = Duration(2 * time.Second)
-			}
-		}
 		if cl.Balance == "" {
 			cl.Balance = DefaultBalance
 		}
@@ -790,63 +697,6 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	c.applyRateLimits()
-}
-
-func (c *Config) applyPostgresDefaults(p string, pg *ListenerPostgres) {
-	if pg.PoolMode == "" {
-		pg.PoolMode = "session"
-	}
-	if pg.Target == "" {
-		pg.Target = "any"
-	}
-	ints := []struct {
-		v    *int
-		name string
-		def  int
-	}{
-		{&pg.MaxClientConnections, "max_client_connections", 100},
-		{&pg.PoolSize, "pool_size", 20},
-		{&pg.MaxPreparedStatements, "max_prepared_statements", 200},
-	}
-	for _, f := range ints {
-		if *f.v == 0 && !c.has(p+"."+f.name) {
-			*f.v = f.def
-		}
-	}
-	durs := []struct {
-		v    *Duration
-		name string
-		def  time.Duration
-	}{
-		{&pg.ReservePoolTimeout, "reserve_pool_timeout", 5 * time.Second},
-		{&pg.QueryWaitTimeout, "query_wait_timeout", 120 * time.Second},
-		{&pg.ServerIdleTimeout, "server_idle_timeout", 600 * time.Second},
-		{&pg.ServerLifetime, "server_lifetime", 3600 * time.Second},
-		{&pg.ServerConnectTimeout, "server_connect_timeout", 15 * time.Second},
-	}
-	for _, f := range durs {
-		if *f.v == 0 && !c.has(p+"."+f.name) {
-			*f.v = Duration(f.def)
-		}
-	}
-	if pg.Auth.User != "" && pg.Auth.Query == "" {
-		pg.Auth.Query = DefaultAuthQuery
-	}
-	if pg.ServerResetQuery == "" && !c.has(p+".server_reset_query") {
-		pg.ServerResetQuery = "DISCARD ALL"
-	}
-	if t := pg.ClientTLS; t != nil && t.Mode == "" {
-		t.Mode = "prefer"
-	}
-	if pg.ClientTLS == nil {
-		pg.ClientTLS = &PostgresTLS{Mode: "disable"}
-	}
-	if t := pg.ServerTLS; t != nil && t.Mode == "" {
-		t.Mode = "prefer"
-	}
-	if pg.ServerTLS == nil {
-		pg.ServerTLS = &PostgresTLS{Mode: "disable"}
-	}
 }
 
 func (l *Listener) applyHTTPDefaults() {

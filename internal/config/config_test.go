@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata")
 func noEnv(string) (string, bool) { return "", false }
 
 func TestGoodFile(t *testing.T) {
-	c, err := Load("testdata/good.yml", noEnv)
+	c, err := load("testdata/good.yml", noEnv)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -74,7 +74,7 @@ func TestEndpointForms(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	c, err := Parse([]byte(`
+	c, err := parse([]byte(`
 listeners: [{name: a, address: "127.0.0.1:7000", cluster: b}]
 clusters: [{name: b, endpoints: ["127.0.0.1:7001"], health_check: {}}]
 `), noEnv)
@@ -113,7 +113,7 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], health_check: {}}]
 // TestBadFile checks that every problem of a file is reported at once, with
 // its path and line, against a golden list.
 func TestBadFile(t *testing.T) {
-	_, err := Load("testdata/bad.yml", noEnv)
+	_, err := load("testdata/bad.yml", noEnv)
 	var errs Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("got %v, want Errors", err)
@@ -133,12 +133,6 @@ func TestBadValues(t *testing.T) {
 	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	const httpBase = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: "
 	const httpEnd = "}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
-	users := filepath.Join(t.TempDir(), "users.txt")
-	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
-	badUsers := filepath.Join(t.TempDir(), "bad.txt")
-	os.WriteFile(badUsers, []byte("\"u\" \"p\"\nu p\n"), 0o600)
-	pgBase := "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}, "
-	const pgEnd = "}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"syntax", "listeners: [", "invalid YAML"},
 		{"no listeners", "clusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners: at least one listener is required"},
@@ -178,8 +172,6 @@ func TestBadValues(t *testing.T) {
 		{"match_san spiffe port", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri: \"spiffe://td:8/x\"}]}}]", `clusters[0].tls.match_san[0].uri: "spiffe://td:8/x": a SPIFFE ID is spiffe://<trust domain>/<path>, without user, port, query or fragment (line 2)`},
 		{"match_san prefix slash", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{uri_prefix: \"spiffe://td/ns/shop\"}]}}]", `clusters[0].tls.match_san[0].uri_prefix: "spiffe://td/ns/shop": must end with "/"`},
 		{"match_san ip", base + "clusters: [{name: c, endpoints: [\"h:1\"], tls: {match_san: [{ip: 10.0.0}]}}]", `clusters[0].tls.match_san[0].ip: "10.0.0" is not an IP address (line 2)`},
-		{"match_san pg client_tls", pgBase + "client_tls: {mode: disable, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.client_tls.match_san: client certificates are not checked on client_tls; remove it (line 1)"},
-		{"match_san pg server_tls mode", pgBase + "server_tls: {mode: require, match_san: [{dns: a}]}" + pgEnd, "listeners[0].postgres.server_tls.match_san: needs mode verify-ca or verify-full: mode require does not verify the server's certificate (line 1)"},
 		{"probes no address", "probes: {}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.address: required (line 1)"},
 		{"probes bad address", "probes: {address: \"0.0.0.0\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", `probes.address: "0.0.0.0": want host:port (line 1)`},
 		{"probes unknown key", "probes: {adress: \"0.0.0.0:9902\"}\n" + base + "clusters: [{name: c, endpoints: [\"h:1\"]}]", "probes.adress: unknown field"},
@@ -221,42 +213,6 @@ func TestBadValues(t *testing.T) {
 		{"http check status", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, expect_status: [\"299-200\"]}}]", `expect_status[0]: status "299-200": want a code or a range`},
 		{"http check path", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, path: healthz}}]", "health_check.path: must start with /"},
 		{"idle timeout", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, idle_timeout: 0s}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: must be positive"},
-		{"pg block on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, postgres: {pool_size: 2}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres: only for protocol postgres (line 1)"},
-		{"pg pool mode", pgBase + "pool_mode: statement" + pgEnd, `listeners[0].postgres.pool_mode: unknown pool mode "statement" (line 1); want one of ["session" "transaction"]`},
-		{"pg pool mode typo", pgBase + "pool_mode: transacion" + pgEnd, `did you mean "transaction"?`},
-		{"pg pool size", pgBase + "pool_size: 0" + pgEnd, "listeners[0].postgres.pool_size: must be at least 1 (line 1)"},
-		{"pg min pool", pgBase + "pool_size: 2, min_pool_size: 3" + pgEnd, "listeners[0].postgres.min_pool_size: must not be more than pool_size (2) (line 1)"},
-		{"pg min pool negative", pgBase + "min_pool_size: -1" + pgEnd, "listeners[0].postgres.min_pool_size: must not be negative"},
-		{"pg reserve", pgBase + "reserve_pool_size: -1" + pgEnd, "listeners[0].postgres.reserve_pool_size: must not be negative"},
-		{"pg max clients", pgBase + "max_client_connections: 0" + pgEnd, "listeners[0].postgres.max_client_connections: must be at least 1"},
-		{"pg wait timeout", pgBase + "query_wait_timeout: -1s" + pgEnd, "listeners[0].postgres.query_wait_timeout: must not be negative"},
-		{"pg reserve timeout", pgBase + "reserve_pool_timeout: -1s" + pgEnd, "listeners[0].postgres.reserve_pool_timeout: must not be negative"},
-		{"pg idle timeout", pgBase + "server_idle_timeout: -1s" + pgEnd, "listeners[0].postgres.server_idle_timeout: must not be negative"},
-		{"pg lifetime", pgBase + "server_lifetime: -1s" + pgEnd, "listeners[0].postgres.server_lifetime: must not be negative"},
-		{"pg connect timeout", pgBase + "server_connect_timeout: 0s" + pgEnd, "listeners[0].postgres.server_connect_timeout: must be positive"},
-		{"pg duration", pgBase + "server_lifetime: 1 hour" + pgEnd, `listeners[0].postgres.server_lifetime: invalid duration "1 hour"`},
-		{"pg prepared", pgBase + "max_prepared_statements: -1" + pgEnd, "listeners[0].postgres.max_prepared_statements: must not be negative"},
-		{"pg prepared txn", pgBase + "pool_mode: transaction, max_prepared_statements: 0" + pgEnd, "listeners[0].postgres.max_prepared_statements: must be at least 1 in transaction mode"},
-		{"pg no users file", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.users_file: required"},
-		{"pg users file missing", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: /nonexistent/u}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: no such file "/nonexistent/u" (line 1)`},
-		{"pg users file bad", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + badUsers + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.users_file: line 2: want "user" "secret" (line 1)`},
-		{"pg auth unknown", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", quer: x}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.quer: unknown field"},
-		{"pg auth query no user", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", query: \"SELECT 1, $1\"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: needs auth.user (the role that runs it) (line 1)"},
-		{"pg auth query no $1", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", user: u, query: \"SELECT 1, 2\"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].postgres.auth.query: must take the user name as $1"},
-		{"pg auth user not listed", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + ", user: pgbouncer}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `listeners[0].postgres.auth.user: "pgbouncer" is not in users_file (its password comes from there, like pgbouncer's auth_user from auth_file) (line 1)`},
-		{"pg client tls mode", pgBase + "client_tls: {mode: verify-full}" + pgEnd, `listeners[0].postgres.client_tls.mode: unknown client TLS mode "verify-full"`},
-		{"pg client tls cert", pgBase + "client_tls: {mode: require}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required"},
-		{"pg client tls ca", pgBase + "client_tls: {mode: disable, ca_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.ca_file: client certificates are not checked"},
-		{"pg server tls mode", pgBase + "server_tls: {mode: verify}" + pgEnd, `listeners[0].postgres.server_tls.mode: unknown server TLS mode "verify"`},
-		{"pg server tls ca", pgBase + "server_tls: {mode: verify-ca}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: required with mode verify-ca"},
-		{"pg server tls ca file", pgBase + "server_tls: {mode: verify-full, ca_file: /nonexistent/ca}" + pgEnd, `listeners[0].postgres.server_tls.ca_file: no such file "/nonexistent/ca"`},
-		{"pg unknown key", pgBase + "pool_sise: 3" + pgEnd, "listeners[0].postgres.pool_sise: unknown field"},
-		{"pg target", pgBase + "target: read-write" + pgEnd, `listeners[0].postgres.target: unknown target "read-write" (line 1); want one of ["primary" "standby" "prefer_standby" "any"]`},
-		{"pg target typo", pgBase + "target: primay" + pgEnd, `listeners[0].postgres.target: unknown target "primay" (line 1); did you mean "primary"?`},
-		{"pg target without roles", pgBase + "target: primary" + pgEnd, `listeners[0].postgres.target: primary needs cluster "c" to have a postgres health_check (it learns which endpoint is the primary) (line 1)`},
-		{"pg lag negative", pgBase + "target: standby, max_replication_lag: -1s" + pgEnd, "listeners[0].postgres.max_replication_lag: must not be negative (line 1)"},
-		{"pg lag for primary", pgBase + "target: primary, max_replication_lag: 5s" + pgEnd, "listeners[0].postgres.max_replication_lag: only for target standby or prefer_standby (line 1)"},
-		{"pg lag for any", pgBase + "max_replication_lag: 5s" + pgEnd, "listeners[0].postgres.max_replication_lag: only for target standby or prefer_standby (line 1)"},
 		{"on_failover empty", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {timeout: 5s}}]", "clusters[0].on_failover: needs command or webhook (line 2)"},
 		{"on_failover empty argv", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {command: [\"\"]}}]", "clusters[0].on_failover.command[0]: must name the program to run (line 2)"},
 		{"on_failover webhook", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {webhook: \"ftp://x/y\"}}]", `clusters[0].on_failover.webhook: want an http:// or https:// URL, got "ftp://x/<redacted>" (line 2)`},
@@ -266,7 +222,7 @@ func TestBadValues(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), noEnv)
+			_, err := parse([]byte(tc.yaml), noEnv)
 			if err == nil {
 				t.Fatalf("got no error, want %q", tc.want)
 			}
@@ -326,7 +282,7 @@ func TestRedactedCopy(t *testing.T) {
 }
 
 func TestMarshalRedactedRoundTrip(t *testing.T) {
-	c, err := Load("testdata/good.yml", noEnv)
+	c, err := load("testdata/good.yml", noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +290,7 @@ func TestMarshalRedactedRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := Parse(out, noEnv)
+	c2, err := parse(out, noEnv)
 	if err != nil {
 		t.Fatalf("re-parse of rendered config: %v\n%s", err, out)
 	}
@@ -355,14 +311,14 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		Parse(data, noEnv) // must not panic
+		parse(data, noEnv) // must not panic
 	})
 }
 
 func reflectValue(p *secretHolder) reflect.Value { return reflect.ValueOf(p).Elem() }
 
 func TestHTTPDefaults(t *testing.T) {
-	c, err := Parse([]byte(`
+	c, err := parse([]byte(`
 listeners:
   - {name: a, address: "127.0.0.1:7000", protocol: http, cluster: b}
   - {name: r, address: "127.0.0.1:7001", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: b}], retries: {}}]}
@@ -397,50 +353,9 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_
 	}
 }
 
-func TestPostgresDefaults(t *testing.T) {
-	t.Parallel()
-	users := filepath.Join(t.TempDir(), "users.txt")
-	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
-	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: "+users+"}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg := c.Listeners[0].Postgres
-	for _, tc := range []struct {
-		name      string
-		got, want any
-	}{
-		{"pool_mode", pg.PoolMode, "session"},
-		{"max_client_connections", pg.MaxClientConnections, 100},
-		{"pool_size", pg.PoolSize, 20},
-		{"reserve_pool_timeout", pg.ReservePoolTimeout.D(), 5 * time.Second},
-		{"query_wait_timeout", pg.QueryWaitTimeout.D(), 120 * time.Second},
-		{"server_idle_timeout", pg.ServerIdleTimeout.D(), 10 * time.Minute},
-		{"server_lifetime", pg.ServerLifetime.D(), time.Hour},
-		{"server_reset_query", pg.ServerResetQuery, "DISCARD ALL"},
-		{"max_prepared_statements", pg.MaxPreparedStatements, 200},
-		{"client_tls.mode", pg.ClientTLS.Mode, "disable"},
-		{"server_tls.mode", pg.ServerTLS.Mode, "disable"},
-		{"auth.query without auth.user", pg.Auth.Query, ""},
-		{"target", pg.Target, "any"},
-		{"max_replication_lag", pg.MaxReplicationLag.D(), time.Duration(0)},
-	} {
-		if tc.got != tc.want {
-			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
-		}
-	}
-	c, err = Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: "+users+", user: u}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q := c.Listeners[0].Postgres.Auth.Query; q != "SELECT usename, passwd FROM pg_shadow WHERE usename=$1" {
-		t.Errorf("auth.query with auth.user: got %q, want pgbouncer's default", q)
-	}
-}
-
 func TestOnFailoverDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"+
+	c, err := parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"+
 		"clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u}, on_failover: {command: [/usr/bin/notify, --cluster, c]}}]"), noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -485,7 +400,7 @@ func TestDiscoveryConfig(t *testing.T) {
 	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	partners := filepath.Join(t.TempDir(), "partners.yaml")
 	os.WriteFile(partners, []byte("- a:1\n"), 0o644)
-	c, err := Parse([]byte(base+"clusters:\n  - name: c\n    discovery: {consul: {service: orders, token: \"${CONSUL_HTTP_TOKEN}\"}}\n  - name: f\n    discovery: {file: {path: "+partners+"}}\n"),
+	c, err := parse([]byte(base+"clusters:\n  - name: c\n    discovery: {consul: {service: orders, token: \"${CONSUL_HTTP_TOKEN}\"}}\n  - name: f\n    discovery: {file: {path: "+partners+"}}\n"),
 		func(k string) (string, bool) {
 			return map[string]string{"CONSUL_HTTP_TOKEN": "s3cret"}[k], k == "CONSUL_HTTP_TOKEN"
 		})
@@ -518,7 +433,7 @@ func TestDiscoveryConfig(t *testing.T) {
 		{"file missing", "discovery: {file: {path: /nonexistent/partners.yaml}}", `clusters[0].discovery.file.path: no such file "/nonexistent/partners.yaml" (line 2)`},
 		{"with endpoints", "endpoints: [\"h:1\"], discovery: {file: {path: " + partners + "}}", "clusters[0].discovery: give endpoints or discovery, not both (line 2)"},
 	} {
-		_, err := Parse([]byte(base+"clusters: [{name: c, "+tc.yaml+"}]"), noEnv)
+		_, err := parse([]byte(base+"clusters: [{name: c, "+tc.yaml+"}]"), noEnv)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
@@ -562,7 +477,7 @@ func TestDrainMinDefault(t *testing.T) {
 		{"off", "drain_min: 0s\n", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse([]byte(tc.yaml+rest), noEnv)
+			c, err := parse([]byte(tc.yaml+rest), noEnv)
 			if err != nil {
 				t.Fatal(err)
 			}

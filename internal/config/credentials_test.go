@@ -77,7 +77,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), withEnv)
+			_, err := parse([]byte(tc.yaml), withEnv)
 			if err == nil {
 				t.Fatalf("got no error, want %q", tc.want)
 			}
@@ -92,7 +92,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 
 	t.Run("no env", func(t *testing.T) {
 		t.Parallel()
-		_, err := Parse([]byte(kube("")), noEnv)
+		_, err := parse([]byte(kube("")), noEnv)
 		for _, want := range []string{
 			"clusters[0].kubernetes_api.host: KUBERNETES_SERVICE_HOST is not set (is attache running in a pod?); set host and port (line 2)",
 			"clusters[0].kubernetes_api.port: KUBERNETES_SERVICE_PORT is not set",
@@ -108,7 +108,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 
 	t.Run("bad port env", func(t *testing.T) {
 		t.Parallel()
-		_, err := Parse([]byte(kube("")), func(k string) (string, bool) {
+		_, err := parse([]byte(kube("")), func(k string) (string, bool) {
 			return map[string]string{"KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "https"}[k], true
 		})
 		if want := `clusters[0].kubernetes_api.port: KUBERNETES_SERVICE_PORT "https" is not a port number`; err == nil || !strings.Contains(err.Error(), want) {
@@ -118,7 +118,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 
 	t.Run("kube expands", func(t *testing.T) {
 		t.Parallel()
-		c, err := Parse([]byte(kube("")), withEnv)
+		c, err := parse([]byte(kube("")), withEnv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,14 +146,14 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 		v6 := func(k string) (string, bool) {
 			return map[string]string{"KUBERNETES_SERVICE_HOST": "fd00:10:96::1", "KUBERNETES_SERVICE_PORT": "443"}[k], true
 		}
-		c, err := Parse([]byte(kube("")), v6)
+		c, err := parse([]byte(kube("")), v6)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got, want := c.Clusters[0].Endpoints[0].Address, "[fd00:10:96::1]:443"; got != want {
 			t.Errorf("got %s, want %s", got, want)
 		}
-		c, err = Parse([]byte(kube(", host: \"[::1]\", port: 6443, reject_paths: []")), noEnv)
+		c, err = parse([]byte(kube(", host: \"[::1]\", port: 6443, reject_paths: []")), noEnv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestCredentialsAndKubernetesAPI(t *testing.T) {
 
 	t.Run("redacted", func(t *testing.T) {
 		t.Parallel()
-		c, err := Parse([]byte(httpL+"clusters: [{name: c, endpoints: [\"h:1\"], credentials: {bearer_token_file: "+token+", headers: {X-Api-Key: \"${API_KEY}\"}}}]"), withEnv)
+		c, err := parse([]byte(httpL+"clusters: [{name: c, endpoints: [\"h:1\"], credentials: {bearer_token_file: "+token+", headers: {X-Api-Key: \"${API_KEY}\"}}}]"), withEnv)
 		if err != nil {
 			t.Fatal(err)
 		}

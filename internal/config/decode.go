@@ -49,28 +49,34 @@ func (es Errors) Error() string {
 }
 
 // Load reads, decodes, defaults and validates the file at path. lookupEnv
-// resolves ${VAR} references; pass os.LookupEnv. On failure the error is an
-// Errors listing every problem.
-func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+// resolves ${VAR} references; pass os.LookupEnv. protocols are the
+// protocols the file may use, each with its options (see Schema;
+// internal/protocols lists attache's). On failure the error is an Errors
+// listing every problem.
+func Load(path string, lookupEnv func(string) (string, bool), protocols []Schema) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, Errors{{Msg: fmt.Sprintf("read config: %v", err)}}
 	}
-	return Parse(data, lookupEnv)
+	return Parse(data, lookupEnv, protocols)
 }
 
 // Parse is Load for a file already read.
-func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schema) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, Errors{syntaxError(err)}
 	}
-	d := &decoder{lines: map[string]int{}, env: lookupEnv}
+	s := newSchemas(protocols)
+	d := &decoder{lines: map[string]int{}, env: lookupEnv, schemas: s, moved: s.moved()}
 	c := &Config{}
 	if len(root.Content) > 0 {
 		d.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
 	c.lines = d.lines
+	for _, m := range d.moves {
+		d.errs = append(d.errs, c.movedError(m))
+	}
 	for _, e := range c.applyKubernetesAPI(lookupEnv) {
 		if !d.failed(e.Path) {
 			d.errs = append(d.errs, e)
@@ -82,10 +88,11 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		}
 	}
 	c.applyDefaults()
+	c.applyOptionDefaults(s)
 	c.applySticky(lookupEnv, os.Hostname)
 	// Validate even after decoding problems, so that one run lists them all;
 	// a field that failed to decode is not reported a second time.
-	for _, e := range c.validate() {
+	for _, e := range c.validate(s) {
 		if !d.failed(e.Path) {
 			d.errs = append(d.errs, e)
 		}
@@ -119,9 +126,12 @@ type scalarDecoder interface {
 // yaml.v3's own decoder it keeps going after a problem, so that one run
 // reports every problem with its field path and line.
 type decoder struct {
-	errs  Errors
-	lines map[string]int
-	env   func(string) (string, bool)
+	errs    Errors
+	lines   map[string]int
+	env     func(string) (string, bool)
+	schemas schemas           // the protocols' options (see structure)
+	moved   map[string]string // old keys and their new paths (see Mover)
+	moves   []move            // old keys found
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -231,7 +241,13 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	t := v.Type()
 	fields := map[string]int{}
 	var names []string
+	options, cluster := -1, false // the field of the protocols' options
 	for i := 0; i < t.NumField(); i++ {
+		if o := t.Field(i).Tag.Get("options"); o != "" {
+			options, cluster = i, o == "cluster"
+			names = append(names, d.schemas.optionKeys(cluster)...)
+			continue
+		}
 		tag := t.Field(i).Tag.Get("yaml")
 		if tag == "" || tag == "-" {
 			continue
@@ -247,6 +263,29 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 			fpath = path + "." + k.Value
 		}
 		idx, ok := fields[k.Value]
+		var opt any
+		if !ok && options >= 0 {
+			opt = d.schemas.newOptions(k.Value, cluster)
+		}
+		if !ok && opt != nil && !seen[k.Value] {
+			// A protocol's options: listeners[].postgres, clusters[].redis.
+			seen[k.Value] = true
+			d.value(n.Content[i+1], reflect.ValueOf(opt), fpath)
+			m := v.Field(options)
+			if m.IsNil() {
+				m.Set(reflect.MakeMap(m.Type()))
+			}
+			m.SetMapIndex(reflect.ValueOf(k.Value), reflect.ValueOf(opt))
+			continue
+		}
+		if !ok && opt != nil {
+			d.errorf(k, fpath, "field given twice")
+			continue
+		}
+		if to, old := d.moved[indexes.ReplaceAllString(fpath, "[]")]; !ok && old {
+			d.moves = append(d.moves, move{path: fpath, to: to, line: k.Line})
+			continue
+		}
 		if !ok {
 			e := Error{Path: fpath, Line: k.Line, Msg: "unknown field"}
 			if s := suggest(k.Value, names); s != "" {

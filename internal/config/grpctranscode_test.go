@@ -41,7 +41,7 @@ service S {
 		return "          descriptor_set_file: " + desc + "\n          services: [" + service + "]\n"
 	}
 
-	c, err := Parse([]byte(conf(block(good, "test.library.v1.Library"), "h2c", "")), noEnv)
+	c, err := parse([]byte(conf(block(good, "test.library.v1.Library"), "h2c", "")), noEnv)
 	if err != nil {
 		t.Fatalf("good config: %v", err)
 	}
@@ -52,7 +52,7 @@ service S {
 	if o := g.Options(); !o.Print.EmitUnpopulated || o.Print.UseProtoNames {
 		t.Errorf("options: got %+v", o.Print)
 	}
-	c, err = Parse([]byte(conf(block(good, "test.library.v1.Library")+"          print_options: {emit_unpopulated: false, use_proto_names: true}\n", "h2c", "        rewrite: {host: x}\n")), noEnv)
+	c, err = parse([]byte(conf(block(good, "test.library.v1.Library")+"          print_options: {emit_unpopulated: false, use_proto_names: true}\n", "h2c", "        rewrite: {host: x}\n")), noEnv)
 	if err != nil {
 		t.Fatalf("config with print_options and a host rewrite: %v", err)
 	}
@@ -84,7 +84,7 @@ service S {
 			[]string{"print_options.emit_defaults: unknown field"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.yaml), noEnv)
+			_, err := parse([]byte(tc.yaml), noEnv)
 			var errs Errors
 			if !errors.As(err, &errs) {
 				t.Fatalf("got %v, want Errors", err)

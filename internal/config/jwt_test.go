@@ -28,7 +28,7 @@ clusters: [{name: a, endpoints: ["h:1"]}, {name: idp, endpoints: ["idp.example.c
 
 func TestJWTDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte(jwtConfig("{cluster: idp, path: /.well-known/jwks.json}", "", "{provider: p}")), noEnv)
+	c, err := parse([]byte(jwtConfig("{cluster: idp, path: /.well-known/jwks.json}", "", "{provider: p}")), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestJWTDefaults(t *testing.T) {
 		t.Errorf("route jwt %+v", r)
 	}
 	// Cookies alone: no default header.
-	c, err = Parse([]byte(jwtConfig("{cluster: idp, path: /j}", "        from_cookies: [session]\n", "{provider: p, allow_missing: true}")), noEnv)
+	c, err = parse([]byte(jwtConfig("{cluster: idp, path: /j}", "        from_cookies: [session]\n", "{provider: p, allow_missing: true}")), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestJWTBad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(jwtConfig(tc.jwks, tc.prov, tc.route)), noEnv)
+			_, err := parse([]byte(jwtConfig(tc.jwks, tc.prov, tc.route)), noEnv)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v\nwant %q", err, tc.want)
 			}
@@ -134,7 +134,7 @@ clusters: [{name: a, endpoints: ["h:1"]}]
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), noEnv)
+			_, err := parse([]byte(tc.yaml), noEnv)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v\nwant %q", err, tc.want)
 			}

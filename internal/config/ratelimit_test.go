@@ -23,7 +23,7 @@ func rlConfig(route, cluster string) string {
 
 func TestRateLimitDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte(rlConfig("          requests: 100\n          key: {end_user: true}\n",
+	c, err := parse([]byte(rlConfig("          requests: 100\n          key: {end_user: true}\n",
 		"    rate_limit: {requests: 5, queue: {}}\n")), noEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func TestRateLimitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	back, err := Parse(out, noEnv)
+	back, err := parse(out, noEnv)
 	if err != nil {
 		t.Fatalf("rendered %s\ndoes not load: %v", out, err)
 	}
@@ -89,7 +89,7 @@ func TestRateLimitBad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(rlConfig(tc.route, tc.cluster)), noEnv)
+			_, err := parse([]byte(rlConfig(tc.route, tc.cluster)), noEnv)
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
@@ -111,7 +111,7 @@ func TestRateLimitClusterOfTCP(t *testing.T) {
     address: "127.0.0.1:7002"
     cluster: b
 clusters:`, 1)
-	_, err := Parse([]byte(cfg), noEnv)
+	_, err := parse([]byte(cfg), noEnv)
 	for _, want := range []string{
 		"clusters[0].rate_limit: not honoured by tcp listeners (only HTTP requests are counted); give them a cluster of their own",
 		"clusters[1].rate_limit: not used by tcp listeners (it limits the HTTP requests sent to the cluster)",

@@ -81,6 +81,10 @@ func redactedCopy(v reflect.Value, secret bool) reflect.Value {
 				out.SetMapIndex(it.Key(), redactedCopy(it.Value(), secret))
 			}
 		}
+	case reflect.Interface:
+		if !v.IsNil() {
+			out.Set(redactedCopy(v.Elem(), secret))
+		}
 	case reflect.String:
 		if secret && v.Len() > 0 {
 			out.SetString(Redacted)

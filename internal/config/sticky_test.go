@@ -44,7 +44,7 @@ func TestStickyDefaults(t *testing.T) {
 		{"no trusted proxies", "          by: client_ip\n          trusted_proxies: []\n", withPod, nil, "x-forwarded-for", "orders-7d9f-abcde"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse([]byte(stickyBase+tc.sticky+stickyEnd), tc.env)
+			c, err := parse([]byte(stickyBase+tc.sticky+stickyEnd), tc.env)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +57,7 @@ func TestStickyDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			back, err := Parse(out, noEnv)
+			back, err := parse(out, noEnv)
 			if err != nil {
 				t.Fatalf("rendered %s\ndoes not load: %v", out, err)
 			}
@@ -96,7 +96,7 @@ func TestStickyBad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(stickyBase+tc.sticky+stickyEnd), noEnv)
+			_, err := parse([]byte(stickyBase+tc.sticky+stickyEnd), noEnv)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want %q", err, tc.want)
 			}

@@ -2,28 +2,29 @@ package config
 
 import (
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
-	"time"
 )
 
 // clusterFieldUse is who reads an optional cluster field: the listener
 // protocols whose traffic it shapes. A field set where none of them uses
 // its cluster would be accepted and ignored; validate refuses it instead.
 // set reports a value other than the default, so that the rendered
-// configuration (/config, defaults included) can be loaded again.
+// configuration (/config, defaults included) can be loaded again. by nil
+// is every protocol but those that say they ignore the field (Ignorer).
 var clusterFieldUse = []struct {
 	field string
 	by    []string // listener protocols
 	why   string
 	set   func(cl *Cluster) bool
 }{
-	{"balance", []string{"tcp", "http", "postgres"}, "a redis cluster picks shards by key hash (redis.distribution)",
+	{"balance", nil, "",
 		func(cl *Cluster) bool { return cl.Balance != DefaultBalance }},
-	{"outlier_detection", []string{"tcp", "http", "postgres"}, "a redis cluster ejects shards with redis.auto_eject_hosts",
+	{"outlier_detection", nil, "",
 		func(cl *Cluster) bool { return cl.OutlierDetection != nil && *cl.OutlierDetection != defaultOutlier }},
+	{"zone_aware", nil, "",
+		func(cl *Cluster) bool { return cl.ZoneAware != nil }},
 	{"http", []string{"http"}, "it is how HTTP requests are sent",
 		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
 	{"circuit_breaker", []string{"http"}, "its limits count HTTP requests and connections of the HTTP pool",
@@ -36,8 +37,6 @@ var (
 	defaultOutlier = OutlierDetection{ConsecutiveFailures: DefaultOutlierFailures,
 		BaseEjectionTime: Duration(DefaultOutlierEjection), MaxEjectionPercent: DefaultOutlierMaxPercent}
 	defaultClusterHTTP = ClusterHTTP{Version: "auto", MaxIdlePerEndpoint: DefaultMaxIdlePerEndpoint, IdleTimeout: Duration(DefaultHTTPIdleTimeout)}
-	defaultRedis       = ClusterRedis{Hash: "fnv1a_64", Distribution: "ketama", ServerFailureLimit: 2,
-		ServerRetryTimeout: Duration(30 * time.Second), ServerConnections: 1, Timeout: Duration(2 * time.Second)}
 )
 
 // unusedFields refuses every field the file sets on a listener or cluster
@@ -77,13 +76,17 @@ func (v *validator) unusedFields() {
 			continue
 		}
 		for _, f := range clusterFieldUse {
-			if f.set(cl) && !usedBy(protos, f.by) {
-				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), f.why)
+			by, why := f.by, f.why
+			if by == nil {
+				by, why = v.s.readers(f.field, protos)
+			}
+			if f.set(cl) && !usedBy(protos, by) {
+				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), why)
 			}
 		}
-		if cl.Balance == "ewma" && usedBy(protos, fieldUsers("balance")) { // else refused above
-			if others := without(protos, latencyTimers); len(others) > 0 {
-				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only http and tcp listeners time their requests or connections); use p2c or least_request", protoList(others))
+		if by, _ := v.s.readers("balance", protos); cl.Balance == "ewma" && usedBy(protos, by) { // else refused above
+			if others := without(protos, v.s.latencyTimers()); len(others) > 0 {
+				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", protoList(others), strings.Join(v.s.latencyTimers(), " and "))
 			}
 		}
 		if cl.RateLimit != nil && protos["http"] {
@@ -97,36 +100,16 @@ func (v *validator) unusedFields() {
 		if h := cl.HTTP; h != nil && h.Version == "h2c" && cl.TLS != nil && cl.KubernetesAPI == nil {
 			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
 		}
-		if !protos["redis"] {
-			v.redisFields(p+".redis", cl, protos)
+		if by, _ := v.s.readers("balance", protos); usedBy(protos, by) {
 			v.endpointWeights(p, cl)
 		}
 	}
 }
 
-// redisFields refuses a redis block on a cluster no redis listener uses:
-// its sharding settings do nothing there. username and password stay
-// allowed for a redis health check, which AUTHs with them.
-func (v *validator) redisFields(p string, cl *Cluster, protos map[string]bool) {
-	if cl.Redis == nil {
-		return
-	}
-	redisCheck := cl.HealthCheck != nil && cl.HealthCheck.Type == "redis"
-	got, def := reflect.ValueOf(*cl.Redis), reflect.ValueOf(defaultRedis)
-	for i, name := range yamlNames(got.Type()) {
-		if got.Field(i).Equal(def.Field(i)) {
-			continue
-		}
-		if (name == "username" || name == "password") && redisCheck {
-			continue
-		}
-		v.errorf(p+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", protoList(protos))
-	}
-}
-
 // endpointWeights refuses weights a balance policy does not read
 // (round_robin and first take endpoints in turn or in order; a redis ring
-// reads them, so only clusters without a redis listener come here).
+// reads them: a cluster that a protocol ignoring balance uses does not
+// come here).
 func (v *validator) endpointWeights(p string, cl *Cluster) {
 	if cl.Balance != "round_robin" && cl.Balance != "first" {
 		return
@@ -140,20 +123,11 @@ func (v *validator) endpointWeights(p string, cl *Cluster) {
 
 // listenerFields refuses fields of other protocols on a listener.
 func (v *validator) listenerFields(p string, l Listener) {
-	switch l.Protocol {
-	case "redis", "postgres":
-		if l.IdleTimeout != Duration(DefaultIdleTimeout) {
-			v.errorf(p+".idle_timeout", "not used by %s listeners (only tcp and http listeners close idle clients)", l.Protocol)
-		}
-	}
 	if l.Protocol != "http" && l.AccessLog != "" {
 		v.errorf(p+".access_log", "only for protocol http")
 	}
 	if l.Protocol == "http" && l.Cluster != "" && !routesTo(l.Routes, l.Cluster) {
 		v.errorf(p+".cluster", "not used when routes are given (cluster alone is one catch-all route); remove it or the routes")
-	}
-	if l.Protocol == "postgres" && l.TLS != nil {
-		v.errorf(p+".tls", "PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead")
 	}
 	for i, r := range l.Routes {
 		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
@@ -162,44 +136,6 @@ func (v *validator) listenerFields(p string, l Listener) {
 		if r.Sticky != nil && len(r.To) == 1 {
 			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
 		}
-	}
-	if pg := l.Postgres; pg != nil {
-		v.postgresTLSFields(p+".postgres", pg)
-	}
-}
-
-// postgresTLSFields refuses TLS settings a mode does not read, above all a
-// ca_file or server_name that would look like verification and is not.
-func (v *validator) postgresTLSFields(p string, pg *ListenerPostgres) {
-	if t := pg.ClientTLS; t != nil && t.Mode == "disable" {
-		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
-			if f.val != "" {
-				v.errorf(p+".client_tls."+f.name, "not used with mode disable")
-			}
-		}
-	}
-	if t := pg.ClientTLS; t != nil && (t.Mode == "allow" || t.Mode == "prefer") && t.CertFile == "" && t.KeyFile == "" {
-		v.errorf(p+".client_tls.cert_file", "required with mode %s: without a certificate no client gets TLS", t.Mode)
-	}
-	t := pg.ServerTLS
-	if t == nil {
-		return
-	}
-	tp := p + ".server_tls"
-	switch t.Mode {
-	case "disable":
-		for _, f := range []struct{ name, val string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}, {"ca_file", t.CAFile}, {"server_name", t.ServerName}} {
-			if f.val != "" {
-				v.errorf(tp+"."+f.name, "not used with mode disable")
-			}
-		}
-	case "allow", "prefer", "require":
-		if t.CAFile != "" {
-			v.errorf(tp+".ca_file", "not used with mode %s, which does not check the server's certificate; use mode verify-ca or verify-full", t.Mode)
-		}
-	}
-	if t.ServerName != "" && t.Mode != "verify-full" && t.Mode != "disable" {
-		v.errorf(tp+".server_name", "only used by mode verify-full (mode %s does not check the host name)", t.Mode)
 	}
 }
 
@@ -243,20 +179,6 @@ func routesTo(routes []Route, cluster string) bool {
 	return false
 }
 
-// latencyTimers are the listener protocols that feed balance ewma: http
-// times each try to its response head, tcp each connect.
-var latencyTimers = []string{"http", "tcp"}
-
-// fieldUsers is the by of a clusterFieldUse entry.
-func fieldUsers(field string) []string {
-	for _, f := range clusterFieldUse {
-		if f.field == field {
-			return f.by
-		}
-	}
-	return nil
-}
-
 // without returns the protocols of protos not in by.
 func without(protos map[string]bool, by []string) map[string]bool {
 	out := map[string]bool{}
@@ -285,15 +207,4 @@ func protoList(protos map[string]bool) string {
 	}
 	sort.Strings(s)
 	return strings.Join(s, " and ")
-}
-
-// yamlNames are the yaml keys of a struct type's fields.
-func yamlNames(t reflect.Type) []string {
-	var out []string
-	for i := 0; i < t.NumField(); i++ {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
 }

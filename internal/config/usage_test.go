@@ -1,13 +1,9 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/attache-proxy/attache/internal/testenv"
 )
 
 // TestUnusedFields: a field set on a listener or cluster whose protocol
@@ -15,45 +11,30 @@ import (
 // and ignored.
 func TestUnusedFields(t *testing.T) {
 	t.Parallel()
-	users := filepath.Join(t.TempDir(), "users.txt")
-	os.WriteFile(users, []byte("\"u\" \"p\"\n"), 0o600)
-	_, crt, key := testenv.NewCA(t, "ca").Files(t, t.TempDir(), "localhost")
 	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	const redis = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\n"
-	pg := "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}, "
-	const pgEnd = "}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
+	const pgPlain = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"breaker on tcp", tcp + "clusters:\n  - {name: c, endpoints: [\"h:1\"], circuit_breaker: {max_connections: 10}}", "clusters[0].circuit_breaker: not used by tcp listeners (its limits count HTTP requests and connections of the HTTP pool) (line 3)"},
 		{"http on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: h2c}}]", "clusters[0].http: not used by tcp listeners (it is how HTTP requests are sent) (line 2)"},
 		{"breaker on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]", "clusters[0].circuit_breaker: not used by redis listeners"},
-		{"breaker on postgres", pg + "pool_size: 2" + "}}]\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]", "clusters[0].circuit_breaker: not used by postgres listeners"},
+		{"breaker on postgres", pgPlain + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]", "clusters[0].circuit_breaker: not used by postgres listeners"},
 		{"balance on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], balance: least_connections}]", "clusters[0].balance: not used by redis listeners (a redis cluster picks shards by key hash (redis.distribution)) (line 2)"},
 		{"outlier on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_failures: 1}}]", "clusters[0].outlier_detection: not used by redis listeners"},
 		{"5xx on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_5xx: 3}}]", "clusters[0].outlier_detection.consecutive_5xx: not used by tcp listeners (it counts HTTP responses) (line 2)"},
-		{"redis block on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], redis: {hash: murmur}}]", "clusters[0].redis.hash: not used by tcp listeners (only redis listeners shard"},
-		{"redis password without redis check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], redis: {password: x}}]", "clusters[0].redis.password: not used by tcp listeners"},
 		{"h2c with tls", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], tls: {}, http: {version: h2c}}]", `clusters[0].http.version: "h2c" is cleartext HTTP/2 and the cluster has tls`},
-		{"idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 5m}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: not used by redis listeners (only tcp and http listeners close idle clients) (line 1)"},
-		{"idle timeout on postgres", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, idle_timeout: 5m, postgres: {auth: {users_file: " + users + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: not used by postgres listeners"},
 		{"access log on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, access_log: json}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].access_log: only for protocol http (line 1)"},
 		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
-		{"listener tls on postgres", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, tls: {cert_file: " + crt + ", key_file: " + key + "}, postgres: {auth: {users_file: " + users + "}}}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].tls: PostgreSQL negotiates TLS inside its protocol (SSLRequest): use postgres.client_tls instead (line 1)"},
 		{"sticky name with client_ip", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip, name: x}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky.name: not used with by: client_ip"},
 		{"weight with round_robin", tcp + "clusters: [{name: c, endpoints: [\"h:1\", \"h:2 weight=3\"]}]", "clusters[0].endpoints[1]: weight 3 is not used by balance round_robin; use weighted, random, least_request, p2c or ring_hash (line 2)"},
 		{"weight with first", tcp + "clusters: [{name: c, balance: first, endpoints: [\"h:1:2\"]}]", "clusters[0].endpoints[0]: weight 2 is not used by balance first"},
 		{"sticky on one cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky: not used by a route to one cluster (it keeps a client on one side of a split) (line 1)"},
-		{"pg client tls prefer without cert", pg + "client_tls: {}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode prefer: without a certificate no client gets TLS (line 1)"},
-		{"pg client tls allow without cert", pg + "client_tls: {mode: allow}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: required with mode allow"},
-		{"pg client tls disabled cert", pg + "client_tls: {mode: disable, cert_file: /x}" + pgEnd, "listeners[0].postgres.client_tls.cert_file: not used with mode disable"},
-		{"pg server tls disabled ca", pg + "server_tls: {mode: disable, ca_file: " + users + "}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: not used with mode disable"},
-		{"pg server tls require ca", pg + "server_tls: {mode: require, ca_file: " + users + "}" + pgEnd, "listeners[0].postgres.server_tls.ca_file: not used with mode require, which does not check the server's certificate; use mode verify-ca or verify-full (line 1)"},
-		{"pg server tls server_name", pg + "server_tls: {mode: verify-ca, ca_file: " + users + ", server_name: db}" + pgEnd, "listeners[0].postgres.server_tls.server_name: only used by mode verify-full (mode verify-ca does not check the host name)"},
 		{"check path on tcp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: tcp, path: /x}}]", "clusters[0].health_check.path: not used by a tcp check (only type http) (line 2)"},
 		{"check host on amqp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: amqp, host: x}}]", "clusters[0].health_check.host: not used by a amqp check (only type http)"},
 		{"check status on tcp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {expect_status: [\"200\"]}}]", "clusters[0].health_check.expect_status: not used by a tcp check"},
 		{"check user on http check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, user: u}}]", "clusters[0].health_check.user: not used by a http check (only type postgres)"},
-		{"ewma on postgres", pg + "pool_size: 2" + "}}]\nclusters: [{name: c, endpoints: [\"h:1\"], balance: ewma}]", "clusters[0].balance: ewma is not honoured by postgres listeners (only http and tcp listeners time their requests or connections); use p2c or least_request (line 2)"},
-		{"ewma on tcp and postgres", "listeners:\n  - {name: t, address: \"127.0.0.1:7001\", cluster: c}\n  - {name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c, postgres: {auth: {users_file: " + users + "}}}\nclusters:\n  - {name: c, endpoints: [\"h:1\"], balance: ewma}", "clusters[0].balance: ewma is not honoured by postgres listeners (only http and tcp listeners time their requests or connections); use p2c or least_request (line 5)"},
+		{"ewma on postgres", pgPlain + "clusters: [{name: c, endpoints: [\"h:1\"], balance: ewma}]", "clusters[0].balance: ewma is not honoured by postgres listeners (only http and tcp listeners time their requests or connections); use p2c or least_request (line 2)"},
+		{"ewma on tcp and postgres", "listeners:\n  - {name: t, address: \"127.0.0.1:7001\", cluster: c}\n  - {name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}\nclusters:\n  - {name: c, endpoints: [\"h:1\"], balance: ewma}", "clusters[0].balance: ewma is not honoured by postgres listeners (only http and tcp listeners time their requests or connections); use p2c or least_request (line 5)"},
 		{"ewma on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], balance: ewma}]", "clusters[0].balance: not used by redis listeners"},
 		{"ewma block with another policy", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], balance: p2c, ewma: {decay: 5s}}]", "clusters[0].ewma: not used by balance p2c (only by balance ewma) (line 2)"},
 		{"ewma block with the default policy", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], ewma: {default_rtt: 5ms}}]", "clusters[0].ewma: not used by balance round_robin (only by balance ewma)"},
@@ -63,7 +44,7 @@ func TestUnusedFields(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), noEnv)
+			_, err := parse([]byte(tc.yaml), noEnv)
 			if err == nil {
 				t.Fatalf("got no error, want %q", tc.want)
 			}
@@ -82,15 +63,13 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		{"breaker on http", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}, http: {version: \"1.1\"}, outlier_detection: {consecutive_5xx: 2}}]"},
 		{"breaker on a cluster used by tcp and http", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]"},
 		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
-		{"default idle timeout on redis", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c, idle_timeout: 1h}]\nclusters: [{name: c, endpoints: [\"h:1\"], balance: round_robin}]"},
-		{"redis auth for a redis check", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: redis}, redis: {username: u, password: p}}]"},
 		{"weights on a redis ring", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1:3 a\", \"h:2:1 b\"]}]"},
 		{"weights with weighted", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, balance: weighted, endpoints: [\"h:1 weight=3\"]}]"},
 		{"ewma on tcp and http, weighted", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, balance: ewma, ewma: {decay: 30s, default_rtt: 5ms}, endpoints: [\"h:1 weight=3\", \"h:2\"]}]"},
 		{"admin off", "admin: {address: \"off\"}\nlisteners: [{name: l, address: \"127.0.0.1:9901\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"},
 		{"pg check fields", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: postgres, user: u, database: d, password: p}}]"},
 	} {
-		if _, err := Parse([]byte(tc.yaml), noEnv); err != nil {
+		if _, err := parse([]byte(tc.yaml), noEnv); err != nil {
 			t.Errorf("%s: got %v, want no error", tc.name, err)
 		}
 	}
@@ -100,14 +79,11 @@ func TestUsedFieldsAccepted(t *testing.T) {
 // with are the ones applyDefaults fills in.
 func TestUnusedDefaultsMatch(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
+	c, err := parse([]byte("listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl := c.Clusters[0]
-	if *cl.Redis != defaultRedis {
-		t.Errorf("redis: got %+v, want %+v", *cl.Redis, defaultRedis)
-	}
 	if *cl.OutlierDetection != defaultOutlier {
 		t.Errorf("outlier_detection: got %+v, want %+v", *cl.OutlierDetection, defaultOutlier)
 	}
@@ -121,7 +97,7 @@ func TestUnusedDefaultsMatch(t *testing.T) {
 func TestEWMADefaults(t *testing.T) {
 	t.Parallel()
 	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
-	c, err := Parse([]byte(tcp+"clusters: [{name: c, endpoints: [\"h:1\"], balance: ewma, ewma: {decay: 2s}}, {name: d, endpoints: [\"h:2\"], balance: ewma}, {name: e, endpoints: [\"h:3\"]}]"), noEnv)
+	c, err := parse([]byte(tcp+"clusters: [{name: c, endpoints: [\"h:1\"], balance: ewma, ewma: {decay: 2s}}, {name: d, endpoints: [\"h:2\"], balance: ewma}, {name: e, endpoints: [\"h:3\"]}]"), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

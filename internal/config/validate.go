@@ -10,21 +10,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/attache-proxy/attache/internal/userlist"
 )
 
 // The closed sets of names the schema accepts.
 var (
-	Protocols        = []string{"tcp", "http", "redis", "postgres"}
-	PoolModes        = []string{"session", "transaction"}
-	PostgresTargets  = []string{"primary", "standby", "prefer_standby", "any"}
-	ClientTLSModes   = []string{"disable", "allow", "prefer", "require"}
-	ServerTLSModes   = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
 	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
-	RedisHashes      = []string{"one_at_a_time", "md5", "crc16", "crc32", "crc32a", "fnv1_64", "fnv1a_64", "fnv1_32", "fnv1a_32", "hsieh", "murmur", "jenkins"}
-	RedisDists       = []string{"ketama", "modula", "random"}
 	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
 	consulSchemes    = []string{"http", "https"}
 	RetryOn          = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
@@ -39,6 +30,7 @@ var (
 
 type validator struct {
 	c    *Config
+	s    schemas
 	errs Errors
 }
 
@@ -62,8 +54,8 @@ func (v *validator) oneOf(path, what, value string, set []string) {
 	v.errs = append(v.errs, e)
 }
 
-func (c *Config) validate() Errors {
-	v := &validator{c: c}
+func (c *Config) validate(s schemas) Errors {
+	v := &validator{c: c, s: s}
 	if c.Admin.Address != AdminOff {
 		v.address("admin.address", c.Admin.Address)
 	}
@@ -116,7 +108,7 @@ func (c *Config) validate() Errors {
 			}
 			addresses[l.Address] = p + ".address"
 		}
-		v.oneOf(p+".protocol", "protocol", l.Protocol, Protocols)
+		v.oneOf(p+".protocol", "protocol", l.Protocol, s.names())
 		v.oneOf(p+".ready", "ready mode", l.Ready, readyModes)
 		switch {
 		case l.Protocol == "http":
@@ -125,29 +117,11 @@ func (c *Config) validate() Errors {
 			v.errorf(p+".routes", "only for protocol http")
 		case len(l.JWTProviders) > 0:
 			v.errorf(p+".jwt_providers", "only for protocol http")
-		case l.Password != "" && l.Protocol != "redis":
-			v.errorf(p+".password", "only for protocol redis")
-			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		default:
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
 			v.httpOnly(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl, l)
-		}
-		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol == "redis" {
-			v.redisCluster(fmt.Sprintf("clusters[%d]", c.clusterIndex(l.Cluster)), cl)
-		}
-		if l.Postgres != nil && l.Protocol != "postgres" {
-			v.errorf(p+".postgres", "only for protocol postgres")
-		} else if l.Postgres != nil {
-			v.postgres(p+".postgres", l.Postgres)
-			cl := c.Cluster(l.Cluster)
-			if cl != nil && cl.TLS != nil {
-				v.errorf(p+".cluster", "cluster %q has tls, but PostgreSQL negotiates TLS inside its protocol: use postgres.server_tls instead", l.Cluster)
-			}
-			if t := l.Postgres.Target; t != "any" && cl != nil && (cl.HealthCheck == nil || cl.HealthCheck.Type != "postgres") {
-				v.errorf(p+".postgres.target", "%s needs cluster %q to have a postgres health_check (it learns which endpoint is the primary)", t, l.Cluster)
-			}
 		}
 		if l.MaxConnections < 1 {
 			v.errorf(p+".max_connections", "must be at least 1")
@@ -169,6 +143,7 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	v.validateOptions()
 	v.unusedFields()
 	v.wireValues()
 	return v.errs
@@ -314,29 +289,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if h.Version == "2" && cl.TLS == nil {
 			v.errorf(p+".http.version", `"2" needs tls (HTTP/2 over TLS); use "h2c" for cleartext HTTP/2`)
-		}
-	}
-	if r := cl.Redis; r != nil {
-		rp := p + ".redis"
-		v.oneOf(rp+".hash", "hash", r.Hash, RedisHashes)
-		v.oneOf(rp+".distribution", "distribution", r.Distribution, RedisDists)
-		if r.HashTag != "" && len(r.HashTag) != 2 {
-			v.errorf(rp+".hash_tag", "want two characters, like \"{}\"")
-		}
-		if r.ServerFailureLimit < 1 {
-			v.errorf(rp+".server_failure_limit", "must be at least 1")
-		}
-		if r.ServerRetryTimeout <= 0 {
-			v.errorf(rp+".server_retry_timeout", "must be positive")
-		}
-		if r.ServerConnections < 1 || r.ServerConnections > 64 {
-			v.errorf(rp+".server_connections", "must be 1-64")
-		}
-		if r.Timeout < 0 {
-			v.errorf(rp+".timeout", "must not be negative")
-		}
-		if r.Username != "" && r.Password == "" {
-			v.errorf(rp+".username", "needs password")
 		}
 	}
 	if rl := cl.RateLimit; rl != nil {
@@ -673,98 +625,6 @@ func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool
 					v.errorf(fmt.Sprintf("%s.headers.remove[%d]", rp, j), "invalid header name %q", k)
 				}
 			}
-		}
-	}
-}
-
-func (v *validator) postgres(p string, pg *ListenerPostgres) {
-	v.oneOf(p+".pool_mode", "pool mode", pg.PoolMode, PoolModes)
-	if pg.MaxClientConnections < 1 {
-		v.errorf(p+".max_client_connections", "must be at least 1")
-	}
-	if pg.PoolSize < 1 {
-		v.errorf(p+".pool_size", "must be at least 1")
-	}
-	if pg.MinPoolSize < 0 {
-		v.errorf(p+".min_pool_size", "must not be negative")
-	} else if pg.MinPoolSize > pg.PoolSize && pg.PoolSize >= 1 {
-		v.errorf(p+".min_pool_size", "must not be more than pool_size (%d)", pg.PoolSize)
-	}
-	if pg.ReservePoolSize < 0 {
-		v.errorf(p+".reserve_pool_size", "must not be negative")
-	}
-	if pg.MaxPreparedStatements < 0 {
-		v.errorf(p+".max_prepared_statements", "must not be negative (0 passes named statements through, for session mode)")
-	} else if pg.MaxPreparedStatements == 0 && pg.PoolMode == "transaction" {
-		v.errorf(p+".max_prepared_statements", "must be at least 1 in transaction mode (named statements move between server connections)")
-	}
-	for _, d := range []struct {
-		name string
-		v    Duration
-		zero bool // 0 allowed: off
-	}{
-		{"reserve_pool_timeout", pg.ReservePoolTimeout, true},
-		{"query_wait_timeout", pg.QueryWaitTimeout, true},
-		{"server_idle_timeout", pg.ServerIdleTimeout, true},
-		{"server_lifetime", pg.ServerLifetime, true},
-		{"server_connect_timeout", pg.ServerConnectTimeout, false},
-	} {
-		switch {
-		case d.v < 0:
-			v.errorf(p+"."+d.name, "must not be negative")
-		case d.v == 0 && !d.zero:
-			v.errorf(p+"."+d.name, "must be positive")
-		}
-	}
-	v.oneOf(p+".target", "target", pg.Target, PostgresTargets)
-	switch {
-	case pg.MaxReplicationLag < 0:
-		v.errorf(p+".max_replication_lag", "must not be negative")
-	case pg.MaxReplicationLag > 0 && pg.Target != "standby" && pg.Target != "prefer_standby":
-		v.errorf(p+".max_replication_lag", "only for target standby or prefer_standby")
-	}
-	if pg.Auth.UsersFile == "" {
-		v.errorf(p+".auth.users_file", "required (pgbouncer userlist.txt format: \"user\" \"secret\" lines)")
-	} else if v.file(p+".auth.users_file", pg.Auth.UsersFile) {
-		users, err := userlist.Load(pg.Auth.UsersFile)
-		if err != nil {
-			v.errorf(p+".auth.users_file", "%v", err)
-		} else if _, ok := users[pg.Auth.User]; pg.Auth.User != "" && !ok {
-			v.errorf(p+".auth.user", "%q is not in users_file (its password comes from there, like pgbouncer's auth_user from auth_file)", pg.Auth.User)
-		}
-	}
-	if pg.Auth.Query != "" && pg.Auth.User == "" {
-		v.errorf(p+".auth.query", "needs auth.user (the role that runs it)")
-	} else if pg.Auth.Query != "" && !strings.Contains(pg.Auth.Query, "$1") {
-		v.errorf(p+".auth.query", "must take the user name as $1 and return (user, secret), like pgbouncer's auth_query")
-	}
-	if t := pg.ClientTLS; t != nil {
-		tp := p + ".client_tls"
-		v.oneOf(tp+".mode", "client TLS mode", t.Mode, ClientTLSModes)
-		if t.Mode != "disable" {
-			v.keyPair(tp, t.CertFile, t.KeyFile, t.Mode == "require")
-		}
-		if t.CAFile != "" {
-			v.errorf(tp+".ca_file", "client certificates are not checked; remove it")
-		}
-		if t.ServerName != "" {
-			v.errorf(tp+".server_name", "only for server_tls")
-		}
-		if len(t.MatchSAN) > 0 {
-			v.errorf(tp+".match_san", "client certificates are not checked on client_tls; remove it")
-		}
-	}
-	if t := pg.ServerTLS; t != nil {
-		tp := p + ".server_tls"
-		v.oneOf(tp+".mode", "server TLS mode", t.Mode, ServerTLSModes)
-		v.keyPair(tp, t.CertFile, t.KeyFile, false)
-		v.file(tp+".ca_file", t.CAFile)
-		if t.Mode == "verify-ca" && t.CAFile == "" {
-			v.errorf(tp+".ca_file", "required with mode verify-ca")
-		}
-		v.matchSAN(tp+".match_san", t.MatchSAN)
-		if len(t.MatchSAN) > 0 && t.Mode != "verify-ca" && t.Mode != "verify-full" {
-			v.errorf(tp+".match_san", "needs mode verify-ca or verify-full: mode %s does not verify the server's certificate", t.Mode)
 		}
 	}
 }

@@ -18,15 +18,6 @@ func (v *validator) wireValues() {
 		for j, r := range l.Routes {
 			v.routeWire(fmt.Sprintf("%s.routes[%d]", p, j), r)
 		}
-		if pg := l.Postgres; pg != nil {
-			pp := p + ".postgres"
-			v.cString(pp+".auth.user", pg.Auth.User, true)
-			v.cString(pp+".auth.query", pg.Auth.Query, true)
-			v.cString(pp+".server_reset_query", pg.ServerResetQuery, true)
-			if t := pg.ServerTLS; t != nil {
-				v.serverName(pp+".server_tls.server_name", t.ServerName)
-			}
-		}
 	}
 	for i, cl := range v.c.Clusters {
 		p := fmt.Sprintf("clusters[%d]", i)

@@ -168,9 +168,6 @@ func (v *validator) zoneAware(p string, cl *Cluster) {
 	if v.c.Zone == nil {
 		v.errorf(p, "needs the pod's zone: set the top-level zone (name, from_env or node_label)")
 	}
-	if cl.Redis != nil {
-		v.errorf(p, "not for a redis cluster (each key has its shard)")
-	}
 	if za.MinHealthy < 1 {
 		v.errorf(p+".min_healthy", "must be at least 1")
 	}

@@ -68,7 +68,7 @@ func TestZoneConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := Parse([]byte(tc.yaml), envOf(tc.env))
+			c, err := parse([]byte(tc.yaml), envOf(tc.env))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,8 +128,6 @@ func TestZoneBadValues(t *testing.T) {
 			`clusters[0].zone_aware.callers: no cluster "me" (line 2)`},
 		{"callers itself", base + "clusters: [{name: c, endpoints: [\"h:1\"], zone_aware: {callers: c}}]\nzone: {name: a}", nil,
 			"clusters[0].zone_aware.callers: names the cluster itself; name the cluster of the calling service's own pods (line 2)"},
-		{"redis cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], zone_aware: {}}]\nzone: {name: a}", nil,
-			"clusters[0].zone_aware: not for a redis cluster (each key has its shard) (line 2)"},
 		{"consul zone_meta", base + "clusters: [{name: c, discovery: {consul: {service: s, zone_meta: \"a b\"}}}]", nil,
 			`clusters[0].discovery.consul.zone_meta: "a b" is not a Consul meta key (1-128 letters, digits, '-' or '_') (line 2)`},
 		{"endpoint zone", base + "clusters: [{name: c, endpoints: [\"h:1 zone=a:b\"]}]", nil,
@@ -137,7 +135,7 @@ func TestZoneBadValues(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse([]byte(tc.yaml), envOf(tc.env))
+			_, err := parse([]byte(tc.yaml), envOf(tc.env))
 			if err == nil {
 				t.Fatalf("got no error, want %q", tc.want)
 			}

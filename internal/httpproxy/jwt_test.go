@@ -33,7 +33,7 @@ func TestJWTClaimsInContext(t *testing.T) {
     jwt_providers: [{name: p, audiences: [`+aud+`], jwks: {file: "`+file+`"}, forward_claims: {sub: x-user, tenant.id: x-tenant}}]
     routes: [{name: r, match: {prefix: /}, to: [{cluster: a}], jwt: {provider: p}}]
 clusters: [{name: a, endpoints: ["h:1"]}]
-`), func(string) (string, bool) { return "", false })
+`), func(string) (string, bool) { return "", false }, []config.Schema{&Protocol{}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -70,6 +70,15 @@ var _ interface {
 // Name is "http".
 func (*Protocol) Name() string { return "http" }
 
+// TimesLatency: balance ewma is fed by its listeners.
+func (*Protocol) TimesLatency() {}
+
+// ListenerOptions returns nil: no listeners[].http.
+func (*Protocol) ListenerOptions() any { return nil }
+
+// ClusterOptions returns nil: no clusters[].http.
+func (*Protocol) ClusterOptions() any { return nil }
+
 // Open registers the metrics and reads ATTACHE_HTTP_FAST_PATH (see
 // netHTTPOnly).
 func (p *Protocol) Open(proc *protocol.Process) error {

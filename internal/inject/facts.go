@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // ReadConfig validates a configuration file's content with the same rules
@@ -19,7 +20,7 @@ import (
 // CA and KUBERNETES_SERVICE_* variables, which exist only in a pod) are
 // not counted; every other problem is returned as config.Errors.
 func ReadConfig(data []byte) (Facts, error) {
-	cfg, err := config.Parse(data, os.LookupEnv)
+	cfg, err := config.Parse(data, os.LookupEnv, protocols.Schemas())
 	if err == nil {
 		return factsOf(cfg)
 	}

@@ -8,6 +8,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // field is one value written in an attache configuration.
@@ -62,6 +63,9 @@ func (fs *fields) walk(n *yaml.Node, t reflect.Type, path string, file bool, env
 			key := n.Content[i].Value
 			sf, ok := fieldByTag(t, key)
 			if !ok {
+				if o := protocolOptions(t, key); o != nil {
+					fs.walk(n.Content[i+1], reflect.TypeOf(o), join(path, key), false, env, depth+1)
+				}
 				continue
 			}
 			fs.walk(n.Content[i+1], sf.Type, join(path, key), isFileField(t, sf), env, depth+1)
@@ -82,6 +86,18 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// protocolOptions returns a new value of the options of protocol key,
+// when struct t holds protocols' options (a listener or a cluster), or
+// nil.
+func protocolOptions(t reflect.Type, key string) any {
+	for i := 0; i < t.NumField(); i++ {
+		if o := t.Field(i).Tag.Get("options"); o != "" {
+			return config.NewOptions(protocols.Schemas(), key, o == "cluster")
+		}
+	}
+	return nil
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
@@ -126,6 +142,14 @@ func fileFieldPaths() []string {
 		case reflect.Struct:
 			for i := 0; i < t.NumField(); i++ {
 				sf := t.Field(i)
+				if o := sf.Tag.Get("options"); o != "" {
+					for _, s := range protocols.Schemas() {
+						if v := config.NewOptions(protocols.Schemas(), s.Name(), o == "cluster"); v != nil {
+							walk(reflect.TypeOf(v), join(path, s.Name()), depth+1)
+						}
+					}
+					continue
+				}
 				name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
 				if name == "" || !sf.IsExported() {
 					continue

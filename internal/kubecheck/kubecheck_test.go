@@ -226,13 +226,13 @@ func TestFileFields(t *testing.T) {
 		"listeners[].tls.cert_file", "listeners[].tls.key_file", "listeners[].tls.client_ca_file",
 		"listeners[].postgres.auth.users_file",
 		"listeners[].postgres.client_tls.cert_file", "listeners[].postgres.client_tls.key_file", "listeners[].postgres.client_tls.ca_file",
-		"listeners[].postgres.server_tls.cert_file", "listeners[].postgres.server_tls.key_file", "listeners[].postgres.server_tls.ca_file",
 		"clusters[].discovery.kubernetes.kubeconfig", "clusters[].discovery.consul.ca_file", "clusters[].discovery.file.path",
 		"clusters[].tls.ca_file", "clusters[].tls.cert_file", "clusters[].tls.key_file",
 		"clusters[].credentials.bearer_token_file", "clusters[].credentials.basic.password_file",
 		"clusters[].kubernetes_api.token_file", "clusters[].kubernetes_api.ca_file",
 		"zone.kubeconfig",
 		"listeners[].routes[].grpc_transcode.descriptor_set_file",
+		"clusters[].postgres.server_tls.cert_file", "clusters[].postgres.server_tls.key_file", "clusters[].postgres.server_tls.ca_file",
 	}
 	got := fileFieldPaths()
 	slices.Sort(got)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/inject"
+	"github.com/attache-proxy/attache/internal/protocols"
 )
 
 // container is one container of a pod spec.
@@ -607,7 +608,7 @@ func (s *sidecar) validateConfig(src source, text []byte, literal bool) {
 		return
 	}
 	s.validated[src.dataNode] = true
-	_, err := config.Parse(text, s.env.lookup)
+	_, err := config.Parse(text, s.env.lookup, protocols.Schemas())
 	if err == nil {
 		return
 	}

@@ -74,7 +74,7 @@ func (*Protocol) Checker(hc *config.HealthCheck, _ *protocol.Cluster) health.Che
 func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (protocol.Listener, error) {
 	lc := *env.Listener
 	if old, ok := prev.(*instance); ok && reflect.DeepEqual(old.cfg, lc) && old.cluster == env.Cluster {
-		users, err := userlist.Load(lc.Postgres.Auth.UsersFile)
+		users, err := userlist.Load(listenerOptions(&lc).Auth.UsersFile)
 		if err != nil {
 			return nil, fmt.Errorf("postgres.auth.users_file: %w", err)
 		}
@@ -136,7 +136,7 @@ func (i *instance) Collect(ch chan<- prometheus.Metric) { collectPostgres(ch, i.
 // its client_tls and server_tls files when they change, until ctx ends.
 func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx context.Context), err error) {
 	lc, up := env.Listener, env.Cluster.Upstream
-	pc := lc.Postgres
+	pc, sc := listenerOptions(lc), clusterOptions(&env.Cluster.Config)
 	users, err := userlist.Load(pc.Auth.UsersFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("postgres.auth.users_file: %w", err)
@@ -150,10 +150,10 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		ReservePoolSize:      pc.ReservePoolSize,
 		ReservePoolTimeout:   pc.ReservePoolTimeout.D(),
 		QueryWaitTimeout:     pc.QueryWaitTimeout.D(),
-		ServerIdleTimeout:    pc.ServerIdleTimeout.D(),
-		ServerLifetime:       pc.ServerLifetime.D(),
-		ServerConnectTimeout: pc.ServerConnectTimeout.D(),
-		ResetQuery:           pc.ServerResetQuery,
+		ServerIdleTimeout:    sc.ServerIdleTimeout.D(),
+		ServerLifetime:       sc.ServerLifetime.D(),
+		ServerConnectTimeout: sc.ServerConnectTimeout.D(),
+		ResetQuery:           sc.ServerResetQuery,
 		MaxPrepared:          pc.MaxPreparedStatements,
 		Users:                users,
 		AuthQuery:            pc.Auth.Query,
@@ -190,14 +190,14 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 		owner := "listener " + lc.Name + " client_tls"
 		watches = append(watches, func(ctx context.Context) { env.WatchTLS(ctx, owner, s.Files(), s.Reload) })
 	}
-	if t := pc.ServerTLS; t != nil && t.Mode != "disable" {
-		owner := "listener " + lc.Name + " server_tls"
+	if t := sc.ServerTLS; t != nil && t.Mode != "disable" {
+		owner := "listener " + lc.Name + " server_tls" // the cluster's, one watch per pooler
 		s := &pgServerTLS{t: t, match: tlsconfig.NewMatcher(t.MatchSAN)}
 		if env.PeerRejected != nil {
 			s.reject = env.PeerRejected(owner)
 		}
 		if err := s.Reload(); err != nil {
-			return nil, nil, fmt.Errorf("postgres.server_tls: %w", err)
+			return nil, nil, fmt.Errorf("cluster %s postgres.server_tls: %w", env.Cluster.Config.Name, err)
 		}
 		cfg.ServerTLS = s.ForAddr
 		cfg.ServerTLSRequired = t.Mode == "require" || t.Mode == "verify-ca" || t.Mode == "verify-full"
@@ -216,7 +216,7 @@ func (p *Protocol) build(env *protocol.Env) (proxy *Proxy, watch func(ctx contex
 // pgServerTLS is server_tls, its files read again by Reload: new server
 // connections use the latest ones.
 type pgServerTLS struct {
-	t      *config.PostgresTLS
+	t      *TLSOptions
 	match  *tlsconfig.Matcher // match_san; nil without
 	reject func(*tlsconfig.Rejection)
 	cur    atomic.Pointer[func(addr string) *tls.Config]
@@ -252,7 +252,7 @@ func (s *pgServerTLS) Files() []string {
 // serverTLS follows libpq's sslmode: allow, prefer and require encrypt
 // without checking the certificate; verify-ca checks it against ca_file
 // (or the system roots); verify-full also checks the host name.
-func serverTLS(t *config.PostgresTLS) (func(addr string) *tls.Config, error) {
+func serverTLS(t *TLSOptions) (func(addr string) *tls.Config, error) {
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)

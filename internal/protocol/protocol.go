@@ -46,8 +46,11 @@ import (
 // one goroutine at a time (app serialises reloads and shutdown); Describe,
 // Status and Collect may be called at any time, concurrently.
 type Protocol interface {
-	// Name is the protocol's name in the configuration (listeners[].protocol).
-	Name() string
+	// Schema is the protocol's name in the configuration
+	// (listeners[].protocol) and its options (listeners[].NAME,
+	// clusters[].NAME), which the protocol's package declares, defaults
+	// and validates: config.Parse takes the protocols' schemas.
+	config.Schema
 	// Open starts what every instance of the protocol shares for the life
 	// of the process (event loops); Close ends it, after every listener is
 	// closed.

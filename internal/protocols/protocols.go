@@ -8,6 +8,7 @@
 package protocols
 
 import (
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/httpproxy"
 	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/protocol"
@@ -24,4 +25,19 @@ func New() []protocol.Protocol {
 		&redisproxy.Protocol{},
 		&pgproxy.Protocol{},
 	}
+}
+
+// Schemas are the protocols' names and options, for config.Parse and
+// config.Load.
+func Schemas() []config.Schema {
+	return SchemasOf(New())
+}
+
+// SchemasOf are the schemas of protocols.
+func SchemasOf(ps []protocol.Protocol) []config.Schema {
+	out := make([]config.Schema, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out
 }

@@ -65,7 +65,7 @@ func (*Protocol) Describe(ch chan<- *prometheus.Desc) { ch <- descConns }
 // redis username and password, through the cluster's TLS.
 func (*Protocol) Checker(_ *config.HealthCheck, c *protocol.Cluster) health.Checker {
 	var user, pass string
-	if r := c.Config.Redis; r != nil {
+	if r := clusterOptions(&c.Config); r != nil {
 		user, pass = r.Username, r.Password
 	}
 	tlsFor := c.TLS
@@ -77,7 +77,7 @@ func (*Protocol) Checker(_ *config.HealthCheck, c *protocol.Cluster) health.Chec
 // NewCluster builds the Pool of a cluster with a redis section.
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	cc := &env.Cluster.Config
-	r := cc.Redis
+	r := clusterOptions(cc)
 	if r == nil {
 		return nil, nil
 	}
@@ -169,5 +169,5 @@ func (i *clusterInstance) Collect(ch chan<- prometheus.Metric) {
 // NewListener builds the listener's Handler over its cluster's Pool.
 func (*Protocol) NewListener(env *protocol.Env, _ protocol.Listener) (protocol.Listener, error) {
 	pool := env.Cluster.Instances["redis"].(*clusterInstance).pool
-	return &protocol.Plain{H: &Handler{Pool: pool, Password: env.Listener.Password, Log: env.Log}}, nil
+	return &protocol.Plain{H: &Handler{Pool: pool, Password: listenerOptions(env.Listener).Password, Log: env.Log}}, nil
 }

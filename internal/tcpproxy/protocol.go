@@ -19,6 +19,15 @@ var _ protocol.Protocol = (*Protocol)(nil)
 // Name is "tcp".
 func (*Protocol) Name() string { return "tcp" }
 
+// TimesLatency: balance ewma is fed by its listeners.
+func (*Protocol) TimesLatency() {}
+
+// ListenerOptions returns nil: no listeners[].tcp.
+func (*Protocol) ListenerOptions() any { return nil }
+
+// ClusterOptions returns nil: no clusters[].tcp.
+func (*Protocol) ClusterOptions() any { return nil }
+
 // Open starts the engines.
 func (p *Protocol) Open(proc *protocol.Process) error {
 	p.engines = NewEngines(proc.Loops)

@@ -1,0 +1,226 @@
+package memcacheproxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/hashkit"
+	"github.com/attache-proxy/attache/internal/upstream"
+)
+
+// Pool is a cluster's shards: its upstream endpoints placed on a ring the
+// way twemproxy places memcached servers, each with a few idle
+// connections. Endpoint health, ejection and discovery are the upstream
+// cluster's; with AutoEject the ring leaves out the endpoints the cluster
+// would not route to (twemproxy's auto_eject_hosts), otherwise their keys
+// get SERVER_ERROR.
+type Pool struct {
+	up    *upstream.Cluster
+	opts  Options
+	hash  hashkit.Func
+	names map[string]string // address -> ring name given in the configuration
+
+	mu     sync.Mutex
+	shards map[string]*shard // by address
+	ring   atomic.Pointer[ring]
+	closed bool
+}
+
+// Options configure a Pool.
+type Options struct {
+	Hash         string // a twemproxy hash name
+	Distribution string // ketama | modula | random
+	HashTag      string
+	AutoEject    bool
+	// Timeout bounds each reply of a server; 0: none.
+	Timeout time.Duration
+	// Idle is the idle connections kept per shard.
+	Idle int
+	// Names are ring names by endpoint address (twemproxy's
+	// "host:port:weight name").
+	Names map[string]string
+	// Observe, if set, is told each request's shard address and outcome.
+	Observe func(addr string, ok bool, d time.Duration)
+}
+
+// ring is one placement: the endpoints it was built over, which of them
+// were live, and the hashkit ring.
+type ring struct {
+	eps  []*upstream.Endpoint
+	live []bool
+	r    *hashkit.Ring
+}
+
+// NewPool places up's endpoints.
+func NewPool(up *upstream.Cluster, o Options) (*Pool, error) {
+	h, err := hashkit.ByName(o.Hash)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{up: up, opts: o, hash: h, names: o.Names, shards: map[string]*shard{}}
+	if _, err := p.current(time.Now()); err != nil && !errors.Is(err, upstream.ErrNoEndpoints) {
+		return nil, err
+	}
+	return p, nil
+}
+
+// current returns the ring for the endpoints and liveness of now, building
+// a new one when either changed since the last.
+func (p *Pool) current(now time.Time) (*ring, error) {
+	eps := p.up.Endpoints()
+	if rg := p.ring.Load(); rg != nil && p.same(rg, eps, now) {
+		return rg, nil
+	}
+	if len(eps) == 0 {
+		return nil, upstream.ErrNoEndpoints
+	}
+	rg := &ring{eps: eps, live: make([]bool, len(eps))}
+	ss := make([]hashkit.Server, len(eps))
+	for i, e := range eps {
+		rg.live[i] = !p.opts.AutoEject || p.up.Routable(e, now)
+		ss[i] = hashkit.Server{Name: hashkit.KetamaName(e.Addr, p.names[e.Addr]), Weight: e.Weight, Live: rg.live[i]}
+	}
+	r, err := hashkit.Build(p.opts.Distribution, ss)
+	if err != nil {
+		return nil, err
+	}
+	rg.r = r
+	p.ring.Store(rg)
+	return rg, nil
+}
+
+// same reports whether rg still describes eps at now.
+func (p *Pool) same(rg *ring, eps []*upstream.Endpoint, now time.Time) bool {
+	if len(eps) != len(rg.eps) {
+		return false
+	}
+	for i, e := range eps {
+		if e != rg.eps[i] || rg.live[i] != (!p.opts.AutoEject || p.up.Routable(e, now)) {
+			return false
+		}
+	}
+	return true
+}
+
+// pick returns the endpoint that holds key, nil when none is live.
+func (rg *ring) pick(key []byte, p *Pool) *upstream.Endpoint {
+	i := rg.r.Pick(key, p.hash, p.opts.HashTag)
+	if i < 0 {
+		return nil
+	}
+	return rg.eps[i]
+}
+
+// shard returns the connections of e.
+func (p *Pool) shard(e *upstream.Endpoint) *shard {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.shards[e.Addr]
+	if s == nil {
+		s = &shard{idle: make(chan *serverConn, max(p.opts.Idle, 1))}
+		p.shards[e.Addr] = s
+	}
+	return s
+}
+
+// Close closes every idle connection; connections in use are closed as
+// they come back.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, s := range p.shards {
+		s.drain()
+	}
+}
+
+// shard is the idle connections to one endpoint address.
+type shard struct {
+	idle chan *serverConn
+}
+
+func (s *shard) drain() {
+	for {
+		select {
+		case c := <-s.idle:
+			c.close()
+		default:
+			return
+		}
+	}
+}
+
+// serverConn is one connection to a memcached server.
+type serverConn struct {
+	c       net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
+	untrack func()
+}
+
+func (c *serverConn) close() {
+	c.untrack()
+	c.c.Close()
+}
+
+// get returns an idle connection to s, or dials e, its endpoint.
+func (p *Pool) get(ctx context.Context, s *shard, e *upstream.Endpoint) (*serverConn, error) {
+	select {
+	case c := <-s.idle:
+		return c, nil
+	default:
+	}
+	nc, err := p.up.DialEndpoint(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return &serverConn{c: nc, r: bufio.NewReaderSize(nc, 16<<10), w: bufio.NewWriterSize(nc, 4<<10), untrack: e.Track(nc)}, nil
+}
+
+// put keeps c for the next request to s, or closes it when enough are
+// idle or the pool is closed.
+func (p *Pool) put(s *shard, c *serverConn) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if !closed {
+		select {
+		case s.idle <- c:
+			return
+		default:
+		}
+	}
+	c.close()
+}
+
+// deadline sets c's deadline for one exchange.
+func (p *Pool) deadline(c *serverConn) {
+	if p.opts.Timeout > 0 {
+		c.c.SetDeadline(time.Now().Add(p.opts.Timeout))
+	} else {
+		c.c.SetDeadline(time.Time{})
+	}
+}
+
+// serverError is how a failed shard is reported to the client, as
+// twemproxy reports it.
+func serverError(err error) []byte {
+	msg := err.Error()
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		msg = "Connection timed out"
+	case errors.Is(err, upstream.ErrNoEndpoints), errors.Is(err, errNoShard):
+		msg = "no live shard"
+	}
+	return fmt.Appendf(nil, "SERVER_ERROR %s\r\n", msg)
+}
+
+// errNoShard: every shard is ejected.
+var errNoShard = errors.New("no live shard")

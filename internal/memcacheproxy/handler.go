@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -23,7 +22,6 @@ type Handler struct {
 	// MaxValue bounds a stored value (memcached's item_size_max).
 	MaxValue    int
 	IdleTimeout time.Duration
-	Log         *slog.Logger
 }
 
 // ServeConn serves c until it quits, goes idle or sends a line too long to

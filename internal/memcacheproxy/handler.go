@@ -141,6 +141,7 @@ func (h *Handler) one(ctx context.Context, rq *request, data []byte) []byte {
 		}
 	}
 	c.close()
+	s.drain() // the server closed one: the others idle are likely closed too
 	p.up.RecordResponse(e, false)
 	h.observe(e, false, start)
 	return serverError(err)
@@ -197,14 +198,28 @@ func (h *Handler) retrieve(ctx context.Context, rq *request) []byte {
 		if pt.err == nil {
 			pt.values, pt.err = readValues(pt.c.r, h.MaxValue)
 		}
-		var reply replyError
+		if pt.err != nil && pt.c != nil && pt.c.reused && !isReply(pt.err) {
+			// An idle connection the server had closed (it restarted):
+			// a read is sent once more, on a new connection.
+			pt.c.close()
+			pt.s.drain()
+			pt.c, pt.values, pt.err = nil, nil, nil
+			if pt.c, pt.err = p.dial(ctx, pt.e); pt.err == nil {
+				p.deadline(pt.c)
+				pt.c.w.Write(rq.line(pt.keys))
+				if pt.err = pt.c.w.Flush(); pt.err == nil {
+					pt.values, pt.err = readValues(pt.c.r, h.MaxValue)
+				}
+			}
+		}
 		switch {
-		case pt.err == nil || errors.As(pt.err, &reply):
+		case pt.err == nil || isReply(pt.err):
 			// A server's own error line leaves the connection in step.
 			p.put(pt.s, pt.c)
 			h.observe(pt.e, pt.err == nil, start)
 		case pt.c != nil:
 			pt.c.close()
+			pt.s.drain()
 			p.up.RecordResponse(pt.e, false)
 			h.observe(pt.e, false, start)
 		default:
@@ -243,6 +258,11 @@ func (h *Handler) observe(e *upstream.Endpoint, ok bool, start time.Time) {
 type replyError string
 
 func (e replyError) Error() string { return string(e) }
+
+func isReply(err error) bool {
+	var r replyError
+	return errors.As(err, &r)
+}
 
 // errBadReply is a reply that is not memcached's: the connection is out
 // of step and is closed.

@@ -401,3 +401,26 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestShardRestart: a read on an idle connection that a restarted shard
+// had closed is sent once more on a new connection; the application sees
+// no error.
+func TestShardRestart(t *testing.T) {
+	px := startProxy(t, 1, Options{}, upstream.OutlierPolicy{})
+	mc := memcache.New(px.addr)
+	mc.Timeout = 5 * time.Second
+	if err := mc.Set(&memcache.Item{Key: "k", Value: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	px.stops[0]()
+	_, port, _ := net.SplitHostPort(px.shards[0])
+	testenv.Start(t, exec.Command(testenv.Binary(t, "memcached", "memcached"), "-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "16", "-u", "nobody"))
+	testenv.WaitTCP(t, px.shards[0], 10*time.Second)
+	if err := memcache.New(px.shards[0]).Set(&memcache.Item{Key: "k", Value: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	it, err := mc.Get("k")
+	if err != nil || string(it.Value) != "new" {
+		t.Fatalf("get after the shard restarted: %v", err)
+	}
+}

@@ -158,6 +158,7 @@ func (s *shard) drain() {
 
 // serverConn is one connection to a memcached server.
 type serverConn struct {
+	reused  bool // taken from the idle ones: the server may have closed it
 	c       net.Conn
 	r       *bufio.Reader
 	w       *bufio.Writer
@@ -173,9 +174,15 @@ func (c *serverConn) close() {
 func (p *Pool) get(ctx context.Context, s *shard, e *upstream.Endpoint) (*serverConn, error) {
 	select {
 	case c := <-s.idle:
+		c.reused = true
 		return c, nil
 	default:
 	}
+	return p.dial(ctx, e)
+}
+
+// dial opens a new connection to e.
+func (p *Pool) dial(ctx context.Context, e *upstream.Endpoint) (*serverConn, error) {
 	nc, err := p.up.DialEndpoint(ctx, e)
 	if err != nil {
 		return nil, err

@@ -424,3 +424,24 @@ func TestShardRestart(t *testing.T) {
 		t.Fatalf("get after the shard restarted: %v", err)
 	}
 }
+
+// FuzzReadValues: whatever a server sends, a retrieval reply is read
+// within its bounds or refused.
+func FuzzReadValues(f *testing.F) {
+	for _, s := range []string{"END\r\n", "VALUE k 0 1\r\nv\r\nEND\r\n", "VALUE k 0 1 9\r\nv\r\nEND\r\n", "SERVER_ERROR x\r\n", "VALUE k 0 99999999\r\n", "VALUE k 0 1\r\nvv\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		values, err := readValues(bufio.NewReader(strings.NewReader(string(b))), 64)
+		if err != nil {
+			return
+		}
+		for k, vs := range values {
+			for _, v := range vs {
+				if !strings.HasPrefix(string(v), "VALUE "+k+" ") || !strings.HasSuffix(string(v), "\r\n") || len(v) > MaxLine+64+4 {
+					t.Fatalf("block %q for %q", v, k)
+				}
+			}
+		}
+	})
+}

@@ -237,6 +237,26 @@ func (s schemas) readers(field string, protos map[string]bool) (by []string, why
 	return by, strings.Join(whys, "; ")
 }
 
+// HealthChecker is implemented by a protocol with a health check of its
+// own kind, health_check.type its name, which talks to an endpoint the
+// way the protocol's clients do (redis: PING after AUTH; postgres: a
+// login).
+type HealthChecker interface {
+	ChecksHealth()
+}
+
+// healthCheckTypes are the health check types: tcp, amqp and http, and
+// the protocols that implement HealthChecker.
+func (s schemas) healthCheckTypes() []string {
+	out := []string{"tcp", "amqp", "http"}
+	for _, p := range s {
+		if _, ok := p.(HealthChecker); ok && !slices.Contains(out, p.Name()) {
+			out = append(out, p.Name())
+		}
+	}
+	return out
+}
+
 // latencyTimers are the protocols that implement LatencyTimer.
 func (s schemas) latencyTimers() []string {
 	var out []string

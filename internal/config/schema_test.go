@@ -27,9 +27,16 @@ func (ring) IgnoredClusterFields() map[string]string {
 	}
 }
 
+func (ring) ChecksHealth() {}
+
+// checked is a stub with a health check of its own (postgres).
+type checked struct{ stub }
+
+func (checked) ChecksHealth() {}
+
 // testSchemas are the protocols of config's own tests: their names and
 // what they read of a cluster (each protocol's package tests its options).
-var testSchemas = []Schema{timer{"tcp"}, timer{"http"}, ring{"redis"}, stub("postgres")}
+var testSchemas = []Schema{timer{"tcp"}, timer{"http"}, ring{"redis"}, checked{"postgres"}}
 
 // parse is Parse with testSchemas.
 func parse(data []byte, env func(string) (string, bool)) (*Config, error) {

@@ -14,18 +14,17 @@ import (
 
 // The closed sets of names the schema accepts.
 var (
-	BalancePolicies  = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
-	HealthCheckTypes = []string{"tcp", "amqp", "http", "redis", "postgres"}
-	HTTPVersions     = []string{"auto", "1.1", "2", "h2c"}
-	consulSchemes    = []string{"http", "https"}
-	RetryOn          = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
-	stickyBy         = []string{"client_ip", "header", "cookie"}
-	accessLogs       = []string{"off", "text", "json"}
-	TLSVersions      = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
-	logLevels        = []string{"debug", "info", "warn", "error"}
-	logFormats       = []string{"text", "json"}
-	readyModes       = []string{ReadyRequire, ReadyIgnore}
-	namePattern      = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	BalancePolicies = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
+	HTTPVersions    = []string{"auto", "1.1", "2", "h2c"}
+	consulSchemes   = []string{"http", "https"}
+	RetryOn         = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
+	stickyBy        = []string{"client_ip", "header", "cookie"}
+	accessLogs      = []string{"off", "text", "json"}
+	TLSVersions     = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
+	logLevels       = []string{"debug", "info", "warn", "error"}
+	logFormats      = []string{"text", "json"}
+	readyModes      = []string{ReadyRequire, ReadyIgnore}
+	namePattern     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 )
 
 type validator struct {
@@ -215,7 +214,7 @@ func (v *validator) cluster(p string, cl *Cluster) {
 	}
 	if h := cl.HealthCheck; h != nil {
 		hp := p + ".health_check"
-		v.oneOf(hp+".type", "health check type", h.Type, HealthCheckTypes)
+		v.oneOf(hp+".type", "health check type", h.Type, v.s.healthCheckTypes())
 		if h.Interval <= 0 {
 			v.errorf(hp+".interval", "must be positive")
 		}

@@ -80,7 +80,7 @@ func (o *ClusterOptions) Default(c *config.Check) {
 	if o.Timeout == 0 && !c.Has(c.Path+".timeout") {
 		o.Timeout = config.Duration(DefaultTimeout)
 	}
-	if o.AutoEjectHosts && c.Cluster.OutlierDetection == nil {
+	if o.AutoEjectHosts && !c.Has(c.ClusterPath+".outlier_detection") {
 		c.Cluster.OutlierDetection = &config.OutlierDetection{
 			ConsecutiveFailures: o.ServerFailureLimit,
 			BaseEjectionTime:    o.ServerRetryTimeout,

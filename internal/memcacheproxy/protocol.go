@@ -36,6 +36,9 @@ var _ interface {
 // Name is "memcached".
 func (*Protocol) Name() string { return "memcached" }
 
+// ChecksHealth: health_check.type memcached is the protocol's Checker.
+func (*Protocol) ChecksHealth() {}
+
 // ListenerOptions are listeners[].memcached.
 func (*Protocol) ListenerOptions() any { return &ListenerOptions{} }
 

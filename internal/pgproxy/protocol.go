@@ -40,6 +40,9 @@ var _ interface {
 // Name is "postgres".
 func (*Protocol) Name() string { return "postgres" }
 
+// ChecksHealth: health_check.type postgres is the protocol's Checker.
+func (*Protocol) ChecksHealth() {}
+
 // Open keeps the process's loops for the listeners' engines.
 func (p *Protocol) Open(proc *protocol.Process) error {
 	p.proc = proc

@@ -172,8 +172,9 @@ type Cluster struct {
 
 // Checker is implemented by a Protocol that has a health check type of its
 // name (health_check.type: redis, postgres): it logs in the way its
-// clients do.
+// clients do. config.HealthChecker makes the type a valid one.
 type Checker interface {
+	config.HealthChecker
 	Checker(hc *config.HealthCheck, c *Cluster) health.Checker
 }
 

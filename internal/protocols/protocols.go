@@ -10,6 +10,7 @@ package protocols
 import (
 	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/httpproxy"
+	"github.com/attache-proxy/attache/internal/memcacheproxy"
 	"github.com/attache-proxy/attache/internal/pgproxy"
 	"github.com/attache-proxy/attache/internal/protocol"
 	"github.com/attache-proxy/attache/internal/redisproxy"
@@ -24,6 +25,7 @@ func New() []protocol.Protocol {
 		&httpproxy.Protocol{},
 		&redisproxy.Protocol{},
 		&pgproxy.Protocol{},
+		&memcacheproxy.Protocol{},
 	}
 }
 

@@ -40,6 +40,9 @@ var _ interface {
 // Name is "redis".
 func (*Protocol) Name() string { return "redis" }
 
+// ChecksHealth: health_check.type redis is the protocol's Checker.
+func (*Protocol) ChecksHealth() {}
+
 // Open registers the metrics. (Each Pool starts its own engines.)
 func (p *Protocol) Open(proc *protocol.Process) error {
 	r := proc.Metrics.Registry

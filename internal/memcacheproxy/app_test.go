@@ -98,9 +98,6 @@ clusters:
 	if got := fmt.Sprintf("%+v", o); got != "&{Hash:fnv1a_64 Distribution:ketama HashTag: AutoEjectHosts:true ServerFailureLimit:2 ServerRetryTimeout:30000000000 ServerConnections:2 Timeout:2000000000}" {
 		t.Errorf("cluster options: %s", got)
 	}
-	if od := c.Clusters[0].OutlierDetection; od == nil || od.ConsecutiveFailures != 2 || od.BaseEjectionTime.D() != 30*time.Second || od.MaxEjectionPercent != 100 {
-		t.Errorf("auto_eject_hosts gave outlier detection %+v", od)
-	}
 	if got := fmt.Sprintf("%+v", c.Listeners[0].Options["memcached"]); got != "&{MaxValueBytes:1048576}" {
 		t.Errorf("listener options: %s", got)
 	}
@@ -117,6 +114,7 @@ clusters:
       server_connections: -1
       server_retry_timeout: 1s
       retry: 3
+    outlier_detection: {consecutive_failures: 3}
 `)
 	want := []string{
 		`clusters[0].memcached.retry: unknown field (line 12)`,
@@ -125,6 +123,7 @@ clusters:
 		`clusters[0].memcached.hash_tag: want two characters, such as "{}" (line 9)`,
 		`clusters[0].memcached.server_connections: must be 1 to 1024 (line 10)`,
 		`listeners[0].memcached.max_value_bytes: must be 1 to 1073741824 (line 2)`,
+		`clusters[0].outlier_detection: not used by memcached listeners (a memcached cluster ejects endpoints with memcached.auto_eject_hosts) (line 13)`,
 	}
 	for _, w := range want {
 		if err == nil || !strings.Contains(err.Error()+"\n", w) {

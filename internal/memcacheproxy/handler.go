@@ -135,6 +135,7 @@ func (h *Handler) one(ctx context.Context, rq *request, data []byte) []byte {
 	if err = c.w.Flush(); err == nil {
 		var reply []byte
 		if reply, err = readReplyLine(c.r); err == nil {
+			e.RecordSuccess()
 			p.put(s, c)
 			h.observe(e, true, start)
 			return reply
@@ -142,7 +143,7 @@ func (h *Handler) one(ctx context.Context, rq *request, data []byte) []byte {
 	}
 	c.close()
 	s.drain() // the server closed one: the others idle are likely closed too
-	p.up.RecordResponse(e, false)
+	p.failed(e, err)
 	h.observe(e, false, start)
 	return serverError(err)
 }
@@ -215,12 +216,13 @@ func (h *Handler) retrieve(ctx context.Context, rq *request) []byte {
 		switch {
 		case pt.err == nil || isReply(pt.err):
 			// A server's own error line leaves the connection in step.
+			pt.e.RecordSuccess()
 			p.put(pt.s, pt.c)
 			h.observe(pt.e, pt.err == nil, start)
 		case pt.c != nil:
 			pt.c.close()
 			pt.s.drain()
-			p.up.RecordResponse(pt.e, false)
+			p.failed(pt.e, pt.err)
 			h.observe(pt.e, false, start)
 		default:
 			h.observe(pt.e, false, start)

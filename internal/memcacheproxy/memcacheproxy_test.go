@@ -317,14 +317,14 @@ func TestMalformedCommands(t *testing.T) {
 }
 
 // TestDeadShard: without auto_eject the keys of a stopped shard get
-// SERVER_ERROR and the others are served; with it (the cluster's outlier
-// detection ejecting after connect failures), they move to the live
-// shards, and a multi-get spanning shards answers in full.
+// SERVER_ERROR and the others are served; with it (one failure ejects,
+// as server_failure_limit 1), they move to the live shards, and a
+// multi-get spanning shards answers in full.
 func TestDeadShard(t *testing.T) {
 	for _, eject := range []bool{false, true} {
 		t.Run(fmt.Sprintf("auto_eject=%v", eject), func(t *testing.T) {
-			px := startProxy(t, 3, Options{Hash: "md5", Distribution: "ketama", AutoEject: eject},
-				upstream.OutlierPolicy{ConsecutiveFailures: 1, BaseEjectionTime: time.Minute, MaxEjectionPercent: 100})
+			px := startProxy(t, 3, Options{Hash: "md5", Distribution: "ketama", AutoEject: eject,
+				Eject: upstream.FailurePolicy{Limit: 1, RetryTimeout: time.Minute}}, upstream.OutlierPolicy{})
 			mc := memcache.New(px.addr)
 			mc.Timeout = 5 * time.Second
 			var keys []string

@@ -25,8 +25,8 @@ type ClusterOptions struct {
 	// the others until it is back. Without it, its keys get SERVER_ERROR.
 	AutoEjectHosts bool `yaml:"auto_eject_hosts"`
 	// ServerFailureLimit and ServerRetryTimeout are twemproxy's: with
-	// auto_eject_hosts, and no outlier_detection on the cluster, they are
-	// its outlier detection (consecutive failures, ejection time).
+	// auto_eject_hosts, that many consecutive failures of an endpoint
+	// take it off the ring for that long.
 	ServerFailureLimit int             `yaml:"server_failure_limit"`
 	ServerRetryTimeout config.Duration `yaml:"server_retry_timeout"`
 	// ServerConnections are the idle connections kept per endpoint.
@@ -59,8 +59,7 @@ func (o *ListenerOptions) Validate(c *config.Check) {
 	}
 }
 
-// Default fills in twemproxy's defaults and, with auto_eject_hosts, the
-// cluster's outlier detection from its failure limit and retry timeout.
+// Default fills in twemproxy's defaults.
 func (o *ClusterOptions) Default(c *config.Check) {
 	if o.Hash == "" {
 		o.Hash = DefaultHash
@@ -80,13 +79,6 @@ func (o *ClusterOptions) Default(c *config.Check) {
 	if o.Timeout == 0 && !c.Has(c.Path+".timeout") {
 		o.Timeout = config.Duration(DefaultTimeout)
 	}
-	if o.AutoEjectHosts && !c.Has(c.ClusterPath+".outlier_detection") {
-		c.Cluster.OutlierDetection = &config.OutlierDetection{
-			ConsecutiveFailures: o.ServerFailureLimit,
-			BaseEjectionTime:    o.ServerRetryTimeout,
-			MaxEjectionPercent:  100,
-		}
-	}
 }
 
 // Validate checks the names against hashkit's and the limits.
@@ -99,8 +91,8 @@ func (o *ClusterOptions) Validate(c *config.Check) {
 	if o.ServerFailureLimit < 1 {
 		c.Errorf(c.Path+".server_failure_limit", "must be at least 1")
 	}
-	if o.ServerRetryTimeout < 0 {
-		c.Errorf(c.Path+".server_retry_timeout", "must not be negative")
+	if o.ServerRetryTimeout <= 0 {
+		c.Errorf(c.Path+".server_retry_timeout", "must be positive")
 	}
 	if o.ServerConnections < 1 || o.ServerConnections > 1024 {
 		c.Errorf(c.Path+".server_connections", "must be 1 to 1024")

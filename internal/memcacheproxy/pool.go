@@ -17,9 +17,10 @@ import (
 // Pool is a cluster's shards: its upstream endpoints placed on a ring the
 // way twemproxy places memcached servers, each with a few idle
 // connections. Endpoint health, ejection and discovery are the upstream
-// cluster's; with AutoEject the ring leaves out the endpoints the cluster
-// would not route to (twemproxy's auto_eject_hosts), otherwise their keys
-// get SERVER_ERROR.
+// cluster's; with AutoEject, failures eject an endpoint under
+// twemproxy's policy (upstream.FailurePolicy) and the ring leaves out the
+// endpoints the cluster would not route to (auto_eject_hosts); otherwise
+// their keys get SERVER_ERROR.
 type Pool struct {
 	up    *upstream.Cluster
 	opts  Options
@@ -38,6 +39,9 @@ type Options struct {
 	Distribution string // ketama | modula | random
 	HashTag      string
 	AutoEject    bool
+	// Eject is the failures that eject an endpoint, and for how long,
+	// under AutoEject (server_failure_limit, server_retry_timeout).
+	Eject upstream.FailurePolicy
 	// Timeout bounds each reply of a server; 0: none.
 	Timeout time.Duration
 	// Idle is the idle connections kept per shard.
@@ -183,8 +187,9 @@ func (p *Pool) get(ctx context.Context, s *shard, e *upstream.Endpoint) (*server
 
 // dial opens a new connection to e.
 func (p *Pool) dial(ctx context.Context, e *upstream.Endpoint) (*serverConn, error) {
-	nc, err := p.up.DialEndpoint(ctx, e)
+	nc, err := p.up.Connect(ctx, e)
 	if err != nil {
+		p.failed(e, err)
 		return nil, err
 	}
 	return &serverConn{c: nc, r: bufio.NewReaderSize(nc, 16<<10), w: bufio.NewWriterSize(nc, 4<<10), untrack: e.Track(nc)}, nil
@@ -212,6 +217,14 @@ func (p *Pool) deadline(c *serverConn) {
 		c.c.SetDeadline(time.Now().Add(p.opts.Timeout))
 	} else {
 		c.c.SetDeadline(time.Time{})
+	}
+}
+
+// failed counts a failure of e (refused, closed, timed out) towards its
+// ejection under AutoEject.
+func (p *Pool) failed(e *upstream.Endpoint, err error) {
+	if p.opts.AutoEject {
+		p.up.RecordFailure(e, p.opts.Eject, err)
 	}
 }
 

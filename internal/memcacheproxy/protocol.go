@@ -15,6 +15,7 @@ import (
 	"github.com/attache-proxy/attache/internal/health"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/protocol"
+	"github.com/attache-proxy/attache/internal/upstream"
 )
 
 // Protocol is protocol memcached: the text protocol, sharded over a
@@ -44,6 +45,16 @@ func (*Protocol) ListenerOptions() any { return &ListenerOptions{} }
 
 // ClusterOptions are clusters[].memcached.
 func (*Protocol) ClusterOptions() any { return &ClusterOptions{} }
+
+// IgnoredClusterFields are the cluster fields a memcached listener does
+// not read: keys choose the endpoint, auto_eject_hosts ejects.
+func (*Protocol) IgnoredClusterFields() map[string]string {
+	return map[string]string{
+		"balance":           "keys choose the endpoint (memcached.distribution)",
+		"outlier_detection": "a memcached cluster ejects endpoints with memcached.auto_eject_hosts",
+		"zone_aware":        "each key has its endpoint, in whatever zone",
+	}
+}
 
 // Open registers the metrics.
 func (p *Protocol) Open(proc *protocol.Process) error {
@@ -81,6 +92,7 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	cluster := cc.Name
 	pool, err := NewPool(env.Cluster.Upstream, Options{
 		Hash: o.Hash, Distribution: o.Distribution, HashTag: o.HashTag, AutoEject: o.AutoEjectHosts,
+		Eject:   upstream.FailurePolicy{Limit: o.ServerFailureLimit, RetryTimeout: o.ServerRetryTimeout.D()},
 		Timeout: o.Timeout.D(), Idle: o.ServerConnections, Names: names,
 		Observe: func(addr string, ok bool, d time.Duration) {
 			result := "ok"

@@ -87,7 +87,7 @@ func (p *Pool) current(now time.Time) (*ring, error) {
 	rg := &ring{eps: eps, live: make([]bool, len(eps))}
 	ss := make([]hashkit.Server, len(eps))
 	for i, e := range eps {
-		rg.live[i] = !p.opts.AutoEject || p.up.Routable(e, now)
+		rg.live[i] = p.onRing(e, now)
 		ss[i] = hashkit.Server{Name: hashkit.KetamaName(e.Addr, p.names[e.Addr]), Weight: e.Weight, Live: rg.live[i]}
 	}
 	r, err := hashkit.Build(p.opts.Distribution, ss)
@@ -105,11 +105,18 @@ func (p *Pool) same(rg *ring, eps []*upstream.Endpoint, now time.Time) bool {
 		return false
 	}
 	for i, e := range eps {
-		if e != rg.eps[i] || rg.live[i] != (!p.opts.AutoEject || p.up.Routable(e, now)) {
+		if e != rg.eps[i] || rg.live[i] != p.onRing(e, now) {
 			return false
 		}
 	}
 	return true
+}
+
+// onRing reports whether e holds its keys at now: always without
+// AutoEject; with it, unless ejected or failing its health check (an
+// endpoint not checked yet stays, so that no key moves at startup).
+func (p *Pool) onRing(e *upstream.Endpoint, now time.Time) bool {
+	return !p.opts.AutoEject || !e.Ejected(now) && e.Health() != upstream.Unhealthy
 }
 
 // pick returns the endpoint that holds key, nil when none is live.

@@ -211,6 +211,12 @@ func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool
 	used := map[string]bool{}
 	for i, r := range l.Routes {
 		if r.JWT == nil {
+			// A claim is only known from a token the route verified: a
+			// limit keyed by one would otherwise count every request in
+			// the route's one bucket.
+			if rl := r.RateLimit; rl != nil && rl.Key != nil && rl.Key.Claim != "" {
+				v.errorf(fmt.Sprintf("%s.routes[%d].rate_limit.key.claim", p, i), "needs the route's jwt (a claim is read from the token it verifies)")
+			}
 			continue
 		}
 		rp := fmt.Sprintf("%s.routes[%d].jwt", p, i)

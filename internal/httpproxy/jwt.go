@@ -206,19 +206,9 @@ func (h *Handler) checkJWT(w http.ResponseWriter, r *http.Request, x *exchange) 
 // into nested objects ("realm_access.roles"). false: no such claim, or a
 // value no header may carry.
 func claimValue(claims map[string]any, name string) (string, bool) {
-	v, ok := claims[name]
+	v, ok := lookupClaim(claims, name)
 	if !ok {
-		var cur any = claims
-		for part := range strings.SplitSeq(name, ".") {
-			m, isMap := cur.(map[string]any)
-			if !isMap {
-				return "", false
-			}
-			if cur, ok = m[part]; !ok {
-				return "", false
-			}
-		}
-		v = cur
+		return "", false
 	}
 	var s string
 	switch t := v.(type) {
@@ -247,6 +237,26 @@ func claimValue(claims map[string]any, name string) (string, bool) {
 		s = string(b)
 	}
 	return s, validValue(s)
+}
+
+// lookupClaim is the claim name: at the top level, or else name as a
+// dotted path into nested objects ("realm_access.roles", "tenant.id").
+func lookupClaim(claims map[string]any, name string) (any, bool) {
+	if v, ok := claims[name]; ok {
+		return v, true
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(name, ".") {
+		m, isMap := cur.(map[string]any)
+		if !isMap {
+			return nil, false
+		}
+		var ok bool
+		if cur, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
 }
 
 // stringList is l when every element is a string.

@@ -81,7 +81,7 @@ func TestHTTPJWT(t *testing.T) {
 	for _, path := range []string{"engine", "goroutine", "off"} {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
-			testHTTPJWT(t, map[string]string{"ATTACHE_HTTP_FAST_PATH": path})
+			testHTTPJWT(t, pathEnv(path))
 		})
 	}
 }

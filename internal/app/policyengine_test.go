@@ -129,3 +129,41 @@ clusters:
 		}
 	})
 }
+
+// TestHTTPJWTCacheUnverifiedTokenHeader: on a route with a JWT check that
+// allows a missing token and a response cache, a request carrying the
+// provider's token header in a form the check does not read (another
+// scheme than the prefix) is a credentialed request the upstream may
+// answer for that caller: it goes past the cache, so that a request
+// without it is never served that caller's response.
+func TestHTTPJWTCacheUnverifiedTokenHeader(t *testing.T) {
+	t.Parallel()
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, jwttest.JWKS(jwtKeys()["file-2"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	be := newBackend(t, "app", false)
+	h := start(t, yamlf(`
+listeners:
+  - name: api
+    address: "127.0.0.1:0"
+    protocol: http
+    jwt_providers: [{name: files, jwks: {file: %q}, from_headers: [{name: x-token, prefix: "Bearer "}]}]
+    routes:
+      - {match: {prefix: /}, to: [{cluster: app}], jwt: {provider: files, allow_missing: true}, cache: {default_ttl: 1h}}
+clusters:
+  - {name: app, endpoints: ["%s"]}
+`, jwks, be.addr), nil)
+	url := "http://" + h.addr("api") + "/me"
+	client := &http.Client{}
+	if resp, _ := httpGet(t, client, url, map[string]string{"X-Token": "Session alice-42"}); resp.StatusCode != 200 {
+		t.Fatalf("with the header: %d", resp.StatusCode)
+	}
+	before := be.hits.Load()
+	if resp, _ := httpGet(t, client, url, nil); resp.StatusCode != 200 || resp.Header.Get("Age") != "" {
+		t.Fatalf("without the header: %d, Age %q", resp.StatusCode, resp.Header.Get("Age"))
+	}
+	if n := be.hits.Load() - before; n != 1 {
+		t.Fatalf("the request without the header made %d backend requests, want 1: it was served the response to x-token's caller", n)
+	}
+}

@@ -19,9 +19,15 @@ import (
 // engine, the goroutine fast path and net/http.
 var rateLimitPaths = map[string]string{"engine": "", "goroutine": "goroutine", "net/http": "off"}
 
+// pathEnv is the environment that selects a wire path: "" or "engine"
+// the engine (the default), "goroutine" the goroutine fast path
+// (ATTACHE_EVENT_LOOPS=off), "off" net/http (ATTACHE_HTTP_FAST_PATH=off).
 func pathEnv(v string) map[string]string {
-	if v == "" {
+	switch v {
+	case "", "engine":
 		return nil
+	case "goroutine":
+		return map[string]string{"ATTACHE_EVENT_LOOPS": "off"}
 	}
 	return map[string]string{"ATTACHE_HTTP_FAST_PATH": v}
 }

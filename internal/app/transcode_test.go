@@ -267,7 +267,7 @@ func TestTranscodeWirePaths(t *testing.T) {
 	for _, path := range []string{"", "goroutine", "off"} {
 		t.Run("path="+path, func(t *testing.T) {
 			t.Parallel()
-			_, base, _ := transcodeHarnessHold(t, "", map[string]string{"ATTACHE_HTTP_FAST_PATH": path})
+			_, base, _ := transcodeHarnessHold(t, "", pathEnv(path))
 			for i := 0; i < 3; i++ { // keep-alive: each request on the connection handed over
 				status, _, body := doJSON(t, jsonCase{method: "PUT", target: "/v1/shelves/1/books/2", body: `{"title":"T"}`}, base)
 				if status != 200 || !strings.Contains(nospace(string(body)), `"title":"T"`) {

@@ -32,7 +32,8 @@ type jwtProvider struct {
 	p        *jwtauth.Provider
 	x        *jwtauth.Extractor
 	claims   []claimHeader
-	realm    string // the WWW-Authenticate challenge's start
+	headers  []string // the from_headers, as http.Header keys them
+	realm    string   // the WWW-Authenticate challenge's start
 
 	start, stop sync.Once
 }
@@ -97,6 +98,7 @@ func newJWTProviders(l *config.Listener, prev map[string]*jwtProvider, clusters 
 		var sources []jwtauth.Source
 		for _, h := range pc.FromHeaders {
 			sources = append(sources, jwtauth.Source{Header: h.Name, Prefix: h.Prefix})
+			jp.headers = append(jp.headers, http.CanonicalHeaderKey(h.Name))
 		}
 		for _, c := range pc.FromCookies {
 			sources = append(sources, jwtauth.Source{Cookie: c})
@@ -198,6 +200,18 @@ func (h *Handler) checkJWT(w http.ResponseWriter, r *http.Request, x *exchange) 
 	}
 	j.count("allowed")
 	return withClaims(r, claims), true
+}
+
+// tokenHeader reports whether h has one of the provider's token headers
+// (from_headers), whatever its value: a request that still has one after
+// the check carries credentials the check did not read.
+func (pv *jwtProvider) tokenHeader(h http.Header) bool {
+	for _, name := range pv.headers {
+		if _, ok := h[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // claimValue is a claim as a header value: a string as it is, a number or

@@ -177,7 +177,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.done(r, rw, x, start)
 			return
 		}
-		authed = claimsOf(r) != nil
+		authed = claimsOf(r) != nil || route.jwt.prov.tokenHeader(r.Header)
 	}
 	if route.limit != nil && h.limitedHTTP(rw, r, x) {
 		h.done(r, rw, x, start)
@@ -201,7 +201,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// A request whose token was verified goes past the cache: the token
 	// may be gone from it (forward: false), and with it what tells the
-	// cache that the response is one user's. A transcoded call is a POST.
+	// cache that the response is one user's. So does one that carries
+	// a token header the check did not read (allow_missing, another
+	// scheme): it goes upstream as it came, credentials the upstream
+	// may answer for. A transcoded call is a POST.
 	if route.cache != nil && !authed && x.call == nil {
 		h.serveCached(rw, out, x)
 	} else {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/attache-proxy/attache/internal/balance"
 	"github.com/attache-proxy/attache/internal/config"
@@ -108,6 +109,37 @@ func TestPolicyRoutesOffFastPath(t *testing.T) {
 		}
 		if got.fast != r.fast {
 			t.Errorf("route %s: fast %v, want %v", r.name, got.fast, r.fast)
+		}
+	}
+}
+
+// TestJWTClaimHeaderInjection: a claim whose value no header may carry
+// (CR, LF, NUL, DEL) is left out, and the request's own copy of the
+// header is removed all the same, so a token cannot add a header or
+// split the request; non-ASCII text (UTF-8, field-value obs-text) goes
+// as it is, and whatever is set passes net/http's own field check.
+func TestJWTClaimHeaderInjection(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		claim any
+		want  string
+		ok    bool
+	}{
+		{"alice\r\nX-Admin: 1", "", false},
+		{"alice\nX-Admin: 1", "", false},
+		{"a\x00b", "", false},
+		{"a\x7fb", "", false},
+		{[]any{"a", "b\r\nc"}, "", false},
+		{map[string]any{"k": "v\r\n"}, `{"k":"v\r\n"}`, true}, // JSON escapes it
+		{"Zoë", "Zoë", true},
+		{"a\tb", "a\tb", true},
+	} {
+		v, ok := claimValue(map[string]any{"name": c.claim}, "name")
+		if ok != c.ok || ok && v != c.want {
+			t.Errorf("claim %q: got %q %v, want %q %v", c.claim, v, ok, c.want, c.ok)
+		}
+		if ok && !httpguts.ValidHeaderFieldValue(v) {
+			t.Errorf("claim %q: %q is not a valid field value", c.claim, v)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -142,4 +143,23 @@ func TestJWTClaimHeaderInjection(t *testing.T) {
 			t.Errorf("claim %q: %q is not a valid field value", c.claim, v)
 		}
 	}
+}
+
+// FuzzClaimValue: whatever a verified token's payload holds, a claim
+// forwarded as a header is a valid field value, or is left out.
+func FuzzClaimValue(f *testing.F) {
+	for _, s := range []string{`{"sub":"alice"}`, `{"sub":"a\r\nb"}`, `{"sub":["a","b"]}`, `{"sub":{"x":[1,"\u0000"]}}`, `{"sub":1e300}`, `{"sub":"Zo\u00eb"}`} {
+		f.Add(s, "sub")
+	}
+	f.Add(`{"realm":{"roles":["a"]}}`, "realm.roles")
+	f.Fuzz(func(t *testing.T, payload, name string) {
+		var claims map[string]any
+		if json.Unmarshal([]byte(payload), &claims) != nil {
+			return
+		}
+		if v, ok := claimValue(claims, name); ok && !httpguts.ValidHeaderFieldValue(v) {
+			t.Fatalf("claim %q of %s: %q is not a valid field value", name, payload, v)
+		}
+		claimKey(claims, name)
+	})
 }

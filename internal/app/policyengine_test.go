@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -165,5 +166,47 @@ clusters:
 	}
 	if n := be.hits.Load() - before; n != 1 {
 		t.Fatalf("the request without the header made %d backend requests, want 1: it was served the response to x-token's caller", n)
+	}
+}
+
+// TestHTTPStickyOnVerifiedClaim: a split kept sticky on a header that the
+// route's JWT check sets from a claim (forward_claims) keys on the
+// verified claim, not on the copy the client sent: one user stays on one
+// side whatever it puts in the header, and cannot pick its side.
+func TestHTTPStickyOnVerifiedClaim(t *testing.T) {
+	t.Parallel()
+	k := jwtKeys()["file-2"]
+	jwks := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwks, jwttest.JWKS(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, b := newBackend(t, "a", false), newBackend(t, "b", false)
+	h := start(t, yamlf(`
+listeners:
+  - name: api
+    address: "127.0.0.1:0"
+    protocol: http
+    jwt_providers: [{name: files, jwks: {file: %q}, forward_claims: {sub: x-user}}]
+    routes:
+      - match: {prefix: /}
+        to: [{cluster: a, weight: 50}, {cluster: b, weight: 50}]
+        sticky: {by: header, name: x-user}
+        jwt: {provider: files}
+clusters:
+  - {name: a, endpoints: ["%s"]}
+  - {name: b, endpoints: ["%s"]}
+`, jwks, a.addr, b.addr), nil)
+	tok := "Bearer " + k.Sign(map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}, nil)
+	client := &http.Client{}
+	sides := map[string]int{}
+	for i := range 20 {
+		resp, _ := httpGet(t, client, "http://"+h.addr("api")+"/", map[string]string{"Authorization": tok, "X-User": fmt.Sprintf("mallory-%d", i)})
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+		sides[resp.Header.Get("X-Backend")]++
+	}
+	if len(sides) != 1 {
+		t.Fatalf("one user's requests went to %v: the split keyed on the client's X-User, not the verified claim", sides)
 	}
 }

@@ -168,16 +168,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, &exchange{reason: "no route"}, start)
 		return
 	}
-	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
+	x := &exchange{route: route, key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
 	authed := false // a token verified: the response is the user's
 	if route.jwt != nil {
+		// The split is picked after the check: a sticky header set from
+		// a claim is then the verified one, not the client's copy.
 		var ok bool
-		if r, ok = h.checkJWT(rw, r, x); !ok {
+		r, ok = h.checkJWT(rw, r, x)
+		x.cluster = route.pick(r)
+		if !ok {
 			h.done(r, rw, x, start)
 			return
 		}
 		authed = claimsOf(r) != nil || route.jwt.prov.tokenHeader(r.Header)
+	} else {
+		x.cluster = route.pick(r)
 	}
 	if route.limit != nil && h.limitedHTTP(rw, r, x) {
 		h.done(r, rw, x, start)

@@ -238,6 +238,13 @@ func claimValue(claims map[string]any, name string) (string, bool) {
 		}
 	case []any:
 		if parts, ok := stringList(t); ok {
+			for _, p := range parts {
+				// An element with a comma would read as two; one with
+				// spaces at its ends as another once they are trimmed.
+				if strings.ContainsRune(p, ',') || !trimmed(p) {
+					return "", false
+				}
+			}
 			s = strings.Join(parts, ",")
 			break
 		}
@@ -250,7 +257,14 @@ func claimValue(claims map[string]any, name string) (string, bool) {
 		}
 		s = string(b)
 	}
-	return s, validValue(s)
+	// A recipient trims the spaces at a field value's ends (RFC 9110
+	// 5.5): " admin" would reach the upstream as "admin".
+	return s, validValue(s) && trimmed(s)
+}
+
+// trimmed reports whether s has no space or tab at either end.
+func trimmed(s string) bool {
+	return s == "" || s[0] != ' ' && s[0] != '\t' && s[len(s)-1] != ' ' && s[len(s)-1] != '\t'
 }
 
 // lookupClaim is the claim name: at the top level, or else name as a

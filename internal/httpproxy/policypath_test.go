@@ -117,7 +117,9 @@ func TestPolicyRoutesOffFastPath(t *testing.T) {
 // TestJWTClaimHeaderInjection: a claim whose value no header may carry
 // (CR, LF, NUL, DEL) is left out, and the request's own copy of the
 // header is removed all the same, so a token cannot add a header or
-// split the request; non-ASCII text (UTF-8, field-value obs-text) goes
+// split the request, nor one the upstream would read as another (spaces
+// at its ends, which recipients trim; a list element with a comma, which
+// would read as two); non-ASCII text (UTF-8, field-value obs-text) goes
 // as it is, and whatever is set passes net/http's own field check.
 func TestJWTClaimHeaderInjection(t *testing.T) {
 	t.Parallel()
@@ -132,6 +134,12 @@ func TestJWTClaimHeaderInjection(t *testing.T) {
 		{"a\x7fb", "", false},
 		{[]any{"a", "b\r\nc"}, "", false},
 		{map[string]any{"k": "v\r\n"}, `{"k":"v\r\n"}`, true}, // JSON escapes it
+		{" admin", "", false}, // the upstream would read "admin"
+		{"admin\t", "", false},
+		{[]any{"readers,admins"}, "", false}, // would read as two groups
+		{[]any{"a", " admin"}, "", false},
+		{[]any{"a", "b"}, "a,b", true},
+		{"Smith, John", "Smith, John", true},
 		{"Zoë", "Zoë", true},
 		{"a\tb", "a\tb", true},
 	} {

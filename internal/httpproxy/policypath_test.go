@@ -134,7 +134,7 @@ func TestJWTClaimHeaderInjection(t *testing.T) {
 		{"a\x7fb", "", false},
 		{[]any{"a", "b\r\nc"}, "", false},
 		{map[string]any{"k": "v\r\n"}, `{"k":"v\r\n"}`, true}, // JSON escapes it
-		{" admin", "", false}, // the upstream would read "admin"
+		{" admin", "", false},                                 // the upstream would read "admin"
 		{"admin\t", "", false},
 		{[]any{"readers,admins"}, "", false}, // would read as two groups
 		{[]any{"a", " admin"}, "", false},

@@ -208,9 +208,30 @@ func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool
 			v.errorf(jp+".clock_skew", "must be 0-10m")
 		}
 	}
+	// Headers set from claims: a route is matched before its token is
+	// checked, so a route matched on one would be chosen by the client's
+	// own copy (a user of one tenant reaching another's route).
+	claimHeaders := map[string]string{}
+	for _, j := range l.JWTProviders {
+		for _, h := range j.ForwardClaims {
+			claimHeaders[strings.ToLower(h)] = j.Name
+		}
+	}
 	used := map[string]bool{}
 	for i, r := range l.Routes {
+		for h := range r.Match.Headers {
+			if prov := claimHeaders[strings.ToLower(h)]; prov != "" {
+				v.errorf(fmt.Sprintf("%s.routes[%d].match.headers.%s", p, i, h),
+					"set from a claim by jwt provider %q (forward_claims): routes are matched before the token is checked, so the client's own copy would choose the route", prov)
+			}
+		}
 		if r.JWT == nil {
+			// A claim is only known from a token the route verified: a
+			// limit keyed by one would otherwise count every request in
+			// the route's one bucket.
+			if rl := r.RateLimit; rl != nil && rl.Key != nil && rl.Key.Claim != "" {
+				v.errorf(fmt.Sprintf("%s.routes[%d].rate_limit.key.claim", p, i), "needs the route's jwt (a claim is read from the token it verifies)")
+			}
 			continue
 		}
 		rp := fmt.Sprintf("%s.routes[%d].jwt", p, i)

@@ -141,3 +141,17 @@ clusters: [{name: a, endpoints: ["h:1"]}]
 		})
 	}
 }
+
+// TestJWTClaimHeaderMatch: a route matched on a header that a JWT
+// provider of the listener sets from a claim is refused: routes are
+// matched before the token is checked, so the client's own copy would
+// choose the route.
+func TestJWTClaimHeaderMatch(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(jwtConfig("{file: /dev/null}", "        forward_claims: {tenant: x-tenant}\n", "{provider: p}"),
+		"      - match: {prefix: /}\n", "      - match: {prefix: /, headers: {X-Tenant: beta}}\n", 1)
+	want := `listeners[0].routes[0].match.headers.X-Tenant: set from a claim by jwt provider "p" (forward_claims): routes are matched before the token is checked, so the client's own copy would choose the route (line 10)`
+	if _, err := parse([]byte(cfg), noEnv); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v\nwant %q", err, want)
+	}
+}

@@ -72,6 +72,8 @@ func TestRateLimitBad(t *testing.T) {
 			"listeners[0].routes[0].rate_limit.key.trusted_proxies: only with end_user: true (line 10)"},
 		{"overlapping proxies", "          requests: 10\n          key: {end_user: true, trusted_proxies: [10.0.0.0/8, 10.1.0.0/16]}\n", "",
 			"listeners[0].routes[0].rate_limit.key.trusted_proxies[1]: 10.1.0.0/16 overlaps 10.0.0.0/8, listed before it (line 10)"},
+		{"claim without jwt", "          requests: 10\n          key: {claim: sub}\n", "",
+			"listeners[0].routes[0].rate_limit.key.claim: needs the route's jwt (a claim is read from the token it verifies) (line 10)"},
 		{"max_keys without key", "          requests: 10\n          max_keys: 5\n", "",
 			"listeners[0].routes[0].rate_limit.max_keys: not used without key (the route has one bucket) (line 10)"},
 		{"max_keys too many", "          requests: 10\n          key: {header: x-a}\n          max_keys: 2000000\n", "",

@@ -32,7 +32,8 @@ type jwtProvider struct {
 	p        *jwtauth.Provider
 	x        *jwtauth.Extractor
 	claims   []claimHeader
-	realm    string // the WWW-Authenticate challenge's start
+	headers  []string // the from_headers, as http.Header keys them
+	realm    string   // the WWW-Authenticate challenge's start
 
 	start, stop sync.Once
 }
@@ -97,6 +98,7 @@ func newJWTProviders(l *config.Listener, prev map[string]*jwtProvider, clusters 
 		var sources []jwtauth.Source
 		for _, h := range pc.FromHeaders {
 			sources = append(sources, jwtauth.Source{Header: h.Name, Prefix: h.Prefix})
+			jp.headers = append(jp.headers, http.CanonicalHeaderKey(h.Name))
 		}
 		for _, c := range pc.FromCookies {
 			sources = append(sources, jwtauth.Source{Cookie: c})
@@ -200,25 +202,27 @@ func (h *Handler) checkJWT(w http.ResponseWriter, r *http.Request, x *exchange) 
 	return withClaims(r, claims), true
 }
 
+// tokenHeader reports whether h has one of the provider's token headers
+// (from_headers), whatever its value: a request that still has one after
+// the check carries credentials the check did not read.
+func (pv *jwtProvider) tokenHeader(h http.Header) bool {
+	for _, name := range pv.headers {
+		if _, ok := h[name]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // claimValue is a claim as a header value: a string as it is, a number or
 // boolean as JSON writes it, a list of strings joined by commas, anything
 // else as JSON. A name not at the top level is tried as a dotted path
 // into nested objects ("realm_access.roles"). false: no such claim, or a
 // value no header may carry.
 func claimValue(claims map[string]any, name string) (string, bool) {
-	v, ok := claims[name]
+	v, ok := lookupClaim(claims, name)
 	if !ok {
-		var cur any = claims
-		for part := range strings.SplitSeq(name, ".") {
-			m, isMap := cur.(map[string]any)
-			if !isMap {
-				return "", false
-			}
-			if cur, ok = m[part]; !ok {
-				return "", false
-			}
-		}
-		v = cur
+		return "", false
 	}
 	var s string
 	switch t := v.(type) {
@@ -234,6 +238,13 @@ func claimValue(claims map[string]any, name string) (string, bool) {
 		}
 	case []any:
 		if parts, ok := stringList(t); ok {
+			for _, p := range parts {
+				// An element with a comma would read as two; one with
+				// spaces at its ends as another once they are trimmed.
+				if strings.ContainsRune(p, ',') || !trimmed(p) {
+					return "", false
+				}
+			}
 			s = strings.Join(parts, ",")
 			break
 		}
@@ -246,7 +257,34 @@ func claimValue(claims map[string]any, name string) (string, bool) {
 		}
 		s = string(b)
 	}
-	return s, validValue(s)
+	// A recipient trims the spaces at a field value's ends (RFC 9110
+	// 5.5): " admin" would reach the upstream as "admin".
+	return s, validValue(s) && trimmed(s)
+}
+
+// trimmed reports whether s has no space or tab at either end.
+func trimmed(s string) bool {
+	return s == "" || s[0] != ' ' && s[0] != '\t' && s[len(s)-1] != ' ' && s[len(s)-1] != '\t'
+}
+
+// lookupClaim is the claim name: at the top level, or else name as a
+// dotted path into nested objects ("realm_access.roles", "tenant.id").
+func lookupClaim(claims map[string]any, name string) (any, bool) {
+	if v, ok := claims[name]; ok {
+		return v, true
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(name, ".") {
+		m, isMap := cur.(map[string]any)
+		if !isMap {
+			return nil, false
+		}
+		var ok bool
+		if cur, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
 }
 
 // stringList is l when every element is a string.

@@ -168,16 +168,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.done(r, rw, &exchange{reason: "no route"}, start)
 		return
 	}
-	x := &exchange{route: route, cluster: route.pick(r), key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
+	x := &exchange{route: route, key: balance.HashString(clientIP(r)), hostFrom: route.rewrite == nil || route.rewrite.Host == ""}
 	x.hostFrom = x.hostFrom && isLoopbackHost(r.Host)
 	authed := false // a token verified: the response is the user's
 	if route.jwt != nil {
+		// The split is picked after the check: a sticky header set from
+		// a claim is then the verified one, not the client's copy.
 		var ok bool
-		if r, ok = h.checkJWT(rw, r, x); !ok {
+		r, ok = h.checkJWT(rw, r, x)
+		x.cluster = route.pick(r)
+		if !ok {
 			h.done(r, rw, x, start)
 			return
 		}
-		authed = claimsOf(r) != nil
+		authed = claimsOf(r) != nil || route.jwt.prov.tokenHeader(r.Header)
+	} else {
+		x.cluster = route.pick(r)
 	}
 	if route.limit != nil && h.limitedHTTP(rw, r, x) {
 		h.done(r, rw, x, start)
@@ -201,7 +207,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// A request whose token was verified goes past the cache: the token
 	// may be gone from it (forward: false), and with it what tells the
-	// cache that the response is one user's. A transcoded call is a POST.
+	// cache that the response is one user's. So does one that carries
+	// a token header the check did not read (allow_missing, another
+	// scheme): it goes upstream as it came, credentials the upstream
+	// may answer for. A transcoded call is a POST.
 	if route.cache != nil && !authed && x.call == nil {
 		h.serveCached(rw, out, x)
 	} else {

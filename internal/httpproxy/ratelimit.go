@@ -166,11 +166,13 @@ func (l *routeLimit) endUserKey(peer netip.Addr, lines []string) (uint64, bool) 
 	return l.l.KeyBytes(b[:]), true
 }
 
-// claimKey is the key of a claim: a string as it is, a number or a
-// boolean in JSON's text; false for a claim that is missing, empty, or an
-// array or object.
+// claimKey is the key of a claim, found as forward_claims finds it (a
+// dotted name reaches into nested objects): a string as it is, a number
+// or a boolean in JSON's text; false for a claim that is missing, empty,
+// or an array or object.
 func claimKey(claims map[string]any, name string) (string, bool) {
-	switch v := claims[name].(type) {
+	v, _ := lookupClaim(claims, name)
+	switch v := v.(type) {
 	case string:
 		return v, v != ""
 	case float64:

@@ -52,6 +52,32 @@ func TestRateLimitClaimKey(t *testing.T) {
 	}
 }
 
+// TestRateLimitNestedClaimKey: a claim key names a nested claim with a
+// dotted path, as forward_claims does ("tenant.id"): each tenant gets a
+// bucket of its own, rather than every request the shared one.
+func TestRateLimitNestedClaimKey(t *testing.T) {
+	t.Parallel()
+	l := compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
+		Key: &config.RateLimitKey{Claim: "tenant.id"}, MaxKeys: 10, Headers: "limited"})
+	now := int64(time.Hour)
+	for _, c := range []struct {
+		name   string
+		claims map[string]any
+		want   bool
+	}{
+		{"alice of t1", map[string]any{"sub": "alice", "tenant": map[string]any{"id": "t1"}}, true},
+		{"bob of t1", map[string]any{"sub": "bob", "tenant": map[string]any{"id": "t1"}}, false},
+		{"carol of t2", map[string]any{"sub": "carol", "tenant": map[string]any{"id": "t2"}}, true},
+		{"a top-level dotted name", map[string]any{"tenant.id": "t3"}, true},
+		{"no tenant", map[string]any{"sub": "dave"}, true}, // the shared bucket's one token
+		{"tenant not an object", map[string]any{"tenant": "t1"}, false},
+	} {
+		if got := l.decide(withClaims(httptest.NewRequest("GET", "/", nil), c.claims), now).OK; got != c.want {
+			t.Errorf("%s: allowed %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 // TestRateLimitPathsAgree: the fast paths and net/http key a request the
 // same way.
 func TestRateLimitPathsAgree(t *testing.T) {

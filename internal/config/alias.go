@@ -183,3 +183,11 @@ func sortedAliasKeys(m map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// ApplyAliases moves the old keys of the protocols' aliases in a parsed
+// file to their new paths, as Parse does before decoding, for tools that
+// walk a file's YAML by the schema (internal/kubecheck). Where a file
+// writes both forms the old key is dropped; Parse reports it.
+func ApplyAliases(root *yaml.Node, protocols []Schema) {
+	applyAliases(deref(root), schemas(protocols).aliases())
+}

@@ -74,7 +74,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schem
 		d.renames, d.errs = applyAliases(root.Content[0], s.aliases())
 		d.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
-	c.lines = d.lines
+	c.lines, c.env = d.lines, lookupEnv
 	for _, m := range d.moves {
 		d.errs = append(d.errs, c.movedError(m))
 	}
@@ -90,7 +90,6 @@ func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schem
 	}
 	c.applyDefaults()
 	c.applyOptionDefaults(s)
-	c.applySticky(lookupEnv, os.Hostname)
 	// Validate even after decoding problems, so that one run lists them all;
 	// a field that failed to decode is not reported a second time.
 	for _, e := range c.validate(s) {

@@ -1,36 +1,8 @@
 package config
 
 import (
-	"fmt"
 	"time"
 )
-
-// RateLimit is a route's local rate limit: a token bucket of Burst
-// requests refilled with Requests every Per, for the route as a whole or
-// for each key (Key). Limits are per attache process (per pod).
-type RateLimit struct {
-	Requests int      `yaml:"requests"` // added to the bucket every Per
-	Per      Duration `yaml:"per"`      // whole seconds; default 1s
-	Burst    int      `yaml:"burst"`    // the bucket's size; default Requests
-	// Key gives each client its own bucket; nil: one bucket for the route.
-	Key *RateLimitKey `yaml:"key"`
-	// MaxKeys bounds the buckets kept with Key (least recently used go).
-	MaxKeys int `yaml:"max_keys"`
-	// Headers says when the RateLimit-Policy and RateLimit fields are
-	// sent: "limited" (default) on 429s only, "always" on every response.
-	Headers string `yaml:"headers"`
-}
-
-// RateLimitKey is what a keyed rate limit keys on: exactly one of Header,
-// Claim and EndUser.
-type RateLimitKey struct {
-	Header  string `yaml:"header"`   // a request header's value
-	Claim   string `yaml:"claim"`    // a claim of the route's verified JWT
-	EndUser bool   `yaml:"end_user"` // the end user's address (as sticky.by: client_ip)
-	// TrustedProxies and ForwardedHeader are as in Sticky, for EndUser.
-	TrustedProxies  []CIDR `yaml:"trusted_proxies"`
-	ForwardedHeader string `yaml:"forwarded_header"`
-}
 
 // UpstreamRateLimit is a cluster's limit on what attache sends it, over
 // every route and listener: a token bucket, with a queue where requests
@@ -50,51 +22,22 @@ type RateLimitQueue struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
-// Rate limit defaults.
+// Upstream rate limit defaults.
 const (
-	DefaultRateLimitPer     = time.Second
-	DefaultRateLimitMaxKeys = 10000
-	DefaultRateLimitQueue   = 100
-	DefaultRateLimitWait    = time.Second
-	maxRateLimitKeys        = 1000000
+	DefaultRateLimitPer   = time.Second
+	DefaultRateLimitQueue = 100
+	DefaultRateLimitWait  = time.Second
 )
 
-var rateLimitHeaders = []string{"limited", "always"}
-
-// applyRateLimits fills the defaults of every rate limit.
+// applyRateLimits fills the defaults of every cluster's rate limit: per a
+// second, burst the requests of one period.
 func (c *Config) applyRateLimits() {
-	for i := range c.Listeners {
-		for j := range c.Listeners[i].Routes {
-			rl := c.Listeners[i].Routes[j].RateLimit
-			if rl == nil {
-				continue
-			}
-			p := fmt.Sprintf("listeners[%d].routes[%d].rate_limit", i, j)
-			rl.fill(&rl.Per, &rl.Burst)
-			if rl.Headers == "" {
-				rl.Headers = "limited"
-			}
-			if k := rl.Key; k != nil {
-				if rl.MaxKeys == 0 {
-					rl.MaxKeys = DefaultRateLimitMaxKeys
-				}
-				if k.EndUser {
-					if k.TrustedProxies == nil && !c.has(p+".key.trusted_proxies") {
-						k.TrustedProxies = DefaultTrustedProxies()
-					}
-					if k.ForwardedHeader == "" {
-						k.ForwardedHeader = DefaultForwardedHeader
-					}
-				}
-			}
-		}
-	}
 	for i := range c.Clusters {
 		rl := c.Clusters[i].RateLimit
 		if rl == nil {
 			continue
 		}
-		(&RateLimit{Requests: rl.Requests}).fill(&rl.Per, &rl.Burst)
+		FillBucket(&rl.Per, &rl.Burst, rl.Requests)
 		if q := rl.Queue; q != nil {
 			if q.Max == 0 {
 				q.Max = DefaultRateLimitQueue
@@ -106,15 +49,20 @@ func (c *Config) applyRateLimits() {
 	}
 }
 
-// fill sets per and burst to their defaults: a second, and the requests
-// of one period.
-func (rl *RateLimit) fill(per *Duration, burst *int) {
+// FillBucket sets per and burst of a token bucket to their defaults: a
+// second, and the requests of one period.
+func FillBucket(per *Duration, burst *int, requests int) {
 	if *per == 0 {
 		*per = Duration(DefaultRateLimitPer)
 	}
 	if *burst == 0 {
-		*burst = rl.Requests
+		*burst = requests
 	}
+}
+
+// Bucket checks a token bucket (requests every per, burst at once) at p.
+func (c *Check) Bucket(p string, requests int, per Duration, burst int) {
+	c.v.bucket(p, requests, per, burst)
 }
 
 // bucket validates the bucket of a rate limit at path p.
@@ -127,61 +75,6 @@ func (v *validator) bucket(p string, requests int, per Duration, burst int) {
 	}
 	if burst < 1 && (requests >= 1 || burst != requests) { // (a burst left out is requests)
 		v.errorf(p+".burst", "must be positive (requests allowed at once)")
-	}
-}
-
-// rateLimit validates a route's rate_limit at path p.
-func (v *validator) rateLimit(p string, rl *RateLimit) {
-	v.bucket(p, rl.Requests, rl.Per, rl.Burst)
-	v.oneOf(p+".headers", "headers mode", rl.Headers, rateLimitHeaders)
-	k := rl.Key
-	if k == nil {
-		if rl.MaxKeys != 0 {
-			v.errorf(p+".max_keys", "not used without key (the route has one bucket)")
-		}
-		return
-	}
-	if rl.MaxKeys < 1 || rl.MaxKeys > maxRateLimitKeys {
-		v.errorf(p+".max_keys", "must be 1-%d", maxRateLimitKeys)
-	}
-	kp := p + ".key"
-	n := 0
-	for _, set := range []bool{k.Header != "", k.Claim != "", k.EndUser} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		v.errorf(kp, "needs one of header, claim or end_user")
-	case n > 1:
-		v.errorf(kp, "give only one of header, claim or end_user")
-	}
-	if k.Header != "" && !tokenPattern.MatchString(k.Header) {
-		v.errorf(kp+".header", "%q: not a valid header name", k.Header)
-	}
-	if k.Claim != "" && !validHeaderValue(k.Claim) {
-		v.errorf(kp+".claim", "holds a control character")
-	}
-	if !k.EndUser {
-		if k.TrustedProxies != nil {
-			v.errorf(kp+".trusted_proxies", "only with end_user: true")
-		}
-		if k.ForwardedHeader != "" {
-			v.errorf(kp+".forwarded_header", "only with end_user: true")
-		}
-		return
-	}
-	if !tokenPattern.MatchString(k.ForwardedHeader) {
-		v.errorf(kp+".forwarded_header", "%q: not a valid header name", k.ForwardedHeader)
-	}
-	for i, a := range k.TrustedProxies {
-		for _, b := range k.TrustedProxies[:i] {
-			if b.Prefix().Overlaps(a.Prefix()) {
-				v.errorf(fmt.Sprintf("%s.trusted_proxies[%d]", kp, i), "%s overlaps %s, listed before it", a, b)
-				break
-			}
-		}
 	}
 }
 

@@ -50,21 +50,9 @@ func (v *validator) unusedFields() {
 		}
 		uses[cluster][proto] = true
 	}
-	for i, l := range c.Listeners {
-		v.listenerFields(fmt.Sprintf("listeners[%d]", i), l)
-		if l.Protocol != "http" {
-			use(l.Cluster, l.Protocol)
-			continue
-		}
-		for _, r := range l.Routes {
-			for _, t := range r.To {
-				use(t.Cluster, "http")
-			}
-		}
-		for _, j := range l.JWTProviders {
-			if j.JWKS.Cluster != "" {
-				use(j.JWKS.Cluster, "http") // its keys are fetched over HTTP
-			}
+	for _, l := range c.Listeners {
+		for _, cl := range l.Clusters() {
+			use(cl, l.Protocol)
 		}
 	}
 	for i := range c.Clusters {
@@ -121,24 +109,6 @@ func (v *validator) endpointWeights(p string, cl *Cluster) {
 	}
 }
 
-// listenerFields refuses fields of other protocols on a listener.
-func (v *validator) listenerFields(p string, l Listener) {
-	if l.Protocol != "http" && l.AccessLog != "" {
-		v.errorf(p+".access_log", "only for protocol http")
-	}
-	if l.Protocol == "http" && l.Cluster != "" && !routesTo(l.Routes, l.Cluster) {
-		v.errorf(p+".cluster", "not used when routes are given (cluster alone is one catch-all route); remove it or the routes")
-	}
-	for i, r := range l.Routes {
-		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
-			v.errorf(fmt.Sprintf("%s.routes[%d].sticky.name", p, i), "not used with by: client_ip")
-		}
-		if r.Sticky != nil && len(r.To) == 1 {
-			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
-		}
-	}
-}
-
 // healthCheckFields refuses the settings of one check type on another.
 func (v *validator) healthCheckFields(p string, cl *Cluster) {
 	h := cl.HealthCheck
@@ -165,18 +135,6 @@ func (v *validator) healthCheckFields(p string, cl *Cluster) {
 			v.errs = append(v.errs, e)
 		}
 	}
-}
-
-// routesTo reports whether a route sends requests to cluster.
-func routesTo(routes []Route, cluster string) bool {
-	for _, r := range routes {
-		for _, t := range r.To {
-			if t.Cluster == cluster {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // without returns the protocols of protos not in by.

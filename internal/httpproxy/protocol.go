@@ -73,9 +73,6 @@ func (*Protocol) Name() string { return "http" }
 // TimesLatency: balance ewma is fed by its listeners.
 func (*Protocol) TimesLatency() {}
 
-// ListenerOptions returns nil: no listeners[].http.
-func (*Protocol) ListenerOptions() any { return nil }
-
 // ClusterOptions returns nil: no clusters[].http.
 func (*Protocol) ClusterOptions() any { return nil }
 
@@ -217,7 +214,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		return nil, err
 	}
 	i.jwt = jwt
-	for _, pc := range lc.JWTProviders {
+	for _, pc := range Options(lc).JWTProviders {
 		i.jwtNames = append(i.jwtNames, pc.Name)
 	}
 	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
@@ -235,7 +232,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		return nil, err
 	}
 	var access *slog.Logger
-	switch lc.AccessLog {
+	switch Options(lc).AccessLog {
 	case "json":
 		access = slog.New(slog.NewJSONHandler(env.AccessLog, nil))
 	case "text":

@@ -31,10 +31,10 @@ const (
 	limitEndUser        // the end user's address
 )
 
-// routeLimit is a compiled config.RateLimit.
+// routeLimit is a compiled RateLimit.
 type routeLimit struct {
 	l      *ratelimit.Limiter
-	cfg    config.RateLimit
+	cfg    RateLimit
 	by     int
 	header string // limitHeader: as http.Header keys it
 	claim  string
@@ -46,7 +46,7 @@ type routeLimit struct {
 	allowed, limited func()
 }
 
-func compileLimit(route string, rl *config.RateLimit) *routeLimit {
+func compileLimit(route string, rl *RateLimit) *routeLimit {
 	if rl == nil {
 		return nil
 	}
@@ -278,7 +278,7 @@ func (h *Handler) limitedHTTP(w http.ResponseWriter, r *http.Request, x *exchang
 
 // rateLimited answers a request over its route's limit on the goroutine
 // fast path, with the status sent; false when it may go.
-func (fc *fastConn) rateLimited(route *Route) (int, bool) {
+func (fc *fastConn) rateLimited(route *compiledRoute) (int, bool) {
 	l := route.limit
 	d := l.decideHead(&fc.req, fc.peer, fc.start.UnixNano())
 	if d.OK {

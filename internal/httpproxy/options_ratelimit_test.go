@@ -1,4 +1,4 @@
-package config
+package httpproxy
 
 import (
 	"slices"
@@ -28,7 +28,7 @@ func TestRateLimitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl := c.Listeners[0].Routes[0].RateLimit
+	rl := Options(&c.Listeners[0]).Routes[0].RateLimit
 	if rl.Per.D() != time.Second || rl.Burst != 100 || rl.MaxKeys != 10000 || rl.Headers != "limited" {
 		t.Errorf("route: got per %v burst %d max_keys %d headers %q, want 1s 100 10000 limited", rl.Per.D(), rl.Burst, rl.MaxKeys, rl.Headers)
 	}
@@ -48,7 +48,7 @@ func TestRateLimitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rendered %s\ndoes not load: %v", out, err)
 	}
-	if b := back.Listeners[0].Routes[0].RateLimit; b.Burst != rl.Burst || b.MaxKeys != rl.MaxKeys || !b.Key.EndUser {
+	if b := Options(&back.Listeners[0]).Routes[0].RateLimit; b.Burst != rl.Burst || b.MaxKeys != rl.MaxKeys || !b.Key.EndUser {
 		t.Errorf("rendered %s\nloads as %+v, want %+v", out, *b, *rl)
 	}
 }

@@ -1,0 +1,191 @@
+package httpproxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/attache-proxy/attache/internal/config"
+)
+
+// TestHTTPDefaults: a listener with only a cluster gets one catch-all
+// route; routes and retries get their defaults.
+func TestHTTPDefaults(t *testing.T) {
+	c, err := parse([]byte(`
+listeners:
+  - {name: a, address: "127.0.0.1:7000", protocol: http, cluster: b}
+  - {name: r, address: "127.0.0.1:7001", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: b}], retries: {}}]}
+clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_check: {type: http}}]
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, r, b := Options(&c.Listeners[0]), Options(&c.Listeners[1]).Routes[0], c.Clusters[0]
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"catch-all route prefix", a.Routes[0].Match.Prefix, "/"},
+		{"catch-all route cluster", a.Routes[0].To[0].Cluster, "b"},
+		{"route name", a.Routes[0].Name, "a/0"},
+		{"weight", a.Routes[0].To[0].Weight, 1},
+		{"route timeout", r.Timeout.D(), DefaultRouteTimeout},
+		{"retry attempts", r.Retries.Attempts, 2},
+		{"retry on", fmt.Sprint(r.Retries.On), "[connect_failure reset 5xx]"},
+		{"retry budget", r.Retries.BudgetPercent, 20},
+		{"access log", a.AccessLog, "off"},
+		{"http version", b.HTTP.Version, "auto"},
+		{"max idle", b.HTTP.MaxIdlePerEndpoint, config.DefaultMaxIdlePerEndpoint},
+		{"breaker open_for", b.CircuitBreaker.OpenFor.D(), 30 * time.Second},
+		{"check path", b.HealthCheck.Path, "/"},
+		{"check status", fmt.Sprint(b.HealthCheck.ExpectStatus), "[200-299]"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+// TestBadValues: every bad value of listeners[].http is refused with its
+// path and line (the tests write the keys where they were before
+// listeners[].http, which are still accepted).
+func TestBadValues(t *testing.T) {
+	t.Parallel()
+	const httpBase = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: "
+	const httpEnd = "}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"http no routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].http.routes: an http listener needs routes"},
+		{"tcp with routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes: only for protocol http"},
+		{"route two matches", httpBase + "[{match: {prefix: /, path: /x}, to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match: give only one of prefix, path or regex"},
+		{"route no match", httpBase + "[{to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match: needs one of prefix, path or regex"},
+		{"route bad regex", httpBase + "[{match: {regex: \"(\"}, to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match.regex: error parsing regexp"},
+		{"route method case", httpBase + "[{match: {prefix: /, methods: [get]}, to: [{cluster: c}]}]" + httpEnd, `"get": want an upper-case method`},
+		{"route unknown cluster", httpBase + "[{match: {prefix: /}, to: [{cluster: cc}]}]" + httpEnd, `listeners[0].routes[0].to[0].cluster: unknown cluster "cc" (line 1); did you mean "c"?`},
+		{"route weight", httpBase + "[{match: {prefix: /}, to: [{cluster: c, weight: 20000}]}]" + httpEnd, "to[0].weight: must be 1-10000"},
+		{"sticky name", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], sticky: {by: header}}]" + httpEnd, "sticky.name: required with by: header"},
+		{"sticky by", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], sticky: {by: ip}}]" + httpEnd, `unknown sticky key "ip"`},
+		{"retry on", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], retries: {on: [5xxx]}}]" + httpEnd, `retries.on[0]: unknown retry condition "5xxx" (line 1); did you mean "5xx"?`},
+		{"retry attempts", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], retries: {attempts: 11}}]" + httpEnd, "retries.attempts: must be 1-10"},
+		{"per try over route", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], timeout: 1s, retries: {per_try_timeout: 2s}}]" + httpEnd, "per_try_timeout: must not be longer than the route timeout (1s)"},
+		{"rewrite prefix", httpBase + "[{match: {prefix: /a}, to: [{cluster: c}], rewrite: {prefix: b}}]" + httpEnd, "rewrite.prefix: must start with /"},
+		{"access log", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c, access_log: yes}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `unknown access log format "yes"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parse([]byte(tc.yaml), noEnv)
+			if err == nil {
+				t.Fatalf("got no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnusedFields: http's keys on another listener, and fields an http
+// listener does not read, are refused.
+func TestUnusedFields(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"access log on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, access_log: json}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].access_log: only for protocol http (line 1)"},
+		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
+		{"sticky name with client_ip", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip, name: x}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky.name: not used with by: client_ip"},
+		{"sticky on one cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky: not used by a route to one cluster (it keeps a client on one side of a split) (line 1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parse([]byte(tc.yaml), noEnv)
+			if err == nil {
+				t.Fatalf("got no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestWireValues: what a route adds to the requests it sends cannot
+// carry a byte that ends a header line or a URI component.
+func TestWireValues(t *testing.T) {
+	t.Parallel()
+	const httpBase = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], "
+	const httpEnd = "}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"header value CRLF", httpBase + `headers: {add: {X-A: "v\r\nGET /admin HTTP/1.1"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds a line break, NUL or another control character (RFC 9110 5.5) (line 1)"},
+		{"header value LF", httpBase + `headers: {add: {X-A: "v\nX-B: 1"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds a line break"},
+		{"header value NUL", httpBase + `headers: {add: {X-A: "v\0"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds"},
+		{"header value DEL", httpBase + `headers: {add: {X-A: "v\x7f"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds"},
+		{"header name", httpBase + `headers: {add: {"X A": v}}` + httpEnd, "listeners[0].routes[0].headers.add.X A: invalid header name"},
+		{"rewrite host CRLF", httpBase + `rewrite: {host: "a\r\nX-Injected: 1"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "a\r\nX-Injected: 1": want host or host:port (RFC 9110 7.2) (line 1)`},
+		{"rewrite host path", httpBase + `rewrite: {host: "a/b"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "a/b": want host or host:port`},
+		{"rewrite host userinfo", httpBase + `rewrite: {host: "u@a"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "u@a": want host or host:port`},
+		{"rewrite host space", httpBase + `rewrite: {host: "a b"}` + httpEnd, `rewrite.host: "a b": want host or host:port`},
+		{"rewrite prefix CRLF", httpBase + `rewrite: {prefix: "/a HTTP/1.1\r\nX: y"}` + httpEnd, `listeners[0].routes[0].rewrite.prefix: "/a HTTP/1.1\r\nX: y": want a path of URI characters`},
+		{"rewrite prefix query", httpBase + `rewrite: {prefix: "/a?b"}` + httpEnd, `rewrite.prefix: "/a?b": want a path`},
+		{"rewrite prefix escape", httpBase + `rewrite: {prefix: "/a%zz"}` + httpEnd, `rewrite.prefix: "/a%zz": want a path`},
+		{"sticky header name", httpBase + `sticky: {by: header, name: "X A"}` + httpEnd, `listeners[0].routes[0].sticky.name: "X A": not a valid header or cookie name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parse([]byte(tc.yaml), noEnv)
+			if err == nil {
+				t.Fatalf("got no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	for _, ok := range []struct{ name, yaml string }{
+		{"header value with tab and utf-8", httpBase + `headers: {add: {X-A: "a\tb é"}}, rewrite: {host: "api.example.com:8443", prefix: "/v2/a%20b;x=1"}` + httpEnd},
+		{"ipv6 host", httpBase + `rewrite: {host: "[::1]:80"}` + httpEnd},
+	} {
+		if _, err := parse([]byte(ok.yaml), noEnv); err != nil {
+			t.Errorf("%s: got %v, want no error", ok.name, err)
+		}
+	}
+}
+
+// TestRedactedSecrets: /config shows a route's header values redacted
+// (match and add), under the key the file wrote them at or the new one,
+// and what it shows loads again.
+func TestRedactedSecrets(t *testing.T) {
+	t.Parallel()
+	for _, routes := range []string{"    routes:\n", "    http:\n     routes:\n"} {
+		c, err := parse([]byte(`
+listeners:
+  - name: l
+    address: 127.0.0.1:7000
+    protocol: http
+`+routes+`      - match: {prefix: /, headers: {X-Api-Key: match-s3cret}}
+        to: [{cluster: c}]
+        headers: {add: {Authorization: "Bearer add-s3cret"}}
+clusters:
+  - name: c
+    endpoints: ["h:1"]
+`), noEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := c.MarshalRedacted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"match-s3cret", "add-s3cret"} {
+			if strings.Contains(string(out), secret) {
+				t.Errorf("got %q in /config, want it redacted:\n%s", secret, out)
+			}
+		}
+		for _, kept := range []string{"X-Api-Key", "Authorization", "http:\n"} {
+			if !strings.Contains(string(out), kept) {
+				t.Errorf("got no %q in /config, want it kept:\n%s", kept, out)
+			}
+		}
+		if _, err := parse(out, noEnv); err != nil {
+			t.Errorf("the rendered config does not load again: %v\n%s", err, out)
+		}
+	}
+}

@@ -39,8 +39,6 @@ const (
 	DefaultOutlierFailures     = 5
 	DefaultOutlierEjection     = 30 * time.Second
 	DefaultOutlierMaxPercent   = 50
-	DefaultMaxIdlePerEndpoint  = 64
-	DefaultHTTPIdleTimeout     = 90 * time.Second
 	DefaultEWMADecay           = 10 * time.Second
 	DefaultEWMADefaultRTT      = 30 * time.Millisecond
 )
@@ -150,24 +148,6 @@ func (c CIDR) Prefix() netip.Prefix {
 	return p
 }
 
-// ClusterHTTP is how attache speaks HTTP to a cluster.
-type ClusterHTTP struct {
-	Version            string   `yaml:"version"` // auto | 1.1 | 2 | h2c
-	MaxIdlePerEndpoint int      `yaml:"max_idle_per_endpoint"`
-	IdleTimeout        Duration `yaml:"idle_timeout"`
-}
-
-// CircuitBreaker limits what a cluster is sent (Envoy-style thresholds) and
-// stops sending for a while after consecutive failures (classic breaker).
-type CircuitBreaker struct {
-	MaxConnections      int      `yaml:"max_connections"`
-	MaxPending          int      `yaml:"max_pending"`
-	MaxRequests         int      `yaml:"max_requests"`
-	MaxRetries          int      `yaml:"max_retries"`
-	ConsecutiveFailures int      `yaml:"consecutive_failures"` // 0: no classic breaker
-	OpenFor             Duration `yaml:"open_for"`
-}
-
 // ServerTLS terminates TLS on a listener.
 type ServerTLS struct {
 	CertFile          string   `yaml:"cert_file"`
@@ -192,15 +172,11 @@ type Cluster struct {
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
 	TLS              *ClientTLS        `yaml:"tls"`
-	HTTP             *ClusterHTTP      `yaml:"http"`
-	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
 	OnFailover       *OnFailover       `yaml:"on_failover"`
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
-	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
-	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
-	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
-	ZoneAware *ZoneAware         `yaml:"zone_aware"` // nil: every zone alike
+	Ready            string            `yaml:"ready"`      // require | ignore: counts for /ready or not
+	ZoneAware        *ZoneAware        `yaml:"zone_aware"` // nil: every zone alike
 	// Options are the protocols' options for the cluster's servers,
 	// written under their names (clusters[].redis), by protocol name; see
 	// Schema.
@@ -572,37 +548,7 @@ func (c *Config) applyDefaults() {
 				h.ExpectStatus = []string{"200-299"}
 			}
 		}
-		if cl.HTTP == nil {
-			cl.HTTP = &ClusterHTTP{}
-		}
-		if cl.HTTP.Version == "" {
-			cl.HTTP.Version = "auto"
-		}
-		if cl.HTTP.MaxIdlePerEndpoint == 0 {
-			cl.HTTP.MaxIdlePerEndpoint = DefaultMaxIdlePerEndpoint
-		}
-		if cl.HTTP.IdleTimeout == 0 {
-			cl.HTTP.IdleTimeout = Duration(DefaultHTTPIdleTimeout)
-		}
-		if b := cl.CircuitBreaker; b != nil {
-			if b.MaxConnections == 0 {
-				b.MaxConnections = 1024
-			}
-			if b.MaxPending == 0 {
-				b.MaxPending = 1024
-			}
-			if b.MaxRequests == 0 {
-				b.MaxRequests = 1024
-			}
-			if b.MaxRetries == 0 {
-				b.MaxRetries = 3
-			}
-			if b.OpenFor == 0 {
-				b.OpenFor = Duration(30 * time.Second)
-			}
-		}
 	}
-	c.applyRateLimits()
 }
 
 // has reports whether the file set the field at path explicitly.

@@ -25,18 +25,11 @@ var clusterFieldUse = []struct {
 		func(cl *Cluster) bool { return cl.OutlierDetection != nil && *cl.OutlierDetection != defaultOutlier }},
 	{"zone_aware", nil, "",
 		func(cl *Cluster) bool { return cl.ZoneAware != nil }},
-	{"http", []string{"http"}, "it is how HTTP requests are sent",
-		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
-	{"circuit_breaker", []string{"http"}, "its limits count HTTP requests and connections of the HTTP pool",
-		func(cl *Cluster) bool { return cl.CircuitBreaker != nil }},
-	{"rate_limit", []string{"http"}, "it limits the HTTP requests sent to the cluster",
-		func(cl *Cluster) bool { return cl.RateLimit != nil }},
 }
 
 var (
 	defaultOutlier = OutlierDetection{ConsecutiveFailures: DefaultOutlierFailures,
 		BaseEjectionTime: Duration(DefaultOutlierEjection), MaxEjectionPercent: DefaultOutlierMaxPercent}
-	defaultClusterHTTP = ClusterHTTP{Version: "auto", MaxIdlePerEndpoint: DefaultMaxIdlePerEndpoint, IdleTimeout: Duration(DefaultHTTPIdleTimeout)}
 )
 
 // unusedFields refuses every field the file sets on a listener or cluster
@@ -77,16 +70,8 @@ func (v *validator) unusedFields() {
 				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", protoList(others), strings.Join(v.s.latencyTimers(), " and "))
 			}
 		}
-		if cl.RateLimit != nil && protos["http"] {
-			if others := without(protos, []string{"http"}); len(others) > 0 {
-				v.errorf(p+".rate_limit", "not honoured by %s listeners (only HTTP requests are counted); give them a cluster of their own", protoList(others))
-			}
-		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
 			v.errorf(p+".outlier_detection.consecutive_5xx", "not used by %s listeners (it counts HTTP responses)", protoList(protos))
-		}
-		if h := cl.HTTP; h != nil && h.Version == "h2c" && cl.TLS != nil && cl.KubernetesAPI == nil {
-			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
 		}
 		if by, _ := v.s.readers("balance", protos); usedBy(protos, by) {
 			v.endpointWeights(p, cl)

@@ -15,7 +15,6 @@ import (
 // The closed sets of names the schema accepts.
 var (
 	BalancePolicies = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
-	HTTPVersions    = []string{"auto", "1.1", "2", "h2c"}
 	consulSchemes   = []string{"http", "https"}
 	TLSVersions     = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
 	logLevels       = []string{"debug", "info", "warn", "error"}
@@ -266,35 +265,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if h := cl.HealthCheck; h == nil || h.Type != "postgres" {
 			v.errorf(fp, "needs a postgres health_check (it learns which endpoint is the primary)")
-		}
-	}
-	if h := cl.HTTP; h != nil {
-		v.oneOf(p+".http.version", "HTTP version", h.Version, HTTPVersions)
-		if h.MaxIdlePerEndpoint < 1 {
-			v.errorf(p+".http.max_idle_per_endpoint", "must be at least 1")
-		}
-		if h.IdleTimeout <= 0 {
-			v.errorf(p+".http.idle_timeout", "must be positive")
-		}
-		if h.Version == "2" && cl.TLS == nil {
-			v.errorf(p+".http.version", `"2" needs tls (HTTP/2 over TLS); use "h2c" for cleartext HTTP/2`)
-		}
-	}
-	if rl := cl.RateLimit; rl != nil {
-		v.upstreamRateLimit(p+".rate_limit", rl)
-	}
-	if b := cl.CircuitBreaker; b != nil {
-		bp := p + ".circuit_breaker"
-		for name, n := range map[string]int{"max_connections": b.MaxConnections, "max_pending": b.MaxPending, "max_requests": b.MaxRequests, "max_retries": b.MaxRetries} {
-			if n < 0 {
-				v.errorf(bp+"."+name, "must not be negative")
-			}
-		}
-		if b.ConsecutiveFailures < 0 {
-			v.errorf(bp+".consecutive_failures", "must not be negative")
-		}
-		if b.OpenFor <= 0 {
-			v.errorf(bp+".open_for", "must be positive")
 		}
 	}
 	if t := cl.TLS; t != nil && !kube {

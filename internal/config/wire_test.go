@@ -125,7 +125,7 @@ listeners:
   - {name: p, address: "127.0.0.1:7003", protocol: postgres, cluster: pc}
 clusters:
   - {name: tc, endpoints: ["h:1"], health_check: {type: redis}}
-  - {name: hc, endpoints: ["h:2"], circuit_breaker: {}, health_check: {type: http}}
+  - {name: hc, endpoints: ["h:2"], health_check: {type: http}}
   - {name: rc, endpoints: ["h:3"]}
   - {name: pc, endpoints: ["h:4"], health_check: {type: postgres, user: u}}
 `), noEnv)

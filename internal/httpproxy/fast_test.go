@@ -60,7 +60,7 @@ func newProxySetup(t testing.TB, fast bool, endpoints []string, route Route, acc
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
+	c := NewCluster(ClusterParams{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
 	if route.Match.Path == "" && route.Match.Prefix == "" {
 		route.Match.Prefix = "/"
 	}

@@ -63,7 +63,7 @@ func TestIdleBudgetShared(t *testing.T) {
 	picker, _ := balance.New("first")
 	up := upstream.New(upstream.Options{Name: "c", Picker: picker, ConnectTimeout: time.Second})
 	up.SetEndpoints([]upstream.Target{{Addr: ln.Addr().String(), Weight: 1}})
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: maxIdle, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
+	c := NewCluster(ClusterParams{Upstream: up, Version: "auto", MaxIdle: maxIdle, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
 	t.Cleanup(c.Close)
 	route := Route{Name: "l/0", Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: "c", Weight: 1}},
 		Timeout: config.Duration(20 * time.Second)}

@@ -67,7 +67,7 @@ func newVersionProxy(t testing.TB, path wirePath, endpoints []string, route Rout
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: version, MaxIdle: 64, IdleTimeout: time.Minute,
+	c := NewCluster(ClusterParams{Upstream: up, Version: version, MaxIdle: 64, IdleTimeout: time.Minute,
 		ConnectTimeout: time.Second, Limits: lim})
 	route.Match.Prefix = "/"
 	route.Name = "l/0"
@@ -594,7 +594,7 @@ func TestRedispatchDecision(t *testing.T) {
 				ts = append(ts, upstream.Target{Addr: fmt.Sprintf("127.0.0.1:%d", 1+i), Weight: 1})
 			}
 			up.SetEndpoints(ts)
-			c := NewCluster(ClusterOptions{Upstream: up, Limits: Limits{MaxRetries: 1}})
+			c := NewCluster(ClusterParams{Upstream: up, Limits: Limits{MaxRetries: 1}})
 			c.retrying.Store(100) // budget and max_retries spent
 			h := &Handler{}
 			x := &exchange{route: &compiledRoute{}, cluster: c}

@@ -121,12 +121,14 @@ var (
 // ListenerOptions returns a new listeners[].http.
 func (*Protocol) ListenerOptions() any { return &ListenerOptions{} }
 
-// Aliases are the keys of listeners[].http that were the listener's own.
+// Aliases are the keys of listeners[].http and clusters[].http that were
+// the listener's or the cluster's own.
 func (*Protocol) Aliases() map[string]string {
 	m := map[string]string{}
 	for _, k := range []string{"routes", "access_log", "jwt_providers"} {
 		m["listeners[]."+k] = "listeners[].http." + k
 	}
+	clusterAliases(m)
 	return m
 }
 

@@ -2,6 +2,8 @@ package httpproxy
 
 import (
 	"github.com/attache-proxy/attache/internal/config"
+	"github.com/attache-proxy/attache/internal/pgproxy"
+	"github.com/attache-proxy/attache/internal/redisproxy"
 	"github.com/attache-proxy/attache/internal/tcpproxy"
 )
 
@@ -12,7 +14,8 @@ func listenerOf(name string, routes ...Route) config.Listener {
 
 func noEnv(string) (string, bool) { return "", false }
 
-// parse is config.Parse with the protocols of these tests: tcp and http.
+// parse is config.Parse with the protocols of these tests: tcp, http,
+// and redis and postgres, whose listeners refuse http's options.
 func parse(data []byte, env func(string) (string, bool)) (*config.Config, error) {
-	return config.Parse(data, env, []config.Schema{&tcpproxy.Protocol{}, &Protocol{}})
+	return config.Parse(data, env, []config.Schema{&tcpproxy.Protocol{}, &Protocol{}, &redisproxy.Protocol{}, &pgproxy.Protocol{}})
 }

@@ -43,7 +43,7 @@ var rateLimitHeaders = []string{"limited", "always"}
 
 // applyRateLimit fills the defaults of a route's rate limit at p.
 func applyRateLimit(c *config.Check, p string, rl *RateLimit) {
-	config.FillBucket(&rl.Per, &rl.Burst, rl.Requests)
+	fillBucket(&rl.Per, &rl.Burst, rl.Requests)
 	if rl.Headers == "" {
 		rl.Headers = "limited"
 	}
@@ -64,7 +64,7 @@ func applyRateLimit(c *config.Check, p string, rl *RateLimit) {
 
 // rateLimit validates a route's rate_limit at path p.
 func validateRateLimit(c *config.Check, p string, rl *RateLimit) {
-	c.Bucket(p, rl.Requests, rl.Per, rl.Burst)
+	validateBucket(c, p, rl.Requests, rl.Per, rl.Burst)
 	c.OneOf(p+".headers", "headers mode", rl.Headers, rateLimitHeaders)
 	k := rl.Key
 	if k == nil {

@@ -35,7 +35,7 @@ func TestRateLimitDefaults(t *testing.T) {
 	if k := rl.Key; !slices.Equal(k.TrustedProxies, DefaultTrustedProxies()) || k.ForwardedHeader != "x-forwarded-for" {
 		t.Errorf("key: got %q %q, want loopback and x-forwarded-for", k.TrustedProxies, k.ForwardedHeader)
 	}
-	u := c.Clusters[0].RateLimit
+	u := clusterOptions(&c.Clusters[0]).RateLimit
 	if u.Per.D() != time.Second || u.Burst != 5 || u.Queue.Max != 100 || u.Queue.Timeout.D() != time.Second {
 		t.Errorf("cluster: got %+v %+v, want per 1s, burst 5, queue 100 for 1s", *u, *u.Queue)
 	}

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/attache-proxy/attache/internal/config"
 )
 
 // TestHTTPDefaults: a listener with only a cluster gets one catch-all
@@ -35,9 +33,9 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_
 		{"retry on", fmt.Sprint(r.Retries.On), "[connect_failure reset 5xx]"},
 		{"retry budget", r.Retries.BudgetPercent, 20},
 		{"access log", a.AccessLog, "off"},
-		{"http version", b.HTTP.Version, "auto"},
-		{"max idle", b.HTTP.MaxIdlePerEndpoint, config.DefaultMaxIdlePerEndpoint},
-		{"breaker open_for", b.CircuitBreaker.OpenFor.D(), 30 * time.Second},
+		{"http version", clusterOptions(&b).Version, "auto"},
+		{"max idle", clusterOptions(&b).MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint},
+		{"breaker open_for", clusterOptions(&b).CircuitBreaker.OpenFor.D(), 30 * time.Second},
 		{"check path", b.HealthCheck.Path, "/"},
 		{"check status", fmt.Sprint(b.HealthCheck.ExpectStatus), "[200-299]"},
 	} {
@@ -52,6 +50,7 @@ clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_
 // listeners[].http, which are still accepted).
 func TestBadValues(t *testing.T) {
 	t.Parallel()
+	const base = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	const httpBase = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: "
 	const httpEnd = "}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -69,6 +68,9 @@ func TestBadValues(t *testing.T) {
 		{"retry attempts", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], retries: {attempts: 11}}]" + httpEnd, "retries.attempts: must be 1-10"},
 		{"per try over route", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], timeout: 1s, retries: {per_try_timeout: 2s}}]" + httpEnd, "per_try_timeout: must not be longer than the route timeout (1s)"},
 		{"rewrite prefix", httpBase + "[{match: {prefix: /a}, to: [{cluster: c}], rewrite: {prefix: b}}]" + httpEnd, "rewrite.prefix: must start with /"},
+		{"http version", base + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: \"3\"}}]", `unknown HTTP version "3"`},
+		{"h2 needs tls", base + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: \"2\"}}]", `"2" needs tls`},
+		{"breaker open_for", base + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {open_for: -1s}}]", "circuit_breaker.open_for: must be positive"},
 		{"access log", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c, access_log: yes}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `unknown access log format "yes"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,6 +90,9 @@ func TestBadValues(t *testing.T) {
 // listener does not read, are refused.
 func TestUnusedFields(t *testing.T) {
 	t.Parallel()
+	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
+	const redis = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\n"
+	const pgPlain = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"access log on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, access_log: json}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].access_log: only for protocol http (line 1)"},
 		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
@@ -186,6 +191,21 @@ clusters:
 		}
 		if _, err := parse(out, noEnv); err != nil {
 			t.Errorf("the rendered config does not load again: %v\n%s", err, out)
+		}
+	}
+}
+
+// TestUsedFieldsAccepted: clusters[].http where an http listener uses the
+// cluster, or on a cluster no listener uses, loads.
+func TestUsedFieldsAccepted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, yaml string }{
+		{"breaker on http", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}, http: {version: \"1.1\"}, outlier_detection: {consecutive_5xx: 2}}]"},
+		{"breaker on a cluster used by tcp and http", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]"},
+		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
+	} {
+		if _, err := parse([]byte(tc.yaml), noEnv); err != nil {
+			t.Errorf("%s: got %v, want no error", tc.name, err)
 		}
 	}
 }

@@ -87,8 +87,8 @@ func validateTranscode(c *config.Check, rp string, r *Route) {
 		if cl == nil {
 			continue // reported by clusterRef
 		}
-		if cl.HTTP.Version != "h2c" && cl.HTTP.Version != "2" {
-			c.Errorf(fmt.Sprintf("%s.to[%d].cluster", rp, j), "cluster %q has http.version %q: gRPC needs HTTP/2 (h2c, or 2 with tls)", cl.Name, cl.HTTP.Version)
+		if v := clusterOptions(cl).Version; v != "h2c" && v != "2" {
+			c.Errorf(fmt.Sprintf("%s.to[%d].cluster", rp, j), "cluster %q has http.version %q: gRPC needs HTTP/2 (h2c, or 2 with tls)", cl.Name, v)
 		}
 	}
 	if g.DescriptorSetFile == "" {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/ratelimit"
 )
 
@@ -298,7 +297,7 @@ func (fc *fastConn) rateLimited(route *compiledRoute) (int, bool) {
 // the metrics of its decisions (any may be nil).
 type UpstreamLimit struct {
 	Queue  *ratelimit.Queue
-	Config config.UpstreamRateLimit
+	Config UpstreamRateLimit
 	// Allowed, Queued (a token after a wait), Limited and Cancelled (the
 	// client went away while waiting) count requests; Waited observes
 	// the wait of a queued request.

@@ -209,3 +209,98 @@ func TestUsedFieldsAccepted(t *testing.T) {
 		}
 	}
 }
+
+// TestAliases: the keys http's options had before listeners[].http and
+// clusters[].http are still read where they were, their problems reported
+// at the path and line written; a file writing both forms is refused.
+func TestAliases(t *testing.T) {
+	t.Parallel()
+	const old = `
+listeners:
+  - name: l
+    address: "127.0.0.1:7000"
+    protocol: http
+    access_log: json
+    routes:
+      - {match: {prefix: /}, to: [{cluster: c}], jwt: {provider: p}}
+    jwt_providers:
+      - {name: p, jwks: {file: /dev/null}}
+clusters:
+  - name: c
+    endpoints: ["h:1"]
+    circuit_breaker: {max_requests: 7}
+    rate_limit: {requests: 9}
+`
+	const new = `
+listeners:
+  - name: l
+    address: "127.0.0.1:7000"
+    protocol: http
+    http:
+      access_log: json
+      routes:
+        - {match: {prefix: /}, to: [{cluster: c}], jwt: {provider: p}}
+      jwt_providers:
+        - {name: p, jwks: {file: /dev/null}}
+clusters:
+  - name: c
+    endpoints: ["h:1"]
+    http:
+      circuit_breaker: {max_requests: 7}
+      rate_limit: {requests: 9}
+`
+	var got [2]string
+	for i, y := range []string{old, new} {
+		c, err := parse([]byte(y), noEnv)
+		if err != nil {
+			t.Fatalf("form %d: %v", i, err)
+		}
+		o, co := Options(&c.Listeners[0]), clusterOptions(&c.Clusters[0])
+		if o.AccessLog != "json" || len(o.Routes) != 1 || o.Routes[0].JWT.Provider != "p" || len(o.JWTProviders) != 1 ||
+			co.CircuitBreaker.MaxRequests != 7 || co.RateLimit.Requests != 9 || co.RateLimit.Burst != 9 {
+			t.Errorf("form %d: got %+v %+v", i, *o, *co)
+		}
+		out, err := c.MarshalRedacted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[i] = string(out)
+	}
+	if got[0] != got[1] {
+		t.Errorf("the two forms render differently:\n%s\n---\n%s", got[0], got[1])
+	}
+	if !strings.Contains(got[0], "    http:\n") {
+		t.Errorf("rendered without http blocks:\n%s", got[0])
+	}
+
+	const head = "listeners:\n  - name: l\n    address: \"127.0.0.1:7000\"\n    protocol: http\n"
+	const tail = "clusters:\n  - name: c\n    endpoints: [\"h:1\"]\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"both routes", head + "    routes: [{match: {prefix: /}, to: [{cluster: c}]}]\n    http:\n      routes: [{match: {prefix: /}, to: [{cluster: c}]}]\n" + tail,
+			"listeners[0].routes: given twice: also listeners[0].http.routes (line 5)"},
+		{"both breakers", head + "    cluster: c\n" + tail + "    circuit_breaker: {}\n    http: {circuit_breaker: {}}\n",
+			"clusters[0].circuit_breaker: given twice: also clusters[0].http.circuit_breaker (line 9)"},
+		{"error under old key", head + "    routes:\n      - {match: {prefix: /}, to: [{cluster: cc}]}\n" + tail,
+			`listeners[0].routes[0].to[0].cluster: unknown cluster "cc" (line 6); did you mean "c"?`},
+		{"unknown field under old key", head + "    routes:\n      - {match: {prefix: /}, to: [{cluster: c}], retry: {}}\n" + tail,
+			`listeners[0].routes[0].retry: unknown field (line 6)`},
+		{"bad value under old key", head + "    access_log: yes\n    cluster: c\n" + tail,
+			`listeners[0].access_log: unknown access log format "yes" (line 5); want one of ["off" "text" "json"]`},
+		{"cluster error under old key", head + "    cluster: c\n" + tail + "    circuit_breaker:\n      open_for: -1s\n",
+			"clusters[0].circuit_breaker.open_for: must be positive (line 10)"},
+		{"error under new key", head + "    http:\n      routes:\n        - {match: {prefix: /}, to: [{cluster: cc}]}\n" + tail,
+			`listeners[0].http.routes[0].to[0].cluster: unknown cluster "cc" (line 7); did you mean "c"?`},
+		{"old key on a tcp listener", "listeners:\n  - name: l\n    address: \"127.0.0.1:7000\"\n    cluster: c\n    routes: [{match: {prefix: /}, to: [{cluster: c}]}]\n" + tail,
+			"listeners[0].routes: only for protocol http (line 5)"},
+		{"old key on a tcp cluster", "listeners:\n  - name: l\n    address: \"127.0.0.1:7000\"\n    cluster: c\n" + tail + "    rate_limit: {requests: 1}\n",
+			"clusters[0].rate_limit: not used by tcp listeners (it limits the HTTP requests sent to the cluster) (line 8)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parse([]byte(tc.yaml), noEnv)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got %v\nwant %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -218,8 +218,6 @@ func (o *ListenerOptions) Default(c *config.Check) {
 	o.applyJWTDefaults(c)
 }
 
-var tokenPattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
 // Validate checks the routes, their clusters and what they add to the
 // requests they send upstream.
 func (o *ListenerOptions) Validate(c *config.Check) {
@@ -263,12 +261,12 @@ func validateRoute(c *config.Check, rp string, r *Route) {
 		}
 	}
 	for j, meth := range m.Methods {
-		if !tokenPattern.MatchString(meth) || strings.ToUpper(meth) != meth {
+		if !config.ValidHeaderName(meth) || strings.ToUpper(meth) != meth {
 			c.Errorf(fmt.Sprintf("%s.match.methods[%d]", rp, j), "%q: want an upper-case method like GET", meth)
 		}
 	}
 	for h := range m.Headers {
-		if !tokenPattern.MatchString(h) {
+		if !config.ValidHeaderName(h) {
 			c.Errorf(rp+".match.headers."+h, "invalid header name")
 		}
 	}
@@ -334,12 +332,12 @@ func validateRoute(c *config.Check, rp string, r *Route) {
 	}
 	if h := r.Headers; h != nil {
 		for k := range h.Add {
-			if !tokenPattern.MatchString(k) {
+			if !config.ValidHeaderName(k) {
 				c.Errorf(rp+".headers.add."+k, "invalid header name")
 			}
 		}
 		for j, k := range h.Remove {
-			if !tokenPattern.MatchString(k) {
+			if !config.ValidHeaderName(k) {
 				c.Errorf(fmt.Sprintf("%s.headers.remove[%d]", rp, j), "invalid header name %q", k)
 			}
 		}
@@ -367,7 +365,7 @@ func routeWire(c *config.Check, rp string, r *Route) {
 			c.Errorf(rp+".rewrite.prefix", "%q: want a path of URI characters (RFC 3986 3.3), without spaces, control characters, '?' or '#'", rw.Prefix)
 		}
 	}
-	if s := r.Sticky; s != nil && s.Name != "" && !tokenPattern.MatchString(s.Name) {
+	if s := r.Sticky; s != nil && s.Name != "" && !config.ValidHeaderName(s.Name) {
 		c.Errorf(rp+".sticky.name", "%q: not a valid header or cookie name", s.Name)
 	}
 }

@@ -78,7 +78,7 @@ func validateCache(c *config.Check, p string, rc *RouteCache) {
 		c.Errorf(p+".coalesce_timeout", "must be positive (how long a miss waits for another's upstream call)")
 	}
 	for i, h := range rc.CredentialHeaders {
-		if !tokenPattern.MatchString(h) {
+		if !config.ValidHeaderName(h) {
 			c.Errorf(fmt.Sprintf("%s.credential_headers[%d]", p, i), "%q: not a valid header name", h)
 		}
 	}

@@ -171,7 +171,7 @@ func (o *ListenerOptions) validateJWT(c *config.Check) {
 		for k, h := range j.FromHeaders {
 			hp := fmt.Sprintf("%s.from_headers[%d]", jp, k)
 			switch n := strings.ToLower(h.Name); {
-			case !tokenPattern.MatchString(h.Name):
+			case !config.ValidHeaderName(h.Name):
 				c.Errorf(hp+".name", "%q: not a valid header name", h.Name)
 			case n == "cookie" || n == "host" || jwtReservedHeaders[n] && n != "authorization":
 				c.Errorf(hp+".name", "%q cannot carry a token (use from_cookies for a cookie)", h.Name)
@@ -184,7 +184,7 @@ func (o *ListenerOptions) validateJWT(c *config.Check) {
 			}
 		}
 		for k, ck := range j.FromCookies {
-			if !tokenPattern.MatchString(ck) {
+			if !config.ValidHeaderName(ck) {
 				c.Errorf(fmt.Sprintf("%s.from_cookies[%d]", jp, k), "%q: not a valid cookie name", ck)
 			}
 		}
@@ -195,7 +195,7 @@ func (o *ListenerOptions) validateJWT(c *config.Check) {
 			switch {
 			case claim == "":
 				c.Errorf(cp, "empty claim name")
-			case !tokenPattern.MatchString(h):
+			case !config.ValidHeaderName(h):
 				c.Errorf(cp, "%q: not a valid header name", h)
 			case jwtReservedHeaders[n] || strings.HasPrefix(n, "x-attache-"):
 				c.Errorf(cp, "%q may not be set from a claim", h)

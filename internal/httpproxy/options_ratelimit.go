@@ -89,7 +89,7 @@ func validateRateLimit(c *config.Check, p string, rl *RateLimit) {
 	case n > 1:
 		c.Errorf(kp, "give only one of header, claim or end_user")
 	}
-	if k.Header != "" && !tokenPattern.MatchString(k.Header) {
+	if k.Header != "" && !config.ValidHeaderName(k.Header) {
 		c.Errorf(kp+".header", "%q: not a valid header name", k.Header)
 	}
 	if k.Claim != "" && !config.ValidHeaderValue(k.Claim) {
@@ -104,7 +104,7 @@ func validateRateLimit(c *config.Check, p string, rl *RateLimit) {
 		}
 		return
 	}
-	if !tokenPattern.MatchString(k.ForwardedHeader) {
+	if !config.ValidHeaderName(k.ForwardedHeader) {
 		c.Errorf(kp+".forwarded_header", "%q: not a valid header name", k.ForwardedHeader)
 	}
 	for i, a := range k.TrustedProxies {

@@ -35,7 +35,7 @@ func validateSticky(c *config.Check, p string, s *Sticky) {
 	if (s.By == "header" || s.By == "cookie") && s.Name == "" {
 		c.Errorf(p+".name", "required with by: %s", s.By)
 	}
-	if !tokenPattern.MatchString(s.ForwardedHeader) {
+	if !config.ValidHeaderName(s.ForwardedHeader) {
 		c.Errorf(p+".forwarded_header", "%q: not a valid header name", s.ForwardedHeader)
 	}
 	switch {

@@ -101,13 +101,7 @@ func ignoredForReady(cfg *config.Config) map[string]bool {
 	required := map[string]bool{}
 	used := map[string]bool{}
 	for _, l := range cfg.Listeners {
-		clusters := []string{l.Cluster}
-		for _, r := range l.Routes {
-			for _, t := range r.To {
-				clusters = append(clusters, t.Cluster)
-			}
-		}
-		for _, c := range clusters {
+		for _, c := range append(l.Clusters(), l.Cluster) {
 			if c == "" {
 				continue
 			}

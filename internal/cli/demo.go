@@ -144,14 +144,14 @@ func demoConfig(listen, admin string, endpoints []string) (*config.Config, error
 		"log":   map[string]any{"level": "error"}, // the demo tells the story itself
 		"listeners": []any{map[string]any{
 			"name": demoListener, "address": listen, "protocol": "http",
-			"routes": []any{map[string]any{
+			"http": map[string]any{"routes": []any{map[string]any{
 				"match": map[string]any{"prefix": "/"},
 				"to":    []any{map[string]any{"cluster": demoCluster}},
 				"retries": map[string]any{
 					"attempts": demoAttempts,
 					"on":       []string{"5xx", "reset", "connect_failure"},
 				},
-			}},
+			}}},
 		}},
 		"clusters": []any{map[string]any{
 			"name": demoCluster, "endpoints": endpoints, "balance": "round_robin",

@@ -39,9 +39,6 @@ const (
 	DefaultOutlierFailures     = 5
 	DefaultOutlierEjection     = 30 * time.Second
 	DefaultOutlierMaxPercent   = 50
-	DefaultMaxIdlePerEndpoint  = 64
-	DefaultHTTPIdleTimeout     = 90 * time.Second
-	DefaultRouteTimeout        = 15 * time.Second
 	DefaultEWMADecay           = 10 * time.Second
 	DefaultEWMADefaultRTT      = 30 * time.Millisecond
 )
@@ -61,6 +58,10 @@ type Config struct {
 	// Zone is where the pod's zone comes from, for clusters with
 	// zone_aware (see zone.go).
 	Zone *Zone `yaml:"zone"`
+
+	// env resolves ${VAR} (Parse's lookupEnv); protocols read the
+	// environment through Check.LookupEnv.
+	env func(string) (string, bool)
 
 	// lines maps field paths ("clusters[1].balance") to the line they were
 	// written on; it lets later checks name the line of a value.
@@ -104,74 +105,12 @@ type Listener struct {
 	TLS            *ServerTLS `yaml:"tls"`
 	MaxConnections int        `yaml:"max_connections"`
 	IdleTimeout    Duration   `yaml:"idle_timeout"`
-	// HTTP listeners only.
-	Routes    []Route `yaml:"routes"`
-	AccessLog string  `yaml:"access_log"` // off | text | json (to stdout)
-	// JWTProviders are the token issuers the routes' jwt blocks name.
-	JWTProviders []JWTProvider `yaml:"jwt_providers"`
 	// Ready is require (its clusters count for /ready) or ignore.
 	Ready string `yaml:"ready"`
 	// Options are the options of the listener's protocol, written under
 	// its name (listeners[].postgres), by protocol name; see Schema.
 	Options map[string]any `yaml:",inline" options:"listener"`
 }
-
-// Route sends matching HTTP requests to one or more weighted clusters.
-type Route struct {
-	Name    string        `yaml:"name"`
-	Match   RouteMatch    `yaml:"match"`
-	To      []RouteTarget `yaml:"to"`
-	Sticky  *Sticky       `yaml:"sticky"`
-	Timeout Duration      `yaml:"timeout"` // until response headers, all tries included
-	Retries *Retries      `yaml:"retries"`
-	Rewrite *Rewrite      `yaml:"rewrite"`
-	Headers *HeaderOps    `yaml:"headers"`
-	JWT     *RouteJWT     `yaml:"jwt"`   // nil: no token check
-	Cache   *RouteCache   `yaml:"cache"` // cache.go
-	// RateLimit limits the route's requests (ratelimit.go); nil: none.
-	RateLimit *RateLimit `yaml:"rate_limit"`
-	// GRPCTranscode maps JSON requests to gRPC calls; nil: none.
-	GRPCTranscode *GRPCTranscode `yaml:"grpc_transcode"`
-}
-
-// RouteMatch selects requests; every field given must match.
-type RouteMatch struct {
-	Prefix  string            `yaml:"prefix"`
-	Path    string            `yaml:"path"`  // exact
-	Regex   string            `yaml:"regex"` // on the path, anchored
-	Host    string            `yaml:"host"`  // exact, or "*.example.com"
-	Methods []string          `yaml:"methods"`
-	Headers map[string]string `yaml:"headers" secret:"true"` // exact values
-}
-
-// RouteTarget is one cluster of a split.
-type RouteTarget struct {
-	Cluster string `yaml:"cluster"`
-	Weight  int    `yaml:"weight"`
-}
-
-// Sticky keeps a client on one side of a split.
-type Sticky struct {
-	By   string `yaml:"by"`   // client_ip | header | cookie
-	Name string `yaml:"name"` // header or cookie name
-	// TrustedProxies are the hops trusted to name the end user in
-	// ForwardedHeader; nil: loopback (the application, as a sidecar's only
-	// peer), empty: none (the peer is the end user).
-	TrustedProxies []CIDR `yaml:"trusted_proxies"`
-	// ForwardedHeader names the end user: x-forwarded-for (the default),
-	// forwarded (RFC 7239), or another list of addresses such as x-real-ip.
-	ForwardedHeader string `yaml:"forwarded_header"`
-	// PodKey is the key of a request with no user identity; default: the
-	// POD_NAME environment variable, else the host name.
-	PodKey string `yaml:"pod_key"`
-}
-
-// DefaultTrustedProxies are the trusted proxies of a sticky split by
-// default: loopback, where the application calls from.
-func DefaultTrustedProxies() []CIDR { return []CIDR{"127.0.0.0/8", "::1/128"} }
-
-// DefaultForwardedHeader is where a sticky split reads the end user.
-const DefaultForwardedHeader = "x-forwarded-for"
 
 // CIDR is an address prefix, written "10.0.0.0/8" or, for one address,
 // "10.0.0.7" (kept as "10.0.0.7/32"). Host bits must be zero and IPv4 is
@@ -209,54 +148,6 @@ func (c CIDR) Prefix() netip.Prefix {
 	return p
 }
 
-// Retries is a route's retry policy.
-type Retries struct {
-	Attempts      int      `yaml:"attempts"` // tries in all, the first included
-	On            []string `yaml:"on"`       // 5xx | gateway_error | connect_failure | reset | retriable_4xx | a status code
-	PerTryTimeout Duration `yaml:"per_try_timeout"`
-	Backoff       Backoff  `yaml:"backoff"`
-	BudgetPercent int      `yaml:"budget_percent"`
-	// NonIdempotent opts POST and PATCH in; their body must fit MaxBuffer.
-	NonIdempotent bool `yaml:"non_idempotent"`
-	MaxBuffer     int  `yaml:"max_buffer_bytes"`
-}
-
-// Backoff is jittered exponential backoff between tries.
-type Backoff struct {
-	Base Duration `yaml:"base"`
-	Max  Duration `yaml:"max"`
-}
-
-// Rewrite changes the request on its way upstream.
-type Rewrite struct {
-	Host   string `yaml:"host"`
-	Prefix string `yaml:"prefix"` // replaces the matched prefix
-}
-
-// HeaderOps adds and removes request headers.
-type HeaderOps struct {
-	Add    map[string]string `yaml:"add" secret:"true"`
-	Remove []string          `yaml:"remove"`
-}
-
-// ClusterHTTP is how attache speaks HTTP to a cluster.
-type ClusterHTTP struct {
-	Version            string   `yaml:"version"` // auto | 1.1 | 2 | h2c
-	MaxIdlePerEndpoint int      `yaml:"max_idle_per_endpoint"`
-	IdleTimeout        Duration `yaml:"idle_timeout"`
-}
-
-// CircuitBreaker limits what a cluster is sent (Envoy-style thresholds) and
-// stops sending for a while after consecutive failures (classic breaker).
-type CircuitBreaker struct {
-	MaxConnections      int      `yaml:"max_connections"`
-	MaxPending          int      `yaml:"max_pending"`
-	MaxRequests         int      `yaml:"max_requests"`
-	MaxRetries          int      `yaml:"max_retries"`
-	ConsecutiveFailures int      `yaml:"consecutive_failures"` // 0: no classic breaker
-	OpenFor             Duration `yaml:"open_for"`
-}
-
 // ServerTLS terminates TLS on a listener.
 type ServerTLS struct {
 	CertFile          string   `yaml:"cert_file"`
@@ -281,15 +172,11 @@ type Cluster struct {
 	HealthCheck      *HealthCheck      `yaml:"health_check"`
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection"`
 	TLS              *ClientTLS        `yaml:"tls"`
-	HTTP             *ClusterHTTP      `yaml:"http"`
-	CircuitBreaker   *CircuitBreaker   `yaml:"circuit_breaker"`
 	OnFailover       *OnFailover       `yaml:"on_failover"`
 	Credentials      *Credentials      `yaml:"credentials"`
 	KubernetesAPI    *KubernetesAPI    `yaml:"kubernetes_api"`
-	Ready            string            `yaml:"ready"` // require | ignore: counts for /ready or not
-	// RateLimit limits what attache sends the cluster (ratelimit.go); nil: none.
-	RateLimit *UpstreamRateLimit `yaml:"rate_limit"`
-	ZoneAware *ZoneAware         `yaml:"zone_aware"` // nil: every zone alike
+	Ready            string            `yaml:"ready"`      // require | ignore: counts for /ready or not
+	ZoneAware        *ZoneAware        `yaml:"zone_aware"` // nil: every zone alike
 	// Options are the protocols' options for the cluster's servers,
 	// written under their names (clusters[].redis), by protocol name; see
 	// Schema.
@@ -580,12 +467,7 @@ func (c *Config) applyDefaults() {
 		if l.TLS != nil && l.TLS.MinVersion == "" {
 			l.TLS.MinVersion = "1.2"
 		}
-		if l.Protocol == "http" {
-			l.applyHTTPDefaults()
-			l.applyJWTDefaults(c.has, fmt.Sprintf("listeners[%d]", i))
-		}
 	}
-	c.applyCache()
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		if cl.Balance == "" {
@@ -664,83 +546,6 @@ func (c *Config) applyDefaults() {
 			}
 			if len(h.ExpectStatus) == 0 {
 				h.ExpectStatus = []string{"200-299"}
-			}
-		}
-		if cl.HTTP == nil {
-			cl.HTTP = &ClusterHTTP{}
-		}
-		if cl.HTTP.Version == "" {
-			cl.HTTP.Version = "auto"
-		}
-		if cl.HTTP.MaxIdlePerEndpoint == 0 {
-			cl.HTTP.MaxIdlePerEndpoint = DefaultMaxIdlePerEndpoint
-		}
-		if cl.HTTP.IdleTimeout == 0 {
-			cl.HTTP.IdleTimeout = Duration(DefaultHTTPIdleTimeout)
-		}
-		if b := cl.CircuitBreaker; b != nil {
-			if b.MaxConnections == 0 {
-				b.MaxConnections = 1024
-			}
-			if b.MaxPending == 0 {
-				b.MaxPending = 1024
-			}
-			if b.MaxRequests == 0 {
-				b.MaxRequests = 1024
-			}
-			if b.MaxRetries == 0 {
-				b.MaxRetries = 3
-			}
-			if b.OpenFor == 0 {
-				b.OpenFor = Duration(30 * time.Second)
-			}
-		}
-	}
-	c.applyRateLimits()
-}
-
-func (l *Listener) applyHTTPDefaults() {
-	if l.AccessLog == "" {
-		l.AccessLog = "off"
-	}
-	if len(l.Routes) == 0 && l.Cluster != "" {
-		// `cluster:` alone on an HTTP listener is one catch-all route.
-		l.Routes = []Route{{Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: l.Cluster}}}}
-	}
-	for i := range l.Routes {
-		r := &l.Routes[i]
-		if r.Name == "" {
-			r.Name = fmt.Sprintf("%s/%d", l.Name, i)
-		}
-		for j := range r.To {
-			if r.To[j].Weight == 0 {
-				r.To[j].Weight = 1
-			}
-		}
-		if r.Timeout == 0 {
-			r.Timeout = Duration(DefaultRouteTimeout)
-		}
-		if g := r.GRPCTranscode; g != nil {
-			g.applyDefaults()
-		}
-		if rt := r.Retries; rt != nil {
-			if rt.Attempts == 0 {
-				rt.Attempts = 2
-			}
-			if len(rt.On) == 0 {
-				rt.On = []string{"connect_failure", "reset", "5xx"}
-			}
-			if rt.Backoff.Base == 0 {
-				rt.Backoff.Base = Duration(25 * time.Millisecond)
-			}
-			if rt.Backoff.Max == 0 {
-				rt.Backoff.Max = Duration(10 * rt.Backoff.Base.D())
-			}
-			if rt.BudgetPercent == 0 {
-				rt.BudgetPercent = 20
-			}
-			if rt.MaxBuffer == 0 {
-				rt.MaxBuffer = 64 << 10
 			}
 		}
 	}

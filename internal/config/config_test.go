@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -192,24 +191,6 @@ func TestBadValues(t *testing.T) {
 		{"bool", base + "clusters: [{name: c, endpoints: [\"h:1\"]}]\nlog: {level: loud}", `log.level: unknown log level "loud"`},
 		{"twice", base + "clusters: [{name: c, name: d, endpoints: [\"h:1\"]}]", "clusters[0].name: field given twice"},
 		{"unset env", base + "clusters: [{name: c, endpoints: [\"${NOPE}:1\"]}]", "clusters[0].endpoints[0]: environment variable NOPE is not set (line 2)"},
-		{"http no routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes: an http listener needs routes"},
-		{"tcp with routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes: only for protocol http"},
-		{"route two matches", httpBase + "[{match: {prefix: /, path: /x}, to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match: give only one of prefix, path or regex"},
-		{"route no match", httpBase + "[{to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match: needs one of prefix, path or regex"},
-		{"route bad regex", httpBase + "[{match: {regex: \"(\"}, to: [{cluster: c}]}]" + httpEnd, "listeners[0].routes[0].match.regex: error parsing regexp"},
-		{"route method case", httpBase + "[{match: {prefix: /, methods: [get]}, to: [{cluster: c}]}]" + httpEnd, `"get": want an upper-case method`},
-		{"route unknown cluster", httpBase + "[{match: {prefix: /}, to: [{cluster: cc}]}]" + httpEnd, `listeners[0].routes[0].to[0].cluster: unknown cluster "cc" (line 1); did you mean "c"?`},
-		{"route weight", httpBase + "[{match: {prefix: /}, to: [{cluster: c, weight: 20000}]}]" + httpEnd, "to[0].weight: must be 1-10000"},
-		{"sticky name", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], sticky: {by: header}}]" + httpEnd, "sticky.name: required with by: header"},
-		{"sticky by", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], sticky: {by: ip}}]" + httpEnd, `unknown sticky key "ip"`},
-		{"retry on", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], retries: {on: [5xxx]}}]" + httpEnd, `retries.on[0]: unknown retry condition "5xxx" (line 1); did you mean "5xx"?`},
-		{"retry attempts", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], retries: {attempts: 11}}]" + httpEnd, "retries.attempts: must be 1-10"},
-		{"per try over route", httpBase + "[{match: {prefix: /}, to: [{cluster: c}], timeout: 1s, retries: {per_try_timeout: 2s}}]" + httpEnd, "per_try_timeout: must not be longer than the route timeout (1s)"},
-		{"rewrite prefix", httpBase + "[{match: {prefix: /a}, to: [{cluster: c}], rewrite: {prefix: b}}]" + httpEnd, "rewrite.prefix: must start with /"},
-		{"access log", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c, access_log: yes}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", `unknown access log format "yes"`},
-		{"http version", base + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: \"3\"}}]", `unknown HTTP version "3"`},
-		{"h2 needs tls", base + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: \"2\"}}]", `"2" needs tls`},
-		{"breaker open_for", base + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {open_for: -1s}}]", "circuit_breaker.open_for: must be positive"},
 		{"http check status", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, expect_status: [\"299-200\"]}}]", `expect_status[0]: status "299-200": want a code or a range`},
 		{"http check path", base + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: http, path: healthz}}]", "health_check.path: must start with /"},
 		{"idle timeout", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, idle_timeout: 0s}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].idle_timeout: must be positive"},
@@ -316,42 +297,6 @@ func FuzzParse(f *testing.F) {
 }
 
 func reflectValue(p *secretHolder) reflect.Value { return reflect.ValueOf(p).Elem() }
-
-func TestHTTPDefaults(t *testing.T) {
-	c, err := parse([]byte(`
-listeners:
-  - {name: a, address: "127.0.0.1:7000", protocol: http, cluster: b}
-  - {name: r, address: "127.0.0.1:7001", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: b}], retries: {}}]}
-clusters: [{name: b, endpoints: ["127.0.0.1:7001"], circuit_breaker: {}, health_check: {type: http}}]
-`), noEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, r, b := c.Listeners[0], c.Listeners[1].Routes[0], c.Clusters[0]
-	for _, tc := range []struct {
-		name      string
-		got, want any
-	}{
-		{"catch-all route prefix", a.Routes[0].Match.Prefix, "/"},
-		{"catch-all route cluster", a.Routes[0].To[0].Cluster, "b"},
-		{"route name", a.Routes[0].Name, "a/0"},
-		{"weight", a.Routes[0].To[0].Weight, 1},
-		{"route timeout", r.Timeout.D(), DefaultRouteTimeout},
-		{"retry attempts", r.Retries.Attempts, 2},
-		{"retry on", fmt.Sprint(r.Retries.On), "[connect_failure reset 5xx]"},
-		{"retry budget", r.Retries.BudgetPercent, 20},
-		{"access log", a.AccessLog, "off"},
-		{"http version", b.HTTP.Version, "auto"},
-		{"max idle", b.HTTP.MaxIdlePerEndpoint, DefaultMaxIdlePerEndpoint},
-		{"breaker open_for", b.CircuitBreaker.OpenFor.D(), 30 * time.Second},
-		{"check path", b.HealthCheck.Path, "/"},
-		{"check status", fmt.Sprint(b.HealthCheck.ExpectStatus), "[200-299]"},
-	} {
-		if tc.got != tc.want {
-			t.Errorf("%s: got %v, want %v", tc.name, tc.got, tc.want)
-		}
-	}
-}
 
 func TestOnFailoverDefaults(t *testing.T) {
 	t.Parallel()

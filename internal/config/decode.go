@@ -71,9 +71,10 @@ func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schem
 	d := &decoder{lines: map[string]int{}, env: lookupEnv, schemas: s, moved: s.moved()}
 	c := &Config{}
 	if len(root.Content) > 0 {
+		d.renames, d.errs = applyAliases(root.Content[0], s.aliases())
 		d.value(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
-	c.lines = d.lines
+	c.lines, c.env = d.lines, lookupEnv
 	for _, m := range d.moves {
 		d.errs = append(d.errs, c.movedError(m))
 	}
@@ -89,7 +90,6 @@ func Parse(data []byte, lookupEnv func(string) (string, bool), protocols []Schem
 	}
 	c.applyDefaults()
 	c.applyOptionDefaults(s)
-	c.applySticky(lookupEnv, os.Hostname)
 	// Validate even after decoding problems, so that one run lists them all;
 	// a field that failed to decode is not reported a second time.
 	for _, e := range c.validate(s) {
@@ -132,6 +132,7 @@ type decoder struct {
 	schemas schemas           // the protocols' options (see structure)
 	moved   map[string]string // old keys and their new paths (see Mover)
 	moves   []move            // old keys found
+	renames renames           // keys moved from an alias (see Aliaser)
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -149,6 +150,9 @@ func (d *decoder) failed(path string) bool {
 }
 
 func (d *decoder) sorted() Errors {
+	for i := range d.errs {
+		d.errs[i].Path = d.renames.path(d.errs[i].Path)
+	}
 	sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
 	return d.errs
 }

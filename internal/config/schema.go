@@ -107,6 +107,15 @@ type Check struct {
 // Has reports whether the file sets the field at path.
 func (c *Check) Has(path string) bool { return c.Config.has(path) }
 
+// LookupEnv reads the environment the file's ${VAR} references are
+// resolved in.
+func (c *Check) LookupEnv(name string) (string, bool) {
+	if c.Config.env == nil {
+		return "", false
+	}
+	return c.Config.env(name)
+}
+
 // Errorf reports a problem with the field at path.
 func (c *Check) Errorf(path, format string, args ...any) { c.v.errorf(path, format, args...) }
 
@@ -364,17 +373,20 @@ func (c *Config) clusterUses() map[string]map[string]bool {
 		uses[cluster][proto] = true
 	}
 	for _, l := range c.Listeners {
-		if l.Protocol != "http" {
-			use(l.Cluster, l.Protocol)
-			continue
-		}
-		for _, r := range l.Routes {
-			for _, t := range r.To {
-				use(t.Cluster, "http")
-			}
+		for _, cl := range l.Clusters() {
+			use(cl, l.Protocol)
 		}
 	}
 	return uses
+}
+
+// Clusters are the clusters a listener sends to: those its options name
+// (ClusterUser), else listeners[].cluster.
+func (l *Listener) Clusters() []string {
+	if u, ok := l.Options[l.Protocol].(ClusterUser); ok {
+		return u.Clusters()
+	}
+	return []string{l.Cluster}
 }
 
 func (l *Listener) setOption(name string, o any) {
@@ -407,3 +419,42 @@ func sortedKeys(m map[string]any) []string {
 func NewOptions(protocols []Schema, name string, cluster bool) any {
 	return schemas(protocols).newOptions(name, cluster)
 }
+
+// ClusterUser is implemented by listener options that say which clusters
+// the listener sends to (an http listener's routes, the clusters its JWT
+// keys come from); without it, a listener sends to listeners[].cluster.
+type ClusterUser interface {
+	Clusters() []string
+}
+
+// ClusterRef checks a reference to a cluster by name: required, and
+// defined in clusters[] (with a "did you mean").
+func (c *Check) ClusterRef(path, name string) {
+	clusters := map[string]bool{}
+	for _, cl := range c.Config.Clusters {
+		clusters[cl.Name] = true
+	}
+	c.v.clusterRef(path, name, clusters)
+}
+
+// Name checks a name that must be unique among seen (which it is added
+// to): required, of letters, digits, '_', '.' and '-'.
+func (c *Check) Name(path, name, what string, seen map[string]bool) {
+	c.v.name(path, name, what, seen)
+}
+
+// ValidHeaderName reports whether s is a header name (an RFC 9110 token).
+func ValidHeaderName(s string) bool { return tokenPattern.MatchString(s) }
+
+// ValidHeaderValue reports whether s can be sent as a header value.
+func ValidHeaderValue(s string) bool { return validHeaderValue(s) }
+
+// ValidAuthority reports whether s is host or host:port (RFC 9110 7.2).
+func ValidAuthority(s string) bool { return validAuthority(s) }
+
+// ValidPath reports whether s is an absolute path of URI characters.
+func ValidPath(s string) bool { return validPath(s) }
+
+// Suggest returns the candidate closest to s, if it is close enough to be
+// what the user meant ("" if not).
+func Suggest(s string, candidates []string) string { return suggest(s, candidates) }

@@ -25,18 +25,11 @@ var clusterFieldUse = []struct {
 		func(cl *Cluster) bool { return cl.OutlierDetection != nil && *cl.OutlierDetection != defaultOutlier }},
 	{"zone_aware", nil, "",
 		func(cl *Cluster) bool { return cl.ZoneAware != nil }},
-	{"http", []string{"http"}, "it is how HTTP requests are sent",
-		func(cl *Cluster) bool { return cl.HTTP != nil && *cl.HTTP != defaultClusterHTTP }},
-	{"circuit_breaker", []string{"http"}, "its limits count HTTP requests and connections of the HTTP pool",
-		func(cl *Cluster) bool { return cl.CircuitBreaker != nil }},
-	{"rate_limit", []string{"http"}, "it limits the HTTP requests sent to the cluster",
-		func(cl *Cluster) bool { return cl.RateLimit != nil }},
 }
 
 var (
 	defaultOutlier = OutlierDetection{ConsecutiveFailures: DefaultOutlierFailures,
 		BaseEjectionTime: Duration(DefaultOutlierEjection), MaxEjectionPercent: DefaultOutlierMaxPercent}
-	defaultClusterHTTP = ClusterHTTP{Version: "auto", MaxIdlePerEndpoint: DefaultMaxIdlePerEndpoint, IdleTimeout: Duration(DefaultHTTPIdleTimeout)}
 )
 
 // unusedFields refuses every field the file sets on a listener or cluster
@@ -50,21 +43,9 @@ func (v *validator) unusedFields() {
 		}
 		uses[cluster][proto] = true
 	}
-	for i, l := range c.Listeners {
-		v.listenerFields(fmt.Sprintf("listeners[%d]", i), l)
-		if l.Protocol != "http" {
-			use(l.Cluster, l.Protocol)
-			continue
-		}
-		for _, r := range l.Routes {
-			for _, t := range r.To {
-				use(t.Cluster, "http")
-			}
-		}
-		for _, j := range l.JWTProviders {
-			if j.JWKS.Cluster != "" {
-				use(j.JWKS.Cluster, "http") // its keys are fetched over HTTP
-			}
+	for _, l := range c.Listeners {
+		for _, cl := range l.Clusters() {
+			use(cl, l.Protocol)
 		}
 	}
 	for i := range c.Clusters {
@@ -89,16 +70,8 @@ func (v *validator) unusedFields() {
 				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", protoList(others), strings.Join(v.s.latencyTimers(), " and "))
 			}
 		}
-		if cl.RateLimit != nil && protos["http"] {
-			if others := without(protos, []string{"http"}); len(others) > 0 {
-				v.errorf(p+".rate_limit", "not honoured by %s listeners (only HTTP requests are counted); give them a cluster of their own", protoList(others))
-			}
-		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
 			v.errorf(p+".outlier_detection.consecutive_5xx", "not used by %s listeners (it counts HTTP responses)", protoList(protos))
-		}
-		if h := cl.HTTP; h != nil && h.Version == "h2c" && cl.TLS != nil && cl.KubernetesAPI == nil {
-			v.errorf(p+".http.version", `"h2c" is cleartext HTTP/2 and the cluster has tls; use "2" for HTTP/2 over TLS`)
 		}
 		if by, _ := v.s.readers("balance", protos); usedBy(protos, by) {
 			v.endpointWeights(p, cl)
@@ -117,24 +90,6 @@ func (v *validator) endpointWeights(p string, cl *Cluster) {
 	for j, e := range cl.Endpoints {
 		if e.Weight != 1 {
 			v.errorf(fmt.Sprintf("%s.endpoints[%d]", p, j), "weight %d is not used by balance %s; use weighted, random, least_request, p2c or ring_hash", e.Weight, cl.Balance)
-		}
-	}
-}
-
-// listenerFields refuses fields of other protocols on a listener.
-func (v *validator) listenerFields(p string, l Listener) {
-	if l.Protocol != "http" && l.AccessLog != "" {
-		v.errorf(p+".access_log", "only for protocol http")
-	}
-	if l.Protocol == "http" && l.Cluster != "" && !routesTo(l.Routes, l.Cluster) {
-		v.errorf(p+".cluster", "not used when routes are given (cluster alone is one catch-all route); remove it or the routes")
-	}
-	for i, r := range l.Routes {
-		if s := r.Sticky; s != nil && s.By == "client_ip" && s.Name != "" {
-			v.errorf(fmt.Sprintf("%s.routes[%d].sticky.name", p, i), "not used with by: client_ip")
-		}
-		if r.Sticky != nil && len(r.To) == 1 {
-			v.errorf(fmt.Sprintf("%s.routes[%d].sticky", p, i), "not used by a route to one cluster (it keeps a client on one side of a split)")
 		}
 	}
 }
@@ -165,18 +120,6 @@ func (v *validator) healthCheckFields(p string, cl *Cluster) {
 			v.errs = append(v.errs, e)
 		}
 	}
-}
-
-// routesTo reports whether a route sends requests to cluster.
-func routesTo(routes []Route, cluster string) bool {
-	for _, r := range routes {
-		for _, t := range r.To {
-			if t.Cluster == cluster {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // without returns the protocols of protos not in by.

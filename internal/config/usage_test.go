@@ -15,20 +15,11 @@ func TestUnusedFields(t *testing.T) {
 	const redis = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\n"
 	const pgPlain = "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: postgres, cluster: c}]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"breaker on tcp", tcp + "clusters:\n  - {name: c, endpoints: [\"h:1\"], circuit_breaker: {max_connections: 10}}", "clusters[0].circuit_breaker: not used by tcp listeners (its limits count HTTP requests and connections of the HTTP pool) (line 3)"},
-		{"http on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], http: {version: h2c}}]", "clusters[0].http: not used by tcp listeners (it is how HTTP requests are sent) (line 2)"},
-		{"breaker on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]", "clusters[0].circuit_breaker: not used by redis listeners"},
-		{"breaker on postgres", pgPlain + "clusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]", "clusters[0].circuit_breaker: not used by postgres listeners"},
 		{"balance on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], balance: least_connections}]", "clusters[0].balance: not used by redis listeners (a redis cluster picks shards by key hash (redis.distribution)) (line 2)"},
 		{"outlier on redis", redis + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_failures: 1}}]", "clusters[0].outlier_detection: not used by redis listeners"},
 		{"5xx on tcp", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], outlier_detection: {consecutive_5xx: 3}}]", "clusters[0].outlier_detection.consecutive_5xx: not used by tcp listeners (it counts HTTP responses) (line 2)"},
-		{"h2c with tls", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], tls: {}, http: {version: h2c}}]", `clusters[0].http.version: "h2c" is cleartext HTTP/2 and the cluster has tls`},
-		{"access log on tcp", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c, access_log: json}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].access_log: only for protocol http (line 1)"},
-		{"cluster beside routes", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: d, routes: [{match: {prefix: /}, to: [{cluster: c}]}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: d, endpoints: [\"h:2\"]}]", "listeners[0].cluster: not used when routes are given"},
-		{"sticky name with client_ip", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip, name: x}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky.name: not used with by: client_ip"},
 		{"weight with round_robin", tcp + "clusters: [{name: c, endpoints: [\"h:1\", \"h:2 weight=3\"]}]", "clusters[0].endpoints[1]: weight 3 is not used by balance round_robin; use weighted, random, least_request, p2c or ring_hash (line 2)"},
 		{"weight with first", tcp + "clusters: [{name: c, balance: first, endpoints: [\"h:1:2\"]}]", "clusters[0].endpoints[0]: weight 2 is not used by balance first"},
-		{"sticky on one cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, routes: [{match: {prefix: /}, to: [{cluster: c}], sticky: {by: client_ip}}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]", "listeners[0].routes[0].sticky: not used by a route to one cluster (it keeps a client on one side of a split) (line 1)"},
 		{"check path on tcp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: tcp, path: /x}}]", "clusters[0].health_check.path: not used by a tcp check (only type http) (line 2)"},
 		{"check host on amqp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {type: amqp, host: x}}]", "clusters[0].health_check.host: not used by a amqp check (only type http)"},
 		{"check status on tcp check", tcp + "clusters: [{name: c, endpoints: [\"h:1\"], health_check: {expect_status: [\"200\"]}}]", "clusters[0].health_check.expect_status: not used by a tcp check"},
@@ -60,9 +51,6 @@ func TestUnusedFields(t *testing.T) {
 func TestUsedFieldsAccepted(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, yaml string }{
-		{"breaker on http", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: http, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}, http: {version: \"1.1\"}, outlier_detection: {consecutive_5xx: 2}}]"},
-		{"breaker on a cluster used by tcp and http", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"], circuit_breaker: {}}]"},
-		{"unused cluster", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1\"]}, {name: spare, endpoints: [\"h:2\"], circuit_breaker: {}}]"},
 		{"weights on a redis ring", "listeners: [{name: l, address: \"127.0.0.1:7000\", protocol: redis, cluster: c}]\nclusters: [{name: c, endpoints: [\"h:1:3 a\", \"h:2:1 b\"]}]"},
 		{"weights with weighted", "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\nclusters: [{name: c, balance: weighted, endpoints: [\"h:1 weight=3\"]}]"},
 		{"ewma on tcp and http, weighted", "listeners:\n  - {name: l, address: \"127.0.0.1:7000\", cluster: c}\n  - {name: h, address: \"127.0.0.1:7001\", protocol: http, cluster: c}\nclusters: [{name: c, balance: ewma, ewma: {decay: 30s, default_rtt: 5ms}, endpoints: [\"h:1 weight=3\", \"h:2\"]}]"},
@@ -86,9 +74,6 @@ func TestUnusedDefaultsMatch(t *testing.T) {
 	cl := c.Clusters[0]
 	if *cl.OutlierDetection != defaultOutlier {
 		t.Errorf("outlier_detection: got %+v, want %+v", *cl.OutlierDetection, defaultOutlier)
-	}
-	if *cl.HTTP != defaultClusterHTTP {
-		t.Errorf("http: got %+v, want %+v", *cl.HTTP, defaultClusterHTTP)
 	}
 }
 

@@ -15,11 +15,7 @@ import (
 // The closed sets of names the schema accepts.
 var (
 	BalancePolicies = []string{"round_robin", "weighted", "least_connections", "least_request", "random", "p2c", "ring_hash", "first", "ewma"}
-	HTTPVersions    = []string{"auto", "1.1", "2", "h2c"}
 	consulSchemes   = []string{"http", "https"}
-	RetryOn         = []string{"5xx", "gateway_error", "connect_failure", "reset", "retriable_4xx"}
-	stickyBy        = []string{"client_ip", "header", "cookie"}
-	accessLogs      = []string{"off", "text", "json"}
 	TLSVersions     = map[string]uint16{"1.0": tls.VersionTLS10, "1.1": tls.VersionTLS11, "1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
 	logLevels       = []string{"debug", "info", "warn", "error"}
 	logFormats      = []string{"text", "json"}
@@ -109,14 +105,7 @@ func (c *Config) validate(s schemas) Errors {
 		}
 		v.oneOf(p+".protocol", "protocol", l.Protocol, s.names())
 		v.oneOf(p+".ready", "ready mode", l.Ready, readyModes)
-		switch {
-		case l.Protocol == "http":
-			v.httpListener(p, &l, clusters)
-		case len(l.Routes) > 0:
-			v.errorf(p+".routes", "only for protocol http")
-		case len(l.JWTProviders) > 0:
-			v.errorf(p+".jwt_providers", "only for protocol http")
-		default:
+		if _, ok := l.Options[l.Protocol].(ClusterUser); !ok {
 			v.clusterRef(p+".cluster", l.Cluster, clusters)
 		}
 		if cl := c.Cluster(l.Cluster); cl != nil && l.Protocol != "http" {
@@ -276,35 +265,6 @@ func (v *validator) cluster(p string, cl *Cluster) {
 		}
 		if h := cl.HealthCheck; h == nil || h.Type != "postgres" {
 			v.errorf(fp, "needs a postgres health_check (it learns which endpoint is the primary)")
-		}
-	}
-	if h := cl.HTTP; h != nil {
-		v.oneOf(p+".http.version", "HTTP version", h.Version, HTTPVersions)
-		if h.MaxIdlePerEndpoint < 1 {
-			v.errorf(p+".http.max_idle_per_endpoint", "must be at least 1")
-		}
-		if h.IdleTimeout <= 0 {
-			v.errorf(p+".http.idle_timeout", "must be positive")
-		}
-		if h.Version == "2" && cl.TLS == nil {
-			v.errorf(p+".http.version", `"2" needs tls (HTTP/2 over TLS); use "h2c" for cleartext HTTP/2`)
-		}
-	}
-	if rl := cl.RateLimit; rl != nil {
-		v.upstreamRateLimit(p+".rate_limit", rl)
-	}
-	if b := cl.CircuitBreaker; b != nil {
-		bp := p + ".circuit_breaker"
-		for name, n := range map[string]int{"max_connections": b.MaxConnections, "max_pending": b.MaxPending, "max_requests": b.MaxRequests, "max_retries": b.MaxRetries} {
-			if n < 0 {
-				v.errorf(bp+"."+name, "must not be negative")
-			}
-		}
-		if b.ConsecutiveFailures < 0 {
-			v.errorf(bp+".consecutive_failures", "must not be negative")
-		}
-		if b.OpenFor <= 0 {
-			v.errorf(bp+".open_for", "must be positive")
 		}
 	}
 	if t := cl.TLS; t != nil && !kube {
@@ -517,113 +477,3 @@ func StatusRange(s string) (lo, hi int, err error) {
 }
 
 var tokenPattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-func (v *validator) httpListener(p string, l *Listener, clusters map[string]bool) {
-	v.oneOf(p+".access_log", "access log format", l.AccessLog, accessLogs)
-	v.jwtProviders(p, l, clusters)
-	if len(l.Routes) == 0 {
-		v.errorf(p+".routes", "an http listener needs routes (or cluster for one catch-all route)")
-	}
-	for i, r := range l.Routes {
-		rp := fmt.Sprintf("%s.routes[%d]", p, i)
-		m := r.Match
-		n := 0
-		for _, s := range []string{m.Prefix, m.Path, m.Regex} {
-			if s != "" {
-				n++
-			}
-		}
-		switch {
-		case n == 0:
-			v.errorf(rp+".match", "needs one of prefix, path or regex")
-		case n > 1:
-			v.errorf(rp+".match", "give only one of prefix, path or regex")
-		}
-		for _, f := range []struct{ name, val string }{{"prefix", m.Prefix}, {"path", m.Path}} {
-			if f.val != "" && !strings.HasPrefix(f.val, "/") {
-				v.errorf(rp+".match."+f.name, "must start with /")
-			}
-		}
-		if m.Regex != "" {
-			if _, err := regexp.Compile("^(?:" + m.Regex + ")$"); err != nil {
-				v.errorf(rp+".match.regex", "%v", err)
-			}
-		}
-		for j, meth := range m.Methods {
-			if !tokenPattern.MatchString(meth) || strings.ToUpper(meth) != meth {
-				v.errorf(fmt.Sprintf("%s.match.methods[%d]", rp, j), "%q: want an upper-case method like GET", meth)
-			}
-		}
-		for h := range m.Headers {
-			if !tokenPattern.MatchString(h) {
-				v.errorf(rp+".match.headers."+h, "invalid header name")
-			}
-		}
-		if len(r.To) == 0 {
-			v.errorf(rp+".to", "needs at least one cluster")
-		}
-		for j, t := range r.To {
-			tp := fmt.Sprintf("%s.to[%d]", rp, j)
-			v.clusterRef(tp+".cluster", t.Cluster, clusters)
-			if t.Weight < 1 || t.Weight > 10000 {
-				v.errorf(tp+".weight", "must be 1-10000")
-			}
-		}
-		if s := r.Sticky; s != nil {
-			v.sticky(rp+".sticky", s)
-		}
-		if rl := r.RateLimit; rl != nil {
-			v.rateLimit(rp+".rate_limit", rl)
-		}
-		if rc := r.Cache; rc != nil {
-			v.routeCache(rp+".cache", rc)
-		}
-		if r.Timeout < 0 {
-			v.errorf(rp+".timeout", "must not be negative")
-		}
-		if rt := r.Retries; rt != nil {
-			rtp := rp + ".retries"
-			if rt.Attempts < 1 || rt.Attempts > 10 {
-				v.errorf(rtp+".attempts", "must be 1-10 (tries in all, the first included)")
-			}
-			for j, on := range rt.On {
-				if code, err := strconv.Atoi(on); err == nil && code >= 400 && code <= 599 {
-					continue
-				}
-				v.oneOf(fmt.Sprintf("%s.on[%d]", rtp, j), "retry condition", on, RetryOn)
-			}
-			if rt.PerTryTimeout < 0 {
-				v.errorf(rtp+".per_try_timeout", "must not be negative")
-			} else if r.Timeout > 0 && rt.PerTryTimeout > r.Timeout {
-				v.errorf(rtp+".per_try_timeout", "must not be longer than the route timeout (%s)", r.Timeout.D())
-			}
-			if rt.Backoff.Base <= 0 || rt.Backoff.Max < rt.Backoff.Base {
-				v.errorf(rtp+".backoff", "needs 0 < base <= max")
-			}
-			if rt.BudgetPercent < 1 || rt.BudgetPercent > 100 {
-				v.errorf(rtp+".budget_percent", "must be 1-100")
-			}
-			if rt.MaxBuffer < 1 {
-				v.errorf(rtp+".max_buffer_bytes", "must be positive")
-			}
-		}
-		if r.GRPCTranscode != nil {
-			v.grpcTranscode(rp, &l.Routes[i])
-		}
-		if rw := r.Rewrite; rw != nil && rw.Prefix != "" && !strings.HasPrefix(rw.Prefix, "/") {
-			v.errorf(rp+".rewrite.prefix", "must start with /")
-		}
-		if h := r.Headers; h != nil {
-			for k := range h.Add {
-				if !tokenPattern.MatchString(k) {
-					v.errorf(rp+".headers.add."+k, "invalid header name")
-				}
-			}
-			for j, k := range h.Remove {
-				if !tokenPattern.MatchString(k) {
-					v.errorf(fmt.Sprintf("%s.headers.remove[%d]", rp, j), "invalid header name %q", k)
-				}
-			}
-		}
-	}
-}

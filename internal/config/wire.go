@@ -13,12 +13,6 @@ import (
 // there would let the file inject a second header, request or startup
 // parameter. Secret values are never quoted in an error.
 func (v *validator) wireValues() {
-	for i, l := range v.c.Listeners {
-		p := fmt.Sprintf("listeners[%d]", i)
-		for j, r := range l.Routes {
-			v.routeWire(fmt.Sprintf("%s.routes[%d]", p, j), r)
-		}
-	}
 	for i, cl := range v.c.Clusters {
 		p := fmt.Sprintf("clusters[%d]", i)
 		if t := cl.TLS; t != nil && cl.KubernetesAPI == nil {
@@ -39,29 +33,6 @@ func (v *validator) wireValues() {
 			v.cString(hp+".database", h.Database, true)
 			v.cString(hp+".password", h.Password, false)
 		}
-	}
-}
-
-// routeWire checks what a route adds to the requests it sends upstream.
-func (v *validator) routeWire(rp string, r Route) {
-	if h := r.Headers; h != nil {
-		for name, val := range h.Add {
-			if !validHeaderValue(val) {
-				// The value is not quoted: header values are redacted in /config.
-				v.errorf(rp+".headers.add."+name, "the value holds a line break, NUL or another control character (RFC 9110 5.5)")
-			}
-		}
-	}
-	if rw := r.Rewrite; rw != nil {
-		if rw.Host != "" && !validAuthority(rw.Host) {
-			v.errorf(rp+".rewrite.host", "%q: want host or host:port (RFC 9110 7.2)", rw.Host)
-		}
-		if strings.HasPrefix(rw.Prefix, "/") && !validPath(rw.Prefix) {
-			v.errorf(rp+".rewrite.prefix", "%q: want a path of URI characters (RFC 3986 3.3), without spaces, control characters, '?' or '#'", rw.Prefix)
-		}
-	}
-	if s := r.Sticky; s != nil && s.Name != "" && !tokenPattern.MatchString(s.Name) {
-		v.errorf(rp+".sticky.name", "%q: not a valid header or cookie name", s.Name)
 	}
 }
 

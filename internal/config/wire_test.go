@@ -15,19 +15,6 @@ func TestWireValues(t *testing.T) {
 	const httpEnd = "}]}]\nclusters: [{name: c, endpoints: [\"h:1\"]}]"
 	const tcp = "listeners: [{name: l, address: \"127.0.0.1:7000\", cluster: c}]\n"
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"header value CRLF", httpBase + `headers: {add: {X-A: "v\r\nGET /admin HTTP/1.1"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds a line break, NUL or another control character (RFC 9110 5.5) (line 1)"},
-		{"header value LF", httpBase + `headers: {add: {X-A: "v\nX-B: 1"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds a line break"},
-		{"header value NUL", httpBase + `headers: {add: {X-A: "v\0"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds"},
-		{"header value DEL", httpBase + `headers: {add: {X-A: "v\x7f"}}` + httpEnd, "listeners[0].routes[0].headers.add.X-A: the value holds"},
-		{"header name", httpBase + `headers: {add: {"X A": v}}` + httpEnd, "listeners[0].routes[0].headers.add.X A: invalid header name"},
-		{"rewrite host CRLF", httpBase + `rewrite: {host: "a\r\nX-Injected: 1"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "a\r\nX-Injected: 1": want host or host:port (RFC 9110 7.2) (line 1)`},
-		{"rewrite host path", httpBase + `rewrite: {host: "a/b"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "a/b": want host or host:port`},
-		{"rewrite host userinfo", httpBase + `rewrite: {host: "u@a"}` + httpEnd, `listeners[0].routes[0].rewrite.host: "u@a": want host or host:port`},
-		{"rewrite host space", httpBase + `rewrite: {host: "a b"}` + httpEnd, `rewrite.host: "a b": want host or host:port`},
-		{"rewrite prefix CRLF", httpBase + `rewrite: {prefix: "/a HTTP/1.1\r\nX: y"}` + httpEnd, `listeners[0].routes[0].rewrite.prefix: "/a HTTP/1.1\r\nX: y": want a path of URI characters`},
-		{"rewrite prefix query", httpBase + `rewrite: {prefix: "/a?b"}` + httpEnd, `rewrite.prefix: "/a?b": want a path`},
-		{"rewrite prefix escape", httpBase + `rewrite: {prefix: "/a%zz"}` + httpEnd, `rewrite.prefix: "/a%zz": want a path`},
-		{"sticky header name", httpBase + `sticky: {by: header, name: "X A"}` + httpEnd, `listeners[0].routes[0].sticky.name: "X A": not a valid header or cookie name`},
 		{"check path CRLF", tcp + `clusters: [{name: c, endpoints: ["h:1"], health_check: {type: http, path: "/h HTTP/1.1\r\nX: y"}}]`, `clusters[0].health_check.path: "/h HTTP/1.1\r\nX: y": want a path (and query) of URI characters`},
 		{"check host CRLF", tcp + `clusters: [{name: c, endpoints: ["h:1"], health_check: {type: http, host: "a\r\nX: y"}}]`, `clusters[0].health_check.host: "a\r\nX: y": want host or host:port`},
 		{"check user NUL", tcp + `clusters: [{name: c, endpoints: ["h:1"], health_check: {type: postgres, user: "u\0options\0-c x"}}]`, `clusters[0].health_check.user: "u\x00options\x00-c x": must not contain NUL (it ends a string of the PostgreSQL protocol) (line 2)`},
@@ -49,8 +36,6 @@ func TestWireValues(t *testing.T) {
 		})
 	}
 	for _, ok := range []struct{ name, yaml string }{
-		{"header value with tab and utf-8", httpBase + `headers: {add: {X-A: "a\tb é"}}, rewrite: {host: "api.example.com:8443", prefix: "/v2/a%20b;x=1"}` + httpEnd},
-		{"ipv6 host", httpBase + `rewrite: {host: "[::1]:80"}` + httpEnd},
 		{"check path with query", tcp + `clusters: [{name: c, endpoints: ["h:1"], health_check: {type: http, path: "/health?full=1&x=%20", host: "svc.local"}}]`},
 		{"sni ip", tcp + `clusters: [{name: c, endpoints: ["h:1"], tls: {server_name: "10.0.0.1"}}]`},
 	} {
@@ -69,11 +54,7 @@ func TestRedactedSecrets(t *testing.T) {
 listeners:
   - name: l
     address: 127.0.0.1:7000
-    protocol: http
-    routes:
-      - match: {prefix: /, headers: {X-Api-Key: match-s3cret}}
-        to: [{cluster: c}]
-        headers: {add: {Authorization: "Bearer add-s3cret"}}
+    cluster: c
 clusters:
   - name: c
     endpoints: ["h:1"]
@@ -89,12 +70,12 @@ clusters:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"match-s3cret", "add-s3cret", "cmd-s3cret", "--token", "pw-s3cret", "path-s3cret", "query-s3cret", "user:pw"} {
+	for _, secret := range []string{"cmd-s3cret", "--token", "pw-s3cret", "path-s3cret", "query-s3cret", "user:pw"} {
 		if strings.Contains(string(out), secret) {
 			t.Errorf("got %q in /config, want it redacted:\n%s", secret, out)
 		}
 	}
-	for _, kept := range []string{"X-Api-Key", "Authorization", "/usr/bin/notify", "https://hooks.example.com/" + Redacted} {
+	for _, kept := range []string{"/usr/bin/notify", "https://hooks.example.com/" + Redacted} {
 		if !strings.Contains(string(out), kept) {
 			t.Errorf("got no %q in /config, want it kept:\n%s", kept, out)
 		}
@@ -144,7 +125,7 @@ listeners:
   - {name: p, address: "127.0.0.1:7003", protocol: postgres, cluster: pc}
 clusters:
   - {name: tc, endpoints: ["h:1"], health_check: {type: redis}}
-  - {name: hc, endpoints: ["h:2"], circuit_breaker: {}, health_check: {type: http}}
+  - {name: hc, endpoints: ["h:2"], health_check: {type: http}}
   - {name: rc, endpoints: ["h:3"]}
   - {name: pc, endpoints: ["h:4"], health_check: {type: postgres, user: u}}
 `), noEnv)

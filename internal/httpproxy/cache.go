@@ -12,7 +12,7 @@ import (
 )
 
 // newRouteCache builds a route's response cache.
-func newRouteCache(rc *config.RouteCache) *httpcache.Cache {
+func newRouteCache(rc *RouteCache) *httpcache.Cache {
 	return httpcache.New(httpcache.Config{
 		MaxBytes:             int64(rc.MaxBytes),
 		MaxObjectBytes:       int64(rc.MaxObjectBytes),
@@ -68,7 +68,7 @@ func carryCaches(t *Table, cfg config.Listener, prev protocol.Listener) {
 			continue
 		}
 		for _, o := range old.handler.table.Routes {
-			if o.cache != nil && o.Name == r.Name && reflect.DeepEqual(o.cacheCfg, cfg.Routes[i].Cache) {
+			if o.cache != nil && o.Name == r.Name && reflect.DeepEqual(o.cacheCfg, Options(&cfg).Routes[i].Cache) {
 				r.cache = o.cache
 				break
 			}

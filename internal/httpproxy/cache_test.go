@@ -64,7 +64,7 @@ func (b *countingBackend) header(path, k string) string {
 func (b *countingBackend) set(h http.HandlerFunc) { b.handle.Store(&h) }
 
 // cacheProxy is a listener on path with one cached route to b.
-func cacheProxy(t *testing.T, path wirePath, b *countingBackend, rc config.RouteCache) *proxyEnv {
+func cacheProxy(t *testing.T, path wirePath, b *countingBackend, rc RouteCache) *proxyEnv {
 	t.Helper()
 	if rc.MaxBytes == 0 {
 		rc.MaxBytes = 1 << 20
@@ -78,7 +78,7 @@ func cacheProxy(t *testing.T, path wirePath, b *countingBackend, rc config.Route
 	if rc.CredentialHeaders == nil {
 		rc.CredentialHeaders = []string{"cookie"}
 	}
-	return newPathProxy(t, path, []string{b.addr}, config.Route{Cache: &rc}, "round_robin", Limits{})
+	return newPathProxy(t, path, []string{b.addr}, Route{Cache: &rc}, "round_robin", Limits{})
 }
 
 // cacheOf is the cache of the proxy's route.
@@ -123,7 +123,7 @@ func TestCacheHitAfterMiss(t *testing.T) {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
 			b := newCountingBackend(t, cacheable("hello", "max-age=60"))
-			px := cacheProxy(t, p.path, b, config.RouteCache{})
+			px := cacheProxy(t, p.path, b, RouteCache{})
 			c := &http.Client{}
 			for i := range 3 {
 				resp, body := fetch(t, c, px.addr, "/h?q=1")
@@ -156,7 +156,7 @@ func TestCacheHitAfterMiss(t *testing.T) {
 func TestCacheMaxAgeExpiry(t *testing.T) {
 	t.Parallel()
 	b := newCountingBackend(t, cacheable("x", "max-age=1"))
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	fetch(t, c, px.addr, "/e")
 	fetch(t, c, px.addr, "/e")
@@ -177,7 +177,7 @@ func TestCacheVary(t *testing.T) {
 		w.Header().Set("Vary", "Accept-Language")
 		io.WriteString(w, "lang="+r.Header.Get("Accept-Language"))
 	})
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	for range 2 {
 		for _, l := range []string{"en", "fr", "de"} {
@@ -204,7 +204,7 @@ func TestCacheETagRevalidation(t *testing.T) {
 		}
 		io.WriteString(w, "tagged body")
 	})
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	fetch(t, c, px.addr, "/t")
 	resp, body := fetch(t, c, px.addr, "/t")
@@ -230,7 +230,7 @@ func TestCacheETagRevalidation(t *testing.T) {
 func TestCacheStaleIfError(t *testing.T) {
 	t.Parallel()
 	b := newCountingBackend(t, cacheable("good", "max-age=1, stale-if-error=300"))
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	fetch(t, c, px.addr, "/s")
 	time.Sleep(1100 * time.Millisecond)
@@ -252,7 +252,7 @@ func TestCacheStaleIfError(t *testing.T) {
 func TestCacheStaleWhileRevalidate(t *testing.T) {
 	t.Parallel()
 	b := newCountingBackend(t, cacheable("old", "max-age=1, stale-while-revalidate=300"))
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	fetch(t, c, px.addr, "/w")
 	time.Sleep(1100 * time.Millisecond)
@@ -285,7 +285,7 @@ func TestCacheCoalescing(t *testing.T) {
 		<-gate
 		cacheable("shared", "max-age=60")(w, r)
 	})
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	const n = 10
 	var wg sync.WaitGroup
 	bodies := make(chan string, n)
@@ -326,7 +326,7 @@ func TestCacheNotStored(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := newCountingBackend(t, cacheable("p", tc.cc))
-			px := cacheProxy(t, onEngine, b, config.RouteCache{})
+			px := cacheProxy(t, onEngine, b, RouteCache{})
 			c := &http.Client{}
 			fetch(t, c, px.addr, "/n", tc.hdr...)
 			fetch(t, c, px.addr, "/n", tc.hdr...)
@@ -338,7 +338,7 @@ func TestCacheNotStored(t *testing.T) {
 	t.Run("private is stored", func(t *testing.T) {
 		t.Parallel()
 		b := newCountingBackend(t, cacheable("p", "private, max-age=60"))
-		px := cacheProxy(t, onEngine, b, config.RouteCache{})
+		px := cacheProxy(t, onEngine, b, RouteCache{})
 		fetch(t, &http.Client{}, px.addr, "/p")
 		fetch(t, &http.Client{}, px.addr, "/p")
 		if n := b.count("/p"); n != 1 {
@@ -354,7 +354,7 @@ func TestCacheBounds(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		io.WriteString(w, strings.Repeat("z", size))
 	})
-	px := cacheProxy(t, onEngine, b, config.RouteCache{MaxBytes: 4000, MaxObjectBytes: 1500})
+	px := cacheProxy(t, onEngine, b, RouteCache{MaxBytes: 4000, MaxObjectBytes: 1500})
 	c := &http.Client{}
 	for _, q := range []string{"a", "b", "c"} {
 		fetch(t, c, px.addr, "/l?size=1000&k="+q)
@@ -380,7 +380,7 @@ func TestCacheBounds(t *testing.T) {
 func TestCacheInvalidatedByPost(t *testing.T) {
 	t.Parallel()
 	b := newCountingBackend(t, cacheable("v", "max-age=60"))
-	px := cacheProxy(t, onEngine, b, config.RouteCache{})
+	px := cacheProxy(t, onEngine, b, RouteCache{})
 	c := &http.Client{}
 	fetch(t, c, px.addr, "/i")
 	fetch(t, c, px.addr, "/i")
@@ -397,12 +397,12 @@ func TestCacheInvalidatedByPost(t *testing.T) {
 func TestCacheCarriedOverReload(t *testing.T) {
 	t.Parallel()
 	c := &Cluster{}
-	rc := func(max int) *config.RouteCache {
-		return &config.RouteCache{MaxBytes: max, MaxObjectBytes: 100, CoalesceTimeout: config.Duration(time.Second)}
+	rc := func(max int) *RouteCache {
+		return &RouteCache{MaxBytes: max, MaxObjectBytes: 100, CoalesceTimeout: config.Duration(time.Second)}
 	}
 	listener := func(max int) config.Listener {
-		return config.Listener{Name: "l", Routes: []config.Route{
-			{Name: "cached", Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}}, Cache: rc(max)}}}
+		return listenerOf("l",
+			Route{Name: "cached", Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: "c", Weight: 1}}, Cache: rc(max)})
 	}
 	table := func(l config.Listener, prev *instance) *Table {
 		tb := NewTable(l, func(string) *Cluster { return c })

@@ -26,8 +26,8 @@ type Limits struct {
 	MaxRetries     int // retries in flight
 }
 
-// ClusterOptions configure a Cluster.
-type ClusterOptions struct {
+// ClusterParams configure a Cluster.
+type ClusterParams struct {
 	Upstream       *upstream.Cluster
 	Version        string // auto | 1.1 | 2 | h2c
 	MaxIdle        int
@@ -50,7 +50,7 @@ type ClusterOptions struct {
 // and a retry can go to another one, plus the cluster's in-flight counters,
 // thresholds and breaker. Safe for concurrent use.
 type Cluster struct {
-	opts ClusterOptions
+	opts ClusterParams
 
 	mu         sync.Mutex
 	transports map[string]*transport            // net/http's, per endpoint address
@@ -62,7 +62,7 @@ type Cluster struct {
 }
 
 // NewCluster returns the HTTP side of opts.Upstream.
-func NewCluster(opts ClusterOptions) *Cluster {
+func NewCluster(opts ClusterParams) *Cluster {
 	c := &Cluster{opts: opts, transports: map[string]*transport{}, pools: map[*upstream.Endpoint]*connPool{}}
 	c.slots.max = int64(opts.Limits.MaxConnections)
 	return c

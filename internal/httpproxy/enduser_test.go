@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/attache-proxy/attache/internal/balance"
-	"github.com/attache-proxy/attache/internal/config"
 )
 
 var loopbackTrust = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -120,10 +119,10 @@ func TestStickyPodShare(t *testing.T) {
 		}
 		return b
 	}
-	route := func(pod string) *Route {
-		return compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"},
-			Sticky: &config.Sticky{By: "client_ip", TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for", PodKey: pod},
-			To:     []config.RouteTarget{{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}}}, byName)
+	route := func(pod string) *compiledRoute {
+		return compileRoute(Route{Match: RouteMatch{Prefix: "/"},
+			Sticky: &Sticky{By: "client_ip", TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for", PodKey: pod},
+			To:     []RouteTarget{{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}}}, byName)
 	}
 	const pods = 200
 	toB := 0
@@ -160,9 +159,9 @@ func TestStickyPathsAgree(t *testing.T) {
 		return b
 	}
 	for _, hdr := range []string{"x-forwarded-for", "forwarded"} {
-		rt := compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"},
-			Sticky: &config.Sticky{By: "cookie", Name: "u", TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: hdr, PodKey: "p"},
-			To:     []config.RouteTarget{{Cluster: "a", Weight: 50}, {Cluster: "b", Weight: 50}}}, byName)
+		rt := compileRoute(Route{Match: RouteMatch{Prefix: "/"},
+			Sticky: &Sticky{By: "cookie", Name: "u", TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: hdr, PodKey: "p"},
+			To:     []RouteTarget{{Cluster: "a", Weight: 50}, {Cluster: "b", Weight: 50}}}, byName)
 		for i := range 200 {
 			var head string
 			switch i % 3 {
@@ -196,9 +195,9 @@ func TestStickyPathsAgree(t *testing.T) {
 // nothing (the engine allocates nothing per request).
 func TestStickyAllocs(t *testing.T) {
 	a, b := &Cluster{}, &Cluster{}
-	rt := compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"},
-		Sticky: &config.Sticky{By: "client_ip", TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "forwarded", PodKey: "p"},
-		To:     []config.RouteTarget{{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}}},
+	rt := compileRoute(Route{Match: RouteMatch{Prefix: "/"},
+		Sticky: &Sticky{By: "client_ip", TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: "forwarded", PodKey: "p"},
+		To:     []RouteTarget{{Cluster: "a", Weight: 90}, {Cluster: "b", Weight: 10}}},
 		func(n string) *Cluster {
 			if n == "a" {
 				return a

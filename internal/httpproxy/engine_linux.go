@@ -497,7 +497,7 @@ func (c *econn) forget() {
 }
 
 // begin serves a request whose head and body are in rbuf.
-func (c *econn) begin(h *Handler, route *Route) {
+func (c *econn) begin(h *Handler, route *compiledRoute) {
 	e, r, x := c.e, &c.req, &c.x
 	c.active, c.served = true, true
 	c.h, c.start, c.bytesOut, c.status, c.ids.gen = h, e.l.Now(), 0, 0, false

@@ -79,7 +79,7 @@ func serveBackend(t *testing.T, handle func(c net.Conn, r *http.Request) bool) (
 func TestEngineServesPlainRequests(t *testing.T) {
 	engineOnly(t)
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	var reqs strings.Builder
 	const n = 300 // about 20 KiB: more than the read buffer holds
 	for i := range n {
@@ -133,7 +133,7 @@ func TestEngineHandOffWebSocket(t *testing.T) {
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	defer srv.Close()
-	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	p := newProxy(t, true, []string{ln.Addr().String()}, Route{})
 	c, br := raw(t, p.addr, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
 	for _, path := range []string{"/a", "/b"} {
 		if _, body := readResp(t, br, "GET"); body != "plain "+path {
@@ -184,7 +184,7 @@ func TestEngineBackendResetMidResponse(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0)
 		return false
 	})
-	p := newProxy(t, true, []string{addr}, config.Route{Retries: &config.Retries{Attempts: 3, On: []string{"reset", "5xx"}, MaxBuffer: 1 << 10}})
+	p := newProxy(t, true, []string{addr}, Route{Retries: &Retries{Attempts: 3, On: []string{"reset", "5xx"}, MaxBuffer: 1 << 10}})
 	for _, path := range []string{"/cut", "/cutchunked"} {
 		_, br := raw(t, p.addr, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -242,7 +242,7 @@ func TestEngineLargeAndSlowReader(t *testing.T) {
 		}
 		return true
 	})
-	p := newProxy(t, true, []string{addr}, config.Route{})
+	p := newProxy(t, true, []string{addr}, Route{})
 	c, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +279,7 @@ func TestEngineTimeouts(t *testing.T) {
 		return true
 	})
 
-	p := newProxy(t, true, []string{slow}, config.Route{Timeout: config.Duration(200 * time.Millisecond)})
+	p := newProxy(t, true, []string{slow}, Route{Timeout: config.Duration(200 * time.Millisecond)})
 	start := time.Now()
 	_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, _ := readResp(t, br, "GET")
@@ -287,15 +287,15 @@ func TestEngineTimeouts(t *testing.T) {
 		t.Errorf("route timeout: %d %q after %v, want 504 route timeout after about 200ms", resp.StatusCode, resp.Header.Get("X-Attache-Reason"), took)
 	}
 
-	p = newProxy(t, true, []string{slow, fast}, config.Route{Retries: &config.Retries{Attempts: 2, On: []string{"5xx"},
-		PerTryTimeout: config.Duration(100 * time.Millisecond), Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
+	p = newProxy(t, true, []string{slow, fast}, Route{Retries: &Retries{Attempts: 2, On: []string{"5xx"},
+		PerTryTimeout: config.Duration(100 * time.Millisecond), Backoff: Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
 	_, br = raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, body := readResp(t, br, "GET")
 	if resp.StatusCode != 200 || body != "fast" || resp.Header.Get("X-Attache-Attempts") != "2" {
 		t.Errorf("per-try timeout: %d %q attempts %s, want 200 fast in 2", resp.StatusCode, body, resp.Header.Get("X-Attache-Attempts"))
 	}
 
-	p = newProxyIdle(t, true, []string{fast}, config.Route{}, nil, 300*time.Millisecond)
+	p = newProxyIdle(t, true, []string{fast}, Route{}, nil, 300*time.Millisecond)
 	_, br = raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	readResp(t, br, "GET")
 	start = time.Now()
@@ -318,7 +318,7 @@ func TestEngineDrain(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return true
 	})
-	p := newProxy(t, true, []string{addr}, config.Route{})
+	p := newProxy(t, true, []string{addr}, Route{})
 	_, idle := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	readResp(t, idle, "GET")
 	_, busy := raw(t, p.addr, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -404,8 +404,8 @@ func TestEngineAttemptsAndIDs(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return true
 	})
-	p := newProxy(t, true, []string{addr}, config.Route{Retries: &config.Retries{Attempts: 2, On: []string{"5xx"},
-		Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
+	p := newProxy(t, true, []string{addr}, Route{Retries: &Retries{Attempts: 2, On: []string{"5xx"},
+		Backoff: Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
 	_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, body := readResp(t, br, "GET")
 	if resp.StatusCode != 200 || body != "ok" || resp.Header.Get("X-Attache-Attempts") != "2" {
@@ -430,8 +430,8 @@ func TestEngineConnectFailureAndNames(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	refused := ln.Addr().String()
 	ln.Close()
-	p := newProxy(t, true, []string{refused, "localhost:" + port}, config.Route{Retries: &config.Retries{Attempts: 2, On: []string{"connect_failure"}, MaxBuffer: 1 << 10,
-		Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
+	p := newProxy(t, true, []string{refused, "localhost:" + port}, Route{Retries: &Retries{Attempts: 2, On: []string{"connect_failure"}, MaxBuffer: 1 << 10,
+		Backoff: Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}, BudgetPercent: 100}})
 	for i := range 3 {
 		_, br := raw(t, p.addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
 		resp, body := readResp(t, br, "POST")
@@ -448,7 +448,7 @@ func TestEngineConnectFailureAndNames(t *testing.T) {
 // body, is served once whole; a pipelined pair split the same way too.
 func TestEngineByteByByte(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	c, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -55,11 +55,11 @@ func newBalancedProxy(t *testing.T, path wirePath, picker balance.Picker, endpoi
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
-	route := config.Route{Name: "l/0", Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}},
+	c := NewCluster(ClusterParams{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
+	route := Route{Name: "l/0", Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: "c", Weight: 1}},
 		Timeout: config.Duration(5 * time.Second)}
 	log := slog.New(slog.DiscardHandler)
-	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
+	table := NewTable(listenerOf("l", route), func(string) *Cluster { return c })
 	s := newTestServer(t, time.Minute, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -30,24 +31,24 @@ type proxyEnv struct {
 	cluster *Cluster
 }
 
-func newProxy(t testing.TB, fast bool, endpoints []string, route config.Route) *proxyEnv {
+func newProxy(t testing.TB, fast bool, endpoints []string, route Route) *proxyEnv {
 	return newProxyLog(t, fast, endpoints, route, nil)
 }
 
-func newProxyLog(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger) *proxyEnv {
+func newProxyLog(t testing.TB, fast bool, endpoints []string, route Route, access *slog.Logger) *proxyEnv {
 	t.Helper()
 	return newProxyIdle(t, fast, endpoints, route, access, time.Minute)
 }
 
 // newProxyIdle is newProxyLog with the listener's idle timeout.
-func newProxyIdle(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger, idle time.Duration) *proxyEnv {
+func newProxyIdle(t testing.TB, fast bool, endpoints []string, route Route, access *slog.Logger, idle time.Duration) *proxyEnv {
 	t.Helper()
 	return newProxySetup(t, fast, endpoints, route, access, idle, nil)
 }
 
 // newProxySetup is newProxyIdle with setup, if not nil, run on the Server
 // before its first connection.
-func newProxySetup(t testing.TB, fast bool, endpoints []string, route config.Route, access *slog.Logger, idle time.Duration, setup func(*Server)) *proxyEnv {
+func newProxySetup(t testing.TB, fast bool, endpoints []string, route Route, access *slog.Logger, idle time.Duration, setup func(*Server)) *proxyEnv {
 	t.Helper()
 	picker, err := balance.New("first")
 	if err != nil {
@@ -60,17 +61,17 @@ func newProxySetup(t testing.TB, fast bool, endpoints []string, route config.Rou
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
+	c := NewCluster(ClusterParams{Upstream: up, Version: "auto", MaxIdle: 64, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
 	if route.Match.Path == "" && route.Match.Prefix == "" {
 		route.Match.Prefix = "/"
 	}
 	route.Name = "l/0"
-	route.To = []config.RouteTarget{{Cluster: "c", Weight: 1}}
+	route.To = []RouteTarget{{Cluster: "c", Weight: 1}}
 	if route.Timeout == 0 {
 		route.Timeout = config.Duration(5 * time.Second)
 	}
 	log := slog.New(slog.DiscardHandler)
-	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
+	table := NewTable(listenerOf("l", route), func(string) *Cluster { return c })
 	path := onNetHTTP
 	if fast {
 		path = fastPathOf(t)
@@ -184,7 +185,7 @@ func closed(br *bufio.Reader) bool {
 // are unaffected.
 func TestFastSmuggling(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	for _, tc := range []struct{ name, req string }{
 		{"CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 		{"TE and CL", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"},
@@ -227,7 +228,7 @@ func TestFastSmuggling(t *testing.T) {
 // for an HTTP/1.0 app, which then sees the connection close.
 func TestFastChunkedBothWays(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	_, br := raw(t, p.addr, "POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n")
 	resp, body := readResp(t, br, "POST")
 	if resp.StatusCode != 200 || body != "part1,part2:abcdefg" {
@@ -250,7 +251,7 @@ func TestFastChunkedBothWays(t *testing.T) {
 // answered in order.
 func TestFastPipelined(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	var reqs strings.Builder
 	for i := 0; i < 5; i++ {
 		fmt.Fprintf(&reqs, "POST /p%d HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n%02d", i, i)
@@ -273,7 +274,7 @@ func TestFastPipelined(t *testing.T) {
 // its body is wanted; the upstream gets the body without the Expect.
 func TestFast100Continue(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	c, br := raw(t, p.addr, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	line, err := br.ReadString('\n')
 	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
@@ -287,7 +288,7 @@ func TestFast100Continue(t *testing.T) {
 	}
 	// Refused before the body was asked for: no 100, and the connection
 	// closes after the answer (the body may or may not follow).
-	p2 := newProxy(t, true, []string{b.addr}, config.Route{Match: config.RouteMatch{Path: "/only"}})
+	p2 := newProxy(t, true, []string{b.addr}, Route{Match: RouteMatch{Path: "/only"}})
 	_, br = raw(t, p2.addr, "PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	resp, _ = readResp(t, br, "PUT")
 	if resp.StatusCode != 404 || !closed(br) {
@@ -299,7 +300,7 @@ func TestFast100Continue(t *testing.T) {
 // connection goes on.
 func TestFastNoBodyResponses(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	_, br := raw(t, p.addr, "HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /204 HTTP/1.1\r\nHost: a\r\n\r\nGET /304 HTTP/1.1\r\nHost: a\r\n\r\nGET /end HTTP/1.1\r\nHost: a\r\n\r\n")
 	for _, want := range []struct {
 		method string
@@ -319,7 +320,7 @@ func TestFastNoBodyResponses(t *testing.T) {
 // request on the same connection, go to net/http with what was read.
 func TestFastHandOff(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	defer tr.CloseIdleConnections()
@@ -349,7 +350,7 @@ func TestFastHandOff(t *testing.T) {
 // (retried at once on a new connection, still one attempt).
 func TestFastUpstreamReuse(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	c := &http.Client{}
 	get := func() *http.Response {
 		resp, err := c.Get("http://" + p.addr + "/r")
@@ -395,7 +396,7 @@ func TestFastStaleUpstreamRetried(t *testing.T) {
 			}()
 		}
 	}()
-	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	p := newProxy(t, true, []string{ln.Addr().String()}, Route{})
 	for i := 0; i < 3; i++ {
 		resp, err := http.Get("http://" + p.addr + "/")
 		if err != nil {
@@ -452,7 +453,7 @@ func TestFastHeadersAndForwarding(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go up.Serve(ln)
 	defer up.Close()
-	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	p := newProxy(t, true, []string{ln.Addr().String()}, Route{})
 	_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: no\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Keep: yes\r\n\r\n")
 	resp, _ := readResp(t, br, "GET")
 	h := got.Load().(http.Header)
@@ -546,18 +547,24 @@ func newFastClient(t testing.TB, addr string) *fastClient {
 // TestFastAllocs: a small GET through the fast path allocates only the
 // head's one string.
 func TestFastAllocs(t *testing.T) {
-	p := newProxy(t, true, []string{rawBackend(t)}, config.Route{})
+	p := newProxy(t, true, []string{rawBackend(t)}, Route{})
 	fc := newFastClient(t, p.addr)
 	for i := 0; i < 10; i++ {
 		if err := fc.do(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	allocs := testing.AllocsPerRun(1000, func() {
-		if err := fc.do(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	// AllocsPerRun counts the whole process: goroutines other tests left
+	// behind (timers, refreshers winding down) allocate now and then. The
+	// least of three runs is the path's own count.
+	allocs := math.Inf(1)
+	for range 3 {
+		allocs = min(allocs, testing.AllocsPerRun(1000, func() {
+			if err := fc.do(); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	}
 	t.Logf("%.1f allocations per request", allocs)
 	limit := 2.0 // 1: the head's string
 	if fastPathOf(t) == onEngine {
@@ -577,7 +584,7 @@ func BenchmarkProxy(b *testing.B) {
 			name = "nethttp"
 		}
 		b.Run(name, func(b *testing.B) {
-			p := newProxy(b, fast, []string{rawBackend(b)}, config.Route{})
+			p := newProxy(b, fast, []string{rawBackend(b)}, Route{})
 			fc := newFastClient(b, p.addr)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -594,7 +601,7 @@ func BenchmarkProxy(b *testing.B) {
 func TestFastAccessLog(t *testing.T) {
 	b := newEcho(t)
 	buf := &lockedBuffer{}
-	p := newProxyLog(t, true, []string{b.addr}, config.Route{}, slog.New(slog.NewJSONHandler(buf, nil)))
+	p := newProxyLog(t, true, []string{b.addr}, Route{}, slog.New(slog.NewJSONHandler(buf, nil)))
 	_, br := raw(t, p.addr, "GET /logged?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 	readResp(t, br, "GET")
 	closed(br) // the line is written before the connection closes
@@ -647,7 +654,7 @@ func TestFastLargeBodies(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go up.Serve(ln)
 	defer up.Close()
-	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	p := newProxy(t, true, []string{ln.Addr().String()}, Route{})
 	for _, sent := range []int{0, 5000, 20000, 300000} {
 		resp, err := http.Post("http://"+p.addr+"/", "application/octet-stream", bytes.NewReader(big[:sent]))
 		if err != nil {

@@ -214,7 +214,7 @@ func (fc *fastConn) serve() (handedOff bool) {
 		if h == nil { // not configured yet: net/http's way
 			return true
 		}
-		var route *Route
+		var route *compiledRoute
 		if v == serveFast {
 			route = h.table.matchFields(fc.req.method, fc.req.path, fc.req.host, &fc.req)
 		}
@@ -307,7 +307,7 @@ func readHead(br *bufio.Reader, slow func()) (n int, bare bool, err error) {
 }
 
 // serveRequest answers the parsed request; false: close the connection.
-func (fc *fastConn) serveRequest(h *Handler, route *Route) bool {
+func (fc *fastConn) serveRequest(h *Handler, route *compiledRoute) bool {
 	r := &fc.req
 	fc.start = time.Now()
 	fc.h, fc.bytesOut, fc.ids.gen, fc.buffered = h, 0, false, false
@@ -347,7 +347,7 @@ func (fc *fastConn) accessFields() accessFields {
 
 // proxy forwards the request through the route and relays the answer; it
 // returns the status sent.
-func (fc *fastConn) proxy(route *Route) int {
+func (fc *fastConn) proxy(route *compiledRoute) int {
 	r, x, h := &fc.req, &fc.x, fc.h
 	x.cluster = route.pickFor(r, fc.peer)
 	x.key = fc.key
@@ -396,7 +396,7 @@ func (fc *fastConn) proxy(route *Route) int {
 
 // pickFor is Route.pick for the fast path and the engine, with the same
 // sticky keys; peer is the application's address.
-func (rt *Route) pickFor(r *reqHead, peer netip.Addr) *Cluster {
+func (rt *compiledRoute) pickFor(r *reqHead, peer netip.Addr) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
@@ -604,7 +604,7 @@ func (fc *fastConn) writeRequest(uc *upConn, ep *upstream.Endpoint) error {
 }
 
 // edits reports whether the route removes or sets a header.
-func (rt *Route) edits(name string) bool {
+func (rt *compiledRoute) edits(name string) bool {
 	for _, k := range rt.remove {
 		if strings.EqualFold(k, name) {
 			return true

@@ -103,7 +103,7 @@ func (f *Filter) refuse(p, host string) (reason, detail string) {
 
 // upstreamPath is the path a request for p is sent upstream with on
 // route rt.
-func (rt *Route) upstreamPath(p string) string {
+func (rt *compiledRoute) upstreamPath(p string) string {
 	if rw := rt.rewrite; rw != nil && rw.Prefix != "" && rt.prefix != "" {
 		return rw.Prefix + strings.TrimPrefix(p, rt.prefix)
 	}

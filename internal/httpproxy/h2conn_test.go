@@ -15,8 +15,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/attache-proxy/attache/internal/config"
 )
 
 // h2Client speaks HTTP/2 frame by frame to a listener.
@@ -132,7 +130,7 @@ func (h *h2Client) event() string {
 // h2 over TLS. Streams after a reset one must still decode (the HPACK
 // state stays in step).
 func TestH2Conformance(t *testing.T) {
-	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	p := newProxy(t, true, []string{newEcho(t).addr}, Route{})
 	tlsAddr := serveTLS(t, p.srv)
 	headers := func(id uint32, block []byte, endStream bool) func(*h2Client) {
 		return func(h *h2Client) {
@@ -256,7 +254,7 @@ func TestH2Conformance(t *testing.T) {
 // connection that speaks the other, or h2 on a TLS 1.2 suite HTTP/2
 // prohibits, is closed unanswered.
 func TestH2TLSFollowsALPN(t *testing.T) {
-	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	p := newProxy(t, true, []string{newEcho(t).addr}, Route{})
 	addr := serveTLS(t, p.srv)
 	cbc := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
 	for _, tc := range []struct {
@@ -299,7 +297,7 @@ func TestH2TLSFollowsALPN(t *testing.T) {
 // lines that net/http judges still get its answer.
 func TestCleartextGreeting(t *testing.T) {
 	for _, fast := range []bool{true, false} {
-		p := newProxy(t, fast, []string{newEcho(t).addr}, config.Route{})
+		p := newProxy(t, fast, []string{newEcho(t).addr}, Route{})
 		for _, tc := range []struct {
 			send, reply string
 		}{
@@ -344,7 +342,7 @@ func TestTLSForwardedProto(t *testing.T) {
 	}
 	go be.Serve(ln)
 	t.Cleanup(func() { be.Close() })
-	p := newProxy(t, true, []string{ln.Addr().String()}, config.Route{})
+	p := newProxy(t, true, []string{ln.Addr().String()}, Route{})
 	addr := serveTLS(t, p.srv)
 	for _, tc := range []struct {
 		name string
@@ -474,7 +472,7 @@ func TestH2CUpgradeIgnored(t *testing.T) {
 		return true
 	})
 	for _, fast := range []bool{true, false} {
-		p := newProxy(t, fast, []string{be}, config.Route{})
+		p := newProxy(t, fast, []string{be}, Route{})
 		for _, tc := range []struct {
 			upgrade, want string
 		}{

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/testenv"
 )
 
@@ -26,9 +25,9 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 func TestH2spec(t *testing.T) {
 	bin := testenv.Tool(t, "h2spec")
 	echo := newEcho(t).addr
-	p := newProxy(t, true, []string{echo}, config.Route{})
+	p := newProxy(t, true, []string{echo}, Route{})
 	tlsAddr := serveTLS(t, p.srv)
-	netHTTP := newProxy(t, false, []string{echo}, config.Route{})
+	netHTTP := newProxy(t, false, []string{echo}, Route{})
 	for _, tc := range []struct {
 		name string
 		addr string

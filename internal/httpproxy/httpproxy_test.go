@@ -22,9 +22,9 @@ func TestStickyMovesMinimally(t *testing.T) {
 		}
 		return b
 	}
-	mk := func(wa, wb int) *Route {
-		return compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"}, Sticky: &config.Sticky{By: "header", Name: "x-user"},
-			To: []config.RouteTarget{{Cluster: "a", Weight: wa}, {Cluster: "b", Weight: wb}}}, byName)
+	mk := func(wa, wb int) *compiledRoute {
+		return compileRoute(Route{Match: RouteMatch{Prefix: "/"}, Sticky: &Sticky{By: "header", Name: "x-user"},
+			To: []RouteTarget{{Cluster: "a", Weight: wa}, {Cluster: "b", Weight: wb}}}, byName)
 	}
 	before, after := mk(90, 10), mk(80, 20)
 	const users = 20000
@@ -56,31 +56,31 @@ func TestRouteMatching(t *testing.T) {
 	one := func(string) *Cluster { return c }
 	for _, tc := range []struct {
 		name  string
-		match config.RouteMatch
+		match RouteMatch
 		req   func() *http.Request
 		want  bool
 	}{
-		{"prefix", config.RouteMatch{Prefix: "/api/"}, func() *http.Request { return httptest.NewRequest("GET", "/api/x", nil) }, true},
-		{"prefix miss", config.RouteMatch{Prefix: "/api/"}, func() *http.Request { return httptest.NewRequest("GET", "/apix", nil) }, false},
-		{"regex anchored", config.RouteMatch{Regex: "/v[0-9]+"}, func() *http.Request { return httptest.NewRequest("GET", "/v12/x", nil) }, false},
-		{"method", config.RouteMatch{Prefix: "/", Methods: []string{"POST"}}, func() *http.Request { return httptest.NewRequest("GET", "/", nil) }, false},
-		{"header", config.RouteMatch{Prefix: "/", Headers: map[string]string{"x-canary": "1"}}, func() *http.Request {
+		{"prefix", RouteMatch{Prefix: "/api/"}, func() *http.Request { return httptest.NewRequest("GET", "/api/x", nil) }, true},
+		{"prefix miss", RouteMatch{Prefix: "/api/"}, func() *http.Request { return httptest.NewRequest("GET", "/apix", nil) }, false},
+		{"regex anchored", RouteMatch{Regex: "/v[0-9]+"}, func() *http.Request { return httptest.NewRequest("GET", "/v12/x", nil) }, false},
+		{"method", RouteMatch{Prefix: "/", Methods: []string{"POST"}}, func() *http.Request { return httptest.NewRequest("GET", "/", nil) }, false},
+		{"header", RouteMatch{Prefix: "/", Headers: map[string]string{"x-canary": "1"}}, func() *http.Request {
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Header.Set("X-Canary", "1")
 			return r
 		}, true},
-		{"host port ignored", config.RouteMatch{Prefix: "/", Host: "api.example.com"}, func() *http.Request {
+		{"host port ignored", RouteMatch{Prefix: "/", Host: "api.example.com"}, func() *http.Request {
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Host = "API.example.com:8080"
 			return r
 		}, true},
-		{"wildcard needs a label", config.RouteMatch{Prefix: "/", Host: "*.example.com"}, func() *http.Request {
+		{"wildcard needs a label", RouteMatch{Prefix: "/", Host: "*.example.com"}, func() *http.Request {
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Host = ".example.com"
 			return r
 		}, false},
 	} {
-		rt := compileRoute(config.Route{Match: tc.match, To: []config.RouteTarget{{Cluster: "c", Weight: 1}}}, one)
+		rt := compileRoute(Route{Match: tc.match, To: []RouteTarget{{Cluster: "c", Weight: 1}}}, one)
 		r := tc.req()
 		if got := rt.matches(r.Method, r.URL.Path, r.Host, r.Header); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
@@ -89,7 +89,7 @@ func TestRouteMatching(t *testing.T) {
 }
 
 func TestRetryPolicy(t *testing.T) {
-	p := newRetryPolicy(config.Retries{Attempts: 3, On: []string{"gateway_error", "409"}, Backoff: config.Backoff{Base: config.Duration(10 * time.Millisecond), Max: config.Duration(40 * time.Millisecond)}})
+	p := newRetryPolicy(Retries{Attempts: 3, On: []string{"gateway_error", "409"}, Backoff: Backoff{Base: config.Duration(10 * time.Millisecond), Max: config.Duration(40 * time.Millisecond)}})
 	for code, want := range map[int]bool{500: false, 502: true, 503: true, 504: true, 409: true, 404: false} {
 		if got := p.retriableStatus(code); got != want {
 			t.Errorf("status %d: got %v, want %v", code, got, want)

@@ -63,12 +63,12 @@ func TestIdleBudgetShared(t *testing.T) {
 	picker, _ := balance.New("first")
 	up := upstream.New(upstream.Options{Name: "c", Picker: picker, ConnectTimeout: time.Second})
 	up.SetEndpoints([]upstream.Target{{Addr: ln.Addr().String(), Weight: 1}})
-	c := NewCluster(ClusterOptions{Upstream: up, Version: "auto", MaxIdle: maxIdle, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
+	c := NewCluster(ClusterParams{Upstream: up, Version: "auto", MaxIdle: maxIdle, IdleTimeout: time.Minute, ConnectTimeout: time.Second})
 	t.Cleanup(c.Close)
-	route := config.Route{Name: "l/0", Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}},
+	route := Route{Name: "l/0", Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: "c", Weight: 1}},
 		Timeout: config.Duration(20 * time.Second)}
 	log := slog.New(slog.DiscardHandler)
-	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
+	table := NewTable(listenerOf("l", route), func(string) *Cluster { return c })
 
 	for _, path := range []wirePath{onEngine, onGoroutine, onNetHTTP} {
 		s := newTestServer(t, time.Minute, path, log)

@@ -27,7 +27,7 @@ import (
 // keys nor forgets them.
 type jwtProvider struct {
 	listener string
-	cfg      config.JWTProvider
+	cfg      JWTProvider
 	cluster  *Cluster // of the JWKS; nil: a file
 	p        *jwtauth.Provider
 	x        *jwtauth.Extractor
@@ -85,7 +85,7 @@ func (j *routeJWT) count(result string) {
 func newJWTProviders(l *config.Listener, prev map[string]*jwtProvider, clusters func(string) *Cluster,
 	loaded func(listener, provider string, err error), log *slog.Logger) (map[string]*jwtProvider, error) {
 	out := map[string]*jwtProvider{}
-	for i, pc := range l.JWTProviders {
+	for i, pc := range Options(l).JWTProviders {
 		var cl *Cluster
 		if pc.JWKS.Cluster != "" {
 			cl = clusters(pc.JWKS.Cluster)
@@ -137,7 +137,7 @@ func newJWTProviders(l *config.Listener, prev map[string]*jwtProvider, clusters 
 // with a check is served on the net/http path (not fast), where the
 // request carries its claims in its context.
 func (t *Table) bindJWT(l *config.Listener, provs map[string]*jwtProvider) {
-	for i, r := range l.Routes {
+	for i, r := range Options(l).Routes {
 		if r.JWT != nil && i < len(t.Routes) {
 			t.Routes[i].jwt = &routeJWT{prov: provs[r.JWT.Provider], allowMissing: r.JWT.AllowMissing}
 			t.Routes[i].fast = false

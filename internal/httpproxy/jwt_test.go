@@ -46,7 +46,7 @@ clusters: [{name: a, endpoints: ["h:1"]}]
 		t.Fatal(err)
 	}
 	h := &Handler{log: slog.New(slog.DiscardHandler), listener: "l"}
-	x := &exchange{route: &Route{Name: "r", jwt: &routeJWT{prov: provs["p"]}}}
+	x := &exchange{route: &compiledRoute{Name: "r", jwt: &routeJWT{prov: provs["p"]}}}
 	tok := k.Sign(map[string]any{"sub": "alice", "aud": "orders", "tenant": map[string]any{"id": 42}, "exp": time.Now().Add(time.Hour).Unix()}, nil)
 	req := httptest.NewRequest("GET", "/", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)

@@ -48,13 +48,13 @@ func configLimits(set Limits) Limits {
 
 // newPathProxy is a listener served on path, of one route to a cluster of
 // endpoints balanced by picker, with limits lim.
-func newPathProxy(t testing.TB, path wirePath, endpoints []string, route config.Route, picker string, lim Limits) *proxyEnv {
+func newPathProxy(t testing.TB, path wirePath, endpoints []string, route Route, picker string, lim Limits) *proxyEnv {
 	t.Helper()
 	return newVersionProxy(t, path, endpoints, route, picker, lim, "auto")
 }
 
 // newVersionProxy is newPathProxy with the cluster's HTTP version.
-func newVersionProxy(t testing.TB, path wirePath, endpoints []string, route config.Route, picker string, lim Limits, version string) *proxyEnv {
+func newVersionProxy(t testing.TB, path wirePath, endpoints []string, route Route, picker string, lim Limits, version string) *proxyEnv {
 	t.Helper()
 	pk, err := balance.New(picker)
 	if err != nil {
@@ -67,16 +67,16 @@ func newVersionProxy(t testing.TB, path wirePath, endpoints []string, route conf
 		targets = append(targets, upstream.Target{Addr: e, Weight: 1})
 	}
 	up.SetEndpoints(targets)
-	c := NewCluster(ClusterOptions{Upstream: up, Version: version, MaxIdle: 64, IdleTimeout: time.Minute,
+	c := NewCluster(ClusterParams{Upstream: up, Version: version, MaxIdle: 64, IdleTimeout: time.Minute,
 		ConnectTimeout: time.Second, Limits: lim})
 	route.Match.Prefix = "/"
 	route.Name = "l/0"
-	route.To = []config.RouteTarget{{Cluster: "c", Weight: 1}}
+	route.To = []RouteTarget{{Cluster: "c", Weight: 1}}
 	if route.Timeout == 0 {
 		route.Timeout = config.Duration(30 * time.Second)
 	}
 	log := slog.New(slog.DiscardHandler)
-	table := NewTable(config.Listener{Name: "l", Routes: []config.Route{route}}, func(string) *Cluster { return c })
+	table := NewTable(listenerOf("l", route), func(string) *Cluster { return c })
 	s := newTestServer(t, time.Minute, path, log)
 	s.Update(NewHandler(HandlerOptions{Table: table, Log: log}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -205,7 +205,7 @@ func TestLimitsAlone(t *testing.T) {
 			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
 				b := newGateBackend(t)
-				px := newPathProxy(t, p.path, []string{b.addr}, config.Route{}, "first", configLimits(tc.set))
+				px := newPathProxy(t, p.path, []string{b.addr}, Route{}, "first", configLimits(tc.set))
 				var held []<-chan answer
 				for range tc.atBackend {
 					held = append(held, async(px.addr, "/block"))
@@ -246,15 +246,15 @@ func TestLimitsAlone(t *testing.T) {
 // failing request over them gets the backend's own 503 after one attempt,
 // where without them it would have been retried.
 func TestRetryLimitsAlone(t *testing.T) {
-	retries := func(budget int) config.Route {
-		return config.Route{Retries: &config.Retries{Attempts: 2, On: []string{"5xx"}, BudgetPercent: budget, MaxBuffer: 64 << 10,
+	retries := func(budget int) Route {
+		return Route{Retries: &Retries{Attempts: 2, On: []string{"5xx"}, BudgetPercent: budget, MaxBuffer: 64 << 10,
 			// Long enough that the retrying requests are still waiting
 			// when the last one fails.
-			Backoff: config.Backoff{Base: config.Duration(time.Hour), Max: config.Duration(time.Hour)}}}
+			Backoff: Backoff{Base: config.Duration(time.Hour), Max: config.Duration(time.Hour)}}}
 	}
 	cases := []struct {
 		name     string
-		route    config.Route
+		route    Route
 		lim      Limits
 		retrying int64 // retries in flight the limit allows
 	}{
@@ -315,8 +315,8 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 				t.Cleanup(func() { srvs[i].Close() })
 				addrs = append(addrs, ln.Addr().String())
 			}
-			route := config.Route{Retries: &config.Retries{Attempts: 3, On: []string{"5xx", "connect_failure", "reset"}, BudgetPercent: 20,
-				MaxBuffer: 64 << 10, Backoff: config.Backoff{Base: config.Duration(25 * time.Millisecond), Max: config.Duration(250 * time.Millisecond)}}}
+			route := Route{Retries: &Retries{Attempts: 3, On: []string{"5xx", "connect_failure", "reset"}, BudgetPercent: 20,
+				MaxBuffer: 64 << 10, Backoff: Backoff{Base: config.Duration(25 * time.Millisecond), Max: config.Duration(250 * time.Millisecond)}}}
 			px := newPathProxy(t, p.path, addrs, route, "round_robin", configLimits(Limits{}))
 
 			var sent, getFailed, postAcked, postFailed atomic.Int64
@@ -445,7 +445,7 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 			}
 			go srv.Serve(bl)
 			t.Cleanup(func() { srv.Close() })
-			px := newVersionProxy(t, tc.path, []string{refused, bl.Addr().String()}, config.Route{}, "round_robin", Limits{}, tc.version)
+			px := newVersionProxy(t, tc.path, []string{refused, bl.Addr().String()}, Route{}, "round_robin", Limits{}, tc.version)
 			c := &http.Client{}
 			defer c.CloseIdleConnections()
 			redispatched := 0
@@ -487,12 +487,12 @@ func TestRefusedConnectRedispatched(t *testing.T) {
 // backend saw it once.
 func TestPooledCloseBeforeAnswer(t *testing.T) {
 	// Buffers bodies, but retries on nothing the stale connection gives.
-	buffering := &config.Retries{Attempts: 2, On: []string{"connect_failure"}, BudgetPercent: 20, MaxBuffer: 64 << 10,
-		Backoff: config.Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}}
+	buffering := &Retries{Attempts: 2, On: []string{"connect_failure"}, BudgetPercent: 20, MaxBuffer: 64 << 10,
+		Backoff: Backoff{Base: config.Duration(time.Millisecond), Max: config.Duration(time.Millisecond)}}
 	cases := []struct {
 		method  string
 		body    string
-		retries *config.Retries
+		retries *Retries
 		resent  bool
 	}{
 		{"GET", "", nil, true},
@@ -524,7 +524,7 @@ func TestPooledCloseBeforeAnswer(t *testing.T) {
 						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 					}
 				})
-				px := newPathProxy(t, p.path, []string{backend}, config.Route{Retries: tc.retries}, "first", Limits{})
+				px := newPathProxy(t, p.path, []string{backend}, Route{Retries: tc.retries}, "first", Limits{})
 				cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 				defer cl.CloseIdleConnections()
 				do := func() answer {
@@ -594,10 +594,10 @@ func TestRedispatchDecision(t *testing.T) {
 				ts = append(ts, upstream.Target{Addr: fmt.Sprintf("127.0.0.1:%d", 1+i), Weight: 1})
 			}
 			up.SetEndpoints(ts)
-			c := NewCluster(ClusterOptions{Upstream: up, Limits: Limits{MaxRetries: 1}})
+			c := NewCluster(ClusterParams{Upstream: up, Limits: Limits{MaxRetries: 1}})
 			c.retrying.Store(100) // budget and max_retries spent
 			h := &Handler{}
-			x := &exchange{route: &Route{}, cluster: c}
+			x := &exchange{route: &compiledRoute{}, cluster: c}
 			x.timedOut.Store(tc.timedOut)
 			var st tryState
 			seen := map[*upstream.Endpoint]bool{}

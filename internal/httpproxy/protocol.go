@@ -73,12 +73,6 @@ func (*Protocol) Name() string { return "http" }
 // TimesLatency: balance ewma is fed by its listeners.
 func (*Protocol) TimesLatency() {}
 
-// ListenerOptions returns nil: no listeners[].http.
-func (*Protocol) ListenerOptions() any { return nil }
-
-// ClusterOptions returns nil: no clusters[].http.
-func (*Protocol) ClusterOptions() any { return nil }
-
 // Open registers the metrics and reads ATTACHE_HTTP_FAST_PATH (see
 // netHTTPOnly).
 func (p *Protocol) Open(proc *protocol.Process) error {
@@ -133,11 +127,12 @@ func (*Protocol) Describe(ch chan<- *prometheus.Desc) {
 func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	c := env.Cluster
 	cc := &c.Config
-	o := ClusterOptions{
+	ho := clusterOptions(cc)
+	o := ClusterParams{
 		Upstream:       c.Upstream,
-		Version:        cc.HTTP.Version,
-		MaxIdle:        cc.HTTP.MaxIdlePerEndpoint,
-		IdleTimeout:    cc.HTTP.IdleTimeout.D(),
+		Version:        ho.Version,
+		MaxIdle:        ho.MaxIdlePerEndpoint,
+		IdleTimeout:    ho.IdleTimeout.D(),
 		ConnectTimeout: cc.ConnectTimeout.D(),
 		TLS:            c.TLS,
 		Credentials:    c.Credentials,
@@ -145,8 +140,8 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	if k := cc.KubernetesAPI; k != nil {
 		o.Filter = NewFilter(*k)
 	}
-	o.RateLimit = p.m.limits.upstreamLimit(cc.Name, cc.RateLimit)
-	if b := cc.CircuitBreaker; b != nil {
+	o.RateLimit = p.m.limits.upstreamLimit(cc.Name, ho.RateLimit)
+	if b := ho.CircuitBreaker; b != nil {
 		o.Limits = Limits{MaxConnections: b.MaxConnections, MaxPending: b.MaxPending, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
 		if b.ConsecutiveFailures > 0 {
 			name, transitions, log := cc.Name, p.m.breaker, env.Log
@@ -217,7 +212,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		return nil, err
 	}
 	i.jwt = jwt
-	for _, pc := range lc.JWTProviders {
+	for _, pc := range Options(lc).JWTProviders {
 		i.jwtNames = append(i.jwtNames, pc.Name)
 	}
 	if old, ok := prev.(*instance); ok && old.addr == lc.Address {
@@ -235,7 +230,7 @@ func (p *Protocol) NewListener(env *protocol.Env, prev protocol.Listener) (proto
 		return nil, err
 	}
 	var access *slog.Logger
-	switch lc.AccessLog {
+	switch Options(lc).AccessLog {
 	case "json":
 		access = slog.New(slog.NewJSONHandler(env.AccessLog, nil))
 	case "text":

@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/attache-proxy/attache/internal/balance"
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/upstream"
 )
 
@@ -143,7 +142,7 @@ func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 // exchange is the state of one request through attache.
 type exchange struct {
-	route    *Route
+	route    *compiledRoute
 	cluster  *Cluster
 	key      uint64
 	attempts int
@@ -545,7 +544,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// retryPolicy is a compiled config.Retries.
+// retryPolicy is a compiled Retries.
 type retryPolicy struct {
 	attempts      int
 	on5xx         bool
@@ -561,7 +560,7 @@ type retryPolicy struct {
 	maxBuffer     int
 }
 
-func newRetryPolicy(c config.Retries) *retryPolicy {
+func newRetryPolicy(c Retries) *retryPolicy {
 	p := &retryPolicy{attempts: c.Attempts, perTry: c.PerTryTimeout.D(), base: c.Backoff.Base.D(), max: c.Backoff.Max.D(),
 		budget: c.BudgetPercent, nonIdempotent: c.NonIdempotent, maxBuffer: c.MaxBuffer, codes: map[int]bool{}}
 	for _, on := range c.On {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/ratelimit"
 )
 
@@ -31,10 +30,10 @@ const (
 	limitEndUser        // the end user's address
 )
 
-// routeLimit is a compiled config.RateLimit.
+// routeLimit is a compiled RateLimit.
 type routeLimit struct {
 	l      *ratelimit.Limiter
-	cfg    config.RateLimit
+	cfg    RateLimit
 	by     int
 	header string // limitHeader: as http.Header keys it
 	claim  string
@@ -46,7 +45,7 @@ type routeLimit struct {
 	allowed, limited func()
 }
 
-func compileLimit(route string, rl *config.RateLimit) *routeLimit {
+func compileLimit(route string, rl *RateLimit) *routeLimit {
 	if rl == nil {
 		return nil
 	}
@@ -280,7 +279,7 @@ func (h *Handler) limitedHTTP(w http.ResponseWriter, r *http.Request, x *exchang
 
 // rateLimited answers a request over its route's limit on the goroutine
 // fast path, with the status sent; false when it may go.
-func (fc *fastConn) rateLimited(route *Route) (int, bool) {
+func (fc *fastConn) rateLimited(route *compiledRoute) (int, bool) {
 	l := route.limit
 	d := l.decideHead(&fc.req, fc.peer, fc.start.UnixNano())
 	if d.OK {
@@ -300,7 +299,7 @@ func (fc *fastConn) rateLimited(route *Route) (int, bool) {
 // the metrics of its decisions (any may be nil).
 type UpstreamLimit struct {
 	Queue  *ratelimit.Queue
-	Config config.UpstreamRateLimit
+	Config UpstreamRateLimit
 	// Allowed, Queued (a token after a wait), Limited and Cancelled (the
 	// client went away while waiting) count requests; Waited observes
 	// the wait of a queued request.

@@ -7,7 +7,7 @@ import (
 
 // rateLimited answers a request over its route's limit in the engine
 // (429, and the request ends); false when it may go.
-func (c *econn) rateLimited(route *Route) bool {
+func (c *econn) rateLimited(route *compiledRoute) bool {
 	l := route.limit
 	d := l.decideHead(&c.req, c.peer, c.start)
 	if d.OK {

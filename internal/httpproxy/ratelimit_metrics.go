@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/metrics"
 	"github.com/attache-proxy/attache/internal/ratelimit"
 )
@@ -52,7 +51,7 @@ func describeLimits(ch chan<- *prometheus.Desc) {
 
 // upstreamLimit builds a cluster's UpstreamLimit with its metrics; nil for
 // none.
-func (m limitMetrics) upstreamLimit(cluster string, rl *config.UpstreamRateLimit) *UpstreamLimit {
+func (m limitMetrics) upstreamLimit(cluster string, rl *UpstreamRateLimit) *UpstreamLimit {
 	if rl == nil {
 		return nil
 	}

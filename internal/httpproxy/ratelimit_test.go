@@ -18,8 +18,8 @@ import (
 // token, a missing, empty or non-scalar claim) share one.
 func TestRateLimitClaimKey(t *testing.T) {
 	t.Parallel()
-	l := compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
-		Key: &config.RateLimitKey{Claim: "sub"}, MaxKeys: 10, Headers: "limited"})
+	l := compileLimit("r", &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
+		Key: &RateLimitKey{Claim: "sub"}, MaxKeys: 10, Headers: "limited"})
 	if l.fast() {
 		t.Fatal("a claim key on the fast path: claims are only in net/http's request context")
 	}
@@ -57,8 +57,8 @@ func TestRateLimitClaimKey(t *testing.T) {
 // bucket of its own, rather than every request the shared one.
 func TestRateLimitNestedClaimKey(t *testing.T) {
 	t.Parallel()
-	l := compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
-		Key: &config.RateLimitKey{Claim: "tenant.id"}, MaxKeys: 10, Headers: "limited"})
+	l := compileLimit("r", &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
+		Key: &RateLimitKey{Claim: "tenant.id"}, MaxKeys: 10, Headers: "limited"})
 	now := int64(time.Hour)
 	for _, c := range []struct {
 		name   string
@@ -82,12 +82,12 @@ func TestRateLimitNestedClaimKey(t *testing.T) {
 // same way.
 func TestRateLimitPathsAgree(t *testing.T) {
 	t.Parallel()
-	for _, key := range []*config.RateLimitKey{
+	for _, key := range []*RateLimitKey{
 		{Header: "x-api-key"},
-		{EndUser: true, TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
+		{EndUser: true, TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
 	} {
 		mk := func() *routeLimit {
-			return compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: key, MaxKeys: 10})
+			return compileLimit("r", &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: key, MaxKeys: 10})
 		}
 		std, fast := mk(), mk()
 		fast.l = std.l // one limiter: a token taken by one path is gone for the other
@@ -114,16 +114,16 @@ func TestRateLimitPathsAgree(t *testing.T) {
 // TestRateLimitAllocs: a limited route's check on the fast paths
 // allocates nothing, keyed or not, allowed or refused.
 func TestRateLimitAllocs(t *testing.T) {
-	for _, key := range []*config.RateLimitKey{
+	for _, key := range []*RateLimitKey{
 		nil,
 		{Header: "x-api-key"},
-		{EndUser: true, TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
+		{EndUser: true, TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
 	} {
 		max := 0
 		if key != nil {
 			max = 10
 		}
-		l := compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: key, MaxKeys: max})
+		l := compileLimit("r", &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: key, MaxKeys: max})
 		var h reqHead
 		h.parse("GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: k1\r\nX-Forwarded-For: 198.51.100.7\r\n")
 		peer := netip.MustParseAddr("127.0.0.1")
@@ -165,11 +165,11 @@ func FuzzRateLimitKey(f *testing.F) {
 			return
 		}
 		r.RemoteAddr = "127.0.0.1:5000"
-		for _, k := range []*config.RateLimitKey{
+		for _, k := range []*RateLimitKey{
 			{Header: "x-api-key"},
-			{EndUser: true, TrustedProxies: config.DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
+			{EndUser: true, TrustedProxies: DefaultTrustedProxies(), ForwardedHeader: "x-forwarded-for"},
 		} {
-			l := compileLimit("r", &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: k, MaxKeys: 10})
+			l := compileLimit("r", &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1, Key: k, MaxKeys: 10})
 			if !l.decide(r, 1).OK {
 				t.Fatal("first request refused")
 			}
@@ -186,8 +186,8 @@ func FuzzRateLimitKey(f *testing.F) {
 func TestEngineRateLimit(t *testing.T) {
 	engineOnly(t)
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{RateLimit: &config.RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
-		Key: &config.RateLimitKey{Header: "x-api-key"}, MaxKeys: 10, Headers: "limited"}})
+	p := newProxy(t, true, []string{b.addr}, Route{RateLimit: &RateLimit{Requests: 1, Per: config.Duration(time.Hour), Burst: 1,
+		Key: &RateLimitKey{Header: "x-api-key"}, MaxKeys: 10, Headers: "limited"}})
 	c, br := raw(t, p.addr, "POST /a HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\nContent-Length: 3\r\n\r\nabc"+
 		"POST /b HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\nContent-Length: 3\r\n\r\ndef"+
 		"HEAD /c HTTP/1.1\r\nHost: a\r\nX-Api-Key: k1\r\n\r\n"+
@@ -209,8 +209,8 @@ func TestEngineRateLimit(t *testing.T) {
 	if e, g := engineConns(p); e != 1 || g != 0 {
 		t.Errorf("connections: %d in the engine, %d on the goroutine path; want 1, 0", e, g)
 	}
-	claim := compileRoute(config.Route{Match: config.RouteMatch{Prefix: "/"}, To: []config.RouteTarget{{Cluster: "c", Weight: 1}},
-		RateLimit: &config.RateLimit{Requests: 1, Per: config.Duration(time.Second), Burst: 1, Key: &config.RateLimitKey{Claim: "sub"}, MaxKeys: 1}},
+	claim := compileRoute(Route{Match: RouteMatch{Prefix: "/"}, To: []RouteTarget{{Cluster: "c", Weight: 1}},
+		RateLimit: &RateLimit{Requests: 1, Per: config.Duration(time.Second), Burst: 1, Key: &RateLimitKey{Claim: "sub"}, MaxKeys: 1}},
 		func(string) *Cluster { return p.cluster })
 	if claim.fast {
 		t.Error("a route keyed on a claim is on the fast path")

@@ -19,8 +19,8 @@ import (
 // owner move.
 const buckets = 10000
 
-// Route is a compiled config.Route.
-type Route struct {
+// compiledRoute is a compiled Route.
+type compiledRoute struct {
 	Name    string
 	prefix  string
 	path    string
@@ -33,7 +33,7 @@ type Route struct {
 	sticky  *stickiness // nil: a random bucket per request
 	timeout time.Duration
 	retry   *retryPolicy
-	rewrite *config.Rewrite
+	rewrite *Rewrite
 	add     map[string]string
 	remove  []string
 	fast    bool        // every target is plain HTTP/1.1: the fast path may serve it
@@ -41,8 +41,8 @@ type Route struct {
 	limit   *routeLimit // rate_limit; nil: none
 	grpc    *transcoder // JSON-to-gRPC transcoding; nil: none
 
-	cache    *httpcache.Cache   // nil: none (cache.go)
-	cacheCfg *config.RouteCache // what cache was built from
+	cache    *httpcache.Cache // nil: none (cache.go)
+	cacheCfg *RouteCache      // what cache was built from
 }
 
 type target struct {
@@ -52,8 +52,8 @@ type target struct {
 }
 
 // compileRoute builds a Route; clusters resolves names (validated already).
-func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
-	rt := &Route{Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path, host: strings.ToLower(r.Match.Host),
+func compileRoute(r Route, clusters func(string) *Cluster) *compiledRoute {
+	rt := &compiledRoute{Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path, host: strings.ToLower(r.Match.Host),
 		headers: r.Match.Headers, sticky: compileSticky(r.Sticky), timeout: r.Timeout.D(), rewrite: r.Rewrite,
 		limit: compileLimit(r.Name, r.RateLimit)}
 	if r.Match.Regex != "" {
@@ -92,7 +92,7 @@ func compileRoute(r config.Route, clusters func(string) *Cluster) *Route {
 }
 
 // matches reports whether a request is for this route.
-func (rt *Route) matches(method, p, host string, h headerGetter) bool {
+func (rt *compiledRoute) matches(method, p, host string, h headerGetter) bool {
 	switch {
 	case rt.prefix != "" && !strings.HasPrefix(p, rt.prefix):
 		return false
@@ -126,7 +126,7 @@ func hostMatches(pattern, host string) bool {
 
 // pick chooses the route's cluster for req: by the sticky key's bucket, or
 // at random in proportion to weight.
-func (rt *Route) pick(req *http.Request) *Cluster {
+func (rt *compiledRoute) pick(req *http.Request) *Cluster {
 	if len(rt.targets) == 1 {
 		return rt.targets[0].cluster
 	}
@@ -148,7 +148,7 @@ func (rt *Route) pick(req *http.Request) *Cluster {
 }
 
 // inBucket is the cluster owning bucket b.
-func (rt *Route) inBucket(b int) *Cluster {
+func (rt *compiledRoute) inBucket(b int) *Cluster {
 	for _, t := range rt.targets {
 		if b < t.upto {
 			return t.cluster
@@ -157,7 +157,7 @@ func (rt *Route) inBucket(b int) *Cluster {
 	return rt.targets[len(rt.targets)-1].cluster
 }
 
-// stickiness is a compiled config.Sticky: what keeps a client on one
+// stickiness is a compiled Sticky: what keeps a client on one
 // side of a split. The key is a header or a cookie (by: header, cookie)
 // when the request has it, else the end user's address (trust.endUser),
 // else, for a request whose only identity is the application's loopback
@@ -168,7 +168,7 @@ type stickiness struct {
 	by, name string
 	trust    trust
 	pod      uint64 // hash of the pod's key
-	cfg      *config.Sticky
+	cfg      *Sticky
 	// counts are the metrics of the keys requests took, by stickyKeys
 	// index; nil entries: none (Observer.Sticky, bound by NewHandler).
 	counts [len(stickyKeys)]func()
@@ -193,7 +193,7 @@ func (s *stickiness) counted(key int, h uint64) uint64 {
 	return h
 }
 
-func compileSticky(s *config.Sticky) *stickiness {
+func compileSticky(s *Sticky) *stickiness {
 	if s == nil {
 		return nil
 	}
@@ -296,23 +296,23 @@ func clientIP(req *http.Request) string {
 // Table is the routes of one listener, first match wins.
 type Table struct {
 	Listener string
-	Routes   []*Route
+	Routes   []*compiledRoute
 }
 
 // NewTable compiles a listener's routes.
 func NewTable(l config.Listener, clusters func(string) *Cluster) *Table {
 	t := &Table{Listener: l.Name}
-	for _, r := range l.Routes {
+	for _, r := range Options(&l).Routes {
 		t.Routes = append(t.Routes, compileRoute(r, clusters))
 	}
 	return t
 }
 
-func (t *Table) match(req *http.Request) *Route {
+func (t *Table) match(req *http.Request) *compiledRoute {
 	return t.matchFields(req.Method, req.URL.Path, req.Host, req.Header)
 }
 
-func (t *Table) matchFields(method, path, host string, h headerGetter) *Route {
+func (t *Table) matchFields(method, path, host string, h headerGetter) *compiledRoute {
 	for _, r := range t.Routes {
 		if r.matches(method, path, host, h) {
 			return r

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/attache-proxy/attache/internal/config"
 )
 
 // eachPath runs a test of behaviour every path must share on the fast
@@ -105,7 +103,7 @@ func TestUpstreamHeadInvalid(t *testing.T) {
 					t.Skip("net/http's Transport reads this head its own way")
 				}
 				addr, upClosed := headBackend(t, tc.head+tail)
-				p := newProxy(t, fast, []string{addr}, config.Route{})
+				p := newProxy(t, fast, []string{addr}, Route{})
 				_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 				resp, body := readResp(t, br, "GET")
 				if resp.StatusCode != http.StatusBadGateway {
@@ -126,7 +124,7 @@ func TestUpstreamHeadInvalid(t *testing.T) {
 	} {
 		eachPath(t, func(t *testing.T, fast bool) {
 			addr, _ := headBackend(t, head+tail)
-			p := newProxy(t, fast, []string{addr}, config.Route{})
+			p := newProxy(t, fast, []string{addr}, Route{})
 			_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 			if resp, body := readResp(t, br, "GET"); resp.StatusCode != 200 || body != "ok" {
 				t.Errorf("%q: got %d %q, want 200 ok", head, resp.StatusCode, body)
@@ -142,7 +140,7 @@ func TestUpstreamHeadInvalid(t *testing.T) {
 // it elsewhere.
 func TestFramingBeforeHandOff(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	const both = "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"
 	for _, tc := range []struct{ name, req string }{
 		{"Upgrade", "POST / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" + both + "\r\n0\r\n\r\n"},
@@ -192,7 +190,7 @@ func TestFramingBeforeHandOff(t *testing.T) {
 // still served there.
 func TestHandOffStillServed(t *testing.T) {
 	b := newEcho(t)
-	p := newProxy(t, true, []string{b.addr}, config.Route{})
+	p := newProxy(t, true, []string{b.addr}, Route{})
 	for _, tc := range []struct{ name, req, want string }{
 		{"percent-encoded target", "GET /%61 HTTP/1.1\r\nHost: a\r\n\r\n", "/%61"},
 		{"bare LF head", "GET /bare HTTP/1.1\nHost: a\n\n", "/bare"},
@@ -240,7 +238,7 @@ func TestRequestTrailers(t *testing.T) {
 					t.Skip("net/http reads an obs-fold as a space")
 				}
 				b := newEcho(t)
-				p := newProxy(t, fast, []string{b.addr}, config.Route{})
+				p := newProxy(t, fast, []string{b.addr}, Route{})
 				_, br := raw(t, p.addr, head+tc.trailers+"\r\n")
 				resp, body := readResp(t, br, "POST")
 				switch {
@@ -267,7 +265,7 @@ func TestFirstHeadTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			eachPath(t, func(t *testing.T, fast bool) {
 				b := newEcho(t)
-				p := newProxySetup(t, fast, []string{b.addr}, config.Route{}, nil, time.Hour, func(s *Server) {
+				p := newProxySetup(t, fast, []string{b.addr}, Route{}, nil, time.Hour, func(s *Server) {
 					s.headerTimeout = 200 * time.Millisecond
 					s.srv.ReadHeaderTimeout = s.headerTimeout
 				})
@@ -333,7 +331,7 @@ func (c *deadlineConn) SetReadDeadline(t time.Time) error {
 func TestForwardedForPolicy(t *testing.T) {
 	eachPath(t, func(t *testing.T, fast bool) {
 		b := newEcho(t)
-		p := newProxy(t, fast, []string{b.addr}, config.Route{})
+		p := newProxy(t, fast, []string{b.addr}, Route{})
 		for _, tc := range []struct{ name, header string }{
 			{"none", ""},
 			{"one", "X-Forwarded-For: 10.0.0.1\r\n"},
@@ -365,7 +363,7 @@ func TestHalfClosedClient(t *testing.T) {
 		}
 		go up.Serve(ln)
 		t.Cleanup(func() { up.Close() })
-		p := newProxy(t, fast, []string{ln.Addr().String()}, config.Route{})
+		p := newProxy(t, fast, []string{ln.Addr().String()}, Route{})
 		c, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
 			t.Fatal(err)
@@ -513,7 +511,7 @@ func TestResponseTrailers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			eachPath(t, func(t *testing.T, fast bool) {
 				addr, _ := headBackend(t, head+tc.trailers+"\r\n")
-				p := newProxy(t, fast, []string{addr}, config.Route{})
+				p := newProxy(t, fast, []string{addr}, Route{})
 				_, br := raw(t, p.addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/attache-proxy/attache/internal/config"
 )
 
 // rawTLS sends bytes on a new TLS connection to addr offering the ALPN
@@ -43,7 +41,7 @@ func tlsClosed(br *bufio.Reader) bool {
 // (RFC 9112 6.1, 5.2), where net/http would drop Content-Length or unfold
 // the line and serve it.
 func TestTLSFraming(t *testing.T) {
-	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	p := newProxy(t, true, []string{newEcho(t).addr}, Route{})
 	addr := serveTLS(t, p.srv)
 	const both = "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"
 	for _, tc := range []struct {
@@ -108,7 +106,7 @@ func TestTLSFastServed(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	eachPath(t, func(t *testing.T, fast bool) {
-		p := newProxy(t, fast, []string{ln.Addr().String()}, config.Route{})
+		p := newProxy(t, fast, []string{ln.Addr().String()}, Route{})
 		addr := serveTLS(t, p.srv)
 		t.Run("requests", func(t *testing.T) {
 			big := "X-Big: " + strings.Repeat("b", 9000) + "\r\n"
@@ -149,7 +147,7 @@ func TestTLSFastServed(t *testing.T) {
 // TestTLSDrainClosesIdle: a drain closes idle keep-alive connections
 // over TLS, as it does in the clear.
 func TestTLSDrainClosesIdle(t *testing.T) {
-	p := newProxy(t, true, []string{newEcho(t).addr}, config.Route{})
+	p := newProxy(t, true, []string{newEcho(t).addr}, Route{})
 	addr := serveTLS(t, p.srv)
 	var idle []*bufio.Reader
 	for _, alpn := range [][]string{{"http/1.1"}, nil} {

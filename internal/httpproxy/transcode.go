@@ -18,7 +18,7 @@ import (
 // ServeHTTP, and only the net/http path serves such a route.
 type transcoder struct {
 	t   *grpcjson.Transcoder
-	cfg *config.GRPCTranscode
+	cfg *GRPCTranscode
 	// count is the metric of finished calls by gRPC method and status;
 	// nil: none.
 	count func(method, code string)
@@ -38,7 +38,7 @@ func (c *transcodeCall) end() { c.done(grpcjson.NoStatus) }
 // attachTranscoders loads the transcoders of the routes that have
 // grpc_transcode; count is the metric (nil: none).
 func attachTranscoders(table *Table, l *config.Listener, count func(listener, route, method, code string)) error {
-	for i, r := range l.Routes {
+	for i, r := range Options(l).Routes {
 		g := r.GRPCTranscode
 		if g == nil {
 			continue

@@ -30,12 +30,14 @@ type fields struct {
 // readFields walks a configuration's YAML alongside config.Config's types,
 // so that every value is found by its field path and file fields are known
 // by their type rather than by a list kept here. Keys the schema does not
-// have are skipped (config.Parse reports them).
+// have are skipped (config.Parse reports them). Keys a protocol still
+// accepts where they were (config.Aliaser) are found at their new paths.
 func readFields(root *yaml.Node, env *envLookup) *fields {
 	fs := &fields{byPath: map[string]*field{}}
 	if root != nil && root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
 		root = root.Content[0]
 	}
+	config.ApplyAliases(root, protocols.Schemas())
 	fs.walk(root, reflect.TypeOf(config.Config{}), "", false, env, 0)
 	return fs
 }

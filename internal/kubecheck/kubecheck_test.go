@@ -231,7 +231,7 @@ func TestFileFields(t *testing.T) {
 		"clusters[].credentials.bearer_token_file", "clusters[].credentials.basic.password_file",
 		"clusters[].kubernetes_api.token_file", "clusters[].kubernetes_api.ca_file",
 		"zone.kubeconfig",
-		"listeners[].routes[].grpc_transcode.descriptor_set_file",
+		"listeners[].http.routes[].grpc_transcode.descriptor_set_file",
 		"clusters[].postgres.server_tls.cert_file", "clusters[].postgres.server_tls.key_file", "clusters[].postgres.server_tls.ca_file",
 	}
 	got := fileFieldPaths()

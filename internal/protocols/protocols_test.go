@@ -28,8 +28,8 @@ func TestNew(t *testing.T) {
 // TestUnknownProtocol: a listener naming a protocol that is not listed
 // is refused with the names that are.
 func TestUnknownProtocol(t *testing.T) {
-	_, err := config.Parse([]byte("listeners:\n  - {name: l, address: \"127.0.0.1:7000\", protocol: mysql, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), nil, Schemas())
-	want := `listeners[0].protocol: unknown protocol "mysql" (line 2); want one of ["tcp" "http" "redis" "postgres" "memcached"]`
+	_, err := config.Parse([]byte("listeners:\n  - {name: l, address: \"127.0.0.1:7000\", protocol: kafka, cluster: c}\nclusters: [{name: c, endpoints: [\"h:1\"]}]"), nil, Schemas())
+	want := `listeners[0].protocol: unknown protocol "kafka" (line 2); want one of ["tcp" "http" "redis" "postgres" "memcached"]`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}

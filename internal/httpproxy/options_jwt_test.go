@@ -1,4 +1,4 @@
-package config
+package httpproxy
 
 import (
 	"os"
@@ -32,7 +32,7 @@ func TestJWTDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := c.Listeners[0].JWTProviders[0]
+	p := Options(&c.Listeners[0]).JWTProviders[0]
 	if len(p.FromHeaders) != 1 || p.FromHeaders[0] != (JWTHeader{Name: "authorization", Prefix: "Bearer "}) {
 		t.Errorf("from_headers %v, want authorization with Bearer", p.FromHeaders)
 	}
@@ -42,7 +42,7 @@ func TestJWTDefaults(t *testing.T) {
 	if k := p.JWKS; k.Refresh.D() != 5*time.Minute || k.MinRefetchInterval.D() != 30*time.Second || k.Timeout.D() != 5*time.Second {
 		t.Errorf("jwks %+v", k)
 	}
-	if r := c.Listeners[0].Routes[0].JWT; r.Provider != "p" || r.AllowMissing {
+	if r := Options(&c.Listeners[0]).Routes[0].JWT; r.Provider != "p" || r.AllowMissing {
 		t.Errorf("route jwt %+v", r)
 	}
 	// Cookies alone: no default header.
@@ -50,7 +50,7 @@ func TestJWTDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := c.Listeners[0].JWTProviders[0]; p.FromHeaders != nil || !c.Listeners[0].Routes[0].JWT.AllowMissing {
+	if p := Options(&c.Listeners[0]).JWTProviders[0]; p.FromHeaders != nil || !Options(&c.Listeners[0]).Routes[0].JWT.AllowMissing {
 		t.Errorf("from_headers %v with cookies alone, want none", p.FromHeaders)
 	}
 }

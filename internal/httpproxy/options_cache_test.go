@@ -1,4 +1,4 @@
-package config
+package httpproxy
 
 import (
 	"slices"
@@ -18,7 +18,7 @@ func TestCacheDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc := c.Listeners[0].Routes[0].Cache
+	rc := Options(&c.Listeners[0]).Routes[0].Cache
 	if rc.MaxBytes != DefaultCacheMaxBytes || rc.MaxObjectBytes != DefaultCacheMaxObjectBytes || rc.CoalesceTimeout.D() != 5*time.Second ||
 		!slices.Equal(rc.CredentialHeaders, []string{"cookie"}) || rc.CacheAuthorized || rc.DefaultTTL != 0 {
 		t.Errorf("defaults %+v", rc)
@@ -27,7 +27,7 @@ func TestCacheDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc := c.Listeners[0].Routes[0].Cache; rc.MaxObjectBytes != 1000 || len(rc.CredentialHeaders) != 0 {
+	if rc := Options(&c.Listeners[0]).Routes[0].Cache; rc.MaxObjectBytes != 1000 || len(rc.CredentialHeaders) != 0 {
 		t.Errorf("max_object_bytes %d (want max_bytes, 1000), credential_headers %q (want none)", rc.MaxObjectBytes, rc.CredentialHeaders)
 	}
 }

@@ -1,7 +1,8 @@
-package config
+package httpproxy
 
 import (
 	"errors"
+	"github.com/attache-proxy/attache/internal/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +46,7 @@ service S {
 	if err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	g := c.Listeners[0].Routes[0].GRPCTranscode
+	g := Options(&c.Listeners[0]).Routes[0].GRPCTranscode
 	if g.MaxRequestBytes != 1<<20 || g.MaxMessageBytes != 4<<20 || g.PrintOptions.EmitUnpopulated == nil || !*g.PrintOptions.EmitUnpopulated {
 		t.Errorf("defaults: got %+v", g)
 	}
@@ -56,7 +57,7 @@ service S {
 	if err != nil {
 		t.Fatalf("config with print_options and a host rewrite: %v", err)
 	}
-	if o := c.Listeners[0].Routes[0].GRPCTranscode.Options(); o.Print.EmitUnpopulated || !o.Print.UseProtoNames {
+	if o := Options(&c.Listeners[0]).Routes[0].GRPCTranscode.Options(); o.Print.EmitUnpopulated || !o.Print.UseProtoNames {
 		t.Errorf("print_options: got %+v", o.Print)
 	}
 
@@ -85,7 +86,7 @@ service S {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse([]byte(tc.yaml), noEnv)
-			var errs Errors
+			var errs config.Errors
 			if !errors.As(err, &errs) {
 				t.Fatalf("got %v, want Errors", err)
 			}

@@ -1,4 +1,4 @@
-package config
+package httpproxy
 
 import (
 	"slices"
@@ -28,14 +28,14 @@ func TestRateLimitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl := c.Listeners[0].Routes[0].RateLimit
+	rl := Options(&c.Listeners[0]).Routes[0].RateLimit
 	if rl.Per.D() != time.Second || rl.Burst != 100 || rl.MaxKeys != 10000 || rl.Headers != "limited" {
 		t.Errorf("route: got per %v burst %d max_keys %d headers %q, want 1s 100 10000 limited", rl.Per.D(), rl.Burst, rl.MaxKeys, rl.Headers)
 	}
 	if k := rl.Key; !slices.Equal(k.TrustedProxies, DefaultTrustedProxies()) || k.ForwardedHeader != "x-forwarded-for" {
 		t.Errorf("key: got %q %q, want loopback and x-forwarded-for", k.TrustedProxies, k.ForwardedHeader)
 	}
-	u := c.Clusters[0].RateLimit
+	u := clusterOptions(&c.Clusters[0]).RateLimit
 	if u.Per.D() != time.Second || u.Burst != 5 || u.Queue.Max != 100 || u.Queue.Timeout.D() != time.Second {
 		t.Errorf("cluster: got %+v %+v, want per 1s, burst 5, queue 100 for 1s", *u, *u.Queue)
 	}
@@ -48,7 +48,7 @@ func TestRateLimitDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rendered %s\ndoes not load: %v", out, err)
 	}
-	if b := back.Listeners[0].Routes[0].RateLimit; b.Burst != rl.Burst || b.MaxKeys != rl.MaxKeys || !b.Key.EndUser {
+	if b := Options(&back.Listeners[0]).Routes[0].RateLimit; b.Burst != rl.Burst || b.MaxKeys != rl.MaxKeys || !b.Key.EndUser {
 		t.Errorf("rendered %s\nloads as %+v, want %+v", out, *b, *rl)
 	}
 }

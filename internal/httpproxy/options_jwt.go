@@ -1,9 +1,11 @@
-package config
+package httpproxy
 
 import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/config"
 )
 
 // JWTProvider is an issuer of JSON Web Tokens that an http listener's
@@ -29,7 +31,7 @@ type JWTProvider struct {
 	// copies of the headers are removed first.
 	ForwardClaims map[string]string `yaml:"forward_claims"`
 	// ClockSkew is the leeway on exp, nbf and iat; default 60s.
-	ClockSkew Duration `yaml:"clock_skew"`
+	ClockSkew config.Duration `yaml:"clock_skew"`
 	// RequireExpiration refuses tokens without exp; default true.
 	RequireExpiration *bool `yaml:"require_expiration"`
 }
@@ -39,12 +41,12 @@ type JWTProvider struct {
 // when a token names a key it does not have, at most once per
 // MinRefetchInterval).
 type JWKS struct {
-	File               string   `yaml:"file"`
-	Cluster            string   `yaml:"cluster"`
-	Path               string   `yaml:"path"`
-	Refresh            Duration `yaml:"refresh"`              // default 5m
-	MinRefetchInterval Duration `yaml:"min_refetch_interval"` // default 30s
-	Timeout            Duration `yaml:"timeout"`              // of one fetch; default 5s
+	File               string          `yaml:"file"`
+	Cluster            string          `yaml:"cluster"`
+	Path               string          `yaml:"path"`
+	Refresh            config.Duration `yaml:"refresh"`              // default 5m
+	MinRefetchInterval config.Duration `yaml:"min_refetch_interval"` // default 30s
+	Timeout            config.Duration `yaml:"timeout"`              // of one fetch; default 5s
 }
 
 // JWTHeader is a request header that may carry a token after Prefix
@@ -76,15 +78,16 @@ const (
 )
 
 // applyJWTDefaults fills the defaults of a listener's JWT providers.
-func (l *Listener) applyJWTDefaults(has func(string) bool, p string) {
-	for i := range l.JWTProviders {
-		j := &l.JWTProviders[i]
-		jp := fmt.Sprintf("%s.jwt_providers[%d]", p, i)
+func (o *ListenerOptions) applyJWTDefaults(c *config.Check) {
+	has := c.Has
+	for i := range o.JWTProviders {
+		j := &o.JWTProviders[i]
+		jp := fmt.Sprintf("%s.jwt_providers[%d]", c.Path, i)
 		if j.FromHeaders == nil && len(j.FromCookies) == 0 && !has(jp+".from_headers") {
 			j.FromHeaders = []JWTHeader{{Name: DefaultJWTHeader, Prefix: DefaultJWTPrefix}}
 		}
 		if j.ClockSkew == 0 && !has(jp+".clock_skew") {
-			j.ClockSkew = Duration(DefaultJWTClockSkew)
+			j.ClockSkew = config.Duration(DefaultJWTClockSkew)
 		}
 		if j.RequireExpiration == nil {
 			t := true
@@ -92,13 +95,13 @@ func (l *Listener) applyJWTDefaults(has func(string) bool, p string) {
 		}
 		if k := &j.JWKS; k.Cluster != "" {
 			if k.Refresh == 0 {
-				k.Refresh = Duration(DefaultJWKSRefresh)
+				k.Refresh = config.Duration(DefaultJWKSRefresh)
 			}
 			if k.MinRefetchInterval == 0 {
-				k.MinRefetchInterval = Duration(DefaultJWKSRefetch)
+				k.MinRefetchInterval = config.Duration(DefaultJWKSRefetch)
 			}
 			if k.Timeout == 0 {
-				k.Timeout = Duration(DefaultJWKSTimeout)
+				k.Timeout = config.Duration(DefaultJWKSTimeout)
 			}
 		}
 	}
@@ -112,76 +115,77 @@ var jwtReservedHeaders = map[string]bool{"host": true, "content-length": true, "
 
 // jwtProviders validates a listener's providers and the routes' jwt
 // blocks at p.
-func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool) {
+func (o *ListenerOptions) validateJWT(c *config.Check) {
+	p := c.Path
 	names := map[string]bool{}
 	var list []string
-	for i, j := range l.JWTProviders {
+	for i, j := range o.JWTProviders {
 		jp := fmt.Sprintf("%s.jwt_providers[%d]", p, i)
-		v.name(jp+".name", j.Name, "jwt provider", names)
+		c.Name(jp+".name", j.Name, "jwt provider", names)
 		list = append(list, j.Name)
 		for k, a := range j.Audiences {
 			if a == "" {
-				v.errorf(fmt.Sprintf("%s.audiences[%d]", jp, k), "empty")
+				c.Errorf(fmt.Sprintf("%s.audiences[%d]", jp, k), "empty")
 			}
 		}
 		k := j.JWKS
 		switch {
 		case k.File == "" && k.Cluster == "":
-			v.errorf(jp+".jwks", "needs file or cluster (with path)")
+			c.Errorf(jp+".jwks", "needs file or cluster (with path)")
 		case k.File != "" && k.Cluster != "":
-			v.errorf(jp+".jwks", "give only one of file or cluster")
+			c.Errorf(jp+".jwks", "give only one of file or cluster")
 		case k.File != "":
-			v.file(jp+".jwks.file", k.File)
+			c.File(jp+".jwks.file", k.File)
 			for _, f := range []struct {
 				name string
 				set  bool
 			}{{"path", k.Path != ""}, {"refresh", k.Refresh != 0}, {"min_refetch_interval", k.MinRefetchInterval != 0}, {"timeout", k.Timeout != 0}} {
 				if f.set {
-					v.errorf(jp+".jwks."+f.name, "only with cluster (a file is re-read when it changes)")
+					c.Errorf(jp+".jwks."+f.name, "only with cluster (a file is re-read when it changes)")
 				}
 			}
 		default:
-			v.clusterRef(jp+".jwks.cluster", k.Cluster, clusters)
+			c.ClusterRef(jp+".jwks.cluster", k.Cluster)
 			switch {
 			case k.Path == "":
-				v.errorf(jp+".jwks.path", "required with cluster (the JWKS document's path, like /.well-known/jwks.json)")
-			case !strings.HasPrefix(k.Path, "/") || !validHeaderValue(k.Path) || strings.ContainsAny(k.Path, " #"):
-				v.errorf(jp+".jwks.path", "%q: want an absolute path like /.well-known/jwks.json", k.Path)
+				c.Errorf(jp+".jwks.path", "required with cluster (the JWKS document's path, like /.well-known/jwks.json)")
+			case !strings.HasPrefix(k.Path, "/") || !config.ValidHeaderValue(k.Path) || strings.ContainsAny(k.Path, " #"):
+				c.Errorf(jp+".jwks.path", "%q: want an absolute path like /.well-known/jwks.json", k.Path)
 			}
-			if k.Refresh < Duration(minJWKSRefresh) {
-				v.errorf(jp+".jwks.refresh", "must be at least 1s")
+			if k.Refresh < config.Duration(minJWKSRefresh) {
+				c.Errorf(jp+".jwks.refresh", "must be at least 1s")
 			}
-			if k.MinRefetchInterval < Duration(minJWKSRefetch) {
-				v.errorf(jp+".jwks.min_refetch_interval", "must be at least 1s (it bounds the fetches tokens with unknown key IDs cause)")
-			} else if k.MinRefetchInterval > k.Refresh && k.Refresh >= Duration(minJWKSRefresh) {
-				v.errorf(jp+".jwks.min_refetch_interval", "must not be longer than refresh (%s)", k.Refresh.D())
+			if k.MinRefetchInterval < config.Duration(minJWKSRefetch) {
+				c.Errorf(jp+".jwks.min_refetch_interval", "must be at least 1s (it bounds the fetches tokens with unknown key IDs cause)")
+			} else if k.MinRefetchInterval > k.Refresh && k.Refresh >= config.Duration(minJWKSRefresh) {
+				c.Errorf(jp+".jwks.min_refetch_interval", "must not be longer than refresh (%s)", k.Refresh.D())
 			}
 			if k.Timeout <= 0 {
-				v.errorf(jp+".jwks.timeout", "must be positive")
+				c.Errorf(jp+".jwks.timeout", "must be positive")
 			}
 		}
 		if len(j.FromHeaders) == 0 && len(j.FromCookies) == 0 {
-			v.errorf(jp+".from_headers", "no place for a token: give from_headers or from_cookies")
+			c.Errorf(jp+".from_headers", "no place for a token: give from_headers or from_cookies")
 		}
 		from := map[string]bool{}
 		for k, h := range j.FromHeaders {
 			hp := fmt.Sprintf("%s.from_headers[%d]", jp, k)
 			switch n := strings.ToLower(h.Name); {
-			case !tokenPattern.MatchString(h.Name):
-				v.errorf(hp+".name", "%q: not a valid header name", h.Name)
+			case !config.ValidHeaderName(h.Name):
+				c.Errorf(hp+".name", "%q: not a valid header name", h.Name)
 			case n == "cookie" || n == "host" || jwtReservedHeaders[n] && n != "authorization":
-				v.errorf(hp+".name", "%q cannot carry a token (use from_cookies for a cookie)", h.Name)
+				c.Errorf(hp+".name", "%q cannot carry a token (use from_cookies for a cookie)", h.Name)
 			case from[n]:
-				v.errorf(hp+".name", "%q is listed twice", h.Name)
+				c.Errorf(hp+".name", "%q is listed twice", h.Name)
 			}
 			from[strings.ToLower(h.Name)] = true
-			if !validHeaderValue(h.Prefix) {
-				v.errorf(hp+".prefix", "holds a control character")
+			if !config.ValidHeaderValue(h.Prefix) {
+				c.Errorf(hp+".prefix", "holds a control character")
 			}
 		}
-		for k, c := range j.FromCookies {
-			if !tokenPattern.MatchString(c) {
-				v.errorf(fmt.Sprintf("%s.from_cookies[%d]", jp, k), "%q: not a valid cookie name", c)
+		for k, ck := range j.FromCookies {
+			if !config.ValidHeaderName(ck) {
+				c.Errorf(fmt.Sprintf("%s.from_cookies[%d]", jp, k), "%q: not a valid cookie name", ck)
 			}
 		}
 		to := map[string]string{}
@@ -190,38 +194,38 @@ func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool
 			n := strings.ToLower(h)
 			switch {
 			case claim == "":
-				v.errorf(cp, "empty claim name")
-			case !tokenPattern.MatchString(h):
-				v.errorf(cp, "%q: not a valid header name", h)
+				c.Errorf(cp, "empty claim name")
+			case !config.ValidHeaderName(h):
+				c.Errorf(cp, "%q: not a valid header name", h)
 			case jwtReservedHeaders[n] || strings.HasPrefix(n, "x-attache-"):
-				v.errorf(cp, "%q may not be set from a claim", h)
+				c.Errorf(cp, "%q may not be set from a claim", h)
 			case from[n]:
-				v.errorf(cp, "%q is where the token comes from (from_headers)", h)
+				c.Errorf(cp, "%q is where the token comes from (from_headers)", h)
 			case to[n] != "":
-				v.errorf(cp, "header %q is already set from claim %q", h, to[n])
+				c.Errorf(cp, "header %q is already set from claim %q", h, to[n])
 			}
 			if n != "" && to[n] == "" {
 				to[n] = claim
 			}
 		}
-		if j.ClockSkew < 0 || j.ClockSkew > Duration(maxJWTClockSkew) {
-			v.errorf(jp+".clock_skew", "must be 0-10m")
+		if j.ClockSkew < 0 || j.ClockSkew > config.Duration(maxJWTClockSkew) {
+			c.Errorf(jp+".clock_skew", "must be 0-10m")
 		}
 	}
 	// Headers set from claims: a route is matched before its token is
 	// checked, so a route matched on one would be chosen by the client's
 	// own copy (a user of one tenant reaching another's route).
 	claimHeaders := map[string]string{}
-	for _, j := range l.JWTProviders {
+	for _, j := range o.JWTProviders {
 		for _, h := range j.ForwardClaims {
 			claimHeaders[strings.ToLower(h)] = j.Name
 		}
 	}
 	used := map[string]bool{}
-	for i, r := range l.Routes {
+	for i, r := range o.Routes {
 		for h := range r.Match.Headers {
 			if prov := claimHeaders[strings.ToLower(h)]; prov != "" {
-				v.errorf(fmt.Sprintf("%s.routes[%d].match.headers.%s", p, i, h),
+				c.Errorf(fmt.Sprintf("%s.routes[%d].match.headers.%s", p, i, h),
 					"set from a claim by jwt provider %q (forward_claims): routes are matched before the token is checked, so the client's own copy would choose the route", prov)
 			}
 		}
@@ -230,7 +234,7 @@ func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool
 			// limit keyed by one would otherwise count every request in
 			// the route's one bucket.
 			if rl := r.RateLimit; rl != nil && rl.Key != nil && rl.Key.Claim != "" {
-				v.errorf(fmt.Sprintf("%s.routes[%d].rate_limit.key.claim", p, i), "needs the route's jwt (a claim is read from the token it verifies)")
+				c.Errorf(fmt.Sprintf("%s.routes[%d].rate_limit.key.claim", p, i), "needs the route's jwt (a claim is read from the token it verifies)")
 			}
 			continue
 		}
@@ -238,20 +242,20 @@ func (v *validator) jwtProviders(p string, l *Listener, clusters map[string]bool
 		used[r.JWT.Provider] = true
 		switch {
 		case r.JWT.Provider == "":
-			v.errorf(rp+".provider", "required")
+			c.Errorf(rp+".provider", "required")
 		case !names[r.JWT.Provider]:
-			e := Error{Path: rp + ".provider", Line: v.c.Line(rp + ".provider"), Msg: fmt.Sprintf("unknown jwt provider %q", r.JWT.Provider)}
-			if s := suggest(r.JWT.Provider, list); s != "" {
+			e := config.Error{Path: rp + ".provider", Msg: fmt.Sprintf("unknown jwt provider %q", r.JWT.Provider)}
+			if s := config.Suggest(r.JWT.Provider, list); s != "" {
 				e.Hint = fmt.Sprintf("did you mean %q?", s)
 			} else if len(list) == 0 {
 				e.Hint = fmt.Sprintf("define it in %s.jwt_providers", p)
 			}
-			v.errs = append(v.errs, e)
+			c.Error(e)
 		}
 	}
-	for i, j := range l.JWTProviders {
+	for i, j := range o.JWTProviders {
 		if j.Name != "" && !used[j.Name] {
-			v.errorf(fmt.Sprintf("%s.jwt_providers[%d]", p, i), "provider %q is not used by any route (routes[].jwt.provider)", j.Name)
+			c.Errorf(fmt.Sprintf("%s.jwt_providers[%d]", p, i), "provider %q is not used by any route (routes[].jwt.provider)", j.Name)
 		}
 	}
 }

@@ -1,6 +1,7 @@
-package config
+package httpproxy
 
 import (
+	"github.com/attache-proxy/attache/internal/config"
 	"os"
 	"slices"
 	"strings"
@@ -34,13 +35,13 @@ func TestStickyDefaults(t *testing.T) {
 	for _, tc := range []struct {
 		name, sticky string
 		env          func(string) (string, bool)
-		proxies      []CIDR
+		proxies      []config.CIDR
 		header, pod  string
 	}{
-		{"defaults, POD_NAME", "          by: client_ip\n", withPod, []CIDR{"127.0.0.0/8", "::1/128"}, "x-forwarded-for", "orders-7d9f-abcde"},
-		{"host name without POD_NAME", "          by: client_ip\n", noEnv, []CIDR{"127.0.0.0/8", "::1/128"}, "x-forwarded-for", host},
+		{"defaults, POD_NAME", "          by: client_ip\n", withPod, []config.CIDR{"127.0.0.0/8", "::1/128"}, "x-forwarded-for", "orders-7d9f-abcde"},
+		{"host name without POD_NAME", "          by: client_ip\n", noEnv, []config.CIDR{"127.0.0.0/8", "::1/128"}, "x-forwarded-for", host},
 		{"given", "          by: header\n          name: x-user\n          trusted_proxies: [10.0.0.0/8, 192.0.2.7, \"2001:db8::/32\"]\n          forwarded_header: Forwarded\n          pod_key: p1\n",
-			withPod, []CIDR{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, "Forwarded", "p1"},
+			withPod, []config.CIDR{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}, "Forwarded", "p1"},
 		{"no trusted proxies", "          by: client_ip\n          trusted_proxies: []\n", withPod, nil, "x-forwarded-for", "orders-7d9f-abcde"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +49,7 @@ func TestStickyDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := c.Listeners[0].Routes[0].Sticky
+			s := Options(&c.Listeners[0]).Routes[0].Sticky
 			if !slices.Equal(s.TrustedProxies, tc.proxies) || s.ForwardedHeader != tc.header || s.PodKey != tc.pod {
 				t.Errorf("got %q %q %q, want %q %q %q", s.TrustedProxies, s.ForwardedHeader, s.PodKey, tc.proxies, tc.header, tc.pod)
 			}
@@ -61,7 +62,7 @@ func TestStickyDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("rendered %s\ndoes not load: %v", out, err)
 			}
-			if b := back.Listeners[0].Routes[0].Sticky; !slices.Equal(b.TrustedProxies, s.TrustedProxies) && len(s.TrustedProxies) > 0 || b.PodKey != s.PodKey {
+			if b := Options(&back.Listeners[0]).Routes[0].Sticky; !slices.Equal(b.TrustedProxies, s.TrustedProxies) && len(s.TrustedProxies) > 0 || b.PodKey != s.PodKey {
 				t.Errorf("rendered %s\nloads as %+v, want %+v", out, *b, *s)
 			}
 		})

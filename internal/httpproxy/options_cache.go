@@ -1,8 +1,10 @@
-package config
+package httpproxy
 
 import (
 	"fmt"
 	"time"
+
+	"github.com/attache-proxy/attache/internal/config"
 )
 
 // RouteCache is a route's response cache (docs/http.md, "Response
@@ -12,14 +14,14 @@ type RouteCache struct {
 	MaxObjectBytes int `yaml:"max_object_bytes"` // the largest body stored; larger ones stream through
 	// DefaultTTL is the heuristic freshness of responses without explicit
 	// expiration (RFC 9111 4.2.2); 0: none, they are only revalidated.
-	DefaultTTL Duration `yaml:"default_ttl"`
+	DefaultTTL config.Duration `yaml:"default_ttl"`
 	// StaleIfError and StaleWhileRevalidate (RFC 5861) apply to responses
 	// that do not carry the directive themselves.
-	StaleIfError         Duration `yaml:"stale_if_error"`
-	StaleWhileRevalidate Duration `yaml:"stale_while_revalidate"`
+	StaleIfError         config.Duration `yaml:"stale_if_error"`
+	StaleWhileRevalidate config.Duration `yaml:"stale_while_revalidate"`
 	// CoalesceTimeout is how long a miss waits for another request's
 	// upstream call for the same URI before making its own.
-	CoalesceTimeout Duration `yaml:"coalesce_timeout"`
+	CoalesceTimeout config.Duration `yaml:"coalesce_timeout"`
 	// CacheAuthorized stores responses to requests with credentials
 	// (Authorization, CredentialHeaders), keyed by them.
 	CacheAuthorized bool `yaml:"cache_authorized"`
@@ -37,56 +39,47 @@ const (
 	DefaultCacheCoalesce       = 5 * time.Second
 )
 
-// applyCache fills the defaults of every route cache.
-func (c *Config) applyCache() {
-	for i := range c.Listeners {
-		for j := range c.Listeners[i].Routes {
-			rc := c.Listeners[i].Routes[j].Cache
-			if rc == nil {
-				continue
-			}
-			p := fmt.Sprintf("listeners[%d].routes[%d].cache", i, j)
-			if rc.MaxBytes == 0 && !c.has(p+".max_bytes") {
-				rc.MaxBytes = DefaultCacheMaxBytes
-			}
-			if rc.MaxObjectBytes == 0 && !c.has(p+".max_object_bytes") {
-				rc.MaxObjectBytes = min(DefaultCacheMaxObjectBytes, rc.MaxBytes)
-			}
-			if rc.CoalesceTimeout == 0 && !c.has(p+".coalesce_timeout") {
-				rc.CoalesceTimeout = Duration(DefaultCacheCoalesce)
-			}
-			if rc.CredentialHeaders == nil && !c.has(p+".credential_headers") {
-				rc.CredentialHeaders = []string{"cookie"}
-			}
-		}
+// applyCache fills the defaults of a route's cache at p.
+func applyCache(c *config.Check, p string, rc *RouteCache) {
+	if rc.MaxBytes == 0 && !c.Has(p+".max_bytes") {
+		rc.MaxBytes = DefaultCacheMaxBytes
+	}
+	if rc.MaxObjectBytes == 0 && !c.Has(p+".max_object_bytes") {
+		rc.MaxObjectBytes = min(DefaultCacheMaxObjectBytes, rc.MaxBytes)
+	}
+	if rc.CoalesceTimeout == 0 && !c.Has(p+".coalesce_timeout") {
+		rc.CoalesceTimeout = config.Duration(DefaultCacheCoalesce)
+	}
+	if rc.CredentialHeaders == nil && !c.Has(p+".credential_headers") {
+		rc.CredentialHeaders = []string{"cookie"}
 	}
 }
 
 // routeCache validates a route's cache block at path p.
-func (v *validator) routeCache(p string, rc *RouteCache) {
+func validateCache(c *config.Check, p string, rc *RouteCache) {
 	if rc.MaxBytes < 1 {
-		v.errorf(p+".max_bytes", "must be positive")
+		c.Errorf(p+".max_bytes", "must be positive")
 	}
 	switch {
 	case rc.MaxObjectBytes < 1:
-		v.errorf(p+".max_object_bytes", "must be positive")
+		c.Errorf(p+".max_object_bytes", "must be positive")
 	case rc.MaxBytes >= 1 && rc.MaxObjectBytes > rc.MaxBytes:
-		v.errorf(p+".max_object_bytes", "must not be more than max_bytes (%d)", rc.MaxBytes)
+		c.Errorf(p+".max_object_bytes", "must not be more than max_bytes (%d)", rc.MaxBytes)
 	}
 	for _, f := range []struct {
 		name string
-		d    Duration
+		d    config.Duration
 	}{{"default_ttl", rc.DefaultTTL}, {"stale_if_error", rc.StaleIfError}, {"stale_while_revalidate", rc.StaleWhileRevalidate}} {
 		if f.d < 0 {
-			v.errorf(p+"."+f.name, "must not be negative")
+			c.Errorf(p+"."+f.name, "must not be negative")
 		}
 	}
 	if rc.CoalesceTimeout <= 0 {
-		v.errorf(p+".coalesce_timeout", "must be positive (how long a miss waits for another's upstream call)")
+		c.Errorf(p+".coalesce_timeout", "must be positive (how long a miss waits for another's upstream call)")
 	}
 	for i, h := range rc.CredentialHeaders {
-		if !tokenPattern.MatchString(h) {
-			v.errorf(fmt.Sprintf("%s.credential_headers[%d]", p, i), "%q: not a valid header name", h)
+		if !config.ValidHeaderName(h) {
+			c.Errorf(fmt.Sprintf("%s.credential_headers[%d]", p, i), "%q: not a valid header name", h)
 		}
 	}
 }

@@ -1,9 +1,10 @@
-package config
+package httpproxy
 
 import (
 	"errors"
 	"fmt"
 
+	"github.com/attache-proxy/attache/internal/config"
 	"github.com/attache-proxy/attache/internal/grpcjson"
 )
 
@@ -62,7 +63,7 @@ const maxTranscodeBytes = 64 << 20
 // grpcTranscode checks a route's transcoding block: the descriptor file
 // parses, its services exist, every http rule's template and fields
 // resolve; the route's clusters speak HTTP/2; no prefix rewrite.
-func (v *validator) grpcTranscode(rp string, r *Route) {
+func validateTranscode(c *config.Check, rp string, r *Route) {
 	g := r.GRPCTranscode
 	p := rp + ".grpc_transcode"
 	for _, f := range []struct {
@@ -70,37 +71,37 @@ func (v *validator) grpcTranscode(rp string, r *Route) {
 		n    int
 	}{{"max_request_bytes", g.MaxRequestBytes}, {"max_message_bytes", g.MaxMessageBytes}} {
 		if f.n < 1 || f.n > maxTranscodeBytes {
-			v.errorf(p+"."+f.name, "must be 1-%d", maxTranscodeBytes)
+			c.Errorf(p+"."+f.name, "must be 1-%d", maxTranscodeBytes)
 		}
 	}
 	for i, s := range g.Services {
 		if s == "" {
-			v.errorf(fmt.Sprintf("%s.services[%d]", p, i), "empty service name")
+			c.Errorf(fmt.Sprintf("%s.services[%d]", p, i), "empty service name")
 		}
 	}
 	if rw := r.Rewrite; rw != nil && rw.Prefix != "" {
-		v.errorf(rp+".rewrite.prefix", "not with grpc_transcode: transcoded calls go to /package.Service/Method")
+		c.Errorf(rp+".rewrite.prefix", "not with grpc_transcode: transcoded calls go to /package.Service/Method")
 	}
 	for j, t := range r.To {
-		cl := v.c.Cluster(t.Cluster)
+		cl := c.Config.Cluster(t.Cluster)
 		if cl == nil {
 			continue // reported by clusterRef
 		}
-		if cl.HTTP.Version != "h2c" && cl.HTTP.Version != "2" {
-			v.errorf(fmt.Sprintf("%s.to[%d].cluster", rp, j), "cluster %q has http.version %q: gRPC needs HTTP/2 (h2c, or 2 with tls)", cl.Name, cl.HTTP.Version)
+		if v := clusterOptions(cl).Version; v != "h2c" && v != "2" {
+			c.Errorf(fmt.Sprintf("%s.to[%d].cluster", rp, j), "cluster %q has http.version %q: gRPC needs HTTP/2 (h2c, or 2 with tls)", cl.Name, v)
 		}
 	}
 	if g.DescriptorSetFile == "" {
-		v.errorf(p+".descriptor_set_file", "required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out)")
+		c.Errorf(p+".descriptor_set_file", "required: a binary FileDescriptorSet (protoc --include_imports --descriptor_set_out)")
 		return
 	}
-	if !v.file(p+".descriptor_set_file", g.DescriptorSetFile) {
+	if !c.File(p+".descriptor_set_file", g.DescriptorSetFile) {
 		return
 	}
 	if _, err := grpcjson.Load(g.DescriptorSetFile, g.Options()); err != nil {
 		var es grpcjson.Errors
 		if !errors.As(err, &es) {
-			v.errorf(p, "%v", err)
+			c.Errorf(p, "%v", err)
 			return
 		}
 		for _, e := range es {
@@ -108,7 +109,7 @@ func (v *validator) grpcTranscode(rp string, r *Route) {
 			if field == "descriptors" {
 				field = "descriptor_set_file"
 			}
-			v.errorf(p+"."+field, "%s", e.Msg)
+			c.Errorf(p+"."+field, "%s", e.Msg)
 		}
 	}
 }

@@ -88,7 +88,7 @@ type echoCluster struct {
 
 func (o *echoCluster) Validate(c *Check) {
 	if o.Shout && !c.UsedBy["echo"] {
-		c.Errorf(c.Path+".shout", "not used by %s listeners", protoList(c.UsedBy))
+		c.Errorf(c.Path+".shout", "not used by %s listeners", ProtocolList(c.UsedBy))
 	}
 }
 

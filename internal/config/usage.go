@@ -36,18 +36,7 @@ var (
 // whose protocol never reads it. Clusters no listener uses are skipped.
 func (v *validator) unusedFields() {
 	c := v.c
-	uses := map[string]map[string]bool{} // cluster -> listener protocols
-	use := func(cluster, proto string) {
-		if uses[cluster] == nil {
-			uses[cluster] = map[string]bool{}
-		}
-		uses[cluster][proto] = true
-	}
-	for _, l := range c.Listeners {
-		for _, cl := range l.Clusters() {
-			use(cl, l.Protocol)
-		}
-	}
+	uses := c.clusterUses()
 	for i := range c.Clusters {
 		cl := &c.Clusters[i]
 		p := fmt.Sprintf("clusters[%d]", i)
@@ -62,16 +51,16 @@ func (v *validator) unusedFields() {
 				by, why = v.s.readers(f.field, protos)
 			}
 			if f.set(cl) && !usedBy(protos, by) {
-				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", protoList(protos), why)
+				v.errorf(p+"."+f.field, "not used by %s listeners (%s)", ProtocolList(protos), why)
 			}
 		}
 		if by, _ := v.s.readers("balance", protos); cl.Balance == "ewma" && usedBy(protos, by) { // else refused above
 			if others := without(protos, v.s.latencyTimers()); len(others) > 0 {
-				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", protoList(others), strings.Join(v.s.latencyTimers(), " and "))
+				v.errorf(p+".balance", "ewma is not honoured by %s listeners (only %s listeners time their requests or connections); use p2c or least_request", ProtocolList(others), strings.Join(v.s.latencyTimers(), " and "))
 			}
 		}
 		if o := cl.OutlierDetection; o != nil && o.Consecutive5xx != 0 && !protos["http"] {
-			v.errorf(p+".outlier_detection.consecutive_5xx", "not used by %s listeners (it counts HTTP responses)", protoList(protos))
+			v.errorf(p+".outlier_detection.consecutive_5xx", "not used by %s listeners (it counts HTTP responses)", ProtocolList(protos))
 		}
 		if by, _ := v.s.readers("balance", protos); usedBy(protos, by) {
 			v.endpointWeights(p, cl)
@@ -142,8 +131,9 @@ func usedBy(protos map[string]bool, by []string) bool {
 	return false
 }
 
-// protoList names the protocols of a set, sorted: "redis and tcp".
-func protoList(protos map[string]bool) string {
+// ProtocolList names the protocols of a set, sorted: "redis and tcp"
+// (for "not used by ... listeners").
+func ProtocolList(protos map[string]bool) string {
 	var s []string
 	for p := range protos {
 		s = append(s, p)

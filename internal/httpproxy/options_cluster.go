@@ -1,8 +1,6 @@
 package httpproxy
 
 import (
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/attache-proxy/attache/internal/config"
@@ -146,7 +144,7 @@ func (o *ClusterOptions) Validate(c *config.Check) {
 	p := c.Path
 	cl := c.Cluster
 	if len(c.UsedBy) > 0 && !c.UsedBy["http"] {
-		used := protoList(c.UsedBy)
+		used := config.ProtocolList(c.UsedBy)
 		def := ClusterOptions{}
 		def.defaults()
 		if o.Version != def.Version || o.MaxIdlePerEndpoint != def.MaxIdlePerEndpoint || o.IdleTimeout != def.IdleTimeout {
@@ -166,7 +164,7 @@ func (o *ClusterOptions) Validate(c *config.Check) {
 				others[k] = true
 			}
 		}
-		c.Errorf(p+".rate_limit", "not honoured by %s listeners (only HTTP requests are counted); give them a cluster of their own", protoList(others))
+		c.Errorf(p+".rate_limit", "not honoured by %s listeners (only HTTP requests are counted); give them a cluster of their own", config.ProtocolList(others))
 	}
 	c.OneOf(p+".version", "HTTP version", o.Version, HTTPVersions)
 	if o.MaxIdlePerEndpoint < 1 {
@@ -201,15 +199,6 @@ func (o *ClusterOptions) Validate(c *config.Check) {
 			c.Errorf(bp+".open_for", "must be positive")
 		}
 	}
-}
-
-func protoList(protos map[string]bool) string {
-	var s []string
-	for p := range protos {
-		s = append(s, p)
-	}
-	slices.Sort(s)
-	return strings.Join(s, " and ")
 }
 
 // bucket validates the bucket of a rate limit at path p.

@@ -2,7 +2,6 @@ package pgproxy
 
 import (
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -261,7 +260,7 @@ func (o *ClusterOptions) Validate(c *config.Check) {
 	p := c.Path
 	if len(c.UsedBy) > 0 && !c.UsedBy["postgres"] {
 		if !reflect.DeepEqual(o, defaultClusterOptions()) {
-			c.Errorf(p, "not used by %s listeners (only postgres listeners pool server connections)", protoList(c.UsedBy))
+			c.Errorf(p, "not used by %s listeners (only postgres listeners pool server connections)", config.ProtocolList(c.UsedBy))
 		}
 		return
 	}
@@ -290,16 +289,6 @@ func defaultClusterOptions() *ClusterOptions {
 	o := &ClusterOptions{}
 	o.Default(&config.Check{Config: &config.Config{}})
 	return o
-}
-
-// protoList names a set of protocols, sorted: "redis and tcp".
-func protoList(protos map[string]bool) string {
-	s := make([]string, 0, len(protos))
-	for p := range protos {
-		s = append(s, p)
-	}
-	slices.Sort(s)
-	return strings.Join(s, " and ")
 }
 
 func (a *AuthOptions) validate(c *config.Check, p string) {

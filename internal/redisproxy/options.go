@@ -3,7 +3,6 @@ package redisproxy
 import (
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -157,7 +156,7 @@ func (o *ClusterOptions) unused(c *config.Check) {
 		if got.Field(i).Equal(want.Field(i)) || (name == "username" || name == "password") && redisCheck {
 			continue
 		}
-		c.Errorf(c.Path+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", protoList(c.UsedBy))
+		c.Errorf(c.Path+"."+name, "not used by %s listeners (only redis listeners shard; a redis health_check uses username and password)", config.ProtocolList(c.UsedBy))
 	}
 }
 
@@ -174,14 +173,4 @@ func shardNames(c *config.Check) {
 		}
 		seen[name] = j
 	}
-}
-
-// protoList names a set of protocols, sorted: "http and tcp".
-func protoList(protos map[string]bool) string {
-	s := make([]string, 0, len(protos))
-	for p := range protos {
-		s = append(s, p)
-	}
-	slices.Sort(s)
-	return strings.Join(s, " and ")
 }

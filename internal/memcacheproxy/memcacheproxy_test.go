@@ -52,21 +52,7 @@ func startProxy(t *testing.T, n int, o Options, outlier upstream.OutlierPolicy) 
 	t.Cleanup(pool.Close)
 	px.pool = pool
 	h := &Handler{Pool: pool, MaxValue: 1 << 20, IdleTimeout: time.Minute}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h.ServeConn(context.Background(), c)
-		}
-	}()
-	px.addr = ln.Addr().String()
+	px.addr = testenv.Serve(t, nil, func(c net.Conn) { h.ServeConn(context.Background(), c) })
 	return px
 }
 

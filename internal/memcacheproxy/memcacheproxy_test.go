@@ -174,7 +174,6 @@ func TestPlacementMatchesNutcracker(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			px := startProxy(t, 3, Options{}, upstream.OutlierPolicy{})
-			names := map[string]string{}
 			var ts []upstream.Target
 			var conf strings.Builder
 			listen := testenv.FreePort(t)
@@ -183,13 +182,12 @@ func TestPlacementMatchesNutcracker(t *testing.T) {
 				w, name := 1, ""
 				if tc.weights != nil {
 					w, name = tc.weights[i], tc.names[i]
-					names[s] = name
 				}
-				ts = append(ts, upstream.Target{Addr: s, Weight: w})
+				ts = append(ts, upstream.Target{Addr: s, Weight: w, Name: name})
 				fmt.Fprintf(&conf, "   - %s:%d %s\n", s, w, name)
 			}
 			px.up.SetEndpoints(ts)
-			pool, err := NewPool(px.up, Options{Hash: "fnv1a_64", Distribution: "ketama", Names: names, Timeout: 2 * time.Second})
+			pool, err := NewPool(px.up, Options{Hash: "fnv1a_64", Distribution: "ketama", Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}

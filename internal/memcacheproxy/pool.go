@@ -22,10 +22,9 @@ import (
 // endpoints the cluster would not route to (auto_eject_hosts); otherwise
 // their keys get SERVER_ERROR.
 type Pool struct {
-	up    *upstream.Cluster
-	opts  Options
-	hash  hashkit.Func
-	names map[string]string // address -> ring name given in the configuration
+	up   *upstream.Cluster
+	opts Options
+	hash hashkit.Func
 
 	mu     sync.Mutex
 	shards map[string]*shard // by address
@@ -46,9 +45,6 @@ type Options struct {
 	Timeout time.Duration
 	// Idle is the idle connections kept per shard.
 	Idle int
-	// Names are ring names by endpoint address (twemproxy's
-	// "host:port:weight name").
-	Names map[string]string
 	// Observe, if set, is told each request's shard address and outcome.
 	Observe func(addr string, ok bool, d time.Duration)
 }
@@ -56,9 +52,11 @@ type Options struct {
 // ring is one placement: the endpoints it was built over, which of them
 // were live, and the hashkit ring.
 type ring struct {
-	eps  []*upstream.Endpoint
-	live []bool
-	r    *hashkit.Ring
+	epoch uint64 // the cluster's when it was built
+	retry int64  // unix nanoseconds when the first ejection in it runs out; 0: none
+	eps   []*upstream.Endpoint
+	live  []bool
+	r     *hashkit.Ring
 }
 
 // NewPool places up's endpoints.
@@ -67,28 +65,35 @@ func NewPool(up *upstream.Cluster, o Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{up: up, opts: o, hash: h, names: o.Names, shards: map[string]*shard{}}
+	p := &Pool{up: up, opts: o, hash: h, shards: map[string]*shard{}}
 	if _, err := p.current(time.Now()); err != nil && !errors.Is(err, upstream.ErrNoEndpoints) {
 		return nil, err
 	}
 	return p, nil
 }
 
-// current returns the ring for the endpoints and liveness of now, building
-// a new one when either changed since the last.
+// current returns the ring for the endpoints and liveness of now. It is
+// built again when the cluster's epoch moved (the endpoint set, a health
+// or an ejection changed) or an ejection it left out ran out; otherwise
+// the check is one atomic load. The epoch is read before the endpoints,
+// so that a change made meanwhile makes the next call build again.
 func (p *Pool) current(now time.Time) (*ring, error) {
-	eps := p.up.Endpoints()
-	if rg := p.ring.Load(); rg != nil && p.same(rg, eps, now) {
+	epoch := p.up.Epoch()
+	if rg := p.ring.Load(); rg != nil && rg.epoch == epoch && (rg.retry == 0 || now.UnixNano() < rg.retry) {
 		return rg, nil
 	}
+	eps := p.up.Endpoints()
 	if len(eps) == 0 {
 		return nil, upstream.ErrNoEndpoints
 	}
-	rg := &ring{eps: eps, live: make([]bool, len(eps))}
+	rg := &ring{epoch: epoch, eps: eps, live: make([]bool, len(eps))}
 	ss := make([]hashkit.Server, len(eps))
 	for i, e := range eps {
 		rg.live[i] = p.onRing(e, now)
-		ss[i] = hashkit.Server{Name: hashkit.KetamaName(e.Addr, p.names[e.Addr]), Weight: e.Weight, Live: rg.live[i]}
+		if u := e.EjectedUntil(); p.opts.AutoEject && now.Before(u) && (rg.retry == 0 || u.UnixNano() < rg.retry) {
+			rg.retry = u.UnixNano()
+		}
+		ss[i] = hashkit.Server{Name: hashkit.KetamaName(e.Addr, e.Name), Weight: e.Weight, Live: rg.live[i]}
 	}
 	r, err := hashkit.Build(p.opts.Distribution, ss)
 	if err != nil {
@@ -97,19 +102,6 @@ func (p *Pool) current(now time.Time) (*ring, error) {
 	rg.r = r
 	p.ring.Store(rg)
 	return rg, nil
-}
-
-// same reports whether rg still describes eps at now.
-func (p *Pool) same(rg *ring, eps []*upstream.Endpoint, now time.Time) bool {
-	if len(eps) != len(rg.eps) {
-		return false
-	}
-	for i, e := range eps {
-		if e != rg.eps[i] || rg.live[i] != p.onRing(e, now) {
-			return false
-		}
-	}
-	return true
 }
 
 // onRing reports whether e holds its keys at now: always without

@@ -83,17 +83,11 @@ func (p *Protocol) NewCluster(env *protocol.Env) (protocol.Instance, error) {
 	if !ok {
 		return nil, nil
 	}
-	names := map[string]string{}
-	for _, e := range cc.Endpoints {
-		if e.Name != "" {
-			names[e.Address] = e.Name
-		}
-	}
 	cluster := cc.Name
 	pool, err := NewPool(env.Cluster.Upstream, Options{
 		Hash: o.Hash, Distribution: o.Distribution, HashTag: o.HashTag, AutoEject: o.AutoEjectHosts,
 		Eject:   upstream.FailurePolicy{Limit: o.ServerFailureLimit, RetryTimeout: o.ServerRetryTimeout.D()},
-		Timeout: o.Timeout.D(), Idle: o.ServerConnections, Names: names,
+		Timeout: o.Timeout.D(), Idle: o.ServerConnections,
 		Observe: func(addr string, ok bool, d time.Duration) {
 			result := "ok"
 			if !ok {
